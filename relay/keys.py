@@ -1,0 +1,78 @@
+"""Every Redis key relay uses, in one place.
+
+All keys share the ``relay:`` prefix so a Redis shared with other software stays readable.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ARQ_QUEUE",
+    "DEAD_LETTERS",
+    "DELIVERIES",
+    "JOBS_INDEX",
+    "MONITORS",
+    "PREFIX",
+    "event",
+    "idempotency",
+    "job",
+    "job_attempts",
+    "job_events",
+    "job_outbox",
+    "monitor",
+    "monitor_jobs",
+    "sched_tokens",
+]
+
+PREFIX = "relay:"
+
+#: sorted set of monitor keys scored by the next poll's due time (ms since epoch, Redis clock)
+MONITORS = f"{PREFIX}sched:monitors"
+#: sorted set of job ids with undelivered events, scored by the next delivery attempt (ms)
+DELIVERIES = f"{PREFIX}sched:deliveries"
+#: sorted set of dead-lettered event ids, scored by when they died (ms)
+DEAD_LETTERS = f"{PREFIX}dead"
+#: the arq queue that runs DriveItem resolution
+ARQ_QUEUE = f"{PREFIX}arq:queue"
+#: sorted set of every job id, scored by creation time (ms): listing and housekeeping
+JOBS_INDEX = f"{PREFIX}jobs"
+
+
+def sched_tokens(schedule: str) -> str:
+    """Hash member -> claim token of the worker currently holding the member's lease."""
+    return f"{schedule}:tokens"
+
+
+def job(job_id: str) -> str:
+    return f"{PREFIX}job:{job_id}"
+
+
+def job_events(job_id: str) -> str:
+    """List of every event id of the job, in sequence order."""
+    return f"{PREFIX}job:{job_id}:events"
+
+
+def job_outbox(job_id: str) -> str:
+    """List of event ids still to be delivered, in sequence order."""
+    return f"{PREFIX}job:{job_id}:outbox"
+
+
+def job_attempts(job_id: str) -> str:
+    """List of JSON delivery-attempt records, oldest first."""
+    return f"{PREFIX}job:{job_id}:attempts"
+
+
+def event(event_id: str) -> str:
+    return f"{PREFIX}event:{event_id}"
+
+
+def monitor(monitor_key: str) -> str:
+    return f"{PREFIX}monitor:{monitor_key}"
+
+
+def monitor_jobs(monitor_key: str) -> str:
+    """Set of job ids sharing the monitor: one poller serves them all."""
+    return f"{PREFIX}monitor:{monitor_key}:jobs"
+
+
+def idempotency(owner: str, key_digest: str) -> str:
+    return f"{PREFIX}idem:{owner}:{key_digest}"

@@ -1,0 +1,85 @@
+"""Request id, bearer-token auth and the error middleware that turns every failure into problem+json."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import uuid
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import web
+
+from relay.models import ValidationError, validation_errors
+from relay.problems import ProblemError, problem_response
+from relay.typedefs import SETTINGS
+
+__all__ = ["OWNER", "auth_middleware", "error_middleware", "request_id_middleware"]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+OWNER = web.RequestKey("owner", str)
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+
+log = structlog.stdlib.get_logger("relay.api")
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    incoming = request.headers.get("X-Request-Id", "")
+    request_id = incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else uuid.uuid4().hex
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    response = await handler(request)
+    response.headers["X-Request-Id"] = request_id
+    return response
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ProblemError as exc:
+        return exc.response()
+    except ValidationError as exc:
+        return problem_response(422, "Invalid request body", "some fields are invalid", errors=validation_errors(exc))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        detail = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else None
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return problem_response(exc.status, exc.reason, detail, headers=headers)
+    except Exception:
+        log.exception("unhandled error", path=request.path)
+        return problem_response(500, "Internal Server Error", "the error was logged")
+
+
+def owner_of(token: str | None) -> str:
+    """Jobs belong to the token that made them, stored as a digest, never as the token."""
+    if token is None:
+        return "public"
+    return hashlib.sha256(token.encode()).hexdigest()[:24]
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    tokens = request.app[SETTINGS].api_tokens
+    if not tokens or request.path in PUBLIC_PATHS:
+        request[OWNER] = owner_of(None)
+        return await handler(request)
+    header = request.headers.get("Authorization", "")
+    scheme, _, presented = header.partition(" ")
+    matched: str | None = None
+    if scheme.lower() == "bearer" and presented:
+        candidate = presented.strip().encode()
+        for token in tokens:  # every token is compared, in constant time each
+            if hmac.compare_digest(candidate, token.encode()):
+                matched = token
+    if matched is None:
+        return problem_response(
+            401,
+            "Unauthorized",
+            "send Authorization: Bearer <token> with one of RELAY_API_TOKENS",
+            headers={"WWW-Authenticate": 'Bearer realm="relay"'},
+        )
+    request[OWNER] = owner_of(matched)
+    return await handler(request)

@@ -1,0 +1,139 @@
+"""Request bodies of the API, validated with pydantic (camelCase on the wire)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+from yarl import URL
+
+from relay.settings import ConfigError, check_secret
+from relay.ssrf import Blocked, check_url, host_matches
+
+__all__ = ["MAX_METADATA", "JobCreate", "JobPatch", "ValidationError", "validation_errors"]
+
+MAX_METADATA = 16 * 1024
+
+
+def _http_url(value: str, field: str) -> URL:
+    try:
+        url = URL(value)
+    except ValueError:
+        raise PydanticCustomError("url", "{field} is not a valid URL", {"field": field}) from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise PydanticCustomError("url", "{field} must be an absolute http(s) URL", {"field": field})
+    return url
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=False, str_strip_whitespace=True, frozen=True)
+
+
+class JobCreate(_Strict):
+    monitor_url: str = Field(alias="monitorUrl", min_length=1, max_length=8192, description="The Location of the 202")
+    callback_url: str = Field(alias="callbackUrl", min_length=1, max_length=2048)
+    drive_item_url: str | None = Field(
+        default=None, alias="driveItemUrl", max_length=2048, description="Template containing {resourceId}"
+    )
+    authorization: str | None = Field(
+        default=None, max_length=16384, description="Header value sent only with the DriveItem request"
+    )
+    metadata: dict[str, Any] | None = Field(default=None, description="Echoed in every event")
+    secret: str | None = Field(default=None, max_length=256, description="Per-job whsec_ signing secret")
+
+    @field_validator("monitor_url")
+    @classmethod
+    def _monitor(cls, value: str) -> str:
+        _http_url(value, "monitorUrl")
+        return value
+
+    @field_validator("callback_url")
+    @classmethod
+    def _callback(cls, value: str) -> str:
+        _http_url(value, "callbackUrl")
+        return value
+
+    @field_validator("drive_item_url")
+    @classmethod
+    def _drive_item(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if "{resourceId}" not in value:
+            raise PydanticCustomError("template", "driveItemUrl must contain {resourceId}")
+        _http_url(value.replace("{resourceId}", "x"), "driveItemUrl")
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and len(json.dumps(value)) > MAX_METADATA:
+            raise PydanticCustomError("too_large", "metadata is larger than {limit} bytes", {"limit": MAX_METADATA})
+        return value
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                check_secret(value, "secret")
+            except ConfigError as exc:
+                raise PydanticCustomError("secret", str(exc)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _authorization_needs_item_url(self) -> JobCreate:
+        if self.authorization and not self.drive_item_url:
+            raise PydanticCustomError("authorization", "authorization is only used with driveItemUrl; give both")
+        return self
+
+
+class JobPatch(_Strict):
+    callback_url: str | None = Field(default=None, alias="callbackUrl", max_length=2048)
+    authorization: str | None = Field(default=None, max_length=16384)
+
+    @field_validator("callback_url")
+    @classmethod
+    def _callback(cls, value: str | None) -> str | None:
+        if value is not None:
+            _http_url(value, "callbackUrl")
+        return value
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> JobPatch:
+        if self.callback_url is None and self.authorization is None:
+            raise PydanticCustomError("empty", "give callbackUrl and/or authorization")
+        return self
+
+
+def check_destinations(
+    *,
+    monitor_url: str | None,
+    callback_url: str | None,
+    drive_item_url: str | None,
+    monitor_hosts: tuple[str, ...],
+    trusted_hosts: tuple[str, ...],
+) -> list[dict[str, Any]]:
+    """Registration-time checks that need configuration; the same checks run again at connect time."""
+    errors: list[dict[str, Any]] = []
+    if monitor_url is not None:
+        host = URL(monitor_url).host or ""
+        if not host_matches(host, monitor_hosts):
+            errors.append({"field": "monitorUrl", "message": "the monitor host is not in RELAY_MONITOR_ALLOWED_HOSTS"})
+    for field, url in (("monitorUrl", monitor_url), ("callbackUrl", callback_url), ("driveItemUrl", drive_item_url)):
+        if url is None:
+            continue
+        try:
+            check_url(url.replace("{resourceId}", "x"), trusted_hosts)
+        except Blocked as exc:
+            errors.append({"field": field, "message": str(exc)})
+    return errors
+
+
+def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    out = []
+    for err in exc.errors(include_url=False, include_input=False):
+        field = ".".join(str(p) for p in err["loc"]) or "body"
+        out.append({"field": field, "message": err["msg"]})
+    return out

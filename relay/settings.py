@@ -1,0 +1,174 @@
+"""Configuration from the environment, read once at the entry point and passed explicitly.
+
+Bad configuration raises :class:`ConfigError` whose message is one line naming the variable.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from standardwebhooks.webhooks import Webhook
+
+__all__ = ["DEFAULT_MONITOR_HOSTS", "ConfigError", "Settings"]
+
+DEFAULT_MONITOR_HOSTS: tuple[str, ...] = (
+    "graph.microsoft.com",
+    "graph.microsoft.us",
+    "dod-graph.microsoft.us",
+    "microsoftgraph.chinacloudapi.cn",
+    "api.onedrive.com",
+    "*.onedrive.com",
+    "*.sharepoint.com",
+    "*.sharepoint.us",
+    "*.sharepoint.cn",
+    "*.sharepoint-df.com",
+    "my.microsoftpersonalcontent.com",
+    "*.microsoftpersonalcontent.com",
+    "*.svc.ms",
+)
+DEFAULT_DELIVERY_SCHEDULE: tuple[float, ...] = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
+
+
+class ConfigError(ValueError):
+    """A configuration value is unusable; the message is meant to be shown as is."""
+
+
+def _list(raw: str | None) -> tuple[str, ...]:
+    if not raw:
+        return ()
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _duration(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < minimum:
+        raise ConfigError(f"{name}={raw!r} must be a finite number of seconds >= {minimum:g}")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 1) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={raw!r} must be >= {minimum}")
+    return value
+
+
+def is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    redis_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    api_tokens: tuple[str, ...] = ()
+    signing_secrets: tuple[str, ...] = ()
+    monitor_allowed_hosts: tuple[str, ...] = DEFAULT_MONITOR_HOSTS
+    callback_allowed_hosts: tuple[str, ...] = ()
+    poll_initial_interval: float = 1.0
+    poll_max_interval: float = 60.0
+    job_timeout: float = 259200.0
+    delivery_schedule: tuple[float, ...] = DEFAULT_DELIVERY_SCHEDULE
+    log_format: str = "json"
+    # not named by the SPEC: tuning with sensible defaults
+    poll_concurrency: int = 200
+    delivery_concurrency: int = 200
+    request_timeout: float = 15.0
+    max_invalid_responses: int = 5
+    job_retention: float = 7 * 86400.0
+    retry_after_cap: float = 3600.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        port = _int(env, "RELAY_PORT", 8080, minimum=0)
+        if port > 65535:
+            raise ConfigError(f"RELAY_PORT={port} is not a TCP port")
+        secrets = _list(env.get("RELAY_SIGNING_SECRETS"))
+        for secret in secrets:
+            check_secret(secret, "RELAY_SIGNING_SECRETS")
+        schedule_raw = env.get("RELAY_DELIVERY_SCHEDULE")
+        schedule = DEFAULT_DELIVERY_SCHEDULE
+        if schedule_raw:
+            try:
+                schedule = tuple(float(part) for part in _list(schedule_raw))
+            except ValueError:
+                raise ConfigError(f"RELAY_DELIVERY_SCHEDULE={schedule_raw!r} must be comma-separated seconds") from None
+            if not schedule or any(not math.isfinite(d) or d < 0 for d in schedule):
+                raise ConfigError(f"RELAY_DELIVERY_SCHEDULE={schedule_raw!r} must be non-negative seconds")
+        initial = _duration(env, "RELAY_POLL_INITIAL_INTERVAL", 1.0, minimum=0.01)
+        maximum = _duration(env, "RELAY_POLL_MAX_INTERVAL", 60.0, minimum=0.01)
+        if maximum < initial:
+            raise ConfigError("RELAY_POLL_MAX_INTERVAL must be >= RELAY_POLL_INITIAL_INTERVAL")
+        log_format = env.get("RELAY_LOG_FORMAT") or ("console" if _stderr_is_tty() else "json")
+        if log_format not in ("json", "console"):
+            raise ConfigError(f"RELAY_LOG_FORMAT={log_format!r} must be 'json' or 'console'")
+        redis_url = env.get("REDIS_URL") or None
+        if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
+        return cls(
+            redis_url=redis_url,
+            host=env.get("RELAY_HOST") or "127.0.0.1",
+            port=port,
+            api_tokens=_list(env.get("RELAY_API_TOKENS")),
+            signing_secrets=secrets,
+            monitor_allowed_hosts=_list(env.get("RELAY_MONITOR_ALLOWED_HOSTS")) or DEFAULT_MONITOR_HOSTS,
+            callback_allowed_hosts=tuple(h.lower() for h in _list(env.get("RELAY_CALLBACK_ALLOWED_HOSTS"))),
+            poll_initial_interval=initial,
+            poll_max_interval=maximum,
+            job_timeout=_duration(env, "RELAY_JOB_TIMEOUT", 259200.0, minimum=1),
+            delivery_schedule=schedule,
+            log_format=log_format,
+            poll_concurrency=_int(env, "RELAY_POLL_CONCURRENCY", 200),
+            delivery_concurrency=_int(env, "RELAY_DELIVERY_CONCURRENCY", 200),
+            request_timeout=_duration(env, "RELAY_REQUEST_TIMEOUT", 15.0, minimum=0.1),
+            max_invalid_responses=_int(env, "RELAY_POLL_MAX_INVALID", 5),
+            job_retention=_duration(env, "RELAY_JOB_RETENTION", 7 * 86400.0, minimum=60),
+        )
+
+    def check_serving(self) -> None:
+        """Refuse an API open to the network without tokens."""
+        if not self.api_tokens and not is_loopback_host(self.host):
+            raise ConfigError(f"RELAY_API_TOKENS must be set when RELAY_HOST={self.host} is not a loopback address")
+
+    @property
+    def effective_redis_url(self) -> str:
+        return self.redis_url or "redis://localhost:6379/0"
+
+
+def check_secret(secret: str, name: str) -> None:
+    if not secret.startswith("whsec_"):
+        raise ConfigError(f"{name}: every secret must start with 'whsec_'")
+    try:
+        Webhook(secret)
+    except Exception:
+        raise ConfigError(f"{name}: a secret is not valid base64 after 'whsec_'") from None
+
+
+def _stderr_is_tty() -> bool:
+    try:
+        return os.isatty(2)
+    except OSError:
+        return False

@@ -1,0 +1,105 @@
+"""Server-side request forgery guard, applied where connections are made.
+
+Every outgoing request (monitor, DriveItem, callback) goes through :func:`check_url` before it is
+sent and through :class:`GuardedResolver` when its host name is resolved, so the addresses that
+were checked are the only ones connected to (no DNS-rebinding window). aiohttp does not call the
+resolver for IP-literal hosts, which is why :func:`check_url` checks those itself.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import socket
+from collections.abc import Iterable
+
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
+from yarl import URL
+
+__all__ = ["Blocked", "GuardedResolver", "address_allowed", "check_url", "host_matches"]
+
+_CGNAT = ipaddress.ip_network("100.64.0.0/10")
+
+
+class Blocked(Exception):
+    """The URL or the address it resolves to is not one relay may connect to."""
+
+
+def address_allowed(ip: str) -> bool:
+    """True only for public unicast addresses."""
+    try:
+        addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+        elif addr.sixtofour is not None:
+            addr = addr.sixtofour
+    if isinstance(addr, ipaddress.IPv4Address) and addr in _CGNAT:
+        return False
+    return not (
+        addr.is_private
+        or addr.is_loopback
+        or addr.is_link_local
+        or addr.is_multicast
+        or addr.is_reserved
+        or addr.is_unspecified
+        or not addr.is_global
+    )
+
+
+def host_matches(host: str, patterns: Iterable[str]) -> bool:
+    """``host`` matches an exact name or a ``*.example.com`` pattern (case-insensitive)."""
+    host = host.lower().rstrip(".")
+    for pattern in patterns:
+        pattern = pattern.lower().rstrip(".")
+        if pattern == host or ("*" in pattern and fnmatch.fnmatchcase(host, pattern)):
+            return True
+    return False
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def check_url(url: str | URL, trusted_hosts: Iterable[str]) -> URL:
+    """Parse and check a URL relay is about to request; raise :class:`Blocked` with a reason."""
+    parsed = url if isinstance(url, URL) else URL(url)
+    if parsed.scheme not in ("http", "https"):
+        raise Blocked("only http and https URLs are allowed")
+    host = parsed.host
+    if not host:
+        raise Blocked("the URL has no host")
+    if parsed.user is not None or parsed.password is not None:
+        raise Blocked("URLs with embedded credentials are not allowed")
+    if _is_ip_literal(host) and not host_matches(host, trusted_hosts) and not address_allowed(host.strip("[]")):
+        raise Blocked("the URL points at a loopback, private or reserved address")
+    return parsed
+
+
+class GuardedResolver(AbstractResolver):
+    """Resolves with the default resolver, then keeps only public addresses (unless the host is trusted)."""
+
+    def __init__(self, trusted_hosts: Iterable[str], inner: AbstractResolver | None = None) -> None:
+        self._trusted = tuple(trusted_hosts)
+        self._inner = inner or DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        if host_matches(host, self._trusted):
+            return results
+        allowed = [r for r in results if address_allowed(r["host"])]
+        if not allowed:
+            raise OSError(f"{host} resolves only to loopback, private or reserved addresses")
+        return allowed
+
+    async def close(self) -> None:
+        await self._inner.close()

@@ -1,0 +1,287 @@
+"""Redis state of jobs, monitors and events: every read and atomic write the API and workers share."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+
+from relay import keys, lua
+from relay.events import isoformat
+from relay.scheduler import Claim, Scheduler
+
+__all__ = ["EventRecord", "JobOp", "Store", "monitor_key"]
+
+
+def monitor_key(url: str) -> str:
+    """Jobs with the same monitor URL share one key, hence one poller; the URL itself is never a key."""
+    return hashlib.sha256(url.encode()).hexdigest()[:32]
+
+
+@dataclass(slots=True)
+class JobOp:
+    """One job's guarded change: applied only if the job's sequence is still ``prev_seq``."""
+
+    job: str
+    prev_seq: int
+    set: dict[str, str] = field(default_factory=dict)
+    delete: list[str] = field(default_factory=list)
+    events: list[dict[str, str]] = field(default_factory=list)  # {"id", "type", "body"}
+    terminal: bool = False
+    phase: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"job": self.job, "prev_seq": self.prev_seq, "terminal": self.terminal}
+        if self.set:
+            out["set"] = self.set
+        if self.delete:
+            out["del"] = self.delete
+        if self.events:
+            out["events"] = self.events
+        if self.phase is not None:
+            out["phase"] = self.phase
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    id: str
+    job: str
+    type: str
+    seq: int
+    body: str
+    attempts: int
+    state: str
+
+
+class Store:
+    def __init__(self, redis: Redis, *, retention: float, job_timeout: float) -> None:
+        self.redis = redis
+        self.retention = int(retention)
+        self.event_ttl = int(retention + job_timeout)
+        self.monitors = Scheduler(redis, keys.MONITORS)
+        self.deliveries = Scheduler(redis, keys.DELIVERIES)
+        self._register = redis.register_script(lua.REGISTER)
+        self._apply_poll = redis.register_script(lua.APPLY_POLL)
+        self._apply_job = redis.register_script(lua.APPLY_JOB)
+        self._cancel = redis.register_script(lua.CANCEL)
+        self._patch = redis.register_script(lua.PATCH)
+        self._ack = redis.register_script(lua.DELIVERY_ACK)
+        self._redeliver = redis.register_script(lua.REDELIVER)
+
+    # -- registration and the API ------------------------------------------------------------
+
+    async def register(
+        self,
+        job_id: str,
+        fields: dict[str, str],
+        monitor_url: str,
+        *,
+        idempotency: tuple[str, str, str] | None = None,  # (owner, key digest, request digest)
+        idempotency_ttl: int = 86400,
+    ) -> tuple[bool, str, str]:
+        """Create the job (or find the one an idempotency key already made): (created, job id, request digest)."""
+        mkey = monitor_key(monitor_url)
+        idem_key = keys.idempotency(idempotency[0], idempotency[1]) if idempotency else ""
+        digest = idempotency[2] if idempotency else ""
+        fields = {**fields, "monitor_key": mkey}
+        state, found_id, found_digest = await self._register(
+            keys=[
+                idem_key,
+                keys.job(job_id),
+                keys.monitor(mkey),
+                keys.monitor_jobs(mkey),
+                keys.MONITORS,
+                keys.JOBS_INDEX,
+            ],
+            args=[job_id, json.dumps(fields), mkey, monitor_url, idempotency_ttl, digest],
+        )
+        return state == "created", found_id, found_digest if state != "created" else digest
+
+    async def job(self, job_id: str) -> dict[str, str] | None:
+        data: dict[str, str] = await self.redis.hgetall(keys.job(job_id))  # type: ignore[misc]  # redis-py 5 types sync|async
+        return data or None
+
+    async def job_view(self, job: dict[str, str]) -> dict[str, Any]:
+        """The job as the API shows it: never the monitor URL, the authorization or the secret."""
+        mkey = job.get("monitor_key", "")
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(keys.monitor(mkey), ["polls", "last_polled"])
+            pipe.zscore(keys.MONITORS, mkey)
+            (polls, last_polled), due = await pipe.execute()
+        terminal = job.get("terminal") == "1"
+        return {
+            "id": job["id"],
+            "status": job.get("status", "notStarted"),
+            "operation": job.get("operation") or None,
+            "percentageComplete": float(job.get("percentage") or 0),
+            "resourceId": job.get("resource_id") or None,
+            "driveItem": _json(job.get("drive_item")),
+            "resolutionError": _json(job.get("resolution_error")),
+            "error": _json(job.get("error")),
+            "metadata": _json(job.get("metadata")),
+            "createdDateTime": isoformat(int(job["created"]) / 1000),
+            "lastPolledDateTime": isoformat(int(last_polled) / 1000) if last_polled else None,
+            "nextPollDateTime": isoformat(due / 1000) if due is not None and not terminal else None,
+            "pollCount": int(polls or 0),
+            "callbackUrl": job.get("callback_url"),
+            "driveItemUrl": job.get("drive_item_url") or None,
+            "monitorHost": job.get("monitor_host"),
+            "sequence": int(job.get("seq") or 0),
+        }
+
+    async def cancel(self, job_id: str) -> bool:
+        return bool(
+            await self._cancel(
+                keys=[keys.job(job_id), keys.MONITORS, keys.sched_tokens(keys.MONITORS), keys.DELIVERIES],
+                args=[job_id, keys.PREFIX, self.retention],
+            )
+        )
+
+    async def patch(self, job_id: str, fields: dict[str, str]) -> int:
+        """1 changed, 0 no such job, -1 the job has ended."""
+        return int(await self._patch(keys=[keys.job(job_id)], args=[json.dumps(fields)]))
+
+    async def attempts(self, job_id: str) -> list[dict[str, Any]]:
+        raw = await self.redis.lrange(keys.job_attempts(job_id), 0, -1)  # type: ignore[misc]  # redis-py 5 types sync|async
+        return [json.loads(r) for r in raw]
+
+    async def event_ids(self, job_id: str) -> list[str]:
+        return list(await self.redis.lrange(keys.job_events(job_id), 0, -1))  # type: ignore[misc]  # redis-py 5 types sync|async
+
+    async def event(self, event_id: str) -> EventRecord | None:
+        data = await self.redis.hgetall(keys.event(event_id))  # type: ignore[misc]  # redis-py 5 types sync|async
+        return _event(event_id, data) if data else None
+
+    async def events(self, event_ids: list[str]) -> list[EventRecord | None]:
+        if not event_ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for eid in event_ids:
+                pipe.hgetall(keys.event(eid))
+            rows = await pipe.execute()
+        return [_event(eid, row) if row else None for eid, row in zip(event_ids, rows, strict=True)]
+
+    async def redeliver(self, job_id: str, event_id: str) -> bool:
+        return bool(
+            await self._redeliver(
+                keys=[keys.job(job_id), keys.job_outbox(job_id), keys.DELIVERIES, keys.DEAD_LETTERS],
+                args=[event_id, keys.PREFIX, job_id],
+            )
+        )
+
+    # -- the poller ---------------------------------------------------------------------------
+
+    async def monitor_state(self, mkey: str) -> tuple[dict[str, str], list[dict[str, str]]]:
+        """The monitor hash and the hashes of every job sharing it."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.monitor(mkey))
+            pipe.smembers(keys.monitor_jobs(mkey))
+            monitor, job_ids = await pipe.execute()
+        if not job_ids:
+            return monitor, []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for jid in sorted(job_ids):
+                pipe.hgetall(keys.job(jid))
+            jobs = await pipe.execute()
+        missing = [jid for jid, job in zip(sorted(job_ids), jobs, strict=True) if not job]
+        if missing:
+            await self.redis.srem(keys.monitor_jobs(mkey), *missing)  # type: ignore[misc]  # redis-py 5 types sync|async
+        return monitor, [job for job in jobs if job]
+
+    async def apply_poll(
+        self, claim: Claim, monitor_fields: dict[str, str], ops: list[JobOp], delay: float
+    ) -> list[str]:
+        """Write a poll's outcome if the claim is still ours; ['stale-claim'] otherwise."""
+        mkey = claim.member
+        result = await self._apply_poll(
+            keys=[
+                keys.MONITORS,
+                keys.sched_tokens(keys.MONITORS),
+                keys.monitor(mkey),
+                keys.monitor_jobs(mkey),
+                keys.DELIVERIES,
+            ],
+            args=[
+                mkey,
+                claim.token,
+                max(0, int(delay * 1000)),
+                json.dumps(monitor_fields),
+                json.dumps([op.as_json() for op in ops]),
+                keys.PREFIX,
+                self.event_ttl,
+                self.retention,
+            ],
+        )
+        return [str(r) for r in result]
+
+    async def apply_job(self, op: JobOp) -> str:
+        return str(
+            await self._apply_job(
+                keys=[keys.DELIVERIES],
+                args=[json.dumps(op.as_json()), keys.PREFIX, self.event_ttl, self.retention],
+            )
+        )
+
+    # -- the delivery loop --------------------------------------------------------------------
+
+    async def outbox(self, job_id: str) -> list[str]:
+        return list(await self.redis.lrange(keys.job_outbox(job_id), 0, -1))  # type: ignore[misc]  # redis-py 5 types sync|async
+
+    async def delivery_ack(
+        self,
+        claim: Claim,
+        *,
+        event_id: str,
+        outcome: str,  # delivered | failed | dead | gone | none
+        delay: float = 0.0,
+        superseded: list[str] | None = None,
+        records: list[dict[str, Any]] | None = None,
+        error: dict[str, Any] | None = None,
+    ) -> bool:
+        job_id = claim.member
+        return (
+            int(
+                await self._ack(
+                    keys=[
+                        keys.DELIVERIES,
+                        keys.sched_tokens(keys.DELIVERIES),
+                        keys.job(job_id),
+                        keys.job_outbox(job_id),
+                        keys.job_attempts(job_id),
+                        keys.DEAD_LETTERS,
+                    ],
+                    args=[
+                        job_id,
+                        claim.token,
+                        event_id,
+                        outcome,
+                        max(0, int(delay * 1000)),
+                        json.dumps(superseded or []),
+                        json.dumps([json.dumps(r) for r in records or []]),
+                        keys.PREFIX,
+                        json.dumps(error or {}),
+                    ],
+                )
+            )
+            == 1
+        )
+
+
+def _json(raw: str | None) -> Any:
+    return json.loads(raw) if raw else None
+
+
+def _event(event_id: str, data: dict[str, str]) -> EventRecord:
+    return EventRecord(
+        id=event_id,
+        job=data.get("job", ""),
+        type=data.get("type", ""),
+        seq=int(data.get("seq") or 0),
+        body=data.get("body", ""),
+        attempts=int(data.get("attempts") or 0),
+        state=data.get("state", ""),
+    )

@@ -1,0 +1,209 @@
+"""What one poll means for the jobs sharing a monitor: pure, no I/O.
+
+Given the classified monitor response, the monitor's stored state and the jobs' stored state,
+:func:`plan_poll` decides the new monitor state, each job's change and events, the delay before
+the next poll, and which jobs now need their DriveItem resolved.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from relay.backoff import parse_retry_after, poll_delay
+from relay.events import COMPLETED, FAILED, PROGRESS, build_event, new_event_id
+from relay.monitor import Kind, PollResult, job_status
+from relay.settings import Settings
+from relay.store import JobOp
+
+__all__ = ["RESOLVE_RECHECK", "PollPlan", "completed_from_monitor", "completion_event", "failure_op", "plan_poll"]
+
+#: a completed monitor is looked at again after this long, to re-enqueue resolutions a crash lost
+RESOLVE_RECHECK = 60.0
+
+
+@dataclass(slots=True)
+class PollPlan:
+    monitor_fields: dict[str, str]
+    ops: list[JobOp] = field(default_factory=list)
+    delay: float = 0.0
+    resolve: list[str] = field(default_factory=list)
+    changed: bool = False
+
+
+def completed_from_monitor(monitor: dict[str, str]) -> PollResult | None:
+    """A monitor already seen completed is not polled again (it may be gone by now)."""
+    if monitor.get("completed") != "1":
+        return None
+    item = monitor.get("drive_item")
+    return PollResult(
+        Kind.COMPLETED,
+        status="completed",
+        percentage=100.0,
+        operation=monitor.get("operation") or None,
+        resource_id=monitor.get("resource_id") or None,
+        drive_item=json.loads(item) if item else None,
+    )
+
+
+def _event(
+    kind: str, job: dict[str, str], seq: int, now_ms: int, status: str, pct: float, **extra: Any
+) -> dict[str, str]:
+    event_id = new_event_id()
+    body = build_event(
+        kind,
+        job_id=job["id"],
+        sequence=seq,
+        operation=job.get("operation") or None,
+        status=status,
+        percentage=pct,
+        metadata=json.loads(job["metadata"]) if job.get("metadata") else None,
+        timestamp=now_ms / 1000,
+        **extra,
+    )
+    return {"id": event_id, "type": kind, "body": body}
+
+
+def failure_op(job: dict[str, str], now_ms: int, error: dict[str, Any], *, phase: str | None = None) -> JobOp:
+    """The terminal ``job.failed`` change for a job."""
+    seq = int(job.get("seq") or 0)
+    pct = float(job.get("percentage") or 0)
+    event = _event(FAILED, job, seq + 1, now_ms, "failed", pct, error=error)
+    return JobOp(
+        job=job["id"],
+        prev_seq=seq,
+        phase=phase,
+        set={"status": "failed", "error": json.dumps(error)},
+        events=[event],
+        terminal=True,
+    )
+
+
+def completion_event(
+    job: dict[str, str], now_ms: int, drive_item: Any, resolution_error: dict[str, Any] | None
+) -> dict[str, str]:
+    extra: dict[str, Any] = {"resourceId": job.get("resource_id") or None, "driveItem": drive_item}
+    if resolution_error is not None:
+        extra["resolutionError"] = resolution_error
+    return _event(COMPLETED, job, int(job.get("seq") or 0) + 1, now_ms, "completed", 100.0, **extra)
+
+
+def plan_poll(
+    result: PollResult,
+    monitor: dict[str, str],
+    jobs: list[dict[str, str]],
+    now_ms: int,
+    settings: Settings,
+    rng: random.Random,
+    *,
+    polled: bool = True,
+) -> PollPlan:
+    fields: dict[str, str] = {}
+    if polled:
+        fields["polls"] = str(int(monitor.get("polls") or 0) + 1)
+        fields["last_polled"] = str(now_ms)
+    streak = int(monitor.get("streak") or 0)
+    invalid = int(monitor.get("invalid") or 0)
+    plan = PollPlan(fields)
+
+    if result.kind in (Kind.PROGRESS, Kind.COMPLETED, Kind.FAILED):
+        fields["invalid"] = "0"
+        fields["errors"] = "0"
+        prev_status, prev_pct = monitor.get("status"), float(monitor.get("pct") or 0)
+        pct = max(prev_pct, result.percentage if result.percentage is not None else prev_pct)
+        plan.changed = result.status != prev_status or pct != prev_pct
+        fields["status"] = result.status or prev_status or "inProgress"
+        fields["pct"] = repr(pct)
+        if result.operation:
+            fields["operation"] = result.operation
+    elif result.kind is Kind.INVALID:
+        invalid += 1
+        fields["invalid"] = str(invalid)
+    elif result.kind is Kind.RETRY:
+        fields["errors"] = str(int(monitor.get("errors") or 0) + 1)
+    if result.kind is Kind.COMPLETED:
+        fields["completed"] = "1"
+        if result.resource_id:
+            fields["resource_id"] = result.resource_id
+        if result.drive_item is not None:
+            fields["drive_item"] = json.dumps(result.drive_item)
+
+    operation = result.operation or monitor.get("operation") or None
+    for job in jobs:
+        op = _plan_job(result, job, now_ms, settings, invalid, operation)
+        if op is not None:
+            plan.ops.append(op)
+        if job.get("phase") == "resolving" or (op is not None and op.set.get("phase") == "resolving"):
+            plan.resolve.append(job["id"])
+
+    if result.kind is Kind.COMPLETED:
+        plan.delay = RESOLVE_RECHECK
+    else:
+        streak = 0 if plan.changed else streak + 1
+        fields["streak"] = str(streak)
+        plan.delay = poll_delay(streak, settings.poll_initial_interval, settings.poll_max_interval, rng)
+        retry_after = parse_retry_after(result.retry_after) if result.http_status in (429, 503) else None
+        if retry_after is not None:
+            plan.delay = max(plan.delay, min(retry_after, settings.retry_after_cap))
+    return plan
+
+
+def _plan_job(
+    result: PollResult,
+    job: dict[str, str],
+    now_ms: int,
+    settings: Settings,
+    invalid: int,
+    operation: str | None,
+) -> JobOp | None:
+    if job.get("terminal") == "1" or job.get("phase") != "tracking":
+        return None
+    seq = int(job.get("seq") or 0)
+    if operation and job.get("operation") != operation:
+        job = {**job, "operation": operation}
+    if now_ms - int(job["created"]) > settings.job_timeout * 1000 and result.kind is not Kind.COMPLETED:
+        return failure_op(
+            job, now_ms, {"code": "timeout", "message": f"still not finished after {settings.job_timeout:g} s"}
+        )
+
+    if result.kind is Kind.PROGRESS:
+        status = job_status(result.kind, result.status)
+        old_pct = float(job.get("percentage") or 0)
+        pct = max(old_pct, result.percentage if result.percentage is not None else old_pct)
+        if status == job.get("status") and pct == old_pct and result.status == job.get("monitor_status"):
+            return None
+        extra = {"monitorStatus": result.status} if result.status else {}
+        event = _event(PROGRESS, job, seq + 1, now_ms, status, pct, **extra)
+        sets = {"status": status, "percentage": repr(pct), "monitor_status": result.status or ""}
+        if operation:
+            sets["operation"] = operation
+        return JobOp(job=job["id"], prev_seq=seq, set=sets, events=[event])
+
+    if result.kind is Kind.COMPLETED:
+        sets = {"phase": "resolving", "percentage": "100.0", "monitor_status": "completed"}
+        if operation:
+            sets["operation"] = operation
+        if result.resource_id:
+            sets["resource_id"] = result.resource_id
+        if result.drive_item is not None:
+            sets["drive_item"] = json.dumps(result.drive_item)
+        return JobOp(job=job["id"], prev_seq=seq, set=sets)
+
+    if result.kind is Kind.FAILED:
+        error = {
+            "code": "monitorFailed",
+            "monitorStatus": result.status,
+            "errorCode": result.error_code,
+            "statusDescription": result.status_description,
+        }
+        return failure_op(job, now_ms, error)
+
+    if result.kind is Kind.GONE:
+        return failure_op(job, now_ms, {"code": "monitorGone", "httpStatus": result.http_status})
+
+    if result.kind is Kind.INVALID and invalid >= settings.max_invalid_responses:
+        detail = f"{invalid} answers in a row were not AsyncJobStatus; last: {result.detail}"
+        return failure_op(job, now_ms, {"code": "invalidMonitorResponse", "message": detail})
+    return None

@@ -1,0 +1,199 @@
+"""HTTP handlers. Errors are raised, the error middleware renders them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from yarl import URL
+
+from relay import metrics
+from relay.events import TERMINAL_TYPES
+from relay.middlewares import OWNER
+from relay.models import JobCreate, JobPatch, check_destinations
+from relay.openapi import openapi_document
+from relay.problems import ProblemError
+from relay.typedefs import REDIS, SETTINGS, STORE
+
+__all__ = ["routes"]
+
+routes = web.RouteTableDef()
+
+_JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+_MAX_IDEMPOTENCY_KEY = 255
+
+
+async def _json_body(request: web.Request) -> Any:
+    if request.content_type != "application/json":
+        raise ProblemError(415, "Unsupported Media Type", "send the body as application/json")
+    raw = await request.read()
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ProblemError(400, "Malformed JSON", "the request body is not valid JSON") from None
+
+
+async def _owned_job(request: web.Request) -> dict[str, str]:
+    job_id = request.match_info["job_id"]
+    job = await request.app[STORE].job(job_id) if _JOB_ID.match(job_id) else None
+    if job is None or job.get("owner") != request[OWNER]:
+        raise ProblemError(404, "Not Found", "no such job")
+    return job
+
+
+def _destination_errors(request: web.Request, **urls: str | None) -> None:
+    settings = request.app[SETTINGS]
+    errors = check_destinations(
+        monitor_url=urls.get("monitor_url"),
+        callback_url=urls.get("callback_url"),
+        drive_item_url=urls.get("drive_item_url"),
+        monitor_hosts=settings.monitor_allowed_hosts,
+        trusted_hosts=settings.callback_allowed_hosts,
+    )
+    if errors:
+        raise ProblemError(422, "Invalid request body", "a URL is not allowed", errors=errors)
+
+
+@routes.post("/v1/jobs")
+async def create_job(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    if not isinstance(body, dict):
+        raise ProblemError(422, "Invalid request body", "the body must be a JSON object")
+    job = JobCreate.model_validate(body)
+    _destination_errors(
+        request, monitor_url=job.monitor_url, callback_url=job.callback_url, drive_item_url=job.drive_item_url
+    )
+    owner = request[OWNER]
+    idempotency = None
+    key = request.headers.get("Idempotency-Key")
+    if key is not None:
+        if not 0 < len(key) <= _MAX_IDEMPOTENCY_KEY:
+            raise ProblemError(400, "Bad Idempotency-Key", f"Idempotency-Key must be 1 to {_MAX_IDEMPOTENCY_KEY} chars")
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        idempotency = (owner, _digest(key), _digest(canonical))
+    job_id = uuid.uuid4().hex
+    fields = {
+        "id": job_id,
+        "owner": owner,
+        "monitor_host": URL(job.monitor_url).host or "",
+        "callback_url": job.callback_url,
+        "status": "notStarted",
+        "percentage": "0.0",
+    }
+    if job.drive_item_url:
+        fields["drive_item_url"] = job.drive_item_url
+    if job.authorization:
+        fields["authorization"] = job.authorization
+    if job.metadata is not None:
+        fields["metadata"] = json.dumps(job.metadata)
+    if job.secret:
+        fields["secret"] = job.secret
+    store = request.app[STORE]
+    created, found_id, digest = await store.register(job_id, fields, job.monitor_url, idempotency=idempotency)
+    if not created and idempotency is not None and digest != idempotency[2]:
+        raise ProblemError(409, "Idempotency-Key reused", "this Idempotency-Key was used with a different body")
+    stored = await store.job(found_id)
+    if stored is None:  # the earlier job has expired; its key outlived it
+        raise ProblemError(409, "Idempotency-Key reused", "the job this Idempotency-Key made no longer exists")
+    if created:
+        metrics.JOBS_REGISTERED.inc()
+    view = await store.job_view(stored)
+    return web.json_response(view, status=201 if created else 200, headers={"Location": f"/v1/jobs/{found_id}"})
+
+
+@routes.get("/v1/jobs/{job_id}")
+async def get_job(request: web.Request) -> web.Response:
+    job = await _owned_job(request)
+    return web.json_response(await request.app[STORE].job_view(job))
+
+
+@routes.patch("/v1/jobs/{job_id}")
+async def patch_job(request: web.Request) -> web.Response:
+    job = await _owned_job(request)
+    body = await _json_body(request)
+    if not isinstance(body, dict):
+        raise ProblemError(422, "Invalid request body", "the body must be a JSON object")
+    patch = JobPatch.model_validate(body)
+    fields: dict[str, str] = {}
+    if patch.callback_url is not None:
+        _destination_errors(request, callback_url=patch.callback_url)
+        fields["callback_url"] = patch.callback_url
+    if patch.authorization is not None:
+        if not job.get("drive_item_url"):
+            raise ProblemError(422, "Invalid request body", "authorization is only used with a driveItemUrl")
+        fields["authorization"] = patch.authorization
+    store = request.app[STORE]
+    if await store.patch(job["id"], fields) == -1:
+        raise ProblemError(409, "Job has ended", "a finished job cannot be changed")
+    updated = await store.job(job["id"])
+    assert updated is not None
+    return web.json_response(await store.job_view(updated))
+
+
+@routes.delete("/v1/jobs/{job_id}")
+async def delete_job(request: web.Request) -> web.Response:
+    job = await _owned_job(request)
+    await request.app[STORE].cancel(job["id"])
+    return web.Response(status=204)
+
+
+@routes.get("/v1/jobs/{job_id}/deliveries")
+async def list_deliveries(request: web.Request) -> web.Response:
+    job = await _owned_job(request)
+    store = request.app[STORE]
+    events = [e for e in await store.events(await store.event_ids(job["id"])) if e is not None]
+    return web.json_response(
+        {
+            "jobId": job["id"],
+            "deliveries": await store.attempts(job["id"]),
+            "events": [
+                {"eventId": e.id, "type": e.type, "sequence": e.seq, "state": e.state, "attempts": e.attempts}
+                for e in events
+            ],
+        }
+    )
+
+
+@routes.post("/v1/jobs/{job_id}/redeliver")
+async def redeliver(request: web.Request) -> web.Response:
+    job = await _owned_job(request)
+    store = request.app[STORE]
+    event_ids = await store.event_ids(job["id"])
+    last = await store.event(event_ids[-1]) if event_ids else None
+    if last is None or last.type not in TERMINAL_TYPES:
+        raise ProblemError(409, "No terminal event", "the job has no job.completed or job.failed event yet")
+    await store.redeliver(job["id"], last.id)
+    return web.json_response({"jobId": job["id"], "eventId": last.id, "type": last.type}, status=202)
+
+
+@routes.get("/healthz")
+async def healthz(_: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    try:
+        await request.app[REDIS].ping()
+    except Exception as exc:
+        raise ProblemError(503, "Not Ready", f"Redis is not reachable ({type(exc).__name__})") from None
+    return web.json_response({"status": "ready"})
+
+
+@routes.get("/metrics")
+async def metrics_view(_: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+@routes.get("/openapi.json")
+async def openapi(_: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()[:32]

@@ -1,0 +1,149 @@
+"""Fixtures: one real Redis per session (flushed per test), real servers, a real arq worker in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from redis.asyncio import Redis
+
+from relay.app import create_app
+from relay.embedded import EmbeddedRedis
+from relay.settings import Settings
+from tests.helpers import SECRET, Receiver
+from workers.main import create_worker
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis()
+    server.start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+async def redis(redis_server: EmbeddedRedis) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_server.url, decode_responses=True)
+    await client.flushall()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def settings(redis_server: EmbeddedRedis) -> Settings:
+    return Settings(
+        redis_url=redis_server.url,
+        signing_secrets=(SECRET,),
+        monitor_allowed_hosts=("127.0.0.1",),
+        callback_allowed_hosts=("127.0.0.1",),
+        poll_initial_interval=0.05,
+        poll_max_interval=0.3,
+        delivery_schedule=(0, 0.1, 0.2),
+        request_timeout=2.0,
+        max_invalid_responses=3,
+        log_format="console",
+    )
+
+
+@pytest.fixture
+async def simulator() -> AsyncIterator[Any]:
+    from relay.simulator import Simulator
+
+    sim = Simulator(seed=1)
+    await sim.start()
+    yield sim
+    await sim.stop()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    rec = Receiver()
+    await rec.start()
+    yield rec
+    await rec.stop()
+
+
+class Api:
+    """A real relay API on a loopback port and a client session for it."""
+
+    def __init__(self, base: str, session: aiohttp.ClientSession) -> None:
+        self.base = base
+        self.session = session
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any, aiohttp.ClientResponse]:
+        async with self.session.request(method, self.base + path, **kwargs) as resp:
+            text = await resp.text()
+            body: Any = None
+            if text and resp.content_type in ("application/json", "application/problem+json"):
+                import json
+
+                body = json.loads(text)
+            return resp.status, body, resp
+
+    async def create(self, **fields: Any) -> dict[str, Any]:
+        status, body, _ = await self.request("POST", "/v1/jobs", json=fields)
+        assert status == 201, body
+        result: dict[str, Any] = body
+        return result
+
+
+@contextlib.asynccontextmanager
+async def running_api(settings: Settings) -> AsyncIterator[Api]:
+    runner = web.AppRunner(create_app(settings), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    async with aiohttp.ClientSession() as session:
+        yield Api(f"http://127.0.0.1:{port}", session)
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def api(settings: Settings, redis: Redis) -> AsyncIterator[Api]:
+    async with running_api(settings) as client:
+        yield client
+
+
+@contextlib.asynccontextmanager
+async def running_worker(settings: Settings, **overrides: Any) -> AsyncIterator[Any]:
+    worker = create_worker(settings, handle_signals=False, poll_delay=0.05, **overrides)
+    task = asyncio.create_task(worker.async_run())
+    try:
+        yield worker
+    finally:
+        await worker.close()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@pytest.fixture
+def start_worker(settings: Settings) -> Callable[..., Any]:
+    def start(custom: Settings | None = None, **overrides: Any) -> Any:
+        return running_worker(custom or settings, **overrides)
+
+    return start
+
+
+@pytest.fixture
+async def worker(settings: Settings, redis: Redis) -> AsyncIterator[Any]:
+    async with running_worker(settings) as w:
+        yield w
+
+
+@pytest.fixture(autouse=True)
+def _quiet_logs() -> None:
+    logging.getLogger("arq").setLevel(logging.WARNING)
+
+
+def with_settings(settings: Settings, **changes: Any) -> Settings:
+    return replace(settings, **changes)

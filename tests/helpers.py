@@ -1,0 +1,114 @@
+"""Real servers for the tests: a webhook receiver that verifies every signature, and a relay API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from standardwebhooks.webhooks import Webhook
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+@dataclass
+class Received:
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+    @property
+    def event(self) -> dict[str, Any]:
+        result: dict[str, Any] = json.loads(self.body)
+        return result
+
+
+Responder = Callable[[web.Request, int], Awaitable[web.StreamResponse] | web.StreamResponse]
+
+
+@dataclass
+class Receiver:
+    """Records every POST; verifies it with ``standardwebhooks``; answers with ``responder`` (default 204)."""
+
+    secrets: tuple[str, ...] = (SECRET,)
+    responder: Responder | None = None
+    received: list[Received] = field(default_factory=list)
+    verified: list[Received] = field(default_factory=list)
+    bad_signatures: int = 0
+    url: str = ""
+    _runner: web.AppRunner | None = None
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        rec = Received(dict(request.headers), body, time.monotonic())
+        self.received.append(rec)
+        attempt = len(self.received)
+        for secret in self.secrets:
+            try:
+                Webhook(secret).verify(body, dict(request.headers))
+            except Exception:
+                self.bad_signatures += 1
+                break
+        else:
+            self.verified.append(rec)
+        self._changed.set()
+        if self.responder is not None:
+            result = self.responder(request, attempt)
+            if asyncio.iscoroutine(result):
+                return await result  # type: ignore[no-any-return]
+            return result  # type: ignore[return-value]
+        return web.Response(status=204)
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}/hook"
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def events(self, job_id: str | None = None) -> list[dict[str, Any]]:
+        out = [r.event for r in self.received]
+        return [e for e in out if job_id is None or e["data"]["jobId"] == job_id]
+
+    def delivered_events(self, job_id: str | None = None) -> list[dict[str, Any]]:
+        """Events whose request was answered 2xx by the default responder (all, when no responder)."""
+        return self.events(job_id)
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"condition not met within {timeout}s; received {len(self.received)} requests")
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), min(remaining, 0.2))
+            except TimeoutError:
+                pass
+
+    def terminal(self, job_id: str) -> dict[str, Any] | None:
+        for event in self.events(job_id):
+            if event["type"] in ("job.completed", "job.failed"):
+                return event
+        return None
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)

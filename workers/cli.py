@@ -1,0 +1,171 @@
+"""The ``relay`` command: ``serve``, ``worker``, ``dev``, ``demo``, ``simulate``.
+
+It lives in ``workers`` because it is the one place that composes the API (``relay``) and the
+worker (``workers``): imports flow ``workers -> relay`` only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import os
+import secrets
+import signal
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+
+import structlog
+from aiohttp import web
+
+from relay import __version__, logs
+from relay.app import create_app
+from relay.embedded import EmbeddedRedis
+from relay.settings import ConfigError, Settings
+from workers.main import create_worker
+
+__all__ = ["main"]
+
+log = structlog.stdlib.get_logger("relay.cli")
+
+#: the API gets this long to finish in-flight requests on SIGTERM; keep under the pod's grace period
+API_SHUTDOWN_TIMEOUT = 20.0
+
+
+def new_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def _settings() -> Settings:
+    settings = Settings.from_env()
+    logs.configure(settings.log_format)
+    return settings
+
+
+def cmd_serve(_: argparse.Namespace) -> int:
+    settings = _settings()
+    settings.check_serving()
+    log.info("api starting", host=settings.host, port=settings.port, version=__version__)
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        print=None,
+        shutdown_timeout=API_SHUTDOWN_TIMEOUT,
+        access_log=structlog.stdlib.get_logger("aiohttp.access"),  # type: ignore[arg-type]
+    )
+    return 0
+
+
+def cmd_worker(_: argparse.Namespace) -> int:
+    settings = _settings()
+    if not settings.signing_secrets:
+        raise ConfigError("RELAY_SIGNING_SECRETS must be set for a worker: every event is signed")
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    create_worker(settings).run()
+    return 0
+
+
+async def run_dev(settings: Settings, stop: asyncio.Event, *, ready: asyncio.Event | None = None) -> None:
+    """API and worker in one process until ``stop`` is set."""
+    runner = web.AppRunner(create_app(settings), shutdown_timeout=API_SHUTDOWN_TIMEOUT)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    await site.start()
+    worker = create_worker(settings, handle_signals=False)
+    worker_task = asyncio.create_task(worker.async_run())
+    log.info("relay dev running", url=f"http://{settings.host}:{settings.port}", version=__version__)
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        await worker.close()
+        worker_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker_task
+
+
+def cmd_dev(_: argparse.Namespace) -> int:
+    settings = _settings()
+    settings.check_serving()
+    embedded: EmbeddedRedis | None = None
+    if settings.redis_url is None:
+        embedded = EmbeddedRedis()
+        settings = replace(settings, redis_url=embedded.start())
+        log.info("embedded redis started", port=embedded.port, persistence="none: state ends with this process")
+    if not settings.signing_secrets:
+        secret = new_secret()
+        settings = replace(settings, signing_secrets=(secret,))
+        print(f"RELAY_SIGNING_SECRETS not set; events are signed with this generated secret:\n  {secret}", flush=True)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_dev(settings, stop)
+
+    try:
+        asyncio.run(main())
+    finally:
+        if embedded is not None:
+            embedded.cleanup()
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from relay.simulator import run_simulator
+
+    logs.configure(os.environ.get("RELAY_LOG_FORMAT") or ("console" if sys.stderr.isatty() else "json"))
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_simulator(args.host, args.port, args.token))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from workers.demo import run_demo
+
+    code: int = asyncio.run(run_demo(action=args.action, fail=args.fail, duration=args.duration))
+    return code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="relay", description="Microsoft Graph long-running actions to signed webhooks."
+    )
+    parser.add_argument("--version", action="version", version=f"relay {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="the HTTP API only").set_defaults(func=cmd_serve)
+    sub.add_parser("worker", help="one arq worker process only").set_defaults(func=cmd_worker)
+    sub.add_parser("dev", help="API + worker in one process; embedded Redis when REDIS_URL is unset").set_defaults(
+        func=cmd_dev
+    )
+    demo = sub.add_parser("demo", help="a self-contained tour with a live progress bar")
+    demo.add_argument("--action", choices=["copy", "upload"], default="copy", help="the long-running action to start")
+    demo.add_argument("--fail", action="store_true", help="make the copy fail, to see job.failed")
+    demo.add_argument("--duration", type=float, default=8.0, help="seconds the simulated action takes")
+    demo.set_defaults(func=cmd_demo)
+    sim = sub.add_parser("simulate", help="the Graph long-running-action simulator as a standalone server")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8081)
+    sim.add_argument("--token", default="sim-token", help="bearer token the simulated Graph accepts")
+    sim.set_defaults(func=cmd_simulate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.func(args)
+    except ConfigError as exc:
+        print(f"relay: configuration error: {exc}", file=sys.stderr)
+        return 2
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

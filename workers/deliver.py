@@ -1,0 +1,150 @@
+"""Deliver a job's next event to its callback, one at a time and in sequence order.
+
+The delivery schedule holds one member per job with undelivered events, so per-job order comes
+from the lease: only one worker handles a job's outbox at a time. Of several undelivered events,
+progress events older than the newest are superseded (recorded, not sent); the terminal event is
+never dropped and is always last.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import structlog
+
+from relay import metrics
+from relay.backoff import delivery_delay, parse_retry_after
+from relay.client import fetch
+from relay.events import TERMINAL_TYPES, isoformat
+from relay.scheduler import Claim
+from relay.signing import signature_headers
+from relay.ssrf import Blocked
+from relay.store import EventRecord
+from workers.context import Deps
+
+__all__ = ["deliver_next", "pick_event"]
+
+log = structlog.stdlib.get_logger("relay.deliver")
+
+MAX_RESPONSE = 64 * 1024
+
+
+def pick_event(events: list[EventRecord]) -> tuple[EventRecord | None, list[EventRecord]]:
+    """The event to send now and the progress events it supersedes."""
+    if not events:
+        return None, []
+    target = next((e for e in events if e.type in TERMINAL_TYPES), events[-1])
+    superseded = [e for e in events if e.seq < target.seq and e.type not in TERMINAL_TYPES]
+    return target, superseded
+
+
+async def deliver_next(deps: Deps, claim: Claim) -> None:
+    job_id = claim.member
+    structlog.contextvars.bind_contextvars(job_id=job_id)
+    store = deps.store
+    job = await store.job(job_id)
+    outbox = await store.outbox(job_id)
+    found = [e for e in await store.events(outbox) if e is not None]
+    event, superseded = pick_event(found)
+    if job is None or event is None:
+        await store.delivery_ack(claim, event_id="", outcome="none", superseded=[e.id for e in superseded])
+        return
+    now = datetime.now(UTC)
+    records: list[dict[str, Any]] = [
+        {
+            "eventId": e.id,
+            "type": e.type,
+            "sequence": e.seq,
+            "attempt": e.attempts,
+            "outcome": "superseded",
+            "time": isoformat(now),
+        }
+        for e in superseded
+    ]
+    attempt = event.attempts + 1
+    secrets = list(deps.settings.signing_secrets)
+    if job.get("secret"):
+        secrets.append(job["secret"])
+    headers = {"Content-Type": "application/json", **signature_headers(event.id, event.body, secrets, now)}
+    status: int | None = None
+    error: str | None = None
+    retry_after: float | None = None
+    started = time.monotonic()
+    try:
+        resp = await fetch(
+            deps.session,
+            "POST",
+            job.get("callback_url", ""),
+            trusted_hosts=deps.trusted_hosts,
+            time_limit=deps.settings.request_timeout,
+            max_body=MAX_RESPONSE,
+            headers=headers,
+            data=event.body.encode(),
+        )
+        status = resp.status
+        if status in (429, 503):
+            retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+    except Blocked as exc:
+        error = f"blocked: {exc}"
+    except TimeoutError:
+        error = "timeout"
+    except (aiohttp.ClientError, OSError) as exc:
+        error = f"network: {type(exc).__name__}"
+    duration = time.monotonic() - started
+    metrics.DELIVERY_LATENCY.observe(duration)
+
+    delay = 0.0
+    if status is not None and 200 <= status < 300:
+        outcome = "delivered"
+    elif status == 410:
+        outcome = "gone"
+    else:
+        next_delay = delivery_delay(attempt, deps.settings.delivery_schedule, deps.rng)
+        if next_delay is None:
+            outcome = "dead"
+        else:
+            outcome = "failed"
+            delay = next_delay
+            if retry_after is not None:
+                delay = max(delay, min(retry_after, deps.settings.retry_after_cap))
+    records.append(
+        {
+            "eventId": event.id,
+            "type": event.type,
+            "sequence": event.seq,
+            "attempt": attempt,
+            "outcome": outcome,
+            "status": status,
+            "error": error,
+            "durationMs": round(duration * 1000, 1),
+            "time": isoformat(now),
+        }
+    )
+    ok = await store.delivery_ack(
+        claim,
+        event_id=event.id,
+        outcome=outcome,
+        delay=delay,
+        superseded=[e.id for e in superseded],
+        records=records,
+        error={"code": "callbackGone", "message": "the callback answered 410 Gone"} if outcome == "gone" else None,
+    )
+    status_class = f"{status // 100}xx" if status is not None else "none"
+    metrics.DELIVERIES.labels(outcome=outcome, status=status_class).inc()
+    log.info(
+        "delivery attempt",
+        event_id=event.id,
+        type=event.type,
+        sequence=event.seq,
+        attempt=attempt,
+        outcome=outcome,
+        http_status=status,
+        error=error,
+        duration_ms=round(duration * 1000, 1),
+        next_attempt_s=round(delay, 2) if outcome == "failed" else None,
+        superseded=len(superseded) or None,
+        stale=not ok or None,
+    )

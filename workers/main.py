@@ -1,0 +1,109 @@
+"""The arq worker: DriveItem resolution as arq jobs, plus the monitor and delivery claim loops.
+
+``relay worker`` runs :func:`create_worker`. ``WorkerSettings`` is there for ``arq workers.main.WorkerSettings``
+(settings then come from the environment at start-up, never at import).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from functools import partial
+from typing import Any, ClassVar
+
+from arq import func
+from arq.connections import RedisSettings
+from arq.worker import Worker
+from redis.asyncio import Redis
+
+from relay import keys
+from relay.client import create_session
+from relay.settings import Settings
+from relay.store import Store
+from workers.context import Deps
+from workers.deliver import deliver_next
+from workers.loops import ClaimLoop
+from workers.poll import poll_monitor
+from workers.resolve import MAX_TRIES, RESOLVE_TASK, resolve_item
+
+__all__ = ["WorkerSettings", "create_worker", "job_deserializer", "job_serializer"]
+
+#: seconds in-flight polls and deliveries get to finish on shutdown; keep under the pod's grace period
+SHUTDOWN_GRACE = 20.0
+
+
+def job_serializer(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def job_deserializer(raw: bytes) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(raw)
+    return result
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    settings: Settings = ctx.get("settings") or Settings.from_env()
+    ctx["settings"] = settings
+    redis = Redis.from_url(settings.effective_redis_url, decode_responses=True)
+    store = Store(redis, retention=settings.job_retention, job_timeout=settings.job_timeout)
+    session = create_session(
+        settings.callback_allowed_hosts, limit=settings.poll_concurrency + settings.delivery_concurrency
+    )
+    deps = Deps(settings=settings, store=store, session=session, arq=ctx["redis"], rng=random.Random())
+    lease = settings.request_timeout + 15.0
+    loops = [
+        ClaimLoop(
+            "poll", store.monitors, partial(poll_monitor, deps), concurrency=settings.poll_concurrency, lease=lease
+        ),
+        ClaimLoop(
+            "deliver",
+            store.deliveries,
+            partial(deliver_next, deps),
+            concurrency=settings.delivery_concurrency,
+            lease=lease,
+        ),
+    ]
+    for loop in loops:
+        loop.start()
+    ctx.update(deps=deps, loops=loops, own_redis=redis)
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    for loop in ctx.get("loops", []):
+        await loop.stop(SHUTDOWN_GRACE)
+    deps: Deps | None = ctx.get("deps")
+    if deps is not None:
+        await deps.session.close()
+    redis: Redis | None = ctx.get("own_redis")
+    if redis is not None:
+        await redis.aclose()
+
+
+class WorkerSettings:
+    functions: ClassVar[list[Any]] = [func(resolve_item, name=RESOLVE_TASK, max_tries=MAX_TRIES + 1, timeout=60)]
+    on_startup = startup
+    on_shutdown = shutdown
+    queue_name = keys.ARQ_QUEUE
+    max_jobs = 200
+    queue_read_limit = 300
+    poll_delay = 0.2
+    keep_result = 0
+    job_timeout = 60
+    job_completion_wait = 25
+    health_check_interval = 30
+    job_serializer = staticmethod(job_serializer)
+    job_deserializer = staticmethod(job_deserializer)
+
+
+def worker_kwargs() -> dict[str, Any]:
+    return {name: getattr(WorkerSettings, name) for name in dir(WorkerSettings) if not name.startswith("_")}
+
+
+def create_worker(settings: Settings, **overrides: Any) -> Worker:
+    kwargs = worker_kwargs()
+    kwargs.update(
+        redis_settings=RedisSettings.from_dsn(settings.effective_redis_url),
+        ctx={"settings": settings},
+    )
+    kwargs.update(overrides)
+    return Worker(**kwargs)

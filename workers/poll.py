@@ -1,0 +1,92 @@
+"""Poll one claimed monitor and record what it means for every job sharing it."""
+
+from __future__ import annotations
+
+import time
+
+import aiohttp
+import structlog
+from yarl import URL
+
+from relay import metrics
+from relay.client import fetch
+from relay.monitor import MAX_BODY, Kind, PollResult, classify
+from relay.scheduler import Claim
+from relay.ssrf import Blocked, host_matches
+from relay.tracking import completed_from_monitor, plan_poll
+from workers.context import Deps
+from workers.resolve import enqueue_resolution
+
+__all__ = ["poll_monitor"]
+
+log = structlog.stdlib.get_logger("relay.poll")
+
+_MONITOR_HEADERS = {"Accept": "application/json"}
+
+
+async def request_monitor(deps: Deps, url: str) -> PollResult:
+    """GET the monitor: no credentials, no redirects, at most 1 MiB read. Never raises for the peer's faults."""
+    if not host_matches(_host(url), deps.settings.monitor_allowed_hosts):
+        return PollResult(Kind.INVALID, detail="monitor host not in RELAY_MONITOR_ALLOWED_HOSTS")
+    try:
+        resp = await fetch(
+            deps.session,
+            "GET",
+            url,
+            trusted_hosts=deps.trusted_hosts,
+            time_limit=deps.settings.request_timeout,
+            max_body=MAX_BODY,
+            headers=_MONITOR_HEADERS,
+        )
+    except Blocked as exc:
+        return PollResult(Kind.INVALID, detail=f"blocked: {exc}")
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        return PollResult(Kind.RETRY, detail=f"network: {type(exc).__name__}")
+    metrics.POLL_LATENCY.observe(resp.elapsed)
+    return classify(resp.status, resp.headers, resp.body, too_large=resp.too_large)
+
+
+def _host(url: str) -> str:
+    try:
+        return URL(url).host or ""
+    except ValueError:
+        return ""
+
+
+async def poll_monitor(deps: Deps, claim: Claim) -> None:
+    started = time.monotonic()
+    mkey = claim.member
+    structlog.contextvars.bind_contextvars(monitor=mkey[:12])
+    monitor, jobs = await deps.store.monitor_state(mkey)
+    if not jobs:
+        await deps.store.apply_poll(claim, {}, [], 0.0)
+        return
+    result = completed_from_monitor(monitor)
+    polled = result is None
+    if result is None:
+        result = await request_monitor(deps, monitor.get("url", ""))
+        metrics.POLLS.labels(outcome=result.kind.value).inc()
+    now_ms = claim.now_ms + int((time.monotonic() - started) * 1000)
+    plan = plan_poll(result, monitor, jobs, now_ms, deps.settings, deps.rng, polled=polled)
+    applied = await deps.store.apply_poll(claim, plan.monitor_fields, plan.ops, plan.delay)
+    if applied == ["stale-claim"]:
+        log.info("poll result dropped: claim taken over by another worker")
+        return
+    for op, outcome in zip(plan.ops, applied, strict=True):
+        if outcome == "ok":
+            for event in op.events:
+                metrics.EVENTS.labels(type=event["type"]).inc()
+                log.info("event recorded", job_id=op.job, event_id=event["id"], type=event["type"])
+    if polled:
+        log.debug(
+            "monitor polled",
+            outcome=result.kind.value,
+            http_status=result.http_status,
+            status=result.status,
+            pct=result.percentage,
+            jobs=len(jobs),
+            next_poll_s=round(plan.delay, 2),
+            detail=result.detail or None,
+        )
+    for job_id in plan.resolve:
+        await enqueue_resolution(deps.arq, job_id)
