@@ -76,7 +76,7 @@ async def run_dev(settings: Settings, stop: asyncio.Event, *, ready: asyncio.Eve
     await site.start()
     worker = create_worker(settings, handle_signals=False)
     worker_task = asyncio.create_task(worker.async_run())
-    log.info("relay dev running", url=f"http://{settings.host}:{settings.port}", version=__version__)
+    log.info("relay dev running", listen=f"http://{settings.host}:{settings.port}", version=__version__)
     if ready is not None:
         ready.set()
     try:

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import pytest
+
+from relay.ssrf import Blocked, GuardedResolver, address_allowed, check_url, host_matches
+
+
+@pytest.mark.parametrize(
+    "ip",
+    [
+        "127.0.0.1",
+        "10.1.2.3",
+        "172.16.0.1",
+        "192.168.1.1",
+        "169.254.169.254",
+        "100.64.0.1",
+        "0.0.0.0",
+        "224.0.0.1",
+        "::1",
+        "fc00::1",
+        "fe80::1",
+        "::ffff:127.0.0.1",
+        "::ffff:10.0.0.1",
+        "240.0.0.1",
+        "2002:7f00:1::",
+    ],
+)
+def test_internal_addresses_refused(ip: str) -> None:
+    assert not address_allowed(ip)
+
+
+@pytest.mark.parametrize("ip", ["20.190.151.68", "13.107.42.14", "2603:1036::1"])
+def test_public_addresses_allowed(ip: str) -> None:
+    assert address_allowed(ip)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "file:///etc/passwd",
+        "gopher://x",
+        "http://127.0.0.1/",
+        "http://[::1]:80/",
+        "http://169.254.169.254/",
+        "http://user:pw@graph.microsoft.com/",
+        "http:///nohost",
+    ],
+)
+def test_check_url_refuses(url: str) -> None:
+    with pytest.raises(Blocked):
+        check_url(url, ())
+
+
+def test_trusted_hosts_may_be_internal() -> None:
+    check_url("http://127.0.0.1:8080/hook", ("127.0.0.1",))
+    check_url("https://graph.microsoft.com/v1.0", ())
+
+
+def test_host_patterns() -> None:
+    assert host_matches("contoso.sharepoint.com", ("*.sharepoint.com",))
+    assert host_matches("Contoso.SharePoint.com.", ("*.sharepoint.com",))
+    assert not host_matches("sharepoint.com.evil.io", ("*.sharepoint.com",))
+    assert not host_matches("evilsharepoint.com", ("*.sharepoint.com",))
+    assert host_matches("api.onedrive.com", ("api.onedrive.com",))
+
+
+async def test_resolver_drops_internal_answers() -> None:
+    resolver = GuardedResolver(())
+    with pytest.raises(OSError, match="loopback"):
+        await resolver.resolve("localhost", 80)
+    trusting = GuardedResolver(("localhost",))
+    assert await trusting.resolve("localhost", 80)
+    await resolver.close()
+    await trusting.close()

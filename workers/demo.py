@@ -1,0 +1,167 @@
+"""``relay demo``: a self-contained tour.
+
+Starts an embedded Redis, the Graph simulator, relay (API + worker) and a small receiver that
+verifies every signature; starts a simulated large-folder copy (or an upload from URL) the way an
+app would, registers its monitor URL with relay, and draws a progress bar from the webhooks it
+receives. Everything listens on 127.0.0.1 and stops when the tour ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+from dataclasses import replace
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from relay.simulator import Simulator
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.syntax import Syntax
+from standardwebhooks.webhooks import Webhook
+
+from relay import logs
+from relay.embedded import EmbeddedRedis
+from relay.settings import Settings
+from workers.cli import new_secret, run_dev
+
+__all__ = ["run_demo"]
+
+TOKEN = "sim-token"  # noqa: S105  # the simulator's own demo token, not a secret
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def _receiver(secret: str, events: asyncio.Queue[dict[str, Any]]) -> tuple[web.AppRunner, str]:
+    hook = Webhook(secret)
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.read()
+        try:
+            event = hook.verify(body, dict(request.headers))
+        except Exception:
+            return web.Response(status=401, text="bad signature")
+        await events.put({"event": event, "webhook-id": request.headers.get("webhook-id")})
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+
+
+async def _start_action(
+    session: aiohttp.ClientSession, sim: Simulator, action: str, fail: bool, duration: float
+) -> str:
+    """What the app does: ask Graph for the long-running action and take the monitor URL from Location."""
+    knobs = f"duration={duration}" + ("&outcome=failed" if fail else "")
+    headers = {"Authorization": f"Bearer {TOKEN}", "Prefer": "respond-async"}
+    if action == "upload":
+        url = f"{sim.base_url}/v1.0/me/drive/items/root/children?{knobs}"
+        body: dict[str, Any] = {
+            "@microsoft.graph.sourceUrl": "https://example.org/big.iso",
+            "name": "big.iso",
+            "file": {},
+        }
+    else:
+        url = f"{sim.base_url}/v1.0/me/drive/items/01LARGEFOLDER/copy?{knobs}"
+        body = {"parentReference": {"path": "/drive/root:/Documents"}, "name": "Copy of LargeFolder1"}
+    async with session.post(url, json=body, headers=headers) as resp:
+        if resp.status != 202:
+            raise RuntimeError(f"the simulator answered {resp.status} to the {action} request")
+        return resp.headers["Location"]
+
+
+async def run_demo(*, action: str = "copy", fail: bool = False, duration: float = 8.0) -> int:
+    console = Console()
+    logs.configure("console", level=40)
+    secret = new_secret()
+    events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    with EmbeddedRedis() as redis_server:
+        sim = Simulator()
+        await sim.start()
+        receiver, hook_url = await _receiver(secret, events)
+        settings = replace(
+            Settings.from_env({}),
+            redis_url=redis_server.url,
+            port=_free_port(),
+            signing_secrets=(secret,),
+            monitor_allowed_hosts=("127.0.0.1",),
+            callback_allowed_hosts=("127.0.0.1",),
+            poll_initial_interval=0.5,
+            poll_max_interval=2.0,
+            log_format="console",
+        )
+        stop, ready = asyncio.Event(), asyncio.Event()
+        relay_task = asyncio.create_task(run_dev(settings, stop, ready=ready))
+        try:
+            await ready.wait()
+            return await _tour(console, settings, sim, hook_url, events, action=action, fail=fail, duration=duration)
+        finally:
+            stop.set()
+            with contextlib.suppress(Exception):
+                await relay_task
+            await receiver.cleanup()
+            await sim.stop()
+
+
+async def _tour(
+    console: Console,
+    settings: Settings,
+    sim: Simulator,
+    hook_url: str,
+    events: asyncio.Queue[dict[str, Any]],
+    *,
+    action: str,
+    fail: bool,
+    duration: float,
+) -> int:
+    api = f"http://{settings.host}:{settings.port}"
+    console.print(f"[bold]relay demo[/]: simulator {sim.base_url}, relay {api}, receiver {hook_url}")
+    async with aiohttp.ClientSession() as session:
+        monitor_url = await _start_action(session, sim, action, fail, duration)
+        console.print(f"1. the app asked Graph to {action}: [green]202 Accepted[/] with a monitor URL")
+        registration = {
+            "monitorUrl": monitor_url,
+            "callbackUrl": hook_url,
+            "driveItemUrl": f"{sim.base_url}/v1.0/me/drive/items/{{resourceId}}",
+            "authorization": f"Bearer {TOKEN}",
+            "metadata": {"demo": action},
+        }
+        async with session.post(f"{api}/v1/jobs", json=registration) as resp:
+            job = await resp.json()
+            if resp.status != 201:
+                console.print(f"[red]registration failed[/]: {job}")
+                return 1
+        console.print(f"2. it registered the monitor with relay: job [cyan]{job['id']}[/]; now it just listens\n")
+        columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=console) as progress:
+            bar = progress.add_task("notStarted", total=100)
+            while True:
+                try:
+                    item = await asyncio.wait_for(events.get(), timeout=duration * 3 + 30)
+                except TimeoutError:
+                    console.print("[red]no webhook arrived in time[/]")
+                    return 1
+                event = item["event"]
+                data = event["data"]
+                progress.update(
+                    bar, completed=data["percentageComplete"], description=f"{event['type']} {data['status']}"
+                )
+                if event["type"] in ("job.completed", "job.failed"):
+                    break
+        console.print(
+            f"\n3. verified [bold]{event['type']}[/] (webhook-id {item['webhook-id']}, sequence {data['sequence']}):"
+        )
+        console.print(Syntax(json.dumps(event, indent=2), "json", theme="ansi_dark", word_wrap=True))
+        expected = "job.failed" if fail else "job.completed"
+        return 0 if event["type"] == expected else 1
