@@ -172,7 +172,7 @@ def _plan_job(
         status = job_status(result.kind, result.status)
         old_pct = float(job.get("percentage") or 0)
         pct = max(old_pct, result.percentage if result.percentage is not None else old_pct)
-        if status == job.get("status") and pct == old_pct and result.status == job.get("monitor_status"):
+        if status == job.get("status") and pct == old_pct:
             return None
         extra = {"monitorStatus": result.status} if result.status else {}
         event = _event(PROGRESS, job, seq + 1, now_ms, status, pct, **extra)

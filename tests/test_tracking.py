@@ -1,0 +1,118 @@
+"""What a poll means for the jobs sharing a monitor (pure planning, no Redis)."""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+from relay.monitor import Kind, PollResult
+from relay.settings import Settings
+from relay.tracking import RESOLVE_RECHECK, completed_from_monitor, plan_poll
+
+S = Settings(poll_initial_interval=1.0, poll_max_interval=60.0, job_timeout=100.0, max_invalid_responses=3)
+NOW = 1_000_000
+
+
+def job(**fields: Any) -> dict[str, str]:
+    base = {
+        "id": "j1",
+        "seq": "0",
+        "status": "notStarted",
+        "percentage": "0.0",
+        "phase": "tracking",
+        "created": str(NOW - 1000),
+        "metadata": json.dumps({"m": 1}),
+    }
+    base.update({k: str(v) for k, v in fields.items()})
+    return base
+
+
+def progress(pct: float, status: str = "inProgress") -> PollResult:
+    return PollResult(Kind.PROGRESS, http_status=202, status=status, percentage=pct, operation="ItemCopy")
+
+
+def plan(result: PollResult, monitor: dict[str, str] | None = None, jobs: list[dict[str, str]] | None = None) -> Any:
+    return plan_poll(result, monitor or {}, jobs if jobs is not None else [job()], NOW, S, random.Random(0))
+
+
+def test_progress_change_emits_one_event_with_next_sequence() -> None:
+    p = plan(progress(27.8), jobs=[job(seq=2, status="inProgress", percentage=10.0)])
+    (op,) = p.ops
+    assert op.prev_seq == 2 and len(op.events) == 1
+    body = json.loads(op.events[0]["body"])
+    assert body["type"] == "job.progress"
+    assert body["data"] == {
+        "jobId": "j1",
+        "sequence": 3,
+        "operation": "ItemCopy",
+        "status": "inProgress",
+        "percentageComplete": 27.8,
+        "metadata": {"m": 1},
+        "monitorStatus": "inProgress",
+    }
+
+
+def test_no_change_no_event_and_backoff_grows() -> None:
+    monitor = {"status": "inProgress", "pct": "10.0", "streak": "3"}
+    p = plan(progress(10.0), monitor, [job(status="inProgress", percentage=10.0)])
+    assert p.ops == [] and not p.changed
+    assert p.monitor_fields["streak"] == "4"
+    assert 8.0 <= p.delay <= 16.0
+
+
+def test_percentage_never_goes_down() -> None:
+    p = plan(progress(5.0), {"status": "inProgress", "pct": "40.0"}, [job(status="inProgress", percentage=40.0)])
+    assert p.ops == []
+    assert p.monitor_fields["pct"] == "40.0"
+
+
+def test_completion_marks_jobs_resolving_without_an_event() -> None:
+    done = PollResult(Kind.COMPLETED, http_status=303, status="completed", percentage=100.0, resource_id="01R")
+    p = plan(done)
+    (op,) = p.ops
+    assert op.events == [] and op.set["phase"] == "resolving" and op.set["resource_id"] == "01R"
+    assert p.resolve == ["j1"] and p.delay == RESOLVE_RECHECK
+    assert p.monitor_fields["completed"] == "1"
+
+
+def test_completed_monitor_is_not_polled_again() -> None:
+    result = completed_from_monitor({"completed": "1", "resource_id": "01R", "drive_item": '{"id": "01R"}'})
+    assert result is not None and result.drive_item == {"id": "01R"}
+    assert completed_from_monitor({"status": "inProgress"}) is None
+
+
+def test_failed_monitor_fails_every_job_terminally() -> None:
+    failed = PollResult(Kind.FAILED, status="failed", error_code="AccessDenied_X", status_description="no")
+    p = plan(failed, jobs=[job(), job(id="j2")])
+    assert [op.terminal for op in p.ops] == [True, True]
+    body = json.loads(p.ops[0].events[0]["body"])
+    assert body["type"] == "job.failed"
+    assert body["data"]["error"]["code"] == "monitorFailed"
+    assert body["data"]["error"]["errorCode"] == "AccessDenied_X"
+
+
+def test_invalid_answers_fail_only_after_the_limit() -> None:
+    junk = PollResult(Kind.INVALID, http_status=200, detail="junk")
+    assert plan(junk, {"invalid": "1"}).ops == []
+    (op,) = plan(junk, {"invalid": "2"}).ops
+    assert json.loads(op.events[0]["body"])["data"]["error"]["code"] == "invalidMonitorResponse"
+
+
+def test_retry_after_is_honoured_but_capped() -> None:
+    throttled = PollResult(Kind.RETRY, http_status=429, retry_after="120")
+    assert plan(throttled).delay >= 120
+    huge = PollResult(Kind.RETRY, http_status=503, retry_after="999999")
+    assert plan(huge).delay == S.retry_after_cap
+    assert plan(throttled).ops == []
+
+
+def test_timeout_fails_the_job() -> None:
+    old = job(created=NOW - 200_000)
+    (op,) = plan(progress(1.0), jobs=[old]).ops
+    assert json.loads(op.events[0]["body"])["data"]["error"]["code"] == "timeout"
+
+
+def test_jobs_already_resolving_are_resolved_again_not_replanned() -> None:
+    p = plan(progress(50.0), jobs=[job(phase="resolving")])
+    assert p.ops == [] and p.resolve == ["j1"]
