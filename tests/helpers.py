@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -94,10 +95,8 @@ class Receiver:
             if remaining <= 0:
                 raise AssertionError(f"condition not met within {timeout}s; received {len(self.received)} requests")
             self._changed.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), min(remaining, 0.2))
-            except TimeoutError:
-                pass
 
     def terminal(self, job_id: str) -> dict[str, Any] | None:
         for event in self.events(job_id):

@@ -101,7 +101,7 @@ async def test_wrong_method_is_405_problem(api: Api) -> None:
 
 async def test_tokens_required_and_jobs_private_to_their_token(settings: Settings, redis: Redis) -> None:
     async with running_api(with_settings(settings, api_tokens=("token-a", "token-b"))) as api:
-        status, problem, resp = await api.request("POST", "/v1/jobs", json=body())
+        status, _, resp = await api.request("POST", "/v1/jobs", json=body())
         assert status == 401 and resp.headers["WWW-Authenticate"].startswith("Bearer")
         status, _, _ = await api.request("POST", "/v1/jobs", json=body(), headers={"Authorization": "Bearer nope"})
         assert status == 401
@@ -142,7 +142,7 @@ async def test_patch_replaces_callback_and_authorization(api: Api, redis: Redis)
     )
     assert status == 200 and patched["callbackUrl"] == "http://127.0.0.1:9/new"
     assert await redis.hget(f"relay:job:{job['id']}", "authorization") == "Bearer new"
-    status, problem, _ = await api.request("PATCH", f"/v1/jobs/{job['id']}", json={})
+    status, _, _ = await api.request("PATCH", f"/v1/jobs/{job['id']}", json={})
     assert status == 422
 
 

@@ -59,7 +59,7 @@ def test_dev_starts_embedded_redis_serves_and_stops_on_sigterm() -> None:
         deadline = time.monotonic() + 30
         while True:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as resp:  # noqa: S310
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as resp:
                     assert resp.status == 200
                     break
             except OSError:

@@ -190,7 +190,7 @@ async def test_failed_delivery_is_retried_with_the_same_webhook_id(
     job = await api.create(monitorUrl=op.monitor_url, callbackUrl=receiver.url)
 
     async def done() -> bool:
-        status, body, _ = await api.request("GET", f"/v1/jobs/{job['id']}/deliveries")
+        _, body, _ = await api.request("GET", f"/v1/jobs/{job['id']}/deliveries")
         return any(d["outcome"] == "delivered" and d["type"] == "job.completed" for d in body["deliveries"])
 
     await eventually(done)

@@ -17,7 +17,6 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from relay.simulator import Simulator
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.syntax import Syntax
@@ -26,6 +25,7 @@ from standardwebhooks.webhooks import Webhook
 from relay import logs
 from relay.embedded import EmbeddedRedis
 from relay.settings import Settings
+from relay.simulator import Simulator
 from workers.cli import new_secret, run_dev
 
 __all__ = ["run_demo"]
