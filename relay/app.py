@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from redis.asyncio import Redis
 
+from relay.connections import redis_client
 from relay.middlewares import auth_middleware, error_middleware, request_id_middleware
 from relay.settings import Settings
 from relay.store import Store
@@ -32,7 +32,7 @@ def create_app(settings: Settings) -> web.Application:
 
 async def _redis(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    redis = Redis.from_url(settings.effective_redis_url, decode_responses=True, health_check_interval=30)
+    redis = redis_client(settings.effective_redis_url)
     app[REDIS] = redis
     app[STORE] = Store(redis, retention=settings.job_retention, job_timeout=settings.job_timeout)
     yield

@@ -154,6 +154,14 @@ class Settings:
             raise ConfigError(f"RELAY_API_TOKENS must be set when RELAY_HOST={self.host} is not a loopback address")
 
     @property
+    def lease(self) -> float:
+        """How long a claimed monitor or delivery stays with its worker: one request plus a margin.
+
+        A worker that dies holding a claim delays that member by at most this long.
+        """
+        return self.request_timeout + 5.0
+
+    @property
     def effective_redis_url(self) -> str:
         return self.redis_url or "redis://localhost:6379/0"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -26,6 +27,8 @@ routes = web.RouteTableDef()
 
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 _MAX_IDEMPOTENCY_KEY = 255
+#: /readyz answers 503 when Redis does not answer a PING within this many seconds
+READY_TIMEOUT = 2.0
 
 
 async def _json_body(request: web.Request) -> Any:
@@ -179,7 +182,7 @@ async def healthz(_: web.Request) -> web.Response:
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
     try:
-        await request.app[REDIS].ping()
+        await asyncio.wait_for(request.app[REDIS].ping(), READY_TIMEOUT)
     except Exception as exc:
         raise ProblemError(503, "Not Ready", f"Redis is not reachable ({type(exc).__name__})") from None
     return web.json_response({"status": "ready"})

@@ -12,12 +12,12 @@ from functools import partial
 from typing import Any, ClassVar
 
 from arq import func
-from arq.connections import RedisSettings
 from arq.worker import Worker
 from redis.asyncio import Redis
 
 from relay import keys
 from relay.client import create_session
+from relay.connections import arq_settings, redis_client
 from relay.settings import Settings
 from relay.store import Store
 from workers.context import Deps
@@ -44,13 +44,13 @@ def job_deserializer(raw: bytes) -> dict[str, Any]:
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx.get("settings") or Settings.from_env()
     ctx["settings"] = settings
-    redis = Redis.from_url(settings.effective_redis_url, decode_responses=True)
+    redis = redis_client(settings.effective_redis_url)
     store = Store(redis, retention=settings.job_retention, job_timeout=settings.job_timeout)
     session = create_session(
         settings.callback_allowed_hosts, limit=settings.poll_concurrency + settings.delivery_concurrency
     )
     deps = Deps(settings=settings, store=store, session=session, arq=ctx["redis"], rng=random.Random())
-    lease = settings.request_timeout + 15.0
+    lease = settings.lease
     loops = [
         ClaimLoop(
             "poll", store.monitors, partial(poll_monitor, deps), concurrency=settings.poll_concurrency, lease=lease
@@ -102,7 +102,7 @@ def worker_kwargs() -> dict[str, Any]:
 def create_worker(settings: Settings, **overrides: Any) -> Worker:
     kwargs = worker_kwargs()
     kwargs.update(
-        redis_settings=RedisSettings.from_dsn(settings.effective_redis_url),
+        redis_settings=arq_settings(settings.effective_redis_url),
         ctx={"settings": settings},
     )
     kwargs.update(overrides)
