@@ -1,0 +1,97 @@
+"""Crash safety: a SIGKILLed worker and a restarted Redis (AOF) lose no event and no job."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from relay.embedded import EmbeddedRedis
+from relay.settings import Settings
+from tests.conftest import Api, running_api, running_worker, with_settings
+from tests.helpers import SECRET, Receiver
+
+RELAY = str(Path(sys.executable).parent / "relay")
+COMPLETED = {"status": "completed", "percentageComplete": 100.0, "resourceId": "01ABC"}
+
+
+def worker_process(redis_url: str, request_timeout: float = 1.0) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+    env.update(
+        REDIS_URL=redis_url,
+        RELAY_SIGNING_SECRETS=SECRET,
+        RELAY_MONITOR_ALLOWED_HOSTS="127.0.0.1",
+        RELAY_CALLBACK_ALLOWED_HOSTS="127.0.0.1",
+        RELAY_POLL_INITIAL_INTERVAL="0.05",
+        RELAY_POLL_MAX_INTERVAL="0.3",
+        RELAY_REQUEST_TIMEOUT=str(request_timeout),
+        RELAY_DELIVERY_SCHEDULE="0,0.1,0.2,0.4",
+        RELAY_LOG_FORMAT="json",
+    )
+    return subprocess.Popen([RELAY, "worker"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
+
+
+async def test_worker_killed_mid_delivery_another_worker_delivers(
+    api: Api, simulator: Any, receiver: Receiver, settings: Settings, redis: Any
+) -> None:
+    first_arrived = asyncio.Event()
+
+    async def hang_first(request: web.Request, n: int) -> web.Response:
+        if n == 1:
+            first_arrived.set()
+            await asyncio.sleep(30)
+        return web.Response(status=204)
+
+    receiver.responder = hang_first
+    op = simulator.create(script=[{"status": 202, "body": COMPLETED}])
+    job = await api.create(monitorUrl=op.monitor_url, callbackUrl=receiver.url)
+    assert settings.redis_url is not None
+    proc = worker_process(settings.redis_url)
+    try:
+        await asyncio.wait_for(first_arrived.wait(), 20)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    async with running_worker(with_settings(settings, request_timeout=1.0)):
+        await receiver.wait_for(lambda: len(receiver.received) >= 2, timeout=20)
+    ids = {r.headers["webhook-id"] for r in receiver.received}
+    assert len(ids) == 1, "the retry after the crash must reuse the webhook-id"
+    assert receiver.terminal(job["id"]) is not None
+
+
+@pytest.fixture
+async def aof_redis() -> AsyncIterator[EmbeddedRedis]:
+    server = EmbeddedRedis(appendonly=True)
+    server.start()
+    yield server
+    server.cleanup()
+
+
+async def test_redis_restart_with_aof_loses_no_job_and_no_event(
+    aof_redis: EmbeddedRedis, simulator: Any, receiver: Receiver, settings: Settings
+) -> None:
+    custom = with_settings(settings, redis_url=aof_redis.url)
+    async with running_api(custom) as api, running_worker(custom):
+        ops = [simulator.create(duration=2.5) for _ in range(10)]
+        jobs = [await api.create(monitorUrl=op.monitor_url, callbackUrl=receiver.url) for op in ops]
+        await receiver.wait_for(lambda: len(receiver.received) >= 10)
+        aof_redis.stop()  # SIGTERM: Redis writes its AOF and exits
+        await asyncio.sleep(0.5)
+        aof_redis.start()
+        await receiver.wait_for(lambda: all(receiver.terminal(j["id"]) for j in jobs), timeout=30)
+    for job in jobs:
+        events = receiver.events(job["id"])
+        seqs = [e["data"]["sequence"] for e in events]
+        assert seqs == sorted(seqs)
+        assert events[-1]["type"] == "job.completed"
