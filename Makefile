@@ -27,6 +27,9 @@ format: $(STAMP)
 	$(BIN)/ruff format relay workers tests
 	$(BIN)/ruff check --fix relay workers tests
 
+chaos: $(STAMP)
+	$(BIN)/python -m tests.chaos
+
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
