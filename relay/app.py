@@ -7,10 +7,13 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from relay.connections import redis_client
+from relay.crypto import Vault
+from relay.live import setup_live
 from relay.middlewares import auth_middleware, error_middleware, request_id_middleware
 from relay.settings import Settings
 from relay.store import Store
-from relay.typedefs import REDIS, SETTINGS, STORE
+from relay.typedefs import REDIS, SETTINGS, STORE, VAULT
+from relay.ui import setup_ui
 from relay.views import routes
 
 __all__ = ["MAX_BODY", "create_app"]
@@ -25,8 +28,11 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=MAX_BODY,
     )
     app[SETTINGS] = settings
+    app[VAULT] = Vault(settings.vault_keys)
     app.cleanup_ctx.append(_redis)
     app.add_routes(routes)
+    setup_live(app)
+    setup_ui(app)
     return app
 
 

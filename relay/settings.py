@@ -99,6 +99,7 @@ class Settings:
     max_invalid_responses: int = 5
     job_retention: float = 7 * 86400.0
     retry_after_cap: float = 3600.0
+    encryption_keys: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -146,12 +147,18 @@ class Settings:
             request_timeout=_duration(env, "RELAY_REQUEST_TIMEOUT", 15.0, minimum=0.1),
             max_invalid_responses=_int(env, "RELAY_POLL_MAX_INVALID", 5),
             job_retention=_duration(env, "RELAY_JOB_RETENTION", 7 * 86400.0, minimum=60),
+            encryption_keys=_list(env.get("RELAY_ENCRYPTION_KEY")),
         )
 
     def check_serving(self) -> None:
         """Refuse an API open to the network without tokens."""
         if not self.api_tokens and not is_loopback_host(self.host):
             raise ConfigError(f"RELAY_API_TOKENS must be set when RELAY_HOST={self.host} is not a loopback address")
+
+    @property
+    def vault_keys(self) -> tuple[str, ...]:
+        """Key material for encrypting stored credentials: explicit keys, else the signing secrets."""
+        return self.encryption_keys or self.signing_secrets
 
     @property
     def lease(self) -> float:

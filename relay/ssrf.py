@@ -19,6 +19,7 @@ from yarl import URL
 
 __all__ = ["Blocked", "GuardedResolver", "address_allowed", "check_url", "host_matches"]
 
+_LOOPBACK_NAMES = ("localhost", "*.localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback")
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 
 
@@ -78,8 +79,12 @@ def check_url(url: str | URL, trusted_hosts: Iterable[str]) -> URL:
         raise Blocked("the URL has no host")
     if parsed.user is not None or parsed.password is not None:
         raise Blocked("URLs with embedded credentials are not allowed")
-    if _is_ip_literal(host) and not host_matches(host, trusted_hosts) and not address_allowed(host.strip("[]")):
+    if host_matches(host, trusted_hosts):
+        return parsed
+    if _is_ip_literal(host) and not address_allowed(host.strip("[]")):
         raise Blocked("the URL points at a loopback, private or reserved address")
+    if host_matches(host, _LOOPBACK_NAMES):
+        raise Blocked("the URL points at a loopback name")
     return parsed
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 from aiohttp import web
 from redis.asyncio import Redis
 
+from relay.crypto import Vault
 from relay.settings import Settings
 from relay.store import Store
 
-__all__ = ["REDIS", "SETTINGS", "STORE"]
+__all__ = ["REDIS", "SETTINGS", "STORE", "VAULT"]
 
 SETTINGS = web.AppKey("settings", Settings)
 REDIS = web.AppKey("redis", Redis)
 STORE = web.AppKey("store", Store)
+VAULT = web.AppKey("vault", Vault)

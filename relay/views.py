@@ -14,12 +14,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
 from relay import metrics
+from relay.crypto import Vault
 from relay.events import TERMINAL_TYPES
+from relay.live import parse_wait, wait_for_change
 from relay.middlewares import OWNER
 from relay.models import JobCreate, JobPatch, check_destinations
 from relay.openapi import openapi_document
 from relay.problems import ProblemError
-from relay.typedefs import REDIS, SETTINGS, STORE
+from relay.typedefs import REDIS, SETTINGS, STORE, VAULT
 
 __all__ = ["routes"]
 
@@ -91,7 +93,7 @@ async def create_job(request: web.Request) -> web.Response:
     if job.drive_item_url:
         fields["drive_item_url"] = job.drive_item_url
     if job.authorization:
-        fields["authorization"] = job.authorization
+        fields["authorization"] = _vault(request).encrypt(job.authorization)
     if job.metadata is not None:
         fields["metadata"] = json.dumps(job.metadata)
     if job.secret:
@@ -111,7 +113,12 @@ async def create_job(request: web.Request) -> web.Response:
 
 @routes.get("/v1/jobs/{job_id}")
 async def get_job(request: web.Request) -> web.Response:
-    job = await _owned_job(request)
+    wait = parse_wait(request)
+    job: dict[str, str] | None = await _owned_job(request)
+    if wait is not None and job is not None:
+        job = await wait_for_change(request, job, *wait)
+    if job is None:
+        raise ProblemError(404, "Not Found", "no such job")
     return web.json_response(await request.app[STORE].job_view(job))
 
 
@@ -129,7 +136,7 @@ async def patch_job(request: web.Request) -> web.Response:
     if patch.authorization is not None:
         if not job.get("drive_item_url"):
             raise ProblemError(422, "Invalid request body", "authorization is only used with a driveItemUrl")
-        fields["authorization"] = patch.authorization
+        fields["authorization"] = _vault(request).encrypt(patch.authorization)
     store = request.app[STORE]
     if await store.patch(job["id"], fields) == -1:
         raise ProblemError(409, "Job has ended", "a finished job cannot be changed")
@@ -196,6 +203,17 @@ async def metrics_view(_: web.Request) -> web.Response:
 @routes.get("/openapi.json")
 async def openapi(_: web.Request) -> web.Response:
     return web.json_response(openapi_document())
+
+
+def _vault(request: web.Request) -> Vault:
+    vault = request.app[VAULT]
+    if not vault.enabled:
+        raise ProblemError(
+            422,
+            "Cannot store authorization",
+            "this relay has neither RELAY_ENCRYPTION_KEY nor RELAY_SIGNING_SECRETS to encrypt it with",
+        )
+    return vault
 
 
 def _digest(value: str) -> str:

@@ -141,7 +141,8 @@ async def test_patch_replaces_callback_and_authorization(api: Api, redis: Redis)
         "PATCH", f"/v1/jobs/{job['id']}", json={"callbackUrl": "http://127.0.0.1:9/new", "authorization": "Bearer new"}
     )
     assert status == 200 and patched["callbackUrl"] == "http://127.0.0.1:9/new"
-    assert await redis.hget(f"relay:job:{job['id']}", "authorization") == "Bearer new"
+    stored = await redis.hget(f"relay:job:{job['id']}", "authorization")
+    assert stored is not None and "Bearer" not in stored  # encrypted at rest
     status, _, _ = await api.request("PATCH", f"/v1/jobs/{job['id']}", json={})
     assert status == 422
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import aiohttp
 from arq.connections import ArqRedis
 
+from relay.crypto import Vault
 from relay.settings import Settings
 from relay.store import Store
 
@@ -20,6 +21,7 @@ class Deps:
     store: Store
     session: aiohttp.ClientSession
     arq: ArqRedis
+    vault: Vault
     rng: random.Random = field(default_factory=random.Random)
 
     @property

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from relay import keys
 from relay.client import create_session
 from relay.connections import arq_settings, redis_client
+from relay.crypto import Vault
 from relay.settings import Settings
 from relay.store import Store
 from workers.context import Deps
@@ -49,7 +50,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     session = create_session(
         settings.callback_allowed_hosts, limit=settings.poll_concurrency + settings.delivery_concurrency
     )
-    deps = Deps(settings=settings, store=store, session=session, arq=ctx["redis"], rng=random.Random())
+    vault = Vault(settings.vault_keys)
+    deps = Deps(settings=settings, store=store, session=session, arq=ctx["redis"], vault=vault, rng=random.Random())
     lease = settings.lease
     loops = [
         ClaimLoop(

@@ -12,6 +12,7 @@ from relay import metrics
 from relay.client import fetch
 from relay.monitor import MAX_BODY, Kind, PollResult, classify
 from relay.scheduler import Claim
+from relay.settings import Settings
 from relay.ssrf import Blocked, host_matches
 from relay.tracking import completed_from_monitor, plan_poll
 from workers.context import Deps
@@ -24,17 +25,17 @@ log = structlog.stdlib.get_logger("relay.poll")
 _MONITOR_HEADERS = {"Accept": "application/json"}
 
 
-async def request_monitor(deps: Deps, url: str) -> PollResult:
+async def request_monitor(session: aiohttp.ClientSession, settings: Settings, url: str) -> PollResult:
     """GET the monitor: no credentials, no redirects, at most 1 MiB read. Never raises for the peer's faults."""
-    if not host_matches(_host(url), deps.settings.monitor_allowed_hosts):
+    if not host_matches(_host(url), settings.monitor_allowed_hosts):
         return PollResult(Kind.INVALID, detail="monitor host not in RELAY_MONITOR_ALLOWED_HOSTS")
     try:
         resp = await fetch(
-            deps.session,
+            session,
             "GET",
             url,
-            trusted_hosts=deps.trusted_hosts,
-            time_limit=deps.settings.request_timeout,
+            trusted_hosts=settings.callback_allowed_hosts,
+            time_limit=settings.request_timeout,
             max_body=MAX_BODY,
             headers=_MONITOR_HEADERS,
         )
@@ -64,7 +65,7 @@ async def poll_monitor(deps: Deps, claim: Claim) -> None:
     result = completed_from_monitor(monitor)
     polled = result is None
     if result is None:
-        result = await request_monitor(deps, monitor.get("url", ""))
+        result = await request_monitor(deps.session, deps.settings, monitor.get("url", ""))
         metrics.POLLS.labels(outcome=result.kind.value).inc()
     now_ms = claim.now_ms + int((time.monotonic() - started) * 1000)
     plan = plan_poll(result, monitor, jobs, now_ms, deps.settings, deps.rng, polled=polled)

@@ -19,6 +19,7 @@ from arq.connections import ArqRedis
 
 from relay import keys, metrics
 from relay.client import fetch
+from relay.crypto import InvalidToken
 from relay.monitor import MAX_BODY
 from relay.ssrf import Blocked
 from relay.store import JobOp
@@ -54,7 +55,13 @@ async def fetch_item(deps: Deps, job: dict[str, str], job_try: int) -> tuple[Any
         return None, {"code": "noResourceId", "message": "the monitor reported no resourceId"}
     headers = {"Accept": "application/json"}
     if job.get("authorization"):
-        headers["Authorization"] = job["authorization"]
+        try:
+            headers["Authorization"] = deps.vault.decrypt(job["authorization"])
+        except InvalidToken:
+            return None, {
+                "code": "authorizationUnreadable",
+                "message": "the stored authorization was encrypted with another key",
+            }
     try:
         resp = await fetch(
             deps.session,
@@ -71,7 +78,9 @@ async def fetch_item(deps: Deps, job: dict[str, str], job_try: int) -> tuple[Any
         if job_try < MAX_TRIES:
             raise Retry(defer=2**job_try) from None
         return None, {"code": "networkError", "message": type(exc).__name__}
-    if resp.status == 200 and not resp.too_large:
+    if resp.too_large:
+        return None, {"code": "tooLarge", "httpStatus": resp.status, "message": "the DriveItem response is over 1 MiB"}
+    if resp.status == 200:
         try:
             item = json.loads(resp.body)
         except ValueError:

@@ -1,0 +1,184 @@
+"""Security by default: credentials encrypted and scoped, nothing leaks, hostile peers cost one attempt."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from redis.asyncio import Redis
+
+from relay.client import create_session
+from relay.crypto import InvalidToken, Vault
+from relay.monitor import Kind
+from relay.settings import Settings
+from relay.ssrf import address_allowed
+from tests.conftest import Api, with_settings
+from tests.helpers import SECRET, Receiver, eventually
+from tests.hostile import start_hostile
+from workers.poll import request_monitor
+
+JOB_SECRET = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
+
+
+@pytest.fixture
+async def hostile() -> AsyncIterator[str]:
+    runner, base = await start_hostile()
+    yield base
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def session(settings: Settings) -> AsyncIterator[aiohttp.ClientSession]:
+    async with create_session(settings.callback_allowed_hosts) as client:
+        yield client
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/endless", Kind.INVALID),  # cut at 1 MiB
+        ("/gzip-bomb", Kind.INVALID),  # cut at 1 MiB of decompressed bytes
+        ("/slow", Kind.RETRY),  # cut by the request time limit
+        ("/huge-headers", Kind.RETRY),  # refused by the header size limit
+        ("/close", Kind.RETRY),  # truncated body
+        ("/binary", Kind.INVALID),
+        ("/wrong-content-type", Kind.PROGRESS),  # the body decides, not the label
+    ],
+)
+async def test_hostile_monitor_costs_one_bounded_attempt(
+    hostile: str, session: aiohttp.ClientSession, settings: Settings, path: str, expected: Kind
+) -> None:
+    custom = with_settings(settings, request_timeout=1.5)
+    started = time.monotonic()
+    result = await request_monitor(session, custom, hostile + path)
+    assert result.kind is expected, result
+    assert time.monotonic() - started < 3.0
+
+
+@pytest.mark.parametrize("path", ["/endless", "/slow", "/huge-headers", "/close", "/binary", "/gzip-bomb"])
+async def test_hostile_callback_fails_the_attempt_and_the_worker_carries_on(
+    api: Api, simulator: Any, receiver: Receiver, start_worker: Any, hostile: str, settings: Settings, path: str
+) -> None:
+    done = {"status": "completed", "percentageComplete": 100.0, "resourceId": "01A"}
+    bad = await api.create(
+        monitorUrl=simulator.create(script=[{"status": 202, "body": done}]).monitor_url, callbackUrl=hostile + path
+    )
+    good = await api.create(monitorUrl=simulator.create(duration=0.3).monitor_url, callbackUrl=receiver.url)
+    async with start_worker(with_settings(settings, request_timeout=1.0, delivery_schedule=(0,))):
+        await receiver.wait_for(lambda: receiver.terminal(good["id"]) is not None)
+
+        async def attempted() -> bool:
+            _, body, _ = await api.request("GET", f"/v1/jobs/{bad['id']}/deliveries")
+            return bool(body["deliveries"])
+
+        await eventually(attempted)
+    _, body, _ = await api.request("GET", f"/v1/jobs/{bad['id']}/deliveries")
+    attempt = body["deliveries"][0]
+    if path in ("/endless", "/binary", "/gzip-bomb"):
+        # a 2xx/202 is success whatever the body; the body is read no further than 64 KiB
+        assert attempt["outcome"] in ("delivered", "dead")
+    else:
+        assert attempt["outcome"] == "dead" and attempt["status"] is None and attempt["error"]
+
+
+async def test_authorization_encrypted_at_rest_sent_only_to_item_host_and_deleted_at_end(
+    api: Api, simulator: Any, receiver: Receiver, worker: Any, redis: Redis
+) -> None:
+    op = simulator.create(duration=0.3)
+    job = await api.create(
+        monitorUrl=op.monitor_url,
+        callbackUrl=receiver.url,
+        driveItemUrl=f"{simulator.base_url}/v1.0/me/drive/items/{{resourceId}}",
+        authorization="Bearer sim-token",
+        secret=JOB_SECRET,
+    )
+    stored = await redis.hget(f"relay:job:{job['id']}", "authorization")
+    assert stored is not None and "sim-token" not in stored
+    await receiver.wait_for(lambda: receiver.terminal(job["id"]) is not None)
+    assert simulator.item_auth_headers == ["Bearer sim-token"]  # the monitor never got it: it answers 400 if it does
+    assert await redis.hget(f"relay:job:{job['id']}", "authorization") is None
+
+    # nothing secret in any response or event
+    texts = [r.body.decode() for r in receiver.received]
+    for path in ("", "/deliveries"):
+        _, body, _ = await api.request("GET", f"/v1/jobs/{job['id']}{path}")
+        texts.append(str(body))
+    for text in texts:
+        for needle in ("sim-token", JOB_SECRET, SECRET, op.monitor_url, op.id):
+            assert needle not in text
+
+
+async def test_events_are_signed_with_the_job_secret_too(
+    api: Api, simulator: Any, worker: Any, settings: Settings
+) -> None:
+    receiver = Receiver(secrets=(SECRET, JOB_SECRET))
+    await receiver.start()
+    try:
+        job = await api.create(
+            monitorUrl=simulator.create(duration=0.2).monitor_url, callbackUrl=receiver.url, secret=JOB_SECRET
+        )
+        await receiver.wait_for(lambda: receiver.terminal(job["id"]) is not None)
+        assert receiver.bad_signatures == 0 and receiver.verified
+        assert all(len(r.headers["webhook-signature"].split(" ")) == 2 for r in receiver.received)
+    finally:
+        await receiver.stop()
+
+
+def test_vault_rotation_and_wrong_key() -> None:
+    old = Vault(["first-key-material"])
+    token = old.encrypt("Bearer abc")
+    assert "abc" not in token
+    assert Vault(["second", "first-key-material"]).decrypt(token) == "Bearer abc"
+    with pytest.raises(InvalidToken):
+        Vault(["other"]).decrypt(token)
+    with pytest.raises(InvalidToken):
+        Vault([]).decrypt(token)
+
+
+async def test_authorization_refused_without_key_material(settings: Settings, redis: Redis) -> None:
+    from tests.conftest import running_api
+
+    async with running_api(with_settings(settings, signing_secrets=(), encryption_keys=())) as api:
+        status, problem, _ = await api.request(
+            "POST",
+            "/v1/jobs",
+            json={
+                "monitorUrl": "http://127.0.0.1:9/m",
+                "callbackUrl": "http://127.0.0.1:9/h",
+                "driveItemUrl": "http://127.0.0.1:9/items/{resourceId}",
+                "authorization": "Bearer x",
+            },
+        )
+        assert status == 422 and problem["title"] == "Cannot store authorization"
+
+
+@pytest.mark.parametrize(
+    "callback", ["http://localhost:9/h", "http://app.localhost/h", "http://[::1]/h", "http://0.0.0.0/h"]
+)
+async def test_loopback_callbacks_refused_at_registration(settings: Settings, redis: Redis, callback: str) -> None:
+    from tests.conftest import running_api
+
+    async with running_api(with_settings(settings, callback_allowed_hosts=("127.0.0.1",))) as api:
+        status, problem, _ = await api.request(
+            "POST", "/v1/jobs", json={"monitorUrl": "http://127.0.0.1:9/m", "callbackUrl": callback}
+        )
+        assert status == 422 and problem["errors"][0]["field"] == "callbackUrl"
+
+
+async def test_name_resolving_to_loopback_is_refused_at_connect_time(settings: Settings) -> None:
+    # registration cannot know what a name resolves to; the guarded resolver refuses it when connecting
+    name = socket.gethostname()
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(name, 9)}
+    except OSError:
+        pytest.skip("this machine's host name does not resolve")
+    if any(address_allowed(a) for a in addresses):
+        pytest.skip("this machine's host name resolves to a public address")
+    strict = with_settings(settings, callback_allowed_hosts=(), monitor_allowed_hosts=(name,))
+    async with create_session(()) as client:
+        result = await request_monitor(client, strict, f"http://{name}:9/monitor/1")
+    assert result.kind is Kind.RETRY and "network" in result.detail
