@@ -12,6 +12,7 @@ __all__ = [
     "JOBS_INDEX",
     "MONITORS",
     "PREFIX",
+    "STATS",
     "event",
     "idempotency",
     "job",
@@ -31,6 +32,8 @@ MONITORS = f"{PREFIX}sched:monitors"
 DELIVERIES = f"{PREFIX}sched:deliveries"
 #: sorted set of dead-lettered event ids, scored by when they died (ms)
 DEAD_LETTERS = f"{PREFIX}dead"
+#: hash of lifetime counters: registered, completed, failed, cancelled
+STATS = f"{PREFIX}stats"
 #: the arq queue that runs DriveItem resolution
 ARQ_QUEUE = f"{PREFIX}arq:queue"
 #: sorted set of every job id, scored by creation time (ms): listing and housekeeping

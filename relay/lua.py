@@ -52,6 +52,7 @@ local function apply_job_op(prefix, deliveries, op, now, event_ttl, retention)
     redis.call('ZADD', deliveries, 'NX', now, op.job)
   end
   if op.terminal then
+    redis.call('HINCRBY', prefix .. 'stats', redis.call('HGET', jk, 'status') or 'ended', 1)
     redis.call('HSET', jk, 'terminal', '1', 'phase', 'done')
     redis.call('HDEL', jk, 'authorization')
     drop_from_monitor(prefix, jk, op.job)
@@ -97,7 +98,7 @@ return apply_job_op(ARGV[2], KEYS[1], cjson.decode(ARGV[1]), now, tonumber(ARGV[
 )
 
 # KEYS: idempotency key ('' when none), job hash, monitor hash, monitor jobs, monitors zset, jobs index
-# ARGV: job id, job fields json, monitor key, monitor url, idempotency ttl, request digest
+# ARGV: job id, job fields json, monitor key, monitor url, idempotency ttl, request digest, prefix
 REGISTER = (
     NOW_MS
     + """
@@ -116,6 +117,7 @@ redis.call('HSETNX', KEYS[3], 'url', ARGV[4])
 redis.call('SADD', KEYS[4], ARGV[1])
 redis.call('ZADD', KEYS[5], 'NX', now, ARGV[3])
 redis.call('ZADD', KEYS[6], now, ARGV[1])
+redis.call('HINCRBY', ARGV[7] .. 'stats', 'registered', 1)
 return {'created', ARGV[1], ''}
 """
 )
@@ -126,6 +128,7 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if redis.call('HGET', KEYS[1], 'terminal') == '1' then return 1 end
 redis.call('HSET', KEYS[1], 'terminal', '1', 'status', 'cancelled', 'phase', 'done')
 redis.call('HDEL', KEYS[1], 'authorization')
+redis.call('HINCRBY', ARGV[2] .. 'stats', 'cancelled', 1)
 local mk = redis.call('HGET', KEYS[1], 'monitor_key')
 if mk then
   local jobs = ARGV[2] .. 'monitor:' .. mk .. ':jobs'
@@ -188,6 +191,7 @@ elseif outcome == 'gone' then
   redis.call('DEL', KEYS[4])
   if redis.call('HGET', KEYS[3], 'terminal') ~= '1' then
     redis.call('HSET', KEYS[3], 'terminal', '1', 'status', 'cancelled', 'phase', 'done', 'error', ARGV[9])
+    redis.call('HINCRBY', prefix .. 'stats', 'cancelled', 1)
     redis.call('HDEL', KEYS[3], 'authorization')
     drop_from_monitor(prefix, KEYS[3], ARGV[1])
   end

@@ -15,6 +15,7 @@ from relay.ssrf import Blocked, check_url, host_matches
 __all__ = ["MAX_METADATA", "JobCreate", "JobPatch", "ValidationError", "validation_errors"]
 
 MAX_METADATA = 16 * 1024
+_URL: dict[str, Any] = {"format": "uri", "pattern": "^https?://[^/?#@]+"}
 
 
 def _http_url(value: str, field: str) -> URL:
@@ -32,16 +33,27 @@ class _Strict(BaseModel):
 
 
 class JobCreate(_Strict):
-    monitor_url: str = Field(alias="monitorUrl", min_length=1, max_length=8192, description="The Location of the 202")
-    callback_url: str = Field(alias="callbackUrl", min_length=1, max_length=2048)
+    monitor_url: str = Field(
+        alias="monitorUrl", min_length=1, max_length=8192, description="The Location of the 202", json_schema_extra=_URL
+    )
+    callback_url: str = Field(alias="callbackUrl", min_length=1, max_length=2048, json_schema_extra=_URL)
     drive_item_url: str | None = Field(
-        default=None, alias="driveItemUrl", max_length=2048, description="Template containing {resourceId}"
+        default=None,
+        alias="driveItemUrl",
+        max_length=2048,
+        description="Template containing {resourceId}",
+        json_schema_extra={**_URL, "pattern": r"^https?://.*\{resourceId\}"},
     )
     authorization: str | None = Field(
         default=None, max_length=16384, description="Header value sent only with the DriveItem request"
     )
     metadata: dict[str, Any] | None = Field(default=None, description="Echoed in every event")
-    secret: str | None = Field(default=None, max_length=256, description="Per-job whsec_ signing secret")
+    secret: str | None = Field(
+        default=None,
+        max_length=256,
+        description="Per-job whsec_ signing secret",
+        json_schema_extra={"pattern": "^whsec_[A-Za-z0-9+/=]+$"},
+    )
 
     @field_validator("monitor_url")
     @classmethod
@@ -90,7 +102,7 @@ class JobCreate(_Strict):
 
 
 class JobPatch(_Strict):
-    callback_url: str | None = Field(default=None, alias="callbackUrl", max_length=2048)
+    callback_url: str | None = Field(default=None, alias="callbackUrl", max_length=2048, json_schema_extra=_URL)
     authorization: str | None = Field(default=None, max_length=16384)
 
     @field_validator("callback_url")

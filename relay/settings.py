@@ -100,6 +100,7 @@ class Settings:
     job_retention: float = 7 * 86400.0
     retry_after_cap: float = 3600.0
     encryption_keys: tuple[str, ...] = ()
+    worker_metrics_port: int = 9100
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -148,6 +149,7 @@ class Settings:
             max_invalid_responses=_int(env, "RELAY_POLL_MAX_INVALID", 5),
             job_retention=_duration(env, "RELAY_JOB_RETENTION", 7 * 86400.0, minimum=60),
             encryption_keys=_list(env.get("RELAY_ENCRYPTION_KEY")),
+            worker_metrics_port=_int(env, "RELAY_WORKER_METRICS_PORT", 9100, minimum=0),
         )
 
     def check_serving(self) -> None:

@@ -55,6 +55,7 @@ class EventRecord:
     body: str
     attempts: int
     state: str
+    created_ms: int = 0
 
 
 class Store:
@@ -97,7 +98,7 @@ class Store:
                 keys.MONITORS,
                 keys.JOBS_INDEX,
             ],
-            args=[job_id, json.dumps(fields), mkey, monitor_url, idempotency_ttl, digest],
+            args=[job_id, json.dumps(fields), mkey, monitor_url, idempotency_ttl, digest, keys.PREFIX],
         )
         return state == "created", found_id, found_digest if state != "created" else digest
 
@@ -164,6 +165,19 @@ class Store:
                 pipe.hgetall(keys.event(eid))
             rows = await pipe.execute()
         return [_event(eid, row) if row else None for eid, row in zip(event_ids, rows, strict=True)]
+
+    async def stats(self) -> dict[str, int]:
+        """Counters and backlog sizes for /metrics, read in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.STATS)
+            pipe.zcard(keys.MONITORS)
+            pipe.zcard(keys.DELIVERIES)
+            pipe.zcard(keys.DEAD_LETTERS)
+            pipe.zcard(keys.ARQ_QUEUE)
+            counters, monitors, deliveries, dead, queued = await pipe.execute()
+        out = {name: int(value) for name, value in counters.items()}
+        out.update(monitors=monitors, deliveries=deliveries, dead=dead, queued=queued)
+        return out
 
     async def redeliver(self, job_id: str, event_id: str) -> bool:
         return bool(
@@ -284,4 +298,5 @@ def _event(event_id: str, data: dict[str, str]) -> EventRecord:
         body=data.get("body", ""),
         attempts=int(data.get("attempts") or 0),
         state=data.get("state", ""),
+        created_ms=int(data.get("created") or 0),
     )

@@ -9,6 +9,7 @@ import re
 import uuid
 from typing import Any
 
+import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
@@ -26,6 +27,7 @@ from relay.typedefs import REDIS, SETTINGS, STORE, VAULT
 __all__ = ["routes"]
 
 routes = web.RouteTableDef()
+log = structlog.stdlib.get_logger("relay.api")
 
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 _MAX_IDEMPOTENCY_KEY = 255
@@ -196,7 +198,11 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 @routes.get("/metrics")
-async def metrics_view(_: web.Request) -> web.Response:
+async def metrics_view(request: web.Request) -> web.Response:
+    try:
+        metrics.refresh_from_stats(await asyncio.wait_for(request.app[STORE].stats(), READY_TIMEOUT))
+    except Exception as exc:  # Redis away: still serve the process's own counters
+        log.warning("metrics: Redis gauges not refreshed", error=type(exc).__name__)
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

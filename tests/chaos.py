@@ -243,6 +243,7 @@ async def main(jobs: int, limit: float) -> int:
         RELAY_REQUEST_TIMEOUT=str(REQUEST_TIMEOUT),
         RELAY_DELIVERY_SCHEDULE="0,1,2,4,8,15,30,30,60,60,60,60",
         RELAY_LOG_FORMAT="json",
+        RELAY_WORKER_METRICS_PORT="0",
     )
     api_proc = start_api(env, logdir)
     workers = Workers(3, env, logdir)

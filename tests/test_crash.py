@@ -35,6 +35,7 @@ def worker_process(redis_url: str, request_timeout: float = 1.0) -> subprocess.P
         RELAY_REQUEST_TIMEOUT=str(request_timeout),
         RELAY_DELIVERY_SCHEDULE="0,0.1,0.2,0.4",
         RELAY_LOG_FORMAT="json",
+        RELAY_WORKER_METRICS_PORT="0",
     )
     return subprocess.Popen([RELAY, "worker"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
 

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 
+import prometheus_client
 import structlog
 from aiohttp import web
 
@@ -24,6 +25,7 @@ from relay import __version__, logs
 from relay.app import create_app
 from relay.embedded import EmbeddedRedis
 from relay.settings import ConfigError, Settings
+from workers.jobs_cli import add_jobs_parser
 from workers.main import create_worker
 
 __all__ = ["main"]
@@ -63,6 +65,9 @@ def cmd_worker(_: argparse.Namespace) -> int:
     settings = _settings()
     if not settings.signing_secrets:
         raise ConfigError("RELAY_SIGNING_SECRETS must be set for a worker: every event is signed")
+    if settings.worker_metrics_port:
+        prometheus_client.start_http_server(settings.worker_metrics_port, addr=settings.host)
+        log.info("worker metrics served", port=settings.worker_metrics_port, host=settings.host)
     asyncio.set_event_loop(asyncio.new_event_loop())
     create_worker(settings).run()
     return 0
@@ -154,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--port", type=int, default=8081)
     sim.add_argument("--token", default="sim-token", help="bearer token the simulated Graph accepts")
     sim.set_defaults(func=cmd_simulate)
+    add_jobs_parser(sub)
     return parser
 
 

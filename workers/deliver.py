@@ -132,6 +132,8 @@ async def deliver_next(deps: Deps, claim: Claim) -> None:
         records=records,
         error={"code": "callbackGone", "message": "the callback answered 410 Gone"} if outcome == "gone" else None,
     )
+    if outcome == "delivered" and event.created_ms:
+        metrics.EVENT_LAG.observe(max(0.0, time.time() - event.created_ms / 1000))
     status_class = f"{status // 100}xx" if status is not None else "none"
     metrics.DELIVERIES.labels(outcome=outcome, status=status_class).inc()
     log.info(

@@ -1,0 +1,79 @@
+"""/metrics on the API (Redis gauges + in-process counters) and on a ``relay worker`` process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from relay.settings import Settings
+from tests.conftest import Api
+from tests.helpers import SECRET, Receiver
+from tests.test_cli import free_port
+
+RELAY = str(Path(sys.executable).parent / "relay")
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+async def test_api_metrics_report_jobs_polls_deliveries_and_lag(
+    api: Api, simulator: Any, receiver: Receiver, worker: Any
+) -> None:
+    ok = await api.create(monitorUrl=simulator.create(duration=0.2).monitor_url, callbackUrl=receiver.url)
+    bad = await api.create(
+        monitorUrl=simulator.create(duration=0.2, outcome="failed").monitor_url, callbackUrl=receiver.url
+    )
+    cancelled = await api.create(monitorUrl=simulator.create(duration=60).monitor_url, callbackUrl=receiver.url)
+    await api.request("DELETE", f"/v1/jobs/{cancelled['id']}")
+    await receiver.wait_for(
+        lambda: receiver.terminal(ok["id"]) is not None and receiver.terminal(bad["id"]) is not None
+    )
+    await asyncio.sleep(0.2)
+    async with api.session.get(api.base + "/metrics") as resp:
+        assert resp.status == 200
+        text = await resp.text()
+    got = samples(text)
+    assert got[("relay_jobs", (("state", "registered"),))] == 3
+    assert got[("relay_jobs", (("state", "completed"),))] == 1
+    assert got[("relay_jobs", (("state", "failed"),))] == 1
+    assert got[("relay_jobs", (("state", "cancelled"),))] == 1
+    assert got[("relay_jobs", (("state", "active"),))] == 0
+    assert got[("relay_dead_letters", ())] == 0
+    assert got[("relay_event_lag_seconds_count", ())] >= 2
+    assert any(name == "relay_polls_total" for name, _ in got)
+    assert any(name == "relay_deliveries_total" and ("outcome", "delivered") in labels for name, labels in got)
+
+
+def test_worker_serves_its_own_metrics(settings: Settings) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+    assert settings.redis_url is not None
+    env.update(REDIS_URL=settings.redis_url, RELAY_SIGNING_SECRETS=SECRET, RELAY_WORKER_METRICS_PORT=str(port))
+    proc = subprocess.Popen([RELAY, "worker"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as resp:
+                    text = resp.read().decode()
+                    break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.2)
+        assert "relay_polls_total" in text and "relay_deliveries_total" in text
+    finally:
+        proc.terminate()
+        proc.wait(20)
