@@ -144,10 +144,45 @@ def plan_poll(
         streak = 0 if plan.changed else streak + 1
         fields["streak"] = str(streak)
         plan.delay = poll_delay(streak, settings.poll_initial_interval, settings.poll_max_interval, rng)
+        if result.kind is Kind.PROGRESS:
+            predicted = _predicted_delay(monitor, fields, now_ms, settings, rng, changed=plan.changed)
+            if predicted is not None:
+                plan.delay = predicted
         retry_after = parse_retry_after(result.retry_after) if result.http_status in (429, 503) else None
         if retry_after is not None:
             plan.delay = max(plan.delay, min(retry_after, settings.retry_after_cap))
     return plan
+
+
+def _predicted_delay(
+    monitor: dict[str, str],
+    fields: dict[str, str],
+    now_ms: int,
+    settings: Settings,
+    rng: random.Random,
+    *,
+    changed: bool,
+) -> float | None:
+    """Poll again halfway to the completion the progress rate predicts; None when there is no rate.
+
+    The rate is measured from a baseline: the first poll that saw a non-zero percentage (a job that
+    sat at 0 or ``notStarted`` for hours does not slow the estimate down). Halving the predicted time
+    left costs a handful of polls for a long copy and lands the last ones close to the finish; the
+    result stays within [initial interval, backoff cap], with 10% jitter so jobs do not poll in step.
+    Only a poll that saw progress predicts: a stalled job falls back to the plain backoff.
+    """
+    pct = float(fields.get("pct") or 0)
+    base_ms, base_pct = monitor.get("base_ms"), monitor.get("base_pct")
+    if base_ms is None or base_pct is None or (float(base_pct) == 0.0 and pct > 0):
+        fields["base_ms"], fields["base_pct"] = str(now_ms), repr(pct)
+        return None
+    elapsed = (now_ms - int(base_ms)) / 1000.0
+    gained = pct - float(base_pct)
+    if not changed or gained <= 0 or elapsed <= 0:
+        return None
+    remaining = (100.0 - pct) * elapsed / gained
+    delay = min(settings.poll_max_interval, max(settings.poll_initial_interval, remaining / 2.0))
+    return delay * rng.uniform(0.9, 1.0)
 
 
 def _plan_job(

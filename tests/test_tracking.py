@@ -116,3 +116,42 @@ def test_timeout_fails_the_job() -> None:
 def test_jobs_already_resolving_are_resolved_again_not_replanned() -> None:
     p = plan(progress(50.0), jobs=[job(phase="resolving")])
     assert p.ops == [] and p.resolve == ["j1"]
+
+
+def simulate(duration: float, settings: Settings = Settings(), seed: int = 0) -> tuple[int, float]:
+    """Drive plan_poll against a steadily progressing copy: (polls until completion seen, lag in s)."""
+    rng = random.Random(seed)
+    monitor: dict[str, str] = {}
+    t = 0.0
+    polls = 0
+    while True:
+        polls += 1
+        now = int(1_000_000 + t * 1000)
+        if t >= duration:
+            return polls, t - duration
+        result = progress(100.0 * t / duration)
+        p = plan_poll(result, monitor, [], now, settings, rng)
+        monitor.update(p.monitor_fields)
+        t += p.delay
+
+
+def test_steady_progress_is_predicted_few_polls_little_lag() -> None:
+    polls, lag = simulate(600)
+    assert polls <= 25, polls  # a fixed 1 s poller needs 600
+    assert lag <= 2.0, lag
+    short_polls, short_lag = simulate(5)
+    assert short_polls <= 6 and short_lag <= 1.5
+
+
+def test_prediction_never_exceeds_the_backoff_cap() -> None:
+    rng = random.Random(1)
+    monitor = {"base_ms": str(NOW - 1000), "base_pct": "0.001", "pct": "0.001", "status": "inProgress"}
+    p = plan_poll(progress(0.002), monitor, [], NOW, S, rng)
+    assert p.delay <= S.poll_max_interval
+
+
+def test_stalled_progress_falls_back_to_backoff() -> None:
+    monitor = {"base_ms": str(NOW - 10_000), "base_pct": "10.0", "pct": "50.0", "status": "inProgress", "streak": "4"}
+    p = plan_poll(progress(50.0), monitor, [], NOW, S, random.Random(0))
+    assert not p.changed
+    assert 16.0 <= p.delay <= 32.0  # streak 5: the plain backoff
