@@ -12,6 +12,7 @@ from relay.tracking import RESOLVE_RECHECK, completed_from_monitor, plan_poll
 
 S = Settings(poll_initial_interval=1.0, poll_max_interval=60.0, job_timeout=100.0, max_invalid_responses=3)
 NOW = 1_000_000
+DEFAULTS = Settings()
 
 
 def job(**fields: Any) -> dict[str, str]:
@@ -118,7 +119,7 @@ def test_jobs_already_resolving_are_resolved_again_not_replanned() -> None:
     assert p.ops == [] and p.resolve == ["j1"]
 
 
-def simulate(duration: float, settings: Settings = Settings(), seed: int = 0) -> tuple[int, float]:
+def simulate(duration: float, settings: Settings = DEFAULTS, seed: int = 0) -> tuple[int, float]:
     """Drive plan_poll against a steadily progressing copy: (polls until completion seen, lag in s)."""
     rng = random.Random(seed)
     monitor: dict[str, str] = {}
