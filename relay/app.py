@@ -9,7 +9,7 @@ from aiohttp import web
 from relay.connections import redis_client
 from relay.crypto import Vault
 from relay.live import setup_live
-from relay.middlewares import auth_middleware, error_middleware, request_id_middleware
+from relay.middlewares import auth_middleware, error_middleware, query_middleware, request_id_middleware
 from relay.settings import Settings
 from relay.store import Store
 from relay.typedefs import REDIS, SETTINGS, STORE, VAULT
@@ -24,7 +24,7 @@ MAX_BODY = 64 * 1024
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[request_id_middleware, error_middleware, auth_middleware],
+        middlewares=[request_id_middleware, error_middleware, auth_middleware, query_middleware],
         client_max_size=MAX_BODY,
     )
     app[SETTINGS] = settings

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import uuid
@@ -11,10 +12,11 @@ import structlog
 from aiohttp import web
 
 from relay.models import ValidationError, validation_errors
+from relay.openapi import openapi_document
 from relay.problems import ProblemError, problem_response
 from relay.typedefs import SETTINGS
 
-__all__ = ["OWNER", "auth_middleware", "error_middleware", "request_id_middleware"]
+__all__ = ["OWNER", "auth_middleware", "error_middleware", "query_middleware", "request_id_middleware"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 OWNER = web.RequestKey("owner", str)
@@ -51,6 +53,30 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         log.exception("unhandled error", path=request.path)
         return problem_response(500, "Internal Server Error", "the error was logged")
+
+
+@functools.cache
+def _documented_query(path: str, method: str) -> frozenset[str] | None:
+    """The query parameters the OpenAPI document gives an operation; None for undocumented routes."""
+    item = openapi_document()["paths"].get(path)
+    if item is None or method not in item:
+        return None
+    params = [*item.get("parameters", []), *item[method].get("parameters", [])]
+    return frozenset(p["name"] for p in params if p.get("in") == "query")
+
+
+@web.middleware
+async def query_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Unknown query parameters are refused like unknown body fields: a typo should not pass silently."""
+    route = request.match_info.route
+    if request.query and route.resource is not None:
+        method = "get" if request.method == "HEAD" else request.method.lower()
+        allowed = _documented_query(route.resource.canonical, method)
+        unknown = [name for name in request.query if allowed is not None and name not in allowed]
+        if unknown:
+            errors = [{"field": name, "message": "unknown query parameter"} for name in unknown]
+            return problem_response(422, "Invalid query parameter", "unknown query parameters", errors=errors)
+    return await handler(request)
 
 
 def owner_of(token: str | None) -> str:

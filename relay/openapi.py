@@ -85,6 +85,92 @@ def _json(ref: str, description: str) -> dict[str, Any]:
 
 _JOB_ID_PARAM = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _COMMON = {"401": _problem("Missing or unknown bearer token"), "404": _problem("No such job (or another token's)")}
+_LIMIT_PARAM = {
+    "name": "limit",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50},
+}
+_SSE = {"text/event-stream": {"schema": {"type": "string"}}}
+_LIVE_PATHS: dict[str, Any] = {
+    "/v1/jobs/{job_id}/events": {
+        "parameters": [_JOB_ID_PARAM],
+        "get": {
+            "operationId": "streamJobEvents",
+            "description": (
+                "Server-Sent Events: every event of the job in sequence order, each exactly as POSTed to the "
+                "callback. Per message: `id` (the webhook-id), `event` (the type), `webhook-id`, "
+                "`webhook-timestamp` and `webhook-signature` fields (signed now, verify as webhook headers), "
+                "then `data` (the JSON body). Resumes after `Last-Event-ID`. A `: keep-alive` comment every "
+                "15 s; the stream ends after job.completed or job.failed (or when the job is cancelled)."
+            ),
+            "parameters": [{"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "The event stream", "content": _SSE}, **_COMMON},
+        },
+    },
+    "/v1/stream": {
+        "get": {
+            "operationId": "streamJobs",
+            "description": (
+                "Server-Sent Events of the caller's `limit` newest jobs: `event: job` with the job (as getJob "
+                "returns it) for each of them on connect, then whenever one changes (new event, status, "
+                "delivery attempt); jobs created meanwhile join. Never ends by itself."
+            ),
+            "parameters": [_LIMIT_PARAM],
+            "responses": {
+                "200": {"description": "The event stream", "content": _SSE},
+                "401": _COMMON["401"],
+                "422": _problem("Bad limit"),
+            },
+        }
+    },
+    "/v1/dead-letters": {
+        "get": {
+            "operationId": "listDeadLetters",
+            "description": "The caller's dead-lettered events (delivery schedule exhausted), newest first.",
+            "parameters": [_LIMIT_PARAM],
+            "responses": {
+                "200": {
+                    "description": "Dead letters",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "deadLetters": {
+                                        "type": "array",
+                                        "items": {
+                                            "type": "object",
+                                            "properties": {
+                                                "eventId": {"type": "string"},
+                                                "jobId": {"type": "string"},
+                                                "type": {"type": "string"},
+                                                "sequence": {"type": "integer"},
+                                                "attempts": {"type": "integer"},
+                                                "deadDateTime": {"type": "string", "format": "date-time"},
+                                            },
+                                        },
+                                    }
+                                },
+                                "required": ["deadLetters"],
+                            }
+                        }
+                    },
+                },
+                "401": _COMMON["401"],
+                "422": _problem("Bad limit"),
+            },
+        }
+    },
+    "/ui": {
+        "get": {
+            "operationId": "dashboard",
+            "security": [],
+            "description": "The read-only dashboard (HTML); its data comes from the API with the user's token.",
+            "responses": {"200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}},
+        }
+    },
+}
 
 
 @functools.cache
@@ -117,6 +203,34 @@ def openapi_document() -> dict[str, Any]:
         "security": [{"bearer": []}],
         "paths": {
             "/v1/jobs": {
+                "get": {
+                    "operationId": "listJobs",
+                    "description": "The caller's jobs, newest first. A page may hold fewer than `limit` jobs "
+                    "while `nextCursor` is not null.",
+                    "parameters": [
+                        _LIMIT_PARAM,
+                        {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"}},
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "One page of jobs",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "properties": {
+                                            "jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}},
+                                            "nextCursor": _NULLABLE_STR,
+                                        },
+                                        "required": ["jobs", "nextCursor"],
+                                    }
+                                }
+                            },
+                        },
+                        "401": _COMMON["401"],
+                        "422": _problem("Bad limit or cursor"),
+                    },
+                },
                 "post": {
                     "operationId": "createJob",
                     "parameters": [
@@ -138,11 +252,31 @@ def openapi_document() -> dict[str, Any]:
                         "401": _COMMON["401"],
                         **body_errors,
                     },
-                }
+                },
             },
             "/v1/jobs/{job_id}": {
                 "parameters": [_JOB_ID_PARAM],
-                "get": {"operationId": "getJob", "responses": {"200": _json("Job", "The job"), **_COMMON}},
+                "get": {
+                    "operationId": "getJob",
+                    "parameters": [
+                        {
+                            "name": "wait",
+                            "in": "query",
+                            "required": False,
+                            "description": "long-poll: answer once the job's sequence differs from `sequence`, "
+                            "it has ended, or after this many seconds",
+                            "schema": {"type": "number", "minimum": 0, "maximum": 60},
+                        },
+                        {
+                            "name": "sequence",
+                            "in": "query",
+                            "required": False,
+                            "description": "with `wait`: the sequence the client has seen (default: the current one)",
+                            "schema": {"type": "integer", "minimum": 0},
+                        },
+                    ],
+                    "responses": {"200": _json("Job", "The job"), "422": _problem("Bad wait or sequence"), **_COMMON},
+                },
                 "patch": {
                     "operationId": "patchJob",
                     "requestBody": {
@@ -203,6 +337,7 @@ def openapi_document() -> dict[str, Any]:
                     },
                 },
             },
+            **_LIVE_PATHS,
             "/healthz": {
                 "get": {"operationId": "healthz", "security": [], "responses": {"200": {"description": "Alive"}}}
             },

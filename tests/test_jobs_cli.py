@@ -1,0 +1,109 @@
+"""``relay jobs ...`` as a user runs it: a real subprocess against a real API on a loopback port.
+
+The subprocess is awaited with asyncio, so the in-process API keeps answering meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from relay.settings import Settings
+from relay.simulator import Simulator
+from tests.conftest import Api, running_api, with_settings
+from tests.helpers import Receiver
+from tests.test_cli import RELAY, clean_env
+
+TOKEN = "cli-token"
+
+
+@pytest.fixture
+async def owned_api(settings: Settings, redis: Redis) -> AsyncIterator[Api]:
+    async with running_api(with_settings(settings, api_tokens=(TOKEN, "other-token"))) as client:
+        yield client
+
+
+async def relay_jobs(api: Api, *args: str, **env: str) -> tuple[int, str, str]:
+    environment = clean_env(RELAY_API_TOKENS=f"{TOKEN},other-token", COLUMNS="200", **env)
+    proc = await asyncio.create_subprocess_exec(
+        RELAY,
+        "jobs",
+        *args,
+        "--api",
+        api.base,
+        env=environment,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def create(api: Api, sim: Simulator, receiver: Receiver, token: str = TOKEN, **knobs: Any) -> dict[str, Any]:
+    op = sim.create(**knobs)
+    body = {"monitorUrl": op.monitor_url, "callbackUrl": receiver.url}
+    status, job, _ = await api.request("POST", "/v1/jobs", json=body, headers={"Authorization": f"Bearer {token}"})
+    assert status == 201
+    result: dict[str, Any] = job
+    return result
+
+
+async def test_list_shows_the_tokens_jobs_in_a_table(owned_api: Api, simulator: Simulator, receiver: Receiver) -> None:
+    mine = [await create(owned_api, simulator, receiver, duration=60) for _ in range(2)]
+    theirs = await create(owned_api, simulator, receiver, token="other-token")
+    code, out, err = await relay_jobs(owned_api, "list")
+    assert code == 0, err
+    assert all(job["id"] in out for job in mine) and theirs["id"] not in out
+    assert out.index(mine[1]["id"]) < out.index(mine[0]["id"])  # newest first
+    assert "notStarted" in out and "0.0%" in out
+
+    code, out, err = await relay_jobs(owned_api, "list", "--limit", "1", "--json")
+    assert code == 0, err
+    page = json.loads(out)
+    assert [j["id"] for j in page["jobs"]] == [mine[1]["id"]] and page["nextCursor"]
+
+    # RELAY_API_TOKEN wins over RELAY_API_TOKENS; --token over both
+    code, out, _ = await relay_jobs(owned_api, "list", RELAY_API_TOKEN="other-token")
+    assert code == 0 and theirs["id"] in out and mine[0]["id"] not in out
+    code, _, err = await relay_jobs(owned_api, "list", "--token", "wrong")
+    assert code == 1 and "401 Unauthorized" in err and "wrong" not in err
+
+
+async def test_show_and_redeliver_a_finished_job(
+    owned_api: Api, simulator: Simulator, receiver: Receiver, worker: Any
+) -> None:
+    job = await create(owned_api, simulator, receiver, duration=0.3)
+    await receiver.wait_for(lambda: receiver.terminal(job["id"]) is not None)
+    code, out, err = await relay_jobs(owned_api, "show", job["id"])
+    assert code == 0, err
+    assert job["id"] in out and "completed" in out and "job.completed" in out and "delivered" in out
+
+    code, out, err = await relay_jobs(owned_api, "redeliver", job["id"])
+    assert code == 0, err
+    terminal = receiver.terminal(job["id"])
+    assert terminal is not None and "queued job.completed" in out
+    webhook_id = next(r.headers["webhook-id"] for r in receiver.received if r.event["type"] == "job.completed")
+    assert webhook_id in out
+    await receiver.wait_for(lambda: sum(r.headers["webhook-id"] == webhook_id for r in receiver.received) == 2)
+
+
+async def test_cancel_and_errors(owned_api: Api, simulator: Simulator, receiver: Receiver) -> None:
+    job = await create(owned_api, simulator, receiver, duration=60)
+    code, out, err = await relay_jobs(owned_api, "cancel", job["id"])
+    assert code == 0, err
+    assert f"cancelled {job['id']}" in out
+    status, body, _ = await owned_api.request(
+        "GET", f"/v1/jobs/{job['id']}", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    assert status == 200 and body["status"] == "cancelled"
+
+    code, _, err = await relay_jobs(owned_api, "redeliver", job["id"])
+    assert code == 1 and "409 No terminal event" in err
+    code, _, err = await relay_jobs(owned_api, "show", "0" * 32)
+    assert code == 1 and "404 Not Found: no such job" in err

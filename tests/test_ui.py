@@ -1,0 +1,105 @@
+"""The /ui dashboard in headless Chromium against a real relay, simulator, receiver and worker.
+
+Needs Debian's ``chromium`` at /usr/bin/chromium and the ``playwright`` package (no browser download:
+Playwright drives the system Chromium). Skipped with the reason when either is missing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from relay.settings import Settings
+from relay.simulator import Simulator
+from tests.conftest import Api, running_api, with_settings
+from tests.helpers import Receiver
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TOKEN = "ui-token"
+
+pytestmark = [
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium"),
+    pytest.mark.skipif(
+        importlib.util.find_spec("playwright") is None, reason="needs the playwright package (pip install playwright)"
+    ),
+]
+
+
+@pytest.fixture
+async def owned_api(settings: Settings, redis: Redis) -> AsyncIterator[Api]:
+    async with running_api(with_settings(settings, api_tokens=(TOKEN,))) as client:
+        yield client
+
+
+@pytest.fixture
+async def page(owned_api: Api) -> AsyncIterator[Any]:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            tab = await browser.new_page()
+            tab.set_default_timeout(5000)
+            errors: list[str] = []
+            tab.on("pageerror", lambda exc: errors.append(str(exc)))
+            tab.errors = errors
+            yield tab
+        finally:
+            await browser.close()
+
+
+async def test_dashboard_shows_a_job_progressing_to_completion(
+    owned_api: Api, page: Any, simulator: Simulator, receiver: Receiver, worker: Any
+) -> None:
+    await page.goto(f"{owned_api.base}/ui")
+    # with RELAY_API_TOKENS set the page asks for a token before it shows anything
+    await page.locator("#token-form").wait_for(state="visible")
+    await page.fill("#token", TOKEN)
+    await page.click("#token-form button[type=submit]")
+    await page.locator("#conn[data-state=live]").wait_for()
+    assert await page.evaluate("sessionStorage.getItem('relay.token')") == TOKEN
+
+    # the job is created after the page connected: it can only arrive through the stream
+    op = simulator.create(duration=2.0)
+    status, job, _ = await owned_api.request(
+        "POST",
+        "/v1/jobs",
+        json={"monitorUrl": op.monitor_url, "callbackUrl": receiver.url},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    assert status == 201
+    row = page.locator(f'#jobs tr[data-job-id="{job["id"]}"]')
+    await row.wait_for()
+
+    seen: list[float] = []
+    deadline = time.monotonic() + 8
+    while await row.get_attribute("data-status") != "completed":
+        assert time.monotonic() < deadline, f"the job never showed as completed; progress seen {seen}"
+        value = float(await row.locator("progress").evaluate("bar => bar.value"))
+        if not seen or seen[-1] != value:
+            seen.append(value)
+        await page.wait_for_timeout(50)
+    assert float(await row.locator("progress").evaluate("bar => bar.value")) == 100.0
+    assert any(0 < v < 100 for v in seen), f"the progress bar never showed a value between 0 and 100: {seen}"
+    assert seen == sorted(seen), f"the progress bar went back: {seen}"
+    assert await row.locator(".status").text_content() == "completed"
+
+    # its deliveries show up as they happen
+    await page.locator(f'#deliveries tr[data-job-id="{job["id"]}"][data-outcome="delivered"]').first.wait_for()
+    assert page.errors == []

@@ -1,0 +1,237 @@
+"""``relay jobs list|show|cancel|redeliver``: a running relay's jobs, as tables, through its HTTP API.
+
+Every command talks to ``--api`` (default ``http://127.0.0.1:8080``) with ``--token`` (default
+``RELAY_API_TOKEN``, else the first of ``RELAY_API_TOKENS``). Exit codes: 0 done, 1 the API said no
+(its problem+json is shown) or could not be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import aiohttp
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+__all__ = ["DEFAULT_API", "ApiError", "add_jobs_parser", "default_token"]
+
+DEFAULT_API = "http://127.0.0.1:8080"
+_TIMEOUT = aiohttp.ClientTimeout(total=30)
+_STATUS_STYLE = {
+    "completed": "green",
+    "failed": "red",
+    "cancelled": "dim",
+    "inProgress": "yellow",
+    "notStarted": "dim",
+    "delivered": "green",
+    "dead": "red",
+    "gone": "red",
+    "superseded": "dim",
+    "pending": "yellow",
+    "retrying": "yellow",
+}
+
+
+class ApiError(Exception):
+    """The API answered with an error, or could not be reached; the message is meant for the user."""
+
+
+def default_token() -> str | None:
+    token = os.environ.get("RELAY_API_TOKEN", "").strip()
+    if token:
+        return token
+    first = os.environ.get("RELAY_API_TOKENS", "").split(",")[0].strip()
+    return first or None
+
+
+async def _call(args: argparse.Namespace, method: str, path: str) -> Any:
+    headers = {"Accept": "application/json"}
+    if args.token:
+        headers["Authorization"] = f"Bearer {args.token}"
+    url = args.api.rstrip("/") + path
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=_TIMEOUT) as session,
+            session.request(method, url, headers=headers) as resp,
+        ):
+            text = await resp.text()
+            body = json.loads(text) if text and "json" in resp.content_type else None
+            if resp.status >= 400:
+                if isinstance(body, dict):
+                    detail = f": {body['detail']}" if body.get("detail") else ""
+                    raise ApiError(f"{resp.status} {body.get('title', resp.reason)}{detail}")
+                raise ApiError(f"{resp.status} {resp.reason}")
+            return body
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise ApiError(f"cannot reach {args.api}: {type(exc).__name__} {exc}".rstrip()) from None
+
+
+def _quoted(args: argparse.Namespace) -> str:
+    return quote(args.job_id, safe="")
+
+
+def _styled(value: str | None) -> Text:
+    value = value or ""
+    return Text(value, style=_STATUS_STYLE.get(value, ""))
+
+
+def _pct(job: dict[str, Any]) -> str:
+    pct = float(job.get("percentageComplete") or 0)
+    filled = round(pct / 10)
+    return f"{'█' * filled}{'░' * (10 - filled)} {pct:5.1f}%"
+
+
+def _console() -> Console:
+    # a pipe gets wide tables too: ids are 32 characters and must never be cut
+    return Console(width=None if sys.stdout.isatty() else max(160, int(os.environ.get("COLUMNS", "0") or 0)))
+
+
+def _jobs_table(jobs: list[dict[str, Any]]) -> Table:
+    table = Table(title="jobs", title_justify="left")
+    table.add_column("id", no_wrap=True, min_width=32)
+    table.add_column("status", no_wrap=True)
+    table.add_column("operation", no_wrap=True)
+    table.add_column("progress", no_wrap=True)
+    table.add_column("seq", justify="right")
+    table.add_column("polls", justify="right")
+    table.add_column("created", no_wrap=True)
+    for job in jobs:
+        table.add_row(
+            job["id"],
+            _styled(job["status"]),
+            job.get("operation") or "",
+            _pct(job),
+            str(job.get("sequence", 0)),
+            str(job.get("pollCount", 0)),
+            job.get("createdDateTime") or "",
+        )
+    return table
+
+
+async def _list(args: argparse.Namespace) -> int:
+    query = {"limit": str(args.limit), **({"cursor": args.cursor} if args.cursor else {})}
+    page = await _call(args, "GET", f"/v1/jobs?{urlencode(query)}")
+    if args.json:
+        print(json.dumps(page, indent=2))
+        return 0
+    console = _console()
+    if not page["jobs"]:
+        console.print("no jobs")
+    else:
+        console.print(_jobs_table(page["jobs"]))
+    if page.get("nextCursor"):
+        console.print(f"more: relay jobs list --cursor {page['nextCursor']}", soft_wrap=True)
+    return 0
+
+
+async def _show(args: argparse.Namespace) -> int:
+    job = await _call(args, "GET", f"/v1/jobs/{_quoted(args)}")
+    deliveries = await _call(args, "GET", f"/v1/jobs/{_quoted(args)}/deliveries")
+    if args.json:
+        print(json.dumps({"job": job, **deliveries}, indent=2))
+        return 0
+    console = _console()
+    info = Table(title=f"job {job['id']}", title_justify="left", show_header=False)
+    info.add_column("field", style="bold", no_wrap=True)
+    info.add_column("value", overflow="fold")
+    for name, value in job.items():
+        if name == "percentageComplete":
+            info.add_row(name, _pct(job))
+        elif name == "status":
+            info.add_row(name, _styled(value))
+        elif isinstance(value, dict | list):
+            info.add_row(name, json.dumps(value))
+        else:
+            info.add_row(name, "" if value is None else str(value))
+    console.print(info)
+    events = Table(title="events", title_justify="left")
+    for column in ("seq", "type", "state", "attempts", "event id"):
+        events.add_column(column, no_wrap=True)
+    for event in deliveries["events"]:
+        events.add_row(
+            str(event["sequence"]), event["type"], _styled(event["state"]), str(event["attempts"]), event["eventId"]
+        )
+    console.print(events if deliveries["events"] else "no events yet")
+    attempts = Table(title="deliveries", title_justify="left")
+    for column in ("time", "type", "seq", "attempt", "outcome", "answer", "ms"):
+        attempts.add_column(column, no_wrap=True)
+    for attempt in deliveries["deliveries"]:
+        answer = attempt.get("status") if attempt.get("status") is not None else attempt.get("error") or ""
+        duration = attempt.get("durationMs")
+        attempts.add_row(
+            attempt.get("time", ""),
+            attempt.get("type", ""),
+            str(attempt.get("sequence", "")),
+            str(attempt.get("attempt", "")),
+            _styled(attempt.get("outcome")),
+            str(answer),
+            "" if duration is None else str(round(duration)),
+        )
+    console.print(attempts if deliveries["deliveries"] else "no delivery attempts yet")
+    return 0
+
+
+async def _cancel(args: argparse.Namespace) -> int:
+    await _call(args, "DELETE", f"/v1/jobs/{_quoted(args)}")
+    _console().print(f"cancelled {args.job_id}")
+    return 0
+
+
+async def _redeliver(args: argparse.Namespace) -> int:
+    body = await _call(args, "POST", f"/v1/jobs/{_quoted(args)}/redeliver")
+    if args.json:
+        print(json.dumps(body, indent=2))
+        return 0
+    _console().print(f"queued {body['type']} {body['eventId']} of {body['jobId']} again")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        code: int = asyncio.run(args.jobs_func(args))
+    except ApiError as exc:
+        print(f"relay jobs: {exc}", file=sys.stderr)
+        return 1
+    return code
+
+
+def _limit(raw: str) -> int:
+    value = int(raw)
+    if not 1 <= value <= 200:
+        raise argparse.ArgumentTypeError("must be from 1 to 200")
+    return value
+
+
+def add_jobs_parser(subparsers: Any) -> None:
+    """Register ``relay jobs ...`` on the ``relay`` command's subparsers."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--api", default=DEFAULT_API, help=f"the relay API's base URL (default {DEFAULT_API})")
+    common.add_argument(
+        "--token",
+        default=default_token(),
+        help="bearer token (default: RELAY_API_TOKEN, else the first of RELAY_API_TOKENS)",
+    )
+    common.add_argument("--json", action="store_true", help="print the API's JSON instead of tables")
+    jobs = subparsers.add_parser("jobs", help="list, show, cancel or redeliver jobs of a running relay")
+    sub = jobs.add_subparsers(dest="jobs_command", required=True)
+
+    listing = sub.add_parser("list", parents=[common], help="your jobs, newest first")
+    listing.add_argument("--limit", type=_limit, default=50, help="jobs per page (1-200, default 50)")
+    listing.add_argument("--cursor", help="the nextCursor of an earlier page")
+    listing.set_defaults(func=_run, jobs_func=_list)
+
+    for name, func, text in (
+        ("show", _show, "one job with its events and delivery attempts"),
+        ("cancel", _cancel, "stop tracking a job (it stays readable as cancelled)"),
+        ("redeliver", _redeliver, "send a finished job's final event again"),
+    ):
+        command = sub.add_parser(name, parents=[common], help=text)
+        command.add_argument("job_id", help="the job's id")
+        command.set_defaults(func=_run, jobs_func=func)
