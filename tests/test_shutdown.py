@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import subprocess
 from typing import Any
 
 from aiohttp import web
 
 from relay.settings import Settings
 from tests.conftest import Api
-from tests.helpers import Receiver
-from tests.test_crash import COMPLETED, worker_process
+from tests.helpers import SECRET, Receiver
+from tests.test_crash import COMPLETED, RELAY, worker_process
 
 
 async def test_sigterm_on_a_worker_finishes_the_delivery_in_flight(
@@ -42,3 +44,51 @@ async def test_sigterm_on_a_worker_finishes_the_delivery_in_flight(
     assert [d["outcome"] for d in body["deliveries"]] == ["delivered"]
     assert len(receiver.received) == 1
     assert await redis.zcard("relay:sched:deliveries") == 0
+
+
+def api_process(redis_url: str, port: int) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+    env.update(
+        REDIS_URL=redis_url,
+        RELAY_PORT=str(port),
+        RELAY_SIGNING_SECRETS=SECRET,
+        RELAY_MONITOR_ALLOWED_HOSTS="127.0.0.1",
+        RELAY_CALLBACK_ALLOWED_HOSTS="127.0.0.1",
+    )
+    return subprocess.Popen([RELAY, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
+
+
+async def test_sigterm_on_the_api_drains_requests_in_flight(settings: Settings, redis: Any) -> None:
+    import aiohttp
+
+    from tests.test_cli import free_port
+
+    port = free_port()
+    assert settings.redis_url is not None
+    proc = api_process(settings.redis_url, port)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(100):
+                try:
+                    async with session.get(base + "/healthz") as resp:
+                        if resp.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.1)
+            body = {"monitorUrl": "http://127.0.0.1:9/monitor/x", "callbackUrl": "http://127.0.0.1:9/hook"}
+            async with session.post(base + "/v1/jobs", json=body) as resp:
+                job = await resp.json()
+            # a long-poll is a request in flight for two seconds; SIGTERM arrives in the middle of it
+            waiting = asyncio.create_task(session.get(f"{base}/v1/jobs/{job['id']}?wait=2"))
+            await asyncio.sleep(0.5)
+            proc.send_signal(signal.SIGTERM)
+            resp = await waiting
+            assert resp.status == 200 and (await resp.json())["id"] == job["id"]
+            resp.release()
+        code = await asyncio.get_running_loop().run_in_executor(None, proc.wait, 30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert code == 0

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import socket
+
 import pytest
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from relay.ssrf import Blocked, GuardedResolver, address_allowed, check_url, host_matches
 
@@ -72,3 +75,24 @@ async def test_resolver_drops_internal_answers() -> None:
     assert await trusting.resolve("localhost", 80)
     await resolver.close()
     await trusting.close()
+
+
+class FixedAnswers(AbstractResolver):
+    """A resolver that answers what a rebinding DNS server would: a public and a private address."""
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        return [
+            {"hostname": host, "host": ip, "port": port, "family": socket.AF_INET, "proto": 0, "flags": 0}
+            for ip in ("20.190.151.68", "10.0.0.5", "169.254.169.254")
+        ]
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_only_the_checked_public_answers_are_connected_to() -> None:
+    resolver = GuardedResolver((), inner=FixedAnswers())
+    answers = await resolver.resolve("rebind.example", 443)
+    assert [a["host"] for a in answers] == ["20.190.151.68"]

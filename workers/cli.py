@@ -56,7 +56,6 @@ def cmd_serve(_: argparse.Namespace) -> int:
         port=settings.port,
         print=None,
         shutdown_timeout=API_SHUTDOWN_TIMEOUT,
-        access_log=structlog.stdlib.get_logger("aiohttp.access"),  # type: ignore[arg-type]
     )
     return 0
 
