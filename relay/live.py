@@ -24,6 +24,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from relay import keys
+from relay.access import owned_job
 from relay.events import TERMINAL_TYPES, isoformat
 from relay.middlewares import OWNER
 from relay.problems import ProblemError
@@ -59,7 +60,6 @@ _MAX_SCAN = 5000
 _SCAN_BATCH = 200
 _DEAD_SCAN = 1000
 
-_JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 _CURSOR = re.compile(r"^(\d{1,16})\.([0-9a-f]{32})$")
 _STOPPING = web.AppKey("live_stopping", asyncio.Event)
 _SSE_HEADERS = {
@@ -85,15 +85,6 @@ async def _stop_streams(app: web.Application) -> None:
 
 def _field_error(field: str, message: str) -> ProblemError:
     return ProblemError(422, "Invalid query parameter", message, errors=[{"field": field, "message": message}])
-
-
-async def _owned_job(request: web.Request) -> dict[str, str]:
-    """The job named in the path if it belongs to the caller; 404 otherwise (as in :mod:`relay.views`)."""
-    job_id = request.match_info["job_id"]
-    job = await request.app[STORE].job(job_id) if _JOB_ID.match(job_id) else None
-    if job is None or job.get("owner") != request[OWNER]:
-        raise ProblemError(404, "Not Found", "no such job")
-    return job
 
 
 def _limit(request: web.Request) -> int:
@@ -256,7 +247,7 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 @routes.get("/v1/jobs/{job_id}/events")
 async def job_events(request: web.Request) -> web.StreamResponse:
-    job = await _owned_job(request)
+    job = await owned_job(request)
     job_id = job["id"]
     redis = request.app[REDIS]
     secrets = list(request.app[SETTINGS].signing_secrets)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import re
 import uuid
 from typing import Any
 
@@ -15,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
 from relay import metrics
+from relay.access import owned_job
 from relay.crypto import Vault
 from relay.events import TERMINAL_TYPES
 from relay.live import parse_wait, wait_for_change
@@ -29,7 +29,6 @@ __all__ = ["routes"]
 routes = web.RouteTableDef()
 log = structlog.stdlib.get_logger("relay.api")
 
-_JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 _MAX_IDEMPOTENCY_KEY = 255
 #: /readyz answers 503 when Redis does not answer a PING within this many seconds
 READY_TIMEOUT = 2.0
@@ -43,14 +42,6 @@ async def _json_body(request: web.Request) -> Any:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise ProblemError(400, "Malformed JSON", "the request body is not valid JSON") from None
-
-
-async def _owned_job(request: web.Request) -> dict[str, str]:
-    job_id = request.match_info["job_id"]
-    job = await request.app[STORE].job(job_id) if _JOB_ID.match(job_id) else None
-    if job is None or job.get("owner") != request[OWNER]:
-        raise ProblemError(404, "Not Found", "no such job")
-    return job
 
 
 def _destination_errors(request: web.Request, **urls: str | None) -> None:
@@ -116,7 +107,7 @@ async def create_job(request: web.Request) -> web.Response:
 @routes.get("/v1/jobs/{job_id}")
 async def get_job(request: web.Request) -> web.Response:
     wait = parse_wait(request)
-    job: dict[str, str] | None = await _owned_job(request)
+    job: dict[str, str] | None = await owned_job(request)
     if wait is not None and job is not None:
         job = await wait_for_change(request, job, *wait)
     if job is None:
@@ -126,7 +117,7 @@ async def get_job(request: web.Request) -> web.Response:
 
 @routes.patch("/v1/jobs/{job_id}")
 async def patch_job(request: web.Request) -> web.Response:
-    job = await _owned_job(request)
+    job = await owned_job(request)
     body = await _json_body(request)
     if not isinstance(body, dict):
         raise ProblemError(422, "Invalid request body", "the body must be a JSON object")
@@ -149,14 +140,14 @@ async def patch_job(request: web.Request) -> web.Response:
 
 @routes.delete("/v1/jobs/{job_id}")
 async def delete_job(request: web.Request) -> web.Response:
-    job = await _owned_job(request)
+    job = await owned_job(request)
     await request.app[STORE].cancel(job["id"])
     return web.Response(status=204)
 
 
 @routes.get("/v1/jobs/{job_id}/deliveries")
 async def list_deliveries(request: web.Request) -> web.Response:
-    job = await _owned_job(request)
+    job = await owned_job(request)
     store = request.app[STORE]
     events = [e for e in await store.events(await store.event_ids(job["id"])) if e is not None]
     return web.json_response(
@@ -173,7 +164,7 @@ async def list_deliveries(request: web.Request) -> web.Response:
 
 @routes.post("/v1/jobs/{job_id}/redeliver")
 async def redeliver(request: web.Request) -> web.Response:
-    job = await _owned_job(request)
+    job = await owned_job(request)
     store = request.app[STORE]
     event_ids = await store.event_ids(job["id"])
     last = await store.event(event_ids[-1]) if event_ids else None
