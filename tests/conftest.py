@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
 import aiohttp
+import hypothesis
 import pytest
 from aiohttp import web
 from redis.asyncio import Redis
@@ -19,6 +21,13 @@ from relay.embedded import EmbeddedRedis
 from relay.settings import Settings
 from tests.helpers import SECRET, Receiver
 from workers.main import create_worker
+
+
+# CI explores the same examples every run (a red CI must mean a regression, not a new random draw);
+# locally hypothesis and schemathesis draw fresh examples each time
+hypothesis.settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    hypothesis.settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session")

@@ -75,7 +75,13 @@ def test_api_never_errors_and_matches_its_schema(case: schemathesis.Case, api_ur
     # every other check runs (no 5xx, status codes, content types and bodies as documented, invalid data
     # rejected). positive_data_acceptance is left out: a schema-valid URL can still be refused on purpose
     # (a host outside RELAY_MONITOR_ALLOWED_HOSTS, a private address), which no JSON schema can say.
-    case.call_and_validate(base_url=api_url, excluded_checks=[positive_data_acceptance])
+    response = case.call(base_url=api_url)
+    if response.status_code == 413:
+        # an over-long field can push the body past 64 KiB: refused as documented, but schemathesis'
+        # list of "rejection" codes lacks 413, so check this answer here instead
+        assert response.headers["content-type"][0].startswith("application/problem+json")
+        return
+    case.validate_response(response, excluded_checks=[positive_data_acceptance])
 
 
 _status_bodies = st.fixed_dictionaries(
