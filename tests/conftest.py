@@ -22,7 +22,6 @@ from relay.settings import Settings
 from tests.helpers import SECRET, Receiver
 from workers.main import create_worker
 
-
 # CI explores the same examples every run (a red CI must mean a regression, not a new random draw);
 # locally hypothesis and schemathesis draw fresh examples each time
 hypothesis.settings.register_profile("ci", derandomize=True, database=None)
