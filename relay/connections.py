@@ -25,7 +25,8 @@ def redis_client(url: str) -> Redis:
         decode_responses=True,
         retry=_retry(),
         retry_on_error=RETRY_ON,
-        health_check_interval=30,
+        # no PING before commands after idle time: a dead connection fails the command, which is retried
+        health_check_interval=0,
         socket_connect_timeout=5,
     )
     return client

@@ -8,9 +8,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 
 from relay import keys, lua
 from relay.events import isoformat
+from relay.pipeliner import Pipeliner
 from relay.scheduler import Claim, Scheduler
 
 __all__ = ["EventRecord", "JobOp", "Store", "monitor_key"]
@@ -59,8 +61,11 @@ class EventRecord:
 
 
 class Store:
-    def __init__(self, redis: Redis, *, retention: float, job_timeout: float) -> None:
+    def __init__(
+        self, redis: Redis, *, retention: float, job_timeout: float, pipeliner: Pipeliner | None = None
+    ) -> None:
         self.redis = redis
+        self.pipeliner = pipeliner
         self.retention = int(retention)
         self.event_ttl = int(retention + job_timeout)
         self.monitors = Scheduler(redis, keys.MONITORS)
@@ -189,37 +194,70 @@ class Store:
 
     # -- the poller ---------------------------------------------------------------------------
 
+    async def monitor_states(self, mkeys: list[str]) -> list[tuple[dict[str, str], list[dict[str, str]]]]:
+        """For each monitor: its hash and the hashes of every job sharing it. Two round trips for the lot."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for mkey in mkeys:
+                pipe.hgetall(keys.monitor(mkey))
+                pipe.hkeys(keys.monitor_jobs(mkey))
+            raw = await pipe.execute()
+        monitors, job_ids = raw[0::2], [sorted(ids) for ids in raw[1::2]]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for ids in job_ids:
+                for jid in ids:
+                    pipe.hgetall(keys.job(jid))
+            flat = iter(await pipe.execute())
+        out: list[tuple[dict[str, str], list[dict[str, str]]]] = []
+        for mkey, monitor, ids in zip(mkeys, monitors, job_ids, strict=True):
+            jobs = [next(flat) for _ in ids]
+            missing = [jid for jid, job in zip(ids, jobs, strict=True) if not job]
+            if missing:
+                await self.redis.hdel(keys.monitor_jobs(mkey), *missing)  # type: ignore[misc]  # redis-py 5 types sync|async
+            out.append((monitor, [job for job in jobs if job]))
+        return out
+
     async def monitor_state(self, mkey: str) -> tuple[dict[str, str], list[dict[str, str]]]:
-        """The monitor hash and the hashes of every job sharing it."""
+        return (await self.monitor_states([mkey]))[0]
+
+    async def delivery_states(self, job_ids: list[str]) -> list[tuple[dict[str, str] | None, list[EventRecord]]]:
+        """For each job: its hash and its undelivered events in order. Two round trips for the lot."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(keys.monitor(mkey))
-            pipe.hkeys(keys.monitor_jobs(mkey))
-            monitor, job_ids = await pipe.execute()
-        if not job_ids:
-            return monitor, []
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for jid in sorted(job_ids):
+            for jid in job_ids:
                 pipe.hgetall(keys.job(jid))
-            jobs = await pipe.execute()
-        missing = [jid for jid, job in zip(sorted(job_ids), jobs, strict=True) if not job]
-        if missing:
-            await self.redis.hdel(keys.monitor_jobs(mkey), *missing)  # type: ignore[misc]  # redis-py 5 types sync|async
-        return monitor, [job for job in jobs if job]
+                pipe.lrange(keys.job_outbox(jid), 0, -1)
+            raw = await pipe.execute()
+        jobs, outboxes = raw[0::2], raw[1::2]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for outbox in outboxes:
+                for eid in outbox:
+                    pipe.hgetall(keys.event(eid))
+            flat = iter(await pipe.execute())
+        out: list[tuple[dict[str, str] | None, list[EventRecord]]] = []
+        for job, outbox in zip(jobs, outboxes, strict=True):
+            rows = [(eid, next(flat)) for eid in outbox]
+            out.append((job or None, [_event(eid, row) for eid, row in rows if row]))
+        return out
+
+    async def _run(self, script: AsyncScript, keys_: list[str], args: list[Any]) -> Any:
+        if self.pipeliner is not None:
+            return await self.pipeliner.call(script, keys_, args)
+        return await script(keys=keys_, args=args)
 
     async def apply_poll(
         self, claim: Claim, monitor_fields: dict[str, str], ops: list[JobOp], delay: float
     ) -> list[str]:
         """Write a poll's outcome if the claim is still ours; ['stale-claim'] otherwise."""
         mkey = claim.member
-        result = await self._apply_poll(
-            keys=[
+        result = await self._run(
+            self._apply_poll,
+            [
                 keys.MONITORS,
                 keys.sched_tokens(keys.MONITORS),
                 keys.monitor(mkey),
                 keys.monitor_jobs(mkey),
                 keys.DELIVERIES,
             ],
-            args=[
+            [
                 mkey,
                 claim.token,
                 max(0, int(delay * 1000)),
@@ -259,8 +297,9 @@ class Store:
         job_id = claim.member
         return (
             int(
-                await self._ack(
-                    keys=[
+                await self._run(
+                    self._ack,
+                    [
                         keys.DELIVERIES,
                         keys.sched_tokens(keys.DELIVERIES),
                         keys.job(job_id),
@@ -268,7 +307,7 @@ class Store:
                         keys.job_attempts(job_id),
                         keys.DEAD_LETTERS,
                     ],
-                    args=[
+                    [
                         job_id,
                         claim.token,
                         event_id,

@@ -24,8 +24,9 @@ from relay.signing import signature_headers
 from relay.ssrf import Blocked
 from relay.store import EventRecord
 from workers.context import Deps
+from workers.loops import Release, each
 
-__all__ = ["deliver_next", "pick_event"]
+__all__ = ["deliver_batch", "deliver_next", "pick_event"]
 
 log = structlog.stdlib.get_logger("relay.deliver")
 
@@ -41,13 +42,21 @@ def pick_event(events: list[EventRecord]) -> tuple[EventRecord | None, list[Even
     return target, superseded
 
 
-async def deliver_next(deps: Deps, claim: Claim) -> None:
+async def deliver_batch(deps: Deps, claims: list[Claim], release: Release) -> None:
+    """Read the claimed jobs and their undelivered events in one round trip, then deliver concurrently."""
+    states = await deps.store.delivery_states([claim.member for claim in claims])
+
+    async def work(i: int) -> None:
+        job, events = states[i]
+        await deliver_next(deps, claims[i], job, events)
+
+    await each(claims, release, work)
+
+
+async def deliver_next(deps: Deps, claim: Claim, job: dict[str, str] | None, found: list[EventRecord]) -> None:
     job_id = claim.member
     structlog.contextvars.bind_contextvars(job_id=job_id)
     store = deps.store
-    job = await store.job(job_id)
-    outbox = await store.outbox(job_id)
-    found = [e for e in await store.events(outbox) if e is not None]
     event, superseded = pick_event(found)
     if job is None or event is None:
         await store.delivery_ack(claim, event_id="", outcome="none", superseded=[e.id for e in superseded])

@@ -1,8 +1,10 @@
 """A claim loop over one :class:`relay.scheduler.Scheduler`, with bounded concurrency.
 
-Each worker process runs one loop for monitors and one for deliveries. A member's lease keeps
-other workers away while it is handled; a crash leaves the lease to run out, and the member
-comes due again for whichever worker claims it next.
+Each worker process runs one loop for monitors and one for deliveries. Claims come in batches, so
+the handler can read their state from Redis in one round trip; each claimed member then counts
+against the loop's concurrency until the handler releases it. A member's lease keeps other workers
+away while it is handled; a crash leaves the lease to run out, and the member comes due again for
+whichever worker claims it next.
 """
 
 from __future__ import annotations
@@ -15,9 +17,14 @@ import structlog
 
 from relay.scheduler import Claim, Scheduler
 
-__all__ = ["ClaimLoop"]
+__all__ = ["BatchHandler", "ClaimLoop", "Release"]
 
 log = structlog.stdlib.get_logger("relay.worker")
+
+#: called once per claimed member when its work is over (successful or not)
+Release = Callable[[], None]
+#: handles a batch of claims; must call ``release`` once per claim, and may return before the work is done
+BatchHandler = Callable[[list[Claim], Release], Awaitable[None]]
 
 
 class ClaimLoop:
@@ -25,7 +32,7 @@ class ClaimLoop:
         self,
         name: str,
         scheduler: Scheduler,
-        handle: Callable[[Claim], Awaitable[None]],
+        handle: BatchHandler,
         *,
         concurrency: int,
         lease: float,
@@ -40,48 +47,67 @@ class ClaimLoop:
         self.batch = batch
         self.idle = idle
         self.handled = 0
-        self._slots = asyncio.Semaphore(concurrency)
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._busy = 0
+        self._slot_freed = asyncio.Event()
+        self._batches: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"relay-{self.name}-loop")
 
+    def _release(self) -> None:
+        self._busy -= 1
+        self.handled += 1
+        self._slot_freed.set()
+
     async def _run(self) -> None:
         while not self._stopping.is_set():
+            free = self.concurrency - self._busy
+            if free <= 0:
+                self._slot_freed.clear()
+                await self._wait(self._slot_freed, 1.0)
+                continue
             try:
-                free = self.concurrency - len(self._inflight)
-                if free <= 0:
-                    await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
-                    continue
                 claims = await self.scheduler.claim(min(free, self.batch), self.lease)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis down or restarting: wait and try again, never die
                 log.warning("claim failed", loop=self.name, error=f"{type(exc).__name__}: {exc}")
-                await self._sleep(1.0)
+                await self._wait(self._stopping, 1.0)
                 continue
-            for claim in claims:
-                task = asyncio.create_task(self._guarded(claim))
-                self._inflight.add(task)
-                task.add_done_callback(self._inflight.discard)
+            if claims:
+                self._busy += len(claims)
+                task = asyncio.create_task(self._guarded(claims))
+                self._batches.add(task)
+                task.add_done_callback(self._batches.discard)
             if len(claims) < min(free, self.batch):
-                await self._sleep(self.idle)
+                await self._wait(self._stopping, self.idle)
 
-    async def _guarded(self, claim: Claim) -> None:
+    async def _guarded(self, claims: list[Claim]) -> None:
         structlog.contextvars.bind_contextvars(loop=self.name)
+        released = 0
+
+        def release() -> None:
+            nonlocal released
+            if released < len(claims):
+                released += 1
+                self._release()
+
         try:
-            await self.handle(claim)
-            self.handled += 1
+            await self.handle(claims, release)
         except asyncio.CancelledError:
             raise
-        except Exception:  # one bad member must never take the worker down; its lease makes it retry
-            log.exception("handler failed", loop=self.name, member=claim.member[:12])
+        except Exception:  # a bad batch must never take the worker down; the leases make it retry
+            log.exception("handler failed", loop=self.name, claims=len(claims))
+        finally:
+            while released < len(claims):
+                release()
 
-    async def _sleep(self, seconds: float) -> None:
+    @staticmethod
+    async def _wait(event: asyncio.Event, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+            await asyncio.wait_for(event.wait(), seconds)
 
     def begin_stop(self) -> None:
         """Claim nothing more; work in flight carries on."""
@@ -96,9 +122,28 @@ class ClaimLoop:
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
-        if self._inflight:
-            _, pending = await asyncio.wait(set(self._inflight), timeout=grace)
+        if self._batches:
+            _, pending = await asyncio.wait(set(self._batches), timeout=grace)
             for task in pending:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending)
+
+
+async def each(claims: list[Claim], release: Release, work: Callable[[int], Awaitable[None]]) -> None:
+    """Run ``work(i)`` for every claim concurrently, releasing each claim as its work ends."""
+
+    async def one(i: int) -> None:
+        try:
+            await work(i)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # one bad member must never take the batch down; its lease makes it retry
+            log.exception("member failed", member=claims[i].member[:12])
+        finally:
+            release()
+
+    await asyncio.gather(*(one(i) for i in range(len(claims))))
+
+
+__all__ += ["each"]

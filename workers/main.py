@@ -22,12 +22,13 @@ from relay import keys
 from relay.client import create_session
 from relay.connections import arq_settings, redis_client
 from relay.crypto import Vault
+from relay.pipeliner import Pipeliner
 from relay.settings import Settings
 from relay.store import Store
 from workers.context import Deps
-from workers.deliver import deliver_next
+from workers.deliver import deliver_batch
 from workers.loops import ClaimLoop
-from workers.poll import poll_monitor
+from workers.poll import poll_batch
 from workers.resolve import MAX_TRIES, RESOLVE_TASK, resolve_item
 
 __all__ = ["WorkerSettings", "create_worker", "job_deserializer", "job_serializer"]
@@ -74,7 +75,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx.get("settings") or Settings.from_env()
     ctx["settings"] = settings
     redis = redis_client(settings.effective_redis_url)
-    store = Store(redis, retention=settings.job_retention, job_timeout=settings.job_timeout)
+    store = Store(redis, retention=settings.job_retention, job_timeout=settings.job_timeout, pipeliner=Pipeliner(redis))
     session = create_session(
         settings.callback_allowed_hosts, limit=settings.poll_concurrency + settings.delivery_concurrency
     )
@@ -83,12 +84,12 @@ async def startup(ctx: dict[str, Any]) -> None:
     lease = settings.lease
     loops = [
         ClaimLoop(
-            "poll", store.monitors, partial(poll_monitor, deps), concurrency=settings.poll_concurrency, lease=lease
+            "poll", store.monitors, partial(poll_batch, deps), concurrency=settings.poll_concurrency, lease=lease
         ),
         ClaimLoop(
             "deliver",
             store.deliveries,
-            partial(deliver_next, deps),
+            partial(deliver_batch, deps),
             concurrency=settings.delivery_concurrency,
             lease=lease,
         ),

@@ -16,6 +16,7 @@ from relay.settings import Settings
 from relay.ssrf import Blocked, host_matches
 from relay.tracking import completed_from_monitor, plan_poll
 from workers.context import Deps
+from workers.loops import Release, each
 from workers.resolve import enqueue_resolution
 
 __all__ = ["poll_monitor"]
@@ -54,11 +55,20 @@ def _host(url: str) -> str:
         return ""
 
 
-async def poll_monitor(deps: Deps, claim: Claim) -> None:
+async def poll_batch(deps: Deps, claims: list[Claim], release: Release) -> None:
+    """Read the claimed monitors' state in one round trip, then poll each of them concurrently."""
+    states = await deps.store.monitor_states([claim.member for claim in claims])
+
+    async def work(i: int) -> None:
+        monitor, jobs = states[i]
+        await poll_monitor(deps, claims[i], monitor, jobs)
+
+    await each(claims, release, work)
+
+
+async def poll_monitor(deps: Deps, claim: Claim, monitor: dict[str, str], jobs: list[dict[str, str]]) -> None:
     started = time.monotonic()
-    mkey = claim.member
-    structlog.contextvars.bind_contextvars(monitor=mkey[:12])
-    monitor, jobs = await deps.store.monitor_state(mkey)
+    structlog.contextvars.bind_contextvars(monitor=claim.member[:12])
     if not jobs:
         await deps.store.apply_poll(claim, {}, [], 0.0)
         return
