@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import uuid
+import secrets
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,7 +24,7 @@ TERMINAL_TYPES = frozenset({COMPLETED, FAILED})
 
 
 def new_event_id() -> str:
-    return f"msg_{uuid.uuid4().hex}"
+    return f"msg_{secrets.token_hex(16)}"
 
 
 def isoformat(when: datetime | float) -> str:

@@ -118,7 +118,10 @@ redis.call('HSET', KEYS[4], ARGV[1], '1')
 redis.call('ZADD', KEYS[5], 'NX', now, ARGV[3])
 redis.call('ZADD', KEYS[6], now, ARGV[1])
 redis.call('HINCRBY', ARGV[7] .. 'stats', 'registered', 1)
-return {'created', ARGV[1], ''}
+local polls = redis.call('HGET', KEYS[3], 'polls') or ''
+local last = redis.call('HGET', KEYS[3], 'last_polled') or ''
+local due = redis.call('ZSCORE', KEYS[5], ARGV[3]) or ''
+return {'created', ARGV[1], '', tostring(now), polls, last, due}
 """
 )
 

@@ -15,7 +15,7 @@ from relay.events import isoformat
 from relay.pipeliner import Pipeliner
 from relay.scheduler import Claim, Scheduler
 
-__all__ = ["EventRecord", "JobOp", "Store", "monitor_key"]
+__all__ = ["EventRecord", "JobOp", "Registration", "Store", "monitor_key", "render_job"]
 
 
 def monitor_key(url: str) -> str:
@@ -46,6 +46,14 @@ class JobOp:
         if self.phase is not None:
             out["phase"] = self.phase
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    created: bool
+    job_id: str
+    digest: str  # the request digest stored with the idempotency key ('' without one)
+    view: dict[str, Any] | None  # the new job as the API shows it; None when an earlier job was found
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,13 +96,13 @@ class Store:
         *,
         idempotency: tuple[str, str, str] | None = None,  # (owner, key digest, request digest)
         idempotency_ttl: int = 86400,
-    ) -> tuple[bool, str, str]:
-        """Create the job (or find the one an idempotency key already made): (created, job id, request digest)."""
+    ) -> Registration:
+        """Create the job, or find the one an idempotency key already made."""
         mkey = monitor_key(monitor_url)
         idem_key = keys.idempotency(idempotency[0], idempotency[1]) if idempotency else ""
         digest = idempotency[2] if idempotency else ""
         fields = {**fields, "monitor_key": mkey}
-        state, found_id, found_digest = await self._register(
+        raw = await self._register(
             keys=[
                 idem_key,
                 keys.job(job_id),
@@ -105,7 +113,12 @@ class Store:
             ],
             args=[job_id, json.dumps(fields), mkey, monitor_url, idempotency_ttl, digest, keys.PREFIX],
         )
-        return state == "created", found_id, found_digest if state != "created" else digest
+        if raw[0] != "created":
+            return Registration(created=False, job_id=raw[1], digest=raw[2], view=None)
+        _, found_id, _, now, polls, last_polled, due = raw
+        job = {**fields, "created": now, "seq": "0"}
+        view = render_job(job, polls or None, last_polled or None, float(due) if due else None)
+        return Registration(created=True, job_id=found_id, digest=digest, view=view)
 
     async def job(self, job_id: str) -> dict[str, str] | None:
         data: dict[str, str] = await self.redis.hgetall(keys.job(job_id))  # type: ignore[misc]  # redis-py 5 types sync|async
@@ -118,26 +131,7 @@ class Store:
             pipe.hmget(keys.monitor(mkey), ["polls", "last_polled"])
             pipe.zscore(keys.MONITORS, mkey)
             (polls, last_polled), due = await pipe.execute()
-        terminal = job.get("terminal") == "1"
-        return {
-            "id": job["id"],
-            "status": job.get("status", "notStarted"),
-            "operation": job.get("operation") or None,
-            "percentageComplete": float(job.get("percentage") or 0),
-            "resourceId": job.get("resource_id") or None,
-            "driveItem": _json(job.get("drive_item")),
-            "resolutionError": _json(job.get("resolution_error")),
-            "error": _json(job.get("error")),
-            "metadata": _json(job.get("metadata")),
-            "createdDateTime": isoformat(int(job["created"]) / 1000),
-            "lastPolledDateTime": isoformat(int(last_polled) / 1000) if last_polled else None,
-            "nextPollDateTime": isoformat(due / 1000) if due is not None and not terminal else None,
-            "pollCount": int(polls or 0),
-            "callbackUrl": job.get("callback_url"),
-            "driveItemUrl": job.get("drive_item_url") or None,
-            "monitorHost": job.get("monitor_host"),
-            "sequence": int(job.get("seq") or 0),
-        }
+        return render_job(job, polls, last_polled, due)
 
     async def cancel(self, job_id: str) -> bool:
         return bool(
@@ -322,6 +316,30 @@ class Store:
             )
             == 1
         )
+
+
+def render_job(job: dict[str, str], polls: str | None, last_polled: str | None, due: float | None) -> dict[str, Any]:
+    """The API's view of a job hash plus its monitor's poll count, last poll and next due time (ms)."""
+    terminal = job.get("terminal") == "1"
+    return {
+        "id": job["id"],
+        "status": job.get("status", "notStarted"),
+        "operation": job.get("operation") or None,
+        "percentageComplete": float(job.get("percentage") or 0),
+        "resourceId": job.get("resource_id") or None,
+        "driveItem": _json(job.get("drive_item")),
+        "resolutionError": _json(job.get("resolution_error")),
+        "error": _json(job.get("error")),
+        "metadata": _json(job.get("metadata")),
+        "createdDateTime": isoformat(int(job["created"]) / 1000),
+        "lastPolledDateTime": isoformat(int(last_polled) / 1000) if last_polled else None,
+        "nextPollDateTime": isoformat(due / 1000) if due is not None and not terminal else None,
+        "pollCount": int(polls or 0),
+        "callbackUrl": job.get("callback_url"),
+        "driveItemUrl": job.get("drive_item_url") or None,
+        "monitorHost": job.get("monitor_host"),
+        "sequence": int(job.get("seq") or 0),
+    }
 
 
 def _json(raw: str | None) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import uuid
+import secrets
 from typing import Any
 
 import structlog
@@ -74,7 +74,7 @@ async def create_job(request: web.Request) -> web.Response:
             raise ProblemError(400, "Bad Idempotency-Key", f"Idempotency-Key must be 1 to {_MAX_IDEMPOTENCY_KEY} chars")
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
         idempotency = (owner, _digest(key), _digest(canonical))
-    job_id = uuid.uuid4().hex
+    job_id = secrets.token_hex(16)
     fields = {
         "id": job_id,
         "owner": owner,
@@ -92,16 +92,17 @@ async def create_job(request: web.Request) -> web.Response:
     if job.secret:
         fields["secret"] = job.secret
     store = request.app[STORE]
-    created, found_id, digest = await store.register(job_id, fields, job.monitor_url, idempotency=idempotency)
-    if not created and idempotency is not None and digest != idempotency[2]:
+    registered = await store.register(job_id, fields, job.monitor_url, idempotency=idempotency)
+    location = {"Location": f"/v1/jobs/{registered.job_id}"}
+    if registered.view is not None:
+        metrics.JOBS_REGISTERED.inc()
+        return web.json_response(registered.view, status=201, headers=location)
+    if idempotency is not None and registered.digest != idempotency[2]:
         raise ProblemError(409, "Idempotency-Key reused", "this Idempotency-Key was used with a different body")
-    stored = await store.job(found_id)
+    stored = await store.job(registered.job_id)
     if stored is None:  # the earlier job has expired; its key outlived it
         raise ProblemError(409, "Idempotency-Key reused", "the job this Idempotency-Key made no longer exists")
-    if created:
-        metrics.JOBS_REGISTERED.inc()
-    view = await store.job_view(stored)
-    return web.json_response(view, status=201 if created else 200, headers={"Location": f"/v1/jobs/{found_id}"})
+    return web.json_response(await store.job_view(stored), headers=location)
 
 
 @routes.get("/v1/jobs/{job_id}")
