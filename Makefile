@@ -27,6 +27,9 @@ format: $(STAMP)
 	$(BIN)/ruff format relay workers tests
 	$(BIN)/ruff check --fix relay workers tests
 
+bench: $(STAMP)
+	$(BIN)/python -m tests.bench
+
 chaos: $(STAMP)
 	$(BIN)/python -m tests.chaos
 

@@ -37,11 +37,19 @@ class BenchSimulator(Simulator):
         self.recording = False
         self.poll_times: dict[str, list[float]] = {}
         self.created_wall: dict[str, float] = {}
+        self.item_times: dict[str, float] = {}  # first DriveItem GET per operation (when recording)
 
     async def _monitor(self, request: web.Request) -> web.StreamResponse:
         if self.recording:
             self.poll_times.setdefault(request.match_info["op_id"].upper(), []).append(time.time())
         return await super()._monitor(request)
+
+    async def _item(self, request: web.Request) -> web.Response:
+        if self.recording:
+            op = self._by_resource.get(request.match_info["item_id"])
+            if op is not None:
+                self.item_times.setdefault(op.id, time.time())
+        return await super()._item(request)
 
     async def _bulk_create(self, request: web.Request) -> web.Response:
         """{"ops": [{knob: value}...], "record": bool} -> {"ops": [{"id", "monitorUrl", "resourceId", "created"}]}."""
@@ -70,6 +78,7 @@ class BenchSimulator(Simulator):
                 "created": self.created_wall.get(op_id),
                 "duration": op.options.duration,
                 "times": self.poll_times.get(op_id, []),
+                "item": self.item_times.get(op_id),
             }
         return web.json_response({"ops": out, "total": self.total_polls})
 
