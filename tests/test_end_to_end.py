@@ -202,3 +202,35 @@ async def test_failed_delivery_is_retried_with_the_same_webhook_id(
     _, body, _ = await api.request("GET", f"/v1/jobs/{job['id']}/deliveries")
     assert [d["status"] for d in body["deliveries"]] == [500, 500, 204]
     assert [d["attempt"] for d in body["deliveries"]] == [1, 2, 3]
+
+
+async def test_transient_item_failure_is_retried_through_arq(
+    api: Api, simulator: Simulator, receiver: Receiver, worker: Any
+) -> None:
+    calls: list[str] = []
+
+    async def item(request: web.Request) -> web.Response:
+        calls.append(request.headers.get("Authorization", ""))
+        if len(calls) == 1:
+            return web.Response(status=503)
+        return web.json_response({"id": request.match_info["id"], "name": "Copy", "folder": {}})
+
+    app = web.Application()
+    app.router.add_get("/items/{id}", item)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        op = simulator.create(duration=0.1)
+        job = await api.create(
+            monitorUrl=op.monitor_url,
+            callbackUrl=receiver.url,
+            driveItemUrl=f"http://127.0.0.1:{runner.addresses[0][1]}/items/{{resourceId}}",
+            authorization="Bearer item-token",
+        )
+        await receiver.wait_for(lambda: receiver.terminal(job["id"]) is not None, timeout=20)
+    finally:
+        await runner.cleanup()
+    done = receiver.terminal(job["id"])
+    assert done is not None and done["data"]["driveItem"]["id"] == op.resource_id
+    assert calls == ["Bearer item-token", "Bearer item-token"]

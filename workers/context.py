@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from dataclasses import dataclass, field
 
@@ -23,6 +24,9 @@ class Deps:
     arq: ArqRedis
     vault: Vault
     rng: random.Random = field(default_factory=random.Random)
+    #: DriveItem resolutions running in this worker (the fast path), bounded by ``resolve_slots``
+    background: set[asyncio.Task[None]] = field(default_factory=set)
+    resolve_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(100))
 
     @property
     def trusted_hosts(self) -> tuple[str, ...]:

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import socket
@@ -105,6 +106,8 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         await loop.stop(max(1.0, ctx["stop_deadline"] - time.monotonic()))
     deps: Deps | None = ctx.get("deps")
     if deps is not None:
+        if deps.background:
+            await asyncio.wait(set(deps.background), timeout=max(1.0, ctx["stop_deadline"] - time.monotonic()))
         await deps.session.close()
     redis: Redis | None = ctx.get("own_redis")
     if redis is not None:

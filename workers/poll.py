@@ -17,7 +17,7 @@ from relay.ssrf import Blocked, host_matches
 from relay.tracking import completed_from_monitor, plan_poll
 from workers.context import Deps
 from workers.loops import Release, each
-from workers.resolve import enqueue_resolution
+from workers.resolve import enqueue_resolution, resolve_soon
 
 __all__ = ["poll_monitor"]
 
@@ -100,4 +100,7 @@ async def poll_monitor(deps: Deps, claim: Claim, monitor: dict[str, str], jobs: 
             detail=result.detail or None,
         )
     for job_id in plan.resolve:
-        await enqueue_resolution(deps.arq, job_id)
+        if polled:
+            resolve_soon(deps, job_id)
+        else:  # the recheck of a completed monitor: a resolution may have been lost with a worker
+            await enqueue_resolution(deps.arq, job_id)

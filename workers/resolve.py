@@ -1,12 +1,14 @@
 """Resolve the new DriveItem of a completed job (an arq task) and record ``job.completed``.
 
-Durability: the poller marks the job ``resolving`` before it enqueues this task, and a completed
-monitor is looked at again every minute, re-enqueuing resolutions a crash may have lost; arq's
-``_job_id`` keeps the task single.
+Durability: the poller marks the job ``resolving`` (in the same script that records the completion)
+before anything is fetched, and a completed monitor is looked at again every minute, enqueuing the
+arq task for any job still resolving; arq's ``_job_id`` keeps that task single, and the job's phase
+guard makes a second resolution record nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -26,7 +28,7 @@ from relay.store import JobOp
 from relay.tracking import completion_event
 from workers.context import Deps
 
-__all__ = ["RESOLVE_TASK", "enqueue_resolution", "resolve_item"]
+__all__ = ["RESOLVE_TASK", "enqueue_resolution", "resolve_item", "resolve_job", "resolve_soon"]
 
 log = structlog.stdlib.get_logger("relay.resolve")
 
@@ -34,8 +36,10 @@ RESOLVE_TASK = "resolve_item"
 MAX_TRIES = 4
 
 
-async def enqueue_resolution(pool: ArqRedis, job_id: str) -> None:
-    await pool.enqueue_job(RESOLVE_TASK, job_id, _job_id=f"resolve:{job_id}", _queue_name=keys.ARQ_QUEUE)
+async def enqueue_resolution(pool: ArqRedis, job_id: str, *, defer: float | None = None) -> None:
+    await pool.enqueue_job(
+        RESOLVE_TASK, job_id, _job_id=f"resolve:{job_id}", _queue_name=keys.ARQ_QUEUE, _defer_by=defer
+    )
 
 
 def item_url(template: str, resource_id: str) -> str:
@@ -94,12 +98,38 @@ async def fetch_item(deps: Deps, job: dict[str, str], job_try: int) -> tuple[Any
 
 
 async def resolve_item(ctx: dict[str, Any], job_id: str) -> str:
-    deps: Deps = ctx["deps"]
+    """The arq task: the durable path (a retry after a transient failure, or a recheck after a crash)."""
+    return await resolve_job(ctx["deps"], job_id, int(ctx.get("job_try", 1)))
+
+
+def resolve_soon(deps: Deps, job_id: str) -> None:
+    """The fast path, right after the poll that saw the completion: resolve in this worker, now.
+
+    arq starts its jobs one at a time with four round trips each; under load that queue, not the
+    DriveItem request, was most of the completion lag. A transient failure here becomes an arq retry;
+    a crash here is caught by the completed monitor's recheck, which enqueues the arq task.
+    """
+    task = asyncio.create_task(_resolve_now(deps, job_id))
+    deps.background.add(task)
+    task.add_done_callback(deps.background.discard)
+
+
+async def _resolve_now(deps: Deps, job_id: str) -> None:
     structlog.contextvars.bind_contextvars(job_id=job_id)
+    async with deps.resolve_slots:
+        try:
+            await resolve_job(deps, job_id, 1)
+        except Retry as retry:
+            await enqueue_resolution(deps.arq, job_id, defer=retry.defer_score / 1000 if retry.defer_score else None)
+        except Exception:  # the monitor's recheck enqueues the arq task later
+            log.exception("resolution failed; the completed monitor's recheck will retry it")
+
+
+async def resolve_job(deps: Deps, job_id: str, job_try: int) -> str:
     job = await deps.store.job(job_id)
     if not job or job.get("phase") != "resolving" or job.get("terminal") == "1":
         return "skipped"
-    item, error = await fetch_item(deps, job, int(ctx.get("job_try", 1)))
+    item, error = await fetch_item(deps, job, job_try)
     now_ms = int(time.time() * 1000)
     event = completion_event(job, now_ms, item, error)
     sets = {"status": "completed", "percentage": "100.0"}
