@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from relay import __version__
 from relay.ssrf import Blocked, GuardedResolver, check_url
@@ -20,7 +21,7 @@ USER_AGENT = f"relay/{__version__} (+https://github.com/relay-webhooks/relay)"
 @dataclass(frozen=True, slots=True)
 class Response:
     status: int
-    headers: CIMultiDict[str]
+    headers: CIMultiDictProxy[str] | CIMultiDict[str]
     body: bytes
     too_large: bool
     elapsed: float
@@ -58,25 +59,33 @@ async def fetch(
     """
     target = check_url(url, trusted_hosts)
     started = time.monotonic()
-    client_timeout = aiohttp.ClientTimeout(total=time_limit, sock_connect=min(5.0, time_limit))
     async with session.request(
         method,
         target,
         headers=headers,
         data=data,
         allow_redirects=False,
-        timeout=client_timeout,
+        timeout=_timeout(time_limit),
         max_line_size=16384,
         max_field_size=16384,
     ) as resp:
-        body = bytearray()
+        length = resp.content_length
+        if length is not None and length <= max_body and not resp.headers.get("Content-Encoding"):
+            body = await resp.read()  # declared and small: one read (aiohttp stops at Content-Length)
+            return Response(resp.status, resp.headers.copy(), body, len(body) > max_body, time.monotonic() - started)
+        buffer = bytearray()
         too_large = False
         async for chunk in resp.content.iter_chunked(65536):
-            body.extend(chunk)
-            if len(body) > max_body:
+            buffer.extend(chunk)
+            if len(buffer) > max_body:
                 too_large = True
                 break
-        return Response(resp.status, CIMultiDict(resp.headers), bytes(body), too_large, time.monotonic() - started)
+        return Response(resp.status, resp.headers.copy(), bytes(buffer), too_large, time.monotonic() - started)
+
+
+@functools.lru_cache(maxsize=16)
+def _timeout(time_limit: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=time_limit, sock_connect=min(5.0, time_limit))
 
 
 __all__ += ["Blocked"]

@@ -8,6 +8,7 @@ never dropped and is always last.
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -145,7 +146,9 @@ async def deliver_next(deps: Deps, claim: Claim, job: dict[str, str] | None, fou
         metrics.EVENT_LAG.observe(max(0.0, time.time() - event.created_ms / 1000))
     status_class = f"{status // 100}xx" if status is not None else "none"
     metrics.DELIVERIES.labels(outcome=outcome, status=status_class).inc()
-    log.info(
+    # a success is counted in metrics and listed in /deliveries; the log line is for what went wrong
+    log.log(
+        logging.DEBUG if outcome == "delivered" else logging.INFO,
         "delivery attempt",
         event_id=event.id,
         type=event.type,
