@@ -80,7 +80,7 @@ class EmbeddedRedis:
                         raise RuntimeError("redis-server did not answer within the start timeout") from None
                     time.sleep(0.05)
         finally:
-            client.close()
+            client.close()  # type: ignore[no-untyped-call]  # untyped in redis-py 5.2
 
     def stop(self, *, kill: bool = False) -> None:
         if self.process is None:
