@@ -923,7 +923,7 @@ class Bench:
                 f"mix (time-scaled 1/10: durations 0.5-60 s, intervals 0.1-6 s, fixed poller 0.1 s): "
                 f"median lag raw {pct(raw, 0.5):.3f} s, x10 {scale * pct(raw, 0.5):.2f} s; "
                 f"median detection (completion -> completing poll) {pct(detect, 0.5):.3f} s raw, "
-                f"median pipeline (completing poll -> webhook: resolution via arq + delivery, not scaled) "
+                f"median pipeline (completing poll -> webhook: DriveItem resolution + delivery, not scaled) "
                 f"{pct(pipeline, 0.5):.3f} s; real-time estimate = 10 x detection + pipeline"
             )
             median = pct(real, 0.5)
