@@ -190,6 +190,19 @@ async def wait_ready(api: str, timeout: float = 30) -> None:
     raise RuntimeError("the API did not become ready")
 
 
+async def wait_drained(redis_url: str, timeout: float) -> bool:
+    redis = Redis.from_url(redis_url, decode_responses=True)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if await redis.zcard("relay:sched:deliveries") == 0:
+                return True
+            await asyncio.sleep(0.5)
+        return False
+    finally:
+        await redis.aclose()
+
+
 async def audit(redis_url: str, job_ids: list[str], rec: Receiver) -> dict[str, int]:
     redis = Redis.from_url(redis_url, decode_responses=True)
     lost = 0
@@ -279,8 +292,10 @@ async def main(jobs: int, limit: float) -> int:
                     f"  {now - started:5.0f} s: {len(rec.terminal)}/{len(job_ids)} terminal, {workers.kills} kills",
                     flush=True,
                 )
-        # let in-flight deliveries settle, then audit
-        await asyncio.sleep(3)
+        # a worker killed after its callback answered leaves that event to be sent again once its lease
+        # runs out: wait (bounded) for the delivery schedule to drain, then audit
+        drained = await wait_drained(redis_server.url, min(120.0, max(10.0, limit - (time.monotonic() - started))))
+        print(f"  delivery schedule {'drained' if drained else 'NOT drained'}", flush=True)
         workers.check()
         figures = await audit(redis_server.url, job_ids, rec)
         missing = len(job_ids) - len(rec.terminal)
