@@ -46,12 +46,7 @@ def pick_event(events: list[EventRecord]) -> tuple[EventRecord | None, list[Even
 async def deliver_batch(deps: Deps, claims: list[Claim], release: Release) -> None:
     """Read the claimed jobs and their undelivered events in one round trip, then deliver concurrently."""
     states = await deps.store.delivery_states([claim.member for claim in claims])
-
-    async def work(i: int) -> None:
-        job, events = states[i]
-        await deliver_next(deps, claims[i], job, events)
-
-    await each(claims, release, work)
+    await each(claims, release, lambda i: deliver_next(deps, claims[i], *states[i]))
 
 
 async def deliver_next(deps: Deps, claim: Claim, job: dict[str, str] | None, found: list[EventRecord]) -> None:

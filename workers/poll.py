@@ -58,12 +58,7 @@ def _host(url: str) -> str:
 async def poll_batch(deps: Deps, claims: list[Claim], release: Release) -> None:
     """Read the claimed monitors' state in one round trip, then poll each of them concurrently."""
     states = await deps.store.monitor_states([claim.member for claim in claims])
-
-    async def work(i: int) -> None:
-        monitor, jobs = states[i]
-        await poll_monitor(deps, claims[i], monitor, jobs)
-
-    await each(claims, release, work)
+    await each(claims, release, lambda i: poll_monitor(deps, claims[i], *states[i]))
 
 
 async def poll_monitor(deps: Deps, claim: Claim, monitor: dict[str, str], jobs: list[dict[str, str]]) -> None:
