@@ -16,7 +16,7 @@ from relay.openapi import openapi_document
 from relay.problems import ProblemError, problem_response
 from relay.typedefs import SETTINGS
 
-__all__ = ["OWNER", "auth_middleware", "error_middleware", "query_middleware", "request_id_middleware"]
+__all__ = ["OWNER", "auth_middleware", "error_middleware", "is_public", "query_middleware", "request_id_middleware"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 OWNER = web.RequestKey("owner", str)
@@ -79,6 +79,11 @@ async def query_middleware(request: web.Request, handler: Handler) -> web.Stream
     return await handler(request)
 
 
+def is_public(path: str) -> bool:
+    """Health, metrics, the OpenAPI document and the dashboard's own files (which hold no data) need no token."""
+    return path in PUBLIC_PATHS or path == "/ui" or path.startswith("/ui/")
+
+
 def owner_of(token: str | None) -> str:
     """Jobs belong to the token that made them, stored as a digest, never as the token."""
     if token is None:
@@ -89,7 +94,7 @@ def owner_of(token: str | None) -> str:
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     tokens = request.app[SETTINGS].api_tokens
-    if not tokens or request.path in PUBLIC_PATHS:
+    if not tokens or is_public(request.path):
         request[OWNER] = owner_of(None)
         return await handler(request)
     header = request.headers.get("Authorization", "")

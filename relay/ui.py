@@ -6,14 +6,11 @@ loads from the authenticated ``/v1`` API with the token the user types in (kept 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
 
-from relay.middlewares import auth_middleware
-
-__all__ = ["STATIC_DIR", "public_ui_middleware", "routes", "setup_ui"]
+__all__ = ["STATIC_DIR", "routes", "setup_ui"]
 
 STATIC_DIR = Path(__file__).parent / "static"
 #: the only files served, with their types: nothing else under relay/static/ is reachable
@@ -35,7 +32,6 @@ _HEADERS = {
 }
 
 routes = web.RouteTableDef()
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _file(name: str) -> web.StreamResponse:
@@ -60,25 +56,6 @@ async def static_file(request: web.Request) -> web.StreamResponse:
     return _file(request.match_info["name"])
 
 
-_UI_HANDLERS = frozenset({index, index_slash, static_file})
-
-
-@web.middleware
-async def public_ui_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Let the dashboard's own files through without a token: they carry no data.
-
-    Runs just before the auth middleware and, for a request routed to one of this module's handlers,
-    calls that handler directly; every other request goes on to auth as before.
-    """
-    route_handler = request.match_info.handler
-    if request.match_info.http_exception is None and route_handler in _UI_HANDLERS:
-        return await route_handler(request)
-    return await handler(request)
-
-
 def setup_ui(app: web.Application) -> None:
-    """Register ``/ui`` and put :func:`public_ui_middleware` right before the auth middleware."""
+    """Register ``/ui``; the auth middleware lets its paths through (see ``relay.middlewares.is_public``)."""
     app.add_routes(routes)
-    middlewares = app.middlewares
-    position = middlewares.index(auth_middleware) if auth_middleware in middlewares else len(middlewares)
-    middlewares.insert(position, public_ui_middleware)
