@@ -112,7 +112,8 @@ if KEYS[1] ~= '' then
 end
 local fields = cjson.decode(ARGV[2])
 for k, v in pairs(fields) do redis.call('HSET', KEYS[2], k, v) end
-redis.call('HSET', KEYS[2], 'created', now, 'seq', 0, 'phase', 'tracking')
+-- absent fields are defaults (seq 0, phase tracking, status notStarted, percentage 0): bytes per job count
+redis.call('HSET', KEYS[2], 'created', now)
 redis.call('HSETNX', KEYS[3], 'url', ARGV[4])
 redis.call('HSET', KEYS[4], ARGV[1], '1')
 redis.call('ZADD', KEYS[5], 'NX', now, ARGV[3])

@@ -193,7 +193,7 @@ def _plan_job(
     invalid: int,
     operation: str | None,
 ) -> JobOp | None:
-    if job.get("terminal") == "1" or job.get("phase") != "tracking":
+    if job.get("terminal") == "1" or job.get("phase", "tracking") != "tracking":
         return None
     seq = int(job.get("seq") or 0)
     if operation and job.get("operation") != operation:

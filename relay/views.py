@@ -80,8 +80,6 @@ async def create_job(request: web.Request) -> web.Response:
         "owner": owner,
         "monitor_host": URL(job.monitor_url).host or "",
         "callback_url": job.callback_url,
-        "status": "notStarted",
-        "percentage": "0.0",
     }
     if job.drive_item_url:
         fields["drive_item_url"] = job.drive_item_url

@@ -156,3 +156,9 @@ def test_stalled_progress_falls_back_to_backoff() -> None:
     p = plan_poll(progress(50.0), monitor, [], NOW, S, random.Random(0))
     assert not p.changed
     assert 16.0 <= p.delay <= 32.0  # streak 5: the plain backoff
+
+
+def test_a_fresh_job_stores_no_defaults_and_is_tracked() -> None:
+    fresh = {"id": "j1", "created": str(NOW - 1000)}  # as registered: seq, phase, status, percentage absent
+    (op,) = plan(progress(12.5), jobs=[fresh]).ops
+    assert op.prev_seq == 0 and json.loads(op.events[0]["body"])["data"]["sequence"] == 1
