@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from relay.scheduler import NOW_MS
 
-__all__ = ["APPLY_JOB", "APPLY_POLL", "CANCEL", "DELIVERY_ACK", "PATCH", "REDELIVER", "REGISTER"]
+__all__ = ["APPLY_JOB", "APPLY_POLL", "CANCEL", "DELIVERY_ACK", "MONITOR_STATE", "PATCH", "REDELIVER", "REGISTER"]
 
 # apply_job_op(op, now): one job's state change plus the events it emits, guarded so a stale
 # writer changes nothing. `op` is decoded JSON: job, prev_seq, phase?, set?, del?, events?, terminal?
@@ -60,6 +60,21 @@ local function apply_job_op(prefix, deliveries, op, now, event_ttl, retention)
   end
   return 'ok'
 end
+"""
+
+# KEYS: monitor hash, monitor jobs hash; ARGV: prefix. Returns the monitor hash (flat) and, per job
+# sharing it, its id and its hash (flat); ids of jobs that no longer exist are dropped from the list.
+MONITOR_STATE = """
+local out = {redis.call('HGETALL', KEYS[1])}
+for _, id in ipairs(redis.call('HKEYS', KEYS[2])) do
+  local job = redis.call('HGETALL', ARGV[1] .. 'job:' .. id)
+  if #job == 0 then
+    redis.call('HDEL', KEYS[2], id)
+  else
+    out[#out + 1] = job
+  end
+end
+return out
 """
 
 # KEYS: monitors zset, tokens hash, monitor hash, monitor jobs set, deliveries zset

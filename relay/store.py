@@ -79,6 +79,7 @@ class Store:
         self.monitors = Scheduler(redis, keys.MONITORS)
         self.deliveries = Scheduler(redis, keys.DELIVERIES)
         self._register = redis.register_script(lua.REGISTER)
+        self._monitor_state = redis.register_script(lua.MONITOR_STATE)
         self._apply_poll = redis.register_script(lua.APPLY_POLL)
         self._apply_job = redis.register_script(lua.APPLY_JOB)
         self._cancel = redis.register_script(lua.CANCEL)
@@ -189,26 +190,14 @@ class Store:
     # -- the poller ---------------------------------------------------------------------------
 
     async def monitor_states(self, mkeys: list[str]) -> list[tuple[dict[str, str], list[dict[str, str]]]]:
-        """For each monitor: its hash and the hashes of every job sharing it. Two round trips for the lot."""
+        """For each monitor: its hash and the hashes of every job sharing it, in one round trip for the lot."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for mkey in mkeys:
-                pipe.hgetall(keys.monitor(mkey))
-                pipe.hkeys(keys.monitor_jobs(mkey))
+                await self._monitor_state(
+                    keys=[keys.monitor(mkey), keys.monitor_jobs(mkey)], args=[keys.PREFIX], client=pipe
+                )
             raw = await pipe.execute()
-        monitors, job_ids = raw[0::2], [sorted(ids) for ids in raw[1::2]]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for ids in job_ids:
-                for jid in ids:
-                    pipe.hgetall(keys.job(jid))
-            flat = iter(await pipe.execute())
-        out: list[tuple[dict[str, str], list[dict[str, str]]]] = []
-        for mkey, monitor, ids in zip(mkeys, monitors, job_ids, strict=True):
-            jobs = [next(flat) for _ in ids]
-            missing = [jid for jid, job in zip(ids, jobs, strict=True) if not job]
-            if missing:
-                await self.redis.hdel(keys.monitor_jobs(mkey), *missing)  # type: ignore[misc]  # redis-py 5 types sync|async
-            out.append((monitor, [job for job in jobs if job]))
-        return out
+        return [(_pairs(first), sorted((_pairs(job) for job in rest), key=_by_id)) for first, *rest in raw]
 
     async def monitor_state(self, mkey: str) -> tuple[dict[str, str], list[dict[str, str]]]:
         return (await self.monitor_states([mkey]))[0]
@@ -340,6 +329,14 @@ def render_job(job: dict[str, str], polls: str | None, last_polled: str | None, 
         "monitorHost": job.get("monitor_host"),
         "sequence": int(job.get("seq") or 0),
     }
+
+
+def _pairs(flat: list[str]) -> dict[str, str]:
+    return dict(zip(flat[0::2], flat[1::2], strict=True))
+
+
+def _by_id(job: dict[str, str]) -> str:
+    return job.get("id", "")
 
 
 def _json(raw: str | None) -> Any:
