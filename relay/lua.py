@@ -9,7 +9,17 @@ from __future__ import annotations
 
 from relay.scheduler import NOW_MS
 
-__all__ = ["APPLY_JOB", "APPLY_POLL", "CANCEL", "DELIVERY_ACK", "MONITOR_STATE", "PATCH", "REDELIVER", "REGISTER"]
+__all__ = [
+    "APPLY_JOB",
+    "APPLY_POLL",
+    "CANCEL",
+    "DELIVERY_ACK",
+    "MONITOR_STATE",
+    "OUTBOX_STATE",
+    "PATCH",
+    "REDELIVER",
+    "REGISTER",
+]
 
 # apply_job_op(op, now): one job's state change plus the events it emits, guarded so a stale
 # writer changes nothing. `op` is decoded JSON: job, prev_seq, phase?, set?, del?, events?, terminal?
@@ -73,6 +83,17 @@ for _, id in ipairs(redis.call('HKEYS', KEYS[2])) do
   else
     out[#out + 1] = job
   end
+end
+return out
+"""
+
+# KEYS: job hash, outbox list; ARGV: prefix. Returns the job hash (flat), then per undelivered event
+# its id and its hash (flat), in outbox order.
+OUTBOX_STATE = """
+local out = {redis.call('HGETALL', KEYS[1])}
+for _, id in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+  out[#out + 1] = id
+  out[#out + 1] = redis.call('HGETALL', ARGV[1] .. 'event:' .. id)
 end
 return out
 """

@@ -80,6 +80,7 @@ class Store:
         self.deliveries = Scheduler(redis, keys.DELIVERIES)
         self._register = redis.register_script(lua.REGISTER)
         self._monitor_state = redis.register_script(lua.MONITOR_STATE)
+        self._outbox_state = redis.register_script(lua.OUTBOX_STATE)
         self._apply_poll = redis.register_script(lua.APPLY_POLL)
         self._apply_job = redis.register_script(lua.APPLY_JOB)
         self._cancel = redis.register_script(lua.CANCEL)
@@ -203,22 +204,15 @@ class Store:
         return (await self.monitor_states([mkey]))[0]
 
     async def delivery_states(self, job_ids: list[str]) -> list[tuple[dict[str, str] | None, list[EventRecord]]]:
-        """For each job: its hash and its undelivered events in order. Two round trips for the lot."""
+        """For each job: its hash and its undelivered events in order, in one round trip for the lot."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for jid in job_ids:
-                pipe.hgetall(keys.job(jid))
-                pipe.lrange(keys.job_outbox(jid), 0, -1)
+                await self._outbox_state(keys=[keys.job(jid), keys.job_outbox(jid)], args=[keys.PREFIX], client=pipe)
             raw = await pipe.execute()
-        jobs, outboxes = raw[0::2], raw[1::2]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for outbox in outboxes:
-                for eid in outbox:
-                    pipe.hgetall(keys.event(eid))
-            flat = iter(await pipe.execute())
         out: list[tuple[dict[str, str] | None, list[EventRecord]]] = []
-        for job, outbox in zip(jobs, outboxes, strict=True):
-            rows = [(eid, next(flat)) for eid in outbox]
-            out.append((job or None, [_event(eid, row) for eid, row in rows if row]))
+        for first, *rest in raw:
+            events = [_event(eid, _pairs(row)) for eid, row in zip(rest[0::2], rest[1::2], strict=True) if row]
+            out.append((_pairs(first) or None, events))
         return out
 
     async def _run(self, script: AsyncScript, keys_: list[str], args: list[Any]) -> Any:
