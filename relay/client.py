@@ -13,7 +13,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from relay import __version__
 from relay.ssrf import Blocked, GuardedResolver, check_url
 
-__all__ = ["Response", "create_session", "fetch"]
+__all__ = ["Blocked", "Response", "create_session", "fetch"]
 
 USER_AGENT = f"relay/{__version__} (+https://github.com/relay-webhooks/relay)"
 
@@ -86,6 +86,3 @@ async def fetch(
 @functools.lru_cache(maxsize=16)
 def _timeout(time_limit: float) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=time_limit, sock_connect=min(5.0, time_limit))
-
-
-__all__ += ["Blocked"]

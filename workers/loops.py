@@ -17,7 +17,7 @@ import structlog
 
 from relay.scheduler import Claim, Scheduler
 
-__all__ = ["BatchHandler", "ClaimLoop", "Release"]
+__all__ = ["BatchHandler", "ClaimLoop", "Release", "each"]
 
 log = structlog.stdlib.get_logger("relay.worker")
 
@@ -144,6 +144,3 @@ async def each(claims: list[Claim], release: Release, work: Callable[[int], Awai
             release()
 
     await asyncio.gather(*(one(i) for i in range(len(claims))))
-
-
-__all__ += ["each"]
