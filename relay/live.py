@@ -109,6 +109,22 @@ async def _pause(app: web.Application, seconds: float) -> bool:
     return stopping.is_set()
 
 
+async def _idle_turn(request: web.Request, response: web.StreamResponse, next_keepalive: float) -> float | None:
+    """Between two looks at Redis: a keep-alive comment when one is due, then a pause.
+
+    Returns when the next keep-alive is due, or None when the stream should end (client gone, app stopping).
+    """
+    if _disconnected(request):
+        return None
+    loop = asyncio.get_running_loop()
+    if loop.time() >= next_keepalive:
+        await response.write(b": keep-alive\n\n")
+        next_keepalive = loop.time() + KEEPALIVE_INTERVAL
+    if await _pause(request.app, POLL_INTERVAL):
+        return None
+    return next_keepalive
+
+
 def sse_frame(event_id: str | None, event_type: str, data: str, extra: dict[str, str] | None = None) -> bytes:
     """One SSE message. ``extra`` fields come after ``event:`` and before ``data:``.
 
@@ -285,13 +301,12 @@ async def job_events(request: web.Request) -> web.StreamResponse:
                     if event_type in TERMINAL_TYPES:
                         ended = True
                         break
-            if ended or _disconnected(request):
+            if ended:
                 break
-            if loop.time() >= next_keepalive:
-                await response.write(b": keep-alive\n\n")
-                next_keepalive = loop.time() + KEEPALIVE_INTERVAL
-            if await _pause(request.app, POLL_INTERVAL):
+            idle = await _idle_turn(request, response, next_keepalive)
+            if idle is None:
                 break
+            next_keepalive = idle
     except ConnectionResetError:  # the client went away mid-write
         pass
     return response
@@ -364,13 +379,10 @@ async def owner_stream(request: web.Request) -> web.StreamResponse:
                 view = await store.job_view(job)
                 await response.write(sse_frame(None, "job", json.dumps(view, separators=(",", ":"))))
                 next_keepalive = loop.time() + KEEPALIVE_INTERVAL
-            if _disconnected(request):
+            idle = await _idle_turn(request, response, next_keepalive)
+            if idle is None:
                 break
-            if loop.time() >= next_keepalive:
-                await response.write(b": keep-alive\n\n")
-                next_keepalive = loop.time() + KEEPALIVE_INTERVAL
-            if await _pause(request.app, POLL_INTERVAL):
-                break
+            next_keepalive = idle
     except ConnectionResetError:
         pass
     return response
