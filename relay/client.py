@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 from relay import __version__
 from relay.ssrf import Blocked, GuardedResolver, check_url
@@ -44,7 +45,7 @@ def create_session(trusted_hosts: Iterable[str], *, limit: int = 200) -> aiohttp
 async def fetch(
     session: aiohttp.ClientSession,
     method: str,
-    url: str,
+    url: str | URL,
     *,
     trusted_hosts: Iterable[str],
     time_limit: float,

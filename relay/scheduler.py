@@ -111,13 +111,6 @@ class Scheduler:
     async def size(self) -> int:
         return int(await self.redis.zcard(self.key))
 
-    async def next_due_in(self, now_ms: int) -> float | None:
-        """Seconds until the earliest member is due (<= 0: due now); None when empty."""
-        first = await self.redis.zrange(self.key, 0, 0, withscores=True)
-        if not first:
-            return None
-        return (float(first[0][1]) - now_ms) / 1000.0
-
 
 def _ms(seconds: float) -> int:
     return max(0, int(seconds * 1000))

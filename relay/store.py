@@ -200,9 +200,6 @@ class Store:
             raw = await pipe.execute()
         return [(_pairs(first), sorted((_pairs(job) for job in rest), key=_by_id)) for first, *rest in raw]
 
-    async def monitor_state(self, mkey: str) -> tuple[dict[str, str], list[dict[str, str]]]:
-        return (await self.monitor_states([mkey]))[0]
-
     async def delivery_states(self, job_ids: list[str]) -> list[tuple[dict[str, str] | None, list[EventRecord]]]:
         """For each job: its hash and its undelivered events in order, in one round trip for the lot."""
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -256,9 +253,6 @@ class Store:
         )
 
     # -- the delivery loop --------------------------------------------------------------------
-
-    async def outbox(self, job_id: str) -> list[str]:
-        return list(await self.redis.lrange(keys.job_outbox(job_id), 0, -1))  # type: ignore[misc]  # redis-py 5 types sync|async
 
     async def delivery_ack(
         self,

@@ -46,7 +46,6 @@ class ClaimLoop:
         self.lease = lease
         self.batch = batch
         self.idle = idle
-        self.handled = 0
         self._busy = 0
         self._slot_freed = asyncio.Event()
         self._batches: set[asyncio.Task[None]] = set()
@@ -58,7 +57,6 @@ class ClaimLoop:
 
     def _release(self) -> None:
         self._busy -= 1
-        self.handled += 1
         self._slot_freed.set()
 
     async def _run(self) -> None:

@@ -28,13 +28,17 @@ _MONITOR_HEADERS = {"Accept": "application/json"}
 
 async def request_monitor(session: aiohttp.ClientSession, settings: Settings, url: str) -> PollResult:
     """GET the monitor: no credentials, no redirects, at most 1 MiB read. Never raises for the peer's faults."""
-    if not host_matches(_host(url), settings.monitor_allowed_hosts):
+    try:
+        target = URL(url)  # parsed once: the host check here and the SSRF check in fetch share it
+    except ValueError:
+        return PollResult(Kind.INVALID, detail="the monitor URL does not parse")
+    if not host_matches(target.host or "", settings.monitor_allowed_hosts):
         return PollResult(Kind.INVALID, detail="monitor host not in RELAY_MONITOR_ALLOWED_HOSTS")
     try:
         resp = await fetch(
             session,
             "GET",
-            url,
+            target,
             trusted_hosts=settings.callback_allowed_hosts,
             time_limit=settings.request_timeout,
             max_body=MAX_BODY,
@@ -46,13 +50,6 @@ async def request_monitor(session: aiohttp.ClientSession, settings: Settings, ur
         return PollResult(Kind.RETRY, detail=f"network: {type(exc).__name__}")
     metrics.POLL_LATENCY.observe(resp.elapsed)
     return classify(resp.status, resp.headers, resp.body, too_large=resp.too_large)
-
-
-def _host(url: str) -> str:
-    try:
-        return URL(url).host or ""
-    except ValueError:
-        return ""
 
 
 async def poll_batch(deps: Deps, claims: list[Claim], release: Release) -> None:
