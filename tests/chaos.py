@@ -12,10 +12,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,16 +30,10 @@ from standardwebhooks.webhooks import Webhook
 
 from relay.embedded import EmbeddedRedis
 from relay.simulator import Simulator
+from tests.helpers import RELAY, free_port, relay_env
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-RELAY = str(Path(sys.executable).parent / "relay")
 REQUEST_TIMEOUT = 2.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -244,8 +236,7 @@ async def main(jobs: int, limit: float) -> int:
     hook = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
 
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
-    env.update(
+    env = relay_env(
         REDIS_URL=redis_server.url,
         RELAY_PORT=str(port),
         RELAY_SIGNING_SECRETS=SECRET,

@@ -1,19 +1,64 @@
-"""Real servers for the tests: a webhook receiver that verifies every signature, and a relay API."""
+"""Real servers for the tests: a webhook receiver that verifies every signature; relay as a subprocess."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import os
+import socket
+import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+#: the console script of this environment
+RELAY = str(Path(sys.executable).parent / "relay")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def relay_env(**settings: str) -> dict[str, str]:
+    """The environment for a relay subprocess: this one without RELAY_* and REDIS_URL, plus ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_") and k != "REDIS_URL"}
+    env.update(settings)
+    return env
+
+
+def start_relay(command: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([RELAY, command], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
+
+
+def wait_http(url: str, proc: subprocess.Popen[Any], timeout: float = 20.0) -> bytes:
+    """GET ``url`` until it answers (the body), failing if ``proc`` exits or ``timeout`` passes first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310
+                body: bytes = resp.read()
+                return body
+        except OSError:
+            assert proc.poll() is None, f"the process exited with {proc.returncode}"
+            assert time.monotonic() < deadline, f"{url} did not answer within {timeout} s"
+            time.sleep(0.1)
+
+
+def ensure_stopped(proc: subprocess.Popen[Any]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.communicate()
 
 
 @dataclass

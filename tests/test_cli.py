@@ -2,28 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
-RELAY = str(Path(sys.executable).parent / "relay")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_") and k != "REDIS_URL"}
-    env.update(extra)
-    return env
+from tests.helpers import RELAY, ensure_stopped, free_port, wait_http
+from tests.helpers import relay_env as clean_env
 
 
 def test_bad_configuration_stops_with_one_line() -> None:
@@ -56,22 +39,11 @@ def test_dev_starts_embedded_redis_serves_and_stops_on_sigterm() -> None:
         text=True,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as resp:
-                    assert resp.status == 200
-                    break
-            except OSError:
-                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-                assert time.monotonic() < deadline, "relay dev did not become ready"
-                time.sleep(0.2)
+        wait_http(f"http://127.0.0.1:{port}/readyz", proc, timeout=30)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        ensure_stopped(proc)
     assert proc.returncode == 0, err
     assert "whsec_" in out  # the generated secret is printed for the user
     assert "whsec_" not in err  # ... and never logged

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,15 +14,13 @@ from aiohttp import web
 from relay.embedded import EmbeddedRedis
 from relay.settings import Settings
 from tests.conftest import Api, running_api, running_worker, with_settings
-from tests.helpers import SECRET, Receiver
+from tests.helpers import SECRET, Receiver, ensure_stopped, relay_env, start_relay
 
-RELAY = str(Path(sys.executable).parent / "relay")
 COMPLETED = {"status": "completed", "percentageComplete": 100.0, "resourceId": "01ABC"}
 
 
 def worker_process(redis_url: str, request_timeout: float = 1.0) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
-    env.update(
+    env = relay_env(
         REDIS_URL=redis_url,
         RELAY_SIGNING_SECRETS=SECRET,
         RELAY_MONITOR_ALLOWED_HOSTS="127.0.0.1",
@@ -37,7 +32,7 @@ def worker_process(redis_url: str, request_timeout: float = 1.0) -> subprocess.P
         RELAY_LOG_FORMAT="json",
         RELAY_WORKER_METRICS_PORT="0",
     )
-    return subprocess.Popen([RELAY, "worker"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
+    return start_relay("worker", env)
 
 
 async def test_worker_killed_mid_delivery_another_worker_delivers(
@@ -61,9 +56,7 @@ async def test_worker_killed_mid_delivery_another_worker_delivers(
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        ensure_stopped(proc)
     async with running_worker(with_settings(settings, request_timeout=1.0)):
         await receiver.wait_for(lambda: len(receiver.received) >= 2, timeout=20)
     ids = {r.headers["webhook-id"] for r in receiver.received}

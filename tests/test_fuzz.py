@@ -3,14 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import schemathesis
@@ -22,10 +16,9 @@ from relay.backoff import delivery_delay, parse_retry_after, poll_delay
 from relay.embedded import EmbeddedRedis
 from relay.monitor import Kind, classify
 from relay.openapi import openapi_document
-from tests.helpers import SECRET
+from tests.helpers import SECRET, free_port, relay_env, start_relay, wait_http
 
 TOKEN = "fuzz-token"
-RELAY = str(Path(sys.executable).parent / "relay")
 # the Server-Sent Events streams stay open by design (tests/test_live.py covers them)
 schema = schemathesis.openapi.from_dict(openapi_document()).exclude(path=["/v1/stream", "/v1/jobs/{job_id}/events"])
 
@@ -43,27 +36,17 @@ class BearerToken:
 
 @pytest.fixture(scope="module")
 def api_url(redis_server: EmbeddedRedis) -> Iterator[str]:
-    from tests.test_cli import free_port
-
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
-    env.update(
+    env = relay_env(
         REDIS_URL=redis_server.url,
         RELAY_PORT=str(port),
         RELAY_SIGNING_SECRETS=SECRET,
         RELAY_API_TOKENS=TOKEN,
         RELAY_LOG_FORMAT="json",
     )
-    proc = subprocess.Popen([RELAY, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
+    proc = start_relay("serve", env)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            with urllib.request.urlopen(base + "/healthz", timeout=1):  # noqa: S310
-                break
-        except OSError:
-            assert time.monotonic() < deadline, "relay serve did not start"
-            time.sleep(0.1)
+    wait_http(base + "/healthz", proc)
     yield base
     proc.terminate()
     proc.wait(20)

@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from relay.settings import Settings
 from tests.conftest import Api
-from tests.helpers import SECRET, Receiver
-from tests.test_cli import free_port
-
-RELAY = str(Path(sys.executable).parent / "relay")
+from tests.helpers import SECRET, Receiver, ensure_stopped, free_port, relay_env, start_relay, wait_http
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -59,21 +50,13 @@ async def test_api_metrics_report_jobs_polls_deliveries_and_lag(
 
 def test_worker_serves_its_own_metrics(settings: Settings) -> None:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
     assert settings.redis_url is not None
-    env.update(REDIS_URL=settings.redis_url, RELAY_SIGNING_SECRETS=SECRET, RELAY_WORKER_METRICS_PORT=str(port))
-    proc = subprocess.Popen([RELAY, "worker"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
+    env = relay_env(REDIS_URL=settings.redis_url, RELAY_SIGNING_SECRETS=SECRET, RELAY_WORKER_METRICS_PORT=str(port))
+    proc = start_relay("worker", env)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as resp:
-                    text = resp.read().decode()
-                    break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline
-                time.sleep(0.2)
+        text = wait_http(f"http://127.0.0.1:{port}/metrics", proc).decode()
         assert "relay_polls_total" in text and "relay_deliveries_total" in text
     finally:
         proc.terminate()
         proc.wait(20)
+        ensure_stopped(proc)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 from typing import Any
@@ -12,8 +11,8 @@ from aiohttp import web
 
 from relay.settings import Settings
 from tests.conftest import Api
-from tests.helpers import SECRET, Receiver
-from tests.test_crash import COMPLETED, RELAY, worker_process
+from tests.helpers import SECRET, Receiver, ensure_stopped, free_port, relay_env, start_relay
+from tests.test_crash import COMPLETED, worker_process
 
 
 async def test_sigterm_on_a_worker_finishes_the_delivery_in_flight(
@@ -36,9 +35,7 @@ async def test_sigterm_on_a_worker_finishes_the_delivery_in_flight(
         proc.send_signal(signal.SIGTERM)
         code = await asyncio.get_running_loop().run_in_executor(None, proc.wait, 30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        ensure_stopped(proc)
     assert code == 0
     _, body, _ = await api.request("GET", f"/v1/jobs/{job['id']}/deliveries")
     assert [d["outcome"] for d in body["deliveries"]] == ["delivered"]
@@ -47,21 +44,18 @@ async def test_sigterm_on_a_worker_finishes_the_delivery_in_flight(
 
 
 def api_process(redis_url: str, port: int) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
-    env.update(
+    env = relay_env(
         REDIS_URL=redis_url,
         RELAY_PORT=str(port),
         RELAY_SIGNING_SECRETS=SECRET,
         RELAY_MONITOR_ALLOWED_HOSTS="127.0.0.1",
         RELAY_CALLBACK_ALLOWED_HOSTS="127.0.0.1",
     )
-    return subprocess.Popen([RELAY, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
+    return start_relay("serve", env)
 
 
 async def test_sigterm_on_the_api_drains_requests_in_flight(settings: Settings, redis: Any) -> None:
     import aiohttp
-
-    from tests.test_cli import free_port
 
     port = free_port()
     assert settings.redis_url is not None
@@ -88,7 +82,5 @@ async def test_sigterm_on_the_api_drains_requests_in_flight(settings: Settings, 
             resp.release()
         code = await asyncio.get_running_loop().run_in_executor(None, proc.wait, 30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        ensure_stopped(proc)
     assert code == 0
