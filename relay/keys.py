@@ -20,7 +20,6 @@ __all__ = [
     "job_events",
     "job_outbox",
     "monitor",
-    "monitor_jobs",
     "sched_tokens",
 ]
 
@@ -36,7 +35,8 @@ DEAD_LETTERS = f"{PREFIX}dead"
 STATS = f"{PREFIX}stats"
 #: the arq queue that runs DriveItem resolution
 ARQ_QUEUE = f"{PREFIX}arq:queue"
-#: sorted set of every job id, scored by creation time (ms): listing and housekeeping
+#: stream of job ids (field ``j``) in creation order, for listing: its entry ids are creation times,
+#: hence the cursors of ``GET /v1/jobs``; entries past the longest a job can live are trimmed
 JOBS_INDEX = f"{PREFIX}jobs"
 
 
@@ -69,16 +69,8 @@ def event(event_id: str) -> str:
 
 
 def monitor(monitor_key: str) -> str:
+    """The monitor's URL and poll state, and one field ``j:<job id>`` per job sharing it (see relay/lua.py)."""
     return f"{PREFIX}monitor:{monitor_key}"
-
-
-def monitor_jobs(monitor_key: str) -> str:
-    """Job ids sharing the monitor (one poller serves them all), as the fields of a small hash.
-
-    A hash rather than a set: Redis keeps a small hash as a compact listpack, a set of strings not
-    (before 7.2), and most monitors have one job.
-    """
-    return f"{PREFIX}monitor:{monitor_key}:jobs"
 
 
 def idempotency(owner: str, key_digest: str) -> str:

@@ -21,7 +21,6 @@ import re
 from typing import Any
 
 from aiohttp import web
-from redis.asyncio import Redis
 
 from relay import keys
 from relay.access import owned_job
@@ -29,6 +28,7 @@ from relay.events import TERMINAL_TYPES, isoformat
 from relay.middlewares import OWNER
 from relay.problems import ProblemError
 from relay.signing import signature_headers
+from relay.store import Store
 from relay.typedefs import REDIS, SETTINGS, STORE
 
 __all__ = [
@@ -60,7 +60,7 @@ _MAX_SCAN = 5000
 _SCAN_BATCH = 200
 _DEAD_SCAN = 1000
 
-_CURSOR = re.compile(r"^(\d{1,16})\.([0-9a-f]{32})$")
+_CURSOR = re.compile(r"^\d{1,16}-\d{1,16}$")
 _STOPPING = web.AppKey("live_stopping", asyncio.Event)
 _SSE_HEADERS = {
     "Content-Type": "text/event-stream",
@@ -198,61 +198,56 @@ async def wait_for_change(
 # -- GET /v1/jobs -----------------------------------------------------------------------------
 
 
-async def _start_rank(redis: Redis, cursor: str | None) -> int:
+def _start(cursor: str | None) -> str:
+    """The XREVRANGE end to list from: the newest entry, or just before the cursor's entry."""
     if cursor is None:
-        return 0
-    match = _CURSOR.match(cursor)
-    if match is None:
+        return "+"
+    if _CURSOR.match(cursor) is None:
         raise _field_error("cursor", "cursor must be a nextCursor value from an earlier page")
-    score, job_id = match.groups()
-    rank = await redis.zrevrank(keys.JOBS_INDEX, job_id)
-    if rank is not None:
-        return int(rank) + 1
-    # the cursor's job has expired: continue after every job created at or before its time
-    return int(await redis.zcount(keys.JOBS_INDEX, f"({score}", "+inf"))
+    return f"({cursor}"
 
 
 async def owned_jobs(
-    redis: Redis, owner: str, limit: int, cursor: str | None
+    store: Store, owner: str, limit: int, cursor: str | None
 ) -> tuple[list[dict[str, str]], str | None]:
-    """Up to ``limit`` of ``owner``'s job hashes, newest first, and the cursor of the next page."""
-    rank = await _start_rank(redis, cursor)
+    """Up to ``limit`` of ``owner``'s job hashes, newest first, and the cursor of the next page.
+
+    The cursor is the index entry id of the last job looked at; an expired job's entry still orders
+    the rest, so a cursor outlives the job it names.
+    """
+    redis = store.redis
+    end = _start(cursor)
     found: list[dict[str, str]] = []
-    last: tuple[str, float] | None = None
+    last: str | None = None
     scanned = 0
     while len(found) < limit and scanned < _MAX_SCAN:
-        batch: list[tuple[str, float]] = await redis.zrevrange(
-            keys.JOBS_INDEX, rank, rank + _SCAN_BATCH - 1, withscores=True
-        )
+        batch: list[tuple[str, dict[str, str]]] = await redis.xrevrange(keys.JOBS_INDEX, end, "-", _SCAN_BATCH)
         if not batch:
             return found, None
         async with redis.pipeline(transaction=False) as pipe:
-            for job_id, _ in batch:
-                pipe.hget(keys.job(job_id), "owner")
+            for _, entry in batch:
+                pipe.hget(keys.job(entry["j"]), "owner")
             owners = await pipe.execute()
         mine: list[str] = []
-        for (job_id, score), job_owner in zip(batch, owners, strict=True):
-            rank += 1
+        for (entry_id, entry), job_owner in zip(batch, owners, strict=True):
             scanned += 1
-            last = (job_id, score)
+            last = entry_id
             if job_owner == owner:
-                mine.append(job_id)
+                mine.append(entry["j"])
                 if len(found) + len(mine) == limit:
                     break
         if mine:
-            async with redis.pipeline(transaction=False) as pipe:
-                for job_id in mine:
-                    pipe.hgetall(keys.job(job_id))
-                found.extend(job for job in await pipe.execute() if job)
-    if last is None or rank >= int(await redis.zcard(keys.JOBS_INDEX)):
+            found.extend(await store.jobs(mine))
+        end = f"({last}"
+    if last is None or not await redis.xrevrange(keys.JOBS_INDEX, f"({last}", "-", 1):
         return found, None
-    return found, f"{int(last[1])}.{last[0]}"
+    return found, last
 
 
 @routes.get("/v1/jobs")
 async def list_jobs(request: web.Request) -> web.Response:
     limit = _limit(request)
-    jobs, next_cursor = await owned_jobs(request.app[REDIS], request[OWNER], limit, request.query.get("cursor"))
+    jobs, next_cursor = await owned_jobs(request.app[STORE], request[OWNER], limit, request.query.get("cursor"))
     store = request.app[STORE]
     views = await asyncio.gather(*(store.job_view(job) for job in jobs))
     return web.json_response({"jobs": list(views), "nextCursor": next_cursor})
@@ -327,10 +322,9 @@ async def owner_stream(request: web.Request) -> web.StreamResponse:
     redis = request.app[REDIS]
     store = request.app[STORE]
     # everything registered up to the index's newest entry now is covered by the first listing
-    top: list[tuple[str, float]] = await redis.zrevrange(keys.JOBS_INDEX, 0, 0, withscores=True)
-    newest = top[0][1] if top else 0.0
-    at_newest: set[str] = set(await redis.zrangebyscore(keys.JOBS_INDEX, newest, newest)) if top else set()
-    jobs, _ = await owned_jobs(redis, owner, limit, None)
+    top: list[tuple[str, dict[str, str]]] = await redis.xrevrange(keys.JOBS_INDEX, "+", "-", 1)
+    newest = top[0][0] if top else "0-0"
+    jobs, _ = await owned_jobs(store, owner, limit, None)
     watched: dict[str, float] = {job["id"]: float(job.get("created") or 0) for job in jobs}
     prints: dict[str, tuple[Any, ...]] = {}
     response = await _open_stream(request)
@@ -338,23 +332,17 @@ async def owner_stream(request: web.Request) -> web.StreamResponse:
     next_keepalive = loop.time() + KEEPALIVE_INTERVAL
     try:
         while True:
-            # jobs registered since the last look (those in the newest millisecond are told apart by id)
-            fresh: list[tuple[str, float]] = await redis.zrevrangebyscore(
-                keys.JOBS_INDEX, "+inf", newest, start=0, num=_MAX_SCAN, withscores=True
-            )
-            fresh = [(jid, score) for jid, score in fresh if jid not in at_newest]
+            # jobs registered since the last look
+            fresh: list[tuple[str, dict[str, str]]] = await redis.xrange(keys.JOBS_INDEX, f"({newest}", "+", _MAX_SCAN)
             if fresh:
+                newest = fresh[-1][0]
                 async with redis.pipeline(transaction=False) as pipe:
-                    for jid, _ in fresh:
-                        pipe.hget(keys.job(jid), "owner")
+                    for _, entry in fresh:
+                        pipe.hget(keys.job(entry["j"]), "owner")
                     owners = await pipe.execute()
-                for (jid, score), job_owner in zip(fresh, owners, strict=True):
+                for (entry_id, entry), job_owner in zip(fresh, owners, strict=True):
                     if job_owner == owner:
-                        watched[jid] = score
-                top_score = max(score for _, score in fresh)
-                if top_score > newest:
-                    newest, at_newest = top_score, set()
-                at_newest |= {jid for jid, score in fresh if score == newest}
+                        watched[entry["j"]] = float(entry_id.split("-", 1)[0])
                 if len(watched) > limit:
                     watched = dict(sorted(watched.items(), key=lambda item: item[1], reverse=True)[:limit])
             order = sorted(watched, key=lambda jid: watched[jid])  # oldest first: the newest ends on top

@@ -14,16 +14,39 @@ __all__ = [
     "APPLY_POLL",
     "CANCEL",
     "DELIVERY_ACK",
-    "MONITOR_STATE",
-    "OUTBOX_STATE",
+    "MONITOR_LOADER",
+    "OUTBOX_LOADER",
     "PATCH",
     "REDELIVER",
     "REGISTER",
 ]
 
+# A monitor's hash holds its own fields and, as fields 'j:<job id>' (empty values), the ids of the
+# jobs sharing it: one key per monitor, not two (bytes per tracked job count).
+_MONITOR = """
+local function monitor_has_jobs(mk)
+  for _, f in ipairs(redis.call('HKEYS', mk)) do
+    if string.sub(f, 1, 2) == 'j:' then return true end
+  end
+  return false
+end
+
+-- the monitor's last job has gone: stop polling it
+local function drop_monitor_if_empty(prefix, mk_id)
+  local mk = prefix .. 'monitor:' .. mk_id
+  if monitor_has_jobs(mk) then return false end
+  redis.call('ZREM', prefix .. 'sched:monitors', mk_id)
+  redis.call('HDEL', prefix .. 'sched:monitors:tokens', mk_id)
+  redis.call('DEL', mk)
+  return true
+end
+"""
+
 # apply_job_op(op, now): one job's state change plus the events it emits, guarded so a stale
 # writer changes nothing. `op` is decoded JSON: job, prev_seq, phase?, set?, del?, events?, terminal?
-_JOB_OP = """
+_JOB_OP = (
+    _MONITOR
+    + """
 local function expire_job(jk, ttl)
   for _, k in ipairs({jk, jk .. ':events', jk .. ':outbox', jk .. ':attempts'}) do
     redis.call('EXPIRE', k, ttl)
@@ -32,7 +55,8 @@ end
 
 local function drop_from_monitor(prefix, jk, job_id)
   local mk = redis.call('HGET', jk, 'monitor_key')
-  if mk then redis.call('HDEL', prefix .. 'monitor:' .. mk .. ':jobs', job_id) end
+  if mk then redis.call('HDEL', prefix .. 'monitor:' .. mk, 'j:' .. job_id) end
+  return mk
 end
 
 local function apply_job_op(prefix, deliveries, op, now, event_ttl, retention)
@@ -41,7 +65,7 @@ local function apply_job_op(prefix, deliveries, op, now, event_ttl, retention)
   if redis.call('HGET', jk, 'terminal') == '1' then return 'terminal' end
   local seq = tonumber(redis.call('HGET', jk, 'seq') or '0')
   if op.prev_seq ~= nil and seq ~= tonumber(op.prev_seq) then return 'stale' end
-  if op.phase ~= nil and redis.call('HGET', jk, 'phase') ~= op.phase then return 'stale' end
+  if op.phase ~= nil and (redis.call('HGET', jk, 'phase') or 'tracking') ~= op.phase then return 'stale' end
   if op.set then
     for k, v in pairs(op.set) do redis.call('HSET', jk, k, v) end
   end
@@ -71,56 +95,72 @@ local function apply_job_op(prefix, deliveries, op, now, event_ttl, retention)
   return 'ok'
 end
 """
+)
 
-# KEYS: monitor hash, monitor jobs hash; ARGV: prefix. Returns the monitor hash (flat) and, per job
-# sharing it, its id and its hash (flat); ids of jobs that no longer exist are dropped from the list.
-MONITOR_STATE = """
-local out = {redis.call('HGETALL', KEYS[1])}
-for _, id in ipairs(redis.call('HKEYS', KEYS[2])) do
-  local job = redis.call('HGETALL', ARGV[1] .. 'job:' .. id)
-  if #job == 0 then
-    redis.call('HDEL', KEYS[2], id)
-  else
-    out[#out + 1] = job
+# Scheduler loader for monitors: {monitor fields (flat), job id, job hash (flat), job id, ...};
+# ids of jobs that no longer exist are dropped from the monitor.
+MONITOR_LOADER = """
+local function load_state(member, prefix)
+  local mk = prefix .. 'monitor:' .. member
+  local flat = redis.call('HGETALL', mk)
+  local fields, out = {}, {false}
+  for j = 1, #flat, 2 do
+    local f = flat[j]
+    if string.sub(f, 1, 2) == 'j:' then
+      local id = string.sub(f, 3)
+      local job = redis.call('HGETALL', prefix .. 'job:' .. id)
+      if #job == 0 then
+        redis.call('HDEL', mk, f)
+      else
+        out[#out + 1] = id
+        out[#out + 1] = job
+      end
+    else
+      fields[#fields + 1] = f
+      fields[#fields + 1] = flat[j + 1]
+    end
   end
+  out[1] = fields
+  return out
 end
-return out
 """
 
-# KEYS: job hash, outbox list; ARGV: prefix. Returns the job hash (flat), then per undelivered event
-# its id and its hash (flat), in outbox order.
-OUTBOX_STATE = """
-local out = {redis.call('HGETALL', KEYS[1])}
-for _, id in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
-  out[#out + 1] = id
-  out[#out + 1] = redis.call('HGETALL', ARGV[1] .. 'event:' .. id)
+# Scheduler loader for deliveries: {job hash (flat), event id, event hash (flat), ...} in outbox order.
+OUTBOX_LOADER = """
+local function load_state(member, prefix)
+  local jk = prefix .. 'job:' .. member
+  local out = {redis.call('HGETALL', jk)}
+  for _, id in ipairs(redis.call('LRANGE', jk .. ':outbox', 0, -1)) do
+    out[#out + 1] = id
+    out[#out + 1] = redis.call('HGETALL', prefix .. 'event:' .. id)
+  end
+  return out
 end
-return out
 """
 
-# KEYS: monitors zset, tokens hash, monitor hash, monitor jobs set, deliveries zset
-# ARGV: member, token, delay_ms, monitor fields json, ops json, prefix, event ttl, retention
+# Batched (relay.batched). KEYS: monitors zset, tokens hash, deliveries zset
+# shared ARGV: prefix, event ttl, retention; per call: member, token, delay_ms, monitor fields json, ops json
 APPLY_POLL = (
     _JOB_OP
-    + NOW_MS
     + """
-if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return {'stale-claim'} end
-local fields = cjson.decode(ARGV[4])
-for k, v in pairs(fields) do redis.call('HSET', KEYS[3], k, v) end
-local results = {}
-for _, op in ipairs(cjson.decode(ARGV[5])) do
-  local r = apply_job_op(ARGV[6], KEYS[5], op, now, tonumber(ARGV[7]), tonumber(ARGV[8]))
-  if r == 'missing' or r == 'terminal' then redis.call('HDEL', KEYS[4], op.job) end
-  results[#results + 1] = r
+local prefix, event_ttl, retention = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local function one(i)
+  local member = ARGV[i]
+  if redis.call('HGET', KEYS[2], member) ~= ARGV[i + 1] then return {'stale-claim'} end
+  local mk = prefix .. 'monitor:' .. member
+  for k, v in pairs(cjson.decode(ARGV[i + 3])) do redis.call('HSET', mk, k, v) end
+  local results = {}
+  for _, op in ipairs(cjson.decode(ARGV[i + 4])) do
+    local r = apply_job_op(prefix, KEYS[3], op, now, event_ttl, retention)
+    if r == 'missing' or r == 'terminal' then redis.call('HDEL', mk, 'j:' .. op.job) end
+    results[#results + 1] = r
+  end
+  redis.call('HDEL', KEYS[2], member)
+  if not drop_monitor_if_empty(prefix, member) then
+    redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[i + 2]), member)
+  end
+  return results
 end
-redis.call('HDEL', KEYS[2], ARGV[1])
-if redis.call('HLEN', KEYS[4]) == 0 then
-  redis.call('ZREM', KEYS[1], ARGV[1])
-  redis.call('DEL', KEYS[3])
-else
-  redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[3]), ARGV[1])
-end
-return results
 """
 )
 
@@ -133,37 +173,46 @@ return apply_job_op(ARGV[2], KEYS[1], cjson.decode(ARGV[1]), now, tonumber(ARGV[
 """
 )
 
-# KEYS: idempotency key ('' when none), job hash, monitor hash, monitor jobs, monitors zset, jobs index
-# ARGV: job id, job fields json, monitor key, monitor url, idempotency ttl, request digest, prefix
-REGISTER = (
-    NOW_MS
-    + """
-if KEYS[1] ~= '' then
-  local existing = redis.call('GET', KEYS[1])
-  if existing then
-    local sep = string.find(existing, ' ', 1, true)
-    return {'existing', string.sub(existing, 1, sep - 1), string.sub(existing, sep + 1)}
+# Batched (relay.batched). KEYS: monitors zset, jobs index stream; shared ARGV: prefix, index horizon (ms)
+# per call: idempotency key ('' when none), job id, job fields json, monitor key, monitor url, idempotency ttl,
+# request digest. The job's id is its key, not a field; absent fields are defaults (seq 0, phase
+# tracking, status notStarted, percentage 0): bytes per job count.
+REGISTER = """
+local prefix, horizon = ARGV[1], tonumber(ARGV[2])
+local function one(i)
+  local idem, id, mkey = ARGV[i], ARGV[i + 1], ARGV[i + 3]
+  if idem ~= '' then
+    local existing = redis.call('GET', idem)
+    if existing then
+      local sep = string.find(existing, ' ', 1, true)
+      return {'existing', string.sub(existing, 1, sep - 1), string.sub(existing, sep + 1)}
+    end
+    redis.call('SET', idem, id .. ' ' .. ARGV[i + 6], 'EX', tonumber(ARGV[i + 5]))
   end
-  redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[6], 'EX', tonumber(ARGV[5]))
+  local jk = prefix .. 'job:' .. id
+  local mk = prefix .. 'monitor:' .. mkey
+  local args = {'created', now}
+  for k, v in pairs(cjson.decode(ARGV[i + 2])) do
+    args[#args + 1] = k
+    args[#args + 1] = v
+  end
+  redis.call('HSET', jk, unpack(args))
+  redis.call('HSET', mk, 'j:' .. id, '')
+  redis.call('HSETNX', mk, 'url', ARGV[i + 4])
+  redis.call('ZADD', KEYS[1], 'NX', now, mkey)
+  -- index entries older than any job can live are trimmed as new ones come (whole nodes: '~')
+  redis.call('XADD', KEYS[2], 'MINID', '~', tostring(now - horizon), '*', 'j', id)
+  redis.call('HINCRBY', prefix .. 'stats', 'registered', 1)
+  local polled = redis.call('HMGET', mk, 'polls', 'last_polled')
+  local due = redis.call('ZSCORE', KEYS[1], mkey) or ''
+  return {'created', id, '', tostring(now), polled[1] or '', polled[2] or '', due}
 end
-local fields = cjson.decode(ARGV[2])
-for k, v in pairs(fields) do redis.call('HSET', KEYS[2], k, v) end
--- absent fields are defaults (seq 0, phase tracking, status notStarted, percentage 0): bytes per job count
-redis.call('HSET', KEYS[2], 'created', now)
-redis.call('HSETNX', KEYS[3], 'url', ARGV[4])
-redis.call('HSET', KEYS[4], ARGV[1], '1')
-redis.call('ZADD', KEYS[5], 'NX', now, ARGV[3])
-redis.call('ZADD', KEYS[6], now, ARGV[1])
-redis.call('HINCRBY', ARGV[7] .. 'stats', 'registered', 1)
-local polls = redis.call('HGET', KEYS[3], 'polls') or ''
-local last = redis.call('HGET', KEYS[3], 'last_polled') or ''
-local due = redis.call('ZSCORE', KEYS[5], ARGV[3]) or ''
-return {'created', ARGV[1], '', tostring(now), polls, last, due}
 """
-)
 
 # KEYS: job hash, monitors zset, monitor tokens hash, deliveries zset; ARGV: job id, prefix, retention
-CANCEL = """
+CANCEL = (
+    _MONITOR
+    + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if redis.call('HGET', KEYS[1], 'terminal') == '1' then return 1 end
 redis.call('HSET', KEYS[1], 'terminal', '1', 'status', 'cancelled', 'phase', 'done')
@@ -171,13 +220,8 @@ redis.call('HDEL', KEYS[1], 'authorization')
 redis.call('HINCRBY', ARGV[2] .. 'stats', 'cancelled', 1)
 local mk = redis.call('HGET', KEYS[1], 'monitor_key')
 if mk then
-  local jobs = ARGV[2] .. 'monitor:' .. mk .. ':jobs'
-  redis.call('HDEL', jobs, ARGV[1])
-  if redis.call('HLEN', jobs) == 0 then
-    redis.call('ZREM', KEYS[2], mk)
-    redis.call('HDEL', KEYS[3], mk)
-    redis.call('DEL', ARGV[2] .. 'monitor:' .. mk)
-  end
+  redis.call('HDEL', ARGV[2] .. 'monitor:' .. mk, 'j:' .. ARGV[1])
+  drop_monitor_if_empty(ARGV[2], mk)
 end
 for _, eid in ipairs(redis.call('LRANGE', KEYS[1] .. ':outbox', 0, -1)) do
   redis.call('HSET', ARGV[2] .. 'event:' .. eid, 'state', 'cancelled')
@@ -189,6 +233,7 @@ for _, k in ipairs({KEYS[1], KEYS[1] .. ':events', KEYS[1] .. ':attempts'}) do
 end
 return 1
 """
+)
 
 # KEYS: job hash; ARGV: fields json. Only a job still being tracked can change.
 PATCH = """
@@ -198,53 +243,58 @@ for k, v in pairs(cjson.decode(ARGV[1])) do redis.call('HSET', KEYS[1], k, v) en
 return 1
 """
 
-# KEYS: deliveries zset, tokens hash, job hash, outbox, attempts list, dead-letter zset
-# ARGV: job id, token, event id, outcome, delay_ms, superseded ids json, attempt records json, prefix, error json
+# Batched (relay.batched). KEYS: deliveries zset, tokens hash, dead-letter zset; shared ARGV: prefix
+# per call: job id, token, event id, outcome, delay_ms, superseded ids json, attempt records json, error json
 DELIVERY_ACK = (
     _JOB_OP
-    + NOW_MS
     + """
-if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return -1 end
-local prefix = ARGV[8]
-for _, sid in ipairs(cjson.decode(ARGV[6])) do
-  redis.call('LREM', KEYS[4], 0, sid)
-  redis.call('HSET', prefix .. 'event:' .. sid, 'state', 'superseded')
-end
-local outcome = ARGV[4]
-local ek = prefix .. 'event:' .. ARGV[3]
-if outcome ~= 'none' then redis.call('HINCRBY', ek, 'attempts', 1) end
-if outcome == 'delivered' then
-  redis.call('LREM', KEYS[4], 0, ARGV[3])
-  redis.call('HSET', ek, 'state', 'delivered')
-  redis.call('ZREM', KEYS[6], ARGV[3])
-elseif outcome == 'failed' then
-  redis.call('HSET', ek, 'state', 'retrying')
-elseif outcome == 'dead' then
-  redis.call('LREM', KEYS[4], 0, ARGV[3])
-  redis.call('HSET', ek, 'state', 'dead')
-  redis.call('ZADD', KEYS[6], now, ARGV[3])
-elseif outcome == 'gone' then
-  redis.call('HSET', ek, 'state', 'gone')
-  for _, eid in ipairs(redis.call('LRANGE', KEYS[4], 0, -1)) do
-    if eid ~= ARGV[3] then redis.call('HSET', prefix .. 'event:' .. eid, 'state', 'cancelled') end
+local prefix = ARGV[1]
+local function one(i)
+  local job_id, event_id, outcome = ARGV[i], ARGV[i + 2], ARGV[i + 3]
+  if redis.call('HGET', KEYS[2], job_id) ~= ARGV[i + 1] then return -1 end
+  local jk = prefix .. 'job:' .. job_id
+  local outbox = jk .. ':outbox'
+  for _, sid in ipairs(cjson.decode(ARGV[i + 5])) do
+    redis.call('LREM', outbox, 0, sid)
+    redis.call('HSET', prefix .. 'event:' .. sid, 'state', 'superseded')
   end
-  redis.call('DEL', KEYS[4])
-  if redis.call('HGET', KEYS[3], 'terminal') ~= '1' then
-    redis.call('HSET', KEYS[3], 'terminal', '1', 'status', 'cancelled', 'phase', 'done', 'error', ARGV[9])
-    redis.call('HINCRBY', prefix .. 'stats', 'cancelled', 1)
-    redis.call('HDEL', KEYS[3], 'authorization')
-    drop_from_monitor(prefix, KEYS[3], ARGV[1])
+  local ek = prefix .. 'event:' .. event_id
+  if outcome ~= 'none' then redis.call('HINCRBY', ek, 'attempts', 1) end
+  if outcome == 'delivered' then
+    redis.call('LREM', outbox, 0, event_id)
+    redis.call('HSET', ek, 'state', 'delivered')
+    redis.call('ZREM', KEYS[3], event_id)
+  elseif outcome == 'failed' then
+    redis.call('HSET', ek, 'state', 'retrying')
+  elseif outcome == 'dead' then
+    redis.call('LREM', outbox, 0, event_id)
+    redis.call('HSET', ek, 'state', 'dead')
+    redis.call('ZADD', KEYS[3], now, event_id)
+  elseif outcome == 'gone' then
+    redis.call('HSET', ek, 'state', 'gone')
+    for _, eid in ipairs(redis.call('LRANGE', outbox, 0, -1)) do
+      if eid ~= event_id then redis.call('HSET', prefix .. 'event:' .. eid, 'state', 'cancelled') end
+    end
+    redis.call('DEL', outbox)
+    if redis.call('HGET', jk, 'terminal') ~= '1' then
+      redis.call('HSET', jk, 'terminal', '1', 'status', 'cancelled', 'phase', 'done', 'error', ARGV[i + 7])
+      redis.call('HINCRBY', prefix .. 'stats', 'cancelled', 1)
+      redis.call('HDEL', jk, 'authorization')
+      local mk = drop_from_monitor(prefix, jk, job_id)
+      if mk then drop_monitor_if_empty(prefix, mk) end
+    end
   end
+  local attempts = jk .. ':attempts'
+  for _, rec in ipairs(cjson.decode(ARGV[i + 6])) do redis.call('RPUSH', attempts, rec) end
+  redis.call('LTRIM', attempts, -1000, -1)
+  redis.call('HDEL', KEYS[2], job_id)
+  if redis.call('LLEN', outbox) == 0 then
+    redis.call('ZREM', KEYS[1], job_id)
+  else
+    redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[i + 4]), job_id)
+  end
+  return 1
 end
-for _, rec in ipairs(cjson.decode(ARGV[7])) do redis.call('RPUSH', KEYS[5], rec) end
-redis.call('LTRIM', KEYS[5], -1000, -1)
-redis.call('HDEL', KEYS[2], ARGV[1])
-if redis.call('LLEN', KEYS[4]) == 0 then
-  redis.call('ZREM', KEYS[1], ARGV[1])
-else
-  redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[5]), ARGV[1])
-end
-return 1
 """
 )
 

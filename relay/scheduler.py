@@ -24,9 +24,7 @@ local __t = redis.call('TIME')
 local now = tonumber(__t[1]) * 1000 + math.floor(tonumber(__t[2]) / 1000)
 """
 
-_CLAIM = (
-    NOW_MS
-    + """
+_CLAIM = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 local out = {tostring(now)}
 for i, member in ipairs(due) do
@@ -35,10 +33,10 @@ for i, member in ipairs(due) do
   redis.call('HSET', KEYS[2], member, token)
   out[#out + 1] = member
   out[#out + 1] = token
+  if load_state then out[#out + 1] = load_state(member, ARGV[4]) end
 end
 return out
 """
-)
 
 _RESCHEDULE = (
     NOW_MS
@@ -70,25 +68,35 @@ class Claim:
     member: str
     token: str
     now_ms: int  # Redis clock at claim time
+    state: Any = None  # what the schedule's loader read for the member, in the same atomic step
 
 
 class Scheduler:
-    """One named schedule (e.g. monitors, deliveries)."""
+    """One named schedule (e.g. monitors, deliveries).
 
-    def __init__(self, redis: Redis, key: str) -> None:
+    ``loader`` is Lua defining ``load_state(member, prefix)``: the claim then returns, with each
+    member, what it read (the member's state), so claiming and reading cost one round trip.
+    """
+
+    def __init__(self, redis: Redis, key: str, *, loader: str | None = None) -> None:
         self.redis = redis
         self.key = key
         self.tokens_key = keys.sched_tokens(key)
-        self._claim = redis.register_script(_CLAIM)
+        self._stride = 2 if loader is None else 3
+        self._claim = redis.register_script(NOW_MS + (loader or "local load_state = nil\n") + _CLAIM)
         self._reschedule = redis.register_script(_RESCHEDULE)
         self._add = redis.register_script(_ADD)
 
     async def claim(self, limit: int, lease: float) -> list[Claim]:
         """Take up to ``limit`` due members, leasing each for ``lease`` seconds."""
         prefix = uuid.uuid4().hex
-        raw: list[Any] = await self._claim(keys=[self.key, self.tokens_key], args=[limit, int(lease * 1000), prefix])
+        raw: list[Any] = await self._claim(
+            keys=[self.key, self.tokens_key], args=[limit, int(lease * 1000), prefix, keys.PREFIX]
+        )
         now_ms = int(raw[0])
-        return [Claim(_s(raw[i]), _s(raw[i + 1]), now_ms) for i in range(1, len(raw), 2)]
+        if self._stride == 2:
+            return [Claim(_s(raw[i]), _s(raw[i + 1]), now_ms) for i in range(1, len(raw), 2)]
+        return [Claim(_s(raw[i]), _s(raw[i + 1]), now_ms, raw[i + 2]) for i in range(1, len(raw), 3)]
 
     async def reschedule(self, claim: Claim, delay: float) -> bool:
         """Release the lease, due again after ``delay`` seconds; False if the claim went stale."""

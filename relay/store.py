@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
 
 from relay import keys, lua
+from relay.batched import BatchedScript
 from relay.events import isoformat
-from relay.pipeliner import Pipeliner
 from relay.scheduler import Claim, Scheduler
 
 __all__ = ["EventRecord", "JobOp", "Registration", "Store", "monitor_key", "render_job"]
 
 
 def monitor_key(url: str) -> str:
-    """Jobs with the same monitor URL share one key, hence one poller; the URL itself is never a key."""
-    return hashlib.sha256(url.encode()).hexdigest()[:32]
+    """Jobs with the same monitor URL share one key, hence one poller; the URL itself is never a key.
+
+    128 bits of its SHA-256 in base64url: 22 characters, written in three places per monitor.
+    """
+    return base64.urlsafe_b64encode(hashlib.sha256(url.encode()).digest()[:16]).decode().rstrip("=")
 
 
 @dataclass(slots=True)
@@ -69,23 +72,38 @@ class EventRecord:
 
 
 class Store:
-    def __init__(
-        self, redis: Redis, *, retention: float, job_timeout: float, pipeliner: Pipeliner | None = None
-    ) -> None:
+    def __init__(self, redis: Redis, *, retention: float, job_timeout: float) -> None:
         self.redis = redis
-        self.pipeliner = pipeliner
         self.retention = int(retention)
         self.event_ttl = int(retention + job_timeout)
-        self.monitors = Scheduler(redis, keys.MONITORS)
-        self.deliveries = Scheduler(redis, keys.DELIVERIES)
-        self._register = redis.register_script(lua.REGISTER)
-        self._monitor_state = redis.register_script(lua.MONITOR_STATE)
-        self._outbox_state = redis.register_script(lua.OUTBOX_STATE)
-        self._apply_poll = redis.register_script(lua.APPLY_POLL)
+        # claiming a monitor (a job with undelivered events) reads its state in the same step
+        self.monitors = Scheduler(redis, keys.MONITORS, loader=lua.MONITOR_LOADER)
+        self.deliveries = Scheduler(redis, keys.DELIVERIES, loader=lua.OUTBOX_LOADER)
+        # the hot writes: every call made in one event-loop iteration is one EVALSHA
+        self._register = BatchedScript(
+            redis,
+            lua.REGISTER,
+            keys=[keys.MONITORS, keys.JOBS_INDEX],
+            shared=[keys.PREFIX, self.event_ttl * 1000],
+            width=7,
+        )
+        self._apply_poll = BatchedScript(
+            redis,
+            lua.APPLY_POLL,
+            keys=[keys.MONITORS, keys.sched_tokens(keys.MONITORS), keys.DELIVERIES],
+            shared=[keys.PREFIX, self.event_ttl, self.retention],
+            width=5,
+        )
+        self._ack = BatchedScript(
+            redis,
+            lua.DELIVERY_ACK,
+            keys=[keys.DELIVERIES, keys.sched_tokens(keys.DELIVERIES), keys.DEAD_LETTERS],
+            shared=[keys.PREFIX],
+            width=8,
+        )
         self._apply_job = redis.register_script(lua.APPLY_JOB)
         self._cancel = redis.register_script(lua.CANCEL)
         self._patch = redis.register_script(lua.PATCH)
-        self._ack = redis.register_script(lua.DELIVERY_ACK)
         self._redeliver = redis.register_script(lua.REDELIVER)
 
     # -- registration and the API ------------------------------------------------------------
@@ -103,28 +121,30 @@ class Store:
         mkey = monitor_key(monitor_url)
         idem_key = keys.idempotency(idempotency[0], idempotency[1]) if idempotency else ""
         digest = idempotency[2] if idempotency else ""
-        fields = {**fields, "monitor_key": mkey}
-        raw = await self._register(
-            keys=[
-                idem_key,
-                keys.job(job_id),
-                keys.monitor(mkey),
-                keys.monitor_jobs(mkey),
-                keys.MONITORS,
-                keys.JOBS_INDEX,
-            ],
-            args=[job_id, json.dumps(fields), mkey, monitor_url, idempotency_ttl, digest, keys.PREFIX],
-        )
+        fields = {k: v for k, v in fields.items() if k != "id"}  # the id is the key
+        fields["monitor_key"] = mkey
+        raw = await self._register(idem_key, job_id, json.dumps(fields), mkey, monitor_url, idempotency_ttl, digest)
         if raw[0] != "created":
             return Registration(created=False, job_id=raw[1], digest=raw[2], view=None)
         _, found_id, _, now, polls, last_polled, due = raw
-        job = {**fields, "created": now, "seq": "0"}
+        job = {**fields, "id": found_id, "created": now, "seq": "0"}
         view = render_job(job, polls or None, last_polled or None, float(due) if due else None)
         return Registration(created=True, job_id=found_id, digest=digest, view=view)
 
     async def job(self, job_id: str) -> dict[str, str] | None:
         data: dict[str, str] = await self.redis.hgetall(keys.job(job_id))  # type: ignore[misc]  # redis-py 5 types sync|async
-        return data or None
+        if not data:
+            return None
+        data["id"] = job_id
+        return data
+
+    async def jobs(self, job_ids: list[str]) -> list[dict[str, str]]:
+        """The jobs that still exist, in the order asked, in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hgetall(keys.job(job_id))
+            rows = await pipe.execute()
+        return [{**row, "id": job_id} for job_id, row in zip(job_ids, rows, strict=True) if row]
 
     async def job_view(self, job: dict[str, str]) -> dict[str, Any]:
         """The job as the API shows it: never the monitor URL, the authorization or the secret."""
@@ -190,57 +210,34 @@ class Store:
 
     # -- the poller ---------------------------------------------------------------------------
 
-    async def monitor_states(self, mkeys: list[str]) -> list[tuple[dict[str, str], list[dict[str, str]]]]:
-        """For each monitor: its hash and the hashes of every job sharing it, in one round trip for the lot."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for mkey in mkeys:
-                await self._monitor_state(
-                    keys=[keys.monitor(mkey), keys.monitor_jobs(mkey)], args=[keys.PREFIX], client=pipe
-                )
-            raw = await pipe.execute()
-        return [(_pairs(first), sorted((_pairs(job) for job in rest), key=_by_id)) for first, *rest in raw]
+    @staticmethod
+    def monitor_state(claim: Claim) -> tuple[dict[str, str], list[dict[str, str]]]:
+        """A claimed monitor's hash and the hashes of the jobs sharing it (read by the claim itself)."""
+        fields, *rest = claim.state
+        jobs = [{**_pairs(row), "id": job_id} for job_id, row in zip(rest[0::2], rest[1::2], strict=True)]
+        jobs.sort(key=_by_id)
+        return _pairs(fields), jobs
 
-    async def delivery_states(self, job_ids: list[str]) -> list[tuple[dict[str, str] | None, list[EventRecord]]]:
-        """For each job: its hash and its undelivered events in order, in one round trip for the lot."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for jid in job_ids:
-                await self._outbox_state(keys=[keys.job(jid), keys.job_outbox(jid)], args=[keys.PREFIX], client=pipe)
-            raw = await pipe.execute()
-        out: list[tuple[dict[str, str] | None, list[EventRecord]]] = []
-        for first, *rest in raw:
-            events = [_event(eid, _pairs(row)) for eid, row in zip(rest[0::2], rest[1::2], strict=True) if row]
-            out.append((_pairs(first) or None, events))
-        return out
-
-    async def _run(self, script: AsyncScript, keys_: list[str], args: list[Any]) -> Any:
-        if self.pipeliner is not None:
-            return await self.pipeliner.call(script, keys_, args)
-        return await script(keys=keys_, args=args)
+    @staticmethod
+    def outbox_state(claim: Claim) -> tuple[dict[str, str] | None, list[EventRecord]]:
+        """A claimed job's hash and its undelivered events in order (read by the claim itself)."""
+        first, *rest = claim.state
+        events = [_event(eid, _pairs(row)) for eid, row in zip(rest[0::2], rest[1::2], strict=True) if row]
+        job = _pairs(first)
+        if job:
+            job["id"] = claim.member
+        return job or None, events
 
     async def apply_poll(
         self, claim: Claim, monitor_fields: dict[str, str], ops: list[JobOp], delay: float
     ) -> list[str]:
         """Write a poll's outcome if the claim is still ours; ['stale-claim'] otherwise."""
-        mkey = claim.member
-        result = await self._run(
-            self._apply_poll,
-            [
-                keys.MONITORS,
-                keys.sched_tokens(keys.MONITORS),
-                keys.monitor(mkey),
-                keys.monitor_jobs(mkey),
-                keys.DELIVERIES,
-            ],
-            [
-                mkey,
-                claim.token,
-                max(0, int(delay * 1000)),
-                json.dumps(monitor_fields),
-                json.dumps([op.as_json() for op in ops]),
-                keys.PREFIX,
-                self.event_ttl,
-                self.retention,
-            ],
+        result = await self._apply_poll(
+            claim.member,
+            claim.token,
+            max(0, int(delay * 1000)),
+            json.dumps(monitor_fields),
+            json.dumps([op.as_json() for op in ops]),
         )
         return [str(r) for r in result]
 
@@ -265,34 +262,17 @@ class Store:
         records: list[dict[str, Any]] | None = None,
         error: dict[str, Any] | None = None,
     ) -> bool:
-        job_id = claim.member
-        return (
-            int(
-                await self._run(
-                    self._ack,
-                    [
-                        keys.DELIVERIES,
-                        keys.sched_tokens(keys.DELIVERIES),
-                        keys.job(job_id),
-                        keys.job_outbox(job_id),
-                        keys.job_attempts(job_id),
-                        keys.DEAD_LETTERS,
-                    ],
-                    [
-                        job_id,
-                        claim.token,
-                        event_id,
-                        outcome,
-                        max(0, int(delay * 1000)),
-                        json.dumps(superseded or []),
-                        json.dumps([json.dumps(r) for r in records or []]),
-                        keys.PREFIX,
-                        json.dumps(error or {}),
-                    ],
-                )
-            )
-            == 1
+        result = await self._ack(
+            claim.member,
+            claim.token,
+            event_id,
+            outcome,
+            max(0, int(delay * 1000)),
+            json.dumps(superseded or []),
+            json.dumps([json.dumps(r) for r in records or []]),
+            json.dumps(error or {}),
         )
+        return int(result) == 1
 
 
 def render_job(job: dict[str, str], polls: str | None, last_polled: str | None, due: float | None) -> dict[str, Any]:

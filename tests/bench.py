@@ -279,14 +279,7 @@ class Bench:
         metadata: dict[str, Any] | None = None,
     ) -> dict[str, str]:
         """The fields ``POST /v1/jobs`` stores (see relay/views.py create_job)."""
-        fields = {
-            "id": job_id,
-            "owner": "public",
-            "monitor_host": monitor_host,
-            "callback_url": callback,
-            "status": "notStarted",
-            "percentage": "0.0",
-        }
+        fields = {"id": job_id, "owner": "public", "monitor_host": monitor_host, "callback_url": callback}
         if drive_item_url:
             fields["drive_item_url"] = drive_item_url
         if authorization:
@@ -645,6 +638,9 @@ class Bench:
 
     async def section_scale(self) -> None:
         n = self.args.scale_jobs
+        if n == 0:  # --scale-jobs 0: the memory figures alone
+            await self.memory_per_job()
+            return
         rng = random.Random(4)
         sim_proc, sim = self.spawn_server("sim")
         rec_proc, receiver = self.spawn_server("receiver")
@@ -754,7 +750,7 @@ class Bench:
         await self.memory_per_job()
 
     async def memory_per_job(self) -> None:
-        """used_memory delta per tracked job, registered through Store.register with realistic field sizes."""
+        """used_memory delta per tracked job (client buffers left out), realistic fields, through Store.register."""
         sizes = self.args.memory_sizes
         callback = "http://localhost:3000/hooks/relay"
         template = f"https://graph.microsoft.com/v1.0/drives/{DRIVE_ID}/items/{{resourceId}}"
@@ -774,8 +770,10 @@ class Bench:
                 await self.redis.config_set("hash-max-listpack-value", value or original)
                 for count in sizes:
                     await self.fresh_redis()
+                    # the connections registration will use are open before the first reading
+                    await asyncio.gather(*(self.redis.ping() for _ in range(64)))
                     await asyncio.sleep(0.2)
-                    before = int((await self.redis.info("memory"))["used_memory"])
+                    before = await self.stored_bytes()
                     specs = (
                         (
                             jid := uuid.uuid4().hex,
@@ -792,7 +790,7 @@ class Bench:
                     )
                     t = time.monotonic()
                     await self.register(specs, parallel=64)
-                    after = int((await self.redis.info("memory"))["used_memory"])
+                    after = await self.stored_bytes()
                     results[label, count] = (after - before) / count
                     print(
                         f"    memory [{label}] {count:,} jobs: {(after - before) / count:,.0f} B/job "
@@ -825,15 +823,20 @@ class Bench:
             "the second config row is informational (CONFIG SET on the embedded server)"
         )
 
+    async def stored_bytes(self) -> int:
+        """used_memory without the clients' query and reply buffers: those follow the connections, not the jobs."""
+        info = await self.redis.info("memory")
+        return int(info["used_memory"]) - int(info["mem_clients_normal"])
+
     async def memory_breakdown(self, count: int, delta: int) -> list[str]:
-        jid = await self.redis.zrange(keys.JOBS_INDEX, 0, 0)
+        ((_, entry),) = await self.redis.xrange(keys.JOBS_INDEX, count=1)
+        jid = [entry["j"]]
         job = await self.store.job(jid[0])
         assert job is not None
         mkey = job["monitor_key"]
         samples = {
             "job hash relay:job:<id>": keys.job(jid[0]),
-            "monitor hash relay:monitor:<key>": keys.monitor(mkey),
-            "monitor jobs set relay:monitor:<key>:jobs": keys.monitor_jobs(mkey),
+            "monitor hash relay:monitor:<key> (with j:<id>)": keys.monitor(mkey),
         }
         lines = []
         accounted = 0.0
@@ -843,7 +846,7 @@ class Bench:
             accounted += usage
             lines.append(f"{label:44} {usage:6,} B  ({encoding})")
         for label, key in (
-            ("jobs index zset (per member)", keys.JOBS_INDEX),
+            ("jobs index stream (per entry)", keys.JOBS_INDEX),
             ("monitors zset (per member)", keys.MONITORS),
         ):
             usage = (await self.redis.memory_usage(key, samples=0) or 0) / count

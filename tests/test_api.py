@@ -162,3 +162,17 @@ async def test_readyz_reports_unreachable_redis(settings: Settings) -> None:
     async with running_api(with_settings(settings, redis_url="redis://127.0.0.1:1/0")) as api:
         status, problem, _ = await api.request("GET", "/readyz")
         assert status == 503 and problem["title"] == "Not Ready"
+
+
+async def test_a_shared_monitor_is_tracked_until_its_last_job_goes(api: Api, redis: Redis) -> None:
+    first = await api.create(**body())
+    second = await api.create(**body())
+    other = await api.create(**body(monitorUrl=MONITOR + "-other"))
+    assert await redis.zcard("relay:sched:monitors") == 2  # one schedule entry per monitor URL
+    (monitor,) = [k for k in await redis.keys("relay:monitor:*") if await redis.hexists(k, f"j:{first['id']}")]
+    assert await redis.hexists(monitor, f"j:{second['id']}")
+    assert (await api.request("DELETE", f"/v1/jobs/{first['id']}"))[0] == 204
+    assert await redis.exists(monitor) and await redis.zcard("relay:sched:monitors") == 2
+    assert (await api.request("DELETE", f"/v1/jobs/{second['id']}"))[0] == 204
+    assert not await redis.exists(monitor) and await redis.zcard("relay:sched:monitors") == 1
+    assert (await api.request("GET", f"/v1/jobs/{other['id']}"))[1]["status"] == "notStarted"

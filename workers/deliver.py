@@ -44,9 +44,8 @@ def pick_event(events: list[EventRecord]) -> tuple[EventRecord | None, list[Even
 
 
 async def deliver_batch(deps: Deps, claims: list[Claim], release: Release) -> None:
-    """Read the claimed jobs and their undelivered events in one round trip, then deliver concurrently."""
-    states = await deps.store.delivery_states([claim.member for claim in claims])
-    await each(claims, release, lambda i: deliver_next(deps, claims[i], *states[i]))
+    """Deliver each claimed job's next event concurrently (the claim read the jobs and their outboxes)."""
+    await each(claims, release, lambda i: deliver_next(deps, claims[i], *deps.store.outbox_state(claims[i])))
 
 
 async def deliver_next(deps: Deps, claim: Claim, job: dict[str, str] | None, found: list[EventRecord]) -> None:

@@ -23,7 +23,6 @@ from relay import keys
 from relay.client import create_session
 from relay.connections import arq_settings, redis_client
 from relay.crypto import Vault
-from relay.pipeliner import Pipeliner
 from relay.settings import Settings
 from relay.store import Store
 from workers.context import Deps
@@ -76,7 +75,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx.get("settings") or Settings.from_env()
     ctx["settings"] = settings
     redis = redis_client(settings.effective_redis_url)
-    store = Store(redis, retention=settings.job_retention, job_timeout=settings.job_timeout, pipeliner=Pipeliner(redis))
+    store = Store(redis, retention=settings.job_retention, job_timeout=settings.job_timeout)
     session = create_session(
         settings.callback_allowed_hosts, limit=settings.poll_concurrency + settings.delivery_concurrency
     )

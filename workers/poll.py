@@ -53,9 +53,8 @@ async def request_monitor(session: aiohttp.ClientSession, settings: Settings, ur
 
 
 async def poll_batch(deps: Deps, claims: list[Claim], release: Release) -> None:
-    """Read the claimed monitors' state in one round trip, then poll each of them concurrently."""
-    states = await deps.store.monitor_states([claim.member for claim in claims])
-    await each(claims, release, lambda i: poll_monitor(deps, claims[i], *states[i]))
+    """Poll each claimed monitor concurrently (the claim read their state)."""
+    await each(claims, release, lambda i: poll_monitor(deps, claims[i], *deps.store.monitor_state(claims[i])))
 
 
 async def poll_monitor(deps: Deps, claim: Claim, monitor: dict[str, str], jobs: list[dict[str, str]]) -> None:

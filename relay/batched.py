@@ -1,0 +1,110 @@
+"""Lua scripts called by many tasks at once, sent to Redis as one call per event-loop iteration.
+
+A :class:`BatchedScript` body defines ``local function one(i)``, which handles the call whose
+arguments start at ``ARGV[i]``. Every call made during one iteration of the event loop goes to
+Redis as a single EVALSHA: the shared arguments first, then each call's arguments one after the
+other. Under load that is one round trip, one command to encode and one script run for dozens of
+calls; when idle a call costs what a lone EVALSHA did. One call failing in Lua fails only that call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError, ResponseError
+
+from relay.scheduler import NOW_MS
+
+__all__ = ["BatchedScript"]
+
+_ERROR = "__relay_error__"
+
+# runs one() for every call in ARGV, each under pcall: a Lua error is that call's answer alone
+_DRIVER = """
+local __out = {}
+for __i = __FIRST__, #ARGV, __WIDTH__ do
+  local __ok, __r = pcall(one, __i)
+  if __ok then
+    __out[#__out + 1] = __r
+  else
+    __out[#__out + 1] = {'__ERROR__', type(__r) == 'table' and tostring(__r.err) or tostring(__r)}
+  end
+end
+return __out
+"""
+
+
+class BatchedScript:
+    def __init__(
+        self,
+        redis: Redis,
+        body: str,
+        *,
+        keys: Sequence[str],
+        shared: Sequence[Any],
+        width: int,
+        max_batch: int = 500,
+    ) -> None:
+        """``body``: Lua defining ``one(i)``; ``NOW_MS`` (``now``) and ``shared`` (``ARGV[1..]``) come first."""
+        driver = _DRIVER.replace("__FIRST__", str(len(shared) + 1)).replace("__WIDTH__", str(width))
+        self.script = NOW_MS + body + driver.replace("__ERROR__", _ERROR)
+        self.sha = hashlib.sha1(self.script.encode()).hexdigest()  # noqa: S324 - the name Redis gives a script
+        self.redis = redis
+        self.keys = list(keys)
+        self.shared = [str(a) for a in shared]
+        self.width = width
+        self.max_batch = max_batch
+        self._pending: list[tuple[Sequence[Any], asyncio.Future[Any]]] = []
+        self._scheduled = False
+        self._flushing: set[asyncio.Task[None]] = set()
+
+    async def __call__(self, *args: Any) -> Any:
+        if len(args) != self.width:
+            raise TypeError(f"expected {self.width} arguments, got {len(args)}")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._pending.append((args, future))
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush_soon)
+        return await future
+
+    def _flush_soon(self) -> None:
+        self._scheduled = False
+        pending, self._pending = self._pending, []
+        for start in range(0, len(pending), self.max_batch):
+            task = asyncio.create_task(self._flush(pending[start : start + self.max_batch]))
+            self._flushing.add(task)
+            task.add_done_callback(self._flushing.discard)
+
+    async def _flush(self, batch: list[tuple[Sequence[Any], asyncio.Future[Any]]]) -> None:
+        argv: list[Any] = list(self.shared)
+        for args, _ in batch:
+            argv.extend(args)
+        try:
+            results = await self._run(argv)
+        except BaseException as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, list) and len(result) == 2 and result[0] == _ERROR:
+                future.set_exception(ResponseError(f"relay script failed: {result[1]}"))
+            else:
+                future.set_result(result)
+
+    async def _run(self, argv: list[Any]) -> list[Any]:
+        try:
+            return await self.redis.evalsha(self.sha, len(self.keys), *self.keys, *argv)  # type: ignore[no-any-return,misc]
+        except NoScriptError:  # a restarted Redis forgets its scripts
+            await self.redis.script_load(self.script)
+            return await self.redis.evalsha(self.sha, len(self.keys), *self.keys, *argv)  # type: ignore[no-any-return,misc]
