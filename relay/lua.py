@@ -244,7 +244,7 @@ return 1
 """
 
 # Batched (relay.batched). KEYS: deliveries zset, tokens hash, dead-letter zset; shared ARGV: prefix
-# per call: job id, token, event id, outcome, delay_ms, superseded ids json, attempt records json, error json
+# per call: job id, token, event id, outcome, delay_ms, superseded ids json, attempt records (JSON lines), error json
 DELIVERY_ACK = (
     _JOB_OP
     + """
@@ -285,7 +285,7 @@ local function one(i)
     end
   end
   local attempts = jk .. ':attempts'
-  for _, rec in ipairs(cjson.decode(ARGV[i + 6])) do redis.call('RPUSH', attempts, rec) end
+  for rec in string.gmatch(ARGV[i + 6], '[^\\n]+') do redis.call('RPUSH', attempts, rec) end
   redis.call('LTRIM', attempts, -1000, -1)
   redis.call('HDEL', KEYS[2], job_id)
   if redis.call('LLEN', outbox) == 0 then

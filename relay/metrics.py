@@ -7,6 +7,9 @@ read from Redis when the API's ``/metrics`` is scraped, so every API replica rep
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
@@ -22,6 +25,7 @@ __all__ = [
     "POLLS",
     "POLL_LATENCY",
     "RESOLUTIONS",
+    "labelled",
     "refresh_from_stats",
 ]
 
@@ -42,6 +46,11 @@ JOBS = Gauge("relay_jobs", "Jobs by state, from Redis (lifetime counts; active =
 BACKLOG = Gauge("relay_backlog", "Scheduled work in Redis: monitors tracked, jobs with undelivered events", ["kind"])
 DEAD_LETTERS = Gauge("relay_dead_letters", "Events whose delivery schedule was exhausted and not redelivered")
 ARQ_QUEUE = Gauge("relay_arq_queue_depth", "Jobs waiting in the arq queue (DriveItem resolutions)")
+
+
+def labelled(metric: Counter) -> Callable[..., Counter]:
+    """``metric.labels`` remembered per label values: the hot paths count without a lock and a lookup each time."""
+    return functools.lru_cache(maxsize=256)(metric.labels)
 
 
 def refresh_from_stats(stats: dict[str, int]) -> None:

@@ -269,7 +269,7 @@ class Store:
             outcome,
             max(0, int(delay * 1000)),
             json.dumps(superseded or []),
-            json.dumps([json.dumps(r) for r in records or []]),
+            "\n".join(json.dumps(r) for r in records or ()),  # JSON escapes newlines: one record a line
             json.dumps(error or {}),
         )
         return int(result) == 1
@@ -300,7 +300,8 @@ def render_job(job: dict[str, str], polls: str | None, last_polled: str | None, 
 
 
 def _pairs(flat: list[str]) -> dict[str, str]:
-    return dict(zip(flat[0::2], flat[1::2], strict=True))
+    it = iter(flat)
+    return dict(zip(it, it, strict=True))
 
 
 def _by_id(job: dict[str, str]) -> str:

@@ -25,13 +25,13 @@ from relay.signing import signature_headers
 from relay.ssrf import Blocked
 from relay.store import EventRecord
 from workers.context import Deps
-from workers.loops import Release, each
 
-__all__ = ["deliver_batch", "deliver_next", "pick_event"]
+__all__ = ["deliver_claimed", "deliver_next", "pick_event"]
 
 log = structlog.stdlib.get_logger("relay.deliver")
 
 MAX_RESPONSE = 64 * 1024
+_DELIVERIES = metrics.labelled(metrics.DELIVERIES)
 
 
 def pick_event(events: list[EventRecord]) -> tuple[EventRecord | None, list[EventRecord]]:
@@ -43,9 +43,9 @@ def pick_event(events: list[EventRecord]) -> tuple[EventRecord | None, list[Even
     return target, superseded
 
 
-async def deliver_batch(deps: Deps, claims: list[Claim], release: Release) -> None:
-    """Deliver each claimed job's next event concurrently (the claim read the jobs and their outboxes)."""
-    await each(claims, release, lambda i: deliver_next(deps, claims[i], *deps.store.outbox_state(claims[i])))
+async def deliver_claimed(deps: Deps, claim: Claim) -> None:
+    """Deliver a claimed job's next event (the claim read the job and its outbox)."""
+    await deliver_next(deps, claim, *deps.store.outbox_state(claim))
 
 
 async def deliver_next(deps: Deps, claim: Claim, job: dict[str, str] | None, found: list[EventRecord]) -> None:
@@ -139,7 +139,7 @@ async def deliver_next(deps: Deps, claim: Claim, job: dict[str, str] | None, fou
     if outcome == "delivered" and event.created_ms:
         metrics.EVENT_LAG.observe(max(0.0, time.time() - event.created_ms / 1000))
     status_class = f"{status // 100}xx" if status is not None else "none"
-    metrics.DELIVERIES.labels(outcome=outcome, status=status_class).inc()
+    _DELIVERIES(outcome, status_class).inc()
     # a success is counted in metrics and listed in /deliveries; the log line is for what went wrong
     log.log(
         logging.DEBUG if outcome == "delivered" else logging.INFO,

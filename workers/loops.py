@@ -1,30 +1,29 @@
 """A claim loop over one :class:`relay.scheduler.Scheduler`, with bounded concurrency.
 
-Each worker process runs one loop for monitors and one for deliveries. Claims come in batches, so
-the handler can read their state from Redis in one round trip; each claimed member then counts
-against the loop's concurrency until the handler releases it. A member's lease keeps other workers
-away while it is handled; a crash leaves the lease to run out, and the member comes due again for
-whichever worker claims it next.
+Each worker process runs one loop for monitors and one for deliveries. Claims come in batches and
+carry their member's state (the scheduler's loader read it in the same step); ``concurrency``
+long-lived runner tasks take them one at a time, as a bare ``aiohttp`` loop would, so no task is
+made per claim. A member's lease keeps other workers away while it is handled; a crash leaves the
+lease to run out, and the member comes due again for whichever worker claims it next.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 import structlog
 
 from relay.scheduler import Claim, Scheduler
 
-__all__ = ["BatchHandler", "ClaimLoop", "Release", "each"]
+__all__ = ["ClaimLoop", "Handler"]
 
 log = structlog.stdlib.get_logger("relay.worker")
 
-#: called once per claimed member when its work is over (successful or not)
-Release = Callable[[], None]
-#: handles a batch of claims; must call ``release`` once per claim, and may return before the work is done
-BatchHandler = Callable[[list[Claim], Release], Awaitable[None]]
+#: handles one claim; its failures are logged and its lease makes the member come due again
+Handler = Callable[[Claim], Awaitable[None]]
 
 
 class ClaimLoop:
@@ -32,7 +31,7 @@ class ClaimLoop:
         self,
         name: str,
         scheduler: Scheduler,
-        handle: BatchHandler,
+        handle: Handler,
         *,
         concurrency: int,
         lease: float,
@@ -46,26 +45,33 @@ class ClaimLoop:
         self.lease = lease
         self.batch = batch
         self.idle = idle
-        self._busy = 0
+        self._busy = 0  # claims taken and not yet handled (queued or running)
+        # under load, claim once a tenth of the slots are free rather than one slot at a time:
+        # fewer, larger claims (one round trip each) for the same work
+        self._min_claim = max(1, min(batch, concurrency // 10))
         self._slot_freed = asyncio.Event()
-        self._batches: set[asyncio.Task[None]] = set()
+        self._queue: deque[Claim] = deque()
+        self._parked: list[asyncio.Future[None]] = []  # runners waiting for a claim
+        self._runners: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"relay-{self.name}-loop")
-
-    def _release(self) -> None:
-        self._busy -= 1
-        self._slot_freed.set()
+        for i in range(self.concurrency):
+            runner = asyncio.create_task(self._runner(), name=f"relay-{self.name}-{i}")
+            self._runners.add(runner)
+            runner.add_done_callback(self._runners.discard)
 
     async def _run(self) -> None:
         while not self._stopping.is_set():
             free = self.concurrency - self._busy
-            if free <= 0:
+            if free < self._min_claim:  # wait a moment for more free slots; then claim what there is
                 self._slot_freed.clear()
-                await self._wait(self._slot_freed, 1.0)
-                continue
+                await self._wait(self._slot_freed, 0.05)
+                free = self.concurrency - self._busy
+                if free <= 0:
+                    continue
             try:
                 claims = await self.scheduler.claim(min(free, self.batch), self.lease)
             except asyncio.CancelledError:
@@ -76,31 +82,34 @@ class ClaimLoop:
                 continue
             if claims:
                 self._busy += len(claims)
-                task = asyncio.create_task(self._guarded(claims))
-                self._batches.add(task)
-                task.add_done_callback(self._batches.discard)
+                self._queue.extend(claims)
+                for _ in range(min(len(claims), len(self._parked))):
+                    parked = self._parked.pop()
+                    if not parked.done():
+                        parked.set_result(None)
             if len(claims) < min(free, self.batch):
                 await self._wait(self._stopping, self.idle)
 
-    async def _guarded(self, claims: list[Claim]) -> None:
+    async def _runner(self) -> None:
         structlog.contextvars.bind_contextvars(loop=self.name)
-        released = 0
-
-        def release() -> None:
-            nonlocal released
-            if released < len(claims):
-                released += 1
-                self._release()
-
-        try:
-            await self.handle(claims, release)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # a bad batch must never take the worker down; the leases make it retry
-            log.exception("handler failed", loop=self.name, claims=len(claims))
-        finally:
-            while released < len(claims):
-                release()
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                parked: asyncio.Future[None] = loop.create_future()
+                self._parked.append(parked)
+                await parked
+                continue
+            claim = self._queue.popleft()
+            try:
+                await self.handle(claim)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # one bad member must never take the worker down; its lease makes it retry
+                log.exception("member failed", loop=self.name, member=claim.member[:12])
+            finally:
+                self._busy -= 1
+                if self.concurrency - self._busy >= self._min_claim or not self._busy:
+                    self._slot_freed.set()
 
     @staticmethod
     async def _wait(event: asyncio.Event, seconds: float) -> None:
@@ -112,7 +121,7 @@ class ClaimLoop:
         self._stopping.set()
 
     async def stop(self, grace: float) -> None:
-        """Stop claiming, give in-flight work ``grace`` seconds, then cancel it (its leases hand it back)."""
+        """Stop claiming, give claimed work ``grace`` seconds, then cancel it (its leases hand it back)."""
         self._stopping.set()
         if self._task is not None:
             done, _ = await asyncio.wait({self._task}, timeout=2.0)
@@ -120,25 +129,11 @@ class ClaimLoop:
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
-        if self._batches:
-            _, pending = await asyncio.wait(set(self._batches), timeout=grace)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending)
-
-
-async def each(claims: list[Claim], release: Release, work: Callable[[int], Awaitable[None]]) -> None:
-    """Run ``work(i)`` for every claim concurrently, releasing each claim as its work ends."""
-
-    async def one(i: int) -> None:
-        try:
-            await work(i)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # one bad member must never take the batch down; its lease makes it retry
-            log.exception("member failed", member=claims[i].member[:12])
-        finally:
-            release()
-
-    await asyncio.gather(*(one(i) for i in range(len(claims))))
+        deadline = asyncio.get_running_loop().time() + grace
+        while self._busy > 0 and (left := deadline - asyncio.get_running_loop().time()) > 0:
+            self._slot_freed.clear()
+            await self._wait(self._slot_freed, min(left, 0.5))
+        for runner in self._runners:
+            runner.cancel()
+        if self._runners:
+            await asyncio.wait(set(self._runners))

@@ -26,9 +26,9 @@ from relay.crypto import Vault
 from relay.settings import Settings
 from relay.store import Store
 from workers.context import Deps
-from workers.deliver import deliver_batch
+from workers.deliver import deliver_claimed
 from workers.loops import ClaimLoop
-from workers.poll import poll_batch
+from workers.poll import poll_claimed
 from workers.resolve import MAX_TRIES, RESOLVE_TASK, resolve_item
 
 __all__ = ["WorkerSettings", "create_worker", "job_deserializer", "job_serializer"]
@@ -84,12 +84,12 @@ async def startup(ctx: dict[str, Any]) -> None:
     lease = settings.lease
     loops = [
         ClaimLoop(
-            "poll", store.monitors, partial(poll_batch, deps), concurrency=settings.poll_concurrency, lease=lease
+            "poll", store.monitors, partial(poll_claimed, deps), concurrency=settings.poll_concurrency, lease=lease
         ),
         ClaimLoop(
             "deliver",
             store.deliveries,
-            partial(deliver_batch, deps),
+            partial(deliver_claimed, deps),
             concurrency=settings.delivery_concurrency,
             lease=lease,
         ),

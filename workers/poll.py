@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 
 import aiohttp
@@ -16,21 +17,30 @@ from relay.settings import Settings
 from relay.ssrf import Blocked, host_matches
 from relay.tracking import completed_from_monitor, plan_poll
 from workers.context import Deps
-from workers.loops import Release, each
 from workers.resolve import enqueue_resolution, resolve_soon
 
-__all__ = ["poll_monitor"]
+__all__ = ["poll_claimed", "poll_monitor"]
 
 log = structlog.stdlib.get_logger("relay.poll")
 
 _MONITOR_HEADERS = {"Accept": "application/json"}
+_POLLS = metrics.labelled(metrics.POLLS)
+_EVENTS = metrics.labelled(metrics.EVENTS)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse(url: str) -> URL | None:
+    """A monitor is polled many times: its URL is parsed once (yarl URLs are immutable, so shared)."""
+    try:
+        return URL(url)
+    except ValueError:
+        return None
 
 
 async def request_monitor(session: aiohttp.ClientSession, settings: Settings, url: str) -> PollResult:
     """GET the monitor: no credentials, no redirects, at most 1 MiB read. Never raises for the peer's faults."""
-    try:
-        target = URL(url)  # parsed once: the host check here and the SSRF check in fetch share it
-    except ValueError:
+    target = _parse(url)  # the host check here and the SSRF check in fetch share it
+    if target is None:
         return PollResult(Kind.INVALID, detail="the monitor URL does not parse")
     if not host_matches(target.host or "", settings.monitor_allowed_hosts):
         return PollResult(Kind.INVALID, detail="monitor host not in RELAY_MONITOR_ALLOWED_HOSTS")
@@ -52,9 +62,9 @@ async def request_monitor(session: aiohttp.ClientSession, settings: Settings, ur
     return classify(resp.status, resp.headers, resp.body, too_large=resp.too_large)
 
 
-async def poll_batch(deps: Deps, claims: list[Claim], release: Release) -> None:
-    """Poll each claimed monitor concurrently (the claim read their state)."""
-    await each(claims, release, lambda i: poll_monitor(deps, claims[i], *deps.store.monitor_state(claims[i])))
+async def poll_claimed(deps: Deps, claim: Claim) -> None:
+    """Poll a claimed monitor (the claim read its state and its jobs')."""
+    await poll_monitor(deps, claim, *deps.store.monitor_state(claim))
 
 
 async def poll_monitor(deps: Deps, claim: Claim, monitor: dict[str, str], jobs: list[dict[str, str]]) -> None:
@@ -67,7 +77,7 @@ async def poll_monitor(deps: Deps, claim: Claim, monitor: dict[str, str], jobs: 
     polled = result is None
     if result is None:
         result = await request_monitor(deps.session, deps.settings, monitor.get("url", ""))
-        metrics.POLLS.labels(outcome=result.kind.value).inc()
+        _POLLS(result.kind.value).inc()
     now_ms = claim.now_ms + int((time.monotonic() - started) * 1000)
     plan = plan_poll(result, monitor, jobs, now_ms, deps.settings, deps.rng, polled=polled)
     applied = await deps.store.apply_poll(claim, plan.monitor_fields, plan.ops, plan.delay)
@@ -77,7 +87,7 @@ async def poll_monitor(deps: Deps, claim: Claim, monitor: dict[str, str], jobs: 
     for op, outcome in zip(plan.ops, applied, strict=True):
         if outcome == "ok":
             for event in op.events:
-                metrics.EVENTS.labels(type=event["type"]).inc()
+                _EVENTS(event["type"]).inc()
                 log.info("event recorded", job_id=op.job, event_id=event["id"], type=event["type"])
     if polled:
         log.debug(
