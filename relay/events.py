@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import secrets
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,11 +29,31 @@ def new_event_id() -> str:
     return f"msg_{secrets.token_hex(16)}"
 
 
+#: formatted "YYYY-MM-DDTHH:MM:SS" by whole second; a job view formats a few neighbouring seconds
+_SECONDS: dict[int, str] = {}
+_MAX_TIMESTAMP = 253402300799  # 10000-01-01: beyond it datetime refuses, and so does the slow path
+
+
 def isoformat(when: datetime | float) -> str:
     """ISO-8601 UTC with millisecond precision and a ``Z``, as Graph writes its dates."""
-    if not isinstance(when, datetime):
-        when = datetime.fromtimestamp(when, UTC)
-    return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if isinstance(when, datetime) or not 0 <= when < _MAX_TIMESTAMP:
+        if not isinstance(when, datetime):
+            when = datetime.fromtimestamp(when, UTC)
+        return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    # the same digits as datetime.fromtimestamp (microseconds rounded half-even, then truncated to
+    # milliseconds), without building a datetime
+    frac, whole = math.modf(when)
+    micros = round(frac * 1e6)
+    if micros >= 1_000_000:
+        micros -= 1_000_000
+        whole += 1
+    second = int(whole)
+    prefix = _SECONDS.get(second)
+    if prefix is None:
+        if len(_SECONDS) >= 256:
+            _SECONDS.clear()
+        prefix = _SECONDS[second] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    return f"{prefix}.{micros // 1000:03d}Z"
 
 
 def build_event(

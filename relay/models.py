@@ -28,6 +28,16 @@ def _http_url(value: str, field: str) -> URL:
     return url
 
 
+class _CheckedJson(dict[str, Any]):
+    """A metadata object with the JSON text its size was checked on, so a registration serialises it once."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, value: dict[str, Any], text: str) -> None:
+        super().__init__(value)
+        self.text = text
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=False, str_strip_whitespace=True, frozen=True)
 
@@ -80,9 +90,12 @@ class JobCreate(_Strict):
     @field_validator("metadata")
     @classmethod
     def _metadata(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None and len(json.dumps(value)) > MAX_METADATA:
+        if value is None:
+            return None
+        text = json.dumps(value)
+        if len(text) > MAX_METADATA:
             raise PydanticCustomError("too_large", "metadata is larger than {limit} bytes", {"limit": MAX_METADATA})
-        return value
+        return _CheckedJson(value, text)
 
     @field_validator("secret")
     @classmethod
@@ -93,6 +106,14 @@ class JobCreate(_Strict):
             except ConfigError as exc:
                 raise PydanticCustomError("secret", str(exc)) from None
         return value
+
+    def metadata_json(self) -> str | None:
+        """``json.dumps(self.metadata)``, reusing the text the size check made."""
+        if self.metadata is None:
+            return None
+        if isinstance(self.metadata, _CheckedJson):
+            return self.metadata.text
+        return json.dumps(self.metadata)
 
     @model_validator(mode="after")
     def _authorization_needs_item_url(self) -> JobCreate:

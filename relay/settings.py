@@ -69,6 +69,17 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 1) -
     return value
 
 
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r} must be 'on' or 'off'")
+
+
 def is_loopback_host(host: str) -> bool:
     if host == "localhost":
         return True
@@ -92,6 +103,7 @@ class Settings:
     job_timeout: float = 259200.0
     delivery_schedule: tuple[float, ...] = DEFAULT_DELIVERY_SCHEDULE
     log_format: str = "json"
+    access_log: bool = True
     # not named by the SPEC: tuning with sensible defaults
     poll_concurrency: int = 200
     delivery_concurrency: int = 200
@@ -143,6 +155,7 @@ class Settings:
             job_timeout=_duration(env, "RELAY_JOB_TIMEOUT", 259200.0, minimum=1),
             delivery_schedule=schedule,
             log_format=log_format,
+            access_log=_switch(env, "RELAY_ACCESS_LOG", True),
             poll_concurrency=_int(env, "RELAY_POLL_CONCURRENCY", 200),
             delivery_concurrency=_int(env, "RELAY_DELIVERY_CONCURRENCY", 200),
             request_timeout=_duration(env, "RELAY_REQUEST_TIMEOUT", 15.0, minimum=0.1),

@@ -85,8 +85,9 @@ async def create_job(request: web.Request) -> web.Response:
         fields["drive_item_url"] = job.drive_item_url
     if job.authorization:
         fields["authorization"] = _vault(request).encrypt(job.authorization)
-    if job.metadata is not None:
-        fields["metadata"] = json.dumps(job.metadata)
+    metadata = job.metadata_json()
+    if metadata is not None:
+        fields["metadata"] = metadata
     if job.secret:
         fields["secret"] = job.secret
     store = request.app[STORE]

@@ -5,12 +5,19 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 from collections.abc import Iterator
 from typing import Any
 
+import aiohttp
 import pytest
+import structlog
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 
 from relay import logs
+from relay.middlewares import request_id_middleware
+from relay.settings import ConfigError, Settings
 from relay.simulator import Simulator
 from tests.conftest import Api
 from tests.helpers import SECRET, Receiver
@@ -23,7 +30,14 @@ def json_logs() -> Iterator[io.StringIO]:
     stream = io.StringIO()
     logs.configure("json", logging.DEBUG, stream)
     yield stream
-    logging.getLogger().handlers.clear()
+    logs.configure("json", logging.WARNING)  # what an unconfigured root logger would show, on stderr
+
+
+def _lines(stream: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
 
 async def test_no_secret_reaches_a_log_line(
@@ -55,3 +69,146 @@ async def test_no_secret_reaches_a_log_line(
 def test_redact_hides_sensitive_keys() -> None:
     out = logs.redact(None, "info", {"authorization": "Bearer x", "monitor_url": "https://m", "job_id": "j"})
     assert out == {"authorization": "[redacted]", "monitor_url": "[redacted]", "job_id": "j"}
+
+
+def test_own_and_stdlib_lines_are_the_same_json(json_logs: io.StringIO) -> None:
+    log = structlog.stdlib.get_logger("relay.test")
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(job_id="j1")
+    try:
+        log.info("own %s", "line", authorization="Bearer own", n=1)
+        log.debug("own debug")
+        logging.getLogger("aiohttp.server").warning("stdlib %s", "line", extra={"token": "t"})
+        try:
+            raise ZeroDivisionError("division by zero")
+        except ZeroDivisionError:
+            log.exception("own failure")
+            logging.getLogger("arq.worker").exception("stdlib failure")
+    finally:
+        structlog.contextvars.clear_contextvars()
+    own, debug, stdlib, own_exc, stdlib_exc = _lines(json_logs)
+    assert own == {
+        "authorization": "[redacted]",
+        "n": 1,
+        "event": "own line",
+        "job_id": "j1",
+        "level": "info",
+        "logger": "relay.test",
+        "timestamp": own["timestamp"],
+    }
+    assert (debug["event"], debug["level"]) == ("own debug", "debug")
+    assert stdlib == {
+        "event": "stdlib line",
+        "job_id": "j1",
+        "level": "warning",
+        "logger": "aiohttp.server",
+        "timestamp": stdlib["timestamp"],
+    }
+    for line, name in ((own_exc, "relay.test"), (stdlib_exc, "arq.worker")):
+        assert line["level"] == "error" and line["logger"] == name
+        assert "ZeroDivisionError: division by zero" in line["exception"]
+    assert all(TIMESTAMP.match(line["timestamp"]) for line in (own, debug, stdlib, own_exc, stdlib_exc))
+    assert "Bearer own" not in json_logs.getvalue()
+
+
+def test_reconfiguring_applies_to_loggers_already_used() -> None:
+    log = structlog.stdlib.get_logger("relay.test.levels")
+    first, second = io.StringIO(), io.StringIO()
+    try:
+        logs.configure("json", logging.ERROR, first)
+        log.info("dropped")
+        log.log(logging.WARNING, "dropped too")
+        log.error("kept")
+        logging.getLogger("relay.test.stdlib").info("dropped as well")
+        logs.configure("json", logging.DEBUG, second)
+        log.debug("now kept")
+        log.log(logging.DEBUG, "kept via log")
+    finally:
+        logs.configure("json", logging.WARNING)
+    assert [line["event"] for line in _lines(first)] == ["kept"]
+    assert [line["event"] for line in _lines(second)] == ["now kept", "kept via log"]
+
+
+def test_console_format() -> None:
+    stream = io.StringIO()
+    try:
+        logs.configure("console", logging.INFO, stream)
+        structlog.stdlib.get_logger("relay.test").info("console line", secret="whsec_x", n=2)
+        logging.getLogger("aiohttp.access").info("stdlib console line")
+    finally:
+        logs.configure("json", logging.WARNING)
+    out = stream.getvalue()
+    assert "console line" in out and "stdlib console line" in out and "relay.test" in out
+    assert "whsec_x" not in out and not out.startswith("{")
+
+
+def test_access_line_has_no_query_string(json_logs: io.StringIO) -> None:
+    request = make_mocked_request("GET", "/v1/jobs/abc?wait=5&token=hunter2")
+    response = web.Response(status=200, headers={"X-Request-Id": "rid-1"})
+    logs.AccessLogger(logs.ACCESS_LOG, "").log(request, response, 0.0123456)
+    (line,) = _lines(json_logs)
+    assert line == {
+        "method": "GET",
+        "path": "/v1/jobs/abc",
+        "status": 200,
+        "duration_ms": 12.35,
+        "request_id": "rid-1",
+        "event": "request",
+        "level": "info",
+        "logger": "relay.access",
+        "timestamp": line["timestamp"],
+    }
+    assert "hunter2" not in json_logs.getvalue()
+
+
+def test_access_log_follows_the_level() -> None:
+    stream = io.StringIO()
+    access = logs.AccessLogger(logs.ACCESS_LOG, "")
+    try:
+        logs.configure("json", logging.WARNING, stream)
+        assert not access.enabled
+        access.log(make_mocked_request("GET", "/healthz"), web.Response(), 0.001)
+    finally:
+        logs.configure("json", logging.WARNING)
+    assert stream.getvalue() == ""
+    logs.configure("json", logging.INFO, stream)
+    try:
+        assert access.enabled
+    finally:
+        logs.configure("json", logging.WARNING)
+
+
+async def test_access_log_under_aiohttp(json_logs: io.StringIO) -> None:
+    async def hello(_: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    app = web.Application(middlewares=[request_id_middleware])
+    app.router.add_get("/hello", hello)
+    runner = web.AppRunner(app, access_log_class=logs.AccessLogger, access_log=logs.ACCESS_LOG)  # as workers/cli.py
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        url = f"http://127.0.0.1:{port}/hello?monitorUrl=https%3A%2F%2Fsecret.example"
+        async with aiohttp.ClientSession() as session, session.get(url) as resp:
+            assert resp.status == 200
+            rid = resp.headers["X-Request-Id"]
+    finally:
+        await runner.cleanup()
+    assert re.fullmatch(r"[0-9a-f]{32}", rid)
+    (line,) = [line for line in _lines(json_logs) if line["logger"] == "relay.access"]
+    assert (line["method"], line["path"], line["status"], line["request_id"]) == ("GET", "/hello", 200, rid)
+    assert line["duration_ms"] >= 0
+    assert "secret.example" not in json_logs.getvalue()
+
+
+@pytest.mark.parametrize(("raw", "expected"), [(None, True), ("", True), ("on", True), ("OFF", False), ("0", False)])
+def test_access_log_setting(raw: str | None, expected: bool) -> None:
+    env = {} if raw is None else {"RELAY_ACCESS_LOG": raw}
+    assert Settings.from_env(env).access_log is expected
+
+
+def test_access_log_setting_refuses_nonsense() -> None:
+    with pytest.raises(ConfigError, match="RELAY_ACCESS_LOG"):
+        Settings.from_env({"RELAY_ACCESS_LOG": "sometimes"})

@@ -56,6 +56,8 @@ def cmd_serve(_: argparse.Namespace) -> int:
         port=settings.port,
         print=None,
         shutdown_timeout=API_SHUTDOWN_TIMEOUT,
+        access_log_class=logs.AccessLogger,
+        access_log=logs.ACCESS_LOG if settings.access_log else None,
     )
     return 0
 
@@ -74,7 +76,12 @@ def cmd_worker(_: argparse.Namespace) -> int:
 
 async def run_dev(settings: Settings, stop: asyncio.Event, *, ready: asyncio.Event | None = None) -> None:
     """API and worker in one process until ``stop`` is set."""
-    runner = web.AppRunner(create_app(settings), shutdown_timeout=API_SHUTDOWN_TIMEOUT)
+    runner = web.AppRunner(
+        create_app(settings),
+        shutdown_timeout=API_SHUTDOWN_TIMEOUT,
+        access_log_class=logs.AccessLogger,
+        access_log=logs.ACCESS_LOG if settings.access_log else None,
+    )
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()
