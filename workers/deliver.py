@@ -56,7 +56,8 @@ async def deliver_next(deps: Deps, claim: Claim, job: dict[str, str] | None, fou
     if job is None or event is None:
         await store.delivery_ack(claim, event_id="", outcome="none", superseded=[e.id for e in superseded])
         return
-    now = datetime.now(UTC)
+    now_s = time.time()
+    stamp = isoformat(now_s)
     records: list[dict[str, Any]] = [
         {
             "eventId": e.id,
@@ -64,15 +65,16 @@ async def deliver_next(deps: Deps, claim: Claim, job: dict[str, str] | None, fou
             "sequence": e.seq,
             "attempt": e.attempts,
             "outcome": "superseded",
-            "time": isoformat(now),
+            "time": stamp,
         }
         for e in superseded
     ]
     attempt = event.attempts + 1
-    secrets = list(deps.settings.signing_secrets)
+    secrets = deps.settings.signing_secrets
     if job.get("secret"):
-        secrets.append(job["secret"])
-    headers = {"Content-Type": "application/json", **signature_headers(event.id, event.body, secrets, now)}
+        secrets = (*secrets, job["secret"])
+    headers = signature_headers(event.id, event.body, secrets, datetime.fromtimestamp(now_s, UTC))
+    headers["Content-Type"] = "application/json"
     status: int | None = None
     error: str | None = None
     retry_after: float | None = None
@@ -124,7 +126,7 @@ async def deliver_next(deps: Deps, claim: Claim, job: dict[str, str] | None, fou
             "status": status,
             "error": error,
             "durationMs": round(duration * 1000, 1),
-            "time": isoformat(now),
+            "time": stamp,
         }
     )
     ok = await store.delivery_ack(

@@ -113,8 +113,12 @@ class ClaimLoop:
 
     @staticmethod
     async def _wait(event: asyncio.Event, seconds: float) -> None:
+        """Until ``event`` is set or ``seconds`` pass (no task made, unlike ``wait_for``)."""
+        if event.is_set():
+            return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await event.wait()
 
     def begin_stop(self) -> None:
         """Claim nothing more; work in flight carries on."""
