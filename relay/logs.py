@@ -18,6 +18,7 @@ import time
 from collections.abc import MutableMapping
 from typing import Any, TextIO
 
+import orjson
 import structlog
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
@@ -177,12 +178,11 @@ def _json_default(obj: Any) -> Any:
         return repr(obj)
 
 
-# one encoder for every line: json.dumps with an argument builds a new encoder per call
-_ENCODER = json.JSONEncoder(default=_json_default)
-
-
 def _render_json(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> str:
-    return _ENCODER.encode(event_dict)
+    try:
+        return orjson.dumps(event_dict, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:  # orjson.JSONEncodeError, e.g. an int over 64 bits: the stdlib encoder takes anything
+        return json.dumps(event_dict, default=_json_default)
 
 
 def _format_exc_info(logger: Any, name: str, event_dict: MutableMapping[str, Any]) -> Any:

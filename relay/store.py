@@ -10,7 +10,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from relay import keys, lua
+from relay import jsonfast, keys, lua
 from relay.batched import BatchedScript
 from relay.events import isoformat
 from relay.scheduler import Claim, Scheduler
@@ -123,7 +123,7 @@ class Store:
         digest = idempotency[2] if idempotency else ""
         fields = {k: v for k, v in fields.items() if k != "id"}  # the id is the key
         fields["monitor_key"] = mkey
-        raw = await self._register(idem_key, job_id, json.dumps(fields), mkey, monitor_url, idempotency_ttl, digest)
+        raw = await self._register(idem_key, job_id, jsonfast.dumps(fields), mkey, monitor_url, idempotency_ttl, digest)
         if raw[0] != "created":
             return Registration(created=False, job_id=raw[1], digest=raw[2], view=None)
         _, found_id, _, now, polls, last_polled, due = raw
@@ -236,8 +236,8 @@ class Store:
             claim.member,
             claim.token,
             max(0, int(delay * 1000)),
-            json.dumps(monitor_fields),
-            json.dumps([op.as_json() for op in ops]),
+            jsonfast.dumps(monitor_fields),
+            jsonfast.dumps([op.as_json() for op in ops]),
         )
         return [str(r) for r in result]
 
@@ -268,9 +268,9 @@ class Store:
             event_id,
             outcome,
             max(0, int(delay * 1000)),
-            json.dumps(superseded or []),
-            "\n".join(json.dumps(r) for r in records or ()),  # JSON escapes newlines: one record a line
-            json.dumps(error or {}),
+            jsonfast.dumps(superseded or []),
+            b"\n".join(jsonfast.dumps(r) for r in records or ()),  # JSON escapes newlines: one record a line
+            jsonfast.dumps(error or {}),
         )
         return int(result) == 1
 

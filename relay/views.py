@@ -13,7 +13,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
-from relay import metrics
+from relay import jsonfast, metrics
 from relay.access import owned_job
 from relay.crypto import Vault
 from relay.events import TERMINAL_TYPES
@@ -32,6 +32,10 @@ log = structlog.stdlib.get_logger("relay.api")
 _MAX_IDEMPOTENCY_KEY = 255
 #: /readyz answers 503 when Redis does not answer a PING within this many seconds
 READY_TIMEOUT = 2.0
+
+
+def _json(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=jsonfast.dumps(data), status=status, headers=headers, content_type="application/json")
 
 
 async def _json_body(request: web.Request) -> Any:
@@ -95,13 +99,13 @@ async def create_job(request: web.Request) -> web.Response:
     location = {"Location": f"/v1/jobs/{registered.job_id}"}
     if registered.view is not None:
         metrics.JOBS_REGISTERED.inc()
-        return web.json_response(registered.view, status=201, headers=location)
+        return _json(registered.view, status=201, headers=location)
     if idempotency is not None and registered.digest != idempotency[2]:
         raise ProblemError(409, "Idempotency-Key reused", "this Idempotency-Key was used with a different body")
     stored = await store.job(registered.job_id)
     if stored is None:  # the earlier job has expired; its key outlived it
         raise ProblemError(409, "Idempotency-Key reused", "the job this Idempotency-Key made no longer exists")
-    return web.json_response(await store.job_view(stored), headers=location)
+    return _json(await store.job_view(stored), headers=location)
 
 
 @routes.get("/v1/jobs/{job_id}")
@@ -112,7 +116,7 @@ async def get_job(request: web.Request) -> web.Response:
         job = await wait_for_change(request, job, *wait)
     if job is None:
         raise ProblemError(404, "Not Found", "no such job")
-    return web.json_response(await request.app[STORE].job_view(job))
+    return _json(await request.app[STORE].job_view(job))
 
 
 @routes.patch("/v1/jobs/{job_id}")
@@ -135,7 +139,7 @@ async def patch_job(request: web.Request) -> web.Response:
         raise ProblemError(409, "Job has ended", "a finished job cannot be changed")
     updated = await store.job(job["id"])
     assert updated is not None
-    return web.json_response(await store.job_view(updated))
+    return _json(await store.job_view(updated))
 
 
 @routes.delete("/v1/jobs/{job_id}")
@@ -150,7 +154,7 @@ async def list_deliveries(request: web.Request) -> web.Response:
     job = await owned_job(request)
     store = request.app[STORE]
     events = [e for e in await store.events(await store.event_ids(job["id"])) if e is not None]
-    return web.json_response(
+    return _json(
         {
             "jobId": job["id"],
             "deliveries": await store.attempts(job["id"]),
@@ -171,12 +175,12 @@ async def redeliver(request: web.Request) -> web.Response:
     if last is None or last.type not in TERMINAL_TYPES:
         raise ProblemError(409, "No terminal event", "the job has no job.completed or job.failed event yet")
     await store.redeliver(job["id"], last.id)
-    return web.json_response({"jobId": job["id"], "eventId": last.id, "type": last.type}, status=202)
+    return _json({"jobId": job["id"], "eventId": last.id, "type": last.type}, status=202)
 
 
 @routes.get("/healthz")
 async def healthz(_: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return _json({"status": "ok"})
 
 
 @routes.get("/readyz")
@@ -185,7 +189,7 @@ async def readyz(request: web.Request) -> web.Response:
         await asyncio.wait_for(request.app[REDIS].ping(), READY_TIMEOUT)
     except Exception as exc:
         raise ProblemError(503, "Not Ready", f"Redis is not reachable ({type(exc).__name__})") from None
-    return web.json_response({"status": "ready"})
+    return _json({"status": "ready"})
 
 
 @routes.get("/metrics")
@@ -199,7 +203,7 @@ async def metrics_view(request: web.Request) -> web.Response:
 
 @routes.get("/openapi.json")
 async def openapi(_: web.Request) -> web.Response:
-    return web.json_response(openapi_document())
+    return _json(openapi_document())
 
 
 def _vault(request: web.Request) -> Vault:
