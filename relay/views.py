@@ -43,7 +43,7 @@ async def _json_body(request: web.Request) -> Any:
         raise ProblemError(415, "Unsupported Media Type", "send the body as application/json")
     raw = await request.read()
     try:
-        return json.loads(raw)
+        return jsonfast.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise ProblemError(400, "Malformed JSON", "the request body is not valid JSON") from None
 

@@ -23,3 +23,26 @@ def test_dumps_round_trips(value: object) -> None:
 
 def test_non_finite_floats_become_null() -> None:
     assert json.loads(jsonfast.dumps([float("inf"), float("nan")])) == [None, None]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"a": 1, "b": [1.5, null, "\\u00e9"], "a": 3}',
+        b'{"n": 123456789012345678901234}',  # orjson would read a float
+        b'{"f": 0.12345678901234567891}',
+        b"[NaN, Infinity]",
+        b'"\\ud800"',
+        '{"é": 1}'.encode("utf-16"),
+    ],
+)
+def test_loads_gives_what_the_stdlib_gives(raw: bytes) -> None:
+    assert repr(jsonfast.loads(raw)) == repr(json.loads(raw))
+
+
+@pytest.mark.parametrize("raw", [b"{", b"\xff\xfe\xfd", b"", b"[1,]"])
+def test_loads_refuses_what_the_stdlib_refuses(raw: bytes) -> None:
+    with pytest.raises(ValueError):
+        json.loads(raw)
+    with pytest.raises(ValueError):
+        jsonfast.loads(raw)

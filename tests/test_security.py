@@ -9,10 +9,11 @@ from typing import Any
 
 import aiohttp
 import pytest
+from cryptography.fernet import Fernet
 from redis.asyncio import Redis
 
 from relay.client import create_session
-from relay.crypto import InvalidToken, Vault
+from relay.crypto import InvalidToken, Vault, _fernet_key
 from relay.monitor import Kind
 from relay.settings import Settings
 from relay.ssrf import address_allowed
@@ -137,6 +138,17 @@ def test_vault_rotation_and_wrong_key() -> None:
         Vault(["other"]).decrypt(token)
     with pytest.raises(InvalidToken):
         Vault([]).decrypt(token)
+    with pytest.raises(InvalidToken):
+        old.decrypt(token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB"))  # tampered: the tag fails
+    assert old.decrypt(old.encrypt("Bearer abc")) == "Bearer abc" and old.encrypt("x") != old.encrypt("x")
+
+
+def test_vault_still_reads_fernet_tokens() -> None:
+    """Tokens written before values were sealed with AES-GCM: the same key material opens them."""
+    legacy = Fernet(_fernet_key("first-key-material")).encrypt(b"Bearer old").decode()
+    assert Vault(["second", "first-key-material"]).decrypt(legacy) == "Bearer old"
+    with pytest.raises(InvalidToken):
+        Vault(["other"]).decrypt(legacy)
 
 
 async def test_authorization_refused_without_key_material(settings: Settings, redis: Redis) -> None:
