@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 from yarl import URL
 
+from relay import jsonfast
 from relay.settings import ConfigError, check_secret
 from relay.ssrf import Blocked, check_url, host_matches
 
@@ -92,7 +92,7 @@ class JobCreate(_Strict):
     def _metadata(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         if value is None:
             return None
-        text = json.dumps(value)
+        text = jsonfast.dumps(value).decode()
         if len(text) > MAX_METADATA:
             raise PydanticCustomError("too_large", "metadata is larger than {limit} bytes", {"limit": MAX_METADATA})
         return _CheckedJson(value, text)
@@ -108,12 +108,12 @@ class JobCreate(_Strict):
         return value
 
     def metadata_json(self) -> str | None:
-        """``json.dumps(self.metadata)``, reusing the text the size check made."""
+        """The metadata as compact JSON, reusing the text the size check made."""
         if self.metadata is None:
             return None
         if isinstance(self.metadata, _CheckedJson):
             return self.metadata.text
-        return json.dumps(self.metadata)
+        return jsonfast.dumps(self.metadata).decode()
 
     @model_validator(mode="after")
     def _authorization_needs_item_url(self) -> JobCreate:
