@@ -27,7 +27,9 @@ PREFIX = "relay:"
 
 #: sorted set of monitor keys scored by the next poll's due time (ms since epoch, Redis clock)
 MONITORS = f"{PREFIX}sched:monitors"
-#: sorted set of job ids with undelivered events, scored by the next delivery attempt (ms)
+#: sorted set of job ids with undelivered events, scored by the next delivery attempt (ms); a job whose
+#: terminal event is ready is scored a day early (relay/lua.py TERMINAL_FIRST_MS): under a backlog,
+#: completions go out before progress (which a later event would supersede anyway)
 DELIVERIES = f"{PREFIX}sched:deliveries"
 #: sorted set of dead-lettered event ids, scored by when they died (ms)
 DEAD_LETTERS = f"{PREFIX}dead"

@@ -59,6 +59,9 @@ local function drop_from_monitor(prefix, jk, job_id)
   return mk
 end
 
+-- a job whose terminal event waits goes ahead of jobs with only progress to tell (see keys.DELIVERIES)
+local TERMINAL_FIRST_MS = 86400000
+
 local function apply_job_op(prefix, deliveries, op, now, event_ttl, retention)
   local jk = prefix .. 'job:' .. op.job
   if redis.call('EXISTS', jk) == 0 then return 'missing' end
@@ -83,7 +86,11 @@ local function apply_job_op(prefix, deliveries, op, now, event_ttl, retention)
       redis.call('RPUSH', jk .. ':outbox', ev.id)
     end
     redis.call('HSET', jk, 'seq', seq)
-    redis.call('ZADD', deliveries, 'NX', now, op.job)
+    if op.terminal and redis.call('HEXISTS', deliveries .. ':tokens', op.job) == 0 then
+      redis.call('ZADD', deliveries, 'LT', now - TERMINAL_FIRST_MS, op.job)
+    else  -- a job being delivered is not touched: its worker reschedules it (one delivery at a time)
+      redis.call('ZADD', deliveries, 'NX', now, op.job)
+    end
   end
   if op.terminal then
     redis.call('HINCRBY', prefix .. 'stats', redis.call('HGET', jk, 'status') or 'ended', 1)
@@ -288,10 +295,13 @@ local function one(i)
   for rec in string.gmatch(ARGV[i + 6], '[^\\n]+') do redis.call('RPUSH', attempts, rec) end
   redis.call('LTRIM', attempts, -1000, -1)
   redis.call('HDEL', KEYS[2], job_id)
+  local delay = tonumber(ARGV[i + 4])
   if redis.call('LLEN', outbox) == 0 then
     redis.call('ZREM', KEYS[1], job_id)
+  elseif delay == 0 and redis.call('HGET', jk, 'terminal') == '1' then
+    redis.call('ZADD', KEYS[1], 'XX', now - TERMINAL_FIRST_MS, job_id)  -- its terminal event is next
   else
-    redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[i + 4]), job_id)
+    redis.call('ZADD', KEYS[1], 'XX', now + delay, job_id)
   end
   return 1
 end

@@ -1,0 +1,46 @@
+"""Store scripts against a real Redis: the delivery schedule's order."""
+
+from __future__ import annotations
+
+import uuid
+
+from redis.asyncio import Redis
+
+from relay.store import JobOp, Store
+
+
+def _event(kind: str) -> dict[str, str]:
+    return {"id": f"msg_{uuid.uuid4().hex}", "type": kind, "body": "{}"}
+
+
+async def _jobs(store: Store, count: int) -> list[str]:
+    ids = [uuid.uuid4().hex for _ in range(count)]
+    for i, jid in enumerate(ids):
+        await store.register(jid, {"owner": "public", "callback_url": "http://127.0.0.1:9/h"}, f"http://m/{i}")
+    return ids
+
+
+async def test_a_terminal_event_is_delivered_before_waiting_progress(redis: Redis) -> None:
+    store = Store(redis, retention=60, job_timeout=60)
+    early, later, done = await _jobs(store, 3)
+    for jid in (early, later):
+        assert await store.apply_job(JobOp(job=jid, prev_seq=0, events=[_event("job.progress")])) == "ok"
+    assert await store.apply_job(JobOp(job=done, prev_seq=0, events=[_event("job.completed")], terminal=True)) == "ok"
+    first, *rest = await store.deliveries.claim(3, lease=30)
+    assert first.member == done and {c.member for c in rest} == {early, later}
+
+
+async def test_a_job_being_delivered_keeps_its_lease(redis: Redis) -> None:
+    store = Store(redis, retention=60, job_timeout=60)
+    (jid,) = await _jobs(store, 1)
+    await store.apply_job(JobOp(job=jid, prev_seq=0, events=[_event("job.progress")]))
+    (claim,) = await store.deliveries.claim(1, lease=30)
+    # the completion arrives while the progress event is out: no second worker may take the job
+    await store.apply_job(JobOp(job=jid, prev_seq=1, events=[_event("job.completed")], terminal=True))
+    assert await store.deliveries.claim(1, lease=30) == []
+    # once the progress event is acknowledged, the completion is first in line
+    event_id = (await store.event_ids(jid))[0]
+    assert await store.delivery_ack(claim, event_id=event_id, outcome="delivered")
+    other = (await _jobs(store, 1))[0]
+    await store.apply_job(JobOp(job=other, prev_seq=0, events=[_event("job.progress")]))
+    assert [c.member for c in await store.deliveries.claim(2, lease=30)] == [jid, other]
