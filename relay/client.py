@@ -73,7 +73,7 @@ async def fetch(
         length = resp.content_length
         if length is not None and length <= max_body and not resp.headers.get("Content-Encoding"):
             body = await resp.read()  # declared and small: one read (aiohttp stops at Content-Length)
-            return Response(resp.status, resp.headers.copy(), body, len(body) > max_body, time.monotonic() - started)
+            return Response(resp.status, resp.headers, body, len(body) > max_body, time.monotonic() - started)
         buffer = bytearray()
         too_large = False
         async for chunk in resp.content.iter_chunked(65536):
@@ -81,7 +81,7 @@ async def fetch(
             if len(buffer) > max_body:
                 too_large = True
                 break
-        return Response(resp.status, resp.headers.copy(), bytes(buffer), too_large, time.monotonic() - started)
+        return Response(resp.status, resp.headers, bytes(buffer), too_large, time.monotonic() - started)
 
 
 @functools.lru_cache(maxsize=16)

@@ -132,14 +132,15 @@ local function load_state(member, prefix)
 end
 """
 
-# Scheduler loader for deliveries: {job hash (flat), event id, event hash (flat), ...} in outbox order.
+# Scheduler loader for deliveries: {{callback_url, secret}, event id, {type, seq, body, attempts, created},
+# ...} in outbox order: only what a delivery needs (nil for what is missing).
 OUTBOX_LOADER = """
 local function load_state(member, prefix)
   local jk = prefix .. 'job:' .. member
-  local out = {redis.call('HGETALL', jk)}
+  local out = {redis.call('HMGET', jk, 'callback_url', 'secret')}
   for _, id in ipairs(redis.call('LRANGE', jk .. ':outbox', 0, -1)) do
     out[#out + 1] = id
-    out[#out + 1] = redis.call('HGETALL', prefix .. 'event:' .. id)
+    out[#out + 1] = redis.call('HMGET', prefix .. 'event:' .. id, 'type', 'seq', 'body', 'attempts', 'created')
   end
   return out
 end

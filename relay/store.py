@@ -6,7 +6,7 @@ import base64
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
 
@@ -59,8 +59,7 @@ class Registration:
     view: dict[str, Any] | None  # the new job as the API shows it; None when an earlier job was found
 
 
-@dataclass(frozen=True, slots=True)
-class EventRecord:
+class EventRecord(NamedTuple):
     id: str
     job: str
     type: str
@@ -220,13 +219,21 @@ class Store:
 
     @staticmethod
     def outbox_state(claim: Claim) -> tuple[dict[str, str] | None, list[EventRecord]]:
-        """A claimed job's hash and its undelivered events in order (read by the claim itself)."""
-        first, *rest = claim.state
-        events = [_event(eid, _pairs(row)) for eid, row in zip(rest[0::2], rest[1::2], strict=True) if row]
-        job = _pairs(first)
-        if job:
-            job["id"] = claim.member
-        return job or None, events
+        """What delivering a claimed job needs of it (id, callback_url, secret) and its undelivered
+        events in order, read by the claim itself; None for a job that has gone."""
+        (callback, secret), *rest = claim.state
+        job_id = claim.member
+        events = [
+            EventRecord(eid, job_id, kind, int(seq or 0), body or "", int(attempts or 0), "pending", int(created or 0))
+            for eid, (kind, seq, body, attempts, created) in zip(rest[0::2], rest[1::2], strict=True)
+            if kind is not None  # expired
+        ]
+        if callback is None:
+            return None, events
+        job = {"id": job_id, "callback_url": callback}
+        if secret:
+            job["secret"] = secret
+        return job, events
 
     async def apply_poll(
         self, claim: Claim, monitor_fields: dict[str, str], ops: list[JobOp], delay: float

@@ -50,7 +50,6 @@ async def deliver_claimed(deps: Deps, claim: Claim) -> None:
 
 async def deliver_next(deps: Deps, claim: Claim, job: dict[str, str] | None, found: list[EventRecord]) -> None:
     job_id = claim.member
-    structlog.contextvars.bind_contextvars(job_id=job_id)
     store = deps.store
     event, superseded = pick_event(found)
     if job is None or event is None:
@@ -146,6 +145,7 @@ async def deliver_next(deps: Deps, claim: Claim, job: dict[str, str] | None, fou
     log.log(
         logging.DEBUG if outcome == "delivered" else logging.INFO,
         "delivery attempt",
+        job_id=job_id,
         event_id=event.id,
         type=event.type,
         sequence=event.seq,
