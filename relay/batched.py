@@ -1,10 +1,14 @@
 """Lua scripts called by many tasks at once, sent to Redis as one call per event-loop iteration.
 
-A :class:`BatchedScript` body defines ``local function one(i)``, which handles the call whose
-arguments start at ``ARGV[i]``. Every call made during one iteration of the event loop goes to
-Redis as a single EVALSHA: the shared arguments first, then each call's arguments one after the
-other. Under load that is one round trip, one command to encode and one script run for dozens of
-calls; when idle a call costs what a lone EVALSHA did. One call failing in Lua fails only that call.
+A :class:`BatchedScript` body defines ``local function one(a)``, which handles one call: ``a`` is
+the call's arguments (a Lua table, ``a[1]`` first; dicts and lists arrive as tables). Every call
+made during one iteration of the event loop goes to Redis as a single EVALSHA: the shared
+arguments first, then one JSON array per call (one argument to encode, one ``cjson.decode``).
+Under load that is one round trip, one command to encode and one script run for dozens of calls;
+when idle a call costs what a lone EVALSHA did. At most ``max_inflight`` calls of a script
+are at Redis at once: what comes in meanwhile waits for one to return and goes with the next (group
+commit), so batches grow with the load instead of with a timer. One call failing in Lua fails only
+that call.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, ResponseError
 
+from relay import jsonfast
 from relay.scheduler import NOW_MS
 
 __all__ = ["BatchedScript"]
@@ -26,8 +31,8 @@ _ERROR = "__relay_error__"
 # runs one() for every call in ARGV, each under pcall: a Lua error is that call's answer alone
 _DRIVER = """
 local __out = {}
-for __i = __FIRST__, #ARGV, __WIDTH__ do
-  local __ok, __r = pcall(one, __i)
+for __i = __FIRST__, #ARGV do
+  local __ok, __r = pcall(function() return one(cjson.decode(ARGV[__i])) end)
   if __ok then
     __out[#__out + 1] = __r
   else
@@ -48,9 +53,13 @@ class BatchedScript:
         shared: Sequence[Any],
         width: int,
         max_batch: int = 500,
+        max_inflight: int = 2,
     ) -> None:
-        """``body``: Lua defining ``one(i)``; ``NOW_MS`` (``now``) and ``shared`` (``ARGV[1..]``) come first."""
-        driver = _DRIVER.replace("__FIRST__", str(len(shared) + 1)).replace("__WIDTH__", str(width))
+        """``body``: Lua defining ``one(a)``; ``NOW_MS`` (``now``) and ``shared`` (``ARGV[1..]``) come first.
+
+        ``width``: how many arguments a call takes (checked).
+        """
+        driver = _DRIVER.replace("__FIRST__", str(len(shared) + 1))
         self.script = NOW_MS + body + driver.replace("__ERROR__", _ERROR)
         self.sha = hashlib.sha1(self.script.encode()).hexdigest()  # noqa: S324 - the name Redis gives a script
         self.redis = redis
@@ -58,7 +67,9 @@ class BatchedScript:
         self.shared = [str(a) for a in shared]
         self.width = width
         self.max_batch = max_batch
-        self._pending: list[tuple[Sequence[Any], asyncio.Future[Any]]] = []
+        self.max_inflight = max_inflight
+        self._inflight = 0
+        self._pending: list[tuple[bytes, asyncio.Future[Any]]] = []
         self._scheduled = False
         self._flushing: set[asyncio.Task[None]] = set()
 
@@ -67,24 +78,30 @@ class BatchedScript:
             raise TypeError(f"expected {self.width} arguments, got {len(args)}")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._pending.append((args, future))
-        if not self._scheduled:
+        self._pending.append((jsonfast.dumps(args), future))
+        if not self._scheduled and self._inflight < self.max_inflight:
             self._scheduled = True
             loop.call_soon(self._flush_soon)
         return await future
 
     def _flush_soon(self) -> None:
         self._scheduled = False
-        pending, self._pending = self._pending, []
-        for start in range(0, len(pending), self.max_batch):
-            task = asyncio.create_task(self._flush(pending[start : start + self.max_batch]))
+        while self._pending and self._inflight < self.max_inflight:
+            batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+            self._inflight += 1
+            task = asyncio.create_task(self._flush(batch))
             self._flushing.add(task)
-            task.add_done_callback(self._flushing.discard)
+            task.add_done_callback(self._flush_done)
 
-    async def _flush(self, batch: list[tuple[Sequence[Any], asyncio.Future[Any]]]) -> None:
-        argv: list[Any] = list(self.shared)
-        for args, _ in batch:
-            argv.extend(args)
+    def _flush_done(self, task: asyncio.Task[None]) -> None:
+        self._flushing.discard(task)
+        self._inflight -= 1
+        if self._pending and not self._scheduled:  # what queued meanwhile goes now, as one call
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_soon)
+
+    async def _flush(self, batch: list[tuple[bytes, asyncio.Future[Any]]]) -> None:
+        argv: list[Any] = [*self.shared, *(packed for packed, _ in batch)]
         try:
             results = await self._run(argv)
         except BaseException as exc:

@@ -147,25 +147,25 @@ end
 """
 
 # Batched (relay.batched). KEYS: monitors zset, tokens hash, deliveries zset
-# shared ARGV: prefix, event ttl, retention; per call: member, token, delay_ms, monitor fields json, ops json
+# shared ARGV: prefix, event ttl, retention; per call: member, token, delay_ms, monitor fields, ops
 APPLY_POLL = (
     _JOB_OP
     + """
 local prefix, event_ttl, retention = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local function one(i)
-  local member = ARGV[i]
-  if redis.call('HGET', KEYS[2], member) ~= ARGV[i + 1] then return {'stale-claim'} end
+local function one(a)
+  local member = a[1]
+  if redis.call('HGET', KEYS[2], member) ~= a[2] then return {'stale-claim'} end
   local mk = prefix .. 'monitor:' .. member
-  for k, v in pairs(cjson.decode(ARGV[i + 3])) do redis.call('HSET', mk, k, v) end
+  for k, v in pairs(a[4]) do redis.call('HSET', mk, k, v) end
   local results = {}
-  for _, op in ipairs(cjson.decode(ARGV[i + 4])) do
+  for _, op in ipairs(a[5]) do
     local r = apply_job_op(prefix, KEYS[3], op, now, event_ttl, retention)
     if r == 'missing' or r == 'terminal' then redis.call('HDEL', mk, 'j:' .. op.job) end
     results[#results + 1] = r
   end
   redis.call('HDEL', KEYS[2], member)
   if not drop_monitor_if_empty(prefix, member) then
-    redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[i + 2]), member)
+    redis.call('ZADD', KEYS[1], 'XX', now + a[3], member)
   end
   return results
 end
@@ -182,31 +182,31 @@ return apply_job_op(ARGV[2], KEYS[1], cjson.decode(ARGV[1]), now, tonumber(ARGV[
 )
 
 # Batched (relay.batched). KEYS: monitors zset, jobs index stream; shared ARGV: prefix, index horizon (ms)
-# per call: idempotency key ('' when none), job id, job fields json, monitor key, monitor url, idempotency ttl,
+# per call: idempotency key ('' when none), job id, job fields, monitor key, monitor url, idempotency ttl,
 # request digest. The job's id is its key, not a field; absent fields are defaults (seq 0, phase
 # tracking, status notStarted, percentage 0): bytes per job count.
 REGISTER = """
 local prefix, horizon = ARGV[1], tonumber(ARGV[2])
-local function one(i)
-  local idem, id, mkey = ARGV[i], ARGV[i + 1], ARGV[i + 3]
+local function one(a)
+  local idem, id, mkey = a[1], a[2], a[4]
   if idem ~= '' then
     local existing = redis.call('GET', idem)
     if existing then
       local sep = string.find(existing, ' ', 1, true)
       return {'existing', string.sub(existing, 1, sep - 1), string.sub(existing, sep + 1)}
     end
-    redis.call('SET', idem, id .. ' ' .. ARGV[i + 6], 'EX', tonumber(ARGV[i + 5]))
+    redis.call('SET', idem, id .. ' ' .. a[7], 'EX', a[6])
   end
   local jk = prefix .. 'job:' .. id
   local mk = prefix .. 'monitor:' .. mkey
   local args = {'created', now}
-  for k, v in pairs(cjson.decode(ARGV[i + 2])) do
+  for k, v in pairs(a[3]) do
     args[#args + 1] = k
     args[#args + 1] = v
   end
   redis.call('HSET', jk, unpack(args))
   redis.call('HSET', mk, 'j:' .. id, '')
-  redis.call('HSETNX', mk, 'url', ARGV[i + 4])
+  redis.call('HSETNX', mk, 'url', a[5])
   redis.call('ZADD', KEYS[1], 'NX', now, mkey)
   -- index entries older than any job can live are trimmed as new ones come (whole nodes: '~')
   redis.call('XADD', KEYS[2], 'MINID', '~', tostring(now - horizon), '*', 'j', id)
@@ -252,17 +252,17 @@ return 1
 """
 
 # Batched (relay.batched). KEYS: deliveries zset, tokens hash, dead-letter zset; shared ARGV: prefix
-# per call: job id, token, event id, outcome, delay_ms, superseded ids json, attempt records (JSON lines), error json
+# per call: job id, token, event id, outcome, delay_ms, superseded ids, attempt records (JSON texts), error json
 DELIVERY_ACK = (
     _JOB_OP
     + """
 local prefix = ARGV[1]
-local function one(i)
-  local job_id, event_id, outcome = ARGV[i], ARGV[i + 2], ARGV[i + 3]
-  if redis.call('HGET', KEYS[2], job_id) ~= ARGV[i + 1] then return -1 end
+local function one(a)
+  local job_id, event_id, outcome = a[1], a[3], a[4]
+  if redis.call('HGET', KEYS[2], job_id) ~= a[2] then return -1 end
   local jk = prefix .. 'job:' .. job_id
   local outbox = jk .. ':outbox'
-  for _, sid in ipairs(cjson.decode(ARGV[i + 5])) do
+  for _, sid in ipairs(a[6]) do
     redis.call('LREM', outbox, 0, sid)
     redis.call('HSET', prefix .. 'event:' .. sid, 'state', 'superseded')
   end
@@ -285,7 +285,7 @@ local function one(i)
     end
     redis.call('DEL', outbox)
     if redis.call('HGET', jk, 'terminal') ~= '1' then
-      redis.call('HSET', jk, 'terminal', '1', 'status', 'cancelled', 'phase', 'done', 'error', ARGV[i + 7])
+      redis.call('HSET', jk, 'terminal', '1', 'status', 'cancelled', 'phase', 'done', 'error', a[8])
       redis.call('HINCRBY', prefix .. 'stats', 'cancelled', 1)
       redis.call('HDEL', jk, 'authorization')
       local mk = drop_from_monitor(prefix, jk, job_id)
@@ -293,10 +293,10 @@ local function one(i)
     end
   end
   local attempts = jk .. ':attempts'
-  for rec in string.gmatch(ARGV[i + 6], '[^\\n]+') do redis.call('RPUSH', attempts, rec) end
+  for _, rec in ipairs(a[7]) do redis.call('RPUSH', attempts, rec) end
   redis.call('LTRIM', attempts, -1000, -1)
   redis.call('HDEL', KEYS[2], job_id)
-  local delay = tonumber(ARGV[i + 4])
+  local delay = a[5]
   if redis.call('LLEN', outbox) == 0 then
     redis.call('ZREM', KEYS[1], job_id)
   elseif delay == 0 and redis.call('HGET', jk, 'terminal') == '1' then

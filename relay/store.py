@@ -122,7 +122,7 @@ class Store:
         digest = idempotency[2] if idempotency else ""
         fields = {k: v for k, v in fields.items() if k != "id"}  # the id is the key
         fields["monitor_key"] = mkey
-        raw = await self._register(idem_key, job_id, jsonfast.dumps(fields), mkey, monitor_url, idempotency_ttl, digest)
+        raw = await self._register(idem_key, job_id, fields, mkey, monitor_url, idempotency_ttl, digest)
         if raw[0] != "created":
             return Registration(created=False, job_id=raw[1], digest=raw[2], view=None)
         _, found_id, _, now, polls, last_polled, due = raw
@@ -243,8 +243,8 @@ class Store:
             claim.member,
             claim.token,
             max(0, int(delay * 1000)),
-            jsonfast.dumps(monitor_fields),
-            jsonfast.dumps([op.as_json() for op in ops]),
+            monitor_fields,
+            [op.as_json() for op in ops],
         )
         return [str(r) for r in result]
 
@@ -275,9 +275,9 @@ class Store:
             event_id,
             outcome,
             max(0, int(delay * 1000)),
-            jsonfast.dumps(superseded or []),
-            b"\n".join(jsonfast.dumps(r) for r in records or ()),  # JSON escapes newlines: one record a line
-            jsonfast.dumps(error or {}),
+            superseded or [],
+            [jsonfast.dumps(r).decode() for r in records or ()],  # stored as JSON texts
+            jsonfast.dumps(error or {}).decode(),
         )
         return int(result) == 1
 

@@ -10,11 +10,11 @@ from redis.exceptions import ResponseError
 
 from relay.batched import BatchedScript
 
-# increments ARGV[i] by ARGV[i + 1] under the shared prefix; a key named 'bad' is a Lua error
+# increments a[1] by a[2] under the shared prefix; a key named 'bad' is a Lua error
 _INCR = """
-local function one(i)
-  if ARGV[i] == 'bad' then error('refused ' .. ARGV[i]) end
-  return redis.call('INCRBY', ARGV[1] .. ARGV[i], ARGV[i + 1])
+local function one(a)
+  if a[1] == 'bad' then error('refused ' .. a[1]) end
+  return redis.call('INCRBY', ARGV[1] .. a[1], a[2])
 end
 """
 
@@ -62,3 +62,28 @@ async def test_large_bursts_are_split(redis: Redis) -> None:
     results = await asyncio.gather(*(script("n", 1) for _ in range(100)))
     assert sorted(results) == list(range(1, 101))
     assert await _evalsha_calls(redis) - before == 4
+
+
+# counts to a[2] before answering: a call that stays at Redis for a while
+_SLOW = """
+local function one(a)
+  local n = 0
+  for _ = 1, a[2] do n = n + 1 end
+  return redis.call('INCR', ARGV[1] .. a[1])
+end
+"""
+
+
+async def test_calls_made_while_one_is_at_redis_go_together(redis: Redis) -> None:
+    script = BatchedScript(redis, _SLOW, keys=[], shared=["relay:test:"], width=2, max_inflight=1)
+    await script("warm", 0)
+    before = await _evalsha_calls(redis)
+    first = asyncio.ensure_future(script("slow", 3_000_000))
+    await asyncio.sleep(0.005)  # the first call is at Redis
+    later = []
+    for _ in range(5):
+        later.append(asyncio.ensure_future(script("quick", 0)))
+        await asyncio.sleep(0)  # each in a loop turn of its own
+    assert await first == 1
+    assert sorted(await asyncio.gather(*later)) == [1, 2, 3, 4, 5]
+    assert await _evalsha_calls(redis) - before == 2
