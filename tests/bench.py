@@ -85,6 +85,15 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def peak_rss_mib(pid: int) -> float:
+    """The process's peak resident set (VmHWM) in MiB; 0 when it is gone."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def code_state() -> tuple[str, dict[str, float]]:
     """The commit and uncommitted changes of relay/ and workers/, and their files' mtimes (to spot edits mid-run)."""
 
@@ -680,6 +689,8 @@ class Bench:
             done = await self.wait_until(all_completed, 60 + 90, 1.0)
             c1 = await self.cpu(procs)
             print(f"    {self.cpu_text(c0, c1)}", flush=True)
+            peaks = ", ".join(f"{name} {peak_rss_mib(w.pid):.0f} MiB" for name, w in zip(procs, workers, strict=False))
+            self.note(f"scale: peak resident memory of the worker process(es): {peaks}")
             completed = {row[2]: row[0] for row in await self.received(receiver, "c")}
             all_events = await self.received_count(receiver)
             polls = (await self.sim_polls(sim))["ops"]
