@@ -7,6 +7,7 @@ Sentinel (as arq does), not Cluster.
 
 from __future__ import annotations
 
+from relay import keys
 from relay.scheduler import NOW_MS
 
 __all__ = [
@@ -35,12 +36,12 @@ end
 local function drop_monitor_if_empty(prefix, mk_id)
   local mk = prefix .. 'monitor:' .. mk_id
   if monitor_has_jobs(mk) then return false end
-  redis.call('ZREM', prefix .. 'sched:monitors', mk_id)
-  redis.call('HDEL', prefix .. 'sched:monitors:tokens', mk_id)
+  redis.call('ZREM', '__MONITORS__', mk_id)
+  redis.call('HDEL', '__MONITOR_TOKENS__', mk_id)
   redis.call('DEL', mk)
   return true
 end
-"""
+""".replace("__MONITORS__", keys.MONITORS).replace("__MONITOR_TOKENS__", keys.sched_tokens(keys.MONITORS))
 
 # apply_job_op(op, now): one job's state change plus the events it emits, guarded so a stale
 # writer changes nothing. `op` is decoded JSON: job, prev_seq, phase?, set?, del?, events?, terminal?
