@@ -9,6 +9,7 @@ resolver for IP-literal hosts, which is why :func:`check_url` checks those itsel
 from __future__ import annotations
 
 import fnmatch
+import functools
 import ipaddress
 import socket
 from collections.abc import Iterable
@@ -79,13 +80,22 @@ def check_url(url: str | URL, trusted_hosts: Iterable[str]) -> URL:
         raise Blocked("the URL has no host")
     if parsed.user is not None or parsed.password is not None:
         raise Blocked("URLs with embedded credentials are not allowed")
-    if host_matches(host, trusted_hosts):
-        return parsed
-    if _is_ip_literal(host) and not address_allowed(host.strip("[]")):
-        raise Blocked("the URL points at a loopback, private or reserved address")
-    if host_matches(host, _LOOPBACK_NAMES):
-        raise Blocked("the URL points at a loopback name")
+    refusal = _host_refusal(host, tuple(trusted_hosts))
+    if refusal is not None:
+        raise Blocked(refusal)
     return parsed
+
+
+@functools.lru_cache(maxsize=4096)
+def _host_refusal(host: str, trusted_hosts: tuple[str, ...]) -> str | None:
+    """Why a host may not be requested, or None; a pure function of its arguments, so remembered."""
+    if host_matches(host, trusted_hosts):
+        return None
+    if _is_ip_literal(host) and not address_allowed(host.strip("[]")):
+        return "the URL points at a loopback, private or reserved address"
+    if host_matches(host, _LOOPBACK_NAMES):
+        return "the URL points at a loopback name"
+    return None
 
 
 class GuardedResolver(AbstractResolver):
