@@ -32,6 +32,13 @@ local function monitor_has_jobs(mk)
   return false
 end
 
+-- the job leaves its monitor's list; returns the monitor's key
+local function drop_from_monitor(prefix, jk, job_id)
+  local mk = redis.call('HGET', jk, 'monitor_key')
+  if mk then redis.call('HDEL', prefix .. 'monitor:' .. mk, 'j:' .. job_id) end
+  return mk
+end
+
 -- the monitor's last job has gone: stop polling it
 local function drop_monitor_if_empty(prefix, mk_id)
   local mk = prefix .. 'monitor:' .. mk_id
@@ -52,12 +59,6 @@ local function expire_job(jk, ttl)
   for _, k in ipairs({jk, jk .. ':events', jk .. ':outbox', jk .. ':attempts'}) do
     redis.call('EXPIRE', k, ttl)
   end
-end
-
-local function drop_from_monitor(prefix, jk, job_id)
-  local mk = redis.call('HGET', jk, 'monitor_key')
-  if mk then redis.call('HDEL', prefix .. 'monitor:' .. mk, 'j:' .. job_id) end
-  return mk
 end
 
 -- a job whose terminal event waits goes ahead of jobs with only progress to tell (see keys.DELIVERIES)
@@ -227,11 +228,8 @@ if redis.call('HGET', KEYS[1], 'terminal') == '1' then return 1 end
 redis.call('HSET', KEYS[1], 'terminal', '1', 'status', 'cancelled', 'phase', 'done')
 redis.call('HDEL', KEYS[1], 'authorization')
 redis.call('HINCRBY', ARGV[2] .. 'stats', 'cancelled', 1)
-local mk = redis.call('HGET', KEYS[1], 'monitor_key')
-if mk then
-  redis.call('HDEL', ARGV[2] .. 'monitor:' .. mk, 'j:' .. ARGV[1])
-  drop_monitor_if_empty(ARGV[2], mk)
-end
+local mk = drop_from_monitor(ARGV[2], KEYS[1], ARGV[1])
+if mk then drop_monitor_if_empty(ARGV[2], mk) end
 for _, eid in ipairs(redis.call('LRANGE', KEYS[1] .. ':outbox', 0, -1)) do
   redis.call('HSET', ARGV[2] .. 'event:' .. eid, 'state', 'cancelled')
 end

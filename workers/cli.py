@@ -17,6 +17,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 import prometheus_client
 import structlog
@@ -57,6 +58,11 @@ def _tune_gc() -> None:
     gc.set_threshold(20_000, 20, 20)
 
 
+def _access_log(settings: Settings) -> dict[str, Any]:
+    """aiohttp's access-log arguments: relay's structured line, or none (RELAY_ACCESS_LOG=off)."""
+    return {"access_log_class": logs.AccessLogger, "access_log": logs.ACCESS_LOG if settings.access_log else None}
+
+
 def cmd_serve(_: argparse.Namespace) -> int:
     settings = _settings()
     settings.check_serving()
@@ -68,8 +74,7 @@ def cmd_serve(_: argparse.Namespace) -> int:
         port=settings.port,
         print=None,
         shutdown_timeout=API_SHUTDOWN_TIMEOUT,
-        access_log_class=logs.AccessLogger,
-        access_log=logs.ACCESS_LOG if settings.access_log else None,
+        **_access_log(settings),
     )
     return 0
 
@@ -92,8 +97,7 @@ async def run_dev(settings: Settings, stop: asyncio.Event, *, ready: asyncio.Eve
     runner = web.AppRunner(
         create_app(settings),
         shutdown_timeout=API_SHUTDOWN_TIMEOUT,
-        access_log_class=logs.AccessLogger,
-        access_log=logs.ACCESS_LOG if settings.access_log else None,
+        **_access_log(settings),
     )
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import time
 
 import aiohttp
@@ -28,19 +27,11 @@ _POLLS = metrics.labelled(metrics.POLLS)
 _EVENTS = metrics.labelled(metrics.EVENTS)
 
 
-@functools.lru_cache(maxsize=4096)
-def _parse(url: str) -> URL | None:
-    """A monitor is polled many times: its URL is parsed once (yarl URLs are immutable, so shared)."""
-    try:
-        return URL(url)
-    except ValueError:
-        return None
-
-
 async def request_monitor(session: aiohttp.ClientSession, settings: Settings, url: str) -> PollResult:
     """GET the monitor: no credentials, no redirects, at most 1 MiB read. Never raises for the peer's faults."""
-    target = _parse(url)  # the host check here and the SSRF check in fetch share it
-    if target is None:
+    try:
+        target = URL(url)  # parsed once (yarl remembers parses): the host check and fetch's SSRF check share it
+    except ValueError:
         return PollResult(Kind.INVALID, detail="the monitor URL does not parse")
     if not host_matches(target.host or "", settings.monitor_allowed_hosts):
         return PollResult(Kind.INVALID, detail="monitor host not in RELAY_MONITOR_ALLOWED_HOSTS")
