@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 from standardwebhooks.webhooks import Webhook
 
-__all__ = ["DEFAULT_MONITOR_HOSTS", "ConfigError", "Settings"]
+__all__ = ["DEFAULT_GRAPH_HOSTS", "DEFAULT_ITEM_HOSTS", "DEFAULT_MONITOR_HOSTS", "ConfigError", "Settings"]
 
-DEFAULT_MONITOR_HOSTS: tuple[str, ...] = (
+#: Microsoft's Graph, OneDrive and SharePoint hosts (commercial and national clouds)
+DEFAULT_GRAPH_HOSTS: tuple[str, ...] = (
     "graph.microsoft.com",
     "graph.microsoft.us",
     "dod-graph.microsoft.us",
@@ -30,6 +31,9 @@ DEFAULT_MONITOR_HOSTS: tuple[str, ...] = (
     "*.microsoftpersonalcontent.com",
     "*.svc.ms",
 )
+DEFAULT_MONITOR_HOSTS = DEFAULT_GRAPH_HOSTS
+#: where a DriveItem request (and with it a Graph token) may go
+DEFAULT_ITEM_HOSTS = DEFAULT_GRAPH_HOSTS
 DEFAULT_DELIVERY_SCHEDULE: tuple[float, ...] = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
 
 
@@ -97,7 +101,9 @@ class Settings:
     api_tokens: tuple[str, ...] = ()
     signing_secrets: tuple[str, ...] = ()
     monitor_allowed_hosts: tuple[str, ...] = DEFAULT_MONITOR_HOSTS
-    callback_allowed_hosts: tuple[str, ...] = ()
+    item_allowed_hosts: tuple[str, ...] = DEFAULT_ITEM_HOSTS
+    #: hosts relay may reach although they are (or resolve to) loopback/private addresses: callbacks, monitors, items
+    internal_hosts: tuple[str, ...] = ()
     poll_initial_interval: float = 1.0
     poll_max_interval: float = 60.0
     job_timeout: float = 259200.0
@@ -113,6 +119,10 @@ class Settings:
     retry_after_cap: float = 3600.0
     encryption_keys: tuple[str, ...] = ()
     worker_metrics_port: int = 9100
+    #: how long a job whose DriveItem request was refused (401) waits for a PATCHed authorization; 0: no wait
+    authorization_wait: float = 3600.0
+    #: one line per deprecated setting that was used, for the entry point to log
+    deprecations: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -139,6 +149,7 @@ class Settings:
         log_format = env.get("RELAY_LOG_FORMAT") or ("console" if _stderr_is_tty() else "json")
         if log_format not in ("json", "console"):
             raise ConfigError(f"RELAY_LOG_FORMAT={log_format!r} must be 'json' or 'console'")
+        internal, deprecations = _internal_hosts(env)
         redis_url = env.get("REDIS_URL") or None
         if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
@@ -149,7 +160,8 @@ class Settings:
             api_tokens=_list(env.get("RELAY_API_TOKENS")),
             signing_secrets=secrets,
             monitor_allowed_hosts=_list(env.get("RELAY_MONITOR_ALLOWED_HOSTS")) or DEFAULT_MONITOR_HOSTS,
-            callback_allowed_hosts=tuple(h.lower() for h in _list(env.get("RELAY_CALLBACK_ALLOWED_HOSTS"))),
+            item_allowed_hosts=_list(env.get("RELAY_ITEM_ALLOWED_HOSTS")) or DEFAULT_ITEM_HOSTS,
+            internal_hosts=internal,
             poll_initial_interval=initial,
             poll_max_interval=maximum,
             job_timeout=_duration(env, "RELAY_JOB_TIMEOUT", 259200.0, minimum=1),
@@ -163,6 +175,8 @@ class Settings:
             job_retention=_duration(env, "RELAY_JOB_RETENTION", 7 * 86400.0, minimum=60),
             encryption_keys=_list(env.get("RELAY_ENCRYPTION_KEY")),
             worker_metrics_port=_int(env, "RELAY_WORKER_METRICS_PORT", 9100, minimum=0),
+            authorization_wait=_duration(env, "RELAY_AUTHORIZATION_WAIT", 3600.0),
+            deprecations=deprecations,
         )
 
     def check_serving(self) -> None:
@@ -186,6 +200,23 @@ class Settings:
     @property
     def effective_redis_url(self) -> str:
         return self.redis_url or "redis://localhost:6379/0"
+
+
+def _internal_hosts(env: Mapping[str, str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """RELAY_INTERNAL_HOSTS, or its old name RELAY_CALLBACK_ALLOWED_HOSTS (still read, with a deprecation line)."""
+    raw = env.get("RELAY_INTERNAL_HOSTS")
+    deprecations: tuple[str, ...] = ()
+    old = env.get("RELAY_CALLBACK_ALLOWED_HOSTS")
+    if old is not None:
+        if raw is None:
+            raw = old
+            deprecations = (
+                "RELAY_CALLBACK_ALLOWED_HOSTS is deprecated: it names the hosts monitor, DriveItem and callback "
+                "requests may reach on internal addresses; rename it RELAY_INTERNAL_HOSTS",
+            )
+        else:
+            deprecations = ("RELAY_CALLBACK_ALLOWED_HOSTS is ignored: RELAY_INTERNAL_HOSTS is set",)
+    return tuple(h.lower() for h in _list(raw)), deprecations
 
 
 def check_secret(secret: str, name: str) -> None:

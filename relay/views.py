@@ -55,7 +55,8 @@ def _destination_errors(request: web.Request, **urls: str | None) -> None:
         callback_url=urls.get("callback_url"),
         drive_item_url=urls.get("drive_item_url"),
         monitor_hosts=settings.monitor_allowed_hosts,
-        trusted_hosts=settings.callback_allowed_hosts,
+        item_hosts=settings.item_allowed_hosts,
+        trusted_hosts=settings.internal_hosts,
     )
     if errors:
         raise ProblemError(422, "Invalid request body", "a URL is not allowed", errors=errors)

@@ -197,7 +197,8 @@ class Bench:
             REDIS_URL=self.redis_server.url,
             RELAY_SIGNING_SECRETS=SECRET,
             RELAY_MONITOR_ALLOWED_HOSTS="127.0.0.1",
-            RELAY_CALLBACK_ALLOWED_HOSTS="127.0.0.1",
+            RELAY_ITEM_ALLOWED_HOSTS="127.0.0.1",
+            RELAY_INTERNAL_HOSTS="127.0.0.1",
             RELAY_LOG_FORMAT="json",
             RELAY_WORKER_METRICS_PORT="0",
         )

@@ -79,7 +79,7 @@ async def test_invalid_fields_get_422_with_field_errors(api: Api, fields: dict[s
 
 
 async def test_private_callback_rejected_unless_allowed(settings: Settings, redis: Redis) -> None:
-    async with running_api(with_settings(settings, callback_allowed_hosts=())) as api:
+    async with running_api(with_settings(settings, internal_hosts=())) as api:
         for url in ("http://127.0.0.1:9/hook", "http://169.254.169.254/latest", "http://[::ffff:10.0.0.1]/x"):
             status, problem, _ = await api.request("POST", "/v1/jobs", json=body(callbackUrl=url))
             assert status == 422, url

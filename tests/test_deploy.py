@@ -271,7 +271,7 @@ def test_sidecar_layout() -> None:
     assert set(sidecars) == {"relay-api", "relay-worker"}
     for sidecar in sidecars.values():
         assert sidecar["restartPolicy"] == "Always", "a native sidecar"
-        assert env(sidecar)["RELAY_CALLBACK_ALLOWED_HOSTS"]["value"] == "localhost"
+        assert env(sidecar)["RELAY_INTERNAL_HOSTS"]["value"] == "localhost"
     api = sidecars["relay-api"]
     assert role(api) == "serve" and role(sidecars["relay-worker"]) == "worker"
     assert env(api)["RELAY_HOST"]["value"] == "127.0.0.1"
@@ -291,7 +291,7 @@ def test_shared_layout() -> None:
     (worker_container,) = worker["spec"]["template"]["spec"]["containers"]
     assert role(api_container) == "serve" and role(worker_container) == "worker"
     assert env(api_container)["RELAY_HOST"]["value"] == "0.0.0.0"
-    assert "RELAY_CALLBACK_ALLOWED_HOSTS" not in env(worker_container), "the SSRF guard stays whole"
+    assert "RELAY_INTERNAL_HOSTS" not in env(worker_container), "the SSRF guard stays whole"
 
     def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
         return selector.items() <= labels.items()

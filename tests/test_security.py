@@ -34,7 +34,7 @@ async def hostile() -> AsyncIterator[str]:
 
 @pytest.fixture
 async def session(settings: Settings) -> AsyncIterator[aiohttp.ClientSession]:
-    async with create_session(settings.callback_allowed_hosts) as client:
+    async with create_session(settings.internal_hosts) as client:
         yield client
 
 
@@ -174,7 +174,7 @@ async def test_authorization_refused_without_key_material(settings: Settings, re
 async def test_loopback_callbacks_refused_at_registration(settings: Settings, redis: Redis, callback: str) -> None:
     from tests.conftest import running_api
 
-    async with running_api(with_settings(settings, callback_allowed_hosts=("127.0.0.1",))) as api:
+    async with running_api(with_settings(settings, internal_hosts=("127.0.0.1",))) as api:
         status, problem, _ = await api.request(
             "POST", "/v1/jobs", json={"monitorUrl": "http://127.0.0.1:9/m", "callbackUrl": callback}
         )
@@ -190,7 +190,7 @@ async def test_name_resolving_to_loopback_is_refused_at_connect_time(settings: S
         pytest.skip("this machine's host name does not resolve")
     if any(address_allowed(a) for a in addresses):
         pytest.skip("this machine's host name resolves to a public address")
-    strict = with_settings(settings, callback_allowed_hosts=(), monitor_allowed_hosts=(name,))
+    strict = with_settings(settings, internal_hosts=(), monitor_allowed_hosts=(name,))
     async with create_session(()) as client:
         result = await request_monitor(client, strict, f"http://{name}:9/monitor/1")
     assert result.kind is Kind.RETRY and "network" in result.detail

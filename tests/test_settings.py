@@ -21,14 +21,14 @@ def test_lists_and_numbers_parse() -> None:
         {
             "RELAY_API_TOKENS": "a, b,",
             "RELAY_SIGNING_SECRETS": f"{SECRET},{SECRET}",
-            "RELAY_CALLBACK_ALLOWED_HOSTS": "LocalHost",
+            "RELAY_INTERNAL_HOSTS": "LocalHost",
             "RELAY_POLL_INITIAL_INTERVAL": "0.5",
             "RELAY_DELIVERY_SCHEDULE": "0,1.5,10",
             "RELAY_LOG_FORMAT": "console",
         }
     )
     assert s.api_tokens == ("a", "b")
-    assert s.callback_allowed_hosts == ("localhost",)
+    assert s.internal_hosts == ("localhost",)
     assert s.delivery_schedule == (0.0, 1.5, 10.0)
     assert s.poll_initial_interval == 0.5 and s.log_format == "console"
 
@@ -61,3 +61,12 @@ def test_open_bind_without_tokens_is_refused() -> None:
     Settings.from_env({"RELAY_HOST": "0.0.0.0", "RELAY_API_TOKENS": "t"}).check_serving()
     with pytest.raises(ConfigError, match="RELAY_API_TOKENS"):
         Settings.from_env({"RELAY_HOST": "0.0.0.0"}).check_serving()
+
+
+def test_internal_hosts_old_name_is_still_read_with_a_deprecation_line() -> None:
+    old = Settings.from_env({"RELAY_CALLBACK_ALLOWED_HOSTS": "localhost"})
+    assert old.internal_hosts == ("localhost",)
+    assert len(old.deprecations) == 1 and "RELAY_INTERNAL_HOSTS" in old.deprecations[0]
+    both = Settings.from_env({"RELAY_CALLBACK_ALLOWED_HOSTS": "a", "RELAY_INTERNAL_HOSTS": "b"})
+    assert both.internal_hosts == ("b",) and "ignored" in both.deprecations[0]
+    assert Settings.from_env({"RELAY_INTERNAL_HOSTS": "b"}).deprecations == ()

@@ -49,7 +49,8 @@ def api_process(redis_url: str, port: int) -> subprocess.Popen[bytes]:
         RELAY_PORT=str(port),
         RELAY_SIGNING_SECRETS=SECRET,
         RELAY_MONITOR_ALLOWED_HOSTS="127.0.0.1",
-        RELAY_CALLBACK_ALLOWED_HOSTS="127.0.0.1",
+        RELAY_ITEM_ALLOWED_HOSTS="127.0.0.1",
+        RELAY_INTERNAL_HOSTS="127.0.0.1",
     )
     return start_relay("serve", env)
 

@@ -45,6 +45,8 @@ def new_secret() -> str:
 def _settings() -> Settings:
     settings = Settings.from_env()
     logs.configure(settings.log_format)
+    for line in settings.deprecations:
+        log.warning("deprecated setting", detail=line)
     return settings
 
 

@@ -30,4 +30,4 @@ class Deps:
 
     @property
     def trusted_hosts(self) -> tuple[str, ...]:
-        return self.settings.callback_allowed_hosts
+        return self.settings.internal_hosts

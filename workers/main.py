@@ -76,9 +76,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["settings"] = settings
     redis = redis_client(settings.effective_redis_url)
     store = Store(redis, retention=settings.job_retention, job_timeout=settings.job_timeout)
-    session = create_session(
-        settings.callback_allowed_hosts, limit=settings.poll_concurrency + settings.delivery_concurrency
-    )
+    session = create_session(settings.internal_hosts, limit=settings.poll_concurrency + settings.delivery_concurrency)
     vault = Vault(settings.vault_keys)
     deps = Deps(settings=settings, store=store, session=session, arq=ctx["redis"], vault=vault, rng=random.Random())
     lease = settings.lease

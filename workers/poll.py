@@ -40,7 +40,7 @@ async def request_monitor(session: aiohttp.ClientSession, settings: Settings, ur
             session,
             "GET",
             target,
-            trusted_hosts=settings.callback_allowed_hosts,
+            trusted_hosts=settings.internal_hosts,
             time_limit=settings.request_timeout,
             max_body=MAX_BODY,
             headers=_MONITOR_HEADERS,

@@ -18,12 +18,13 @@ import aiohttp
 import structlog
 from arq import Retry
 from arq.connections import ArqRedis
+from yarl import URL
 
 from relay import keys, metrics
 from relay.client import fetch
 from relay.crypto import InvalidToken
 from relay.monitor import MAX_BODY
-from relay.ssrf import Blocked
+from relay.ssrf import Blocked, host_matches
 from relay.store import JobOp
 from relay.tracking import completion_event
 from workers.context import Deps
@@ -57,6 +58,10 @@ async def fetch_item(deps: Deps, job: dict[str, str], job_try: int) -> tuple[Any
         return None, {"code": "noDriveItemUrl", "message": "no driveItemUrl was registered"}
     if not resource_id:
         return None, {"code": "noResourceId", "message": "the monitor reported no resourceId"}
+    url = item_url(template, resource_id)
+    if not host_matches(URL(url).host or "", deps.settings.item_allowed_hosts):
+        # checked at registration too; the allowlist may have narrowed since: no token leaves for that host
+        return None, {"code": "blocked", "message": "the DriveItem host is not in RELAY_ITEM_ALLOWED_HOSTS"}
     headers = {"Accept": "application/json"}
     if job.get("authorization"):
         try:
@@ -70,7 +75,7 @@ async def fetch_item(deps: Deps, job: dict[str, str], job_try: int) -> tuple[Any
         resp = await fetch(
             deps.session,
             "GET",
-            item_url(template, resource_id),
+            url,
             trusted_hosts=deps.trusted_hosts,
             time_limit=deps.settings.request_timeout,
             max_body=MAX_BODY,
