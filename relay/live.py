@@ -309,7 +309,7 @@ async def job_events(request: web.Request) -> web.StreamResponse:
 
 # -- GET /v1/stream ---------------------------------------------------------------------------
 
-_FINGERPRINT_FIELDS = ["owner", "seq", "status", "percentage", "terminal", "resource_id"]
+_FINGERPRINT_FIELDS = ["owner", "seq", "status", "percentage", "terminal", "resource_id", "phase"]
 
 
 @routes.get("/v1/stream")

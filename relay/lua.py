@@ -39,6 +39,12 @@ local function drop_from_monitor(prefix, jk, job_id)
   return mk
 end
 
+-- the job's monitor comes due no later than `at` (ms): a job waiting for authorization ends on time
+local function wake_monitor(jk, at)
+  local mk = redis.call('HGET', jk, 'monitor_key')
+  if mk then redis.call('ZADD', '__MONITORS__', 'XX', 'LT', at, mk) end
+end
+
 -- the monitor's last job has gone: stop polling it
 local function drop_monitor_if_empty(prefix, mk_id)
   local mk = prefix .. 'monitor:' .. mk_id
@@ -71,6 +77,11 @@ local function apply_job_op(prefix, deliveries, op, now, event_ttl, retention)
   local seq = tonumber(redis.call('HGET', jk, 'seq') or '0')
   if op.prev_seq ~= nil and seq ~= tonumber(op.prev_seq) then return 'stale' end
   if op.phase ~= nil and (redis.call('HGET', jk, 'phase') or 'tracking') ~= op.phase then return 'stale' end
+  if op.expect then
+    for k, v in pairs(op.expect) do
+      if (redis.call('HGET', jk, k) or '') ~= v then return 'stale' end
+    end
+  end
   if op.set then
     for k, v in pairs(op.set) do redis.call('HSET', jk, k, v) end
   end
@@ -100,6 +111,8 @@ local function apply_job_op(prefix, deliveries, op, now, event_ttl, retention)
     redis.call('HDEL', jk, 'authorization')
     drop_from_monitor(prefix, jk, op.job)
     expire_job(jk, retention)
+  elseif op.wake then
+    wake_monitor(jk, op.wake)
   end
   return 'ok'
 end
@@ -242,13 +255,26 @@ return 1
 """
 )
 
-# KEYS: job hash; ARGV: fields json. Only a job still being tracked can change.
-PATCH = """
+# KEYS: job hash, monitors zset; ARGV: fields json, prefix. Only a job still being tracked can change.
+# A new authorization for a job waiting for one starts its resolution again at once: the job goes back
+# to 'resolving' and its (completed) monitor comes due now, so a worker's recheck picks it up.
+PATCH = (
+    NOW_MS
+    + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if redis.call('HGET', KEYS[1], 'terminal') == '1' then return -1 end
-for k, v in pairs(cjson.decode(ARGV[1])) do redis.call('HSET', KEYS[1], k, v) end
+local fields = cjson.decode(ARGV[1])
+for k, v in pairs(fields) do redis.call('HSET', KEYS[1], k, v) end
+if fields.authorization and redis.call('HGET', KEYS[1], 'phase') == 'authorizing' then
+  redis.call('HSET', KEYS[1], 'phase', 'resolving')
+  redis.call('HDEL', KEYS[1], 'auth_wait_until')
+  local mk = redis.call('HGET', KEYS[1], 'monitor_key')
+  if mk then redis.call('ZADD', KEYS[2], 'XX', 'LT', now, mk) end
+  return 2
+end
 return 1
 """
+)
 
 # Batched (relay.batched). KEYS: deliveries zset, tokens hash, dead-letter zset; shared ARGV: prefix
 # per call: job id, token, event id, outcome, delay_ms, superseded ids, attempt records (JSON texts), error json

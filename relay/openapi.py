@@ -49,6 +49,12 @@ _JOB = {
         "driveItemUrl": _NULLABLE_STR,
         "monitorHost": {"type": "string"},
         "sequence": {"type": "integer", "minimum": 0},
+        "phase": {
+            "type": "string",
+            "enum": ["tracking", "resolving", "awaitingAuthorization", "ended"],
+            "description": "awaitingAuthorization: the DriveItem request was refused; PATCH a fresh authorization",
+        },
+        "authorizationWaitUntil": {"type": ["string", "null"], "format": "date-time"},
     },
     "required": ["id", "status", "percentageComplete", "createdDateTime", "pollCount", "callbackUrl", "sequence"],
 }

@@ -30,6 +30,8 @@ from typing import Any
 from aiohttp import web
 from multidict import CIMultiDict
 
+from relay.simtokens import TokenIssuer
+
 __all__ = ["COMPLETIONS", "MONITOR_STYLES", "OUTCOMES", "SimOperation", "SimOptions", "Simulator", "run_simulator"]
 
 COMPLETIONS = ("303", "303-bare", "beta202", "beta200", "item200")
@@ -291,8 +293,16 @@ class SimOperation:
 class Simulator:
     """The simulated Graph endpoints, the monitors and the control API, as one aiohttp application."""
 
-    def __init__(self, *, token: str = "sim-token", seed: int | None = None) -> None:  # noqa: S107  # a simulator
+    def __init__(
+        self,
+        *,
+        token: str = "sim-token",  # noqa: S107  # a simulator
+        seed: int | None = None,
+        token_ttl: float | None = None,
+    ) -> None:
+        """``token_ttl``: seconds the fixed ``token`` lives (from now), and issued tokens' default; None: forever."""
         self.token = token
+        self.tokens = TokenIssuer(token, ttl=token_ttl)
         self.base_url = ""
         self.operations: dict[str, SimOperation] = {}
         self.item_requests = 0
@@ -334,15 +344,31 @@ class Simulator:
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def _authorized(self, request: web.Request) -> bool:
-        return secrets.compare_digest(request.headers.get("Authorization", ""), f"Bearer {self.token}")
+    def _refusal(self, request: web.Request) -> web.Response | None:
+        """Graph's 401 for a missing, unknown or expired token; None when the token is live."""
+        message = self.tokens.refusal(request.headers.get("Authorization", ""))
+        if message is None:
+            return None
+        return self._graph_error(
+            401,
+            "InvalidAuthenticationToken",
+            message,
+            inner={"date": _iso(datetime.now(UTC)), "request-id": str(uuid.uuid4())},
+            headers={"WWW-Authenticate": 'Bearer realm="", error="invalid_token"'},
+        )
 
     @staticmethod
-    def _graph_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
-        return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
-
-    def _unauthorized(self) -> web.Response:
-        return self._graph_error(401, "InvalidAuthenticationToken", "Access token is empty or invalid.")
+    def _graph_error(
+        status: int,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        inner: dict[str, str] | None = None,
+    ) -> web.Response:
+        error: dict[str, Any] = {"code": code, "message": message}
+        if inner:
+            error["innerError"] = inner
+        return web.json_response({"error": error}, status=status, headers=headers)
 
     async def _json_body(self, request: web.Request) -> dict[str, Any]:
         if not request.can_read_body:
@@ -381,13 +407,13 @@ class Simulator:
     # -- Graph endpoints ------------------------------------------------------------------------
 
     async def _copy(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
-            return self._unauthorized()
+        if (refused := self._refusal(request)) is not None:
+            return refused
         return self._start_action(request, await self._json_body(request))
 
     async def _children(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
-            return self._unauthorized()
+        if (refused := self._refusal(request)) is not None:
+            return refused
         body = await self._json_body(request)
         if "@microsoft.graph.sourceUrl" not in body:
             return self._graph_error(400, "invalidRequest", "Only upload from URL is simulated on /children.")
@@ -400,8 +426,8 @@ class Simulator:
     async def _item(self, request: web.Request) -> web.Response:
         self.item_requests += 1
         self.item_auth_headers.append(request.headers.get("Authorization", ""))
-        if not self._authorized(request):
-            return self._unauthorized()
+        if (refused := self._refusal(request)) is not None:
+            return refused
         op = self._by_resource.get(request.match_info["item_id"])
         if op is None or not (op.options.script or op.is_complete()):
             return self._graph_error(404, "itemNotFound", "The resource could not be found.")
@@ -490,6 +516,23 @@ class Simulator:
         self._control_op(request).deleted = True
         return web.Response(status=204)
 
+    async def _token_issue(self, request: web.Request) -> web.Response:
+        """``POST /sim/tokens`` (optional ``{"ttl": seconds}``): a fresh token, as an OAuth token endpoint answers."""
+        body = await self._json_body(request)
+        ttl = body.get("ttl")
+        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl >= 0):
+            return self._graph_error(400, "invalidRequest", "ttl must be a number of seconds >= 0")
+        token, expires = self.tokens.issue(None if ttl is None else float(ttl))
+        answer: dict[str, Any] = {"token_type": "Bearer", "access_token": token}
+        if expires is not None:
+            answer["expires_in"] = max(0, round(expires - time.time()))
+        return web.json_response(answer, status=201)
+
+    async def _token_expire(self, _: web.Request) -> web.Response:
+        """``DELETE /sim/tokens``: every token so far expires now (a copy that outlived its token, without the wait)."""
+        self.tokens.expire_all()
+        return web.Response(status=204)
+
     async def _stats(self, _: web.Request) -> web.Response:
         return web.json_response(
             {"operations": len(self.operations), "polls": self.total_polls, "itemRequests": self.item_requests}
@@ -516,6 +559,8 @@ class Simulator:
         app.router.add_get("/sim/operations/{op_id}", self._control_get)
         app.router.add_delete("/sim/operations/{op_id}", self._control_delete)
         app.router.add_get("/sim/stats", self._stats)
+        app.router.add_post("/sim/tokens", self._token_issue)
+        app.router.add_delete("/sim/tokens", self._token_expire)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
@@ -548,11 +593,12 @@ def _respond(status: int, headers: dict[str, str], body: Any) -> web.Response:
     return web.Response(status=status, headers=out, body=json.dumps(body).encode())
 
 
-async def run_simulator(host: str, port: int, token: str) -> None:
+async def run_simulator(host: str, port: int, token: str, token_ttl: float | None = None) -> None:
     """Run the simulator until cancelled, after printing where it listens."""
-    sim = Simulator(token=token)
+    sim = Simulator(token=token, token_ttl=token_ttl)
     base = await sim.start(host, port)
-    print(f"simulator listening on {base} (token: {token})", flush=True)
+    lifetime = "" if token_ttl is None else f", expires in {token_ttl:g} s; POST /sim/tokens for fresh ones"
+    print(f"simulator listening on {base} (token: {token}{lifetime})", flush=True)
     try:
         await asyncio.Event().wait()
     finally:

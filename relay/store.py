@@ -37,9 +37,17 @@ class JobOp:
     events: list[dict[str, str]] = field(default_factory=list)  # {"id", "type", "body"}
     terminal: bool = False
     phase: str | None = None
+    #: fields that must still hold these values ('' for absent), else the op is stale
+    expect: dict[str, str] = field(default_factory=dict)
+    #: the job's monitor comes due no later than this (ms, Redis clock)
+    wake_ms: int | None = None
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"job": self.job, "prev_seq": self.prev_seq, "terminal": self.terminal}
+        if self.expect:
+            out["expect"] = self.expect
+        if self.wake_ms is not None:
+            out["wake"] = self.wake_ms
         if self.set:
             out["set"] = self.set
         if self.delete:
@@ -163,8 +171,8 @@ class Store:
         )
 
     async def patch(self, job_id: str, fields: dict[str, str]) -> int:
-        """1 changed, 0 no such job, -1 the job has ended."""
-        return int(await self._patch(keys=[keys.job(job_id)], args=[json.dumps(fields)]))
+        """1 changed, 2 changed and woke a job waiting for authorization, 0 no such job, -1 the job has ended."""
+        return int(await self._patch(keys=[keys.job(job_id), keys.MONITORS], args=[json.dumps(fields), keys.PREFIX]))
 
     async def attempts(self, job_id: str) -> list[dict[str, Any]]:
         raw = await self.redis.lrange(keys.job_attempts(job_id), 0, -1)  # type: ignore[misc]  # redis-py 5 types sync|async
@@ -303,7 +311,15 @@ def render_job(job: dict[str, str], polls: str | None, last_polled: str | None, 
         "driveItemUrl": job.get("drive_item_url") or None,
         "monitorHost": job.get("monitor_host"),
         "sequence": int(job.get("seq") or 0),
+        "phase": _PHASES.get(job.get("phase") or "tracking", "tracking"),
+        "authorizationWaitUntil": isoformat(int(job["auth_wait_until"]) / 1000)
+        if job.get("phase") == "authorizing" and job.get("auth_wait_until")
+        else None,
     }
+
+
+#: the job's phase as the API names it
+_PHASES = {"tracking": "tracking", "resolving": "resolving", "authorizing": "awaitingAuthorization", "done": "ended"}
 
 
 def _pairs(flat: list[str]) -> dict[str, str]:

@@ -18,10 +18,22 @@ from relay.monitor import Kind, PollResult, job_status
 from relay.settings import Settings
 from relay.store import JobOp
 
-__all__ = ["RESOLVE_RECHECK", "PollPlan", "completed_from_monitor", "completion_event", "failure_op", "plan_poll"]
+__all__ = [
+    "AWAITING_AUTHORIZATION",
+    "RESOLVE_RECHECK",
+    "PollPlan",
+    "completed_from_monitor",
+    "completion_event",
+    "completion_op",
+    "failure_op",
+    "job_event",
+    "plan_poll",
+]
 
 #: a completed monitor is looked at again after this long, to re-enqueue resolutions a crash lost
 RESOLVE_RECHECK = 60.0
+#: the job phase of a job whose DriveItem request was refused, while it waits for a PATCHed authorization
+AWAITING_AUTHORIZATION = "authorizing"
 
 
 @dataclass(slots=True)
@@ -48,7 +60,7 @@ def completed_from_monitor(monitor: dict[str, str]) -> PollResult | None:
     )
 
 
-def _event(
+def job_event(
     kind: str, job: dict[str, str], seq: int, now_ms: int, status: str, pct: float, **extra: Any
 ) -> dict[str, str]:
     event_id = new_event_id()
@@ -70,7 +82,7 @@ def failure_op(job: dict[str, str], now_ms: int, error: dict[str, Any], *, phase
     """The terminal ``job.failed`` change for a job."""
     seq = int(job.get("seq") or 0)
     pct = float(job.get("percentage") or 0)
-    event = _event(FAILED, job, seq + 1, now_ms, "failed", pct, error=error)
+    event = job_event(FAILED, job, seq + 1, now_ms, "failed", pct, error=error)
     return JobOp(
         job=job["id"],
         prev_seq=seq,
@@ -87,7 +99,20 @@ def completion_event(
     extra: dict[str, Any] = {"resourceId": job.get("resource_id") or None, "driveItem": drive_item}
     if resolution_error is not None:
         extra["resolutionError"] = resolution_error
-    return _event(COMPLETED, job, int(job.get("seq") or 0) + 1, now_ms, "completed", 100.0, **extra)
+    return job_event(COMPLETED, job, int(job.get("seq") or 0) + 1, now_ms, "completed", 100.0, **extra)
+
+
+def completion_op(
+    job: dict[str, str], now_ms: int, drive_item: Any, resolution_error: dict[str, Any] | None, *, phase: str
+) -> JobOp:
+    """The terminal ``job.completed`` change of a job in ``phase`` (resolving, or waiting for authorization)."""
+    sets = {"status": "completed", "percentage": "100.0"}
+    if drive_item is not None:
+        sets["drive_item"] = json.dumps(drive_item)
+    if resolution_error is not None:
+        sets["resolution_error"] = json.dumps(resolution_error)
+    event = completion_event(job, now_ms, drive_item, resolution_error)
+    return JobOp(job=job["id"], prev_seq=int(job.get("seq") or 0), phase=phase, set=sets, events=[event], terminal=True)
 
 
 def plan_poll(
@@ -131,7 +156,15 @@ def plan_poll(
             fields["drive_item"] = json.dumps(result.drive_item)
 
     operation = result.operation or monitor.get("operation") or None
+    waiting_until: list[int] = []
     for job in jobs:
+        if job.get("phase") == AWAITING_AUTHORIZATION:
+            wait_over = _authorization_wait_over(job, now_ms)
+            if wait_over is None:
+                waiting_until.append(int(job.get("auth_wait_until") or now_ms))
+            else:
+                plan.ops.append(wait_over)
+            continue
         op = _plan_job(result, job, now_ms, settings, invalid, operation)
         if op is not None:
             plan.ops.append(op)
@@ -139,7 +172,9 @@ def plan_poll(
             plan.resolve.append(job["id"])
 
     if result.kind is Kind.COMPLETED:
-        plan.delay = RESOLVE_RECHECK
+        # a job waiting for authorization ends when its wait does, not at the next minute's recheck
+        plan.delay = min([RESOLVE_RECHECK, *((until - now_ms) / 1000.0 for until in waiting_until)])
+        plan.delay = max(plan.delay, 0.0)
     else:
         streak = 0 if plan.changed else streak + 1
         fields["streak"] = str(streak)
@@ -185,6 +220,15 @@ def _predicted_delay(
     return delay * rng.uniform(0.9, 1.0)
 
 
+def _authorization_wait_over(job: dict[str, str], now_ms: int) -> JobOp | None:
+    """A job that waited for a fresh authorization in vain ends as the refused request left it."""
+    if now_ms < int(job.get("auth_wait_until") or 0):
+        return None
+    error = json.loads(job["auth_error"]) if job.get("auth_error") else {"code": "httpError", "httpStatus": 401}
+    error = {**error, "message": f"{error.get('message') or 'refused'}; no usable authorization came in time"}
+    return completion_op(job, now_ms, None, error, phase=AWAITING_AUTHORIZATION)
+
+
 def _plan_job(
     result: PollResult,
     job: dict[str, str],
@@ -210,7 +254,7 @@ def _plan_job(
         if status == job.get("status") and pct == old_pct:
             return None
         extra = {"monitorStatus": result.status} if result.status else {}
-        event = _event(PROGRESS, job, seq + 1, now_ms, status, pct, **extra)
+        event = job_event(PROGRESS, job, seq + 1, now_ms, status, pct, **extra)
         sets = {"status": status, "percentage": repr(pct), "monitor_status": result.status or ""}
         if operation:
             sets["operation"] = operation

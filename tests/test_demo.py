@@ -10,7 +10,8 @@ from tests.helpers import RELAY, relay_env
 
 
 @pytest.mark.parametrize(
-    ("args", "expected"), [([], "job.completed"), (["--action", "upload", "--fail"], "job.failed")]
+    ("args", "expected"),
+    [([], "job.completed"), (["--action", "upload", "--fail"], "job.failed"), (["--long"], "job.completed")],
 )
 def test_demo_shows_the_terminal_event(args: list[str], expected: str) -> None:
     env = relay_env()
@@ -20,3 +21,5 @@ def test_demo_shows_the_terminal_event(args: list[str], expected: str) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"verified {expected}" in proc.stdout
     assert '"driveItem"' in proc.stdout or expected == "job.failed"
+    if "--long" in args:
+        assert "job.authorizationRequired" in proc.stdout and "after the PATCH answered" in proc.stdout

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
+from relay.settings import Settings
 from relay.simulator import Simulator
-from tests.conftest import Api
+from tests.conftest import Api, with_settings
 from tests.helpers import Receiver, eventually
 
 
@@ -153,12 +155,15 @@ async def test_throttling_and_server_errors_do_not_fail_the_job(
     assert_well_formed(receiver.events(job["id"]), job["id"])
 
 
-async def test_item_request_failure_completes_with_resolution_error(
-    api: Api, simulator: Simulator, receiver: Receiver, worker: Any
+async def test_without_an_authorization_wait_a_refused_item_request_completes_with_the_401(
+    api: Api, simulator: Simulator, receiver: Receiver, settings: Settings, start_worker: Callable[..., Any]
 ) -> None:
     op = simulator.create(duration=0.2)
     job = await api.create(**job_fields(simulator, op.monitor_url, receiver, authorization="Bearer expired"))
-    await receiver.wait_for(lambda: receiver.terminal(job["id"]) is not None)
+    async with start_worker(with_settings(settings, authorization_wait=0)):
+        await receiver.wait_for(lambda: receiver.terminal(job["id"]) is not None)
+    assert [e["type"] for e in receiver.events(job["id"])][-1:] == ["job.completed"]
+    assert not any(e["type"] == "job.authorizationRequired" for e in receiver.events(job["id"]))
     done = receiver.terminal(job["id"])
     assert done is not None and done["type"] == "job.completed"
     assert done["data"]["driveItem"] is None

@@ -107,3 +107,25 @@ async def test_cancel_and_errors(owned_api: Api, simulator: Simulator, receiver:
     assert code == 1 and "409 No terminal event" in err
     code, _, err = await relay_jobs(owned_api, "show", "0" * 32)
     assert code == 1 and "404 Not Found: no such job" in err
+
+
+async def test_a_job_waiting_for_authorization_says_so(
+    owned_api: Api, simulator: Simulator, receiver: Receiver, worker: Any
+) -> None:
+    op = simulator.create(duration=0.2)
+    body = {
+        "monitorUrl": op.monitor_url,
+        "callbackUrl": receiver.url,
+        "driveItemUrl": f"{simulator.base_url}/v1.0/me/drive/items/{{resourceId}}",
+        "authorization": "Bearer expired-long-ago",
+    }
+    status, job, _ = await owned_api.request(
+        "POST", "/v1/jobs", json=body, headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    assert status == 201
+    await receiver.wait_for(lambda: any(e["type"] == "job.authorizationRequired" for e in receiver.events(job["id"])))
+    code, out, err = await relay_jobs(owned_api, "list")
+    assert code == 0 and "waiting for authorization" in out, err
+    code, out, err = await relay_jobs(owned_api, "show", job["id"])
+    assert code == 0, err
+    assert "awaitingAuthorization" in out and "job.authorizationRequired" in out

@@ -152,14 +152,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     logs.configure(os.environ.get("RELAY_LOG_FORMAT") or ("console" if sys.stderr.isatty() else "json"))
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_simulator(args.host, args.port, args.token))
+        asyncio.run(run_simulator(args.host, args.port, args.token, args.token_ttl))
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from workers.demo import run_demo
 
-    code: int = asyncio.run(run_demo(action=args.action, fail=args.fail, duration=args.duration))
+    code: int = asyncio.run(run_demo(action=args.action, fail=args.fail, duration=args.duration, long=args.long))
     return code
 
 
@@ -178,11 +178,22 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--action", choices=["copy", "upload"], default="copy", help="the long-running action to start")
     demo.add_argument("--fail", action="store_true", help="make the copy fail, to see job.failed")
     demo.add_argument("--duration", type=float, default=8.0, help="seconds the simulated action takes")
+    demo.add_argument(
+        "--long",
+        action="store_true",
+        help="a copy that outlives its token: relay asks for a fresh one, the app PATCHes it",
+    )
     demo.set_defaults(func=cmd_demo)
     sim = sub.add_parser("simulate", help="the Graph long-running-action simulator as a standalone server")
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=8081)
     sim.add_argument("--token", default="sim-token", help="bearer token the simulated Graph accepts")
+    sim.add_argument(
+        "--token-ttl",
+        type=float,
+        default=None,
+        help="seconds until --token expires (401 from then on), and the lifetime of tokens from POST /sim/tokens",
+    )
     sim.set_defaults(func=cmd_simulate)
     add_jobs_parser(sub)
     return parser

@@ -4,6 +4,10 @@ Starts an embedded Redis, the Graph simulator, relay (API + worker) and a small 
 verifies every signature; starts a simulated large-folder copy (or an upload from URL) the way an
 app would, registers its monitor URL with relay, and draws a progress bar from the webhooks it
 receives. Everything listens on 127.0.0.1 and stops when the tour ends.
+
+``--long`` shows a copy that outlives the app's token: the simulator's tokens expire (as Graph's do
+after 60-90 minutes), relay asks with ``job.authorizationRequired``, and the app answers by PATCHing
+a fresh token; the tour ends with the DriveItem and prints how soon after the PATCH it was recorded.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ import asyncio
 import contextlib
 import json
 import socket
+import time
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -29,6 +35,25 @@ from relay.simulator import Simulator
 from workers.cli import new_secret, run_dev
 
 __all__ = ["run_demo"]
+
+
+async def _answer_ask(
+    session: aiohttp.ClientSession, sim: Simulator, api: str, console: Console, data: dict[str, Any]
+) -> float:
+    """What the app's receiver does with ``job.authorizationRequired``: PATCH the job with a fresh token."""
+    why = (
+        "its token had expired" if data.get("reason") == "tokenExpired" else f"Graph answered {data.get('httpStatus')}"
+    )
+    console.print(
+        f"   [yellow]job.authorizationRequired[/]: {why}; relay waits until {data['waitUntil']} for a fresh token"
+    )
+    body = {"authorization": await _token(session, sim, ttl=3600)}
+    async with session.patch(f"{api}/v1/jobs/{data['jobId']}", json=body) as resp:
+        resp.raise_for_status()
+    patched_at = time.time()
+    console.print("   the app PATCHed a fresh token; relay fetches the DriveItem now")
+    return patched_at
+
 
 TOKEN = "sim-token"  # noqa: S105  # the simulator's own demo token, not a secret
 
@@ -59,12 +84,19 @@ async def _receiver(secret: str, events: asyncio.Queue[dict[str, Any]]) -> tuple
     return runner, f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
 
 
+async def _token(session: aiohttp.ClientSession, sim: Simulator, ttl: float) -> str:
+    """What the app does to get a Graph token (MSAL against Entra ID); here the simulator's token endpoint."""
+    async with session.post(f"{sim.base_url}/sim/tokens", json={"ttl": ttl}) as resp:
+        answer = await resp.json()
+    return f"Bearer {answer['access_token']}"
+
+
 async def _start_action(
-    session: aiohttp.ClientSession, sim: Simulator, action: str, fail: bool, duration: float
+    session: aiohttp.ClientSession, sim: Simulator, action: str, fail: bool, duration: float, authorization: str
 ) -> str:
     """What the app does: ask Graph for the long-running action and take the monitor URL from Location."""
     knobs = f"duration={duration}" + ("&outcome=failed" if fail else "")
-    headers = {"Authorization": f"Bearer {TOKEN}", "Prefer": "respond-async"}
+    headers = {"Authorization": authorization, "Prefer": "respond-async"}
     if action == "upload":
         url = f"{sim.base_url}/v1.0/me/drive/items/root/children?{knobs}"
         body: dict[str, Any] = {
@@ -81,7 +113,7 @@ async def _start_action(
         return resp.headers["Location"]
 
 
-async def run_demo(*, action: str = "copy", fail: bool = False, duration: float = 8.0) -> int:
+async def run_demo(*, action: str = "copy", fail: bool = False, duration: float = 8.0, long: bool = False) -> int:
     console = Console()
     logs.configure("console", level=40)
     secret = new_secret()
@@ -106,7 +138,9 @@ async def run_demo(*, action: str = "copy", fail: bool = False, duration: float 
         relay_task = asyncio.create_task(run_dev(settings, stop, ready=ready))
         try:
             await ready.wait()
-            return await _tour(console, settings, sim, hook_url, events, action=action, fail=fail, duration=duration)
+            return await _tour(
+                console, settings, sim, hook_url, events, action=action, fail=fail, duration=duration, long=long
+            )
         finally:
             stop.set()
             with contextlib.suppress(Exception):
@@ -125,17 +159,22 @@ async def _tour(
     action: str,
     fail: bool,
     duration: float,
+    long: bool,
 ) -> int:
     api = f"http://{settings.host}:{settings.port}"
     console.print(f"[bold]relay demo[/]: simulator {sim.base_url}, relay {api}, receiver {hook_url}")
     async with aiohttp.ClientSession() as session:
-        monitor_url = await _start_action(session, sim, action, fail, duration)
+        # --long: the app's token lives a third of the copy, as a 60-90 minute Graph token beside a copy of hours
+        authorization = await _token(session, sim, ttl=duration / 3) if long else f"Bearer {TOKEN}"
+        monitor_url = await _start_action(session, sim, action, fail, duration, authorization)
         console.print(f"1. the app asked Graph to {action}: [green]202 Accepted[/] with a monitor URL")
+        if long:
+            console.print(f"   its token expires in {duration / 3:g} s; the copy takes {duration:g} s")
         registration = {
             "monitorUrl": monitor_url,
             "callbackUrl": hook_url,
             "driveItemUrl": f"{sim.base_url}/v1.0/me/drive/items/{{resourceId}}",
-            "authorization": f"Bearer {TOKEN}",
+            "authorization": authorization,
             "metadata": {"demo": action},
         }
         async with session.post(f"{api}/v1/jobs", json=registration) as resp:
@@ -145,6 +184,7 @@ async def _tour(
                 return 1
         console.print(f"2. it registered the monitor with relay: job [cyan]{job['id']}[/]; now it just listens\n")
         columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
+        patched_at: float | None = None
         with Progress(*columns, console=console) as progress:
             bar = progress.add_task("notStarted", total=100)
             while True:
@@ -158,11 +198,19 @@ async def _tour(
                 progress.update(
                     bar, completed=data["percentageComplete"], description=f"{event['type']} {data['status']}"
                 )
+                if event["type"] == "job.authorizationRequired":
+                    patched_at = await _answer_ask(session, sim, api, progress.console, data)
                 if event["type"] in ("job.completed", "job.failed"):
                     break
         console.print(
             f"\n3. verified [bold]{event['type']}[/] (webhook-id {item['webhook-id']}, sequence {data['sequence']}):"
         )
         console.print(Syntax(json.dumps(event, indent=2), "json", theme="ansi_dark", word_wrap=True))
+        if patched_at is not None:
+            recorded = datetime.fromisoformat(event["timestamp"]).timestamp()
+            console.print(f"4. {event['type']} was recorded {recorded - patched_at:.2f} s after the PATCH answered")
+        if long and (patched_at is None or not data.get("driveItem")):
+            console.print("[red]the long copy did not end with its DriveItem after a fresh token[/]")
+            return 1
         expected = "job.failed" if fail else "job.completed"
         return 0 if event["type"] == expected else 1

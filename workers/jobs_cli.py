@@ -29,6 +29,7 @@ _STATUS_STYLE = {
     "failed": "red",
     "cancelled": "dim",
     "inProgress": "yellow",
+    "waiting for authorization": "bold yellow",
     "notStarted": "dim",
     "delivered": "green",
     "dead": "red",
@@ -82,6 +83,13 @@ def _styled(value: str | None) -> Text:
     return Text(value, style=_STATUS_STYLE.get(value, ""))
 
 
+def _status(job: dict[str, Any]) -> Text:
+    """The job's status, or that it waits for a fresh authorization (the app must PATCH one)."""
+    if job.get("phase") == "awaitingAuthorization":
+        return _styled("waiting for authorization")
+    return _styled(job["status"])
+
+
 def _pct(job: dict[str, Any]) -> str:
     pct = float(job.get("percentageComplete") or 0)
     filled = round(pct / 10)
@@ -105,7 +113,7 @@ def _jobs_table(jobs: list[dict[str, Any]]) -> Table:
     for job in jobs:
         table.add_row(
             job["id"],
-            _styled(job["status"]),
+            _status(job),
             job.get("operation") or "",
             _pct(job),
             str(job.get("sequence", 0)),
@@ -145,7 +153,7 @@ async def _show(args: argparse.Namespace) -> int:
         if name == "percentageComplete":
             info.add_row(name, _pct(job))
         elif name == "status":
-            info.add_row(name, _styled(value))
+            info.add_row(name, _status(job))
         elif isinstance(value, dict | list):
             info.add_row(name, json.dumps(value))
         else:

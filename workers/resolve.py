@@ -4,6 +4,9 @@ Durability: the poller marks the job ``resolving`` (in the same script that reco
 before anything is fetched, and a completed monitor is looked at again every minute, enqueuing the
 arq task for any job still resolving; arq's ``_job_id`` keeps that task single, and the job's phase
 guard makes a second resolution record nothing.
+
+A refused request (401, or a token whose ``exp`` has passed) does not end the job: it records
+``job.authorizationRequired`` and waits for a PATCHed authorization (:mod:`relay.authorization`).
 """
 
 from __future__ import annotations
@@ -21,12 +24,12 @@ from arq.connections import ArqRedis
 from yarl import URL
 
 from relay import keys, metrics
+from relay.authorization import ask_op, bearer_expired, is_refusal
 from relay.client import fetch
 from relay.crypto import InvalidToken
 from relay.monitor import MAX_BODY
 from relay.ssrf import Blocked, host_matches
-from relay.store import JobOp
-from relay.tracking import completion_event
+from relay.tracking import completion_op
 from workers.context import Deps
 
 __all__ = ["RESOLVE_TASK", "enqueue_resolution", "resolve_item", "resolve_job", "resolve_soon"]
@@ -49,7 +52,11 @@ def item_url(template: str, resource_id: str) -> str:
 
 
 async def fetch_item(deps: Deps, job: dict[str, str], job_try: int) -> tuple[Any, dict[str, Any] | None]:
-    """(driveItem, None) or (None, resolutionError); raises ``Retry`` for transient failures."""
+    """(driveItem, None) or (None, resolutionError); raises ``Retry`` for transient failures.
+
+    With a wait for fresh authorizations configured, a ``Bearer`` JWT whose ``exp`` has passed is not
+    sent at all: the error ``authorizationExpired`` asks for a new one at once.
+    """
     if job.get("drive_item"):
         return json.loads(job["drive_item"]), None
     resource_id = job.get("resource_id")
@@ -71,6 +78,8 @@ async def fetch_item(deps: Deps, job: dict[str, str], job_try: int) -> tuple[Any
                 "code": "authorizationUnreadable",
                 "message": "the stored authorization was encrypted with another key",
             }
+        if deps.settings.authorization_wait > 0 and bearer_expired(headers["Authorization"], time.time()):
+            return None, {"code": "authorizationExpired", "message": "the authorization's exp claim has passed"}
     try:
         resp = await fetch(
             deps.session,
@@ -131,23 +140,29 @@ async def _resolve_now(deps: Deps, job_id: str) -> None:
 
 
 async def resolve_job(deps: Deps, job_id: str, job_try: int) -> str:
-    job = await deps.store.job(job_id)
-    if not job or job.get("phase") != "resolving" or job.get("terminal") == "1":
-        return "skipped"
-    item, error = await fetch_item(deps, job, job_try)
-    now_ms = int(time.time() * 1000)
-    event = completion_event(job, now_ms, item, error)
-    sets = {"status": "completed", "percentage": "100.0"}
-    if item is not None:
-        sets["drive_item"] = json.dumps(item)
-    if error is not None:
-        sets["resolution_error"] = json.dumps(error)
-    op = JobOp(
-        job=job_id, prev_seq=int(job.get("seq") or 0), phase="resolving", set=sets, events=[event], terminal=True
-    )
-    outcome = await deps.store.apply_job(op)
-    metrics.RESOLUTIONS.labels(outcome="resolved" if error is None else error["code"]).inc()
-    if outcome == "ok":
-        metrics.EVENTS.labels(type=event["type"]).inc()
-        log.info("event recorded", event_id=event["id"], type=event["type"], resolution_error=error and error["code"])
-    return outcome
+    # a second round when a PATCHed authorization arrived while a request with the old one was refused
+    for _ in range(2):
+        job = await deps.store.job(job_id)
+        if not job or job.get("phase") != "resolving" or job.get("terminal") == "1":
+            return "skipped"
+        item, error = await fetch_item(deps, job, job_try)
+        now_ms = int(time.time() * 1000)
+        op = None
+        if error is not None and is_refusal(error):
+            op = ask_op(job, now_ms, deps.settings.authorization_wait, error)
+        asked = op is not None
+        if op is None:
+            op = completion_op(job, now_ms, item, error, phase="resolving")
+        outcome = await deps.store.apply_job(op)
+        if asked and outcome == "stale":
+            continue
+        label = "authorizationRequired" if asked else "resolved" if error is None else error["code"]
+        metrics.RESOLUTIONS.labels(outcome=label).inc()
+        if outcome == "ok":
+            event = op.events[0]
+            metrics.EVENTS.labels(type=event["type"]).inc()
+            log.info(
+                "event recorded", event_id=event["id"], type=event["type"], resolution_error=error and error["code"]
+            )
+        return outcome
+    return "stale"

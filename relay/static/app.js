@@ -87,7 +87,13 @@ function jobRow(job) {
 }
 
 function fillJobRow(tr, job) {
-  const status = el("span", job.status, "badge status s-" + job.status);
+  // a job whose DriveItem request was refused waits for a PATCHed authorization: say so, it needs the app
+  const waiting = job.phase === "awaitingAuthorization";
+  const shown = waiting ? "waiting for authorization" : job.status;
+  const status = el("span", shown, "badge status s-" + (waiting ? "awaitingAuthorization" : job.status));
+  if (waiting && job.authorizationWaitUntil) {
+    status.title = "PATCH /v1/jobs/" + job.id + " with a fresh authorization before " + job.authorizationWaitUntil;
+  }
   tr.cells[1].replaceChildren(status);
   tr.cells[2].textContent = job.operation || "";
   const pct = Number(job.percentageComplete) || 0;
