@@ -32,13 +32,20 @@ class ProblemError(Exception):
     """Raised by views; the error middleware turns it into problem+json."""
 
     def __init__(
-        self, status: int, title: str, detail: str | None = None, *, errors: list[dict[str, Any]] | None = None
+        self,
+        status: int,
+        title: str,
+        detail: str | None = None,
+        *,
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(detail or title)
         self.status = status
         self.title = title
         self.detail = detail
         self.errors = errors
+        self.headers = headers
 
     def response(self) -> web.Response:
-        return problem_response(self.status, self.title, self.detail, errors=self.errors)
+        return problem_response(self.status, self.title, self.detail, errors=self.errors, headers=self.headers)

@@ -121,6 +121,8 @@ class Settings:
     worker_metrics_port: int = 9100
     #: how long a job whose DriveItem request was refused (401) waits for a PATCHed authorization; 0: no wait
     authorization_wait: float = 3600.0
+    #: when set, the API's /metrics answers only requests bearing this token
+    metrics_token: str | None = None
     #: one line per deprecated setting that was used, for the entry point to log
     deprecations: tuple[str, ...] = ()
 
@@ -176,6 +178,7 @@ class Settings:
             encryption_keys=_list(env.get("RELAY_ENCRYPTION_KEY")),
             worker_metrics_port=_int(env, "RELAY_WORKER_METRICS_PORT", 9100, minimum=0),
             authorization_wait=_duration(env, "RELAY_AUTHORIZATION_WAIT", 3600.0),
+            metrics_token=env.get("RELAY_METRICS_TOKEN") or None,
             deprecations=deprecations,
         )
 

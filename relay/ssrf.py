@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import ipaddress
+import re
 import socket
 from collections.abc import Iterable
 
@@ -18,10 +19,16 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 from yarl import URL
 
-__all__ = ["Blocked", "GuardedResolver", "address_allowed", "check_url", "host_matches"]
+__all__ = ["ALLOWED_PORTS", "Blocked", "GuardedResolver", "address_allowed", "check_url", "host_matches"]
 
 _LOOPBACK_NAMES = ("localhost", "*.localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback")
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
+#: the ports relay sends HTTP to: the web's own two, and the unprivileged range. Others (0, which cannot be
+#: connected to; 22, 25, 53... which speak other protocols) are refused, at registration and before each request
+ALLOWED_PORTS = "80, 443, 1024-65535"
+#: hex, octal, short and integer IPv4 forms (``0x7f.1``, ``0177.0.0.1``, ``127.1``, ``2130706433``) that
+#: the system resolver reads as addresses
+_NUMERIC_HOST = re.compile(r"^[0-9a-fx.]+$", re.IGNORECASE)
 
 
 class Blocked(Exception):
@@ -62,12 +69,23 @@ def host_matches(host: str, patterns: Iterable[str]) -> bool:
     return False
 
 
-def _is_ip_literal(host: str) -> bool:
+def _literal_address(host: str) -> str | None:
+    """The address an IP-literal host names (in any form the system resolver reads), or None for a name."""
+    bare = host.strip("[]").rstrip(".")
     try:
-        ipaddress.ip_address(host.strip("[]"))
+        return str(ipaddress.ip_address(bare))
     except ValueError:
-        return False
-    return True
+        pass
+    if _NUMERIC_HOST.match(bare):
+        try:
+            return str(ipaddress.IPv4Address(socket.inet_aton(bare)))
+        except OSError:
+            return None
+    return None
+
+
+def _port_allowed(port: int | None) -> bool:
+    return port is not None and (port in (80, 443) or 1024 <= port <= 65535)
 
 
 def check_url(url: str | URL, trusted_hosts: Iterable[str]) -> URL:
@@ -80,6 +98,8 @@ def check_url(url: str | URL, trusted_hosts: Iterable[str]) -> URL:
         raise Blocked("the URL has no host")
     if parsed.user is not None or parsed.password is not None:
         raise Blocked("URLs with embedded credentials are not allowed")
+    if not _port_allowed(parsed.port):
+        raise Blocked(f"port {parsed.port} is not one relay connects to ({ALLOWED_PORTS})")
     refusal = _host_refusal(host, tuple(trusted_hosts))
     if refusal is not None:
         raise Blocked(refusal)
@@ -91,7 +111,8 @@ def _host_refusal(host: str, trusted_hosts: tuple[str, ...]) -> str | None:
     """Why a host may not be requested, or None; a pure function of its arguments, so remembered."""
     if host_matches(host, trusted_hosts):
         return None
-    if _is_ip_literal(host) and not address_allowed(host.strip("[]")):
+    literal = _literal_address(host)
+    if literal is not None and not address_allowed(literal):
         return "the URL points at a loopback, private or reserved address"
     if host_matches(host, _LOOPBACK_NAMES):
         return "the URL points at a loopback name"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import json
 import secrets
 from typing import Any
@@ -43,7 +44,11 @@ async def _json_body(request: web.Request) -> Any:
         raise ProblemError(415, "Unsupported Media Type", "send the body as application/json")
     raw = await request.read()
     try:
-        return jsonfast.loads(raw)
+        return jsonfast.loads_request(raw)
+    except jsonfast.HostileJson as exc:
+        raise ProblemError(
+            422, "Invalid request body", str(exc), errors=[{"field": "body", "message": str(exc)}]
+        ) from None
     except (ValueError, UnicodeDecodeError):
         raise ProblemError(400, "Malformed JSON", "the request body is not valid JSON") from None
 
@@ -195,6 +200,16 @@ async def readyz(request: web.Request) -> web.Response:
 
 @routes.get("/metrics")
 async def metrics_view(request: web.Request) -> web.Response:
+    token = request.app[SETTINGS].metrics_token
+    if token is not None:  # scrapers send it as a bearer token (Prometheus: authorization.credentials_file)
+        scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), token.encode()):
+            raise ProblemError(
+                401,
+                "Unauthorized",
+                "send Authorization: Bearer <RELAY_METRICS_TOKEN>",
+                headers={"WWW-Authenticate": 'Bearer realm="relay-metrics"'},
+            )
     try:
         metrics.refresh_from_stats(await asyncio.wait_for(request.app[STORE].stats(), READY_TIMEOUT))
     except Exception as exc:  # Redis away: still serve the process's own counters

@@ -484,7 +484,7 @@ class Bench:
             (
                 jid,
                 self.job_fields(jid, f"{receiver}/hook", metadata={"requestId": f"r-{i:06d}"}),
-                f"http://127.0.0.1:9/monitor/{jid}",
+                f"http://127.0.0.1:1029/monitor/{jid}",
             )
             for i, jid in enumerate(ids)
         )
@@ -595,9 +595,9 @@ class Bench:
                 raise RuntimeError(f"relay serve did not become ready (see {self.tmp})")
             body = json.dumps(
                 {
-                    "monitorUrl": "http://127.0.0.1:9/monitor/4A3407B5-88FC-4504-8B21-{n}",
-                    "callbackUrl": "http://127.0.0.1:9/hooks/relay",
-                    "driveItemUrl": "http://127.0.0.1:9/v1.0/me/drive/items/{resourceId}",
+                    "monitorUrl": "http://127.0.0.1:1029/monitor/4A3407B5-88FC-4504-8B21-{n}",
+                    "callbackUrl": "http://127.0.0.1:1029/hooks/relay",
+                    "driveItemUrl": "http://127.0.0.1:1029/v1.0/me/drive/items/{resourceId}",
                     "authorization": "Bearer eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.sim",
                     "metadata": {"requestId": "r-{n}"},
                 }

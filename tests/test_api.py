@@ -10,8 +10,8 @@ from redis.asyncio import Redis
 from relay.settings import Settings
 from tests.conftest import Api, running_api, with_settings
 
-MONITOR = "http://127.0.0.1:9/monitor/4A3407B5-88FC-4504-8B21-0AABD3412717"
-CALLBACK = "http://127.0.0.1:9/hook"
+MONITOR = "http://127.0.0.1:1029/monitor/4A3407B5-88FC-4504-8B21-0AABD3412717"
+CALLBACK = "http://127.0.0.1:1029/hook"
 
 
 def body(**changes: Any) -> dict[str, Any]:
@@ -25,7 +25,7 @@ async def test_register_returns_the_job_without_secrets(api: Api) -> None:
         "POST",
         "/v1/jobs",
         json=body(
-            driveItemUrl="http://127.0.0.1:9/v1.0/me/drive/items/{resourceId}",
+            driveItemUrl="http://127.0.0.1:1029/v1.0/me/drive/items/{resourceId}",
             authorization="Bearer top-secret-token",
             secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
             metadata={"n": 1},
@@ -65,7 +65,7 @@ async def test_bad_bodies_get_problem_json(api: Api, kwargs: dict[str, Any], sta
         (body(callbackUrl="ftp://127.0.0.1/x"), "callbackUrl"),
         (body(monitorUrl="not a url"), "monitorUrl"),
         (body(monitorUrl="https://evil.example.com/monitor/1"), "monitorUrl"),
-        (body(driveItemUrl="http://127.0.0.1:9/items/fixed"), "driveItemUrl"),
+        (body(driveItemUrl="http://127.0.0.1:1029/items/fixed"), "driveItemUrl"),
         (body(secret="not-whsec"), "secret"),
         (body(unexpected=1), "unexpected"),
         (body(metadata={"big": "x" * 20000}), "metadata"),
@@ -80,7 +80,7 @@ async def test_invalid_fields_get_422_with_field_errors(api: Api, fields: dict[s
 
 async def test_private_callback_rejected_unless_allowed(settings: Settings, redis: Redis) -> None:
     async with running_api(with_settings(settings, internal_hosts=())) as api:
-        for url in ("http://127.0.0.1:9/hook", "http://169.254.169.254/latest", "http://[::ffff:10.0.0.1]/x"):
+        for url in ("http://127.0.0.1:1029/hook", "http://169.254.169.254/latest", "http://[::ffff:10.0.0.1]/x"):
             status, problem, _ = await api.request("POST", "/v1/jobs", json=body(callbackUrl=url))
             assert status == 422, url
             assert problem["errors"][0]["field"] in ("callbackUrl", "monitorUrl")
@@ -136,11 +136,13 @@ async def test_delete_stops_tracking(api: Api, redis: Redis) -> None:
 
 
 async def test_patch_replaces_callback_and_authorization(api: Api, redis: Redis) -> None:
-    job = await api.create(**body(driveItemUrl="http://127.0.0.1:9/items/{resourceId}", authorization="Bearer old"))
+    job = await api.create(**body(driveItemUrl="http://127.0.0.1:1029/items/{resourceId}", authorization="Bearer old"))
     status, patched, _ = await api.request(
-        "PATCH", f"/v1/jobs/{job['id']}", json={"callbackUrl": "http://127.0.0.1:9/new", "authorization": "Bearer new"}
+        "PATCH",
+        f"/v1/jobs/{job['id']}",
+        json={"callbackUrl": "http://127.0.0.1:1029/new", "authorization": "Bearer new"},
     )
-    assert status == 200 and patched["callbackUrl"] == "http://127.0.0.1:9/new"
+    assert status == 200 and patched["callbackUrl"] == "http://127.0.0.1:1029/new"
     stored = await redis.hget(f"relay:job:{job['id']}", "authorization")
     assert stored is not None and "Bearer" not in stored  # encrypted at rest
     status, _, _ = await api.request("PATCH", f"/v1/jobs/{job['id']}", json={})

@@ -193,7 +193,7 @@ async def test_dead_letter_then_redeliver_with_the_same_webhook_id(
 
 
 async def test_redeliver_before_the_end_is_a_conflict(api: Api) -> None:
-    job = await api.create(monitorUrl="http://127.0.0.1:9/monitor/x", callbackUrl="http://127.0.0.1:9/hook")
+    job = await api.create(monitorUrl="http://127.0.0.1:1029/monitor/x", callbackUrl="http://127.0.0.1:1029/hook")
     status, problem, _ = await api.request("POST", f"/v1/jobs/{job['id']}/redeliver")
     assert status == 409 and problem["title"] == "No terminal event"
 

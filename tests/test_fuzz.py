@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import random
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -137,3 +139,80 @@ def test_delivery_delay_follows_the_schedule(attempts: int, schedule: list[float
         assert delay is None
     else:
         assert delay is not None and 0.8 * schedule[attempts] - 1e-6 <= delay <= 1.2 * schedule[attempts] + 1e-6
+
+
+# -- the raw request body of POST /v1/jobs and PATCH /v1/jobs/{id} ----------------------------
+
+_VALID = {
+    "monitorUrl": "https://api.onedrive.com/monitor/4A3407B5",
+    "callbackUrl": "https://example.com/hooks/relay",
+    "metadata": {"requestId": "r-42", "tags": ["a", 1, 2.5, None, True]},
+}
+
+
+def _nest(depth: int, opener: str) -> bytes:
+    closer = "]" if opener == "[" else "}"
+    inner = opener if opener == "[" else '{"a":'
+    return (inner * depth + "1" * (opener == "{") + closer * depth).encode()
+
+
+def _mutate(data: bytes, flips: list[tuple[int, int]]) -> bytes:
+    out = bytearray(data)
+    for position, byte in flips:
+        if out:
+            out[position % len(out)] = byte
+    return bytes(out)
+
+
+_raw_bodies = st.one_of(
+    st.binary(max_size=512),
+    st.builds(_nest, st.integers(1, 4000), st.sampled_from(["[", "{"])).map(
+        lambda nested: (
+            b'{"monitorUrl":"https://api.onedrive.com/m","callbackUrl":"https://e.com/h","metadata":{"x":'
+            + nested
+            + b"}}"
+        )
+    ),
+    st.builds(
+        _mutate,
+        st.just(json.dumps(_VALID).encode()),
+        st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=6),
+    ),
+    st.sampled_from([b"NaN", b"Infinity", b"-Infinity", b"1e999", b'"\\ud800"', b"12345678901234567890123"]).map(
+        lambda n: (
+            b'{"monitorUrl":"https://api.onedrive.com/m","callbackUrl":"https://e.com/h","metadata":{"n":' + n + b"}}"
+        )
+    ),
+)
+
+
+def _send(method: str, url: str, body: bytes) -> tuple[int, str]:
+    request = urllib.request.Request(  # noqa: S310 - a loopback URL of the test's own API
+        url,
+        data=body,
+        method=method,
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310
+            return resp.status, resp.headers.get("Content-Type", "")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get("Content-Type", "")
+
+
+@pytest.fixture(scope="module")
+def job_url(api_url: str) -> str:
+    status, _ = _send("POST", api_url + "/v1/jobs", json.dumps(_VALID).encode())
+    assert status == 201
+    request = urllib.request.Request(api_url + "/v1/jobs", headers={"Authorization": f"Bearer {TOKEN}"})  # noqa: S310
+    with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310
+        return f"{api_url}/v1/jobs/{json.load(resp)['jobs'][0]['id']}"
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(body=_raw_bodies, patch=st.booleans())
+def test_no_request_body_gets_a_5xx(api_url: str, job_url: str, body: bytes, patch: bool) -> None:
+    status, content_type = _send("PATCH", job_url, body) if patch else _send("POST", api_url + "/v1/jobs", body)
+    assert status < 500, (status, body[:200])
+    if status >= 400:
+        assert content_type.startswith("application/problem+json")

@@ -24,7 +24,7 @@ async def test_a_drive_item_url_off_the_allowlist_is_refused_at_registration(api
         "POST",
         "/v1/jobs",
         json={
-            "monitorUrl": "http://127.0.0.1:9/monitor/1",
+            "monitorUrl": "http://127.0.0.1:1029/monitor/1",
             "callbackUrl": receiver.url,
             "driveItemUrl": "https://evil.example/{resourceId}",
             "authorization": "Bearer graph-token",

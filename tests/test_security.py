@@ -159,9 +159,9 @@ async def test_authorization_refused_without_key_material(settings: Settings, re
             "POST",
             "/v1/jobs",
             json={
-                "monitorUrl": "http://127.0.0.1:9/m",
-                "callbackUrl": "http://127.0.0.1:9/h",
-                "driveItemUrl": "http://127.0.0.1:9/items/{resourceId}",
+                "monitorUrl": "http://127.0.0.1:1029/m",
+                "callbackUrl": "http://127.0.0.1:1029/h",
+                "driveItemUrl": "http://127.0.0.1:1029/items/{resourceId}",
                 "authorization": "Bearer x",
             },
         )
@@ -169,14 +169,14 @@ async def test_authorization_refused_without_key_material(settings: Settings, re
 
 
 @pytest.mark.parametrize(
-    "callback", ["http://localhost:9/h", "http://app.localhost/h", "http://[::1]/h", "http://0.0.0.0/h"]
+    "callback", ["http://localhost:1029/h", "http://app.localhost/h", "http://[::1]/h", "http://0.0.0.0/h"]
 )
 async def test_loopback_callbacks_refused_at_registration(settings: Settings, redis: Redis, callback: str) -> None:
     from tests.conftest import running_api
 
     async with running_api(with_settings(settings, internal_hosts=("127.0.0.1",))) as api:
         status, problem, _ = await api.request(
-            "POST", "/v1/jobs", json={"monitorUrl": "http://127.0.0.1:9/m", "callbackUrl": callback}
+            "POST", "/v1/jobs", json={"monitorUrl": "http://127.0.0.1:1029/m", "callbackUrl": callback}
         )
         assert status == 422 and problem["errors"][0]["field"] == "callbackUrl"
 
@@ -192,5 +192,5 @@ async def test_name_resolving_to_loopback_is_refused_at_connect_time(settings: S
         pytest.skip("this machine's host name resolves to a public address")
     strict = with_settings(settings, internal_hosts=(), monitor_allowed_hosts=(name,))
     async with create_session(()) as client:
-        result = await request_monitor(client, strict, f"http://{name}:9/monitor/1")
+        result = await request_monitor(client, strict, f"http://{name}:1029/monitor/1")
     assert result.kind is Kind.RETRY and "network" in result.detail

@@ -71,7 +71,7 @@ async def test_sigterm_on_the_api_drains_requests_in_flight(settings: Settings, 
                             break
                 except aiohttp.ClientError:
                     await asyncio.sleep(0.1)
-            body = {"monitorUrl": "http://127.0.0.1:9/monitor/x", "callbackUrl": "http://127.0.0.1:9/hook"}
+            body = {"monitorUrl": "http://127.0.0.1:1029/monitor/x", "callbackUrl": "http://127.0.0.1:1029/hook"}
             async with session.post(base + "/v1/jobs", json=body) as resp:
                 job = await resp.json()
             # a long-poll is a request in flight for two seconds; SIGTERM arrives in the middle of it

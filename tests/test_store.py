@@ -16,7 +16,7 @@ def _event(kind: str) -> dict[str, str]:
 async def _jobs(store: Store, count: int) -> list[str]:
     ids = [uuid.uuid4().hex for _ in range(count)]
     for i, jid in enumerate(ids):
-        await store.register(jid, {"owner": "public", "callback_url": "http://127.0.0.1:9/h"}, f"http://m/{i}")
+        await store.register(jid, {"owner": "public", "callback_url": "http://127.0.0.1:1029/h"}, f"http://m/{i}")
     return ids
 
 

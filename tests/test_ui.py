@@ -36,7 +36,6 @@ CHROMIUM_ARGS = [
 TOKEN = "ui-token"
 
 
-
 def _need_browser() -> None:
     """Skip (fail under CI: the dashboard must be driven there) when the browser or playwright is missing."""
     missing = None
