@@ -1,4 +1,4 @@
-"""Encryption at rest of the ``authorization`` header value callers give relay.
+"""Encryption at rest of what callers give relay as bearer capabilities: ``authorization`` and monitor URLs.
 
 Keys come from ``RELAY_ENCRYPTION_KEY`` (comma-separated; the first encrypts, all decrypt, so keys
 can be rotated), else they are derived from ``RELAY_SIGNING_SECRETS``. A value that is already a
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import os
 from collections.abc import Iterable
@@ -46,6 +47,8 @@ class Vault:
         fernet_keys = [_fernet_key(m) for m in materials]
         self._fernet = MultiFernet([Fernet(k) for k in fernet_keys]) if fernet_keys else None
         self._aead = [AESGCM(_aes_key(k)) for k in fernet_keys]
+        # a worker polls the same monitors again and again: their URLs are opened once each
+        self.reveal = functools.lru_cache(maxsize=16384)(self._reveal)
 
     @property
     def enabled(self) -> bool:
@@ -75,3 +78,11 @@ class Vault:
             except (InvalidTag, ValueError):
                 continue
         raise InvalidToken
+
+    def seal(self, value: str) -> str:
+        """``value`` encrypted when there is key material, else as is (a monitor URL on an API without keys)."""
+        return self.encrypt(value) if self._aead else value
+
+    def _reveal(self, stored: str) -> str:
+        """What :meth:`seal` stored: decrypted when sealed, as is when written in clear (earlier versions)."""
+        return self.decrypt(stored) if stored.startswith(_PREFIX) else stored

@@ -121,16 +121,22 @@ class Store:
         fields: dict[str, str],
         monitor_url: str,
         *,
+        sealed_url: str | None = None,
         idempotency: tuple[str, str, str] | None = None,  # (owner, key digest, request digest)
         idempotency_ttl: int = 86400,
     ) -> Registration:
-        """Create the job, or find the one an idempotency key already made."""
+        """Create the job, or find the one an idempotency key already made.
+
+        The monitor's key is a digest of ``monitor_url``; what is stored is ``sealed_url`` (the URL encrypted:
+        monitor URLs are bearer capabilities), or the URL itself when none is given.
+        """
         mkey = monitor_key(monitor_url)
         idem_key = keys.idempotency(idempotency[0], idempotency[1]) if idempotency else ""
         digest = idempotency[2] if idempotency else ""
         fields = {k: v for k, v in fields.items() if k != "id"}  # the id is the key
         fields["monitor_key"] = mkey
-        raw = await self._register(idem_key, job_id, fields, mkey, monitor_url, idempotency_ttl, digest)
+        stored = monitor_url if sealed_url is None else sealed_url
+        raw = await self._register(idem_key, job_id, fields, mkey, stored, idempotency_ttl, digest)
         if raw[0] != "created":
             return Registration(created=False, job_id=raw[1], digest=raw[2], view=None)
         _, found_id, _, now, polls, last_polled, due = raw

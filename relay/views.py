@@ -101,7 +101,8 @@ async def create_job(request: web.Request) -> web.Response:
     if job.secret:
         fields["secret"] = job.secret
     store = request.app[STORE]
-    registered = await store.register(job_id, fields, job.monitor_url, idempotency=idempotency)
+    sealed = request.app[VAULT].seal(job.monitor_url)
+    registered = await store.register(job_id, fields, job.monitor_url, sealed_url=sealed, idempotency=idempotency)
     location = {"Location": f"/v1/jobs/{registered.job_id}"}
     if registered.view is not None:
         metrics.JOBS_REGISTERED.inc()

@@ -17,7 +17,7 @@ from relay.crypto import InvalidToken, Vault, _fernet_key
 from relay.monitor import Kind
 from relay.settings import Settings
 from relay.ssrf import address_allowed
-from tests.conftest import Api, with_settings
+from tests.conftest import Api, running_worker, with_settings
 from tests.helpers import SECRET, Receiver, eventually
 from tests.hostile import start_hostile
 from workers.poll import request_monitor
@@ -194,3 +194,20 @@ async def test_name_resolving_to_loopback_is_refused_at_connect_time(settings: S
     async with create_session(()) as client:
         result = await request_monitor(client, strict, f"http://{name}:1029/monitor/1")
     assert result.kind is Kind.RETRY and "network" in result.detail
+
+
+async def test_monitor_urls_are_sealed_at_rest_and_still_polled_after_a_key_rotation(
+    api: Api, simulator: Any, receiver: Receiver, settings: Settings, redis: Redis
+) -> None:
+    op = simulator.create(duration=0.3, monitor_style="sharepoint")  # its URL carries a tempauth capability
+    job = await api.create(monitorUrl=op.monitor_url, callbackUrl=receiver.url)
+    values = []
+    for key in await redis.keys("relay:*"):
+        if await redis.type(key) == "hash":
+            values.extend((await redis.hgetall(key)).values())
+    assert values and not any(op.tempauth in v or op.id in v for v in values), "a monitor URL is stored in clear"
+    rotated = with_settings(settings, encryption_keys=("new-key", *settings.vault_keys))
+    async with running_worker(rotated):
+        await receiver.wait_for(lambda: receiver.terminal(job["id"]) is not None)
+    assert receiver.terminal(job["id"])["type"] == "job.completed"  # type: ignore[index]
+    assert op.polls >= 1

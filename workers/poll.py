@@ -10,6 +10,7 @@ from yarl import URL
 
 from relay import metrics
 from relay.client import fetch
+from relay.crypto import InvalidToken
 from relay.monitor import MAX_BODY, Kind, PollResult, classify
 from relay.scheduler import Claim
 from relay.settings import Settings
@@ -67,7 +68,14 @@ async def poll_monitor(deps: Deps, claim: Claim, monitor: dict[str, str], jobs: 
     result = completed_from_monitor(monitor)
     polled = result is None
     if result is None:
-        result = await request_monitor(deps.session, deps.settings, monitor.get("url", ""))
+        try:
+            url = deps.vault.reveal(monitor.get("url", ""))
+        except InvalidToken:
+            result = PollResult(
+                Kind.INVALID, detail="the stored monitor URL was sealed with a key no longer configured"
+            )
+        else:
+            result = await request_monitor(deps.session, deps.settings, url)
         _POLLS(result.kind.value).inc()
     now_ms = claim.now_ms + int((time.monotonic() - started) * 1000)
     plan = plan_poll(result, monitor, jobs, now_ms, deps.settings, deps.rng, polled=polled)
