@@ -32,10 +32,16 @@ local function monitor_has_jobs(mk)
   return false
 end
 
--- the job leaves its monitor's list; returns the monitor's key
+-- the job leaves its monitor's list, keeping the monitor's poll count and last poll time (an ended job
+-- still shows them after its monitor is gone); returns the monitor's key
 local function drop_from_monitor(prefix, jk, job_id)
   local mk = redis.call('HGET', jk, 'monitor_key')
-  if mk then redis.call('HDEL', prefix .. 'monitor:' .. mk, 'j:' .. job_id) end
+  if mk then
+    local monitor = prefix .. 'monitor:' .. mk
+    local polled = redis.call('HMGET', monitor, 'polls', 'last_polled')
+    if polled[1] then redis.call('HSET', jk, 'polls', polled[1], 'last_polled', polled[2] or '') end
+    redis.call('HDEL', monitor, 'j:' .. job_id)
+  end
   return mk
 end
 

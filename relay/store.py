@@ -166,6 +166,8 @@ class Store:
             pipe.hmget(keys.monitor(mkey), ["polls", "last_polled"])
             pipe.zscore(keys.MONITORS, mkey)
             (polls, last_polled), due = await pipe.execute()
+        if "polls" in job:  # an ended job keeps what its monitor had when it left it
+            polls, last_polled = job["polls"], job.get("last_polled") or None
         return render_job(job, polls, last_polled, due)
 
     async def cancel(self, job_id: str) -> bool:

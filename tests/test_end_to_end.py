@@ -239,3 +239,19 @@ async def test_transient_item_failure_is_retried_through_arq(
     done = receiver.terminal(job["id"])
     assert done is not None and done["data"]["driveItem"]["id"] == op.resource_id
     assert calls == ["Bearer item-token", "Bearer item-token"]
+
+
+async def test_failed_and_cancelled_jobs_keep_their_poll_count_and_last_poll(
+    api: Api, simulator: Simulator, receiver: Receiver, worker: Any
+) -> None:
+    failing = simulator.create(duration=0.3, outcome="failed")
+    failed = await api.create(**job_fields(simulator, failing.monitor_url, receiver))
+    running = simulator.create(duration=60)
+    cancelled = await api.create(**job_fields(simulator, running.monitor_url, receiver))
+    await receiver.wait_for(lambda: receiver.terminal(failed["id"]) is not None and running.polls >= 2)
+    status, _, _ = await api.request("DELETE", f"/v1/jobs/{cancelled['id']}")
+    assert status == 204
+    for job, op in ((failed, failing), (cancelled, running)):
+        status, view, _ = await api.request("GET", f"/v1/jobs/{job['id']}")
+        assert status == 200 and view["status"] in ("failed", "cancelled")
+        assert 1 <= view["pollCount"] <= op.polls and view["lastPolledDateTime"] is not None, view
