@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -12,9 +12,31 @@ from relay import jsonfast
 from relay.settings import ConfigError, check_secret
 from relay.ssrf import Blocked, check_url, host_matches
 
-__all__ = ["MAX_METADATA", "JobCreate", "JobPatch", "ValidationError", "validation_errors"]
+__all__ = [
+    "MAX_METADATA",
+    "MAX_PROGRESS_INTERVAL",
+    "MIN_PROGRESS_INTERVAL",
+    "JobCreate",
+    "JobPatch",
+    "ValidationError",
+    "validation_errors",
+]
 
 MAX_METADATA = 16 * 1024
+#: progressInterval bounds (seconds): below one second a monitor would be polled faster than Graph's own guidance
+MIN_PROGRESS_INTERVAL = 1.0
+MAX_PROGRESS_INTERVAL = 3600.0
+_ProgressInterval = Annotated[
+    float | None,
+    Field(
+        alias="progressInterval",
+        strict=True,  # a number, not "5" or true
+        ge=MIN_PROGRESS_INTERVAL,
+        le=MAX_PROGRESS_INTERVAL,
+        allow_inf_nan=False,
+        description="While in progress, poll at least this often (seconds): progress events at that cadence",
+    ),
+]
 _URL: dict[str, Any] = {"format": "uri", "pattern": "^https?://[^/?#@]+"}
 
 
@@ -58,6 +80,7 @@ class JobCreate(_Strict):
         default=None, max_length=16384, description="Header value sent only with the DriveItem request"
     )
     metadata: dict[str, Any] | None = Field(default=None, description="Echoed in every event")
+    progress_interval: _ProgressInterval = None
     secret: str | None = Field(
         default=None,
         max_length=256,
@@ -125,6 +148,7 @@ class JobCreate(_Strict):
 class JobPatch(_Strict):
     callback_url: str | None = Field(default=None, alias="callbackUrl", max_length=2048, json_schema_extra=_URL)
     authorization: str | None = Field(default=None, max_length=16384)
+    progress_interval: _ProgressInterval = None
 
     @field_validator("callback_url")
     @classmethod
@@ -135,8 +159,8 @@ class JobPatch(_Strict):
 
     @model_validator(mode="after")
     def _not_empty(self) -> JobPatch:
-        if self.callback_url is None and self.authorization is None:
-            raise PydanticCustomError("empty", "give callbackUrl and/or authorization")
+        if self.callback_url is None and self.authorization is None and self.progress_interval is None:
+            raise PydanticCustomError("empty", "give callbackUrl, authorization and/or progressInterval")
         return self
 
 

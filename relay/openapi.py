@@ -49,6 +49,7 @@ _JOB = {
         "driveItemUrl": _NULLABLE_STR,
         "monitorHost": {"type": "string"},
         "sequence": {"type": "integer", "minimum": 0},
+        "progressInterval": {"type": ["number", "null"], "minimum": 1, "maximum": 3600},
         "phase": {
             "type": "string",
             "enum": ["tracking", "resolving", "awaitingAuthorization", "ended"],

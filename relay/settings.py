@@ -121,6 +121,8 @@ class Settings:
     worker_metrics_port: int = 9100
     #: how long a job whose DriveItem request was refused (401) waits for a PATCHed authorization; 0: no wait
     authorization_wait: float = 3600.0
+    #: the progressInterval of jobs registered without one (seconds); None: poll as progress predicts
+    progress_interval: float | None = None
     #: when set, the API's /metrics answers only requests bearing this token
     metrics_token: str | None = None
     #: one line per deprecated setting that was used, for the entry point to log
@@ -179,6 +181,7 @@ class Settings:
             worker_metrics_port=_int(env, "RELAY_WORKER_METRICS_PORT", 9100, minimum=0),
             authorization_wait=_duration(env, "RELAY_AUTHORIZATION_WAIT", 3600.0),
             metrics_token=env.get("RELAY_METRICS_TOKEN") or None,
+            progress_interval=_progress_interval(env),
             deprecations=deprecations,
         )
 
@@ -203,6 +206,13 @@ class Settings:
     @property
     def effective_redis_url(self) -> str:
         return self.redis_url or "redis://localhost:6379/0"
+
+
+def _progress_interval(env: Mapping[str, str]) -> float | None:
+    value = _duration(env, "RELAY_PROGRESS_INTERVAL", 0.0)
+    if value and not 1.0 <= value <= 3600.0:
+        raise ConfigError(f"RELAY_PROGRESS_INTERVAL={value:g} must be 0 (off) or 1 to 3600 seconds")
+    return value or None
 
 
 def _internal_hosts(env: Mapping[str, str]) -> tuple[tuple[str, ...], tuple[str, ...]]:

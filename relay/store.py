@@ -319,6 +319,7 @@ def render_job(job: dict[str, str], polls: str | None, last_polled: str | None, 
         "driveItemUrl": job.get("drive_item_url") or None,
         "monitorHost": job.get("monitor_host"),
         "sequence": int(job.get("seq") or 0),
+        "progressInterval": float(job["progress_interval"]) if job.get("progress_interval") else None,
         "phase": _PHASES.get(job.get("phase") or "tracking", "tracking"),
         "authorizationWaitUntil": isoformat(int(job["auth_wait_until"]) / 1000)
         if job.get("phase") == "authorizing" and job.get("auth_wait_until")

@@ -183,6 +183,10 @@ def plan_poll(
             predicted = _predicted_delay(monitor, fields, now_ms, settings, rng, changed=plan.changed)
             if predicted is not None:
                 plan.delay = predicted
+        # jobs that asked for live progress: the monitor is polled at the smallest of their intervals
+        intervals = [float(j["progress_interval"]) for j in jobs if j.get("progress_interval")]
+        if intervals:
+            plan.delay = min(plan.delay, min(intervals))
         retry_after = parse_retry_after(result.retry_after) if result.http_status in (429, 503) else None
         if retry_after is not None:
             plan.delay = max(plan.delay, min(retry_after, settings.retry_after_cap))

@@ -100,6 +100,9 @@ async def create_job(request: web.Request) -> web.Response:
         fields["metadata"] = metadata
     if job.secret:
         fields["secret"] = job.secret
+    progress_interval = job.progress_interval or request.app[SETTINGS].progress_interval
+    if progress_interval:
+        fields["progress_interval"] = repr(float(progress_interval))
     store = request.app[STORE]
     sealed = request.app[VAULT].seal(job.monitor_url)
     registered = await store.register(job_id, fields, job.monitor_url, sealed_url=sealed, idempotency=idempotency)
@@ -141,6 +144,8 @@ async def patch_job(request: web.Request) -> web.Response:
         if not job.get("drive_item_url"):
             raise ProblemError(422, "Invalid request body", "authorization is only used with a driveItemUrl")
         fields["authorization"] = _vault(request).encrypt(patch.authorization)
+    if patch.progress_interval is not None:
+        fields["progress_interval"] = repr(float(patch.progress_interval))
     store = request.app[STORE]
     if await store.patch(job["id"], fields) == -1:
         raise ProblemError(409, "Job has ended", "a finished job cannot be changed")

@@ -178,3 +178,18 @@ async def test_a_shared_monitor_is_tracked_until_its_last_job_goes(api: Api, red
     assert (await api.request("DELETE", f"/v1/jobs/{second['id']}"))[0] == 204
     assert not await redis.exists(monitor) and await redis.zcard("relay:sched:monitors") == 1
     assert (await api.request("GET", f"/v1/jobs/{other['id']}"))[1]["status"] == "notStarted"
+
+
+async def test_progress_interval_is_bounded_shown_defaulted_and_patchable(settings: Settings, redis: Redis) -> None:
+    async with running_api(with_settings(settings, progress_interval=10.0)) as api:
+        for bad in (0.5, 0, 3601, "fast", True):
+            status, problem, _ = await api.request("POST", "/v1/jobs", json=body(progressInterval=bad))
+            assert status == 422 and problem["errors"][0]["field"] == "progressInterval", (bad, problem)
+        job = await api.create(**body(progressInterval=5))
+        assert job["progressInterval"] == 5.0
+        defaulted = await api.create(**body())
+        assert defaulted["progressInterval"] == 10.0, "RELAY_PROGRESS_INTERVAL is the default"
+        status, patched, _ = await api.request("PATCH", f"/v1/jobs/{job['id']}", json={"progressInterval": 2})
+        assert status == 200 and patched["progressInterval"] == 2.0
+    async with running_api(settings) as api:
+        assert (await api.create(**body()))["progressInterval"] is None

@@ -162,3 +162,14 @@ def test_a_fresh_job_stores_no_defaults_and_is_tracked() -> None:
     fresh = {"id": "j1", "created": str(NOW - 1000)}  # as registered: seq, phase, status, percentage absent
     (op,) = plan(progress(12.5), jobs=[fresh]).ops
     assert op.prev_seq == 0 and json.loads(op.events[0]["body"])["data"]["sequence"] == 1
+
+
+def test_a_progress_interval_caps_the_delay_at_the_smallest_among_the_monitors_jobs() -> None:
+    stalled = {"streak": "30", "status": "inProgress", "pct": "0.0"}  # plain backoff would wait the 60 s cap
+    assert plan(progress(0.0), stalled).delay > 20
+    jobs = [job(id="a", progress_interval=5.0), job(id="b", progress_interval=2.0), job(id="c")]
+    assert plan(progress(0.0), stalled, jobs).delay == 2.0
+    throttled = PollResult(Kind.RETRY, http_status=429, retry_after="30")
+    assert plan(throttled, stalled, jobs).delay == 30.0, "Retry-After still wins"
+    done = PollResult(Kind.COMPLETED, http_status=303, status="completed", percentage=100.0, resource_id="r")
+    assert plan(done, {}, jobs).delay == RESOLVE_RECHECK, "a completed monitor is not polled for progress"
