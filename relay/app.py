@@ -6,13 +6,14 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from relay.client import create_session
 from relay.connections import redis_client
 from relay.crypto import Vault
 from relay.live import setup_live
 from relay.middlewares import auth_middleware, error_middleware, query_middleware, request_id_middleware
 from relay.settings import Settings
 from relay.store import Store
-from relay.typedefs import REDIS, SETTINGS, STORE, VAULT
+from relay.typedefs import REDIS, SESSION, SETTINGS, STORE, VAULT
 from relay.ui import setup_ui
 from relay.views import routes
 
@@ -30,6 +31,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[VAULT] = Vault(settings.vault_keys)
     app.cleanup_ctx.append(_redis)
+    app.cleanup_ctx.append(_session)
     app.add_routes(routes)
     setup_live(app)
     setup_ui(app)
@@ -43,3 +45,10 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     app[STORE] = Store(redis, retention=settings.job_retention, job_timeout=settings.job_timeout)
     yield
     await redis.aclose()
+
+
+async def _session(app: web.Application) -> AsyncIterator[None]:
+    session = create_session(app[SETTINGS].internal_hosts, limit=100)
+    app[SESSION] = session
+    yield
+    await session.close()

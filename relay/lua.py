@@ -20,6 +20,8 @@ __all__ = [
     "PATCH",
     "REDELIVER",
     "REGISTER",
+    "RELEASE",
+    "RESERVE",
 ]
 
 # A monitor's hash holds its own fields and, as fields 'j:<job id>' (empty values), the ids of the
@@ -202,40 +204,66 @@ return apply_job_op(ARGV[2], KEYS[1], cjson.decode(ARGV[1]), now, tonumber(ARGV[
 """
 )
 
-# Batched (relay.batched). KEYS: monitors zset, jobs index stream; shared ARGV: prefix, index horizon (ms)
-# per call: idempotency key ('' when none), job id, job fields, monitor key, monitor url, idempotency ttl,
-# request digest. The job's id is its key, not a field; absent fields are defaults (seq 0, phase
-# tracking, status notStarted, percentage 0): bytes per job count.
-REGISTER = """
-local prefix, horizon = ARGV[1], tonumber(ARGV[2])
+# Batched (relay.batched). KEYS: monitors zset, jobs index stream, deliveries zset
+# shared ARGV: prefix, index horizon (ms), event ttl (s), retention (s)
+# per call: idempotency key ('' when none), job id, job fields, monitor key ('' for an action that finished at
+# once), monitor url, idempotency ttl, request digest, first op ('' or a job op: the finished action's events).
+# The job's id is its key, not a field; absent fields are defaults (seq 0, phase tracking, status notStarted,
+# percentage 0): bytes per job count. An idempotency key holds "<job id> <digest>", plus " pending" while an
+# action is being started under it (RESERVE): the registration that holds the reservation goes ahead.
+REGISTER = (
+    _JOB_OP
+    + """
+local prefix, horizon, event_ttl, retention = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local function one(a)
   local idem, id, mkey = a[1], a[2], a[4]
   if idem ~= '' then
     local existing = redis.call('GET', idem)
     if existing then
-      local sep = string.find(existing, ' ', 1, true)
-      return {'existing', string.sub(existing, 1, sep - 1), string.sub(existing, sep + 1)}
+      local found, digest, pending = string.match(existing, '^(%S+) (%S*) ?(%S*)$')
+      if found ~= id then return {'existing', found, digest, pending} end
     end
     redis.call('SET', idem, id .. ' ' .. a[7], 'EX', a[6])
   end
   local jk = prefix .. 'job:' .. id
-  local mk = prefix .. 'monitor:' .. mkey
   local args = {'created', now}
   for k, v in pairs(a[3]) do
     args[#args + 1] = k
     args[#args + 1] = v
   end
   redis.call('HSET', jk, unpack(args))
-  redis.call('HSET', mk, 'j:' .. id, '')
-  redis.call('HSETNX', mk, 'url', a[5])
-  redis.call('ZADD', KEYS[1], 'NX', now, mkey)
   -- index entries older than any job can live are trimmed as new ones come (whole nodes: '~')
   redis.call('XADD', KEYS[2], 'MINID', '~', tostring(now - horizon), '*', 'j', id)
   redis.call('HINCRBY', prefix .. 'stats', 'registered', 1)
+  if mkey == '' then
+    apply_job_op(prefix, KEYS[3], a[8], now, event_ttl, retention)
+    return {'created', id, '', tostring(now), '', '', ''}
+  end
+  local mk = prefix .. 'monitor:' .. mkey
+  redis.call('HSET', mk, 'j:' .. id, '')
+  redis.call('HSETNX', mk, 'url', a[5])
+  redis.call('ZADD', KEYS[1], 'NX', now, mkey)
   local polled = redis.call('HMGET', mk, 'polls', 'last_polled')
   local due = redis.call('ZSCORE', KEYS[1], mkey) or ''
   return {'created', id, '', tostring(now), polled[1] or '', polled[2] or '', due}
 end
+"""
+)
+
+# KEYS: idempotency key; ARGV: job id, request digest, ttl (s). Holds the key while an action is started
+# under it, so a retry with the same key cannot start a second copy; returns what the key already held.
+RESERVE = """
+local existing = redis.call('GET', KEYS[1])
+if existing then return existing end
+redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2] .. ' pending', 'EX', ARGV[3])
+return false
+"""
+
+# KEYS: idempotency key; ARGV: job id. Lets go of a reservation that started nothing.
+RELEASE = """
+local existing = redis.call('GET', KEYS[1])
+if existing and string.sub(existing, 1, #ARGV[1] + 1) == ARGV[1] .. ' ' then redis.call('DEL', KEYS[1]) end
+return 1
 """
 
 # KEYS: job hash, monitors zset, monitor tokens hash, deliveries zset; ARGV: job id, prefix, retention

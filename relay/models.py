@@ -9,6 +9,7 @@ from pydantic_core import PydanticCustomError
 from yarl import URL
 
 from relay import jsonfast
+from relay.actions import Action
 from relay.settings import ConfigError, check_secret
 from relay.ssrf import Blocked, check_url, host_matches
 
@@ -65,8 +66,16 @@ class _Strict(BaseModel):
 
 
 class JobCreate(_Strict):
-    monitor_url: str = Field(
-        alias="monitorUrl", min_length=1, max_length=8192, description="The Location of the 202", json_schema_extra=_URL
+    monitor_url: str | None = Field(
+        default=None,
+        alias="monitorUrl",
+        min_length=1,
+        max_length=8192,
+        description="The Location of the 202 (or give action instead)",
+        json_schema_extra=_URL,
+    )
+    action: Action | None = Field(
+        default=None, description="The Graph request that starts the action: relay sends it and tracks its monitor"
     )
     callback_url: str = Field(alias="callbackUrl", min_length=1, max_length=2048, json_schema_extra=_URL)
     drive_item_url: str | None = Field(
@@ -90,8 +99,9 @@ class JobCreate(_Strict):
 
     @field_validator("monitor_url")
     @classmethod
-    def _monitor(cls, value: str) -> str:
-        _http_url(value, "monitorUrl")
+    def _monitor(cls, value: str | None) -> str | None:
+        if value is not None:
+            _http_url(value, "monitorUrl")
         return value
 
     @field_validator("callback_url")
@@ -139,8 +149,12 @@ class JobCreate(_Strict):
         return jsonfast.dumps(self.metadata).decode()
 
     @model_validator(mode="after")
-    def _authorization_needs_item_url(self) -> JobCreate:
-        if self.authorization and not self.drive_item_url:
+    def _consistent(self) -> JobCreate:
+        if (self.monitor_url is None) == (self.action is None):
+            raise PydanticCustomError("monitor", "give either monitorUrl or action")
+        if self.action is not None and not self.authorization:
+            raise PydanticCustomError("authorization", "an action needs the authorization Graph takes it with")
+        if self.authorization and not self.drive_item_url and self.action is None:
             raise PydanticCustomError("authorization", "authorization is only used with driveItemUrl; give both")
         return self
 
@@ -194,9 +208,13 @@ def _item_host(template: str) -> str:
     return URL(template.replace("{resourceId}", "x")).host or ""
 
 
+#: the field a whole-model check is about, by its error type
+_MODEL_ERROR_FIELDS = {"monitor": "monitorUrl"}
+
+
 def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
     out = []
     for err in exc.errors(include_url=False, include_input=False):
-        field = ".".join(str(p) for p in err["loc"]) or "body"
+        field = ".".join(str(p) for p in err["loc"]) or _MODEL_ERROR_FIELDS.get(err["type"], "body")
         out.append({"field": field, "message": err["msg"]})
     return out

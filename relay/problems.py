@@ -19,12 +19,15 @@ def problem_response(
     *,
     errors: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> web.Response:
     body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
     if detail:
         body["detail"] = detail
     if errors:
         body["errors"] = errors
+    if extra:  # RFC 9457 extension members
+        body.update(extra)
     return web.Response(status=status, text=json.dumps(body), content_type=PROBLEM_JSON, headers=headers)
 
 
@@ -39,6 +42,7 @@ class ProblemError(Exception):
         *,
         errors: list[dict[str, Any]] | None = None,
         headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(detail or title)
         self.status = status
@@ -46,6 +50,9 @@ class ProblemError(Exception):
         self.detail = detail
         self.errors = errors
         self.headers = headers
+        self.extra = extra
 
     def response(self) -> web.Response:
-        return problem_response(self.status, self.title, self.detail, errors=self.errors, headers=self.headers)
+        return problem_response(
+            self.status, self.title, self.detail, errors=self.errors, headers=self.headers, extra=self.extra
+        )

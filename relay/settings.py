@@ -13,7 +13,14 @@ from dataclasses import dataclass
 
 from standardwebhooks.webhooks import Webhook
 
-__all__ = ["DEFAULT_GRAPH_HOSTS", "DEFAULT_ITEM_HOSTS", "DEFAULT_MONITOR_HOSTS", "ConfigError", "Settings"]
+__all__ = [
+    "DEFAULT_ACTION_HOSTS",
+    "DEFAULT_GRAPH_HOSTS",
+    "DEFAULT_ITEM_HOSTS",
+    "DEFAULT_MONITOR_HOSTS",
+    "ConfigError",
+    "Settings",
+]
 
 #: Microsoft's Graph, OneDrive and SharePoint hosts (commercial and national clouds)
 DEFAULT_GRAPH_HOSTS: tuple[str, ...] = (
@@ -34,6 +41,8 @@ DEFAULT_GRAPH_HOSTS: tuple[str, ...] = (
 DEFAULT_MONITOR_HOSTS = DEFAULT_GRAPH_HOSTS
 #: where a DriveItem request (and with it a Graph token) may go
 DEFAULT_ITEM_HOSTS = DEFAULT_GRAPH_HOSTS
+#: where relay may send an action it starts for the app (with the app's Graph token)
+DEFAULT_ACTION_HOSTS = DEFAULT_GRAPH_HOSTS
 DEFAULT_DELIVERY_SCHEDULE: tuple[float, ...] = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
 
 
@@ -102,6 +111,7 @@ class Settings:
     signing_secrets: tuple[str, ...] = ()
     monitor_allowed_hosts: tuple[str, ...] = DEFAULT_MONITOR_HOSTS
     item_allowed_hosts: tuple[str, ...] = DEFAULT_ITEM_HOSTS
+    action_allowed_hosts: tuple[str, ...] = DEFAULT_ACTION_HOSTS
     #: hosts relay may reach although they are (or resolve to) loopback/private addresses: callbacks, monitors, items
     internal_hosts: tuple[str, ...] = ()
     poll_initial_interval: float = 1.0
@@ -165,6 +175,7 @@ class Settings:
             signing_secrets=secrets,
             monitor_allowed_hosts=_list(env.get("RELAY_MONITOR_ALLOWED_HOSTS")) or DEFAULT_MONITOR_HOSTS,
             item_allowed_hosts=_list(env.get("RELAY_ITEM_ALLOWED_HOSTS")) or DEFAULT_ITEM_HOSTS,
+            action_allowed_hosts=_list(env.get("RELAY_ACTION_ALLOWED_HOSTS")) or DEFAULT_ACTION_HOSTS,
             internal_hosts=internal,
             poll_initial_interval=initial,
             poll_max_interval=maximum,

@@ -32,7 +32,7 @@ from multidict import CIMultiDict
 
 from relay.simtokens import TokenIssuer
 
-__all__ = ["COMPLETIONS", "MONITOR_STYLES", "OUTCOMES", "SimOperation", "SimOptions", "Simulator", "run_simulator"]
+__all__ = ["ACTION_ANSWERS", "COMPLETIONS", "MONITOR_STYLES", "OUTCOMES", "SimOperation", "SimOptions", "Simulator", "run_simulator"]
 
 COMPLETIONS = ("303", "303-bare", "beta202", "beta200", "item200")
 """How a successful completion is reported on the monitor (:attr:`SimOptions.completion`)."""
@@ -40,6 +40,8 @@ OUTCOMES = ("completed", "failed", "deleteFailed", "cancelled")
 """Terminal status of an operation at the end of its duration (:attr:`SimOptions.outcome`)."""
 MONITOR_STYLES = ("onedrive", "sharepoint")
 """Shapes of monitor URL (:attr:`SimOptions.monitor_style`)."""
+ACTION_ANSWERS = ("202", "sync", "conflict", "redirect")
+"""How the action request is answered (:attr:`SimOptions.answer`)."""
 
 _RESOURCE_ALPHABET = string.ascii_uppercase + string.digits
 _DRIVE_ID = "b!Sim5ulatedDr1ve-kXd9JpQ0bN2cVtY7wL4aZe8RgU3fHs6iOmT"
@@ -99,12 +101,16 @@ class SimOptions:
     """Overrides everything else: poll n answers ``script[min(n, len - 1)]``, each ``{"status", "body", "headers"}``."""
     name: str = "Copy of LargeFolder1"
     """Name of the resulting DriveItem."""
+    answer: str = "202"
+    """How the action request itself is answered: ``202`` (a monitor), ``sync`` (201 with the new DriveItem at
+    once, as some SharePoint copies do), ``conflict`` (409 ``nameAlreadyExists``), ``redirect`` (302 elsewhere)."""
 
     def __post_init__(self) -> None:
         for knob, value, allowed in (
             ("completion", self.completion, COMPLETIONS),
             ("outcome", self.outcome, OUTCOMES),
             ("monitor_style", self.monitor_style, MONITOR_STYLES),
+            ("answer", self.answer, ACTION_ANSWERS),
         ):
             if value not in allowed:
                 raise ValueError(f"knob {knob} must be one of {', '.join(allowed)}, not {value!r}")
@@ -305,6 +311,8 @@ class Simulator:
         self.tokens = TokenIssuer(token, ttl=token_ttl)
         self.base_url = ""
         self.operations: dict[str, SimOperation] = {}
+        self.actions = 0
+        """Copy and upload requests that started an operation."""
         self.item_requests = 0
         """GETs of the item endpoint, authorized or not."""
         self.item_auth_headers: list[str] = []
@@ -400,8 +408,17 @@ class Simulator:
             opts = SimOptions.from_mapping(values)
         except (TypeError, ValueError) as exc:
             return self._graph_error(400, "invalidRequest", str(exc))
+        if opts.answer == "conflict":
+            return self._graph_error(409, "nameAlreadyExists", "The specified item name already exists.")
+        if opts.answer == "redirect":
+            return web.Response(status=302, headers={"Location": "http://169.254.169.254/latest/meta-data"})
         parent = body.get("parentReference")
+        self.actions += 1
         op = self._create(opts, f"{request.scheme}://{request.host}", parent if isinstance(parent, dict) else None)
+        if opts.answer == "sync":
+            op.created -= opts.duration  # done already: its item exists and the item endpoint serves it
+            op.created_at -= timedelta(seconds=opts.duration)
+            return web.json_response(op.drive_item(), status=201)
         return web.Response(status=202, headers={"Location": op.monitor_url})
 
     # -- Graph endpoints ------------------------------------------------------------------------

@@ -65,6 +65,7 @@ class Registration:
     job_id: str
     digest: str  # the request digest stored with the idempotency key ('' without one)
     view: dict[str, Any] | None  # the new job as the API shows it; None when an earlier job was found
+    pending: bool = False  # the earlier registration under this key is still starting its action
 
 
 class EventRecord(NamedTuple):
@@ -90,10 +91,12 @@ class Store:
         self._register = BatchedScript(
             redis,
             lua.REGISTER,
-            keys=[keys.MONITORS, keys.JOBS_INDEX],
-            shared=[keys.PREFIX, self.event_ttl * 1000],
-            width=7,
+            keys=[keys.MONITORS, keys.JOBS_INDEX, keys.DELIVERIES],
+            shared=[keys.PREFIX, self.event_ttl * 1000, self.event_ttl, self.retention],
+            width=8,
         )
+        self._reserve = redis.register_script(lua.RESERVE)
+        self._release = redis.register_script(lua.RELEASE)
         self._apply_poll = BatchedScript(
             redis,
             lua.APPLY_POLL,
@@ -119,30 +122,52 @@ class Store:
         self,
         job_id: str,
         fields: dict[str, str],
-        monitor_url: str,
+        monitor_url: str | None,
         *,
         sealed_url: str | None = None,
+        first_op: JobOp | None = None,
         idempotency: tuple[str, str, str] | None = None,  # (owner, key digest, request digest)
         idempotency_ttl: int = 86400,
     ) -> Registration:
         """Create the job, or find the one an idempotency key already made.
 
         The monitor's key is a digest of ``monitor_url``; what is stored is ``sealed_url`` (the URL encrypted:
-        monitor URLs are bearer capabilities), or the URL itself when none is given.
+        monitor URLs are bearer capabilities), or the URL itself when none is given. Without a monitor URL (an
+        action that finished at once) the job has no monitor, and ``first_op`` records its events.
         """
-        mkey = monitor_key(monitor_url)
+        mkey = monitor_key(monitor_url) if monitor_url is not None else ""
         idem_key = keys.idempotency(idempotency[0], idempotency[1]) if idempotency else ""
         digest = idempotency[2] if idempotency else ""
         fields = {k: v for k, v in fields.items() if k != "id"}  # the id is the key
-        fields["monitor_key"] = mkey
+        if mkey:
+            fields["monitor_key"] = mkey
         stored = monitor_url if sealed_url is None else sealed_url
-        raw = await self._register(idem_key, job_id, fields, mkey, stored, idempotency_ttl, digest)
+        op = first_op.as_json() if first_op is not None else ""
+        raw = await self._register(idem_key, job_id, fields, mkey, stored or "", idempotency_ttl, digest, op)
         if raw[0] != "created":
-            return Registration(created=False, job_id=raw[1], digest=raw[2], view=None)
+            return Registration(created=False, job_id=raw[1], digest=raw[2], view=None, pending=raw[3] == "pending")
+        if first_op is not None:
+            created = await self.job(job_id)
+            assert created is not None
+            return Registration(created=True, job_id=job_id, digest=digest, view=await self.job_view(created))
         _, found_id, _, now, polls, last_polled, due = raw
         job = {**fields, "id": found_id, "created": now, "seq": "0"}
         view = render_job(job, polls or None, last_polled or None, float(due) if due else None)
         return Registration(created=True, job_id=found_id, digest=digest, view=view)
+
+    async def reserve(self, idempotency: tuple[str, str, str], job_id: str, ttl: int) -> Registration | None:
+        """Hold an idempotency key while an action is started under it; the earlier holder when taken."""
+        raw = await self._reserve(
+            keys=[keys.idempotency(idempotency[0], idempotency[1])], args=[job_id, idempotency[2], ttl]
+        )
+        if not raw:
+            return None
+        found, digest, *rest = str(raw).split(" ")
+        return Registration(created=False, job_id=found, digest=digest, view=None, pending=rest == ["pending"])
+
+    async def release(self, idempotency: tuple[str, str, str], job_id: str) -> None:
+        """Let go of a reservation whose action started nothing."""
+        await self._release(keys=[keys.idempotency(idempotency[0], idempotency[1])], args=[job_id])
 
     async def job(self, job_id: str) -> dict[str, str] | None:
         data: dict[str, str] = await self.redis.hgetall(keys.job(job_id))  # type: ignore[misc]  # redis-py 5 types sync|async

@@ -26,6 +26,7 @@ __all__ = [
     "completion_event",
     "completion_op",
     "failure_op",
+    "finished_op",
     "job_event",
     "plan_poll",
 ]
@@ -222,6 +223,14 @@ def _predicted_delay(
     remaining = (100.0 - pct) * elapsed / gained
     delay = min(settings.poll_max_interval, max(settings.poll_initial_interval, remaining / 2.0))
     return delay * rng.uniform(0.9, 1.0)
+
+
+def finished_op(job: dict[str, str], now_ms: int, drive_item: dict[str, Any]) -> JobOp:
+    """The first change of a job whose action finished at once: completed, with the item Graph answered."""
+    job = {**job, "resource_id": drive_item["id"]}
+    op = completion_op(job, now_ms, drive_item, None, phase="tracking")
+    op.set["resource_id"] = drive_item["id"]
+    return op
 
 
 def _authorization_wait_over(job: dict[str, str], now_ms: int) -> JobOp | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import aiohttp
 from aiohttp import web
 from redis.asyncio import Redis
 
@@ -9,9 +10,11 @@ from relay.crypto import Vault
 from relay.settings import Settings
 from relay.store import Store
 
-__all__ = ["REDIS", "SETTINGS", "STORE", "VAULT"]
+__all__ = ["REDIS", "SESSION", "SETTINGS", "STORE", "VAULT"]
 
 SETTINGS = web.AppKey("settings", Settings)
 REDIS = web.AppKey("redis", Redis)
 STORE = web.AppKey("store", Store)
 VAULT = web.AppKey("vault", Vault)
+#: the outgoing client of the API (actions it starts for apps), guarded like the workers'
+SESSION = web.AppKey("session", aiohttp.ClientSession)

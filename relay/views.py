@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import time
 from typing import Any
 
 import structlog
@@ -16,6 +17,7 @@ from yarl import URL
 
 from relay import jsonfast, metrics
 from relay.access import owned_job
+from relay.actions import ActionRefused, action_host_allowed, derived_item_url, start_action
 from relay.crypto import Vault
 from relay.events import TERMINAL_TYPES
 from relay.live import parse_wait, wait_for_change
@@ -23,7 +25,10 @@ from relay.middlewares import OWNER
 from relay.models import JobCreate, JobPatch, check_destinations
 from relay.openapi import openapi_document
 from relay.problems import ProblemError
-from relay.typedefs import REDIS, SETTINGS, STORE, VAULT
+from relay.ssrf import Blocked, check_url
+from relay.store import Registration
+from relay.tracking import finished_op
+from relay.typedefs import REDIS, SESSION, SETTINGS, STORE, VAULT
 
 __all__ = ["routes"]
 
@@ -53,7 +58,7 @@ async def _json_body(request: web.Request) -> Any:
         raise ProblemError(400, "Malformed JSON", "the request body is not valid JSON") from None
 
 
-def _destination_errors(request: web.Request, **urls: str | None) -> None:
+def _destination_errors(request: web.Request, *, action_url: str | None = None, **urls: str | None) -> None:
     settings = request.app[SETTINGS]
     errors = check_destinations(
         monitor_url=urls.get("monitor_url"),
@@ -63,6 +68,11 @@ def _destination_errors(request: web.Request, **urls: str | None) -> None:
         item_hosts=settings.item_allowed_hosts,
         trusted_hosts=settings.internal_hosts,
     )
+    if action_url is not None:
+        try:
+            check_url(action_url, settings.internal_hosts)
+        except Blocked as exc:
+            errors.append({"field": "action.url", "message": str(exc)})
     if errors:
         raise ProblemError(422, "Invalid request body", "a URL is not allowed", errors=errors)
 
@@ -73,26 +83,27 @@ async def create_job(request: web.Request) -> web.Response:
     if not isinstance(body, dict):
         raise ProblemError(422, "Invalid request body", "the body must be a JSON object")
     job = JobCreate.model_validate(body)
+    settings = request.app[SETTINGS]
+    drive_item_url = job.drive_item_url
+    if job.action is not None:
+        if not action_host_allowed(job.action, settings.action_allowed_hosts):
+            message = "the action host is not in RELAY_ACTION_ALLOWED_HOSTS"
+            raise ProblemError(
+                422, "Invalid request body", message, errors=[{"field": "action.url", "message": message}]
+            )
+        drive_item_url = drive_item_url or derived_item_url(job.action)
     _destination_errors(
-        request, monitor_url=job.monitor_url, callback_url=job.callback_url, drive_item_url=job.drive_item_url
+        request,
+        monitor_url=job.monitor_url,
+        callback_url=job.callback_url,
+        drive_item_url=drive_item_url,
+        action_url=job.action.url if job.action else None,
     )
-    owner = request[OWNER]
-    idempotency = None
-    key = request.headers.get("Idempotency-Key")
-    if key is not None:
-        if not 0 < len(key) <= _MAX_IDEMPOTENCY_KEY:
-            raise ProblemError(400, "Bad Idempotency-Key", f"Idempotency-Key must be 1 to {_MAX_IDEMPOTENCY_KEY} chars")
-        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
-        idempotency = (owner, _digest(key), _digest(canonical))
+    idempotency = _idempotency(request, body)
     job_id = secrets.token_hex(16)
-    fields = {
-        "id": job_id,
-        "owner": owner,
-        "monitor_host": URL(job.monitor_url).host or "",
-        "callback_url": job.callback_url,
-    }
-    if job.drive_item_url:
-        fields["drive_item_url"] = job.drive_item_url
+    fields = {"owner": request[OWNER], "callback_url": job.callback_url}
+    if drive_item_url:
+        fields["drive_item_url"] = drive_item_url
     if job.authorization:
         fields["authorization"] = _vault(request).encrypt(job.authorization)
     metadata = job.metadata_json()
@@ -100,22 +111,104 @@ async def create_job(request: web.Request) -> web.Response:
         fields["metadata"] = metadata
     if job.secret:
         fields["secret"] = job.secret
-    progress_interval = job.progress_interval or request.app[SETTINGS].progress_interval
+    progress_interval = job.progress_interval or settings.progress_interval
     if progress_interval:
         fields["progress_interval"] = repr(float(progress_interval))
     store = request.app[STORE]
-    sealed = request.app[VAULT].seal(job.monitor_url)
-    registered = await store.register(job_id, fields, job.monitor_url, sealed_url=sealed, idempotency=idempotency)
-    location = {"Location": f"/v1/jobs/{registered.job_id}"}
+    if job.action is None:
+        assert job.monitor_url is not None
+        return await _register(request, job_id, fields, job.monitor_url, idempotency)
+    if idempotency is not None:  # hold the key while Graph is asked: a retry must not start a second copy
+        earlier = await store.reserve(idempotency, job_id, int(settings.request_timeout) + 30)
+        if earlier is not None:
+            return await _earlier(request, earlier, idempotency)
+    try:
+        started = await start_action(
+            request.app[SESSION],
+            job.action,
+            job.authorization or "",
+            internal_hosts=settings.internal_hosts,
+            time_limit=settings.request_timeout,
+        )
+        if started.monitor_url is not None:
+            _monitor_answer_allowed(request, started.monitor_url)
+    except ActionRefused as refused:
+        if idempotency is not None:
+            await store.release(idempotency, job_id)
+        extra = {"graphError": refused.graph} if refused.graph else None
+        raise ProblemError(refused.status, refused.title, refused.detail, extra=extra) from None
+    if started.monitor_url is not None:
+        return await _register(request, job_id, fields, started.monitor_url, idempotency)
+    return await _register(request, job_id, fields, None, idempotency, finished=started.drive_item)
+
+
+def _idempotency(request: web.Request, body: dict[str, Any]) -> tuple[str, str, str] | None:
+    """(owner, key digest, request digest) of the Idempotency-Key header, if there is one."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not 0 < len(key) <= _MAX_IDEMPOTENCY_KEY:
+        raise ProblemError(400, "Bad Idempotency-Key", f"Idempotency-Key must be 1 to {_MAX_IDEMPOTENCY_KEY} chars")
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return request[OWNER], _digest(key), _digest(canonical)
+
+
+def _monitor_answer_allowed(request: web.Request, monitor_url: str) -> None:
+    """The monitor URL Graph answered must be one relay may poll, like a registered one."""
+    settings = request.app[SETTINGS]
+    errors = check_destinations(
+        monitor_url=monitor_url,
+        callback_url=None,
+        drive_item_url=None,
+        monitor_hosts=settings.monitor_allowed_hosts,
+        item_hosts=settings.item_allowed_hosts,
+        trusted_hosts=settings.internal_hosts,
+    )
+    if errors:
+        raise ActionRefused(502, "Unusable monitor URL", "Graph answered with a monitor URL relay may not poll")
+
+
+async def _register(
+    request: web.Request,
+    job_id: str,
+    fields: dict[str, str],
+    monitor_url: str | None,
+    idempotency: tuple[str, str, str] | None,
+    *,
+    finished: dict[str, Any] | None = None,
+) -> web.Response:
+    store = request.app[STORE]
+    if monitor_url is not None:
+        fields["monitor_host"] = URL(monitor_url).host or ""
+        sealed = request.app[VAULT].seal(monitor_url)
+        registered = await store.register(job_id, fields, monitor_url, sealed_url=sealed, idempotency=idempotency)
+    else:  # the action finished at once: the job is born completed, with its job.completed event
+        assert finished is not None
+        first = finished_op({**fields, "id": job_id}, int(time.time() * 1000), finished)
+        registered = await store.register(job_id, fields, None, first_op=first, idempotency=idempotency)
     if registered.view is not None:
         metrics.JOBS_REGISTERED.inc()
-        return _json(registered.view, status=201, headers=location)
-    if idempotency is not None and registered.digest != idempotency[2]:
+        return _json(registered.view, status=201, headers={"Location": f"/v1/jobs/{registered.job_id}"})
+    assert idempotency is not None
+    return await _earlier(request, registered, idempotency)
+
+
+async def _earlier(request: web.Request, earlier: Registration, idempotency: tuple[str, str, str]) -> web.Response:
+    """The answer for a registration whose Idempotency-Key was used before."""
+    if earlier.digest != idempotency[2]:
         raise ProblemError(409, "Idempotency-Key reused", "this Idempotency-Key was used with a different body")
-    stored = await store.job(registered.job_id)
+    if earlier.pending:
+        raise ProblemError(
+            409,
+            "Registration in progress",
+            "a registration with this Idempotency-Key is still starting its action; retry in a moment",
+            headers={"Retry-After": "1"},
+        )
+    store = request.app[STORE]
+    stored = await store.job(earlier.job_id)
     if stored is None:  # the earlier job has expired; its key outlived it
         raise ProblemError(409, "Idempotency-Key reused", "the job this Idempotency-Key made no longer exists")
-    return _json(await store.job_view(stored), headers=location)
+    return _json(await store.job_view(stored), headers={"Location": f"/v1/jobs/{earlier.job_id}"})
 
 
 @routes.get("/v1/jobs/{job_id}")

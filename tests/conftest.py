@@ -52,6 +52,7 @@ def settings(redis_server: EmbeddedRedis) -> Settings:
         signing_secrets=(SECRET,),
         monitor_allowed_hosts=("127.0.0.1",),
         item_allowed_hosts=("127.0.0.1",),
+        action_allowed_hosts=("127.0.0.1",),
         internal_hosts=("127.0.0.1",),
         poll_initial_interval=0.05,
         poll_max_interval=0.3,

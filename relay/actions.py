@@ -1,0 +1,171 @@
+"""Starting the long-running action for the app: relay POSTs it to Graph and takes the 202's ``Location``.
+
+Every Graph SDK types ``copy`` as returning a DriveItem, so the 202's ``Location`` header (the monitor URL)
+is dropped and apps must dig it out. With ``action`` in ``POST /v1/jobs``, relay sends the request itself:
+to an allowed Graph host only (``RELAY_ACTION_ALLOWED_HOSTS``), through the SSRF guard, never following a
+redirect, with the app's authorization and a short list of safe extra headers. What Graph answers decides:
+
+* ``202`` with ``Location``: the monitor to track, as if the app had registered it;
+* ``200``/``201`` with a DriveItem: the action finished synchronously (some SharePoint copies do);
+* a 4xx: Graph's refusal, passed on as a problem (``nameAlreadyExists`` and the like);
+* a 5xx, a timeout, a redirect or an unusable answer: a 502/504 problem. Nothing is registered then.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import aiohttp
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
+from yarl import URL
+
+from relay.client import fetch
+from relay.ssrf import Blocked, host_matches
+
+__all__ = ["SAFE_HEADERS", "Action", "ActionRefused", "Started", "derived_item_url", "start_action"]
+
+#: extra request headers an action may carry; everything else (Authorization included) relay sets itself
+SAFE_HEADERS = frozenset({"prefer", "if-match", "if-none-match", "accept-language"})
+_MAX_ANSWER = 1024 * 1024
+#: the drive part of a Graph item path: /v1.0/me/drive, /beta/drives/{id}, /v1.0/sites/{id}/drive ...
+_DRIVE_PATH = re.compile(
+    r"^(/(?:v1\.0|beta)/(?:me/drive|drives/[^/]+|(?:sites|users|groups)/[^/]+/drive))/(?:items|root)"
+)
+
+
+class Action(BaseModel):
+    """``action`` of ``POST /v1/jobs``: the Graph request that starts the long-running action."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: Literal["POST"] = "POST"
+    url: str = Field(min_length=1, max_length=2048, json_schema_extra={"format": "uri"})
+    body: dict[str, Any] | None = Field(default=None, description="JSON body of the request, e.g. the copy's")
+    headers: dict[str, str] | None = Field(
+        default=None, description=f"extra headers, only {', '.join(sorted(SAFE_HEADERS))} (e.g. Prefer: respond-async)"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        try:
+            url = URL(value)
+        except ValueError:
+            raise PydanticCustomError("url", "action.url is not a valid URL") from None
+        if url.scheme not in ("http", "https") or not url.host:
+            raise PydanticCustomError("url", "action.url must be an absolute http(s) URL")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for name, header in (value or {}).items():
+            if name.lower() not in SAFE_HEADERS:
+                raise PydanticCustomError(
+                    "header", "action.headers may carry only {allowed}", {"allowed": ", ".join(sorted(SAFE_HEADERS))}
+                )
+            if "\r" in header or "\n" in header or len(header) > 1024:
+                raise PydanticCustomError("header", "action header values are one line of at most 1024 characters")
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """What Graph answered an action that it took: a monitor to track, or the finished item itself."""
+
+    http_status: int
+    monitor_url: str | None = None
+    drive_item: dict[str, Any] | None = None
+
+
+class ActionRefused(Exception):
+    """Graph did not start the action (or relay could not tell): the API answers this problem."""
+
+    def __init__(self, status: int, title: str, detail: str, graph: dict[str, Any] | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.graph = graph
+
+
+def derived_item_url(action: Action) -> str | None:
+    """The ``driveItemUrl`` the new item will have, when the action says which drive it lands in."""
+    url = URL(action.url)
+    parent = (action.body or {}).get("parentReference")
+    version = url.path.split("/")[1] if url.path.count("/") > 1 else ""
+    if isinstance(parent, dict) and isinstance(parent.get("driveId"), str) and version in ("v1.0", "beta"):
+        drive = f"/{version}/drives/{parent['driveId']}"
+    else:
+        match = _DRIVE_PATH.match(url.path)
+        if match is None:
+            return None
+        drive = match.group(1)
+    return str(url.with_path(drive, encoded=False).with_query(None)) + "/items/{resourceId}"
+
+
+async def start_action(
+    session: aiohttp.ClientSession,
+    action: Action,
+    authorization: str,
+    *,
+    internal_hosts: tuple[str, ...],
+    time_limit: float,
+) -> Started:
+    """Send the action; raises :class:`ActionRefused` for anything but a started or finished action."""
+    headers = {**(action.headers or {}), "Authorization": authorization, "Accept": "application/json"}
+    data = None
+    if action.body is not None:
+        headers["Content-Type"] = "application/json"
+        data = json.dumps(action.body).encode()
+    try:
+        resp = await fetch(
+            session,
+            action.method,
+            action.url,
+            trusted_hosts=internal_hosts,
+            time_limit=time_limit,
+            max_body=_MAX_ANSWER,
+            headers=headers,
+            data=data,
+        )
+    except Blocked as exc:
+        raise ActionRefused(422, "Action not allowed", str(exc)) from None
+    except TimeoutError:
+        raise ActionRefused(504, "Graph did not answer", f"no answer within {time_limit:g} s") from None
+    except (aiohttp.ClientError, OSError) as exc:
+        raise ActionRefused(502, "Graph not reachable", type(exc).__name__) from None
+    answer = _json_object(resp.body)
+    if resp.status == 202:
+        location = resp.headers.get("Location")
+        if not location:
+            raise ActionRefused(502, "No monitor URL", "Graph answered 202 without a Location header")
+        return Started(202, monitor_url=str(URL(action.url).join(URL(location))))
+    if resp.status in (200, 201) and answer is not None and isinstance(answer.get("id"), str):
+        return Started(resp.status, drive_item=answer)
+    graph = answer.get("error") if answer is not None and isinstance(answer.get("error"), dict) else None
+    if 300 <= resp.status < 400:
+        raise ActionRefused(502, "Graph redirected the action", f"answered {resp.status}; relay follows no redirect")
+    if 400 <= resp.status < 500:
+        # Graph's own status, except an authentication failure, which must not read as relay's own 401
+        status = 422 if resp.status in (401, 407) else resp.status
+        message = str(graph.get("message")) if graph else f"Graph answered {resp.status}"
+        return_graph = {"status": resp.status, "code": graph.get("code") if graph else None, "message": message}
+        raise ActionRefused(status, "Graph refused the action", message, return_graph)
+    raise ActionRefused(502, "Graph failed the action", f"Graph answered {resp.status}", {"status": resp.status})
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(body) if body else None
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def action_host_allowed(action: Action, hosts: tuple[str, ...]) -> bool:
+    return host_matches(URL(action.url).host or "", hosts)
