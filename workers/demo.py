@@ -1,8 +1,8 @@
 """``relay demo``: a self-contained tour.
 
 Starts an embedded Redis, the Graph simulator, relay (API + worker) and a small receiver that
-verifies every signature; starts a simulated large-folder copy (or an upload from URL) the way an
-app would, registers its monitor URL with relay, and draws a progress bar from the webhooks it
+verifies every signature; has relay start a simulated large-folder copy (or an upload from URL) the
+way an app would (``action`` in ``POST /v1/jobs``), and draws a progress bar from the webhooks it
 receives. Everything listens on 127.0.0.1 and stops when the tour ends.
 
 ``--long`` shows a copy that outlives the app's token: the simulator's tokens expire (as Graph's do
@@ -91,26 +91,21 @@ async def _token(session: aiohttp.ClientSession, sim: Simulator, ttl: float) -> 
     return f"Bearer {answer['access_token']}"
 
 
-async def _start_action(
-    session: aiohttp.ClientSession, sim: Simulator, action: str, fail: bool, duration: float, authorization: str
-) -> str:
-    """What the app does: ask Graph for the long-running action and take the monitor URL from Location."""
+def _action(sim: Simulator, action: str, fail: bool, duration: float) -> dict[str, Any]:
+    """The Graph request that starts the long-running action, as the app hands it to relay."""
     knobs = f"duration={duration}" + ("&outcome=failed" if fail else "")
-    headers = {"Authorization": authorization, "Prefer": "respond-async"}
     if action == "upload":
-        url = f"{sim.base_url}/v1.0/me/drive/items/root/children?{knobs}"
-        body: dict[str, Any] = {
-            "@microsoft.graph.sourceUrl": "https://example.org/big.iso",
-            "name": "big.iso",
-            "file": {},
+        return {
+            "method": "POST",
+            "url": f"{sim.base_url}/v1.0/me/drive/items/root/children?{knobs}",
+            "body": {"@microsoft.graph.sourceUrl": "https://example.org/big.iso", "name": "big.iso", "file": {}},
+            "headers": {"Prefer": "respond-async"},
         }
-    else:
-        url = f"{sim.base_url}/v1.0/me/drive/items/01LARGEFOLDER/copy?{knobs}"
-        body = {"parentReference": {"path": "/drive/root:/Documents"}, "name": "Copy of LargeFolder1"}
-    async with session.post(url, json=body, headers=headers) as resp:
-        if resp.status != 202:
-            raise RuntimeError(f"the simulator answered {resp.status} to the {action} request")
-        return resp.headers["Location"]
+    return {
+        "method": "POST",
+        "url": f"{sim.base_url}/v1.0/me/drive/items/01LARGEFOLDER/copy?{knobs}",
+        "body": {"parentReference": {"path": "/drive/root:/Documents"}, "name": "Copy of LargeFolder1"},
+    }
 
 
 async def run_demo(*, action: str = "copy", fail: bool = False, duration: float = 8.0, long: bool = False) -> int:
@@ -129,6 +124,7 @@ async def run_demo(*, action: str = "copy", fail: bool = False, duration: float 
             signing_secrets=(secret,),
             monitor_allowed_hosts=("127.0.0.1",),
             item_allowed_hosts=("127.0.0.1",),
+            action_allowed_hosts=("127.0.0.1",),
             internal_hosts=("127.0.0.1",),
             poll_initial_interval=0.5,
             poll_max_interval=2.0,
@@ -166,14 +162,9 @@ async def _tour(
     async with aiohttp.ClientSession() as session:
         # --long: the app's token lives a third of the copy, as a 60-90 minute Graph token beside a copy of hours
         authorization = await _token(session, sim, ttl=duration / 3) if long else f"Bearer {TOKEN}"
-        monitor_url = await _start_action(session, sim, action, fail, duration, authorization)
-        console.print(f"1. the app asked Graph to {action}: [green]202 Accepted[/] with a monitor URL")
-        if long:
-            console.print(f"   its token expires in {duration / 3:g} s; the copy takes {duration:g} s")
         registration = {
-            "monitorUrl": monitor_url,
+            "action": _action(sim, action, fail, duration),
             "callbackUrl": hook_url,
-            "driveItemUrl": f"{sim.base_url}/v1.0/me/drive/items/{{resourceId}}",
             "authorization": authorization,
             "metadata": {"demo": action},
         }
@@ -182,7 +173,12 @@ async def _tour(
             if resp.status != 201:
                 console.print(f"[red]registration failed[/]: {job}")
                 return 1
-        console.print(f"2. it registered the monitor with relay: job [cyan]{job['id']}[/]; now it just listens\n")
+        console.print(
+            f"1. the app asked relay to start the {action}: Graph answered [green]202 Accepted[/] with a monitor"
+        )
+        if long:
+            console.print(f"   the app's token expires in {duration / 3:g} s; the copy takes {duration:g} s")
+        console.print(f"2. relay tracks it as job [cyan]{job['id']}[/]; the app just listens\n")
         columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
         patched_at: float | None = None
         with Progress(*columns, console=console) as progress:
