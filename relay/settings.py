@@ -10,8 +10,12 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from standardwebhooks.webhooks import Webhook
+
+if TYPE_CHECKING:
+    from relay.credential_specs import CredentialSpec
 
 __all__ = ["DEFAULT_MONITOR_HOSTS", "ConfigError", "Settings"]
 
@@ -113,9 +117,13 @@ class Settings:
     retry_after_cap: float = 3600.0
     encryption_keys: tuple[str, ...] = ()
     worker_metrics_port: int = 9100
+    #: RELAY_CREDENTIALS: the named credentials relay holds itself (relay/credential_specs.py)
+    credentials: tuple[CredentialSpec, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        from relay.credential_specs import load_credentials  # it needs ConfigError from this module
+
         env = os.environ if env is None else env
         port = _int(env, "RELAY_PORT", 8080, minimum=0)
         if port > 65535:
@@ -163,6 +171,7 @@ class Settings:
             job_retention=_duration(env, "RELAY_JOB_RETENTION", 7 * 86400.0, minimum=60),
             encryption_keys=_list(env.get("RELAY_ENCRYPTION_KEY")),
             worker_metrics_port=_int(env, "RELAY_WORKER_METRICS_PORT", 9100, minimum=0),
+            credentials=load_credentials(env.get("RELAY_CREDENTIALS")),
         )
 
     def check_serving(self) -> None:
