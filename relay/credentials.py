@@ -181,7 +181,8 @@ def _read(path: str) -> str:
 
 def _build(spec: CredentialSpec, timeout: float) -> AsyncSupportsTokenInfo:
     """The azure-identity credential for ``spec``; files are read now."""
-    options: dict[str, Any] = {"connection_timeout": timeout, "read_timeout": timeout, "retry_total": 2}
+    # one immediate retry in the library; relay's own resolution schedule retries after that
+    options: dict[str, Any] = {"connection_timeout": timeout, "read_timeout": timeout, "retry_total": 1}
     if spec.ca_file is not None:
         options["connection_verify"] = spec.ca_file
     if spec.authority is not None:
