@@ -41,7 +41,7 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     value = value.strip()
     if not value:
         return None
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # delta-seconds are ASCII digits ("¹".isdigit() is true too)
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)

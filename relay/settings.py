@@ -10,8 +10,12 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from standardwebhooks.webhooks import Webhook
+
+if TYPE_CHECKING:
+    from relay.credential_specs import CredentialSpec
 
 __all__ = [
     "DEFAULT_ACTION_HOSTS",
@@ -137,9 +141,13 @@ class Settings:
     metrics_token: str | None = None
     #: one line per deprecated setting that was used, for the entry point to log
     deprecations: tuple[str, ...] = ()
+    #: RELAY_CREDENTIALS: the named credentials relay holds itself (relay/credential_specs.py)
+    credentials: tuple[CredentialSpec, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        from relay.credential_specs import load_credentials  # it needs ConfigError from this module
+
         env = os.environ if env is None else env
         port = _int(env, "RELAY_PORT", 8080, minimum=0)
         if port > 65535:
@@ -194,6 +202,7 @@ class Settings:
             metrics_token=env.get("RELAY_METRICS_TOKEN") or None,
             progress_interval=_progress_interval(env),
             deprecations=deprecations,
+            credentials=load_credentials(env.get("RELAY_CREDENTIALS")),
         )
 
     def check_serving(self) -> None:

