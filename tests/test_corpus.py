@@ -59,6 +59,7 @@ def test_the_corpus_has_cases() -> None:
 def test_every_case_says_where_it_was_published_and_what_was_changed(path: Path) -> None:
     case = load(path)
     assert case["name"] and case["changed"], "say what the case is and what was changed (or 'nothing')"
+    assert case["before"], "say what relay made of it before the fix (or 'the same')"
     source = case["source"]
     assert source["url"] and source["title"] and source["published"], "cite the source and quote what it published"
     assert case["fidelity"].startswith(FIDELITY) or any(f in case["fidelity"] for f in FIDELITY)
