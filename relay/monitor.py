@@ -1,8 +1,22 @@
 """Classify one monitor response: pure, no I/O.
 
-Real monitors are inconsistent (see SPEC "The problem"), so the JSON body decides first and the
-HTTP status second: a 500 carrying a valid AsyncJobStatus is that status; a 200 carrying a
-DriveItem is a completion that brings its item; a 303 is a completion even with an empty body.
+Real monitors are inconsistent, so the JSON body decides first and the HTTP status second. The rules,
+each backed by a case in ``tests/corpus`` (README "Polling" says the same for users):
+
+- **Status words** are compared case-insensitively (as Microsoft's Graph SDKs do) and documented
+  synonyms map to AsyncJobStatus words: ``succeeded``/``success`` → completed, ``canceled`` →
+  cancelled, ``running`` → inProgress (Graph's longRunningOperation and the Graph API guidelines).
+  The monitor's own word is kept and passed on as ``monitorStatus``. A word relay does not know is
+  progress of an unknown kind (``unknown_status``); the poller bounds how long it accepts that.
+- **Failure reasons** come from ``errorCode``/``statusDescription`` or from an ``error`` object
+  (``code``, ``message``, ``target``: OneDrive for Business ``/_api/v2.1/.../operations`` monitors).
+- **The new item** comes from ``resourceId``, else a ``resourceLocation`` URL, else the ``Location``
+  header, in either path form: ``/items/<id>`` or the OData key ``items('<id>')``, percent-decoded.
+- A **200 whose body is a DriveItem** is a completion carrying its item; a **303** is a completion even
+  with an empty body. An AsyncJobStatus body counts as that status even on a 5xx.
+- An **error answer whose Graph error code cannot change** (``operationNotFound`` on a 500, after a
+  name conflict) ends the job: gone for "no such operation/item", failed for the request's own faults.
+  Other 5xx, 429 and network errors are transient (``RETRY``); the poller bounds bare 5xx stretches.
 """
 
 from __future__ import annotations
@@ -14,30 +28,63 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 __all__ = [
     "FAILED_STATUSES",
     "MAX_BODY",
     "Kind",
     "PollResult",
+    "canonical_status",
     "classify",
     "job_status",
+    "resource_from_url",
 ]
 
 #: larger monitor (and DriveItem) responses count as errors
 MAX_BODY = 1024 * 1024
 FAILED_STATUSES = frozenset({"failed", "deleteFailed", "cancelled"})
 _NOT_STARTED = frozenset({"notStarted", "waiting"})
+#: every status word relay understands, lower-cased, with the AsyncJobStatus word it means
+_STATUS_WORDS: dict[str, str] = {
+    # AsyncJobStatus (OneDrive and Graph docs)
+    **{w.lower(): w for w in ("notStarted", "inProgress", "completed", "failed", "cancelled", "waiting")},
+    **{w.lower(): w for w in ("cancelPending", "updating", "deletePending", "deleteFailed")},
+    # synonyms: Graph longRunningOperation / Graph API guidelines / Azure, and "success"
+    "running": "inProgress",
+    "succeeded": "completed",
+    "success": "completed",
+    "canceled": "cancelled",
+}
+#: Graph error codes an answer can carry that no later poll will change (case-insensitive)
+_GONE_CODES = frozenset({"operationnotfound", "itemnotfound"})
+_FINAL_CODES = frozenset(
+    c.lower()
+    for c in (
+        "accessDenied",
+        "invalidRange",
+        "invalidRequest",
+        "malwareDetected",
+        "nameAlreadyExists",
+        "notAllowed",
+        "notSupported",
+        "quotaLimitReached",
+        "resourceModified",
+        "resyncRequired",
+        "unauthenticated",
+    )
+)
 _DRIVE_ITEM_FIELDS = ("name", "file", "folder", "parentReference", "size", "webUrl", "eTag")
 _ITEM_IN_PATH = re.compile(r"/items/([^/?#]+)")
+_ITEM_AS_KEY = re.compile(r"items\('((?:[^']|'')*)'\)")
 
 
 class Kind(StrEnum):
-    PROGRESS = "progress"  # still running: status and/or percentage
+    PROGRESS = "progress"  # still running: status and/or percentage (or a status word relay does not know)
     COMPLETED = "completed"
-    FAILED = "failed"  # the monitor says failed / deleteFailed / cancelled
-    GONE = "gone"  # 404 / 410: the monitor no longer exists
-    RETRY = "retry"  # transient: 429, 5xx, network; back off, never fail the job for it
+    FAILED = "failed"  # the monitor says failed / deleteFailed / cancelled, or a final Graph error
+    GONE = "gone"  # 404 / 410, or a final "no such operation": the monitor no longer exists
+    RETRY = "retry"  # transient: 429, 5xx, network; back off
     INVALID = "invalid"  # an answer that is not AsyncJobStatus
 
 
@@ -45,25 +92,33 @@ class Kind(StrEnum):
 class PollResult:
     kind: Kind
     http_status: int | None = None
-    status: str | None = None
+    status: str | None = None  # the monitor's own status word, as it wrote it
     percentage: float | None = None
     operation: str | None = None
     resource_id: str | None = None
     error_code: str | None = None
     status_description: str | None = None
+    error_message: str | None = None
+    error_target: str | None = None
+    unknown_status: bool = False
     drive_item: dict[str, Any] | None = None
     location: str | None = None
     retry_after: str | None = None
     detail: str = ""
 
 
+def canonical_status(word: str | None) -> str | None:
+    """The AsyncJobStatus word a monitor's status word means, or None for a word relay does not know."""
+    return _STATUS_WORDS.get(word.lower()) if word else None
+
+
 def job_status(kind: Kind, monitor_status: str | None) -> str:
-    """The job status (SPEC: notStarted|inProgress|completed|failed|cancelled) a poll result implies."""
+    """The job status (notStarted|inProgress|completed|failed) a poll result implies."""
     if kind is Kind.COMPLETED:
         return "completed"
     if kind is Kind.FAILED:
         return "failed"
-    if monitor_status in _NOT_STARTED:
+    if canonical_status(monitor_status) in _NOT_STARTED:
         return "notStarted"
     return "inProgress"
 
@@ -88,11 +143,32 @@ def _looks_like_drive_item(doc: Mapping[str, Any]) -> bool:
     return isinstance(doc.get("id"), str) and "status" not in doc and any(f in doc for f in _DRIVE_ITEM_FIELDS)
 
 
-def _resource_from_location(location: str | None) -> str | None:
-    if not location:
+def resource_from_url(url: str | None, *, last_segment: bool = False) -> str | None:
+    """The item id in ``.../items/<id>`` or ``...items('<id>')`` (percent-decoded); an empty key is None.
+
+    With ``last_segment`` (a ``resourceLocation``, which names the resource itself) a URL in neither
+    form gives its last path segment.
+    """
+    if not url:
         return None
-    match = _ITEM_IN_PATH.search(location)
-    return match.group(1) if match else None
+    match = _ITEM_AS_KEY.search(url)
+    if match:
+        found = unquote(match.group(1)).replace("''", "'")
+    elif match := _ITEM_IN_PATH.search(url):
+        found = unquote(match.group(1))
+    elif last_segment:
+        found = unquote(urlsplit(url).path.rstrip("/").rpartition("/")[2])
+    else:
+        return None
+    return found or None
+
+
+def _graph_error(doc: Any) -> dict[str, str | None] | None:
+    """A Graph error object's code, message and target (the ``error`` member of ``doc``)."""
+    error = doc.get("error") if isinstance(doc, dict) else None
+    if not isinstance(error, dict) or not _str_or_none(error.get("code")):
+        return None
+    return {key: _str_or_none(error.get(key)) for key in ("code", "message", "target")}
 
 
 def classify(
@@ -117,26 +193,7 @@ def classify(
             doc = None
 
     if isinstance(doc, dict) and isinstance(doc.get("status"), str) and doc["status"]:
-        pct = _percentage(doc.get("percentageComplete"))
-        if pct is False:
-            return PollResult(Kind.INVALID, detail="percentageComplete is not a number", **base)
-        status = doc["status"]
-        fields: dict[str, Any] = {
-            "status": status,
-            "percentage": pct,
-            "operation": _str_or_none(doc.get("operation")),
-            "resource_id": _str_or_none(doc.get("resourceId")),
-            "error_code": _str_or_none(doc.get("errorCode")),
-            "status_description": _str_or_none(doc.get("statusDescription")),
-        }
-        if status == "completed":
-            if fields["resource_id"] is None:
-                fields["resource_id"] = _resource_from_location(location)
-            fields["percentage"] = 100.0
-            return PollResult(Kind.COMPLETED, **fields, **base)
-        if status in FAILED_STATUSES:
-            return PollResult(Kind.FAILED, **fields, **base)
-        return PollResult(Kind.PROGRESS, **fields, **base)
+        return _status_answer(doc, location, base)
 
     if isinstance(doc, dict) and _looks_like_drive_item(doc) and http_status in (200, 201, 303):
         return PollResult(
@@ -148,12 +205,19 @@ def classify(
             Kind.COMPLETED,
             status="completed",
             percentage=100.0,
-            resource_id=_resource_from_location(location),
+            resource_id=resource_from_url(location),
             detail="303 See Other",
             **base,
         )
     if http_status in (404, 410):
-        return PollResult(Kind.GONE, detail=f"HTTP {http_status}", **base)
+        return PollResult(Kind.GONE, detail=f"HTTP {http_status}", **_error_fields(_graph_error(doc)), **base)
+    if http_status >= 400 and http_status not in (408, 425, 429):
+        error = _graph_error(doc)
+        code = (error or {}).get("code") or ""
+        if code.lower() in _GONE_CODES:
+            return PollResult(Kind.GONE, detail=f"HTTP {http_status} {code}", **_error_fields(error), **base)
+        if code.lower() in _FINAL_CODES:
+            return PollResult(Kind.FAILED, detail=f"HTTP {http_status} {code}", **_error_fields(error), **base)
     if http_status in (408, 425, 429) or http_status >= 500:
         return PollResult(Kind.RETRY, detail=f"HTTP {http_status}", **base)
     if isinstance(doc, dict) and "percentageComplete" in doc:
@@ -164,3 +228,39 @@ def classify(
             )
     what = "JSON without AsyncJobStatus fields" if doc is not None else "a body that is not JSON"
     return PollResult(Kind.INVALID, detail=f"HTTP {http_status} with {what}", **base)
+
+
+def _error_fields(error: dict[str, str | None] | None) -> dict[str, Any]:
+    if error is None:
+        return {}
+    return {"error_code": error["code"], "error_message": error["message"], "error_target": error["target"]}
+
+
+def _status_answer(doc: dict[str, Any], location: str | None, base: dict[str, Any]) -> PollResult:
+    """An answer with a ``status`` word: AsyncJobStatus, or Graph's long-running operation."""
+    pct = _percentage(doc.get("percentageComplete"))
+    if pct is False:
+        return PollResult(Kind.INVALID, detail="percentageComplete is not a number", **base)
+    status: str = doc["status"]
+    meaning = canonical_status(status)
+    error = _graph_error(doc)
+    fields: dict[str, Any] = {
+        "status": status,
+        "percentage": pct,
+        "operation": _str_or_none(doc.get("operation")),
+        "resource_id": _str_or_none(doc.get("resourceId")),
+        "status_description": _str_or_none(doc.get("statusDescription")),
+        **_error_fields(error),
+    }
+    fields["error_code"] = _str_or_none(doc.get("errorCode")) or fields.get("error_code")
+    if meaning == "completed":
+        fields["resource_id"] = (
+            fields["resource_id"]
+            or resource_from_url(_str_or_none(doc.get("resourceLocation")), last_segment=True)
+            or resource_from_url(location)
+        )
+        fields["percentage"] = 100.0
+        return PollResult(Kind.COMPLETED, **fields, **base)
+    if meaning in FAILED_STATUSES:
+        return PollResult(Kind.FAILED, **fields, **base)
+    return PollResult(Kind.PROGRESS, unknown_status=meaning is None, **fields, **base)

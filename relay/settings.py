@@ -129,6 +129,7 @@ class Settings:
     delivery_concurrency: int = 200
     request_timeout: float = 15.0
     max_invalid_responses: int = 5
+    poll_max_error_time: float = 3600.0
     job_retention: float = 7 * 86400.0
     retry_after_cap: float = 3600.0
     encryption_keys: tuple[str, ...] = ()
@@ -195,6 +196,7 @@ class Settings:
             delivery_concurrency=_int(env, "RELAY_DELIVERY_CONCURRENCY", 200),
             request_timeout=_duration(env, "RELAY_REQUEST_TIMEOUT", 15.0, minimum=0.1),
             max_invalid_responses=_int(env, "RELAY_POLL_MAX_INVALID", 5),
+            poll_max_error_time=_duration(env, "RELAY_POLL_MAX_ERROR_TIME", 3600.0, minimum=1),
             job_retention=_duration(env, "RELAY_JOB_RETENTION", 7 * 86400.0, minimum=60),
             encryption_keys=_list(env.get("RELAY_ENCRYPTION_KEY")),
             worker_metrics_port=_int(env, "RELAY_WORKER_METRICS_PORT", 9100, minimum=0),

@@ -108,6 +108,9 @@ class SimOptions:
     ``sharepoint``: ``{base}/_api/v2.0/drives/{d}/operations/{id}?tempauth=...`` (no ``monitor`` segment, a secret)."""
     script: list[dict[str, Any]] | None = None
     """Overrides everything else: poll n answers ``script[min(n, len - 1)]``, each ``{"status", "body", "headers"}``."""
+    item_ids: list[str] | None = None
+    """More resource ids the item endpoint answers with this operation's DriveItem (a scripted completion that
+    names its item only in a ``Location`` or ``resourceLocation``)."""
     name: str = "Copy of LargeFolder1"
     """Name of the resulting DriveItem."""
     answer: str = "202"
@@ -140,6 +143,8 @@ class SimOptions:
                     raise ValueError("knob script: every status must be an integer") from None
                 if not isinstance(step.get("headers") or {}, dict):
                     raise ValueError("knob script: headers must be an object")
+        if self.item_ids is not None and not all(isinstance(i, str) and i for i in self.item_ids):
+            raise ValueError("knob itemIds must be a list of non-empty strings")
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> SimOptions:
@@ -187,7 +192,7 @@ def _convert(kind: str, raw: Any, name: str) -> Any:
         if isinstance(raw, str | int | float) and not isinstance(raw, bool):
             return str(raw)
         raise ValueError(f"knob {name} must be a string")
-    # script: a JSON list, or its text in a query string
+    # script, item_ids: a JSON list, or its text in a query string
     if isinstance(raw, str):
         try:
             raw = json.loads(raw)
@@ -357,6 +362,8 @@ class Simulator:
             body = step.get("body")
             if isinstance(body, dict) and isinstance(body.get("resourceId"), str):
                 self._by_resource.setdefault(body["resourceId"], op)
+        for item_id in opts.item_ids or ():
+            self._by_resource.setdefault(item_id, op)
         return op
 
     # -- helpers --------------------------------------------------------------------------------
@@ -455,7 +462,7 @@ class Simulator:
         if (refused := self._refusal(request)) is not None:
             return refused
         op = self._by_resource.get(request.match_info["item_id"])
-        if op is None or not (op.options.script or op.is_complete()):
+        if op is None or not (op.options.script or op.options.item_ids or op.is_complete()):
             return self._graph_error(404, "itemNotFound", "The resource could not be found.")
         item = op.drive_item()
         item["id"] = request.match_info["item_id"]
@@ -578,7 +585,7 @@ class Simulator:
         for prefix in prefixes:
             app.router.add_post(prefix + "/items/{item_id}/copy", self._copy)
             app.router.add_post(prefix + "/items/{item_id}/children", self._children)
-            app.router.add_get(prefix + "/items/{item_id}", self._item)
+            app.router.add_get(prefix + "/items/{item_id:[^/]+}", self._item)  # an id may hold braces
         app.router.add_get("/monitor/{op_id}", self._monitor)
         app.router.add_get("/_api/v2.0/drives/{drive_id}/operations/{op_id}", self._monitor)
         app.router.add_post("/sim/operations", self._control_create)

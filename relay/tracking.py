@@ -17,6 +17,7 @@ from relay.events import COMPLETED, FAILED, PROGRESS, build_event, new_event_id
 from relay.monitor import Kind, PollResult, job_status
 from relay.settings import Settings
 from relay.store import JobOp
+from relay.stretches import Stretches, overdue_error, track
 
 __all__ = [
     "AWAITING_AUTHORIZATION",
@@ -44,6 +45,7 @@ class PollPlan:
     delay: float = 0.0
     resolve: list[str] = field(default_factory=list)
     changed: bool = False
+    warnings: tuple[tuple[str, dict[str, Any]], ...] = ()  # to log: see relay/stretches.py
 
 
 def completed_from_monitor(monitor: dict[str, str]) -> PollResult | None:
@@ -139,9 +141,12 @@ def plan_poll(
         fields["errors"] = "0"
         prev_status, prev_pct = monitor.get("status"), float(monitor.get("pct") or 0)
         pct = max(prev_pct, result.percentage if result.percentage is not None else prev_pct)
-        plan.changed = result.status != prev_status or pct != prev_pct
+        desc = result.status_description or ""
+        plan.changed = result.status != prev_status or pct != prev_pct or desc != monitor.get("desc", "")
         fields["status"] = result.status or prev_status or "inProgress"
         fields["pct"] = repr(pct)
+        if desc or monitor.get("desc"):
+            fields["desc"] = desc
         if result.operation:
             fields["operation"] = result.operation
     elif result.kind is Kind.INVALID:
@@ -156,6 +161,8 @@ def plan_poll(
         if result.drive_item is not None:
             fields["drive_item"] = json.dumps(result.drive_item)
 
+    stretches = track(result, monitor, fields, now_ms, len(jobs))
+    plan.warnings = stretches.warnings
     operation = result.operation or monitor.get("operation") or None
     waiting_until: list[int] = []
     for job in jobs:
@@ -166,7 +173,7 @@ def plan_poll(
             else:
                 plan.ops.append(wait_over)
             continue
-        op = _plan_job(result, job, now_ms, settings, invalid, operation)
+        op = _plan_job(result, job, now_ms, settings, invalid, operation, stretches)
         if op is not None:
             plan.ops.append(op)
         if job.get("phase") == "resolving" or (op is not None and op.set.get("phase") == "resolving"):
@@ -249,6 +256,7 @@ def _plan_job(
     settings: Settings,
     invalid: int,
     operation: str | None,
+    stretches: Stretches,
 ) -> JobOp | None:
     if job.get("terminal") == "1" or job.get("phase", "tracking") != "tracking":
         return None
@@ -260,15 +268,24 @@ def _plan_job(
             job, now_ms, {"code": "timeout", "message": f"still not finished after {settings.job_timeout:g} s"}
         )
 
+    overdue = overdue_error(result, stretches, now_ms, settings.poll_max_error_time)
+    if overdue is not None:
+        return failure_op(job, now_ms, overdue)
+
     if result.kind is Kind.PROGRESS:
         status = job_status(result.kind, result.status)
         old_pct = float(job.get("percentage") or 0)
         pct = max(old_pct, result.percentage if result.percentage is not None else old_pct)
-        if status == job.get("status") and pct == old_pct:
+        desc, old_desc = result.status_description or "", job.get("status_description", "")
+        if status == job.get("status") and pct == old_pct and desc == old_desc:
             return None
         extra = {"monitorStatus": result.status} if result.status else {}
+        if desc:
+            extra["statusDescription"] = desc
         event = job_event(PROGRESS, job, seq + 1, now_ms, status, pct, **extra)
         sets = {"status": status, "percentage": repr(pct), "monitor_status": result.status or ""}
+        if desc or old_desc:
+            sets["status_description"] = desc
         if operation:
             sets["operation"] = operation
         return JobOp(job=job["id"], prev_seq=seq, set=sets, events=[event])
@@ -289,11 +306,17 @@ def _plan_job(
             "monitorStatus": result.status,
             "errorCode": result.error_code,
             "statusDescription": result.status_description,
+            "message": result.error_message or result.status_description,
+            "target": result.error_target,
+            "httpStatus": result.http_status,
         }
         return failure_op(job, now_ms, error)
 
     if result.kind is Kind.GONE:
-        return failure_op(job, now_ms, {"code": "monitorGone", "httpStatus": result.http_status})
+        gone: dict[str, Any] = {"code": "monitorGone", "httpStatus": result.http_status}
+        if result.error_code:
+            gone.update(errorCode=result.error_code, message=result.error_message)
+        return failure_op(job, now_ms, gone)
 
     if result.kind is Kind.INVALID and invalid >= settings.max_invalid_responses:
         detail = f"{invalid} answers in a row were not AsyncJobStatus; last: {result.detail}"

@@ -117,6 +117,9 @@ async def test_failed_copy_carries_error_code_and_description(
         "monitorStatus": "failed",
         "errorCode": "AccessDenied_Copy",
         "statusDescription": "nope",
+        "message": "nope",
+        "target": None,
+        "httpStatus": 202,
     }
 
 

@@ -84,6 +84,11 @@ _status_bodies = st.fixed_dictionaries(
                     "updating",
                     "deletePending",
                     "deleteFailed",
+                    "Completed",
+                    "succeeded",
+                    "canceled",
+                    "running",
+                    "unknownFutureValue",
                 ]
             ),
             st.text(),
@@ -95,6 +100,14 @@ _status_bodies = st.fixed_dictionaries(
         "operation": st.one_of(st.text(), st.integers()),
         "resourceId": st.one_of(st.text(), st.none(), st.integers()),
         "errorCode": st.text(),
+        "statusDescription": st.one_of(st.text(), st.integers()),
+        "resourceLocation": st.one_of(st.text(), st.integers(), st.just("/drives('me')/items('A%21b')")),
+        "error": st.one_of(
+            st.text(),
+            st.fixed_dictionaries(
+                {"code": st.one_of(st.text(), st.integers()), "message": st.text(), "target": st.text()}
+            ),
+        ),
         "id": st.text(),
         "name": st.text(),
     },
@@ -117,6 +130,8 @@ def test_classify_never_raises_and_percentages_are_sane(
         assert 0.0 <= result.percentage <= 100.0
     if result.kind is Kind.COMPLETED:
         assert result.percentage == 100.0
+    for text in (result.resource_id, result.error_code, result.error_message, result.error_target):
+        assert text is None or (isinstance(text, str) and text)
     parse_retry_after(retry_after)
 
 

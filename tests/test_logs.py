@@ -212,3 +212,21 @@ def test_access_log_setting(raw: str | None, expected: bool) -> None:
 def test_access_log_setting_refuses_nonsense() -> None:
     with pytest.raises(ConfigError, match="RELAY_ACCESS_LOG"):
         Settings.from_env({"RELAY_ACCESS_LOG": "sometimes"})
+
+
+async def test_each_stretch_of_bare_5xx_is_one_warning_without_the_monitor_url(
+    json_logs: io.StringIO, api: Api, simulator: Simulator, receiver: Receiver, worker: Any
+) -> None:
+    running = {"status": 202, "body": {"operation": "ItemCopy", "percentageComplete": 10.0, "status": "inProgress"}}
+    done = {"status": 202, "body": {"percentageComplete": 100.0, "resourceId": "01DONE", "status": "completed"}}
+    script = [{"status": 500}, {"status": 500, "body": "busy"}, running, {"status": 503}, {"status": 502}, done]
+    op = simulator.create(script=script, monitor_style="sharepoint")
+    job = await api.create(monitorUrl=op.monitor_url, callbackUrl=receiver.url)
+    await receiver.wait_for(lambda: receiver.terminal(job["id"]) is not None)
+    assert receiver.terminal(job["id"])["type"] == "job.completed"  # type: ignore[index]
+    text = json_logs.getvalue()
+    warnings = [line for line in _lines(json_logs) if line["level"] == "warning"]
+    assert [w["http_status"] for w in warnings] == [500, 503]
+    assert all("5xx" in w["event"] and w["monitor"] for w in warnings)
+    for needle in (op.monitor_url, op.tempauth, op.id):
+        assert needle not in text

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from relay.monitor import Kind, classify, job_status
+from relay.monitor import Kind, canonical_status, classify, job_status
 
 JSON = {"Content-Type": "application/json"}
 
@@ -88,9 +88,111 @@ def test_oversized_body_is_invalid() -> None:
     assert classify(202, JSON, b"{}", too_large=True).kind is Kind.INVALID
 
 
-def test_unknown_status_is_progress_not_a_crash() -> None:
+def test_unknown_status_is_progress_of_an_unknown_kind_keeping_the_word() -> None:
     r = classify(202, JSON, body(status="somethingNew", percentageComplete=10))
     assert r.kind is Kind.PROGRESS and job_status(r.kind, r.status) == "inProgress"
+    assert r.unknown_status and r.status == "somethingNew" and canonical_status(r.status) is None
+
+
+@pytest.mark.parametrize("word", ["completed", "Completed", "COMPLETED", "succeeded", "Succeeded", "success"])
+def test_completion_words_are_matched_case_insensitively_with_synonyms(word: str) -> None:
+    r = classify(200, JSON, body(status=word, resourceId="01R"))
+    assert (r.kind, r.resource_id, r.status, r.percentage) == (Kind.COMPLETED, "01R", word, 100.0)
+
+
+@pytest.mark.parametrize(
+    ("word", "meaning"), [("Failed", "failed"), ("canceled", "cancelled"), ("DELETEFAILED", "deleteFailed")]
+)
+def test_failure_words_are_matched_case_insensitively_with_synonyms(word: str, meaning: str) -> None:
+    r = classify(200, JSON, body(status=word))
+    assert r.kind is Kind.FAILED and canonical_status(r.status) == meaning and r.status == word
+
+
+@pytest.mark.parametrize(
+    ("word", "expected"),
+    [
+        ("running", "inProgress"),
+        ("InProgress", "inProgress"),
+        ("NotStarted", "notStarted"),
+        ("cancelPending", "inProgress"),
+    ],
+)
+def test_running_words_are_known_progress(word: str, expected: str) -> None:
+    r = classify(200, JSON, body(status=word))
+    assert r.kind is Kind.PROGRESS and not r.unknown_status and job_status(r.kind, r.status) == expected
+
+
+def test_failure_reason_from_an_error_object_keeps_code_message_and_target() -> None:
+    error = {"code": "nameAlreadyExists", "message": "exists", "target": "Copy of A.docx"}
+    r = classify(200, JSON, body(status="failed", error=error))
+    assert (r.kind, r.error_code, r.error_message, r.error_target) == (
+        Kind.FAILED,
+        "nameAlreadyExists",
+        "exists",
+        "Copy of A.docx",
+    )
+
+
+def test_error_code_field_wins_over_the_error_object() -> None:
+    r = classify(200, JSON, body(status="failed", errorCode="AccessDenied_X", error={"code": "accessDenied"}))
+    assert r.error_code == "AccessDenied_X"
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"resourceLocation": "https://graph.microsoft.com/v1.0/drives/b!x/items/01NEW"}, "01NEW"),
+        ({"resourceLocation": "https://graph.microsoft.com/v1.0/drives('b!x')/items('6A12%21457')"}, "6A12!457"),
+        ({"resourceLocation": "https://graph.microsoft.com/v1.0/storage/archives/987"}, "987"),
+        ({"resourceLocation": "https://x/items/01LOC", "resourceId": "01ID"}, "01ID"),
+    ],
+)
+def test_resource_id_from_resource_location(fields: dict[str, str], expected: str) -> None:
+    r = classify(200, JSON, body(status="succeeded", **fields))
+    assert (r.kind, r.resource_id) == (Kind.COMPLETED, expected)
+
+
+@pytest.mark.parametrize(
+    ("location", "expected"),
+    [
+        ("/v1.0/drives('me')/items('6A1237F04038E20A!457')", "6A1237F04038E20A!457"),
+        ("/v1.0/drives('me')/items('6A1237F04038E20A%21457')", "6A1237F04038E20A!457"),
+        ("https://graph.microsoft.com/v1.0/drives/b!x/items/6A1237F04038E20A%21457?select=id", "6A1237F04038E20A!457"),
+        ("/v1.0/drives('me')/items('it''s')", "it's"),
+        ("/v1.0/drives('me')/items('')", None),
+        ("https://graph.microsoft.com/v1.0/storage/archives/987", None),
+    ],
+)
+def test_resource_id_from_location_in_either_path_form(location: str, expected: str | None) -> None:
+    r = classify(303, {"Location": location}, b"")
+    assert (r.kind, r.resource_id) == (Kind.COMPLETED, expected)
+
+
+def test_a_5xx_saying_the_operation_does_not_exist_ends_as_gone() -> None:
+    r = classify(500, JSON, body(error={"code": "operationNotFound", "message": "The operation does not exist."}))
+    assert (r.kind, r.error_code, r.error_message) == (Kind.GONE, "operationNotFound", "The operation does not exist.")
+
+
+@pytest.mark.parametrize(
+    ("code", "error"), [(500, "nameAlreadyExists"), (403, "accessDenied"), (507, "QuotaLimitReached")]
+)
+def test_an_error_answer_that_cannot_change_ends_as_failed(code: int, error: str) -> None:
+    r = classify(code, JSON, body(error={"code": error, "message": "m"}))
+    assert (r.kind, r.error_code, r.http_status) == (Kind.FAILED, error, code)
+
+
+@pytest.mark.parametrize("error", ["generalException", "serviceNotAvailable", "activityLimitReached", "UnknownError"])
+def test_a_5xx_with_a_transient_graph_error_is_retried(error: str) -> None:
+    assert classify(503, JSON, body(error={"code": error})).kind is Kind.RETRY
+
+
+def test_a_429_is_retried_whatever_its_error_says() -> None:
+    assert classify(429, JSON, body(error={"code": "accessDenied"})).kind is Kind.RETRY
+
+
+def test_gone_keeps_the_error_the_404_carried() -> None:
+    r = classify(404, JSON, body(error={"code": "itemNotFound", "message": "gone"}))
+    assert (r.kind, r.error_code, r.error_message) == (Kind.GONE, "itemNotFound", "gone")
 
 
 @pytest.mark.parametrize(

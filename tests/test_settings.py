@@ -14,6 +14,7 @@ def test_defaults() -> None:
     assert s.delivery_schedule == (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
     assert s.monitor_allowed_hosts == DEFAULT_MONITOR_HOSTS
     assert (s.poll_initial_interval, s.poll_max_interval, s.job_timeout) == (1.0, 60.0, 259200.0)
+    assert s.poll_max_error_time == 3600.0
 
 
 def test_lists_and_numbers_parse() -> None:
@@ -25,12 +26,14 @@ def test_lists_and_numbers_parse() -> None:
             "RELAY_POLL_INITIAL_INTERVAL": "0.5",
             "RELAY_DELIVERY_SCHEDULE": "0,1.5,10",
             "RELAY_LOG_FORMAT": "console",
+            "RELAY_POLL_MAX_ERROR_TIME": "600",
         }
     )
     assert s.api_tokens == ("a", "b")
     assert s.internal_hosts == ("localhost",)
     assert s.delivery_schedule == (0.0, 1.5, 10.0)
     assert s.poll_initial_interval == 0.5 and s.log_format == "console"
+    assert s.poll_max_error_time == 600.0
 
 
 @pytest.mark.parametrize(
@@ -44,6 +47,7 @@ def test_lists_and_numbers_parse() -> None:
         ({"RELAY_POLL_INITIAL_INTERVAL": "10", "RELAY_POLL_MAX_INTERVAL": "5"}, "RELAY_POLL_MAX_INTERVAL"),
         ({"RELAY_DELIVERY_SCHEDULE": "0,soon"}, "RELAY_DELIVERY_SCHEDULE"),
         ({"RELAY_JOB_TIMEOUT": "nan"}, "RELAY_JOB_TIMEOUT"),
+        ({"RELAY_POLL_MAX_ERROR_TIME": "0"}, "RELAY_POLL_MAX_ERROR_TIME"),
         ({"RELAY_LOG_FORMAT": "xml"}, "RELAY_LOG_FORMAT"),
         ({"REDIS_URL": "localhost:6379"}, "REDIS_URL"),
     ],

@@ -411,6 +411,24 @@ async def test_scripted_answers_then_the_last_repeats(sim: Simulator, http: aioh
         assert resp.status == 200 and (await resp.json())["id"] == "01SCRIPTED"
 
 
+async def test_item_ids_resolve_an_item_named_only_in_a_location(sim: Simulator, http: aiohttp.ClientSession) -> None:
+    async with http.post(
+        f"{sim.base_url}/sim/operations",
+        json={
+            "script": [{"status": 303, "headers": {"Location": "/v1.0/drives('me')/items('A!1')"}}],
+            "itemIds": ["A!1", "{x})"],
+        },
+    ) as resp:
+        assert resp.status == 201
+    for item_id, quoted in (("A!1", "A%211"), ("{x})", "%7Bx%7D%29")):
+        async with http.get(f"{sim.base_url}/v1.0/me/drive/items/{quoted}", headers=AUTH) as resp:
+            assert resp.status == 200 and (await resp.json())["id"] == item_id
+    async with http.get(f"{sim.base_url}/v1.0/me/drive/items/OTHER", headers=AUTH) as resp:
+        assert resp.status == 404
+    with pytest.raises(ValueError, match="itemIds"):
+        SimOptions(item_ids=[""])
+
+
 # -- control API and counters ----------------------------------------------------------------------
 
 

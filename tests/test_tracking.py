@@ -173,3 +173,108 @@ def test_a_progress_interval_caps_the_delay_at_the_smallest_among_the_monitors_j
     assert plan(throttled, stalled, jobs).delay == 30.0, "Retry-After still wins"
     done = PollResult(Kind.COMPLETED, http_status=303, status="completed", percentage=100.0, resource_id="r")
     assert plan(done, {}, jobs).delay == RESOLVE_RECHECK, "a completed monitor is not polled for progress"
+
+
+# -- statusDescription, failure reasons, bounded stretches (tests/corpus has the published answers) ------
+
+
+def event_data(op: Any) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(op.events[0]["body"])["data"]
+    return data
+
+
+def test_status_description_travels_in_progress_and_its_change_alone_is_news() -> None:
+    folder = PollResult(Kind.PROGRESS, status="inProgress", percentage=0.0, status_description="Completed 1/9 files")
+    (op,) = plan(folder, jobs=[job(status="inProgress")]).ops
+    assert event_data(op)["statusDescription"] == "Completed 1/9 files"
+    assert op.set["status_description"] == "Completed 1/9 files"
+    same = job(status="inProgress", status_description="Completed 1/9 files")
+    assert plan(folder, {"status": "inProgress", "desc": "Completed 1/9 files"}, [same]).ops == []
+    later = PollResult(Kind.PROGRESS, status="inProgress", percentage=0.0, status_description="Completed 2/9 files")
+    p = plan(later, {"status": "inProgress", "desc": "Completed 1/9 files"}, [same])
+    assert p.changed and event_data(p.ops[0])["statusDescription"] == "Completed 2/9 files"
+
+
+def test_a_failure_keeps_every_reason_the_monitor_gave() -> None:
+    failed = PollResult(
+        Kind.FAILED,
+        http_status=200,
+        status="failed",
+        error_code="nameAlreadyExists",
+        error_message="exists",
+        error_target="Copy of A",
+    )
+    (op,) = plan(failed).ops
+    assert event_data(op)["error"] == {
+        "code": "monitorFailed",
+        "monitorStatus": "failed",
+        "errorCode": "nameAlreadyExists",
+        "statusDescription": None,
+        "message": "exists",
+        "target": "Copy of A",
+        "httpStatus": 200,
+    }
+
+
+def test_gone_carries_the_graph_error_when_there_was_one() -> None:
+    gone = PollResult(Kind.GONE, http_status=500, error_code="operationNotFound", error_message="no such operation")
+    (op,) = plan(gone).ops
+    error = event_data(op)["error"]
+    assert error == {
+        "code": "monitorGone",
+        "httpStatus": 500,
+        "errorCode": "operationNotFound",
+        "message": "no such operation",
+    }
+
+
+BARE_500 = PollResult(Kind.RETRY, http_status=500, detail="HTTP 500")
+NETWORK = PollResult(Kind.RETRY, detail="network: ClientConnectorError")
+BOUND_MS = int(DEFAULTS.poll_max_error_time * 1000)
+
+
+def plan_at(result: PollResult, monitor: dict[str, str], now: int) -> Any:
+    return plan_poll(result, monitor, [job()], now, DEFAULTS, random.Random(0))
+
+
+def test_bare_5xx_fail_the_job_naming_the_status_once_they_have_lasted_the_bound() -> None:
+    first = plan_at(BARE_500, {}, NOW)
+    assert first.ops == [] and first.monitor_fields["e5"] == str(NOW)
+    assert [message for message, _ in first.warnings] and first.warnings[0][1]["http_status"] == 500
+    monitor = {"e5": str(NOW)}
+    later = plan_at(BARE_500, monitor, NOW + BOUND_MS - 1)
+    assert later.ops == [] and later.warnings == ()  # one warning per stretch
+    (op,) = plan_at(PollResult(Kind.RETRY, http_status=503), monitor, NOW + BOUND_MS).ops
+    assert op.terminal and event_data(op)["error"]["code"] == "monitorHttp503"
+    assert event_data(op)["error"]["httpStatus"] == 503
+
+
+def test_a_valid_answer_ends_a_5xx_stretch_and_a_network_error_does_not() -> None:
+    monitor = {"e5": str(NOW - BOUND_MS - 1)}
+    assert plan_at(NETWORK, monitor, NOW).ops == [] and "e5" not in plan_at(NETWORK, monitor, NOW).monitor_fields
+    (op,) = plan_at(BARE_500, monitor, NOW).ops  # the network error did not reset it
+    assert event_data(op)["error"]["code"] == "monitorHttp500"
+    assert plan_at(progress(5.0), monitor, NOW).monitor_fields["e5"] == "0"
+    assert plan_at(PollResult(Kind.RETRY, http_status=429), monitor, NOW).monitor_fields["e5"] == "0"
+
+
+def test_a_healthy_monitor_stores_no_stretch_fields() -> None:
+    fields = plan_at(progress(5.0), {}, NOW).monitor_fields
+    assert "e5" not in fields and "uk" not in fields
+
+
+def test_an_unknown_status_word_is_passed_on_then_bounded_the_same_way() -> None:
+    odd = PollResult(Kind.PROGRESS, http_status=200, status="unknownFutureValue", unknown_status=True)
+    first = plan_at(odd, {}, NOW)
+    (op,) = first.ops
+    assert event_data(op)["monitorStatus"] == "unknownFutureValue" and not op.terminal
+    assert first.warnings and first.warnings[0][1]["monitor_status"] == "unknownFutureValue"
+    monitor = {"uk": str(NOW), "status": "unknownFutureValue"}
+    (op,) = plan_at(odd, monitor, NOW + BOUND_MS).ops
+    assert event_data(op)["error"] == {
+        "code": "unknownMonitorStatus",
+        "monitorStatus": "unknownFutureValue",
+        "message": f"the monitor answered a status word relay does not know for {BOUND_MS / 1000:g} s",
+    }
+    assert plan_at(progress(5.0), monitor, NOW).monitor_fields["uk"] == "0"  # a known word ends the stretch
+    assert "uk" not in plan_at(BARE_500, monitor, NOW).monitor_fields  # an error does not

@@ -83,6 +83,8 @@ async def poll_monitor(deps: Deps, claim: Claim, monitor: dict[str, str], jobs: 
     if applied == ["stale-claim"]:
         log.info("poll result dropped: claim taken over by another worker")
         return
+    for message, fields in plan.warnings:  # the start of a stretch of bare 5xx or unknown status words
+        log.warning(message, **fields)
     for op, outcome in zip(plan.ops, applied, strict=True):
         if outcome == "ok":
             for event in op.events:
