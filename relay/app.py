@@ -13,7 +13,7 @@ from relay.live import setup_live
 from relay.middlewares import auth_middleware, error_middleware, query_middleware, request_id_middleware
 from relay.settings import Settings
 from relay.store import Store
-from relay.typedefs import REDIS, SESSION, SETTINGS, STORE, VAULT
+from relay.typedefs import BROKER, REDIS, SESSION, SETTINGS, STORE, VAULT
 from relay.ui import setup_ui
 from relay.views import routes
 
@@ -50,5 +50,8 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
 async def _session(app: web.Application) -> AsyncIterator[None]:
     session = create_session(app[SETTINGS].internal_hosts, limit=100)
     app[SESSION] = session
+    app[BROKER] = {}
     yield
     await session.close()
+    for broker in app[BROKER].values():
+        await broker.close()

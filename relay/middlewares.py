@@ -16,10 +16,20 @@ from relay.openapi import openapi_document
 from relay.problems import ProblemError, problem_response
 from relay.typedefs import SETTINGS
 
-__all__ = ["OWNER", "auth_middleware", "error_middleware", "is_public", "query_middleware", "request_id_middleware"]
+__all__ = [
+    "OWNER",
+    "TENANT",
+    "auth_middleware",
+    "error_middleware",
+    "is_public",
+    "query_middleware",
+    "request_id_middleware",
+]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 OWNER = web.RequestKey("owner", str)
+#: the name RELAY_API_TOKENS gives the caller's token (``name:token``), "public" without tokens, else ""
+TENANT = web.RequestKey("tenant", str)
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
 
 log = structlog.stdlib.get_logger("relay.api")
@@ -97,6 +107,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     tokens = request.app[SETTINGS].api_tokens
     if not tokens or is_public(request.path):
         request[OWNER] = owner_of(None)
+        request[TENANT] = "public" if not tokens else ""
         return await handler(request)
     header = request.headers.get("Authorization", "")
     scheme, _, presented = header.partition(" ")
@@ -114,4 +125,5 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             headers={"WWW-Authenticate": 'Bearer realm="relay"'},
         )
     request[OWNER] = owner_of(matched)
+    request[TENANT] = dict(request.app[SETTINGS].token_names).get(matched, "")
     return await handler(request)

@@ -86,7 +86,13 @@ class JobCreate(_Strict):
         json_schema_extra={**_URL, "pattern": r"^https?://.*\{resourceId\}"},
     )
     authorization: str | None = Field(
-        default=None, max_length=16384, description="Header value sent only with the DriveItem request"
+        default=None, max_length=16384, description="Header value sent only with the DriveItem request (and action)"
+    )
+    credential: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="Name of a credential relay holds (RELAY_CREDENTIALS) to use instead of authorization",
     )
     metadata: dict[str, Any] | None = Field(default=None, description="Echoed in every event")
     progress_interval: _ProgressInterval = None
@@ -152,10 +158,12 @@ class JobCreate(_Strict):
     def _consistent(self) -> JobCreate:
         if (self.monitor_url is None) == (self.action is None):
             raise PydanticCustomError("monitor", "give either monitorUrl or action")
-        if self.action is not None and not self.authorization:
-            raise PydanticCustomError("authorization", "an action needs the authorization Graph takes it with")
-        if self.authorization and not self.drive_item_url and self.action is None:
-            raise PydanticCustomError("authorization", "authorization is only used with driveItemUrl; give both")
+        if self.authorization and self.credential:
+            raise PydanticCustomError("credential", "give authorization or credential, not both")
+        if self.action is not None and not (self.authorization or self.credential):
+            raise PydanticCustomError("authorization", "an action needs the authorization (or credential) Graph takes")
+        if (self.authorization or self.credential) and not self.drive_item_url and self.action is None:
+            raise PydanticCustomError("authorization", "authorization and credential serve driveItemUrl; give it too")
         return self
 
 

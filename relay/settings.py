@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -112,6 +113,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     api_tokens: tuple[str, ...] = ()
+    #: (token, tenant name) for the tokens RELAY_API_TOKENS names (``name:token``): credentials grant by name
+    token_names: tuple[tuple[str, str], ...] = ()
     signing_secrets: tuple[str, ...] = ()
     monitor_allowed_hosts: tuple[str, ...] = DEFAULT_MONITOR_HOSTS
     item_allowed_hosts: tuple[str, ...] = DEFAULT_ITEM_HOSTS
@@ -173,6 +176,7 @@ class Settings:
         if log_format not in ("json", "console"):
             raise ConfigError(f"RELAY_LOG_FORMAT={log_format!r} must be 'json' or 'console'")
         internal, deprecations = _internal_hosts(env)
+        tokens = _api_tokens(env.get("RELAY_API_TOKENS"))
         redis_url = env.get("REDIS_URL") or None
         if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
@@ -180,7 +184,8 @@ class Settings:
             redis_url=redis_url,
             host=env.get("RELAY_HOST") or "127.0.0.1",
             port=port,
-            api_tokens=_list(env.get("RELAY_API_TOKENS")),
+            api_tokens=tuple(token for token, _ in tokens),
+            token_names=tuple((token, name) for token, name in tokens if name is not None),
             signing_secrets=secrets,
             monitor_allowed_hosts=_list(env.get("RELAY_MONITOR_ALLOWED_HOSTS")) or DEFAULT_MONITOR_HOSTS,
             item_allowed_hosts=_list(env.get("RELAY_ITEM_ALLOWED_HOSTS")) or DEFAULT_ITEM_HOSTS,
@@ -228,6 +233,23 @@ class Settings:
     @property
     def effective_redis_url(self) -> str:
         return self.redis_url or "redis://localhost:6379/0"
+
+
+_TENANT_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def _api_tokens(raw: str | None) -> list[tuple[str, str | None]]:
+    """RELAY_API_TOKENS: comma-separated tokens, each optionally named ``name:token`` (the tenant's name)."""
+    out: list[tuple[str, str | None]] = []
+    for entry in _list(raw):
+        name, sep, token = entry.partition(":")
+        if sep and _TENANT_NAME.match(name) and token:
+            out.append((token, name))
+        elif sep:
+            raise ConfigError("RELAY_API_TOKENS: a named token is name:token, the name 1-64 letters, digits, . _ -")
+        else:
+            out.append((entry, None))
+    return out
 
 
 def _progress_interval(env: Mapping[str, str]) -> float | None:

@@ -6,11 +6,12 @@ import aiohttp
 from aiohttp import web
 from redis.asyncio import Redis
 
+from relay.credentials import CredentialBroker
 from relay.crypto import Vault
 from relay.settings import Settings
 from relay.store import Store
 
-__all__ = ["REDIS", "SESSION", "SETTINGS", "STORE", "VAULT"]
+__all__ = ["BROKER", "REDIS", "SESSION", "SETTINGS", "STORE", "VAULT"]
 
 SETTINGS = web.AppKey("settings", Settings)
 REDIS = web.AppKey("redis", Redis)
@@ -18,3 +19,5 @@ STORE = web.AppKey("store", Store)
 VAULT = web.AppKey("vault", Vault)
 #: the outgoing client of the API (actions it starts for apps), guarded like the workers'
 SESSION = web.AppKey("session", aiohttp.ClientSession)
+#: tokens from the credentials relay holds, for actions the API starts: {"api": broker}, made on first use
+BROKER = web.AppKey("broker", dict[str, CredentialBroker])

@@ -18,17 +18,20 @@ from yarl import URL
 from relay import jsonfast, metrics
 from relay.access import owned_job
 from relay.actions import ActionRefused, action_host_allowed, derived_item_url, start_action
+from relay.credential_specs import find
+from relay.credentials import CredentialBroker, CredentialError
 from relay.crypto import Vault
 from relay.events import TERMINAL_TYPES
 from relay.live import parse_wait, wait_for_change
-from relay.middlewares import OWNER
+from relay.middlewares import OWNER, TENANT
 from relay.models import JobCreate, JobPatch, check_destinations
 from relay.openapi import openapi_document
 from relay.problems import ProblemError
-from relay.ssrf import Blocked, check_url
+from relay.settings import ConfigError
+from relay.ssrf import Blocked, check_url, host_matches
 from relay.store import Registration
 from relay.tracking import finished_op
-from relay.typedefs import REDIS, SESSION, SETTINGS, STORE, VAULT
+from relay.typedefs import BROKER, REDIS, SESSION, SETTINGS, STORE, VAULT
 
 __all__ = ["routes"]
 
@@ -99,6 +102,8 @@ async def create_job(request: web.Request) -> web.Response:
         drive_item_url=drive_item_url,
         action_url=job.action.url if job.action else None,
     )
+    if job.credential is not None:
+        _credential_allowed(request, job.credential, drive_item_url, job.action.url if job.action else None)
     idempotency = _idempotency(request, body)
     job_id = secrets.token_hex(16)
     fields = {"owner": request[OWNER], "callback_url": job.callback_url}
@@ -106,6 +111,8 @@ async def create_job(request: web.Request) -> web.Response:
         fields["drive_item_url"] = drive_item_url
     if job.authorization:
         fields["authorization"] = _vault(request).encrypt(job.authorization)
+    if job.credential:
+        fields["credential"] = job.credential
     metadata = job.metadata_json()
     if metadata is not None:
         fields["metadata"] = metadata
@@ -126,7 +133,7 @@ async def create_job(request: web.Request) -> web.Response:
         started = await start_action(
             request.app[SESSION],
             job.action,
-            job.authorization or "",
+            job.authorization or await _credential_token(request, job.credential or ""),
             internal_hosts=settings.internal_hosts,
             time_limit=settings.request_timeout,
         )
@@ -140,6 +147,38 @@ async def create_job(request: web.Request) -> web.Response:
     if started.monitor_url is not None:
         return await _register(request, job_id, fields, started.monitor_url, idempotency)
     return await _register(request, job_id, fields, None, idempotency, finished=started.drive_item)
+
+
+def _credential_allowed(request: web.Request, name: str, item_url: str | None, action_url: str | None) -> None:
+    """A job may name a credential its API token is granted, and only aim it at that credential's hosts."""
+    spec = find(request.app[SETTINGS].credentials, name)
+    if spec is None or not spec.allows(request[TENANT]):
+        message = "no such credential is granted to this API token (RELAY_CREDENTIALS tenants)"
+        raise ProblemError(422, "Invalid request body", message, errors=[{"field": "credential", "message": message}])
+    errors = [
+        {"field": field, "message": f"the credential {name!r} may not be sent to this host (its itemHosts)"}
+        for field, url in (("driveItemUrl", item_url), ("action.url", action_url))
+        if url is not None
+        and not host_matches(URL(url.replace("{resourceId}", "x")).host or "", spec.item_host_patterns)
+    ]
+    if errors:
+        raise ProblemError(422, "Invalid request body", "a URL is not allowed", errors=errors)
+
+
+async def _credential_token(request: web.Request, name: str) -> str:
+    """A token from a credential relay holds, for an action the API sends (the broker is made on first use)."""
+    brokers = request.app[BROKER]
+    broker = brokers.get("api")
+    if broker is None:
+        settings = request.app[SETTINGS]
+        try:
+            broker = brokers["api"] = CredentialBroker(settings.credentials, timeout=settings.request_timeout)
+        except ConfigError as exc:
+            raise ActionRefused(503, "Credential not usable here", str(exc)) from None
+    try:
+        return await broker.authorization(name)
+    except CredentialError as exc:
+        raise ActionRefused(503, "No token from the credential", f"{exc.reason}: {exc.detail}") from None
 
 
 def _idempotency(request: web.Request, body: dict[str, Any]) -> tuple[str, str, str] | None:

@@ -74,3 +74,10 @@ def test_internal_hosts_old_name_is_still_read_with_a_deprecation_line() -> None
     both = Settings.from_env({"RELAY_CALLBACK_ALLOWED_HOSTS": "a", "RELAY_INTERNAL_HOSTS": "b"})
     assert both.internal_hosts == ("b",) and "ignored" in both.deprecations[0]
     assert Settings.from_env({"RELAY_INTERNAL_HOSTS": "b"}).deprecations == ()
+
+
+def test_api_tokens_may_carry_a_tenant_name() -> None:
+    s = Settings.from_env({"RELAY_API_TOKENS": "backup:t0k3n,plain"})
+    assert s.api_tokens == ("t0k3n", "plain") and s.token_names == (("t0k3n", "backup"),)
+    with pytest.raises(ConfigError, match="RELAY_API_TOKENS"):
+        Settings.from_env({"RELAY_API_TOKENS": "bad name:t0k3n"})

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import aiohttp
 from arq.connections import ArqRedis
 
+from relay.credentials import CredentialBroker
 from relay.crypto import Vault
 from relay.settings import Settings
 from relay.store import Store
@@ -23,6 +24,7 @@ class Deps:
     session: aiohttp.ClientSession
     arq: ArqRedis
     vault: Vault
+    credentials: CredentialBroker
     rng: random.Random = field(default_factory=random.Random)
     #: DriveItem resolutions running in this worker (the fast path), bounded by ``resolve_slots``
     background: set[asyncio.Task[None]] = field(default_factory=set)

@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 from relay import keys
 from relay.client import create_session
 from relay.connections import arq_settings, redis_client
+from relay.credentials import CredentialBroker
 from relay.crypto import Vault
 from relay.settings import Settings
 from relay.store import Store
@@ -78,7 +79,16 @@ async def startup(ctx: dict[str, Any]) -> None:
     store = Store(redis, retention=settings.job_retention, job_timeout=settings.job_timeout)
     session = create_session(settings.internal_hosts, limit=settings.poll_concurrency + settings.delivery_concurrency)
     vault = Vault(settings.vault_keys)
-    deps = Deps(settings=settings, store=store, session=session, arq=ctx["redis"], vault=vault, rng=random.Random())
+    credentials = CredentialBroker(settings.credentials, timeout=settings.request_timeout)
+    deps = Deps(
+        settings=settings,
+        store=store,
+        session=session,
+        arq=ctx["redis"],
+        vault=vault,
+        credentials=credentials,
+        rng=random.Random(),
+    )
     lease = settings.lease
     loops = [
         ClaimLoop(
@@ -106,6 +116,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         if deps.background:
             await asyncio.wait(set(deps.background), timeout=max(1.0, ctx["stop_deadline"] - time.monotonic()))
         await deps.session.close()
+        await deps.credentials.close()
     redis: Redis | None = ctx.get("own_redis")
     if redis is not None:
         await redis.aclose()

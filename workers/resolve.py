@@ -26,6 +26,7 @@ from yarl import URL
 from relay import keys, metrics
 from relay.authorization import ask_op, bearer_expired, is_refusal
 from relay.client import fetch
+from relay.credentials import CredentialError
 from relay.crypto import InvalidToken
 from relay.monitor import MAX_BODY
 from relay.ssrf import Blocked, host_matches
@@ -70,16 +71,11 @@ async def fetch_item(deps: Deps, job: dict[str, str], job_try: int) -> tuple[Any
         # checked at registration too; the allowlist may have narrowed since: no token leaves for that host
         return None, {"code": "blocked", "message": "the DriveItem host is not in RELAY_ITEM_ALLOWED_HOSTS"}
     headers = {"Accept": "application/json"}
-    if job.get("authorization"):
-        try:
-            headers["Authorization"] = deps.vault.decrypt(job["authorization"])
-        except InvalidToken:
-            return None, {
-                "code": "authorizationUnreadable",
-                "message": "the stored authorization was encrypted with another key",
-            }
-        if deps.settings.authorization_wait > 0 and bearer_expired(headers["Authorization"], time.time()):
-            return None, {"code": "authorizationExpired", "message": "the authorization's exp claim has passed"}
+    authorization, error = await _authorization(deps, job, URL(url).host or "", job_try)
+    if error is not None:
+        return None, error
+    if authorization is not None:
+        headers["Authorization"] = authorization
     try:
         resp = await fetch(
             deps.session,
@@ -109,6 +105,34 @@ async def fetch_item(deps: Deps, job: dict[str, str], job_try: int) -> tuple[Any
     if (resp.status in (429, 503) or resp.status >= 500) and job_try < MAX_TRIES:
         raise Retry(defer=2**job_try)
     return None, {"code": "httpError", "httpStatus": resp.status, "message": f"GET driveItemUrl answered {resp.status}"}
+
+
+async def _authorization(
+    deps: Deps, job: dict[str, str], host: str, job_try: int
+) -> tuple[str | None, dict[str, Any] | None]:
+    """The DriveItem request's ``Authorization`` value (None: none), or the resolution error why it cannot be sent."""
+    name = job.get("credential")
+    if name:  # a credential relay holds: a token from azure-identity, for its own hosts only
+        if not deps.credentials.may_send(name, host):
+            return None, {"code": "blocked", "message": "the credential may not be sent to the DriveItem host"}
+        try:
+            return await deps.credentials.authorization(name), None
+        except CredentialError as exc:
+            if exc.reason in ("unavailable", "unreachable") and job_try < MAX_TRIES:
+                raise Retry(defer=2**job_try) from None
+            return None, {"code": "credentialError", "reason": exc.reason, "message": exc.detail}
+    if not job.get("authorization"):
+        return None, None
+    try:
+        value = deps.vault.decrypt(job["authorization"])
+    except InvalidToken:
+        return None, {
+            "code": "authorizationUnreadable",
+            "message": "the stored authorization was encrypted with another key",
+        }
+    if deps.settings.authorization_wait > 0 and bearer_expired(value, time.time()):
+        return None, {"code": "authorizationExpired", "message": "the authorization's exp claim has passed"}
+    return value, None
 
 
 async def resolve_item(ctx: dict[str, Any], job_id: str) -> str:
@@ -148,7 +172,7 @@ async def resolve_job(deps: Deps, job_id: str, job_try: int) -> str:
         item, error = await fetch_item(deps, job, job_try)
         now_ms = int(time.time() * 1000)
         op = None
-        if error is not None and is_refusal(error):
+        if error is not None and is_refusal(error) and not job.get("credential"):  # the app can mend its own token
             op = ask_op(job, now_ms, deps.settings.authorization_wait, error)
         asked = op is not None
         if op is None:
