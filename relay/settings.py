@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from standardwebhooks.webhooks import Webhook
 
 if TYPE_CHECKING:
-    from relay.credential_specs import CredentialSpec
+    from relay.credentials.specs import CredentialSpec
 
 __all__ = [
     "DEFAULT_ACTION_HOSTS",
@@ -150,7 +150,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        from relay.credential_specs import load_credentials  # it needs ConfigError from this module
+        from relay.credentials.specs import load_credentials  # it needs ConfigError from this module
 
         env = os.environ if env is None else env
         port = _int(env, "RELAY_PORT", 8080, minimum=0)

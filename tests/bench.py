@@ -42,11 +42,12 @@ from typing import Any, ClassVar
 import aiohttp
 from redis.asyncio import Redis
 
-from relay import keys
-from relay.crypto import Vault
-from relay.embedded import EmbeddedRedis
-from relay.store import JobOp, Store
-from relay.tracking import completion_event
+from relay.core.crypto import Vault
+from relay.core.ops import JobOp
+from relay.core.tracking import completion_event
+from relay.store import keys
+from relay.store.embedded import EmbeddedRedis
+from relay.store.jobs import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

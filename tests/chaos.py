@@ -28,8 +28,8 @@ from aiohttp import web
 from redis.asyncio import Redis
 from standardwebhooks.webhooks import Webhook
 
-from relay.embedded import EmbeddedRedis
 from relay.simulator import Simulator
+from relay.store.embedded import EmbeddedRedis
 from tests.helpers import RELAY, free_port, relay_env
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

@@ -16,9 +16,9 @@ import pytest
 from aiohttp import web
 from redis.asyncio import Redis
 
-from relay.app import create_app
-from relay.embedded import EmbeddedRedis
+from relay.api.app import create_app
 from relay.settings import Settings
+from relay.store.embedded import EmbeddedRedis
 from tests.helpers import SECRET, Receiver
 from workers.main import create_worker
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from relay.actions import Action, derived_item_url
+from relay.outbound.actions import Action, derived_item_url
 from relay.simulator import Simulator
 from tests.conftest import Api
 from tests.helpers import Receiver

@@ -4,7 +4,7 @@ import random
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
-from relay.backoff import delivery_delay, parse_retry_after, poll_delay
+from relay.core.backoff import delivery_delay, parse_retry_after, poll_delay
 
 
 def test_poll_delay_grows_and_is_capped() -> None:

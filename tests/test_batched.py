@@ -8,7 +8,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from relay.batched import BatchedScript
+from relay.store.batched import BatchedScript
 
 # increments a[1] by a[2] under the shared prefix; a key named 'bad' is a Lua error
 _INCR = """

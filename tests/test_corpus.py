@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 
 from relay.settings import Settings
 from relay.simulator import Simulator
-from relay.store import Store
+from relay.store.jobs import Store
 from tests.conftest import Api
 from tests.helpers import Receiver
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from relay.embedded import EmbeddedRedis
 from relay.settings import Settings
+from relay.store.embedded import EmbeddedRedis
 from tests.conftest import Api, running_api, running_worker, with_settings
 from tests.helpers import SECRET, Receiver, ensure_stopped, relay_env, start_relay
 

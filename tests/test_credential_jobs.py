@@ -15,7 +15,7 @@ import pytest
 import trustme
 from redis.asyncio import Redis
 
-from relay.credential_specs import load_credentials
+from relay.credentials.specs import load_credentials
 from relay.settings import Settings
 from relay.simulator import Simulator
 from tests.conftest import running_api, running_worker, with_settings

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from relay.credential_specs import (
+from relay.credentials.specs import (
     GRAPH_SCOPE,
     ClientCertificateSpec,
     ClientSecretSpec,

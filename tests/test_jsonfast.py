@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from relay import jsonfast
+from relay.core import jsonfast
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from relay import logs
-from relay.middlewares import request_id_middleware
+from relay.api.middlewares import request_id_middleware
 from relay.settings import ConfigError, Settings
 from relay.simulator import Simulator
 from tests.conftest import Api

@@ -11,7 +11,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from relay.authorization import MAX_ASKS, bearer_expired
+from relay.core.authorization import MAX_ASKS, bearer_expired
 from relay.settings import Settings
 from relay.simulator import Simulator
 from tests.conftest import Api, with_settings

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from relay.monitor import Kind, canonical_status, classify, job_status
+from relay.core.monitor import Kind, canonical_status, classify, job_status
 
 JSON = {"Content-Type": "application/json"}
 

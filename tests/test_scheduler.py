@@ -6,7 +6,7 @@ import asyncio
 
 from redis.asyncio import Redis
 
-from relay.scheduler import Scheduler
+from relay.store.scheduler import Scheduler
 
 
 async def test_claim_takes_only_due_members_once(redis: Redis) -> None:

@@ -12,11 +12,11 @@ import pytest
 from cryptography.fernet import Fernet
 from redis.asyncio import Redis
 
-from relay.client import create_session
-from relay.crypto import InvalidToken, Vault, _fernet_key
-from relay.monitor import Kind
+from relay.core.crypto import InvalidToken, Vault, _fernet_key
+from relay.core.monitor import Kind
+from relay.outbound.client import create_session
+from relay.outbound.ssrf import address_allowed
 from relay.settings import Settings
-from relay.ssrf import address_allowed
 from tests.conftest import Api, running_worker, with_settings
 from tests.helpers import SECRET, Receiver, eventually
 from tests.hostile import start_hostile

@@ -4,8 +4,8 @@ from datetime import datetime, timedelta, timezone
 
 from standardwebhooks.webhooks import Webhook
 
-from relay.events import build_event
-from relay.signing import signature_headers
+from relay.core.events import build_event
+from relay.core.signing import signature_headers
 
 A = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 B = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"

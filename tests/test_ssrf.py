@@ -5,7 +5,7 @@ import socket
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from relay.ssrf import Blocked, GuardedResolver, address_allowed, check_url, host_matches
+from relay.outbound.ssrf import Blocked, GuardedResolver, address_allowed, check_url, host_matches
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,8 @@ import uuid
 
 from redis.asyncio import Redis
 
-from relay.store import JobOp, Store
+from relay.core.ops import JobOp
+from relay.store.jobs import Store
 
 
 def _event(kind: str) -> dict[str, str]:

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 import aiohttp
 from arq.connections import ArqRedis
 
-from relay.credentials import CredentialBroker
-from relay.crypto import Vault
+from relay.core.crypto import Vault
+from relay.credentials.broker import CredentialBroker
 from relay.settings import Settings
-from relay.store import Store
+from relay.store.jobs import Store
 
 __all__ = ["Deps"]
 

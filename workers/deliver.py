@@ -17,13 +17,13 @@ import aiohttp
 import structlog
 
 from relay import metrics
-from relay.backoff import delivery_delay, parse_retry_after
-from relay.client import fetch
-from relay.events import TERMINAL_TYPES, isoformat
-from relay.scheduler import Claim
-from relay.signing import signature_headers
-from relay.ssrf import Blocked
-from relay.store import EventRecord
+from relay.core.backoff import delivery_delay, parse_retry_after
+from relay.core.events import TERMINAL_TYPES, isoformat
+from relay.core.signing import signature_headers
+from relay.outbound.client import fetch
+from relay.outbound.ssrf import Blocked
+from relay.store.jobs import EventRecord
+from relay.store.scheduler import Claim
 from workers.context import Deps
 
 __all__ = ["deliver_claimed", "deliver_next", "pick_event"]

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-from relay.scheduler import Claim, Scheduler
+from relay.store.scheduler import Claim, Scheduler
 
 __all__ = ["ClaimLoop", "Handler"]
 

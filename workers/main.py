@@ -19,13 +19,13 @@ from arq import func
 from arq.worker import Worker
 from redis.asyncio import Redis
 
-from relay import keys
-from relay.client import create_session
-from relay.connections import arq_settings, redis_client
-from relay.credentials import CredentialBroker
-from relay.crypto import Vault
+from relay.core.crypto import Vault
+from relay.credentials.broker import CredentialBroker
+from relay.outbound.client import create_session
 from relay.settings import Settings
-from relay.store import Store
+from relay.store import keys
+from relay.store.connections import arq_settings, redis_client
+from relay.store.jobs import Store
 from workers.context import Deps
 from workers.deliver import deliver_claimed
 from workers.loops import ClaimLoop

@@ -9,13 +9,13 @@ import structlog
 from yarl import URL
 
 from relay import metrics
-from relay.client import fetch
-from relay.crypto import InvalidToken
-from relay.monitor import MAX_BODY, Kind, PollResult, classify
-from relay.scheduler import Claim
+from relay.core.crypto import InvalidToken
+from relay.core.monitor import MAX_BODY, Kind, PollResult, classify
+from relay.core.tracking import completed_from_monitor, plan_poll
+from relay.outbound.client import fetch
+from relay.outbound.ssrf import Blocked, host_matches
 from relay.settings import Settings
-from relay.ssrf import Blocked, host_matches
-from relay.tracking import completed_from_monitor, plan_poll
+from relay.store.scheduler import Claim
 from workers.context import Deps
 from workers.resolve import enqueue_resolution, resolve_soon
 

@@ -23,14 +23,15 @@ from arq import Retry
 from arq.connections import ArqRedis
 from yarl import URL
 
-from relay import keys, metrics
-from relay.authorization import ask_op, bearer_expired, is_refusal
-from relay.client import fetch
-from relay.credentials import CredentialError
-from relay.crypto import InvalidToken
-from relay.monitor import MAX_BODY
-from relay.ssrf import Blocked, host_matches
-from relay.tracking import completion_op
+from relay import metrics
+from relay.core.authorization import ask_op, bearer_expired, is_refusal
+from relay.core.crypto import InvalidToken
+from relay.core.monitor import MAX_BODY
+from relay.core.tracking import completion_op
+from relay.credentials.broker import CredentialError
+from relay.outbound.client import fetch
+from relay.outbound.ssrf import Blocked, host_matches
+from relay.store import keys
 from workers.context import Deps
 
 __all__ = ["RESOLVE_TASK", "enqueue_resolution", "resolve_item", "resolve_job", "resolve_soon"]

@@ -6,9 +6,9 @@ import re
 
 from aiohttp import web
 
-from relay.middlewares import OWNER
-from relay.problems import ProblemError
-from relay.typedefs import STORE
+from relay.api.middlewares import OWNER
+from relay.api.problems import ProblemError
+from relay.api.typedefs import STORE
 
 __all__ = ["JOB_ID", "owned_job"]
 

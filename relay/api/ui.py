@@ -1,4 +1,4 @@
-"""The read-only dashboard at ``/ui``: static files from ``relay/static/``, no build step, nothing remote.
+"""The read-only dashboard at ``/ui``: static files from ``relay/api/static/``, no build step, nothing remote.
 
 The page and its files hold no data and are served without a token; everything the page shows it
 loads from the authenticated ``/v1`` API with the token the user types in (kept in sessionStorage).
@@ -13,7 +13,7 @@ from aiohttp import web
 __all__ = ["STATIC_DIR", "routes", "setup_ui"]
 
 STATIC_DIR = Path(__file__).parent / "static"
-#: the only files served, with their types: nothing else under relay/static/ is reachable
+#: the only files served, with their types: nothing else under relay/api/static/ is reachable
 _FILES = {
     "index.html": "text/html",
     "app.js": "text/javascript",

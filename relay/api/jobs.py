@@ -15,23 +15,24 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
-from relay import jsonfast, metrics
-from relay.access import owned_job
-from relay.actions import ActionRefused, action_host_allowed, derived_item_url, start_action
-from relay.credential_specs import find
-from relay.credentials import CredentialBroker, CredentialError
-from relay.crypto import Vault
-from relay.events import TERMINAL_TYPES
-from relay.live import parse_wait, wait_for_change
-from relay.middlewares import OWNER, TENANT
-from relay.models import JobCreate, JobPatch, check_destinations
-from relay.openapi import openapi_document
-from relay.problems import ProblemError
+from relay import metrics
+from relay.api.access import owned_job
+from relay.api.live import parse_wait, wait_for_change
+from relay.api.middlewares import OWNER, TENANT
+from relay.api.models import JobCreate, JobPatch, check_destinations
+from relay.api.openapi import openapi_document
+from relay.api.problems import ProblemError
+from relay.api.typedefs import BROKER, REDIS, SESSION, SETTINGS, STORE, VAULT
+from relay.core import jsonfast
+from relay.core.crypto import Vault
+from relay.core.events import TERMINAL_TYPES
+from relay.core.tracking import finished_op
+from relay.credentials.broker import CredentialBroker, CredentialError
+from relay.credentials.specs import find
+from relay.outbound.actions import ActionRefused, action_host_allowed, derived_item_url, start_action
+from relay.outbound.ssrf import Blocked, check_url, host_matches
 from relay.settings import ConfigError
-from relay.ssrf import Blocked, check_url, host_matches
-from relay.store import Registration
-from relay.tracking import finished_op
-from relay.typedefs import BROKER, REDIS, SESSION, SETTINGS, STORE, VAULT
+from relay.store.jobs import Registration
 
 __all__ = ["routes"]
 

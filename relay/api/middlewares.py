@@ -11,10 +11,10 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
-from relay.models import ValidationError, validation_errors
-from relay.openapi import openapi_document
-from relay.problems import ProblemError, problem_response
-from relay.typedefs import SETTINGS
+from relay.api.models import ValidationError, validation_errors
+from relay.api.openapi import openapi_document
+from relay.api.problems import ProblemError, problem_response
+from relay.api.typedefs import SETTINGS
 
 __all__ = [
     "OWNER",

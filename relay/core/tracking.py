@@ -12,12 +12,12 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from relay.backoff import parse_retry_after, poll_delay
-from relay.events import COMPLETED, FAILED, PROGRESS, build_event, new_event_id
-from relay.monitor import Kind, PollResult, job_status
+from relay.core.backoff import parse_retry_after, poll_delay
+from relay.core.events import COMPLETED, FAILED, PROGRESS, build_event, new_event_id
+from relay.core.monitor import Kind, PollResult, job_status
+from relay.core.ops import JobOp
+from relay.core.stretches import Stretches, overdue_error, track
 from relay.settings import Settings
-from relay.store import JobOp
-from relay.stretches import Stretches, overdue_error, track
 
 __all__ = [
     "AWAITING_AUTHORIZATION",

@@ -8,10 +8,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import PydanticCustomError
 from yarl import URL
 
-from relay import jsonfast
-from relay.actions import Action
+from relay.core import jsonfast
+from relay.outbound.actions import Action
+from relay.outbound.ssrf import Blocked, check_url, host_matches
 from relay.settings import ConfigError, check_secret
-from relay.ssrf import Blocked, check_url, host_matches
 
 __all__ = [
     "MAX_METADATA",

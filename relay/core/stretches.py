@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from relay.monitor import Kind, PollResult
+from relay.core.monitor import Kind, PollResult
 
 __all__ = ["Stretches", "overdue_error", "track"]
 

@@ -21,8 +21,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, ResponseError
 
-from relay import jsonfast
-from relay.scheduler import NOW_MS
+from relay.core import jsonfast
+from relay.store.scheduler import NOW_MS
 
 __all__ = ["BatchedScript"]
 

@@ -6,16 +6,16 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from relay.client import create_session
-from relay.connections import redis_client
-from relay.crypto import Vault
-from relay.live import setup_live
-from relay.middlewares import auth_middleware, error_middleware, query_middleware, request_id_middleware
+from relay.api.jobs import routes
+from relay.api.live import setup_live
+from relay.api.middlewares import auth_middleware, error_middleware, query_middleware, request_id_middleware
+from relay.api.typedefs import BROKER, REDIS, SESSION, SETTINGS, STORE, VAULT
+from relay.api.ui import setup_ui
+from relay.core.crypto import Vault
+from relay.outbound.client import create_session
 from relay.settings import Settings
-from relay.store import Store
-from relay.typedefs import BROKER, REDIS, SESSION, SETTINGS, STORE, VAULT
-from relay.ui import setup_ui
-from relay.views import routes
+from relay.store.connections import redis_client
+from relay.store.jobs import Store
 
 __all__ = ["MAX_BODY", "create_app"]
 

@@ -20,294 +20,24 @@ import dataclasses
 import json
 import random
 import secrets
-import string
 import time
 import uuid
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
 from multidict import CIMultiDict
 
-from relay.simtokens import TokenIssuer
+from relay.simulator.options import (
+    DRIVE_ID,
+    RESOURCE_ALPHABET,
+    SimOperation,
+    SimOptions,
+    iso,
+)
+from relay.simulator.tokens import TokenIssuer
 
-__all__ = [
-    "ACTION_ANSWERS",
-    "COMPLETIONS",
-    "MONITOR_STYLES",
-    "OUTCOMES",
-    "SimOperation",
-    "SimOptions",
-    "Simulator",
-    "run_simulator",
-]
-
-COMPLETIONS = ("303", "303-bare", "beta202", "beta200", "item200")
-"""How a successful completion is reported on the monitor (:attr:`SimOptions.completion`)."""
-OUTCOMES = ("completed", "failed", "deleteFailed", "cancelled")
-"""Terminal status of an operation at the end of its duration (:attr:`SimOptions.outcome`)."""
-MONITOR_STYLES = ("onedrive", "sharepoint")
-"""Shapes of monitor URL (:attr:`SimOptions.monitor_style`)."""
-ACTION_ANSWERS = ("202", "sync", "conflict", "redirect")
-"""How the action request is answered (:attr:`SimOptions.answer`)."""
-
-_RESOURCE_ALPHABET = string.ascii_uppercase + string.digits
-_DRIVE_ID = "b!Sim5ulatedDr1ve-kXd9JpQ0bN2cVtY7wL4aZe8RgU3fHs6iOmT"
-# A failure stops part way: the failed body reports less than the last progress, which pollers must survive.
-_FAILED_AT = 60.0
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
-_NONE = frozenset({"", "none", "null"})
-
-
-@dataclass
-class SimOptions:
-    """Knobs of one simulated operation; every field has a default.
-
-    ``name`` is an addition: the name of the resulting DriveItem (the copy/upload request body's
-    ``name`` sets it). Invalid values raise :class:`ValueError`.
-    """
-
-    duration: float = 5.0
-    """Seconds from creation to completion; progress is linear in between."""
-    operation: str = "ItemCopy"
-    """The ``operation`` field of status bodies (``ItemCopy``, ``UploadFromUrl``...)."""
-    completion: str = "303"
-    """``303`` | ``303-bare`` | ``beta202`` | ``beta200`` | ``item200`` (see :data:`COMPLETIONS`)."""
-    always200: bool = False
-    """Answer 200 instead of 202 while running (OneDrive for Business)."""
-    outcome: str = "completed"
-    """``completed`` | ``failed`` | ``deleteFailed`` | ``cancelled``: the terminal status."""
-    error_code: str = "AccessDenied_CopyFailed"
-    """``errorCode`` of a failed body."""
-    status_description: str = "Copy failed: access denied"
-    """``statusDescription`` of a failed body."""
-    not_started_for: float = 0.0
-    """The first seconds report ``notStarted`` with ``percentageComplete`` 0."""
-    stuck: bool = False
-    """``percentageComplete`` stays 0 while running."""
-    gone_after: float | None = None
-    """Seconds after completion when the monitor starts answering 404 (None: never)."""
-    rate_429: float = 0.0
-    """Probability that a poll is answered 429."""
-    retry_after: str | None = "1"
-    """``Retry-After`` of 429/503 answers (seconds or an HTTP date); None: no header."""
-    rate_503: float = 0.0
-    """Probability of a 503."""
-    rate_500: float = 0.0
-    """Probability of a 500 with a plain-text body."""
-    status_on_500: bool = False
-    """A 500's body is nevertheless a valid AsyncJobStatus of the current state."""
-    junk: bool = False
-    """Every poll answers 200 ``text/html`` junk."""
-    latency: float = 0.0
-    """Seconds to wait before answering each poll."""
-    monitor_style: str = "onedrive"
-    """``onedrive``: ``{base}/monitor/{id}``;
-    ``sharepoint``: ``{base}/_api/v2.0/drives/{d}/operations/{id}?tempauth=...`` (no ``monitor`` segment, a secret)."""
-    script: list[dict[str, Any]] | None = None
-    """Overrides everything else: poll n answers ``script[min(n, len - 1)]``, each ``{"status", "body", "headers"}``."""
-    item_ids: list[str] | None = None
-    """More resource ids the item endpoint answers with this operation's DriveItem (a scripted completion that
-    names its item only in a ``Location`` or ``resourceLocation``)."""
-    name: str = "Copy of LargeFolder1"
-    """Name of the resulting DriveItem."""
-    answer: str = "202"
-    """How the action request itself is answered: ``202`` (a monitor), ``sync`` (201 with the new DriveItem at
-    once, as some SharePoint copies do), ``conflict`` (409 ``nameAlreadyExists``), ``redirect`` (302 elsewhere)."""
-
-    def __post_init__(self) -> None:
-        for knob, value, allowed in (
-            ("completion", self.completion, COMPLETIONS),
-            ("outcome", self.outcome, OUTCOMES),
-            ("monitor_style", self.monitor_style, MONITOR_STYLES),
-            ("answer", self.answer, ACTION_ANSWERS),
-        ):
-            if value not in allowed:
-                raise ValueError(f"knob {knob} must be one of {', '.join(allowed)}, not {value!r}")
-        for knob in ("duration", "not_started_for", "latency", "gone_after"):
-            amount = getattr(self, knob)
-            if amount is not None and not amount >= 0:
-                raise ValueError(f"knob {knob} must be a number >= 0")
-        for knob in ("rate_429", "rate_503", "rate_500"):
-            if not 0.0 <= getattr(self, knob) <= 1.0:
-                raise ValueError(f"knob {knob} must be a probability between 0 and 1")
-        if self.script is not None:
-            if not self.script or not all(isinstance(step, dict) for step in self.script):
-                raise ValueError("knob script must be a non-empty list of {status, body, headers} objects")
-            for step in self.script:
-                try:
-                    int(step.get("status", 200))
-                except (TypeError, ValueError):
-                    raise ValueError("knob script: every status must be an integer") from None
-                if not isinstance(step.get("headers") or {}, dict):
-                    raise ValueError("knob script: headers must be an object")
-        if self.item_ids is not None and not all(isinstance(i, str) and i for i in self.item_ids):
-            raise ValueError("knob itemIds must be a list of non-empty strings")
-
-    @classmethod
-    def from_mapping(cls, values: dict[str, Any]) -> SimOptions:
-        """Knobs from JSON or a query string, camelCase or snake_case; strings are converted to the field type."""
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        camel = {_camel(name): name for name in known}
-        kwargs: dict[str, Any] = {}
-        for key, raw in values.items():
-            name = key if key in known else camel.get(key)
-            if name is None:
-                raise ValueError(f"unknown knob {key!r}")
-            kwargs[name] = _convert(str(known[name].type), raw, name)
-        return cls(**kwargs)
-
-    def to_json(self) -> dict[str, Any]:
-        """The knobs in camelCase, as the control endpoints show them."""
-        return {_camel(key): value for key, value in dataclasses.asdict(self).items()}
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
-
-
-def _convert(kind: str, raw: Any, name: str) -> Any:
-    optional = kind.endswith("| None")
-    if optional and (raw is None or (isinstance(raw, str) and raw.strip().lower() in _NONE)):
-        return None
-    base = kind.removesuffix("| None").strip()
-    if base == "float":
-        if isinstance(raw, bool):
-            raise ValueError(f"knob {name} must be a number")
-        try:
-            return float(raw)
-        except (TypeError, ValueError):
-            raise ValueError(f"knob {name} must be a number") from None
-    if base == "bool":
-        if isinstance(raw, bool):
-            return raw
-        text = str(raw).strip().lower()
-        if text in _TRUE or text in _FALSE:
-            return text in _TRUE
-        raise ValueError(f"knob {name} must be true or false")
-    if base == "str":
-        if isinstance(raw, str | int | float) and not isinstance(raw, bool):
-            return str(raw)
-        raise ValueError(f"knob {name} must be a string")
-    # script, item_ids: a JSON list, or its text in a query string
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(raw)
-        except ValueError:
-            raise ValueError(f"knob {name} must be JSON") from None
-    if not isinstance(raw, list):
-        raise ValueError(f"knob {name} must be a list")
-    return raw
-
-
-def _iso(moment: datetime) -> str:
-    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-@dataclass
-class SimOperation:
-    """One simulated long-running action and what its monitor has seen."""
-
-    id: str
-    resource_id: str
-    options: SimOptions
-    created: float = field(default_factory=time.monotonic)
-    """``time.monotonic()`` at creation; the state is computed from the time elapsed since."""
-    polls: int = 0
-    """Monitor GETs received, including refused ones (credentials, wrong tempauth)."""
-    monitor_url: str = ""
-    base_url: str = ""
-    """Origin of the URLs this operation hands out (monitor, 303 ``Location``)."""
-    deleted: bool = False
-    """Set by ``DELETE /sim/operations/{id}``: the monitor answers 404 from then on."""
-    tempauth: str = field(default_factory=lambda: secrets.token_urlsafe(24))
-    parent_reference: dict[str, Any] = field(
-        default_factory=lambda: {"driveId": _DRIVE_ID, "driveType": "business", "path": "/drive/root:/Documents"}
-    )
-    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-
-    def elapsed(self, now: float | None = None) -> float:
-        return (time.monotonic() if now is None else now) - self.created
-
-    def is_complete(self, now: float | None = None) -> bool:
-        """Whether the operation has finished successfully (its item exists)."""
-        opts = self.options
-        return opts.outcome == "completed" and self.elapsed(now) >= opts.duration
-
-    def drive_item(self) -> dict[str, Any]:
-        """The DriveItem this operation produces."""
-        opts = self.options
-        modified = self.created_at + timedelta(seconds=opts.duration)
-        item: dict[str, Any] = {
-            "id": self.resource_id,
-            "name": opts.name,
-            "size": 12019,
-            "createdDateTime": _iso(self.created_at),
-            "lastModifiedDateTime": _iso(modified),
-            "webUrl": f"https://contoso-my.sharepoint.com/personal/me_contoso_com/Documents/{opts.name}",
-            "parentReference": dict(self.parent_reference),
-        }
-        if opts.operation == "UploadFromUrl":
-            item["file"] = {"mimeType": "application/octet-stream"}
-        else:
-            item["folder"] = {"childCount": 12}
-        return item
-
-    def status_body(self, now: float | None = None) -> dict[str, Any] | None:
-        """The AsyncJobStatus of the current state, whatever the completion form (None when gone)."""
-        opts = self.options
-        elapsed = self.elapsed(now)
-        if self.deleted or (opts.gone_after is not None and elapsed >= opts.duration + opts.gone_after):
-            return None
-        if elapsed < opts.duration:
-            if elapsed < opts.not_started_for:
-                return self._body("notStarted", 0.0)
-            pct = 0.0 if opts.stuck or opts.duration <= 0 else min(99.9, 100.0 * elapsed / opts.duration)
-            return self._body("inProgress", pct)
-        if opts.outcome != "completed":
-            body = self._body(opts.outcome, 0.0 if opts.stuck else _FAILED_AT)
-            body.update(errorCode=opts.error_code, statusDescription=opts.status_description)
-            return body
-        return {"percentageComplete": 100.0, "resourceId": self.resource_id, "status": "completed"}  # as the seeds show
-
-    def state(self, now: float | None = None) -> tuple[int, dict[str, str], Any]:
-        """The fault-free monitor answer at ``now``: (HTTP status, headers, JSON body or None for no body).
-
-        For a scripted operation: the step the latest poll got (the first before any poll).
-        """
-        opts = self.options
-        gone: tuple[int, dict[str, str], Any] = (
-            404,
-            {},
-            {"error": {"code": "itemNotFound", "message": "The monitor no longer exists."}},
-        )
-        if self.deleted:
-            return gone
-        if opts.script:
-            step = opts.script[min(max(self.polls - 1, 0), len(opts.script) - 1)]
-            return int(step.get("status", 200)), dict(step.get("headers") or {}), step.get("body")
-        body = self.status_body(now)
-        if body is None:
-            return gone
-        running = 200 if opts.always200 else 202
-        if body["status"] != "completed":
-            return running, {}, body
-        location = {"Location": f"{self.base_url}/v1.0/me/drive/items/{self.resource_id}"}
-        if opts.completion == "303":
-            return 303, location, body
-        if opts.completion == "303-bare":
-            return 303, location, None
-        if opts.completion == "beta202":
-            return 202, {}, body
-        if opts.completion == "beta200":
-            return 200, {}, body
-        return 200, {}, self.drive_item()  # item200
-
-    def _body(self, status: str, pct: float) -> dict[str, Any]:
-        return {"operation": self.options.operation, "percentageComplete": round(pct, 1), "status": status}
+__all__ = ["Simulator", "run_simulator"]
 
 
 class Simulator:
@@ -348,12 +78,12 @@ class Simulator:
 
     def _create(self, opts: SimOptions, base_url: str, parent: dict[str, Any] | None = None) -> SimOperation:
         op_id = str(uuid.uuid4()).upper()
-        resource_id = "01" + "".join(self._ids.choice(_RESOURCE_ALPHABET) for _ in range(32))
+        resource_id = "01" + "".join(self._ids.choice(RESOURCE_ALPHABET) for _ in range(32))
         op = SimOperation(op_id, resource_id, opts, base_url=base_url)
         if parent:
             op.parent_reference.update(parent)
         if opts.monitor_style == "sharepoint":
-            op.monitor_url = f"{base_url}/_api/v2.0/drives/{_DRIVE_ID}/operations/{op_id}?tempauth={op.tempauth}"
+            op.monitor_url = f"{base_url}/_api/v2.0/drives/{DRIVE_ID}/operations/{op_id}?tempauth={op.tempauth}"
         else:
             op.monitor_url = f"{base_url}/monitor/{op_id}"
         self.operations[op_id] = op
@@ -377,7 +107,7 @@ class Simulator:
             401,
             "InvalidAuthenticationToken",
             message,
-            inner={"date": _iso(datetime.now(UTC)), "request-id": str(uuid.uuid4())},
+            inner={"date": iso(datetime.now(UTC)), "request-id": str(uuid.uuid4())},
             headers={"WWW-Authenticate": 'Bearer realm="", error="invalid_token"'},
         )
 

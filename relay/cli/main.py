@@ -1,45 +1,35 @@
-"""The ``relay`` command: ``serve``, ``worker``, ``dev``, ``demo``, ``simulate``.
+"""The ``relay`` command: ``serve``, ``worker``, ``dev``, ``demo``, ``simulate``, ``jobs``.
 
-It lives in ``workers`` because it is the one place that composes the API (``relay``) and the
-worker (``workers``): imports flow ``workers -> relay`` only.
+The composition root: the commands that run a worker import :mod:`workers` when they run, so importing
+:mod:`relay` never imports :mod:`workers` (whose imports flow ``workers -> relay``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import gc
 import os
-import secrets
 import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
 
 import prometheus_client
 import structlog
 from aiohttp import web
 
 from relay import __version__, logs
-from relay.app import create_app
-from relay.embedded import EmbeddedRedis
+from relay.api.app import create_app
+from relay.cli.dev import API_SHUTDOWN_TIMEOUT, access_log, new_secret, run_dev
+from relay.cli.jobs import add_jobs_parser
 from relay.settings import ConfigError, Settings
-from workers.jobs_cli import add_jobs_parser
-from workers.main import create_worker
+from relay.store.embedded import EmbeddedRedis
 
 __all__ = ["main"]
 
 log = structlog.stdlib.get_logger("relay.cli")
-
-#: the API gets this long to finish in-flight requests on SIGTERM; keep under the pod's grace period
-API_SHUTDOWN_TIMEOUT = 20.0
-
-
-def new_secret() -> str:
-    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 def _settings() -> Settings:
@@ -60,11 +50,6 @@ def _tune_gc() -> None:
     gc.set_threshold(20_000, 20, 20)
 
 
-def _access_log(settings: Settings) -> dict[str, Any]:
-    """aiohttp's access-log arguments: relay's structured line, or none (RELAY_ACCESS_LOG=off)."""
-    return {"access_log_class": logs.AccessLogger, "access_log": logs.ACCESS_LOG if settings.access_log else None}
-
-
 def cmd_serve(_: argparse.Namespace) -> int:
     settings = _settings()
     settings.check_serving()
@@ -76,7 +61,7 @@ def cmd_serve(_: argparse.Namespace) -> int:
         port=settings.port,
         print=None,
         shutdown_timeout=API_SHUTDOWN_TIMEOUT,
-        **_access_log(settings),
+        **access_log(settings),
     )
     return 0
 
@@ -90,33 +75,10 @@ def cmd_worker(_: argparse.Namespace) -> int:
         prometheus_client.start_http_server(settings.worker_metrics_port, addr=settings.host)
         log.info("worker metrics served", port=settings.worker_metrics_port, host=settings.host)
     asyncio.set_event_loop(asyncio.new_event_loop())
+    from workers.main import create_worker  # the composition root starts the worker
+
     create_worker(settings).run()
     return 0
-
-
-async def run_dev(settings: Settings, stop: asyncio.Event, *, ready: asyncio.Event | None = None) -> None:
-    """API and worker in one process until ``stop`` is set."""
-    runner = web.AppRunner(
-        create_app(settings),
-        shutdown_timeout=API_SHUTDOWN_TIMEOUT,
-        **_access_log(settings),
-    )
-    await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
-    await site.start()
-    worker = create_worker(settings, handle_signals=False)
-    worker_task = asyncio.create_task(worker.async_run())
-    log.info("relay dev running", listen=f"http://{settings.host}:{settings.port}", version=__version__)
-    if ready is not None:
-        ready.set()
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
-        await worker.close()
-        worker_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await worker_task
 
 
 def cmd_dev(_: argparse.Namespace) -> int:
@@ -157,7 +119,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from workers.demo import run_demo
+    from relay.cli.demo import run_demo
 
     code: int = asyncio.run(run_demo(action=args.action, fail=args.fail, duration=args.duration, long=args.long))
     return code

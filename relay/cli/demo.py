@@ -29,10 +29,10 @@ from rich.syntax import Syntax
 from standardwebhooks.webhooks import Webhook
 
 from relay import logs
-from relay.embedded import EmbeddedRedis
+from relay.cli.dev import new_secret, run_dev
 from relay.settings import Settings
 from relay.simulator import Simulator
-from workers.cli import new_secret, run_dev
+from relay.store.embedded import EmbeddedRedis
 
 __all__ = ["run_demo"]
 

@@ -34,15 +34,15 @@ from azure.identity.aio import (
     WorkloadIdentityCredential,
 )
 
-from relay.credential_specs import (
+from relay.credentials.specs import (
     ClientCertificateSpec,
     ClientSecretSpec,
     CredentialSpec,
     ManagedIdentitySpec,
     WorkloadIdentitySpec,
 )
+from relay.outbound.ssrf import host_matches
 from relay.settings import ConfigError
-from relay.ssrf import host_matches
 
 __all__ = ["CredentialBroker", "CredentialError"]
 

@@ -6,10 +6,10 @@ import aiohttp
 from aiohttp import web
 from redis.asyncio import Redis
 
-from relay.credentials import CredentialBroker
-from relay.crypto import Vault
+from relay.core.crypto import Vault
+from relay.credentials.broker import CredentialBroker
 from relay.settings import Settings
-from relay.store import Store
+from relay.store.jobs import Store
 
 __all__ = ["BROKER", "REDIS", "SESSION", "SETTINGS", "STORE", "VAULT"]
 

@@ -12,7 +12,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from relay import __version__
-from relay.ssrf import Blocked, GuardedResolver, check_url
+from relay.outbound.ssrf import Blocked, GuardedResolver, check_url
 
 __all__ = ["Blocked", "Response", "create_session", "fetch"]
 

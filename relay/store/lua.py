@@ -7,8 +7,8 @@ Sentinel (as arq does), not Cluster.
 
 from __future__ import annotations
 
-from relay import keys
-from relay.scheduler import NOW_MS
+from relay.store import keys
+from relay.store.scheduler import NOW_MS
 
 __all__ = [
     "APPLY_JOB",

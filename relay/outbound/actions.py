@@ -23,8 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 from yarl import URL
 
-from relay.client import fetch
-from relay.ssrf import Blocked, host_matches
+from relay.outbound.client import fetch
+from relay.outbound.ssrf import Blocked, host_matches
 
 __all__ = ["SAFE_HEADERS", "Action", "ActionRefused", "Started", "derived_item_url", "start_action"]
 

@@ -22,14 +22,14 @@ from typing import Any
 
 from aiohttp import web
 
-from relay import keys
-from relay.access import owned_job
-from relay.events import TERMINAL_TYPES, isoformat
-from relay.middlewares import OWNER
-from relay.problems import ProblemError
-from relay.signing import signature_headers
-from relay.store import Store
-from relay.typedefs import REDIS, SETTINGS, STORE
+from relay.api.access import owned_job
+from relay.api.middlewares import OWNER
+from relay.api.problems import ProblemError
+from relay.api.typedefs import REDIS, SETTINGS, STORE
+from relay.core.events import TERMINAL_TYPES, isoformat
+from relay.core.signing import signature_headers
+from relay.store import keys
+from relay.store.jobs import Store
 
 __all__ = [
     "DEFAULT_LIMIT",

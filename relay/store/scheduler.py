@@ -14,7 +14,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from relay import keys
+from relay.store import keys
 
 __all__ = ["Claim", "Scheduler"]
 

@@ -15,9 +15,9 @@ import json
 import math
 from typing import Any
 
-from relay.events import AUTHORIZATION_REQUIRED, isoformat
-from relay.store import JobOp
-from relay.tracking import AWAITING_AUTHORIZATION, job_event
+from relay.core.events import AUTHORIZATION_REQUIRED, isoformat
+from relay.core.ops import JobOp
+from relay.core.tracking import AWAITING_AUTHORIZATION, job_event
 
 __all__ = ["MAX_ASKS", "ask_op", "bearer_expired", "is_refusal"]
 

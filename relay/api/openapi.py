@@ -6,7 +6,7 @@ import functools
 from typing import Any
 
 from relay import __version__
-from relay.models import JobCreate, JobPatch
+from relay.api.models import JobCreate, JobPatch
 
 __all__ = ["openapi_document"]
 

@@ -5,17 +5,19 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
 
-from relay import jsonfast, keys, lua
-from relay.batched import BatchedScript
-from relay.events import isoformat
-from relay.scheduler import Claim, Scheduler
+from relay.core import jsonfast
+from relay.core.events import isoformat
+from relay.core.ops import JobOp
+from relay.store import keys, lua
+from relay.store.batched import BatchedScript
+from relay.store.scheduler import Claim, Scheduler
 
-__all__ = ["EventRecord", "JobOp", "Registration", "Store", "monitor_key", "render_job"]
+__all__ = ["EventRecord", "Registration", "Store", "monitor_key", "render_job"]
 
 
 def monitor_key(url: str) -> str:
@@ -24,39 +26,6 @@ def monitor_key(url: str) -> str:
     128 bits of its SHA-256 in base64url: 22 characters, written in three places per monitor.
     """
     return base64.urlsafe_b64encode(hashlib.sha256(url.encode()).digest()[:16]).decode().rstrip("=")
-
-
-@dataclass(slots=True)
-class JobOp:
-    """One job's guarded change: applied only if the job's sequence is still ``prev_seq``."""
-
-    job: str
-    prev_seq: int
-    set: dict[str, str] = field(default_factory=dict)
-    delete: list[str] = field(default_factory=list)
-    events: list[dict[str, str]] = field(default_factory=list)  # {"id", "type", "body"}
-    terminal: bool = False
-    phase: str | None = None
-    #: fields that must still hold these values ('' for absent), else the op is stale
-    expect: dict[str, str] = field(default_factory=dict)
-    #: the job's monitor comes due no later than this (ms, Redis clock)
-    wake_ms: int | None = None
-
-    def as_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"job": self.job, "prev_seq": self.prev_seq, "terminal": self.terminal}
-        if self.expect:
-            out["expect"] = self.expect
-        if self.wake_ms is not None:
-            out["wake"] = self.wake_ms
-        if self.set:
-            out["set"] = self.set
-        if self.delete:
-            out["del"] = self.delete
-        if self.events:
-            out["events"] = self.events
-        if self.phase is not None:
-            out["phase"] = self.phase
-        return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,59 @@
+"""``relay dev`` (API and worker in one process) and what ``relay demo`` shares with it."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import secrets
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from relay import __version__, logs
+from relay.api.app import create_app
+from relay.settings import Settings
+
+__all__ = ["API_SHUTDOWN_TIMEOUT", "access_log", "new_secret", "run_dev"]
+
+log = structlog.stdlib.get_logger("relay.cli")
+
+#: the API gets this long to finish in-flight requests on SIGTERM; keep under the pod's grace period
+API_SHUTDOWN_TIMEOUT = 20.0
+
+
+def new_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def access_log(settings: Settings) -> dict[str, Any]:
+    """aiohttp's access-log arguments: relay's structured line, or none (RELAY_ACCESS_LOG=off)."""
+    return {"access_log_class": logs.AccessLogger, "access_log": logs.ACCESS_LOG if settings.access_log else None}
+
+
+async def run_dev(settings: Settings, stop: asyncio.Event, *, ready: asyncio.Event | None = None) -> None:
+    """API and worker in one process until ``stop`` is set."""
+    runner = web.AppRunner(
+        create_app(settings),
+        shutdown_timeout=API_SHUTDOWN_TIMEOUT,
+        **access_log(settings),
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    await site.start()
+    from workers.main import create_worker  # the composition root starts the worker
+
+    worker = create_worker(settings, handle_signals=False)
+    worker_task = asyncio.create_task(worker.async_run())
+    log.info("relay dev running", listen=f"http://{settings.host}:{settings.port}", version=__version__)
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        await worker.close()
+        worker_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker_task

@@ -1,0 +1,4 @@
+"""Redis: key names, the Lua scripts and their typed wrappers, scheduling, batching, and every query.
+
+The only package that talks to Redis. It may use :mod:`relay.core` (the changes it applies are described there).
+"""
