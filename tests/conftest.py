@@ -79,6 +79,7 @@ async def receiver() -> AsyncIterator[Receiver]:
     await rec.start()
     yield rec
     await rec.stop()
+    assert rec.schema_errors == [], "relay sent events its OpenAPI webhooks do not describe"
 
 
 class Api:
@@ -96,6 +97,7 @@ class Api:
                 import json
 
                 body = json.loads(text)
+                _check_answer(path, resp.status, body)
             return resp.status, body, resp
 
     async def create(self, **fields: Any) -> dict[str, Any]:
@@ -103,6 +105,19 @@ class Api:
         assert status == 201, body
         result: dict[str, Any] = body
         return result
+
+
+def _check_answer(path: str, status: int, body: Any) -> None:
+    """Answers match the models the OpenAPI document is generated from (relay/api/schemas.py)."""
+    from relay.api.schemas import JobPage, JobView, Problem
+
+    route = path.split("?", 1)[0]
+    if status >= 400:
+        Problem.model_validate(body)
+    elif route == "/v1/jobs" and "jobs" in body:
+        JobPage.model_validate(body)
+    elif route.startswith("/v1/jobs") and route.count("/") <= 3 and isinstance(body, dict) and "id" in body:
+        JobView.model_validate(body)
 
 
 @contextlib.asynccontextmanager

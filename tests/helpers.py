@@ -85,6 +85,8 @@ class Receiver:
     received: list[Received] = field(default_factory=list)
     verified: list[Received] = field(default_factory=list)
     bad_signatures: int = 0
+    #: bodies that do not match the event model of their type (relay/api/schemas.py EVENT_MODELS)
+    schema_errors: list[str] = field(default_factory=list)
     url: str = ""
     _runner: web.AppRunner | None = None
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -93,6 +95,7 @@ class Receiver:
         body = await request.read()
         rec = Received(dict(request.headers), body, time.monotonic())
         self.received.append(rec)
+        self._check_schema(body)
         attempt = len(self.received)
         for secret in self.secrets:
             try:
@@ -109,6 +112,18 @@ class Receiver:
                 return await result  # type: ignore[no-any-return]
             return result  # type: ignore[return-value]
         return web.Response(status=204)
+
+    def _check_schema(self, body: bytes) -> None:
+        from pydantic import ValidationError
+
+        from relay.api.schemas import EVENT_MODELS
+        from relay.core.schema import EventType
+
+        try:
+            event = json.loads(body)
+            EVENT_MODELS[EventType(event["type"])].model_validate(event)
+        except (ValueError, KeyError, TypeError, ValidationError) as exc:
+            self.schema_errors.append(f"{body[:200]!r}: {exc}")
 
     async def start(self) -> str:
         app = web.Application()

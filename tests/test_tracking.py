@@ -7,6 +7,7 @@ import random
 from typing import Any
 
 from relay.core.monitor import Kind, PollResult
+from relay.core.schema import Job, Monitor
 from relay.core.tracking import RESOLVE_RECHECK, completed_from_monitor, plan_poll
 from relay.settings import Settings
 
@@ -15,10 +16,10 @@ NOW = 1_000_000
 DEFAULTS = Settings()
 
 
-def job(**fields: Any) -> dict[str, str]:
+def job(**fields: Any) -> Job:
     base = {
         "id": "j1",
-        "seq": "0",
+        "seq": "1",
         "status": "notStarted",
         "percentage": "0.0",
         "phase": "tracking",
@@ -26,15 +27,16 @@ def job(**fields: Any) -> dict[str, str]:
         "metadata": json.dumps({"m": 1}),
     }
     base.update({k: str(v) for k, v in fields.items()})
-    return base
+    return Job.from_hash(base.pop("id"), base)
 
 
 def progress(pct: float, status: str = "inProgress") -> PollResult:
     return PollResult(Kind.PROGRESS, http_status=202, status=status, percentage=pct, operation="ItemCopy")
 
 
-def plan(result: PollResult, monitor: dict[str, str] | None = None, jobs: list[dict[str, str]] | None = None) -> Any:
-    return plan_poll(result, monitor or {}, jobs if jobs is not None else [job()], NOW, S, random.Random(0))
+def plan(result: PollResult, monitor: dict[str, str] | None = None, jobs: list[Job] | None = None) -> Any:
+    state = Monitor.from_hash("m", monitor or {})
+    return plan_poll(result, state, jobs if jobs is not None else [job()], NOW, S, random.Random(0))
 
 
 def test_progress_change_emits_one_event_with_next_sequence() -> None:
@@ -78,9 +80,10 @@ def test_completion_marks_jobs_resolving_without_an_event() -> None:
 
 
 def test_completed_monitor_is_not_polled_again() -> None:
-    result = completed_from_monitor({"completed": "1", "resource_id": "01R", "drive_item": '{"id": "01R"}'})
+    done = Monitor.from_hash("m", {"completed": "1", "resource_id": "01R", "drive_item": '{"id": "01R"}'})
+    result = completed_from_monitor(done)
     assert result is not None and result.drive_item == {"id": "01R"}
-    assert completed_from_monitor({"status": "inProgress"}) is None
+    assert completed_from_monitor(Monitor.from_hash("m", {"status": "inProgress"})) is None
 
 
 def test_failed_monitor_fails_every_job_terminally() -> None:
@@ -131,7 +134,7 @@ def simulate(duration: float, settings: Settings = DEFAULTS, seed: int = 0) -> t
         if t >= duration:
             return polls, t - duration
         result = progress(100.0 * t / duration)
-        p = plan_poll(result, monitor, [], now, settings, rng)
+        p = plan_poll(result, Monitor.from_hash("m", monitor), [], now, settings, rng)
         monitor.update(p.monitor_fields)
         t += p.delay
 
@@ -147,19 +150,19 @@ def test_steady_progress_is_predicted_few_polls_little_lag() -> None:
 def test_prediction_never_exceeds_the_backoff_cap() -> None:
     rng = random.Random(1)
     monitor = {"base_ms": str(NOW - 1000), "base_pct": "0.001", "pct": "0.001", "status": "inProgress"}
-    p = plan_poll(progress(0.002), monitor, [], NOW, S, rng)
+    p = plan_poll(progress(0.002), Monitor.from_hash("m", monitor), [], NOW, S, rng)
     assert p.delay <= S.poll_max_interval
 
 
 def test_stalled_progress_falls_back_to_backoff() -> None:
     monitor = {"base_ms": str(NOW - 10_000), "base_pct": "10.0", "pct": "50.0", "status": "inProgress", "streak": "4"}
-    p = plan_poll(progress(50.0), monitor, [], NOW, S, random.Random(0))
+    p = plan_poll(progress(50.0), Monitor.from_hash("m", monitor), [], NOW, S, random.Random(0))
     assert not p.changed
     assert 16.0 <= p.delay <= 32.0  # streak 5: the plain backoff
 
 
 def test_a_fresh_job_stores_no_defaults_and_is_tracked() -> None:
-    fresh = {"id": "j1", "created": str(NOW - 1000)}  # as registered: seq, phase, status, percentage absent
+    fresh = Job.from_hash("j1", {"created": str(NOW - 1000)})  # as registered: seq, phase, status, pct absent
     (op,) = plan(progress(12.5), jobs=[fresh]).ops
     assert op.prev_seq == 0 and json.loads(op.events[0]["body"])["data"]["sequence"] == 1
 
@@ -234,7 +237,7 @@ BOUND_MS = int(DEFAULTS.poll_max_error_time * 1000)
 
 
 def plan_at(result: PollResult, monitor: dict[str, str], now: int) -> Any:
-    return plan_poll(result, monitor, [job()], now, DEFAULTS, random.Random(0))
+    return plan_poll(result, Monitor.from_hash("m", monitor), [job()], now, DEFAULTS, random.Random(0))
 
 
 def test_bare_5xx_fail_the_job_naming_the_status_once_they_have_lasted_the_bound() -> None:

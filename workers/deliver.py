@@ -18,11 +18,11 @@ import structlog
 
 from relay import metrics
 from relay.core.backoff import delivery_delay, parse_retry_after
-from relay.core.events import TERMINAL_TYPES, isoformat
+from relay.core.events import isoformat
+from relay.core.schema import DeliveryOutcome, Event, EventType, Job
 from relay.core.signing import signature_headers
 from relay.outbound.client import fetch
 from relay.outbound.ssrf import Blocked
-from relay.store.jobs import EventRecord
 from relay.store.scheduler import Claim
 from workers.context import Deps
 
@@ -32,14 +32,15 @@ log = structlog.stdlib.get_logger("relay.deliver")
 
 MAX_RESPONSE = 64 * 1024
 _DELIVERIES = metrics.labelled(metrics.DELIVERIES)
+_TERMINAL = EventType.terminal_types()
 
 
-def pick_event(events: list[EventRecord]) -> tuple[EventRecord | None, list[EventRecord]]:
+def pick_event(events: list[Event]) -> tuple[Event | None, list[Event]]:
     """The event to send now and the progress events it supersedes."""
     if not events:
         return None, []
-    target = next((e for e in events if e.type in TERMINAL_TYPES), events[-1])
-    superseded = [e for e in events if e.seq < target.seq and e.type not in TERMINAL_TYPES]
+    target = next((e for e in events if e.type in _TERMINAL), events[-1])
+    superseded = [e for e in events if e.sequence < target.sequence and e.type not in _TERMINAL]
     return target, superseded
 
 
@@ -48,12 +49,14 @@ async def deliver_claimed(deps: Deps, claim: Claim) -> None:
     await deliver_next(deps, claim, *deps.store.outbox_state(claim))
 
 
-async def deliver_next(deps: Deps, claim: Claim, job: dict[str, str] | None, found: list[EventRecord]) -> None:
+async def deliver_next(deps: Deps, claim: Claim, job: Job | None, found: list[Event]) -> None:
     job_id = claim.member
     store = deps.store
     event, superseded = pick_event(found)
     if job is None or event is None:
-        await store.delivery_ack(claim, event_id="", outcome="none", superseded=[e.id for e in superseded])
+        await store.delivery_ack(
+            claim, event_id="", outcome=DeliveryOutcome.NONE, superseded=[e.id for e in superseded]
+        )
         return
     now_s = time.time()
     stamp = isoformat(now_s)
@@ -61,17 +64,17 @@ async def deliver_next(deps: Deps, claim: Claim, job: dict[str, str] | None, fou
         {
             "eventId": e.id,
             "type": e.type,
-            "sequence": e.seq,
+            "sequence": e.sequence,
             "attempt": e.attempts,
-            "outcome": "superseded",
+            "outcome": DeliveryOutcome.SUPERSEDED,
             "time": stamp,
         }
         for e in superseded
     ]
     attempt = event.attempts + 1
     secrets = deps.settings.signing_secrets
-    if job.get("secret"):
-        secrets = (*secrets, job["secret"])
+    if job.secret:
+        secrets = (*secrets, job.secret)
     headers = signature_headers(event.id, event.body, secrets, datetime.fromtimestamp(now_s, UTC))
     headers["Content-Type"] = "application/json"
     status: int | None = None
@@ -82,7 +85,7 @@ async def deliver_next(deps: Deps, claim: Claim, job: dict[str, str] | None, fou
         resp = await fetch(
             deps.session,
             "POST",
-            job.get("callback_url", ""),
+            job.callback_url,
             trusted_hosts=deps.trusted_hosts,
             time_limit=deps.settings.request_timeout,
             max_body=MAX_RESPONSE,
@@ -103,15 +106,15 @@ async def deliver_next(deps: Deps, claim: Claim, job: dict[str, str] | None, fou
 
     delay = 0.0
     if status is not None and 200 <= status < 300:
-        outcome = "delivered"
+        outcome = DeliveryOutcome.DELIVERED
     elif status == 410:
-        outcome = "gone"
+        outcome = DeliveryOutcome.GONE
     else:
         next_delay = delivery_delay(attempt, deps.settings.delivery_schedule, deps.rng)
         if next_delay is None:
-            outcome = "dead"
+            outcome = DeliveryOutcome.DEAD
         else:
-            outcome = "failed"
+            outcome = DeliveryOutcome.FAILED
             delay = next_delay
             if retry_after is not None:
                 delay = max(delay, min(retry_after, deps.settings.retry_after_cap))
@@ -119,7 +122,7 @@ async def deliver_next(deps: Deps, claim: Claim, job: dict[str, str] | None, fou
         {
             "eventId": event.id,
             "type": event.type,
-            "sequence": event.seq,
+            "sequence": event.sequence,
             "attempt": attempt,
             "outcome": outcome,
             "status": status,
@@ -135,26 +138,28 @@ async def deliver_next(deps: Deps, claim: Claim, job: dict[str, str] | None, fou
         delay=delay,
         superseded=[e.id for e in superseded],
         records=records,
-        error={"code": "callbackGone", "message": "the callback answered 410 Gone"} if outcome == "gone" else None,
+        error={"code": "callbackGone", "message": "the callback answered 410 Gone"}
+        if outcome is DeliveryOutcome.GONE
+        else None,
     )
-    if outcome == "delivered" and event.created_ms:
-        metrics.EVENT_LAG.observe(max(0.0, time.time() - event.created_ms / 1000))
+    if outcome is DeliveryOutcome.DELIVERED and event.created:
+        metrics.EVENT_LAG.observe(max(0.0, time.time() - event.created / 1000))
     status_class = f"{status // 100}xx" if status is not None else "none"
     _DELIVERIES(outcome, status_class).inc()
     # a success is counted in metrics and listed in /deliveries; the log line is for what went wrong
     log.log(
-        logging.DEBUG if outcome == "delivered" else logging.INFO,
+        logging.DEBUG if outcome is DeliveryOutcome.DELIVERED else logging.INFO,
         "delivery attempt",
         job_id=job_id,
         event_id=event.id,
         type=event.type,
-        sequence=event.seq,
+        sequence=event.sequence,
         attempt=attempt,
         outcome=outcome,
         http_status=status,
         error=error,
         duration_ms=round(duration * 1000, 1),
-        next_attempt_s=round(delay, 2) if outcome == "failed" else None,
+        next_attempt_s=round(delay, 2) if outcome is DeliveryOutcome.FAILED else None,
         superseded=len(superseded) or None,
         stale=not ok or None,
     )

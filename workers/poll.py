@@ -11,6 +11,7 @@ from yarl import URL
 from relay import metrics
 from relay.core.crypto import InvalidToken
 from relay.core.monitor import MAX_BODY, Kind, PollResult, classify
+from relay.core.schema import Job, Monitor
 from relay.core.tracking import completed_from_monitor, plan_poll
 from relay.outbound.client import fetch
 from relay.outbound.ssrf import Blocked, host_matches
@@ -59,7 +60,7 @@ async def poll_claimed(deps: Deps, claim: Claim) -> None:
     await poll_monitor(deps, claim, *deps.store.monitor_state(claim))
 
 
-async def poll_monitor(deps: Deps, claim: Claim, monitor: dict[str, str], jobs: list[dict[str, str]]) -> None:
+async def poll_monitor(deps: Deps, claim: Claim, monitor: Monitor, jobs: list[Job]) -> None:
     started = time.monotonic()
     structlog.contextvars.bind_contextvars(monitor=claim.member[:12])
     if not jobs:
@@ -69,7 +70,7 @@ async def poll_monitor(deps: Deps, claim: Claim, monitor: dict[str, str], jobs: 
     polled = result is None
     if result is None:
         try:
-            url = deps.vault.reveal(monitor.get("url", ""))
+            url = deps.vault.reveal(monitor.url)
         except InvalidToken:
             result = PollResult(
                 Kind.INVALID, detail="the stored monitor URL was sealed with a key no longer configured"

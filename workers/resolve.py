@@ -27,6 +27,7 @@ from relay import metrics
 from relay.core.authorization import ask_op, bearer_expired, is_refusal
 from relay.core.crypto import InvalidToken
 from relay.core.monitor import MAX_BODY
+from relay.core.schema import Job, Phase
 from relay.core.tracking import completion_op
 from relay.credentials.broker import CredentialError
 from relay.outbound.client import fetch
@@ -53,16 +54,16 @@ def item_url(template: str, resource_id: str) -> str:
     return template.replace("{resourceId}", quote(resource_id, safe=""))
 
 
-async def fetch_item(deps: Deps, job: dict[str, str], job_try: int) -> tuple[Any, dict[str, Any] | None]:
+async def fetch_item(deps: Deps, job: Job, job_try: int) -> tuple[Any, dict[str, Any] | None]:
     """(driveItem, None) or (None, resolutionError); raises ``Retry`` for transient failures.
 
     With a wait for fresh authorizations configured, a ``Bearer`` JWT whose ``exp`` has passed is not
     sent at all: the error ``authorizationExpired`` asks for a new one at once.
     """
-    if job.get("drive_item"):
-        return json.loads(job["drive_item"]), None
-    resource_id = job.get("resource_id")
-    template = job.get("drive_item_url")
+    if job.drive_item:
+        return json.loads(job.drive_item), None
+    resource_id = job.resource_id
+    template = job.drive_item_url
     if not template:
         return None, {"code": "noDriveItemUrl", "message": "no driveItemUrl was registered"}
     if not resource_id:
@@ -108,11 +109,9 @@ async def fetch_item(deps: Deps, job: dict[str, str], job_try: int) -> tuple[Any
     return None, {"code": "httpError", "httpStatus": resp.status, "message": f"GET driveItemUrl answered {resp.status}"}
 
 
-async def _authorization(
-    deps: Deps, job: dict[str, str], host: str, job_try: int
-) -> tuple[str | None, dict[str, Any] | None]:
+async def _authorization(deps: Deps, job: Job, host: str, job_try: int) -> tuple[str | None, dict[str, Any] | None]:
     """The DriveItem request's ``Authorization`` value (None: none), or the resolution error why it cannot be sent."""
-    name = job.get("credential")
+    name = job.credential
     if name:  # a credential relay holds: a token from azure-identity, for its own hosts only
         if not deps.credentials.may_send(name, host):
             return None, {"code": "blocked", "message": "the credential may not be sent to the DriveItem host"}
@@ -122,10 +121,10 @@ async def _authorization(
             if exc.reason in ("unavailable", "unreachable") and job_try < MAX_TRIES:
                 raise Retry(defer=2**job_try) from None
             return None, {"code": "credentialError", "reason": exc.reason, "message": exc.detail}
-    if not job.get("authorization"):
+    if not job.authorization:
         return None, None
     try:
-        value = deps.vault.decrypt(job["authorization"])
+        value = deps.vault.decrypt(job.authorization)
     except InvalidToken:
         return None, {
             "code": "authorizationUnreadable",
@@ -168,16 +167,16 @@ async def resolve_job(deps: Deps, job_id: str, job_try: int) -> str:
     # a second round when a PATCHed authorization arrived while a request with the old one was refused
     for _ in range(2):
         job = await deps.store.job(job_id)
-        if not job or job.get("phase") != "resolving" or job.get("terminal") == "1":
+        if not job or job.phase is not Phase.RESOLVING or job.terminal:
             return "skipped"
         item, error = await fetch_item(deps, job, job_try)
         now_ms = int(time.time() * 1000)
         op = None
-        if error is not None and is_refusal(error) and not job.get("credential"):  # the app can mend its own token
+        if error is not None and is_refusal(error) and not job.credential:  # the app can mend its own token
             op = ask_op(job, now_ms, deps.settings.authorization_wait, error)
         asked = op is not None
         if op is None:
-            op = completion_op(job, now_ms, item, error, phase="resolving")
+            op = completion_op(job, now_ms, item, error, phase=Phase.RESOLVING)
         outcome = await deps.store.apply_job(op)
         if asked and outcome == "stale":
             continue

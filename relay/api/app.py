@@ -6,8 +6,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from relay.api.jobs import routes
-from relay.api.live import setup_live
+from relay.api import deliveries, jobs, ops, sse, streams
 from relay.api.middlewares import auth_middleware, error_middleware, query_middleware, request_id_middleware
 from relay.api.typedefs import BROKER, REDIS, SESSION, SETTINGS, STORE, VAULT
 from relay.api.ui import setup_ui
@@ -32,8 +31,9 @@ def create_app(settings: Settings) -> web.Application:
     app[VAULT] = Vault(settings.vault_keys)
     app.cleanup_ctx.append(_redis)
     app.cleanup_ctx.append(_session)
-    app.add_routes(routes)
-    setup_live(app)
+    for module in (jobs, deliveries, streams, ops):
+        app.add_routes(module.routes)
+    sse.setup(app)
     setup_ui(app)
     return app
 

@@ -15,9 +15,10 @@ import json
 import math
 from typing import Any
 
-from relay.core.events import AUTHORIZATION_REQUIRED, isoformat
+from relay.core.events import isoformat
 from relay.core.ops import JobOp
-from relay.core.tracking import AWAITING_AUTHORIZATION, job_event
+from relay.core.schema import JOB, EventType, Job, Phase
+from relay.core.tracking import job_event
 
 __all__ = ["MAX_ASKS", "ask_op", "bearer_expired", "is_refusal"]
 
@@ -52,38 +53,37 @@ def is_refusal(error: dict[str, Any]) -> bool:
     return error.get("httpStatus") == 401 or error.get("code") == "authorizationExpired"
 
 
-def ask_op(job: dict[str, str], now_ms: int, wait: float, error: dict[str, Any]) -> JobOp | None:
+def ask_op(job: Job, now_ms: int, wait: float, error: dict[str, Any]) -> JobOp | None:
     """The change that records ``job.authorizationRequired`` and starts the wait; None when the job may not ask
     (no wait configured, or it has asked :data:`MAX_ASKS` times already)."""
-    asks = int(job.get("auth_asks") or 0)
+    asks = job.auth_asks
     if wait <= 0 or asks >= MAX_ASKS:
         return None
     wait_until = now_ms + int(wait * 1000)
     event = job_event(
-        AUTHORIZATION_REQUIRED,
+        EventType.AUTHORIZATION_REQUIRED,
         job,
-        int(job.get("seq") or 0) + 1,
+        job.sequence + 1,
         now_ms,
-        job.get("status") or "inProgress",
-        float(job.get("percentage") or 0),
-        resourceId=job.get("resource_id") or None,
+        job.status,
+        job.percentage,
+        resourceId=job.resource_id or None,
         httpStatus=error.get("httpStatus"),
         reason="tokenExpired" if error.get("code") == "authorizationExpired" else "unauthorized",
         waitUntil=isoformat(wait_until / 1000),
         ask=asks + 1,
         maxAsks=MAX_ASKS,
     )
-    return JobOp(
-        job=job["id"],
-        prev_seq=int(job.get("seq") or 0),
-        phase="resolving",
+    return JobOp.on(
+        job,
+        phase=Phase.RESOLVING,
         # a PATCH that replaced the token meanwhile makes this ask stale: the new token is tried instead
-        expect={"authorization": job.get("authorization", "")},
+        expect={JOB.authorization: job.authorization},
         set={
-            "phase": AWAITING_AUTHORIZATION,
-            "auth_asks": str(asks + 1),
-            "auth_wait_until": str(wait_until),
-            "auth_error": json.dumps(error),
+            JOB.phase: Phase.AUTHORIZING.value,
+            JOB.auth_asks: str(asks + 1),
+            JOB.auth_wait_until: str(wait_until),
+            JOB.auth_error: json.dumps(error),
         },
         events=[event],
         wake_ms=wait_until,

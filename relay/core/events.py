@@ -9,25 +9,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = [
-    "AUTHORIZATION_REQUIRED",
-    "COMPLETED",
-    "EVENT_TYPES",
-    "FAILED",
-    "PROGRESS",
-    "TERMINAL_TYPES",
-    "build_event",
-    "isoformat",
-    "new_event_id",
-]
-
-PROGRESS = "job.progress"
-#: the DriveItem request was refused (or the token had expired): the app is asked to PATCH a fresh authorization
-AUTHORIZATION_REQUIRED = "job.authorizationRequired"
-COMPLETED = "job.completed"
-FAILED = "job.failed"
-TERMINAL_TYPES = frozenset({COMPLETED, FAILED})
-EVENT_TYPES = (PROGRESS, AUTHORIZATION_REQUIRED, COMPLETED, FAILED)
+__all__ = ["build_event", "isoformat", "new_event_id"]
 
 
 def new_event_id() -> str:

@@ -30,6 +30,8 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from relay.core.schema import JobStatus
+
 __all__ = [
     "FAILED_STATUSES",
     "MAX_BODY",
@@ -112,15 +114,15 @@ def canonical_status(word: str | None) -> str | None:
     return _STATUS_WORDS.get(word.lower()) if word else None
 
 
-def job_status(kind: Kind, monitor_status: str | None) -> str:
+def job_status(kind: Kind, monitor_status: str | None) -> JobStatus:
     """The job status (notStarted|inProgress|completed|failed) a poll result implies."""
     if kind is Kind.COMPLETED:
-        return "completed"
+        return JobStatus.COMPLETED
     if kind is Kind.FAILED:
-        return "failed"
+        return JobStatus.FAILED
     if canonical_status(monitor_status) in _NOT_STARTED:
-        return "notStarted"
-    return "inProgress"
+        return JobStatus.NOT_STARTED
+    return JobStatus.IN_PROGRESS
 
 
 def _percentage(value: Any) -> float | bool | None:

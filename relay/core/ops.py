@@ -3,20 +3,31 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
-__all__ = ["JobOp"]
+from relay.core.schema import Job
+
+__all__ = ["JobOp", "NewEvent"]
+
+
+class NewEvent(TypedDict):
+    """An event a change records: its id (the webhook-id), type and body (serialised once)."""
+
+    id: str
+    type: str
+    body: str
 
 
 @dataclass(slots=True)
 class JobOp:
-    """One job's guarded change: applied only if the job's sequence is still ``prev_seq``."""
+    """One job's guarded change: applied only if the job's sequence is still ``prev_seq`` (and its ``phase``
+    and ``expect`` fields still hold). ``set``, ``delete`` and ``expect`` name stored job fields (``JOB.*``)."""
 
     job: str
     prev_seq: int
     set: dict[str, str] = field(default_factory=dict)
     delete: list[str] = field(default_factory=list)
-    events: list[dict[str, str]] = field(default_factory=list)  # {"id", "type", "body"}
+    events: list[NewEvent] = field(default_factory=list)
     terminal: bool = False
     phase: str | None = None
     #: fields that must still hold these values ('' for absent), else the op is stale
@@ -25,6 +36,9 @@ class JobOp:
     wake_ms: int | None = None
 
     def as_json(self) -> dict[str, Any]:
+        unknown = (set(self.set) | set(self.delete) | set(self.expect)) - Job.stored_names
+        if unknown:
+            raise ValueError(f"not job fields: {sorted(unknown)}")
         out: dict[str, Any] = {"job": self.job, "prev_seq": self.prev_seq, "terminal": self.terminal}
         if self.expect:
             out["expect"] = self.expect
@@ -39,3 +53,8 @@ class JobOp:
         if self.phase is not None:
             out["phase"] = self.phase
         return out
+
+    @classmethod
+    def on(cls, job: Job, **changes: Any) -> JobOp:
+        """A change of ``job`` guarded by the sequence it was read at."""
+        return cls(job=job.id, prev_seq=job.sequence, **changes)

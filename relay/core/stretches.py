@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from relay.core.monitor import Kind, PollResult
+from relay.core.schema import MONITOR, Monitor
 
 __all__ = ["Stretches", "overdue_error", "track"]
 
@@ -35,8 +36,7 @@ class Stretches:
     warnings: tuple[tuple[str, dict[str, Any]], ...] = ()
 
 
-def _run(monitor: dict[str, str], fields: dict[str, str], key: str, now_ms: int, *, on: bool, off: bool) -> int:
-    since = int(monitor.get(key) or 0)
+def _run(since: int, fields: dict[str, str], key: str, now_ms: int, *, on: bool, off: bool) -> int:
     if on and not since:
         fields[key] = str(now_ms)
         return now_ms
@@ -46,14 +46,21 @@ def _run(monitor: dict[str, str], fields: dict[str, str], key: str, now_ms: int,
     return since
 
 
-def track(result: PollResult, monitor: dict[str, str], fields: dict[str, str], now_ms: int, jobs: int) -> Stretches:
+def track(result: PollResult, monitor: Monitor, fields: dict[str, str], now_ms: int, jobs: int) -> Stretches:
     """Extend, end or start the monitor's runs for this answer; ``fields`` gets what changed."""
     bare_5xx = result.kind is Kind.RETRY and (result.http_status or 0) >= 500
     network = result.kind is Kind.RETRY and result.http_status is None
-    server = _run(monitor, fields, "e5", now_ms, on=bare_5xx, off=not (bare_5xx or network))
+    server = _run(
+        monitor.server_errors_since,
+        fields,
+        MONITOR.server_errors_since,
+        now_ms,
+        on=bare_5xx,
+        off=not (bare_5xx or network),
+    )
     unknown = result.kind is Kind.PROGRESS and result.unknown_status
     known = result.kind in (Kind.PROGRESS, Kind.COMPLETED, Kind.FAILED) and not result.unknown_status
-    odd = _run(monitor, fields, "uk", now_ms, on=unknown, off=known)
+    odd = _run(monitor.unknown_status_since, fields, MONITOR.unknown_status_since, now_ms, on=unknown, off=known)
     warnings: list[tuple[str, dict[str, Any]]] = []
     if bare_5xx and server == now_ms:
         warnings.append(

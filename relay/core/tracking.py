@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from relay.core.backoff import parse_retry_after, poll_delay
-from relay.core.events import COMPLETED, FAILED, PROGRESS, build_event, new_event_id
+from relay.core.events import build_event, new_event_id
 from relay.core.monitor import Kind, PollResult, job_status
-from relay.core.ops import JobOp
+from relay.core.ops import JobOp, NewEvent
+from relay.core.schema import JOB, MONITOR, EventType, Job, JobStatus, Monitor, Phase
 from relay.core.stretches import Stretches, overdue_error, track
 from relay.settings import Settings
 
 __all__ = [
-    "AWAITING_AUTHORIZATION",
     "RESOLVE_RECHECK",
     "PollPlan",
     "completed_from_monitor",
@@ -34,94 +34,93 @@ __all__ = [
 
 #: a completed monitor is looked at again after this long, to re-enqueue resolutions a crash lost
 RESOLVE_RECHECK = 60.0
-#: the job phase of a job whose DriveItem request was refused, while it waits for a PATCHed authorization
-AWAITING_AUTHORIZATION = "authorizing"
 
 
 @dataclass(slots=True)
 class PollPlan:
-    monitor_fields: dict[str, str]
+    monitor_fields: dict[str, str]  # stored names (``MONITOR.*``)
     ops: list[JobOp] = field(default_factory=list)
     delay: float = 0.0
     resolve: list[str] = field(default_factory=list)
     changed: bool = False
-    warnings: tuple[tuple[str, dict[str, Any]], ...] = ()  # to log: see relay/stretches.py
+    warnings: tuple[tuple[str, dict[str, Any]], ...] = ()  # to log: see relay/core/stretches.py
 
 
-def completed_from_monitor(monitor: dict[str, str]) -> PollResult | None:
+def completed_from_monitor(monitor: Monitor) -> PollResult | None:
     """A monitor already seen completed is not polled again (it may be gone by now)."""
-    if monitor.get("completed") != "1":
+    if not monitor.completed:
         return None
-    item = monitor.get("drive_item")
     return PollResult(
         Kind.COMPLETED,
         status="completed",
         percentage=100.0,
-        operation=monitor.get("operation") or None,
-        resource_id=monitor.get("resource_id") or None,
-        drive_item=json.loads(item) if item else None,
+        operation=monitor.operation or None,
+        resource_id=monitor.resource_id or None,
+        drive_item=json.loads(monitor.drive_item) if monitor.drive_item else None,
     )
 
 
 def job_event(
-    kind: str, job: dict[str, str], seq: int, now_ms: int, status: str, pct: float, **extra: Any
-) -> dict[str, str]:
-    event_id = new_event_id()
+    event_type: EventType, job: Job, sequence: int, now_ms: int, status: str, pct: float, **extra: Any
+) -> NewEvent:
     body = build_event(
-        kind,
-        job_id=job["id"],
-        sequence=seq,
-        operation=job.get("operation") or None,
+        event_type,
+        job_id=job.id,
+        sequence=sequence,
+        operation=job.operation or None,
         status=status,
         percentage=pct,
-        metadata=json.loads(job["metadata"]) if job.get("metadata") else None,
+        metadata=json.loads(job.metadata) if job.metadata else None,
         timestamp=now_ms / 1000,
         **extra,
     )
-    return {"id": event_id, "type": kind, "body": body}
+    return {"id": new_event_id(), "type": event_type.value, "body": body}
 
 
-def failure_op(job: dict[str, str], now_ms: int, error: dict[str, Any], *, phase: str | None = None) -> JobOp:
+def failure_op(job: Job, now_ms: int, error: dict[str, Any], *, phase: Phase | None = None) -> JobOp:
     """The terminal ``job.failed`` change for a job."""
-    seq = int(job.get("seq") or 0)
-    pct = float(job.get("percentage") or 0)
-    event = job_event(FAILED, job, seq + 1, now_ms, "failed", pct, error=error)
-    return JobOp(
-        job=job["id"],
-        prev_seq=seq,
+    event = job_event(EventType.FAILED, job, job.sequence + 1, now_ms, JobStatus.FAILED, job.percentage, error=error)
+    return JobOp.on(
+        job,
         phase=phase,
-        set={"status": "failed", "error": json.dumps(error)},
+        set={JOB.status: JobStatus.FAILED, JOB.error: json.dumps(error)},
         events=[event],
         terminal=True,
     )
 
 
-def completion_event(
-    job: dict[str, str], now_ms: int, drive_item: Any, resolution_error: dict[str, Any] | None
-) -> dict[str, str]:
-    extra: dict[str, Any] = {"resourceId": job.get("resource_id") or None, "driveItem": drive_item}
+def completion_event(job: Job, now_ms: int, drive_item: Any, resolution_error: dict[str, Any] | None) -> NewEvent:
+    extra: dict[str, Any] = {"resourceId": job.resource_id or None, "driveItem": drive_item}
     if resolution_error is not None:
         extra["resolutionError"] = resolution_error
-    return job_event(COMPLETED, job, int(job.get("seq") or 0) + 1, now_ms, "completed", 100.0, **extra)
+    return job_event(EventType.COMPLETED, job, job.sequence + 1, now_ms, JobStatus.COMPLETED, 100.0, **extra)
 
 
 def completion_op(
-    job: dict[str, str], now_ms: int, drive_item: Any, resolution_error: dict[str, Any] | None, *, phase: str
+    job: Job, now_ms: int, drive_item: Any, resolution_error: dict[str, Any] | None, *, phase: Phase
 ) -> JobOp:
     """The terminal ``job.completed`` change of a job in ``phase`` (resolving, or waiting for authorization)."""
-    sets = {"status": "completed", "percentage": "100.0"}
+    sets = {JOB.status: JobStatus.COMPLETED.value, JOB.percentage: "100.0"}
     if drive_item is not None:
-        sets["drive_item"] = json.dumps(drive_item)
+        sets[JOB.drive_item] = json.dumps(drive_item)
     if resolution_error is not None:
-        sets["resolution_error"] = json.dumps(resolution_error)
+        sets[JOB.resolution_error] = json.dumps(resolution_error)
     event = completion_event(job, now_ms, drive_item, resolution_error)
-    return JobOp(job=job["id"], prev_seq=int(job.get("seq") or 0), phase=phase, set=sets, events=[event], terminal=True)
+    return JobOp.on(job, phase=phase, set=sets, events=[event], terminal=True)
+
+
+def finished_op(job: Job, now_ms: int, drive_item: dict[str, Any]) -> JobOp:
+    """The first change of a job whose action finished at once: completed, with the item Graph answered."""
+    job = replace(job, resource_id=drive_item["id"])
+    op = completion_op(job, now_ms, drive_item, None, phase=Phase.TRACKING)
+    op.set[JOB.resource_id] = drive_item["id"]
+    return op
 
 
 def plan_poll(
     result: PollResult,
-    monitor: dict[str, str],
-    jobs: list[dict[str, str]],
+    monitor: Monitor,
+    jobs: list[Job],
     now_ms: int,
     settings: Settings,
     rng: random.Random,
@@ -130,69 +129,69 @@ def plan_poll(
 ) -> PollPlan:
     fields: dict[str, str] = {}
     if polled:
-        fields["polls"] = str(int(monitor.get("polls") or 0) + 1)
-        fields["last_polled"] = str(now_ms)
-    streak = int(monitor.get("streak") or 0)
-    invalid = int(monitor.get("invalid") or 0)
+        fields[MONITOR.polls] = str(monitor.polls + 1)
+        fields[MONITOR.last_polled] = str(now_ms)
+    invalid = monitor.invalid
+    pct = monitor.percentage
     plan = PollPlan(fields)
 
     if result.kind in (Kind.PROGRESS, Kind.COMPLETED, Kind.FAILED):
-        fields["invalid"] = "0"
-        fields["errors"] = "0"
-        prev_status, prev_pct = monitor.get("status"), float(monitor.get("pct") or 0)
+        fields[MONITOR.invalid] = "0"
+        fields[MONITOR.errors] = "0"
+        prev_status, prev_pct = monitor.status or None, monitor.percentage
         pct = max(prev_pct, result.percentage if result.percentage is not None else prev_pct)
         desc = result.status_description or ""
-        plan.changed = result.status != prev_status or pct != prev_pct or desc != monitor.get("desc", "")
-        fields["status"] = result.status or prev_status or "inProgress"
-        fields["pct"] = repr(pct)
-        if desc or monitor.get("desc"):
-            fields["desc"] = desc
+        plan.changed = result.status != prev_status or pct != prev_pct or desc != monitor.status_description
+        fields[MONITOR.status] = result.status or prev_status or JobStatus.IN_PROGRESS
+        fields[MONITOR.percentage] = repr(pct)
+        if desc or monitor.status_description:
+            fields[MONITOR.status_description] = desc
         if result.operation:
-            fields["operation"] = result.operation
+            fields[MONITOR.operation] = result.operation
     elif result.kind is Kind.INVALID:
         invalid += 1
-        fields["invalid"] = str(invalid)
+        fields[MONITOR.invalid] = str(invalid)
     elif result.kind is Kind.RETRY:
-        fields["errors"] = str(int(monitor.get("errors") or 0) + 1)
+        fields[MONITOR.errors] = str(monitor.errors + 1)
     if result.kind is Kind.COMPLETED:
-        fields["completed"] = "1"
+        fields[MONITOR.completed] = "1"
         if result.resource_id:
-            fields["resource_id"] = result.resource_id
+            fields[MONITOR.resource_id] = result.resource_id
         if result.drive_item is not None:
-            fields["drive_item"] = json.dumps(result.drive_item)
+            fields[MONITOR.drive_item] = json.dumps(result.drive_item)
 
     stretches = track(result, monitor, fields, now_ms, len(jobs))
     plan.warnings = stretches.warnings
-    operation = result.operation or monitor.get("operation") or None
+    operation = result.operation or monitor.operation or None
     waiting_until: list[int] = []
     for job in jobs:
-        if job.get("phase") == AWAITING_AUTHORIZATION:
+        if job.phase is Phase.AUTHORIZING:
             wait_over = _authorization_wait_over(job, now_ms)
             if wait_over is None:
-                waiting_until.append(int(job.get("auth_wait_until") or now_ms))
+                waiting_until.append(job.auth_wait_until or now_ms)
             else:
                 plan.ops.append(wait_over)
             continue
         op = _plan_job(result, job, now_ms, settings, invalid, operation, stretches)
         if op is not None:
             plan.ops.append(op)
-        if job.get("phase") == "resolving" or (op is not None and op.set.get("phase") == "resolving"):
-            plan.resolve.append(job["id"])
+        if job.phase is Phase.RESOLVING or (op is not None and op.set.get(JOB.phase) == Phase.RESOLVING):
+            plan.resolve.append(job.id)
 
     if result.kind is Kind.COMPLETED:
         # a job waiting for authorization ends when its wait does, not at the next minute's recheck
         plan.delay = min([RESOLVE_RECHECK, *((until - now_ms) / 1000.0 for until in waiting_until)])
         plan.delay = max(plan.delay, 0.0)
     else:
-        streak = 0 if plan.changed else streak + 1
-        fields["streak"] = str(streak)
+        streak = 0 if plan.changed else monitor.streak + 1
+        fields[MONITOR.streak] = str(streak)
         plan.delay = poll_delay(streak, settings.poll_initial_interval, settings.poll_max_interval, rng)
         if result.kind is Kind.PROGRESS:
-            predicted = _predicted_delay(monitor, fields, now_ms, settings, rng, changed=plan.changed)
+            predicted = _predicted_delay(monitor, pct, fields, now_ms, settings, rng, changed=plan.changed)
             if predicted is not None:
                 plan.delay = predicted
         # jobs that asked for live progress: the monitor is polled at the smallest of their intervals
-        intervals = [float(j["progress_interval"]) for j in jobs if j.get("progress_interval")]
+        intervals = [j.progress_interval for j in jobs if j.progress_interval]
         if intervals:
             plan.delay = min(plan.delay, min(intervals))
         retry_after = parse_retry_after(result.retry_after) if result.http_status in (429, 503) else None
@@ -202,7 +201,8 @@ def plan_poll(
 
 
 def _predicted_delay(
-    monitor: dict[str, str],
+    monitor: Monitor,
+    pct: float,
     fields: dict[str, str],
     now_ms: int,
     settings: Settings,
@@ -218,13 +218,11 @@ def _predicted_delay(
     result stays within [initial interval, backoff cap], with 10% jitter so jobs do not poll in step.
     Only a poll that saw progress predicts: a stalled job falls back to the plain backoff.
     """
-    pct = float(fields.get("pct") or 0)
-    base_ms, base_pct = monitor.get("base_ms"), monitor.get("base_pct")
-    if base_ms is None or base_pct is None or (float(base_pct) == 0.0 and pct > 0):
-        fields["base_ms"], fields["base_pct"] = str(now_ms), repr(pct)
+    if not monitor.base_ms or (monitor.base_percentage == 0.0 and pct > 0):
+        fields[MONITOR.base_ms], fields[MONITOR.base_percentage] = str(now_ms), repr(pct)
         return None
-    elapsed = (now_ms - int(base_ms)) / 1000.0
-    gained = pct - float(base_pct)
+    elapsed = (now_ms - monitor.base_ms) / 1000.0
+    gained = pct - monitor.base_percentage
     if not changed or gained <= 0 or elapsed <= 0:
         return None
     remaining = (100.0 - pct) * elapsed / gained
@@ -232,38 +230,29 @@ def _predicted_delay(
     return delay * rng.uniform(0.9, 1.0)
 
 
-def finished_op(job: dict[str, str], now_ms: int, drive_item: dict[str, Any]) -> JobOp:
-    """The first change of a job whose action finished at once: completed, with the item Graph answered."""
-    job = {**job, "resource_id": drive_item["id"]}
-    op = completion_op(job, now_ms, drive_item, None, phase="tracking")
-    op.set["resource_id"] = drive_item["id"]
-    return op
-
-
-def _authorization_wait_over(job: dict[str, str], now_ms: int) -> JobOp | None:
+def _authorization_wait_over(job: Job, now_ms: int) -> JobOp | None:
     """A job that waited for a fresh authorization in vain ends as the refused request left it."""
-    if now_ms < int(job.get("auth_wait_until") or 0):
+    if now_ms < job.auth_wait_until:
         return None
-    error = json.loads(job["auth_error"]) if job.get("auth_error") else {"code": "httpError", "httpStatus": 401}
+    error = json.loads(job.auth_error) if job.auth_error else {"code": "httpError", "httpStatus": 401}
     error = {**error, "message": f"{error.get('message') or 'refused'}; no usable authorization came in time"}
-    return completion_op(job, now_ms, None, error, phase=AWAITING_AUTHORIZATION)
+    return completion_op(job, now_ms, None, error, phase=Phase.AUTHORIZING)
 
 
 def _plan_job(
     result: PollResult,
-    job: dict[str, str],
+    job: Job,
     now_ms: int,
     settings: Settings,
     invalid: int,
     operation: str | None,
     stretches: Stretches,
 ) -> JobOp | None:
-    if job.get("terminal") == "1" or job.get("phase", "tracking") != "tracking":
+    if job.terminal or job.phase is not Phase.TRACKING:
         return None
-    seq = int(job.get("seq") or 0)
-    if operation and job.get("operation") != operation:
-        job = {**job, "operation": operation}
-    if now_ms - int(job["created"]) > settings.job_timeout * 1000 and result.kind is not Kind.COMPLETED:
+    if operation and job.operation != operation:
+        job = replace(job, operation=operation)
+    if now_ms - job.created > settings.job_timeout * 1000 and result.kind is not Kind.COMPLETED:
         return failure_op(
             job, now_ms, {"code": "timeout", "message": f"still not finished after {settings.job_timeout:g} s"}
         )
@@ -273,32 +262,17 @@ def _plan_job(
         return failure_op(job, now_ms, overdue)
 
     if result.kind is Kind.PROGRESS:
-        status = job_status(result.kind, result.status)
-        old_pct = float(job.get("percentage") or 0)
-        pct = max(old_pct, result.percentage if result.percentage is not None else old_pct)
-        desc, old_desc = result.status_description or "", job.get("status_description", "")
-        if status == job.get("status") and pct == old_pct and desc == old_desc:
-            return None
-        extra = {"monitorStatus": result.status} if result.status else {}
-        if desc:
-            extra["statusDescription"] = desc
-        event = job_event(PROGRESS, job, seq + 1, now_ms, status, pct, **extra)
-        sets = {"status": status, "percentage": repr(pct), "monitor_status": result.status or ""}
-        if desc or old_desc:
-            sets["status_description"] = desc
-        if operation:
-            sets["operation"] = operation
-        return JobOp(job=job["id"], prev_seq=seq, set=sets, events=[event])
+        return _progress_op(result, job, now_ms, operation)
 
     if result.kind is Kind.COMPLETED:
-        sets = {"phase": "resolving", "percentage": "100.0", "monitor_status": "completed"}
+        sets = {JOB.phase: Phase.RESOLVING.value, JOB.percentage: "100.0", JOB.monitor_status: "completed"}
         if operation:
-            sets["operation"] = operation
+            sets[JOB.operation] = operation
         if result.resource_id:
-            sets["resource_id"] = result.resource_id
+            sets[JOB.resource_id] = result.resource_id
         if result.drive_item is not None:
-            sets["drive_item"] = json.dumps(result.drive_item)
-        return JobOp(job=job["id"], prev_seq=seq, set=sets)
+            sets[JOB.drive_item] = json.dumps(result.drive_item)
+        return JobOp.on(job, set=sets)
 
     if result.kind is Kind.FAILED:
         error = {
@@ -322,3 +296,23 @@ def _plan_job(
         detail = f"{invalid} answers in a row were not AsyncJobStatus; last: {result.detail}"
         return failure_op(job, now_ms, {"code": "invalidMonitorResponse", "message": detail})
     return None
+
+
+def _progress_op(result: PollResult, job: Job, now_ms: int, operation: str | None) -> JobOp | None:
+    """``job.progress`` when the status, the percentage (which never goes down) or the description changed."""
+    status = job_status(result.kind, result.status)
+    pct = max(job.percentage, result.percentage if result.percentage is not None else job.percentage)
+    desc = result.status_description or ""
+    unchanged = status == job.status and pct == job.percentage and desc == job.status_description
+    if unchanged and job.sequence:  # a job's first answer is always news (even notStarted at 0%)
+        return None
+    extra = {"monitorStatus": result.status} if result.status else {}
+    if desc:
+        extra["statusDescription"] = desc
+    event = job_event(EventType.PROGRESS, job, job.sequence + 1, now_ms, status, pct, **extra)
+    sets = {JOB.status: status, JOB.percentage: repr(pct), JOB.monitor_status: result.status or ""}
+    if desc or job.status_description:
+        sets[JOB.status_description] = desc
+    if operation:
+        sets[JOB.operation] = operation
+    return JobOp.on(job, set=sets, events=[event])

@@ -6,18 +6,18 @@ import base64
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 from redis.asyncio import Redis
 
 from relay.core import jsonfast
-from relay.core.events import isoformat
 from relay.core.ops import JobOp
+from relay.core.schema import JOB, MONITOR, DeliveryOutcome, Event, EventState, Job, Monitor
 from relay.store import keys, lua
 from relay.store.batched import BatchedScript
 from relay.store.scheduler import Claim, Scheduler
 
-__all__ = ["EventRecord", "Registration", "Store", "monitor_key", "render_job"]
+__all__ = ["PollInfo", "Registration", "Store", "monitor_key"]
 
 
 def monitor_key(url: str) -> str:
@@ -29,23 +29,22 @@ def monitor_key(url: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class PollInfo:
+    """What a job's view needs of its monitor: poll count, last poll and next due time (ms; None: none)."""
+
+    polls: int = 0
+    last_polled: int = 0
+    due: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Registration:
     created: bool
     job_id: str
     digest: str  # the request digest stored with the idempotency key ('' without one)
-    view: dict[str, Any] | None  # the new job as the API shows it; None when an earlier job was found
+    job: Job | None = None  # the new job; None when an earlier job was found
+    info: PollInfo = PollInfo()
     pending: bool = False  # the earlier registration under this key is still starting its action
-
-
-class EventRecord(NamedTuple):
-    id: str
-    job: str
-    type: str
-    seq: int
-    body: str
-    attempts: int
-    state: str
-    created_ms: int = 0
 
 
 class Store:
@@ -114,15 +113,15 @@ class Store:
         op = first_op.as_json() if first_op is not None else ""
         raw = await self._register(idem_key, job_id, fields, mkey, stored or "", idempotency_ttl, digest, op)
         if raw[0] != "created":
-            return Registration(created=False, job_id=raw[1], digest=raw[2], view=None, pending=raw[3] == "pending")
+            return Registration(created=False, job_id=raw[1], digest=raw[2], pending=raw[3] == "pending")
         if first_op is not None:
             created = await self.job(job_id)
             assert created is not None
-            return Registration(created=True, job_id=job_id, digest=digest, view=await self.job_view(created))
+            return Registration(created=True, job_id=job_id, digest=digest, job=created)
         _, found_id, _, now, polls, last_polled, due = raw
-        job = {**fields, "id": found_id, "created": now, "seq": "0"}
-        view = render_job(job, polls or None, last_polled or None, float(due) if due else None)
-        return Registration(created=True, job_id=found_id, digest=digest, view=view)
+        job = Job.from_hash(found_id, {**fields, JOB.created: now})
+        info = PollInfo(int(polls or 0), int(last_polled or 0), float(due) if due else None)
+        return Registration(created=True, job_id=found_id, digest=digest, job=job, info=info)
 
     async def reserve(self, idempotency: tuple[str, str, str], job_id: str, ttl: int) -> Registration | None:
         """Hold an idempotency key while an action is started under it; the earlier holder when taken."""
@@ -132,37 +131,31 @@ class Store:
         if not raw:
             return None
         found, digest, *rest = str(raw).split(" ")
-        return Registration(created=False, job_id=found, digest=digest, view=None, pending=rest == ["pending"])
+        return Registration(created=False, job_id=found, digest=digest, pending=rest == ["pending"])
 
     async def release(self, idempotency: tuple[str, str, str], job_id: str) -> None:
         """Let go of a reservation whose action started nothing."""
         await self._release(keys=[keys.idempotency(idempotency[0], idempotency[1])], args=[job_id])
 
-    async def job(self, job_id: str) -> dict[str, str] | None:
+    async def job(self, job_id: str) -> Job | None:
         data: dict[str, str] = await self.redis.hgetall(keys.job(job_id))  # type: ignore[misc]  # redis-py 5 types sync|async
-        if not data:
-            return None
-        data["id"] = job_id
-        return data
+        return Job.from_hash(job_id, data) if data else None
 
-    async def jobs(self, job_ids: list[str]) -> list[dict[str, str]]:
+    async def jobs(self, job_ids: list[str]) -> list[Job]:
         """The jobs that still exist, in the order asked, in one round trip."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id in job_ids:
                 pipe.hgetall(keys.job(job_id))
             rows = await pipe.execute()
-        return [{**row, "id": job_id} for job_id, row in zip(job_ids, rows, strict=True) if row]
+        return [Job.from_hash(job_id, row) for job_id, row in zip(job_ids, rows, strict=True) if row]
 
-    async def job_view(self, job: dict[str, str]) -> dict[str, Any]:
-        """The job as the API shows it: never the monitor URL, the authorization or the secret."""
-        mkey = job.get("monitor_key", "")
+    async def poll_info(self, job: Job) -> PollInfo:
+        """The poll count, last poll and next due time of the job's monitor."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hmget(keys.monitor(mkey), ["polls", "last_polled"])
-            pipe.zscore(keys.MONITORS, mkey)
+            pipe.hmget(keys.monitor(job.monitor_key), [MONITOR.polls, MONITOR.last_polled])
+            pipe.zscore(keys.MONITORS, job.monitor_key)
             (polls, last_polled), due = await pipe.execute()
-        if "polls" in job:  # an ended job keeps what its monitor had when it left it
-            polls, last_polled = job["polls"], job.get("last_polled") or None
-        return render_job(job, polls, last_polled, due)
+        return PollInfo(int(polls or 0), int(last_polled or 0), due)
 
     async def cancel(self, job_id: str) -> bool:
         return bool(
@@ -183,18 +176,18 @@ class Store:
     async def event_ids(self, job_id: str) -> list[str]:
         return list(await self.redis.lrange(keys.job_events(job_id), 0, -1))  # type: ignore[misc]  # redis-py 5 types sync|async
 
-    async def event(self, event_id: str) -> EventRecord | None:
+    async def event(self, event_id: str) -> Event | None:
         data = await self.redis.hgetall(keys.event(event_id))  # type: ignore[misc]  # redis-py 5 types sync|async
-        return _event(event_id, data) if data else None
+        return Event.from_hash(event_id, data) if data else None
 
-    async def events(self, event_ids: list[str]) -> list[EventRecord | None]:
+    async def events(self, event_ids: list[str]) -> list[Event | None]:
         if not event_ids:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
             for eid in event_ids:
                 pipe.hgetall(keys.event(eid))
             rows = await pipe.execute()
-        return [_event(eid, row) if row else None for eid, row in zip(event_ids, rows, strict=True)]
+        return [Event.from_hash(eid, row) if row else None for eid, row in zip(event_ids, rows, strict=True)]
 
     async def stats(self) -> dict[str, int]:
         """Counters and backlog sizes for /metrics, read in one round trip."""
@@ -220,30 +213,29 @@ class Store:
     # -- the poller ---------------------------------------------------------------------------
 
     @staticmethod
-    def monitor_state(claim: Claim) -> tuple[dict[str, str], list[dict[str, str]]]:
-        """A claimed monitor's hash and the hashes of the jobs sharing it (read by the claim itself)."""
+    def monitor_state(claim: Claim) -> tuple[Monitor, list[Job]]:
+        """A claimed monitor and the jobs sharing it, in id order (read by the claim itself)."""
         fields, *rest = claim.state
-        jobs = [{**_pairs(row), "id": job_id} for job_id, row in zip(rest[0::2], rest[1::2], strict=True)]
+        jobs = [Job.from_hash(job_id, _pairs(row)) for job_id, row in zip(rest[0::2], rest[1::2], strict=True)]
         jobs.sort(key=_by_id)
-        return _pairs(fields), jobs
+        return Monitor.from_hash(claim.member, _pairs(fields)), jobs
 
     @staticmethod
-    def outbox_state(claim: Claim) -> tuple[dict[str, str] | None, list[EventRecord]]:
-        """What delivering a claimed job needs of it (id, callback_url, secret) and its undelivered
-        events in order, read by the claim itself; None for a job that has gone."""
+    def outbox_state(claim: Claim) -> tuple[Job | None, list[Event]]:
+        """What delivering a claimed job needs of it (its callback and secret) and its undelivered events in
+        order, read by the claim itself; None for a job that has gone."""
         (callback, secret), *rest = claim.state
         job_id = claim.member
         events = [
-            EventRecord(eid, job_id, kind, int(seq or 0), body or "", int(attempts or 0), "pending", int(created or 0))
+            Event(
+                eid, job_id, kind, int(seq or 0), body or "", int(attempts or 0), EventState.PENDING, int(created or 0)
+            )
             for eid, (kind, seq, body, attempts, created) in zip(rest[0::2], rest[1::2], strict=True)
             if kind is not None  # expired
         ]
         if callback is None:
             return None, events
-        job = {"id": job_id, "callback_url": callback}
-        if secret:
-            job["secret"] = secret
-        return job, events
+        return Job(job_id, callback_url=callback, secret=secret or ""), events
 
     async def apply_poll(
         self, claim: Claim, monitor_fields: dict[str, str], ops: list[JobOp], delay: float
@@ -273,7 +265,7 @@ class Store:
         claim: Claim,
         *,
         event_id: str,
-        outcome: str,  # delivered | failed | dead | gone | none
+        outcome: DeliveryOutcome,
         delay: float = 0.0,
         superseded: list[str] | None = None,
         records: list[dict[str, Any]] | None = None,
@@ -292,60 +284,10 @@ class Store:
         return int(result) == 1
 
 
-def render_job(job: dict[str, str], polls: str | None, last_polled: str | None, due: float | None) -> dict[str, Any]:
-    """The API's view of a job hash plus its monitor's poll count, last poll and next due time (ms)."""
-    terminal = job.get("terminal") == "1"
-    return {
-        "id": job["id"],
-        "status": job.get("status", "notStarted"),
-        "operation": job.get("operation") or None,
-        "percentageComplete": float(job.get("percentage") or 0),
-        "resourceId": job.get("resource_id") or None,
-        "driveItem": _json(job.get("drive_item")),
-        "resolutionError": _json(job.get("resolution_error")),
-        "error": _json(job.get("error")),
-        "metadata": _json(job.get("metadata")),
-        "createdDateTime": isoformat(int(job["created"]) / 1000),
-        "lastPolledDateTime": isoformat(int(last_polled) / 1000) if last_polled else None,
-        "nextPollDateTime": isoformat(due / 1000) if due is not None and not terminal else None,
-        "pollCount": int(polls or 0),
-        "callbackUrl": job.get("callback_url"),
-        "driveItemUrl": job.get("drive_item_url") or None,
-        "monitorHost": job.get("monitor_host"),
-        "sequence": int(job.get("seq") or 0),
-        "progressInterval": float(job["progress_interval"]) if job.get("progress_interval") else None,
-        "phase": _PHASES.get(job.get("phase") or "tracking", "tracking"),
-        "authorizationWaitUntil": isoformat(int(job["auth_wait_until"]) / 1000)
-        if job.get("phase") == "authorizing" and job.get("auth_wait_until")
-        else None,
-    }
-
-
-#: the job's phase as the API names it
-_PHASES = {"tracking": "tracking", "resolving": "resolving", "authorizing": "awaitingAuthorization", "done": "ended"}
-
-
 def _pairs(flat: list[str]) -> dict[str, str]:
     it = iter(flat)
     return dict(zip(it, it, strict=True))
 
 
-def _by_id(job: dict[str, str]) -> str:
-    return job.get("id", "")
-
-
-def _json(raw: str | None) -> Any:
-    return json.loads(raw) if raw else None
-
-
-def _event(event_id: str, data: dict[str, str]) -> EventRecord:
-    return EventRecord(
-        id=event_id,
-        job=data.get("job", ""),
-        type=data.get("type", ""),
-        seq=int(data.get("seq") or 0),
-        body=data.get("body", ""),
-        attempts=int(data.get("attempts") or 0),
-        state=data.get("state", ""),
-        created_ms=int(data.get("created") or 0),
-    )
+def _by_id(job: Job) -> str:
+    return job.id

@@ -1,0 +1,46 @@
+"""What every handler shares: JSON in and out, and rendering stored jobs as the API shows them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from relay.api.problems import ProblemError
+from relay.api.schemas import job_view
+from relay.api.typedefs import STORE
+from relay.core import jsonfast
+from relay.core.schema import Job
+
+__all__ = ["json_body", "json_object", "json_response", "render_job"]
+
+
+def json_response(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=jsonfast.dumps(data), status=status, headers=headers, content_type="application/json")
+
+
+async def json_body(request: web.Request) -> Any:
+    """The request's JSON: 415 when not sent as JSON, 400 when malformed, 422 when hostile (relay/core/jsonfast.py)."""
+    if request.content_type != "application/json":
+        raise ProblemError(415, "Unsupported Media Type", "send the body as application/json")
+    raw = await request.read()
+    try:
+        return jsonfast.loads_request(raw)
+    except jsonfast.HostileJson as exc:
+        raise ProblemError(
+            422, "Invalid request body", str(exc), errors=[{"field": "body", "message": str(exc)}]
+        ) from None
+    except (ValueError, UnicodeDecodeError):
+        raise ProblemError(400, "Malformed JSON", "the request body is not valid JSON") from None
+
+
+async def json_object(request: web.Request) -> dict[str, Any]:
+    body = await json_body(request)
+    if not isinstance(body, dict):
+        raise ProblemError(422, "Invalid request body", "the body must be a JSON object")
+    return body
+
+
+async def render_job(request: web.Request, job: Job) -> dict[str, Any]:
+    """The job as the API shows it, with its monitor's poll count and next due time."""
+    return job_view(job, await request.app[STORE].poll_info(job))

@@ -1,0 +1,62 @@
+"""For operators and tools: liveness, readiness, Prometheus metrics and the OpenAPI document."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from relay import metrics
+from relay.api.http import json_response
+from relay.api.openapi import openapi_document
+from relay.api.problems import ProblemError
+from relay.api.typedefs import REDIS, SETTINGS, STORE
+
+__all__ = ["READY_TIMEOUT", "routes"]
+
+routes = web.RouteTableDef()
+log = structlog.stdlib.get_logger("relay.api")
+
+#: /readyz answers 503 when Redis does not answer a PING within this many seconds
+READY_TIMEOUT = 2.0
+
+
+@routes.get("/healthz")
+async def healthz(_: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    try:
+        await asyncio.wait_for(request.app[REDIS].ping(), READY_TIMEOUT)
+    except Exception as exc:
+        raise ProblemError(503, "Not Ready", f"Redis is not reachable ({type(exc).__name__})") from None
+    return json_response({"status": "ready"})
+
+
+@routes.get("/metrics")
+async def metrics_view(request: web.Request) -> web.Response:
+    token = request.app[SETTINGS].metrics_token
+    if token is not None:  # scrapers send it as a bearer token (Prometheus: authorization.credentials_file)
+        scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), token.encode()):
+            raise ProblemError(
+                401,
+                "Unauthorized",
+                "send Authorization: Bearer <RELAY_METRICS_TOKEN>",
+                headers={"WWW-Authenticate": 'Bearer realm="relay-metrics"'},
+            )
+    try:
+        metrics.refresh_from_stats(await asyncio.wait_for(request.app[STORE].stats(), READY_TIMEOUT))
+    except Exception as exc:  # Redis away: still serve the process's own counters
+        log.warning("metrics: Redis gauges not refreshed", error=type(exc).__name__)
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+@routes.get("/openapi.json")
+async def openapi(_: web.Request) -> web.Response:
+    return json_response(openapi_document())

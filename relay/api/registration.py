@@ -1,0 +1,244 @@
+"""``POST /v1/jobs``: checking a registration, starting its action on Graph when asked, and storing it.
+
+Nothing is half-registered: every check runs before anything is stored, and an action Graph refused
+stores nothing (its Idempotency-Key reservation is let go).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from typing import Any
+
+from aiohttp import web
+from yarl import URL
+
+from relay import metrics
+from relay.api.http import json_response, render_job
+from relay.api.middlewares import OWNER, TENANT
+from relay.api.models import JobCreate, check_destinations
+from relay.api.problems import ProblemError
+from relay.api.schemas import job_view
+from relay.api.typedefs import BROKER, SESSION, SETTINGS, STORE, VAULT
+from relay.core.crypto import Vault
+from relay.core.schema import JOB, Job
+from relay.core.tracking import finished_op
+from relay.credentials.broker import CredentialBroker, CredentialError
+from relay.credentials.specs import find
+from relay.outbound.actions import ActionRefused, action_host_allowed, derived_item_url, start_action
+from relay.outbound.ssrf import Blocked, check_url, host_matches
+from relay.settings import ConfigError
+from relay.store.jobs import Registration
+
+__all__ = ["destination_errors", "register", "vault"]
+
+_MAX_IDEMPOTENCY_KEY = 255
+Idempotency = tuple[str, str, str]  # (owner, key digest, request digest)
+
+
+async def register(request: web.Request, body: dict[str, Any]) -> web.Response:
+    job = JobCreate.model_validate(body)
+    settings = request.app[SETTINGS]
+    drive_item_url = job.drive_item_url
+    if job.action is not None:
+        if not action_host_allowed(job.action, settings.action_allowed_hosts):
+            message = "the action host is not in RELAY_ACTION_ALLOWED_HOSTS"
+            raise ProblemError(
+                422, "Invalid request body", message, errors=[{"field": "action.url", "message": message}]
+            )
+        drive_item_url = drive_item_url or derived_item_url(job.action)
+    action_url = job.action.url if job.action else None
+    destination_errors(
+        request,
+        monitor_url=job.monitor_url,
+        callback_url=job.callback_url,
+        drive_item_url=drive_item_url,
+        action_url=action_url,
+    )
+    if job.credential is not None:
+        _credential_allowed(request, job.credential, drive_item_url, action_url)
+    idempotency = _idempotency(request, body)
+    job_id = secrets.token_hex(16)
+    fields = _fields(request, job, drive_item_url)
+    if job.action is None:
+        assert job.monitor_url is not None
+        return await _store(request, job_id, fields, job.monitor_url, idempotency)
+    store = request.app[STORE]
+    if idempotency is not None:  # hold the key while Graph is asked: a retry must not start a second copy
+        earlier = await store.reserve(idempotency, job_id, int(settings.request_timeout) + 30)
+        if earlier is not None:
+            return await _earlier(request, earlier, idempotency)
+    try:
+        started = await start_action(
+            request.app[SESSION],
+            job.action,
+            job.authorization or await _credential_token(request, job.credential or ""),
+            internal_hosts=settings.internal_hosts,
+            time_limit=settings.request_timeout,
+        )
+        if started.monitor_url is not None:
+            _monitor_answer_allowed(request, started.monitor_url)
+    except ActionRefused as refused:
+        if idempotency is not None:
+            await store.release(idempotency, job_id)
+        extra = {"graphError": refused.graph} if refused.graph else None
+        raise ProblemError(refused.status, refused.title, refused.detail, extra=extra) from None
+    return await _store(request, job_id, fields, started.monitor_url, idempotency, finished=started.drive_item)
+
+
+def _fields(request: web.Request, job: JobCreate, drive_item_url: str | None) -> dict[str, str]:
+    """The new job's stored fields (those at their defaults are left out: bytes per job count)."""
+    fields = {JOB.owner: request[OWNER], JOB.callback_url: job.callback_url}
+    if drive_item_url:
+        fields[JOB.drive_item_url] = drive_item_url
+    if job.authorization:
+        fields[JOB.authorization] = vault(request).encrypt(job.authorization)
+    if job.credential:
+        fields[JOB.credential] = job.credential
+    metadata = job.metadata_json()
+    if metadata is not None:
+        fields[JOB.metadata] = metadata
+    if job.secret:
+        fields[JOB.secret] = job.secret
+    progress_interval = job.progress_interval or request.app[SETTINGS].progress_interval
+    if progress_interval:
+        fields[JOB.progress_interval] = repr(float(progress_interval))
+    return fields
+
+
+def destination_errors(request: web.Request, *, action_url: str | None = None, **urls: str | None) -> None:
+    """422 for URLs relay may not send to (checked again at request time)."""
+    settings = request.app[SETTINGS]
+    errors = check_destinations(
+        monitor_url=urls.get("monitor_url"),
+        callback_url=urls.get("callback_url"),
+        drive_item_url=urls.get("drive_item_url"),
+        monitor_hosts=settings.monitor_allowed_hosts,
+        item_hosts=settings.item_allowed_hosts,
+        trusted_hosts=settings.internal_hosts,
+    )
+    if action_url is not None:
+        try:
+            check_url(action_url, settings.internal_hosts)
+        except Blocked as exc:
+            errors.append({"field": "action.url", "message": str(exc)})
+    if errors:
+        raise ProblemError(422, "Invalid request body", "a URL is not allowed", errors=errors)
+
+
+def _credential_allowed(request: web.Request, name: str, item_url: str | None, action_url: str | None) -> None:
+    """A job may name a credential its API token is granted, and only aim it at that credential's hosts."""
+    spec = find(request.app[SETTINGS].credentials, name)
+    if spec is None or not spec.allows(request[TENANT]):
+        message = "no such credential is granted to this API token (RELAY_CREDENTIALS tenants)"
+        raise ProblemError(422, "Invalid request body", message, errors=[{"field": "credential", "message": message}])
+    errors = [
+        {"field": field, "message": f"the credential {name!r} may not be sent to this host (its itemHosts)"}
+        for field, url in (("driveItemUrl", item_url), ("action.url", action_url))
+        if url is not None
+        and not host_matches(URL(url.replace("{resourceId}", "x")).host or "", spec.item_host_patterns)
+    ]
+    if errors:
+        raise ProblemError(422, "Invalid request body", "a URL is not allowed", errors=errors)
+
+
+async def _credential_token(request: web.Request, name: str) -> str:
+    """A token from a credential relay holds, for an action the API sends (the broker is made on first use)."""
+    brokers = request.app[BROKER]
+    broker = brokers.get("api")
+    if broker is None:
+        settings = request.app[SETTINGS]
+        try:
+            broker = brokers["api"] = CredentialBroker(settings.credentials, timeout=settings.request_timeout)
+        except ConfigError as exc:
+            raise ActionRefused(503, "Credential not usable here", str(exc)) from None
+    try:
+        return await broker.authorization(name)
+    except CredentialError as exc:
+        raise ActionRefused(503, "No token from the credential", f"{exc.reason}: {exc.detail}") from None
+
+
+def _idempotency(request: web.Request, body: dict[str, Any]) -> Idempotency | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not 0 < len(key) <= _MAX_IDEMPOTENCY_KEY:
+        raise ProblemError(400, "Bad Idempotency-Key", f"Idempotency-Key must be 1 to {_MAX_IDEMPOTENCY_KEY} chars")
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return request[OWNER], _digest(key), _digest(canonical)
+
+
+def _monitor_answer_allowed(request: web.Request, monitor_url: str) -> None:
+    """The monitor URL Graph answered must be one relay may poll, like a registered one."""
+    settings = request.app[SETTINGS]
+    errors = check_destinations(
+        monitor_url=monitor_url,
+        callback_url=None,
+        drive_item_url=None,
+        monitor_hosts=settings.monitor_allowed_hosts,
+        item_hosts=settings.item_allowed_hosts,
+        trusted_hosts=settings.internal_hosts,
+    )
+    if errors:
+        raise ActionRefused(502, "Unusable monitor URL", "Graph answered with a monitor URL relay may not poll")
+
+
+async def _store(
+    request: web.Request,
+    job_id: str,
+    fields: dict[str, str],
+    monitor_url: str | None,
+    idempotency: Idempotency | None,
+    *,
+    finished: dict[str, Any] | None = None,
+) -> web.Response:
+    store = request.app[STORE]
+    if monitor_url is not None:
+        fields[JOB.monitor_host] = URL(monitor_url).host or ""
+        sealed = request.app[VAULT].seal(monitor_url)
+        registered = await store.register(job_id, fields, monitor_url, sealed_url=sealed, idempotency=idempotency)
+    else:  # the action finished at once: the job is born completed, with its job.completed event
+        assert finished is not None
+        first = finished_op(Job.from_hash(job_id, fields), int(time.time() * 1000), finished)
+        registered = await store.register(job_id, fields, None, first_op=first, idempotency=idempotency)
+    if registered.job is not None:
+        metrics.JOBS_REGISTERED.inc()
+        view = job_view(registered.job, registered.info)
+        return json_response(view, status=201, headers={"Location": f"/v1/jobs/{registered.job_id}"})
+    assert idempotency is not None
+    return await _earlier(request, registered, idempotency)
+
+
+async def _earlier(request: web.Request, earlier: Registration, idempotency: Idempotency) -> web.Response:
+    """The answer for a registration whose Idempotency-Key was used before."""
+    if earlier.digest != idempotency[2]:
+        raise ProblemError(409, "Idempotency-Key reused", "this Idempotency-Key was used with a different body")
+    if earlier.pending:
+        raise ProblemError(
+            409,
+            "Registration in progress",
+            "a registration with this Idempotency-Key is still starting its action; retry in a moment",
+            headers={"Retry-After": "1"},
+        )
+    stored = await request.app[STORE].job(earlier.job_id)
+    if stored is None:  # the earlier job has expired; its key outlived it
+        raise ProblemError(409, "Idempotency-Key reused", "the job this Idempotency-Key made no longer exists")
+    return json_response(await render_job(request, stored), headers={"Location": f"/v1/jobs/{earlier.job_id}"})
+
+
+def vault(request: web.Request) -> Vault:
+    """The vault that seals authorization values; 422 when this relay has no key material."""
+    sealer = request.app[VAULT]
+    if not sealer.enabled:
+        raise ProblemError(
+            422,
+            "Cannot store authorization",
+            "this relay has neither RELAY_ENCRYPTION_KEY nor RELAY_SIGNING_SECRETS to encrypt it with",
+        )
+    return sealer
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()[:32]

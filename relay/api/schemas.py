@@ -1,0 +1,225 @@
+"""What the API answers and what relay POSTs: pydantic models, the source of the OpenAPI document.
+
+Each model sits beside the function that renders it from the stored records (``job_view`` beside
+:class:`JobView`): the renderers build plain dicts on the hot paths, and the tests check every answer and
+every event against these models, so the document and the wire cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from relay.core.events import isoformat
+from relay.core.schema import DeliveryOutcome, EventState, EventType, Job, JobStatus, Phase
+from relay.store.jobs import PollInfo
+
+__all__ = [
+    "EVENT_MODELS",
+    "DeadLetter",
+    "DeadLetters",
+    "Deliveries",
+    "DeliveryAttempt",
+    "EventSummary",
+    "JobPage",
+    "JobView",
+    "Problem",
+    "Redelivered",
+    "job_view",
+]
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+
+class JobView(_Out):
+    """A job as ``GET /v1/jobs/{id}`` shows it: never its monitor URL, authorization, credential or secret."""
+
+    id: str
+    status: JobStatus
+    operation: str | None = Field(description="the monitor's own word (ItemCopy, itemCopy, UploadFromUrl...)")
+    percentage_complete: float = Field(alias="percentageComplete", ge=0, le=100)
+    resource_id: str | None = Field(alias="resourceId")
+    drive_item: dict[str, Any] | None = Field(alias="driveItem")
+    resolution_error: dict[str, Any] | None = Field(alias="resolutionError")
+    error: dict[str, Any] | None
+    metadata: dict[str, Any] | None
+    created_date_time: str = Field(alias="createdDateTime", json_schema_extra={"format": "date-time"})
+    last_polled_date_time: str | None = Field(alias="lastPolledDateTime", json_schema_extra={"format": "date-time"})
+    next_poll_date_time: str | None = Field(alias="nextPollDateTime", json_schema_extra={"format": "date-time"})
+    poll_count: int = Field(alias="pollCount", ge=0)
+    callback_url: str = Field(alias="callbackUrl")
+    drive_item_url: str | None = Field(alias="driveItemUrl")
+    monitor_host: str | None = Field(alias="monitorHost")
+    sequence: int = Field(ge=0)
+    progress_interval: float | None = Field(alias="progressInterval", ge=1, le=3600)
+    phase: Literal["tracking", "resolving", "awaitingAuthorization", "ended"] = Field(
+        description="awaitingAuthorization: the DriveItem request was refused; PATCH a fresh authorization"
+    )
+    authorization_wait_until: str | None = Field(
+        alias="authorizationWaitUntil", json_schema_extra={"format": "date-time"}
+    )
+
+
+def job_view(job: Job, info: PollInfo) -> dict[str, Any]:
+    """:class:`JobView` of a stored job (a dict, built without validation: the hot path of every answer)."""
+    if job.polls:  # an ended job keeps what its monitor had when it left it
+        info = PollInfo(job.polls, job.last_polled, info.due)
+    waiting = job.phase is Phase.AUTHORIZING and job.auth_wait_until
+    return {
+        "id": job.id,
+        "status": job.status.value,
+        "operation": job.operation or None,
+        "percentageComplete": job.percentage,
+        "resourceId": job.resource_id or None,
+        "driveItem": _json(job.drive_item),
+        "resolutionError": _json(job.resolution_error),
+        "error": _json(job.error),
+        "metadata": _json(job.metadata),
+        "createdDateTime": isoformat(job.created / 1000),
+        "lastPolledDateTime": isoformat(info.last_polled / 1000) if info.last_polled else None,
+        "nextPollDateTime": isoformat(info.due / 1000) if info.due is not None and not job.terminal else None,
+        "pollCount": info.polls,
+        "callbackUrl": job.callback_url,
+        "driveItemUrl": job.drive_item_url or None,
+        "monitorHost": job.monitor_host or None,
+        "sequence": job.sequence,
+        "progressInterval": job.progress_interval or None,
+        "phase": job.phase.api_name,
+        "authorizationWaitUntil": isoformat(job.auth_wait_until / 1000) if waiting else None,
+    }
+
+
+def _json(raw: str) -> Any:
+    return json.loads(raw) if raw else None
+
+
+class JobPage(_Out):
+    jobs: list[JobView]
+    next_cursor: str | None = Field(alias="nextCursor")
+
+
+class DeliveryAttempt(_Out):
+    event_id: str = Field(alias="eventId")
+    type: EventType
+    sequence: int
+    attempt: int
+    outcome: DeliveryOutcome
+    status: int | None = None
+    error: str | None = None
+    duration_ms: float | None = Field(default=None, alias="durationMs")
+    time: str = Field(json_schema_extra={"format": "date-time"})
+
+
+class EventSummary(_Out):
+    event_id: str = Field(alias="eventId")
+    type: EventType
+    sequence: int
+    state: EventState
+    attempts: int
+
+
+class Deliveries(_Out):
+    job_id: str = Field(alias="jobId")
+    deliveries: list[DeliveryAttempt]
+    events: list[EventSummary]
+
+
+class Redelivered(_Out):
+    job_id: str = Field(alias="jobId")
+    event_id: str = Field(alias="eventId")
+    type: EventType
+
+
+class DeadLetter(_Out):
+    event_id: str = Field(alias="eventId")
+    job_id: str = Field(alias="jobId")
+    type: EventType
+    terminal: bool = Field(description="a job's final event: redeliverable")
+    sequence: int
+    attempts: int
+    dead_date_time: str = Field(alias="deadDateTime", json_schema_extra={"format": "date-time"})
+
+
+class DeadLetters(_Out):
+    dead_letters: list[DeadLetter] = Field(alias="deadLetters")
+
+
+class FieldProblem(_Out):
+    field: str
+    message: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details; extension members (``graphError``...) may follow."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+    errors: list[FieldProblem] | None = None
+
+
+# -- the events relay POSTs (the OpenAPI document's ``webhooks``) ----------------------------------
+
+
+class _EventData(_Out):
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+    job_id: str = Field(alias="jobId")
+    sequence: int = Field(ge=1, description="1, 2, 3... per job; events of a job arrive in this order")
+    operation: str | None
+    status: JobStatus
+    percentage_complete: float = Field(alias="percentageComplete", ge=0, le=100)
+    metadata: dict[str, Any] | None = Field(description="what the job was registered with, echoed")
+
+
+class ProgressData(_EventData):
+    monitor_status: str | None = Field(default=None, alias="monitorStatus", description="the monitor's own word")
+    status_description: str | None = Field(default=None, alias="statusDescription")
+
+
+class AuthorizationRequiredData(_EventData):
+    resource_id: str | None = Field(alias="resourceId")
+    http_status: int | None = Field(alias="httpStatus", description="401, or null when the token was not sent")
+    reason: Literal["unauthorized", "tokenExpired"]
+    wait_until: str = Field(alias="waitUntil", json_schema_extra={"format": "date-time"})
+    ask: int = Field(ge=1)
+    max_asks: int = Field(alias="maxAsks")
+
+
+class CompletedData(_EventData):
+    resource_id: str | None = Field(alias="resourceId")
+    drive_item: dict[str, Any] | None = Field(alias="driveItem")
+    resolution_error: dict[str, Any] | None = Field(default=None, alias="resolutionError")
+
+
+class FailedData(_EventData):
+    error: dict[str, Any] = Field(description="code: monitorFailed, monitorGone, timeout, invalidMonitorResponse...")
+
+
+def _event_model(event_type: EventType, data: type[_EventData]) -> type[BaseModel]:
+    name = "".join(part[0].upper() + part[1:] for part in event_type.value.split(".")) + "Event"
+    model: type[BaseModel] = create_model(
+        name,
+        __base__=_Out,
+        __doc__=f"The body of a ``{event_type.value}`` webhook (and SSE ``data:``).",
+        type=(Literal[event_type.value], ...),  # type: ignore[arg-type]
+        timestamp=(str, Field(json_schema_extra={"format": "date-time"})),
+        data=(data, ...),
+    )
+    return model
+
+
+#: one model per event type: what each webhook's JSON body is
+EVENT_MODELS: dict[EventType, type[BaseModel]] = {
+    EventType.PROGRESS: _event_model(EventType.PROGRESS, ProgressData),
+    EventType.AUTHORIZATION_REQUIRED: _event_model(EventType.AUTHORIZATION_REQUIRED, AuthorizationRequiredData),
+    EventType.COMPLETED: _event_model(EventType.COMPLETED, CompletedData),
+    EventType.FAILED: _event_model(EventType.FAILED, FailedData),
+}

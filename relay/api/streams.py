@@ -1,0 +1,132 @@
+"""Events without a public endpoint: a job's events as Server-Sent Events, the stream of a caller's jobs, and
+the long-poll of ``GET /v1/jobs/{id}?wait=``.
+
+Streams look at Redis every ``sse.POLL_INTERVAL`` seconds, which keeps them independent of the workers (no
+pub/sub to miss).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from aiohttp import web
+
+from relay.api import sse
+from relay.api.access import owned_job
+from relay.api.http import render_job
+from relay.api.middlewares import OWNER
+from relay.api.params import limit
+from relay.api.typedefs import SETTINGS, STORE
+from relay.core.schema import EventType, Job
+from relay.core.signing import signature_headers
+from relay.store import queries
+
+__all__ = ["routes", "wait_for_change"]
+
+routes = web.RouteTableDef()
+_TERMINAL = EventType.terminal_types()
+
+
+async def wait_for_change(request: web.Request, job: Job, seconds: float, sequence: int | None) -> Job | None:
+    """The job once its sequence differs from ``sequence`` (default: its sequence now), it is terminal, or
+    ``seconds`` have passed, whichever comes first; None if it disappeared meanwhile."""
+    store = request.app[STORE]
+    baseline = job.sequence if sequence is None else sequence
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    current: Job | None = job
+    while current is not None:
+        if current.sequence != baseline or current.terminal:
+            break
+        remaining = deadline - loop.time()
+        if remaining <= 0 or sse.disconnected(request):
+            break
+        if await sse.pause(request.app, min(sse.POLL_INTERVAL / 2, remaining)):
+            break
+        current = await store.job(job.id)
+    return current
+
+
+@routes.get("/v1/jobs/{job_id}/events")
+async def job_events(request: web.Request) -> web.StreamResponse:
+    """Every event of the job in sequence order, each exactly as POSTed to the callback and signed now."""
+    job = await owned_job(request)
+    store = request.app[STORE]
+    secrets = list(request.app[SETTINGS].signing_secrets)
+    if job.secret:
+        secrets.append(job.secret)
+    last_event_id = request.headers.get("Last-Event-ID")
+    position = await queries.event_position(store, job.id, last_event_id) if last_event_id else 0
+    response = await sse.open_stream(request)
+    loop = asyncio.get_running_loop()
+    next_keepalive = loop.time() + sse.KEEPALIVE_INTERVAL
+    try:
+        while True:
+            page = await queries.events_after(store, job.id, position)
+            position += page.read
+            ended = page.ended
+            for event_id, event_type, body in page.events:
+                headers = signature_headers(event_id, body, secrets) if secrets else {}
+                await response.write(sse.frame(event_id, event_type or "message", body, headers))
+                next_keepalive = loop.time() + sse.KEEPALIVE_INTERVAL
+                if event_type in _TERMINAL:
+                    ended = True
+                    break
+            if ended:
+                break
+            idle = await sse.idle_turn(request, response, next_keepalive)
+            if idle is None:
+                break
+            next_keepalive = idle
+    except ConnectionResetError:  # the client went away mid-write
+        pass
+    return response
+
+
+@routes.get("/v1/stream")
+async def owner_stream(request: web.Request) -> web.StreamResponse:
+    """``event: job`` with the job (as ``GET /v1/jobs/{id}`` shows it) whenever one of the caller's
+    ``limit`` newest jobs changes: a new event, a status change, a delivery attempt. All of them once
+    on connect, so a reconnecting client starts from a full picture. Never ends by itself."""
+    count = limit(request)
+    owner = request[OWNER]
+    store = request.app[STORE]
+    # everything registered up to the index's newest entry now is covered by the first listing
+    newest = await queries.index_top(store)
+    jobs, _ = await queries.owned_jobs(store, owner, count, "+")
+    watched: dict[str, float] = {job.id: float(job.created) for job in jobs}
+    marks: dict[str, tuple[Any, ...]] = {}
+    response = await sse.open_stream(request)
+    loop = asyncio.get_running_loop()
+    next_keepalive = loop.time() + sse.KEEPALIVE_INTERVAL
+    try:
+        while True:
+            fresh, newest = await queries.owned_since(store, owner, newest)  # jobs registered since the last look
+            for job_id, entry_id in fresh:
+                watched[job_id] = float(entry_id.split("-", 1)[0])
+            if len(watched) > count:
+                watched = dict(sorted(watched.items(), key=lambda item: item[1], reverse=True)[:count])
+            order = sorted(watched, key=lambda jid: watched[jid])  # oldest first: the newest ends on top
+            for job_id, mark in zip(order, await queries.change_marks(store, order), strict=True):
+                if mark[0] != owner:  # expired
+                    watched.pop(job_id, None)
+                    marks.pop(job_id, None)
+                    continue
+                if marks.get(job_id) == mark:
+                    continue
+                job = await store.job(job_id)
+                if job is None:
+                    continue
+                marks[job_id] = mark
+                view = await render_job(request, job)
+                await response.write(sse.frame(None, "job", json.dumps(view, separators=(",", ":"))))
+                next_keepalive = loop.time() + sse.KEEPALIVE_INTERVAL
+            idle = await sse.idle_turn(request, response, next_keepalive)
+            if idle is None:
+                break
+            next_keepalive = idle
+    except ConnectionResetError:
+        pass
+    return response

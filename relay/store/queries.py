@@ -1,0 +1,157 @@
+"""The reads behind listings and streams: the jobs index, event streams, change fingerprints, dead letters.
+
+Reads only; every write is a script in :mod:`relay.store.jobs`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from relay.core.schema import EVENT, JOB, Job
+from relay.store import keys
+from relay.store.jobs import Store
+
+__all__ = [
+    "DeadLetterRow",
+    "EventPage",
+    "change_marks",
+    "dead_letters",
+    "event_position",
+    "events_after",
+    "index_top",
+    "owned_jobs",
+    "owned_since",
+]
+
+#: a listing request looks at no more than this many index entries (other owners' jobs included)
+MAX_SCAN = 5000
+_SCAN_BATCH = 200
+_DEAD_SCAN = 1000
+#: what a change of a job shows in: the stream of a caller's jobs sends the job again when these differ
+_MARK_FIELDS = [JOB.owner, JOB.sequence, JOB.status, JOB.percentage, JOB.terminal, JOB.resource_id, JOB.phase]
+
+
+async def owned_jobs(store: Store, owner: str, limit: int, end: str) -> tuple[list[Job], str | None]:
+    """Up to ``limit`` of ``owner``'s jobs, newest first, from index entry ``end`` ('+' or '(<id>'), and the
+    cursor of the next page. The cursor is the index entry id of the last job looked at; an expired job's entry
+    still orders the rest, so a cursor outlives the job it names."""
+    redis = store.redis
+    found: list[Job] = []
+    last: str | None = None
+    scanned = 0
+    while len(found) < limit and scanned < MAX_SCAN:
+        batch: list[tuple[str, dict[str, str]]] = await redis.xrevrange(keys.JOBS_INDEX, end, "-", _SCAN_BATCH)
+        if not batch:
+            return found, None
+        owners = await _owners(store, [entry["j"] for _, entry in batch])
+        mine: list[str] = []
+        for (entry_id, entry), job_owner in zip(batch, owners, strict=True):
+            scanned += 1
+            last = entry_id
+            if job_owner == owner:
+                mine.append(entry["j"])
+                if len(found) + len(mine) == limit:
+                    break
+        if mine:
+            found.extend(await store.jobs(mine))
+        end = f"({last}"
+    if last is None or not await redis.xrevrange(keys.JOBS_INDEX, f"({last}", "-", 1):
+        return found, None
+    return found, last
+
+
+async def index_top(store: Store) -> str:
+    """The newest entry id of the jobs index ('0-0' when empty)."""
+    top: list[tuple[str, dict[str, str]]] = await store.redis.xrevrange(keys.JOBS_INDEX, "+", "-", 1)
+    return top[0][0] if top else "0-0"
+
+
+async def owned_since(store: Store, owner: str, after: str) -> tuple[list[tuple[str, str]], str]:
+    """``owner``'s jobs registered after index entry ``after``: (job id, entry id) pairs, and the newest entry."""
+    fresh: list[tuple[str, dict[str, str]]] = await store.redis.xrange(keys.JOBS_INDEX, f"({after}", "+", MAX_SCAN)
+    if not fresh:
+        return [], after
+    owners = await _owners(store, [entry["j"] for _, entry in fresh])
+    mine = [(entry["j"], entry_id) for (entry_id, entry), o in zip(fresh, owners, strict=True) if o == owner]
+    return mine, fresh[-1][0]
+
+
+async def change_marks(store: Store, job_ids: list[str]) -> list[tuple[str | None, ...]]:
+    """Per job, what a change shows in (owner first: None when the job has expired) and its attempt count."""
+    async with store.redis.pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            pipe.hmget(keys.job(job_id), _MARK_FIELDS)
+            pipe.llen(keys.job_attempts(job_id))
+        replies = await pipe.execute()
+    return [(*replies[2 * i], replies[2 * i + 1]) for i in range(len(job_ids))]
+
+
+@dataclass(frozen=True, slots=True)
+class EventPage:
+    """Events of a job after a position in its event list, read as one snapshot with the job's state."""
+
+    events: list[tuple[str, str, str]]  # (event id, type, body); expired ones left out
+    read: int  # how many list entries were read (expired ones included)
+    ended: bool  # the job has ended or gone
+
+
+async def event_position(store: Store, job_id: str, event_id: str) -> int:
+    """The position just after ``event_id`` in the job's event list (0 when it is not there)."""
+    ids: list[str] = await store.redis.lrange(keys.job_events(job_id), 0, -1)  # type: ignore[misc]  # redis-py 5 types sync|async
+    return ids.index(event_id) + 1 if event_id in ids else 0
+
+
+async def events_after(store: Store, job_id: str, position: int) -> EventPage:
+    redis = store.redis
+    async with redis.pipeline(transaction=True) as pipe:  # one snapshot: terminal flag and events agree
+        pipe.hget(keys.job(job_id), JOB.terminal)
+        pipe.exists(keys.job(job_id))
+        pipe.lrange(keys.job_events(job_id), position, -1)
+        terminal, exists, new_ids = await pipe.execute()
+    rows = []
+    if new_ids:
+        async with redis.pipeline(transaction=False) as pipe:
+            for event_id in new_ids:
+                pipe.hmget(keys.event(event_id), [EVENT.type, EVENT.body])
+            rows = await pipe.execute()
+    events = [(eid, kind or "", body) for eid, (kind, body) in zip(new_ids, rows, strict=True) if body]
+    return EventPage(events, len(new_ids), terminal == "1" or not exists)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterRow:
+    event_id: str
+    job_id: str
+    type: str
+    sequence: int
+    attempts: int
+    dead_ms: float
+
+
+async def dead_letters(store: Store, owner: str, limit: int) -> list[DeadLetterRow]:
+    """``owner``'s dead-lettered events, newest first."""
+    redis = store.redis
+    dead: list[tuple[str, float]] = await redis.zrevrange(keys.DEAD_LETTERS, 0, _DEAD_SCAN - 1, withscores=True)
+    if not dead:
+        return []
+    async with redis.pipeline(transaction=False) as pipe:
+        for event_id, _ in dead:
+            pipe.hmget(keys.event(event_id), [EVENT.job, EVENT.type, EVENT.sequence, EVENT.attempts])
+        events = await pipe.execute()
+    job_ids = sorted({row[0] for row in events if row[0]})
+    owners = dict(zip(job_ids, await _owners(store, job_ids), strict=True))
+    out: list[DeadLetterRow] = []
+    for (event_id, score), (job_id, event_type, seq, attempts) in zip(dead, events, strict=True):
+        if job_id and owners.get(job_id) == owner:
+            out.append(DeadLetterRow(event_id, job_id, event_type or "", int(seq or 0), int(attempts or 0), score))
+            if len(out) == limit:
+                break
+    return out
+
+
+async def _owners(store: Store, job_ids: list[str]) -> list[str | None]:
+    async with store.redis.pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            pipe.hget(keys.job(job_id), JOB.owner)
+        owners: list[str | None] = await pipe.execute()
+    return owners
