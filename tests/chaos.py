@@ -28,9 +28,12 @@ from aiohttp import web
 from redis.asyncio import Redis
 from standardwebhooks.webhooks import Webhook
 
+from relay.core.schema import EventType
 from relay.simulator import Simulator
 from relay.store.embedded import EmbeddedRedis
 from tests.helpers import RELAY, free_port, relay_env
+
+TERMINAL = EventType.terminal_types()
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 REQUEST_TIMEOUT = 2.0
@@ -80,7 +83,7 @@ class Receiver:
         self.seen[event_id] = 1
         data = event["data"]
         self.order[data["jobId"]].append((data["sequence"], event["type"], event_id))
-        if event["type"] in ("job.completed", "job.failed"):
+        if event["type"] in TERMINAL:
             self.terminal.add(data["jobId"])
 
 
@@ -213,7 +216,7 @@ async def audit(redis_url: str, job_ids: list[str], rec: Receiver) -> dict[str, 
         seqs = [seq for seq, _, _ in events]
         if seqs != sorted(set(seqs)):
             violations += 1
-        if any(kind in ("job.completed", "job.failed") for _, kind, _ in events[:-1]):
+        if any(kind in TERMINAL for _, kind, _ in events[:-1]):
             violations += 1
     return {"lost": lost, "pending": pending, "violations": violations}
 

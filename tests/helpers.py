@@ -19,6 +19,10 @@ from typing import Any
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
+from relay.core.schema import EventType
+
+TERMINAL = EventType.terminal_types()
+
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 #: the console script of this environment
 RELAY = str(Path(sys.executable).parent / "relay")
@@ -160,7 +164,7 @@ class Receiver:
 
     def terminal(self, job_id: str) -> dict[str, Any] | None:
         for event in self.events(job_id):
-            if event["type"] in ("job.completed", "job.failed"):
+            if event["type"] in TERMINAL:
                 return event
         return None
 

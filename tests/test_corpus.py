@@ -18,15 +18,18 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from relay.core.schema import EventType
 from relay.settings import Settings
 from relay.simulator import Simulator
 from relay.store.jobs import Store
 from tests.conftest import Api
 from tests.helpers import Receiver
 
+TERMINAL = EventType.terminal_types()
+
 CORPUS = Path(__file__).parent / "corpus"
 CASES = sorted(CORPUS.glob("*.json"))
-TERMINALS = ("job.completed", "job.failed")
+TERMINALS = tuple(sorted(TERMINAL))
 FIDELITY = ("as published", "reconstructed from text")
 
 

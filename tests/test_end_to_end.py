@@ -7,10 +7,13 @@ from typing import Any
 
 from aiohttp import web
 
+from relay.core.schema import EventType
 from relay.settings import Settings
 from relay.simulator import Simulator
 from tests.conftest import Api, with_settings
 from tests.helpers import Receiver, eventually
+
+TERMINAL = EventType.terminal_types()
 
 
 def job_fields(sim: Simulator, monitor_url: str, receiver: Receiver, **extra: Any) -> dict[str, Any]:
@@ -35,8 +38,8 @@ def assert_well_formed(events: list[dict[str, Any]], job_id: str) -> None:
         assert event["data"]["jobId"] == job_id
         assert event["data"]["metadata"] == {"copy": "LargeFolder1"}
         assert event["timestamp"].endswith("Z")
-    assert sum(e["type"] in ("job.completed", "job.failed") for e in events) == 1
-    assert events[-1]["type"] in ("job.completed", "job.failed")
+    assert sum(e["type"] in TERMINAL for e in events) == 1
+    assert events[-1]["type"] in TERMINAL
 
 
 async def test_copy_completes_with_progress_and_resolved_drive_item(

@@ -30,9 +30,12 @@ from standardwebhooks.webhooks import Webhook
 
 from relay import logs
 from relay.cli.dev import new_secret, run_dev
+from relay.core.schema import EventType
 from relay.settings import Settings
 from relay.simulator import Simulator
 from relay.store.embedded import EmbeddedRedis
+
+TERMINAL = EventType.terminal_types()
 
 __all__ = ["run_demo"]
 
@@ -196,7 +199,7 @@ async def _tour(
                 )
                 if event["type"] == "job.authorizationRequired":
                     patched_at = await _answer_ask(session, sim, api, progress.console, data)
-                if event["type"] in ("job.completed", "job.failed"):
+                if event["type"] in TERMINAL:
                     break
         console.print(
             f"\n3. verified [bold]{event['type']}[/] (webhook-id {item['webhook-id']}, sequence {data['sequence']}):"

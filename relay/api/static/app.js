@@ -212,7 +212,7 @@ async function loadDead() {
     const action = el("td");
     const button = el("button", "Redeliver", "redeliver");
     button.type = "button";
-    if (d.type === "job.completed" || d.type === "job.failed") {
+    if (d.terminal) {
       button.addEventListener("click", () => redeliver(d.jobId, button));
     } else {
       button.disabled = true;
