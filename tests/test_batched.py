@@ -4,19 +4,28 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from relay.store.batched import BatchedScript
+from relay.store.scripts import LuaScript
 
-# increments a[1] by a[2] under the shared prefix; a key named 'bad' is a Lua error
-_INCR = """
-local function one(a)
-  if a[1] == 'bad' then error('refused ' .. a[1]) end
-  return redis.call('INCRBY', ARGV[1] .. a[1], a[2])
+# increments call.key by call.by under the shared prefix; a key named 'bad' is a Lua error
+_INCR = LuaScript.from_source(
+    "incr.lua",
+    """--! uses lib/batch.lua
+local prefix = ARGV[1]
+local function one(call)
+  if call.key == 'bad' then error('refused ' .. call.key) end
+  return redis.call('INCRBY', prefix .. call.key, call.by)
 end
-"""
+return run_batch(2, one)
+""",
+)
+
+
+def incr(key: str, by: int) -> dict[str, object]:
+    return {"key": key, "by": by}
 
 
 async def _evalsha_calls(redis: Redis) -> int:
@@ -25,10 +34,10 @@ async def _evalsha_calls(redis: Redis) -> int:
 
 
 async def test_calls_in_one_loop_turn_are_one_evalsha(redis: Redis) -> None:
-    script = BatchedScript(redis, _INCR, keys=[], shared=["relay:test:"], width=2)
-    await script("warm", 1)  # loads the script (NOSCRIPT, then SCRIPT LOAD and a second EVALSHA)
+    script = BatchedScript(redis, _INCR, shared=["relay:test:"])
+    await script(incr("warm", 1))  # loads the script (NOSCRIPT, then SCRIPT LOAD and a second EVALSHA)
     before = await _evalsha_calls(redis)
-    results = await asyncio.gather(*(script(f"k{i % 5}", i) for i in range(100)))
+    results = await asyncio.gather(*(script(incr(f"k{i % 5}", i)) for i in range(100)))
     assert await _evalsha_calls(redis) - before == 1
     # each caller gets its own answer, in the order Redis ran the calls
     assert results[:5] == [0, 1, 2, 3, 4]
@@ -36,53 +45,55 @@ async def test_calls_in_one_loop_turn_are_one_evalsha(redis: Redis) -> None:
 
 
 async def test_a_failing_call_fails_alone(redis: Redis) -> None:
-    script = BatchedScript(redis, _INCR, keys=[], shared=["relay:test:"], width=2)
-    good, bad, other = await asyncio.gather(script("a", 2), script("bad", 1), script("b", 3), return_exceptions=True)
+    script = BatchedScript(redis, _INCR, shared=["relay:test:"])
+    good, bad, other, broken = await asyncio.gather(
+        script(incr("a", 2)), script(incr("bad", 1)), script(incr("b", 3)), script({"key": "c"}), return_exceptions=True
+    )
     assert (good, other) == (2, 3)
     assert isinstance(bad, ResponseError) and "refused bad" in str(bad)
+    assert isinstance(broken, ResponseError), "a call missing a field fails in Lua, alone"
 
 
 async def test_a_redis_that_forgot_its_scripts_is_taught_again(redis: Redis) -> None:
-    script = BatchedScript(redis, _INCR, keys=[], shared=["relay:test:"], width=2)
-    assert await script("c", 1) == 1
+    script = BatchedScript(redis, _INCR, shared=["relay:test:"])
+    assert await script(incr("c", 1)) == 1
     await redis.script_flush()
-    assert await script("c", 1) == 2
-
-
-async def test_the_argument_count_is_checked(redis: Redis) -> None:
-    script = BatchedScript(redis, _INCR, keys=[], shared=["relay:test:"], width=2)
-    with pytest.raises(TypeError):
-        await script("only-one")
+    assert await script(incr("c", 1)) == 2
 
 
 async def test_large_bursts_are_split(redis: Redis) -> None:
-    script = BatchedScript(redis, _INCR, keys=[], shared=["relay:test:"], width=2, max_batch=30)
-    await script("warm", 1)
+    script = BatchedScript(redis, _INCR, shared=["relay:test:"], max_batch=30)
+    await script(incr("warm", 1))
     before = await _evalsha_calls(redis)
-    results = await asyncio.gather(*(script("n", 1) for _ in range(100)))
+    results = await asyncio.gather(*(script(incr("n", 1)) for _ in range(100)))
     assert sorted(results) == list(range(1, 101))
     assert await _evalsha_calls(redis) - before == 4
 
 
-# counts to a[2] before answering: a call that stays at Redis for a while
-_SLOW = """
-local function one(a)
+# counts to call.loops before answering: a call that stays at Redis for a while
+_SLOW = LuaScript.from_source(
+    "slow.lua",
+    """--! uses lib/batch.lua
+local prefix = ARGV[1]
+local function one(call)
   local n = 0
-  for _ = 1, a[2] do n = n + 1 end
-  return redis.call('INCR', ARGV[1] .. a[1])
+  for _ = 1, call.loops do n = n + 1 end
+  return redis.call('INCR', prefix .. call.key)
 end
-"""
+return run_batch(2, one)
+""",
+)
 
 
 async def test_calls_made_while_one_is_at_redis_go_together(redis: Redis) -> None:
-    script = BatchedScript(redis, _SLOW, keys=[], shared=["relay:test:"], width=2, max_inflight=1)
-    await script("warm", 0)
+    script = BatchedScript(redis, _SLOW, shared=["relay:test:"], max_inflight=1)
+    await script({"key": "warm", "loops": 0})
     before = await _evalsha_calls(redis)
-    first = asyncio.ensure_future(script("slow", 3_000_000))
+    first = asyncio.ensure_future(script({"key": "slow", "loops": 3_000_000}))
     await asyncio.sleep(0.005)  # the first call is at Redis
     later = []
     for _ in range(5):
-        later.append(asyncio.ensure_future(script("quick", 0)))
+        later.append(asyncio.ensure_future(script({"key": "quick", "loops": 0})))
         await asyncio.sleep(0)  # each in a loop turn of its own
     assert await first == 1
     assert sorted(await asyncio.gather(*later)) == [1, 2, 3, 4, 5]

@@ -208,6 +208,7 @@ class Monitor(Stored):
 
     id: str
     url: str = ""
+    lane: str = ""  # its lane of the monitors schedule: its first job's tenant ('' the default lane)
     status: str = ""  # the monitor's own last status word
     percentage: float = stored("pct", 0.0)
     status_description: str = stored("desc", "")

@@ -1,71 +1,47 @@
 """Lua scripts called by many tasks at once, sent to Redis as one call per event-loop iteration.
 
-A :class:`BatchedScript` body defines ``local function one(a)``, which handles one call: ``a`` is
-the call's arguments (a Lua table, ``a[1]`` first; dicts and lists arrive as tables). Every call
-made during one iteration of the event loop goes to Redis as a single EVALSHA: the shared
-arguments first, then one JSON array per call (one argument to encode, one ``cjson.decode``).
-Under load that is one round trip, one command to encode and one script run for dozens of calls;
-when idle a call costs what a lone EVALSHA did. At most ``max_inflight`` calls of a script
-are at Redis at once: what comes in meanwhile waits for one to return and goes with the next (group
-commit), so batches grow with the load instead of with a timer. One call failing in Lua fails only
-that call.
+A batched script (``relay/store/lua/*.lua``) defines ``local function one(call)``, which handles one call
+(``call`` is a Lua table with named fields), and ends with ``return run_batch(first, one)``
+(``lib/batch.lua``): ``ARGV[1..first-1]`` are the arguments every call shares, the rest one JSON object per
+call. Every call made during one iteration of the event loop goes to Redis as a single EVALSHA. Under load
+that is one round trip, one command to encode and one script run for dozens of calls; when idle a call
+costs what a lone EVALSHA did. At most ``max_inflight`` calls of a script are at Redis at once: what comes
+in meanwhile waits for one to return and goes with the next (group commit), so batches grow with the load
+instead of with a timer. One call failing in Lua fails only that call.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import ResponseError
 
 from relay.core import jsonfast
-from relay.store.scheduler import NOW_MS
+from relay.store.scripts import LuaScript
 
 __all__ = ["BatchedScript"]
 
+#: what lib/batch.lua answers for a call that failed in Lua
 _ERROR = "__relay_error__"
-
-# runs one() for every call in ARGV, each under pcall: a Lua error is that call's answer alone
-_DRIVER = """
-local __out = {}
-for __i = __FIRST__, #ARGV do
-  local __ok, __r = pcall(function() return one(cjson.decode(ARGV[__i])) end)
-  if __ok then
-    __out[#__out + 1] = __r
-  else
-    __out[#__out + 1] = {'__ERROR__', type(__r) == 'table' and tostring(__r.err) or tostring(__r)}
-  end
-end
-return __out
-"""
 
 
 class BatchedScript:
     def __init__(
         self,
         redis: Redis,
-        body: str,
+        script: LuaScript,
         *,
-        keys: Sequence[str],
         shared: Sequence[Any],
-        width: int,
         max_batch: int = 500,
         max_inflight: int = 2,
     ) -> None:
-        """``body``: Lua defining ``one(a)``; ``NOW_MS`` (``now``) and ``shared`` (``ARGV[1..]``) come first.
-
-        ``width``: how many arguments a call takes (checked).
-        """
-        driver = _DRIVER.replace("__FIRST__", str(len(shared) + 1))
-        self.script = NOW_MS + body + driver.replace("__ERROR__", _ERROR)
-        self.sha = hashlib.sha1(self.script.encode()).hexdigest()  # noqa: S324 - the name Redis gives a script
+        """``shared``: the arguments every call of the script shares (its first ``ARGV``)."""
+        self.script = script
         self.redis = redis
-        self.keys = list(keys)
         self.shared = [str(a) for a in shared]
-        self.width = width
         self.max_batch = max_batch
         self.max_inflight = max_inflight
         self._inflight = 0
@@ -73,12 +49,11 @@ class BatchedScript:
         self._scheduled = False
         self._flushing: set[asyncio.Task[None]] = set()
 
-    async def __call__(self, *args: Any) -> Any:
-        if len(args) != self.width:
-            raise TypeError(f"expected {self.width} arguments, got {len(args)}")
+    async def __call__(self, call: Any) -> Any:
+        """Run one call (a dataclass or dict: the script's ``call`` table); its answer, or its Lua error raised."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._pending.append((jsonfast.dumps(args), future))
+        self._pending.append((jsonfast.dumps(call), future))
         if not self._scheduled and self._inflight < self.max_inflight:
             self._scheduled = True
             loop.call_soon(self._flush_soon)
@@ -120,8 +95,5 @@ class BatchedScript:
                 future.set_result(result)
 
     async def _run(self, argv: list[Any]) -> list[Any]:
-        try:
-            return await self.redis.evalsha(self.sha, len(self.keys), *self.keys, *argv)  # type: ignore[no-any-return,misc]
-        except NoScriptError:  # a restarted Redis forgets its scripts
-            await self.redis.script_load(self.script)
-            return await self.redis.evalsha(self.sha, len(self.keys), *self.keys, *argv)  # type: ignore[no-any-return,misc]
+        results: list[Any] = await self.script(self.redis, args=argv)
+        return results

@@ -12,10 +12,11 @@ from redis.asyncio import Redis
 
 from relay.core import jsonfast
 from relay.core.ops import JobOp
-from relay.core.schema import JOB, MONITOR, DeliveryOutcome, Event, EventState, Job, Monitor
-from relay.store import keys, lua
+from relay.core.schema import JOB, DeliveryOutcome, Event, EventState, Job, Monitor
+from relay.store import keys
 from relay.store.batched import BatchedScript
 from relay.store.scheduler import Claim, Scheduler
+from relay.store.scripts import LuaScript
 
 __all__ = ["PollInfo", "Registration", "Store", "monitor_key"]
 
@@ -47,42 +48,69 @@ class Registration:
     pending: bool = False  # the earlier registration under this key is still starting its action
 
 
+@dataclass(frozen=True, slots=True)
+class RegisterCall:
+    """One call of register.lua."""
+
+    job_id: str
+    fields: dict[str, str]
+    monitor_key: str  # '' for an action that finished at once
+    monitor_url: str  # what is stored: sealed
+    first_op: dict[str, Any]  # {} or the finished action's job op
+    idempotency_key: str = ""
+    idempotency_ttl: int = 86400
+    digest: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyPollCall:
+    """One call of apply_poll.lua."""
+
+    member: str
+    token: str
+    delay_ms: int
+    monitor_fields: dict[str, str]
+    ops: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class AckCall:
+    """One call of delivery_ack.lua."""
+
+    job: str
+    token: str
+    event: str
+    outcome: DeliveryOutcome
+    delay_ms: int
+    superseded: list[str]
+    records: list[str]  # attempt records, JSON texts
+    error: str  # JSON text
+
+
 class Store:
     def __init__(self, redis: Redis, *, retention: float, job_timeout: float) -> None:
         self.redis = redis
         self.retention = int(retention)
         self.event_ttl = int(retention + job_timeout)
         # claiming a monitor (a job with undelivered events) reads its state in the same step
-        self.monitors = Scheduler(redis, keys.MONITORS, loader=lua.MONITOR_LOADER)
-        self.deliveries = Scheduler(redis, keys.DELIVERIES, loader=lua.OUTBOX_LOADER)
+        self.monitors = Scheduler(redis, keys.MONITORS, claim_script="claim_monitors.lua")
+        self.deliveries = Scheduler(redis, keys.DELIVERIES, claim_script="claim_deliveries.lua")
         # the hot writes: every call made in one event-loop iteration is one EVALSHA
         self._register = BatchedScript(
-            redis,
-            lua.REGISTER,
-            keys=[keys.MONITORS, keys.JOBS_INDEX, keys.DELIVERIES],
-            shared=[keys.PREFIX, self.event_ttl * 1000, self.event_ttl, self.retention],
-            width=8,
+            redis, LuaScript.load("register.lua"), shared=[self.event_ttl * 1000, self.event_ttl, self.retention]
         )
-        self._reserve = redis.register_script(lua.RESERVE)
-        self._release = redis.register_script(lua.RELEASE)
         self._apply_poll = BatchedScript(
-            redis,
-            lua.APPLY_POLL,
-            keys=[keys.MONITORS, keys.sched_tokens(keys.MONITORS), keys.DELIVERIES],
-            shared=[keys.PREFIX, self.event_ttl, self.retention],
-            width=5,
+            redis, LuaScript.load("apply_poll.lua"), shared=[self.event_ttl, self.retention]
         )
-        self._ack = BatchedScript(
-            redis,
-            lua.DELIVERY_ACK,
-            keys=[keys.DELIVERIES, keys.sched_tokens(keys.DELIVERIES), keys.DEAD_LETTERS],
-            shared=[keys.PREFIX],
-            width=8,
-        )
-        self._apply_job = redis.register_script(lua.APPLY_JOB)
-        self._cancel = redis.register_script(lua.CANCEL)
-        self._patch = redis.register_script(lua.PATCH)
-        self._redeliver = redis.register_script(lua.REDELIVER)
+        self._ack = BatchedScript(redis, LuaScript.load("delivery_ack.lua"), shared=[])
+        self._reserve = LuaScript.load("reserve.lua")
+        self._release = LuaScript.load("release.lua")
+        self._apply_job = LuaScript.load("apply_job.lua")
+        self._cancel = LuaScript.load("cancel.lua")
+        self._patch = LuaScript.load("patch.lua")
+        self._redeliver = LuaScript.load("redeliver.lua")
+        self._monitor_info = LuaScript.load("monitor_info.lua")
+        self._backlog = LuaScript.load("backlog.lua")
 
     # -- registration and the API ------------------------------------------------------------
 
@@ -110,8 +138,9 @@ class Store:
         if mkey:
             fields["monitor_key"] = mkey
         stored = monitor_url if sealed_url is None else sealed_url
-        op = first_op.as_json() if first_op is not None else ""
-        raw = await self._register(idem_key, job_id, fields, mkey, stored or "", idempotency_ttl, digest, op)
+        op = first_op.as_json() if first_op is not None else {}
+        call = RegisterCall(job_id, fields, mkey, stored or "", op, idem_key, idempotency_ttl, digest)
+        raw = await self._register(call)
         if raw[0] != "created":
             return Registration(created=False, job_id=raw[1], digest=raw[2], pending=raw[3] == "pending")
         if first_op is not None:
@@ -126,7 +155,7 @@ class Store:
     async def reserve(self, idempotency: tuple[str, str, str], job_id: str, ttl: int) -> Registration | None:
         """Hold an idempotency key while an action is started under it; the earlier holder when taken."""
         raw = await self._reserve(
-            keys=[keys.idempotency(idempotency[0], idempotency[1])], args=[job_id, idempotency[2], ttl]
+            self.redis, [keys.idempotency(idempotency[0], idempotency[1])], [job_id, idempotency[2], ttl]
         )
         if not raw:
             return None
@@ -135,7 +164,7 @@ class Store:
 
     async def release(self, idempotency: tuple[str, str, str], job_id: str) -> None:
         """Let go of a reservation whose action started nothing."""
-        await self._release(keys=[keys.idempotency(idempotency[0], idempotency[1])], args=[job_id])
+        await self._release(self.redis, [keys.idempotency(idempotency[0], idempotency[1])], [job_id])
 
     async def job(self, job_id: str) -> Job | None:
         data: dict[str, str] = await self.redis.hgetall(keys.job(job_id))  # type: ignore[misc]  # redis-py 5 types sync|async
@@ -151,23 +180,18 @@ class Store:
 
     async def poll_info(self, job: Job) -> PollInfo:
         """The poll count, last poll and next due time of the job's monitor."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hmget(keys.monitor(job.monitor_key), [MONITOR.polls, MONITOR.last_polled])
-            pipe.zscore(keys.MONITORS, job.monitor_key)
-            (polls, last_polled), due = await pipe.execute()
-        return PollInfo(int(polls or 0), int(last_polled or 0), due)
+        if not job.monitor_key:
+            return PollInfo()
+        raw: list[str] = await self._monitor_info(self.redis, args=[job.monitor_key])
+        polls, last_polled, due = raw
+        return PollInfo(int(polls or 0), int(last_polled or 0), float(due) if due else None)
 
     async def cancel(self, job_id: str) -> bool:
-        return bool(
-            await self._cancel(
-                keys=[keys.job(job_id), keys.MONITORS, keys.sched_tokens(keys.MONITORS), keys.DELIVERIES],
-                args=[job_id, keys.PREFIX, self.retention],
-            )
-        )
+        return bool(await self._cancel(self.redis, args=[job_id, self.retention]))
 
     async def patch(self, job_id: str, fields: dict[str, str]) -> int:
         """1 changed, 2 changed and woke a job waiting for authorization, 0 no such job, -1 the job has ended."""
-        return int(await self._patch(keys=[keys.job(job_id), keys.MONITORS], args=[json.dumps(fields), keys.PREFIX]))
+        return int(await self._patch(self.redis, args=[job_id, json.dumps(fields)]))
 
     async def attempts(self, job_id: str) -> list[dict[str, Any]]:
         raw = await self.redis.lrange(keys.job_attempts(job_id), 0, -1)  # type: ignore[misc]  # redis-py 5 types sync|async
@@ -193,22 +217,17 @@ class Store:
         """Counters and backlog sizes for /metrics, read in one round trip."""
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(keys.STATS)
-            pipe.zcard(keys.MONITORS)
-            pipe.zcard(keys.DELIVERIES)
             pipe.zcard(keys.DEAD_LETTERS)
             pipe.zcard(keys.ARQ_QUEUE)
-            counters, monitors, deliveries, dead, queued = await pipe.execute()
+            counters, dead, queued = await pipe.execute()
+        monitors = await self._backlog(self.redis, [keys.MONITORS])
+        deliveries = await self._backlog(self.redis, [keys.DELIVERIES])
         out = {name: int(value) for name, value in counters.items()}
         out.update(monitors=monitors, deliveries=deliveries, dead=dead, queued=queued)
         return out
 
     async def redeliver(self, job_id: str, event_id: str) -> bool:
-        return bool(
-            await self._redeliver(
-                keys=[keys.job(job_id), keys.job_outbox(job_id), keys.DELIVERIES, keys.DEAD_LETTERS],
-                args=[event_id, keys.PREFIX, job_id],
-            )
-        )
+        return bool(await self._redeliver(self.redis, args=[job_id, event_id]))
 
     # -- the poller ---------------------------------------------------------------------------
 
@@ -241,22 +260,14 @@ class Store:
         self, claim: Claim, monitor_fields: dict[str, str], ops: list[JobOp], delay: float
     ) -> list[str]:
         """Write a poll's outcome if the claim is still ours; ['stale-claim'] otherwise."""
-        result = await self._apply_poll(
-            claim.member,
-            claim.token,
-            max(0, int(delay * 1000)),
-            monitor_fields,
-            [op.as_json() for op in ops],
+        call = ApplyPollCall(
+            claim.member, claim.token, max(0, int(delay * 1000)), monitor_fields, [op.as_json() for op in ops]
         )
+        result = await self._apply_poll(call)
         return [str(r) for r in result]
 
     async def apply_job(self, op: JobOp) -> str:
-        return str(
-            await self._apply_job(
-                keys=[keys.DELIVERIES],
-                args=[json.dumps(op.as_json()), keys.PREFIX, self.event_ttl, self.retention],
-            )
-        )
+        return str(await self._apply_job(self.redis, args=[json.dumps(op.as_json()), self.event_ttl, self.retention]))
 
     # -- the delivery loop --------------------------------------------------------------------
 
@@ -271,7 +282,7 @@ class Store:
         records: list[dict[str, Any]] | None = None,
         error: dict[str, Any] | None = None,
     ) -> bool:
-        result = await self._ack(
+        call = AckCall(
             claim.member,
             claim.token,
             event_id,
@@ -281,6 +292,7 @@ class Store:
             [jsonfast.dumps(r).decode() for r in records or ()],  # stored as JSON texts
             jsonfast.dumps(error or {}).decode(),
         )
+        result = await self._ack(call)
         return int(result) == 1
 
 

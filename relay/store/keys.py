@@ -1,4 +1,5 @@
-"""Every Redis key relay uses, in one place.
+"""Every Redis key relay uses, in one place: the Python functions below, and the Lua scripts' key functions
+and constants, which :mod:`relay.store.scripts` generates from them (``KEY_MONITORS``, ``key_job(id)``...).
 
 All keys share the ``relay:`` prefix so a Redis shared with other software stays readable.
 """
@@ -20,16 +21,19 @@ __all__ = [
     "job_events",
     "job_outbox",
     "monitor",
+    "sched_lane",
+    "sched_lanes",
     "sched_tokens",
 ]
 
 PREFIX = "relay:"
 
-#: sorted set of monitor keys scored by the next poll's due time (ms since epoch, Redis clock)
+#: sorted set of monitor keys scored by the next poll's due time (ms since epoch, Redis clock): the default
+#: lane of the monitors schedule; each API tenant's monitors are in a lane of their own (see sched_lane)
 MONITORS = f"{PREFIX}sched:monitors"
 #: sorted set of job ids with undelivered events, scored by the next delivery attempt (ms); a job whose
-#: terminal event is ready is scored a day early (relay/lua.py TERMINAL_FIRST_MS): under a backlog,
-#: completions go out before progress (which a later event would supersede anyway)
+#: terminal event is ready is scored a day early (store/lua/lib/job_op.lua TERMINAL_FIRST_MS): under a
+#: backlog, completions go out before progress (which a later event would supersede anyway). Lanes as monitors
 DELIVERIES = f"{PREFIX}sched:deliveries"
 #: sorted set of dead-lettered event ids, scored by when they died (ms)
 DEAD_LETTERS = f"{PREFIX}dead"
@@ -45,6 +49,16 @@ JOBS_INDEX = f"{PREFIX}jobs"
 def sched_tokens(schedule: str) -> str:
     """Hash member -> claim token of the worker currently holding the member's lease."""
     return f"{schedule}:tokens"
+
+
+def sched_lane(schedule: str, lane: str) -> str:
+    """A tenant's own due-time sorted set of a schedule (the default lane is the schedule's key itself)."""
+    return f"{schedule}:lane:{lane}"
+
+
+def sched_lanes(schedule: str) -> str:
+    """Sorted set of a schedule's lanes, scored by each lane's earliest due member."""
+    return f"{schedule}:lanes"
 
 
 def job(job_id: str) -> str:
@@ -77,3 +91,14 @@ def monitor(monitor_key: str) -> str:
 
 def idempotency(owner: str, key_digest: str) -> str:
     return f"{PREFIX}idem:{owner}:{key_digest}"
+
+
+#: what the Lua scripts get as constants (``KEY_<name>``) and functions (``key_<name>(...)``)
+LUA_CONSTANTS = {
+    "MONITORS": MONITORS,
+    "DELIVERIES": DELIVERIES,
+    "DEAD_LETTERS": DEAD_LETTERS,
+    "STATS": STATS,
+    "JOBS_INDEX": JOBS_INDEX,
+}
+LUA_FUNCTIONS = (sched_tokens, sched_lane, sched_lanes, job, job_events, job_outbox, job_attempts, event, monitor)

@@ -1,0 +1,28 @@
+--! uses lib/clock.lua lib/lanes.lua lib/monitors.lua lib/job_op.lua lib/batch.lua
+-- Write a poll's whole outcome, if the claim is still the caller's: the monitor's fields, each job's change
+-- and events, and when the monitor comes due again (or its end, when its last job has gone). Batched.
+local event_ttl = tonumber(ARGV[1])
+local retention = tonumber(ARGV[2])
+local now = now_ms()
+local tokens = key_sched_tokens(KEY_MONITORS)
+
+-- call: member (the monitor key), token, delay_ms, monitor_fields, ops
+local function one(call)
+  local member = call.member
+  if redis.call('HGET', tokens, member) ~= call.token then return {'stale-claim'} end
+  local mk = key_monitor(member)
+  for k, v in pairs(call.monitor_fields) do redis.call('HSET', mk, k, v) end
+  local results = {}
+  for _, op in ipairs(call.ops) do
+    local r = apply_job_op(op, now, event_ttl, retention)
+    if r == 'missing' or r == 'terminal' then redis.call('HDEL', mk, 'j:' .. op.job) end
+    results[#results + 1] = r
+  end
+  redis.call('HDEL', tokens, member)
+  if not drop_monitor_if_empty(member) then
+    schedule_put(KEY_MONITORS, lane_of_token(call.token), member, now + call.delay_ms, 'XX')
+  end
+  return results
+end
+
+return run_batch(3, one)

@@ -1,0 +1,60 @@
+--! uses lib/clock.lua lib/lanes.lua lib/monitors.lua lib/job_op.lua lib/batch.lua
+-- Record a delivery attempt, if the claim on the job is still the caller's: the event's new state, the
+-- progress events it superseded, the attempt records, and when the job's next event is due (or its leaving
+-- the schedule when none is left). 'gone' (410) ends the job as cancelled. Batched; 1: done, -1: stale claim.
+local now = now_ms()
+local tokens = key_sched_tokens(KEY_DELIVERIES)
+
+-- call: job, token, event, outcome (relay/core/schema.py DeliveryOutcome), delay_ms, superseded (event ids),
+-- records (attempt records, JSON texts), error (JSON text, for 'gone')
+local function one(call)
+  local job_id, event_id, outcome = call.job, call.event, call.outcome
+  if redis.call('HGET', tokens, job_id) ~= call.token then return -1 end
+  local jk = key_job(job_id)
+  local outbox = key_job_outbox(job_id)
+  for _, sid in ipairs(call.superseded) do
+    redis.call('LREM', outbox, 0, sid)
+    redis.call('HSET', key_event(sid), 'state', 'superseded')
+  end
+  local ek = key_event(event_id)
+  if outcome ~= 'none' then redis.call('HINCRBY', ek, 'attempts', 1) end
+  if outcome == 'delivered' then
+    redis.call('LREM', outbox, 0, event_id)
+    redis.call('HSET', ek, 'state', 'delivered')
+    redis.call('ZREM', KEY_DEAD_LETTERS, event_id)
+  elseif outcome == 'failed' then
+    redis.call('HSET', ek, 'state', 'retrying')
+  elseif outcome == 'dead' then
+    redis.call('LREM', outbox, 0, event_id)
+    redis.call('HSET', ek, 'state', 'dead')
+    redis.call('ZADD', KEY_DEAD_LETTERS, now, event_id)
+  elseif outcome == 'gone' then
+    redis.call('HSET', ek, 'state', 'gone')
+    for _, eid in ipairs(redis.call('LRANGE', outbox, 0, -1)) do
+      if eid ~= event_id then redis.call('HSET', key_event(eid), 'state', 'cancelled') end
+    end
+    redis.call('DEL', outbox)
+    if redis.call('HGET', jk, 'terminal') ~= '1' then
+      redis.call('HSET', jk, 'terminal', '1', 'status', 'cancelled', 'phase', 'done', 'error', call.error)
+      redis.call('HINCRBY', KEY_STATS, 'cancelled', 1)
+      redis.call('HDEL', jk, 'authorization')
+      local mk_id = drop_from_monitor(jk, job_id)
+      if mk_id then drop_monitor_if_empty(mk_id) end
+    end
+  end
+  local attempts = key_job_attempts(job_id)
+  for _, rec in ipairs(call.records) do redis.call('RPUSH', attempts, rec) end
+  redis.call('LTRIM', attempts, -1000, -1)
+  redis.call('HDEL', tokens, job_id)
+  local lane = lane_of_token(call.token)
+  if redis.call('LLEN', outbox) == 0 then
+    schedule_drop(KEY_DELIVERIES, lane, job_id)
+  elseif call.delay_ms == 0 and redis.call('HGET', jk, 'terminal') == '1' then
+    schedule_put(KEY_DELIVERIES, lane, job_id, now - TERMINAL_FIRST_MS, 'XX')  -- its terminal event is next
+  else
+    schedule_put(KEY_DELIVERIES, lane, job_id, now + call.delay_ms, 'XX')
+  end
+  return 1
+end
+
+return run_batch(1, one)

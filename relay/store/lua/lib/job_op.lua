@@ -1,0 +1,65 @@
+--! uses lib/lanes.lua lib/monitors.lua
+-- One job's state change plus the events it records, guarded so that a stale writer changes nothing.
+-- `op` (relay/core/ops.py JobOp.as_json): job, prev_seq, phase?, expect?, set?, del?, events?, terminal?, wake?
+-- Answers 'ok', or why nothing changed: 'missing', 'terminal', 'stale'.
+
+-- a job whose terminal event waits goes ahead of jobs with only progress to tell (see keys.DELIVERIES)
+local TERMINAL_FIRST_MS = 86400000
+
+local function expire_job(jk, ttl)
+  for _, k in ipairs({jk, jk .. ':events', jk .. ':outbox', jk .. ':attempts'}) do
+    redis.call('EXPIRE', k, ttl)
+  end
+end
+
+local function schedule_delivery(jk, job_id, now, terminal)
+  local lane = lane_of(redis.call('HGET', jk, 'owner'))
+  if terminal and redis.call('HEXISTS', key_sched_tokens(KEY_DELIVERIES), job_id) == 0 then
+    schedule_put(KEY_DELIVERIES, lane, job_id, now - TERMINAL_FIRST_MS, 'LT')
+  else  -- a job being delivered is not touched: its worker reschedules it (one delivery at a time)
+    schedule_put(KEY_DELIVERIES, lane, job_id, now, 'NX')
+  end
+end
+
+local function apply_job_op(op, now, event_ttl, retention)
+  local jk = key_job(op.job)
+  if redis.call('EXISTS', jk) == 0 then return 'missing' end
+  if redis.call('HGET', jk, 'terminal') == '1' then return 'terminal' end
+  local seq = tonumber(redis.call('HGET', jk, 'seq') or '0')
+  if op.prev_seq ~= nil and seq ~= tonumber(op.prev_seq) then return 'stale' end
+  if op.phase ~= nil and (redis.call('HGET', jk, 'phase') or 'tracking') ~= op.phase then return 'stale' end
+  if op.expect then
+    for k, v in pairs(op.expect) do
+      if (redis.call('HGET', jk, k) or '') ~= v then return 'stale' end
+    end
+  end
+  if op.set then
+    for k, v in pairs(op.set) do redis.call('HSET', jk, k, v) end
+  end
+  if op.del then
+    for _, k in ipairs(op.del) do redis.call('HDEL', jk, k) end
+  end
+  if op.events and #op.events > 0 then
+    for _, ev in ipairs(op.events) do
+      seq = seq + 1
+      local ek = key_event(ev.id)
+      redis.call('HSET', ek, 'job', op.job, 'type', ev.type, 'seq', seq, 'body', ev.body,
+                 'attempts', 0, 'state', 'pending', 'created', now)
+      redis.call('EXPIRE', ek, event_ttl)
+      redis.call('RPUSH', key_job_events(op.job), ev.id)
+      redis.call('RPUSH', key_job_outbox(op.job), ev.id)
+    end
+    redis.call('HSET', jk, 'seq', seq)
+    schedule_delivery(jk, op.job, now, op.terminal)
+  end
+  if op.terminal then
+    redis.call('HINCRBY', KEY_STATS, redis.call('HGET', jk, 'status') or 'ended', 1)
+    redis.call('HSET', jk, 'terminal', '1', 'phase', 'done')
+    redis.call('HDEL', jk, 'authorization')
+    drop_from_monitor(jk, op.job)
+    expire_job(jk, retention)
+  elseif op.wake then
+    wake_monitor(jk, op.wake)
+  end
+  return 'ok'
+end

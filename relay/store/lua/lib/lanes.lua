@@ -1,0 +1,53 @@
+-- Fair share between tenants. A schedule (monitors, deliveries) keeps one due-time sorted set per lane: an
+-- API tenant, or the default lane '' (the schedule's own key, which is where everything lived before lanes),
+-- and a sorted set of its lanes scored by each lane's earliest member. A claim takes due members lane by
+-- lane, an equal share each, so a tenant with a backlog of thousands cannot make another wait behind it.
+
+-- the lane of a job's owner (relay/api/middlewares.py owner_of): '' without API tokens
+local function lane_of(owner)
+  if not owner or owner == '' or owner == 'public' then return '' end
+  return string.sub(owner, 1, 8)
+end
+
+local function lane_set(schedule, lane)
+  if lane == '' then return schedule end
+  return key_sched_lane(schedule, lane)
+end
+
+-- the lane's place among the lanes follows its earliest member; an empty lane leaves
+local function lane_refresh(schedule, lane)
+  local first = redis.call('ZRANGE', lane_set(schedule, lane), 0, 0, 'WITHSCORES')
+  if #first == 0 then
+    redis.call('ZREM', key_sched_lanes(schedule), lane)
+  else
+    redis.call('ZADD', key_sched_lanes(schedule), first[2], lane)
+  end
+end
+
+-- schedule `member` in `lane` at `due` (ms). how: 'NX' only if new, 'LT' new or earlier, 'XXLT' only if
+-- scheduled and earlier, 'XX' only if scheduled (to any time: a later time may move the lane back)
+local function schedule_put(schedule, lane, member, due, how)
+  local set = lane_set(schedule, lane)
+  if how == 'XX' then
+    if redis.call('ZADD', set, 'XX', 'CH', due, member) == 1 then lane_refresh(schedule, lane) end
+    return
+  end
+  local changed
+  if how == 'NX' then
+    changed = redis.call('ZADD', set, 'NX', due, member)
+  elseif how == 'LT' then
+    changed = redis.call('ZADD', set, 'LT', 'CH', due, member)
+  else
+    changed = redis.call('ZADD', set, 'XX', 'LT', 'CH', due, member)
+  end
+  if changed == 1 then redis.call('ZADD', key_sched_lanes(schedule), 'LT', due, lane) end
+end
+
+local function schedule_drop(schedule, lane, member)
+  if redis.call('ZREM', lane_set(schedule, lane), member) == 1 then lane_refresh(schedule, lane) end
+end
+
+-- a claim token carries its member's lane: "<lane>|<claim>:<n>"
+local function lane_of_token(token)
+  return string.match(token, '^([^|]*)|') or ''
+end

@@ -1,0 +1,112 @@
+"""The Lua scripts, as real files (``relay/store/lua/*.lua``), composed and loaded into Redis.
+
+A script names the library files it uses on a first line ``--! uses lib/a.lua lib/b.lua`` (libraries may use
+others; each is included once, dependencies first). Before all of them comes a prelude generated from
+:mod:`relay.store.keys`, so key names are written once, in Python: ``KEY_MONITORS``, ``key_job(id)``...
+Nothing is substituted into a script's text.
+
+Every script atomically changes (or reads) several keys; they derive keys from ids, so relay supports
+standalone Redis and Sentinel (as arq does), not Cluster.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
+
+from relay.store import keys
+
+__all__ = ["LUA_DIR", "LuaScript", "compose", "compose_source", "lua_prelude"]
+
+LUA_DIR = Path(__file__).parent / "lua"
+_USES = "--! uses "
+_MARK = "\x00"
+
+
+def _lua_string(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+@functools.cache
+def lua_prelude() -> str:
+    """Lua constants and functions for every key relay uses, generated from :mod:`relay.store.keys`."""
+    lines = ["-- generated from relay/store/keys.py: key names are written there, once"]
+    for name, value in keys.LUA_CONSTANTS.items():
+        lines.append(f"local KEY_{name} = {_lua_string(value)}")
+    for function in keys.LUA_FUNCTIONS:
+        params = list(inspect.signature(function).parameters)
+        rendered = function(*(f"{_MARK}{i}{_MARK}" for i in range(len(params))))
+        parts = []
+        for i, piece in enumerate(rendered.split(_MARK)):
+            if i % 2:  # a parameter's place
+                parts.append(params[int(piece)])
+            elif piece:
+                parts.append(_lua_string(piece))
+        lines.append(f"local function key_{function.__name__}({', '.join(params)}) return {' .. '.join(parts)} end")
+    return "\n".join(lines) + "\n"
+
+
+def _uses(source: str) -> list[str]:
+    first = source.split("\n", 1)[0]
+    return first[len(_USES) :].split() if first.startswith(_USES) else []
+
+
+def _ordered(source: str, seen: list[str]) -> None:
+    for dependency in _uses(source):
+        if dependency not in seen:
+            _ordered((LUA_DIR / dependency).read_text(), seen)
+            seen.append(dependency)
+
+
+def compose_source(name: str, source: str) -> str:
+    """The full text Redis runs for a script's ``source``: the prelude, the libraries it uses, the script."""
+    libraries: list[str] = []
+    _ordered(source, libraries)
+    parts = [lua_prelude()]
+    parts.extend(f"-- {lib}\n{(LUA_DIR / lib).read_text()}" for lib in libraries)
+    parts.append(f"-- {name}\n{source}")
+    return "\n".join(parts)
+
+
+@functools.cache
+def compose(name: str) -> str:
+    """The full text Redis runs for script ``name`` (e.g. ``register.lua``)."""
+    return compose_source(name, (LUA_DIR / name).read_text())
+
+
+@dataclass(frozen=True)
+class LuaScript:
+    """One script, loaded by its SHA1 and loaded again when Redis has forgotten it (after a restart)."""
+
+    name: str
+    text: str
+    sha: str
+
+    @classmethod
+    def load(cls, name: str) -> LuaScript:
+        """The script ``relay/store/lua/<name>``."""
+        return cls.from_text(name, compose(name))
+
+    @classmethod
+    def from_source(cls, name: str, source: str) -> LuaScript:
+        """A script given as source (its ``--! uses`` line names library files, as in relay/store/lua)."""
+        return cls.from_text(name, compose_source(name, source))
+
+    @classmethod
+    def from_text(cls, name: str, text: str) -> LuaScript:
+        return cls(name, text, hashlib.sha1(text.encode()).hexdigest())  # noqa: S324 - the name Redis gives a script
+
+    async def __call__(self, redis: Redis, keys: list[str] | None = None, args: list[Any] | None = None) -> Any:
+        argv = [*(keys or ()), *(args or ())]
+        try:
+            return await redis.evalsha(self.sha, len(keys or ()), *argv)  # type: ignore[misc]
+        except NoScriptError:
+            await redis.script_load(self.text)
+            return await redis.evalsha(self.sha, len(keys or ()), *argv)  # type: ignore[misc]

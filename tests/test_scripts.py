@@ -1,0 +1,163 @@
+"""The Lua scripts (relay/store/lua) one by one against a real Redis: keys, field names, lanes and guards."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from redis.asyncio import Redis
+
+from relay.core.ops import JobOp
+from relay.core.schema import Event, Job, Monitor
+from relay.store import keys
+from relay.store.jobs import Store, monitor_key
+from relay.store.scheduler import Scheduler
+from relay.store.scripts import LUA_DIR, LuaScript
+
+TENANT_A = "aaaaaaaa" + "0" * 16  # owners are token digests: their first 8 characters name the lane
+TENANT_B = "bbbbbbbb" + "0" * 16
+
+
+def _event(kind: str) -> dict[str, str]:
+    return {"id": f"msg_{uuid.uuid4().hex}", "type": kind, "body": "{}"}
+
+
+async def _register(store: Store, owner: str = "public", url: str | None = None) -> str:
+    job_id = uuid.uuid4().hex
+    fields = {"owner": owner, "callback_url": "http://127.0.0.1:1029/h"}
+    await store.register(job_id, fields, url or f"https://graph.microsoft.com/monitor/{job_id}")
+    return job_id
+
+
+def _field_names(script: str) -> set[str]:
+    """The hash field names a script writes as literals: HSET/HSETNX's odd arguments, the others' after the key."""
+    names: set[str] = set()
+    for command, args in re.findall(r"redis\.call\('(H[A-Z]+)', ([^)]*)\)", script):
+        parts = [part.strip() for part in args.split(",")][1:]
+        if command in ("HSET", "HSETNX"):
+            parts = parts[0::2]
+        elif command == "HINCRBY":
+            parts = parts[:1]
+        names.update(part.strip("'") for part in parts if re.fullmatch(r"'[a-z_]+'", part))
+    return names
+
+
+def test_every_field_a_script_names_is_declared_in_the_schema() -> None:
+    declared = Job.stored_names | Monitor.stored_names | Event.stored_names
+    named = set().union(*(_field_names(path.read_text()) for path in LUA_DIR.rglob("*.lua")))
+    named -= {"registered", "cancelled"}  # counters of the stats hash
+    assert {"seq", "phase", "terminal", "monitor_key", "lane", "state"} <= named
+    assert named <= declared, f"not in relay/core/schema.py: {sorted(named - declared)}"
+
+
+async def test_the_scripts_key_functions_are_keys_py(redis: Redis) -> None:
+    probe = LuaScript.from_source(
+        "probe.lua",
+        "return {KEY_MONITORS, key_job('j1'), key_job_outbox('j1'), key_event('e1'), key_monitor('m1'), "
+        "key_sched_lane('s', 'l'), key_sched_tokens('s')}",
+    )
+    assert await probe(redis) == [
+        keys.MONITORS,
+        keys.job("j1"),
+        keys.job_outbox("j1"),
+        keys.event("e1"),
+        keys.monitor("m1"),
+        keys.sched_lane("s", "l"),
+        keys.sched_tokens("s"),
+    ]
+
+
+async def test_a_tenants_backlog_does_not_keep_another_tenants_monitor_waiting(redis: Redis) -> None:
+    store = Store(redis, retention=60, job_timeout=60)
+    for _ in range(300):
+        await _register(store, TENANT_A)
+    lone = await _register(store, TENANT_B)
+    lone_monitor = monitor_key(f"https://graph.microsoft.com/monitor/{lone}")
+    claims = await store.monitors.claim(20, lease=30)
+    assert len(claims) == 20
+    assert lone_monitor in {c.member for c in claims}, "the lone job's monitor waited behind the backlog"
+    assert {c.token.split("|")[0] for c in claims} == {TENANT_A[:8], TENANT_B[:8]}
+
+
+async def test_an_unused_share_goes_to_the_lanes_with_more_due(redis: Redis) -> None:
+    sched = Scheduler(redis, "relay:test:sched")
+    for i in range(10):
+        await sched.add(f"a{i}", lane="a")
+    await sched.add("b0", lane="b")
+    claims = await sched.claim(8, lease=30)
+    assert len(claims) == 8 and "b0" in {c.member for c in claims}
+    assert await sched.size() == 11
+
+
+async def test_members_written_before_lanes_are_still_claimed(redis: Redis) -> None:
+    await redis.zadd(keys.MONITORS, {"legacy-monitor": 0})  # as an earlier version left it: no lanes entry
+    sched = Scheduler(redis, keys.MONITORS)
+    assert [c.member for c in await sched.claim(5, lease=30)] == ["legacy-monitor"]
+
+
+async def test_a_write_back_with_a_stale_token_changes_nothing(redis: Redis) -> None:
+    store = Store(redis, retention=60, job_timeout=60)
+    job_id = await _register(store, TENANT_A)
+    (claim,) = await store.monitors.claim(1, lease=0)  # the lease runs out at once
+    (again,) = await store.monitors.claim(1, lease=30)  # another worker takes it over
+    assert again.token != claim.token
+    assert await store.apply_poll(claim, {"status": "x"}, [], 1.0) == ["stale-claim"]
+    assert await store.apply_poll(again, {"status": "inProgress"}, [], 5.0) == []
+    job = await store.job(job_id)
+    assert job is not None
+    info = await store.poll_info(job)
+    assert info.due is not None and info.due >= again.now_ms + 4000, "rescheduled in its lane"
+
+
+async def test_an_idempotency_key_finds_its_job_and_a_reservation_lets_only_its_holder_through(redis: Redis) -> None:
+    store = Store(redis, retention=60, job_timeout=60)
+    key = ("owner", "k" * 32, "d" * 32)
+    fields = {"owner": "owner", "callback_url": "http://127.0.0.1:1029/h"}
+    assert await store.reserve(key, "held-by-me", 30) is None
+    earlier = await store.register("someone-else", fields, "https://graph.microsoft.com/m/1", idempotency=key)
+    assert not earlier.created and earlier.pending and earlier.job_id == "held-by-me"
+    mine = await store.register("held-by-me", fields, "https://graph.microsoft.com/m/1", idempotency=key)
+    assert mine.created and mine.job is not None
+    again = await store.register("third", fields, "https://graph.microsoft.com/m/1", idempotency=key)
+    assert not again.created and not again.pending and again.job_id == "held-by-me"
+
+
+async def test_a_guarded_change_is_refused_when_a_field_it_expects_moved(redis: Redis) -> None:
+    store = Store(redis, retention=60, job_timeout=60)
+    job_id = await _register(store)
+    await redis.hset(keys.job(job_id), mapping={"phase": "resolving", "authorization": "old"})
+    stale = JobOp(job=job_id, prev_seq=0, phase="resolving", expect={"authorization": "older"}, set={"phase": "x"})
+    assert await store.apply_job(stale) == "stale"
+    fresh = JobOp(job=job_id, prev_seq=0, phase="resolving", expect={"authorization": "old"}, events=[_event("e")])
+    assert await store.apply_job(fresh) == "ok"
+    assert await store.apply_job(fresh) == "stale", "the sequence moved on"
+
+
+async def test_waking_a_job_brings_its_monitor_forward_and_a_patch_wakes_a_waiting_job(redis: Redis) -> None:
+    store = Store(redis, retention=60, job_timeout=60)
+    job_id = await _register(store, TENANT_A)
+    (claim,) = await store.monitors.claim(1, lease=30)
+    await store.apply_poll(claim, {}, [], 3600.0)
+    job = await store.job(job_id)
+    assert job is not None
+    later = (await store.poll_info(job)).due
+    assert later is not None
+    await store.apply_job(JobOp(job=job_id, prev_seq=0, set={"phase": "authorizing"}, wake_ms=int(later) - 1_000_000))
+    assert (await store.poll_info(job)).due == later - 1_000_000
+    assert await store.patch(job_id, {"authorization": "fresh"}) == 2
+    woken = await store.job(job_id)
+    assert woken is not None and woken.phase == "resolving"
+    assert [c.member for c in await store.monitors.claim(5, lease=30)] == [claim.member]
+
+
+async def test_an_ending_job_keeps_its_monitors_poll_record_and_the_last_job_ends_the_monitor(redis: Redis) -> None:
+    store = Store(redis, retention=60, job_timeout=60)
+    job_id = await _register(store, TENANT_B)
+    (claim,) = await store.monitors.claim(1, lease=30)
+    await store.apply_poll(claim, {"polls": "3", "last_polled": "1700000000000"}, [], 1.0)
+    assert await store.cancel(job_id)
+    job = await store.job(job_id)
+    assert job is not None and (job.polls, job.last_polled, job.terminal) == (3, 1700000000000, True)
+    assert not await redis.exists(keys.monitor(claim.member))
+    assert await store.monitors.size() == 0
+    assert await redis.zcard(keys.sched_lanes(keys.MONITORS)) == 0, "an empty lane leaves the lanes"
