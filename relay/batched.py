@@ -28,7 +28,9 @@ __all__ = ["BatchedScript"]
 
 _ERROR = "__relay_error__"
 
-# runs one() for every call in ARGV, each under pcall: a Lua error is that call's answer alone
+# runs one() for every call in ARGV, each under pcall: a Lua error is that call's answer alone. Except
+# READONLY (this Redis has become a replica, and no call can write): the whole script fails with it, so
+# that a Sentinel client drops the connection and asks the Sentinels for the new primary.
 _DRIVER = """
 local __out = {}
 for __i = __FIRST__, #ARGV do
@@ -36,7 +38,11 @@ for __i = __FIRST__, #ARGV do
   if __ok then
     __out[#__out + 1] = __r
   else
-    __out[#__out + 1] = {'__ERROR__', type(__r) == 'table' and tostring(__r.err) or tostring(__r)}
+    local __err = type(__r) == 'table' and tostring(__r.err) or tostring(__r)
+    if string.find(__err, 'READONLY', 1, true) then
+      return redis.error_reply("READONLY You can't write against a read only replica.")
+    end
+    __out[#__out + 1] = {'__ERROR__', __err}
   end
 end
 return __out

@@ -84,7 +84,11 @@ def _json(ref: str, description: str) -> dict[str, Any]:
 
 
 _JOB_ID_PARAM = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
-_COMMON = {"401": _problem("Missing or unknown bearer token"), "404": _problem("No such job (or another token's)")}
+_COMMON = {
+    "401": _problem("Missing or unknown bearer token"),
+    "404": _problem("No such job (or another token's)"),
+    "503": _problem("Redis unreachable, or a change not confirmed by RELAY_REDIS_MIN_REPLICAS replicas in time"),
+}
 _LIMIT_PARAM = {
     "name": "limit",
     "in": "query",
@@ -250,6 +254,7 @@ def openapi_document() -> dict[str, Any]:
                         "200": _json("Job", "The job an earlier request with this Idempotency-Key created"),
                         "409": _problem("Idempotency-Key reused with another body"),
                         "401": _COMMON["401"],
+                        "503": _COMMON["503"],
                         **body_errors,
                     },
                 },

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from standardwebhooks.webhooks import Webhook
 
+from relay.redis_url import PLAIN_SCHEMES, SENTINEL_SCHEMES, is_sentinel_url, parse_sentinel_url
+
 __all__ = ["DEFAULT_MONITOR_HOSTS", "ConfigError", "Settings"]
 
 DEFAULT_MONITOR_HOSTS: tuple[str, ...] = (
@@ -113,6 +115,8 @@ class Settings:
     retry_after_cap: float = 3600.0
     encryption_keys: tuple[str, ...] = ()
     worker_metrics_port: int = 9100
+    redis_min_replicas: int = 0
+    redis_wait_timeout: float = 1.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -140,8 +144,8 @@ class Settings:
         if log_format not in ("json", "console"):
             raise ConfigError(f"RELAY_LOG_FORMAT={log_format!r} must be 'json' or 'console'")
         redis_url = env.get("REDIS_URL") or None
-        if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
+        if redis_url:
+            check_redis_url(redis_url)
         return cls(
             redis_url=redis_url,
             host=env.get("RELAY_HOST") or "127.0.0.1",
@@ -163,6 +167,8 @@ class Settings:
             job_retention=_duration(env, "RELAY_JOB_RETENTION", 7 * 86400.0, minimum=60),
             encryption_keys=_list(env.get("RELAY_ENCRYPTION_KEY")),
             worker_metrics_port=_int(env, "RELAY_WORKER_METRICS_PORT", 9100, minimum=0),
+            redis_min_replicas=_int(env, "RELAY_REDIS_MIN_REPLICAS", 0, minimum=0),
+            redis_wait_timeout=_duration(env, "RELAY_REDIS_WAIT_TIMEOUT", 1.0, minimum=0.001),
         )
 
     def check_serving(self) -> None:
@@ -186,6 +192,19 @@ class Settings:
     @property
     def effective_redis_url(self) -> str:
         return self.redis_url or "redis://localhost:6379/0"
+
+
+def check_redis_url(url: str) -> None:
+    """A plain Redis URL or a Sentinel URL (relay/redis_url.py); no message repeats the URL (it may hold a password)."""
+    if is_sentinel_url(url):
+        try:
+            parse_sentinel_url(url)
+        except ValueError as exc:
+            raise ConfigError(f"REDIS_URL: {exc}") from None
+        return
+    if not url.startswith(tuple(f"{scheme}://" for scheme in PLAIN_SCHEMES)):
+        schemes = ", ".join(f"{scheme}://" for scheme in (*PLAIN_SCHEMES, *SENTINEL_SCHEMES))
+        raise ConfigError(f"REDIS_URL must start with one of {schemes}")
 
 
 def check_secret(secret: str, name: str) -> None:
