@@ -175,9 +175,11 @@ class SentinelSetup:
 
     def _ready(self) -> bool:
         try:
-            with redis.Redis(port=self.replica_port, decode_responses=True) as replica:
-                if replica.info("replication").get("master_link_status") != "up":
+            # the replica confirms writes (its first acknowledgement comes up to 1 s after its sync)
+            with redis.Redis(port=self.primary.port) as primary:
+                if not primary.set("relay:probe", 1) or primary.wait(1, 50) < 1:
                     return False
+                primary.delete("relay:probe")
             for sentinel in self.sentinels:
                 with sentinel.client() as client:
                     state = client.sentinel_master(SERVICE)
