@@ -1,7 +1,8 @@
 """A Redis primary, one replica and three Sentinels: real ``redis-server`` processes on loopback.
 
-For tests/test_sentinel.py and tests/failover.py (``make failover``). The Sentinels watch the service
-``relay``; their failure detection is tuned down (``down_after_ms``) so a failover takes seconds.
+For tests/test_sentinel.py, tests/test_durability.py, tests/failover.py (``make failover``) and
+tests/durability_bench.py. The Sentinels watch the service ``relay``; their failure detection is
+tuned down (``down_after_ms``) so a failover takes seconds.
 Optionally the replica replicates through a :class:`ReplicationLink`, a TCP forwarder that can hold
 back what the primary sends, as a congested or partitioned network would.
 """
@@ -10,21 +11,60 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import redis
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from relay.embedded import EmbeddedRedis, _free_port, find_redis_server
 
-__all__ = ["SERVICE", "ReplicationLink", "SentinelSetup"]
+__all__ = ["FAST_SYNC", "SERVICE", "PrimaryReplica", "ReplicationLink", "SentinelSetup"]
 
 SERVICE = "relay"
 #: a replica syncs at once instead of waiting for more replicas to share a diskless transfer (Redis 7: 5 s)
 FAST_SYNC = ("--repl-diskless-sync-delay", "0")
+
+
+class PrimaryReplica:
+    """A primary and one replica (no Sentinels): for RELAY_REDIS_MIN_REPLICAS."""
+
+    def __init__(self) -> None:
+        self.primary = EmbeddedRedis(args=FAST_SYNC)
+        self.replica = EmbeddedRedis(args=(*FAST_SYNC, "--replicaof", "127.0.0.1", str(self.primary.port)))
+
+    def start(self) -> None:
+        self.primary.start()
+        self.replica.start()
+        deadline = time.monotonic() + 10
+        # synced, and confirming writes (a new replica's first acknowledgement comes up to 1 s after its sync)
+        with redis.Redis(port=self.primary.port) as client:
+            while client.set("relay:probe", 1) and client.wait(1, 100) < 1:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the replica did not sync")
+            client.delete("relay:probe")
+
+    @contextlib.contextmanager
+    def replica_stalled(self) -> Iterator[None]:
+        """The replica process stopped (SIGSTOP): it confirms nothing until it is continued."""
+        if self.replica.process is None:
+            raise RuntimeError("the replica is not running")
+        os.kill(self.replica.process.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(self.replica.process.pid, signal.SIGCONT)
+
+    def cleanup(self) -> None:
+        self.replica.cleanup()
+        self.primary.cleanup()
 
 
 class ReplicationLink:
@@ -121,8 +161,8 @@ class SentinelProcess:
             [find_redis_server(), str(self.conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
 
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=1, socket_connect_timeout=1, decode_responses=True)
+    def client(self) -> Redis:
+        return Redis(port=self.port, socket_timeout=1, socket_connect_timeout=1, decode_responses=True)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -168,47 +208,42 @@ class SentinelSetup:
         for sentinel in self.sentinels:
             sentinel.start()
         deadline = time.monotonic() + timeout
-        while not self._ready():
+        while not await self._ready():
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the Sentinels did not see the primary and its replica (logs in {self.workdir})")
             await asyncio.sleep(0.05)
 
-    def _ready(self) -> bool:
+    async def _ready(self) -> bool:
+        # asyncio clients: the ReplicationLink forwards in this event loop
         try:
             # the replica confirms writes (its first acknowledgement comes up to 1 s after its sync)
-            with redis.Redis(port=self.primary.port) as primary:
-                if not primary.set("relay:probe", 1) or primary.wait(1, 50) < 1:
+            async with Redis(port=self.primary.port) as primary:
+                if not await primary.set("relay:probe", 1) or await primary.wait(1, 50) < 1:
                     return False
-                primary.delete("relay:probe")
+                await primary.delete("relay:probe")
             for sentinel in self.sentinels:
-                with sentinel.client() as client:
-                    state = client.sentinel_master(SERVICE)
-                    replicas = client.sentinel_slaves(SERVICE)
+                async with sentinel.client() as client:
+                    state = await client.sentinel_master(SERVICE)
+                    replicas = await client.sentinel_slaves(SERVICE)
                 if state["num-other-sentinels"] < 2 or not replicas or replicas[0]["is_sdown"]:
                     return False
             return True
-        except redis.RedisError:
+        except RedisError:
             return False
 
-    def master_port(self) -> int | None:
+    async def master_port(self) -> int | None:
         """The primary's port as the first Sentinel that answers names it."""
         for sentinel in self.sentinels:
-            with contextlib.suppress(redis.RedisError), sentinel.client() as client:
-                address = client.sentinel_get_master_addr_by_name(SERVICE)
+            with contextlib.suppress(RedisError):
+                async with sentinel.client() as client:
+                    address = await client.sentinel_get_master_addr_by_name(SERVICE)
                 if address:
                     return int(address[1])
         return None
 
-    def replication_lag(self) -> int:
-        """Bytes the primary has written that its replica has not confirmed (its last ACK)."""
-        with redis.Redis(port=self.primary.port, decode_responses=True) as client:
-            info = client.info("replication")
-        offsets = [int(v["offset"]) for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
-        return int(info["master_repl_offset"]) - max(offsets, default=0)
-
-    def kill_primary(self) -> int:
+    async def kill_primary(self) -> int:
         """SIGKILL the current primary; its port."""
-        port = self.master_port()
+        port = await self.master_port()
         if port is None:
             raise RuntimeError("no Sentinel names a primary")
         self.nodes[port].stop(kill=True)
@@ -218,7 +253,7 @@ class SentinelSetup:
         """Until the Sentinels name a primary other than ``old_port``; the seconds it took."""
         started = time.monotonic()
         while True:
-            port = self.master_port()
+            port = await self.master_port()
             if port is not None and port != old_port:
                 return time.monotonic() - started
             if time.monotonic() - started > timeout:
@@ -227,7 +262,7 @@ class SentinelSetup:
 
     async def restart_old_primary(self, old_port: int) -> None:
         """Start the killed node again as a replica of the new primary, as an operator (or a pod restart) would."""
-        new_port = self.master_port()
+        new_port = await self.master_port()
         if new_port is None or new_port == old_port:
             raise RuntimeError("the Sentinels name no new primary")
         node = self.nodes[old_port]

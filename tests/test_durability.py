@@ -3,62 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-import redis
 from redis.asyncio import Redis
 from redis.exceptions import ReadOnlyError
 
 from relay.connections import redis_client
 from relay.durable import DurableRedis, NotReplicated
-from relay.embedded import EmbeddedRedis
 from relay.settings import Settings
 from relay.store import Store
 from tests.conftest import running_api, with_settings
-from tests.sentinels import FAST_SYNC
+from tests.sentinels import PrimaryReplica
 
 BODY = {"monitorUrl": "http://127.0.0.1:9/monitor/1", "callbackUrl": "http://127.0.0.1:9/hook"}
 
 
-class Pair:
-    def __init__(self) -> None:
-        self.primary = EmbeddedRedis(args=FAST_SYNC)
-        self.replica = EmbeddedRedis(args=(*FAST_SYNC, "--replicaof", "127.0.0.1", str(self.primary.port)))
-
-    def start(self) -> None:
-        self.primary.start()
-        self.replica.start()
-        deadline = time.monotonic() + 10
-        # synced, and confirming writes (a new replica's first acknowledgement comes up to 1 s after its sync)
-        with redis.Redis(port=self.primary.port) as client:
-            while client.set("relay:probe", 1) and client.wait(1, 100) < 1:
-                assert time.monotonic() < deadline, "the replica did not sync"
-            client.delete("relay:probe")
-
-    @contextlib.contextmanager
-    def replica_stalled(self) -> Iterator[None]:
-        """The replica process stopped (SIGSTOP): it confirms nothing until it is continued."""
-        assert self.replica.process is not None
-        os.kill(self.replica.process.pid, signal.SIGSTOP)
-        try:
-            yield
-        finally:
-            os.kill(self.replica.process.pid, signal.SIGCONT)
-
-    def cleanup(self) -> None:
-        self.replica.cleanup()
-        self.primary.cleanup()
-
-
 @pytest.fixture
-def pair() -> Iterator[Pair]:
-    servers = Pair()
+def pair() -> Iterator[PrimaryReplica]:
+    servers = PrimaryReplica()
     try:
         servers.start()
         yield servers
@@ -67,18 +32,18 @@ def pair() -> Iterator[Pair]:
 
 
 @pytest.fixture
-async def replica(pair: Pair) -> AsyncIterator[Redis]:
+async def replica(pair: PrimaryReplica) -> AsyncIterator[Redis]:
     client = Redis.from_url(pair.replica.url, decode_responses=True)
     yield client
     await client.aclose()
 
 
-def durable(settings: Settings, pair: Pair, replicas: int = 1) -> Settings:
+def durable(settings: Settings, pair: PrimaryReplica, replicas: int = 1) -> Settings:
     return with_settings(settings, redis_url=pair.primary.url, redis_min_replicas=replicas, redis_wait_timeout=0.2)
 
 
 async def test_a_job_is_on_the_replica_by_the_time_the_api_answers_201(
-    pair: Pair, replica: Redis, settings: Settings
+    pair: PrimaryReplica, replica: Redis, settings: Settings
 ) -> None:
     async with running_api(durable(settings, pair)) as api:
         status, job, _ = await api.request("POST", "/v1/jobs", json=BODY)
@@ -88,7 +53,7 @@ async def test_a_job_is_on_the_replica_by_the_time_the_api_answers_201(
 
 
 async def test_with_the_replica_stalled_the_api_answers_503_and_at_zero_it_does_not_wait(
-    pair: Pair, replica: Redis, settings: Settings
+    pair: PrimaryReplica, replica: Redis, settings: Settings
 ) -> None:
     async with running_api(durable(settings, pair)) as api, running_api(durable(settings, pair, 0)) as fast:
         with pair.replica_stalled():
@@ -102,7 +67,9 @@ async def test_with_the_replica_stalled_the_api_answers_503_and_at_zero_it_does_
         assert status == 201 and await replica.exists(f"relay:job:{job['id']}")
 
 
-async def test_a_claim_a_replica_did_not_confirm_fails_and_its_lease_brings_the_member_back(pair: Pair) -> None:
+async def test_a_claim_a_replica_did_not_confirm_fails_and_its_lease_brings_the_member_back(
+    pair: PrimaryReplica,
+) -> None:
     client = redis_client(pair.primary.url, min_replicas=1, wait_timeout=0.2)
     assert isinstance(client, DurableRedis)
     store = Store(client, retention=3600, job_timeout=3600)
@@ -123,7 +90,7 @@ async def test_a_claim_a_replica_did_not_confirm_fails_and_its_lease_brings_the_
         await client.aclose()
 
 
-async def test_a_batched_script_on_a_demoted_primary_fails_as_readonly(pair: Pair) -> None:
+async def test_a_batched_script_on_a_demoted_primary_fails_as_readonly(pair: PrimaryReplica) -> None:
     """What a Sentinel client needs to drop the connection and ask for the new primary."""
     client = redis_client(pair.primary.url)
     store = Store(client, retention=3600, job_timeout=3600)

@@ -109,7 +109,7 @@ async def test_the_api_and_a_worker_carry_on_through_a_sentinel_failover(
         before = await api.create(**job_fields(simulator, simulator.create(duration=0.3).monitor_url, receiver))
         await receiver.wait_for(lambda: receiver.terminal(before["id"]) is not None)
 
-        old = sentinels.kill_primary()
+        old = await sentinels.kill_primary()
         killed = time.monotonic()
         promoted = await sentinels.wait_promoted(old)
         # the same API and worker, not restarted: the API's request waits in its retries until the
@@ -131,7 +131,7 @@ async def test_the_api_and_a_worker_carry_on_through_a_sentinel_failover(
         status, job, _ = await api.request("GET", f"/v1/jobs/{before['id']}")
         assert status == 200 and job["status"] == "completed", "the job finished before the failover is still there"
         assert [e["type"] for e in receiver.events(after["id"])][-1] == "job.completed"
-        assert sentinels.master_port() == sentinels.replica_port
+        assert await sentinels.master_port() == sentinels.replica_port
         assert not worker.main_task.done(), "arq's loop is still running"
     with capsys.disabled():
         print(
