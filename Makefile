@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint format typecheck bench chaos all clean
+.PHONY: install run test lint format typecheck bench chaos failover all clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ bench: $(STAMP)
 
 chaos: $(STAMP)
 	$(BIN)/python -m tests.chaos
+
+failover: $(STAMP)
+	$(BIN)/python -m tests.failover
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -17,6 +17,7 @@ from standardwebhooks.webhooks import Webhook
 
 if TYPE_CHECKING:
     from relay.credentials.specs import CredentialSpec
+from relay.store.redis_url import PLAIN_SCHEMES, SENTINEL_SCHEMES, is_sentinel_url, parse_sentinel_url
 
 __all__ = [
     "DEFAULT_ACTION_HOSTS",
@@ -147,6 +148,8 @@ class Settings:
     deprecations: tuple[str, ...] = ()
     #: RELAY_CREDENTIALS: the named credentials relay holds itself (relay/credential_specs.py)
     credentials: tuple[CredentialSpec, ...] = ()
+    redis_min_replicas: int = 0
+    redis_wait_timeout: float = 1.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -178,8 +181,8 @@ class Settings:
         internal, deprecations = _internal_hosts(env)
         tokens = _api_tokens(env.get("RELAY_API_TOKENS"))
         redis_url = env.get("REDIS_URL") or None
-        if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
+        if redis_url:
+            check_redis_url(redis_url)
         return cls(
             redis_url=redis_url,
             host=env.get("RELAY_HOST") or "127.0.0.1",
@@ -210,6 +213,8 @@ class Settings:
             progress_interval=_progress_interval(env),
             deprecations=deprecations,
             credentials=load_credentials(env.get("RELAY_CREDENTIALS")),
+            redis_min_replicas=_int(env, "RELAY_REDIS_MIN_REPLICAS", 0, minimum=0),
+            redis_wait_timeout=_duration(env, "RELAY_REDIS_WAIT_TIMEOUT", 1.0, minimum=0.001),
         )
 
     def check_serving(self) -> None:
@@ -274,6 +279,19 @@ def _internal_hosts(env: Mapping[str, str]) -> tuple[tuple[str, ...], tuple[str,
         else:
             deprecations = ("RELAY_CALLBACK_ALLOWED_HOSTS is ignored: RELAY_INTERNAL_HOSTS is set",)
     return tuple(h.lower() for h in _list(raw)), deprecations
+
+
+def check_redis_url(url: str) -> None:
+    """A plain Redis URL or a Sentinel URL (store/redis_url.py); no message repeats it (it may hold a password)."""
+    if is_sentinel_url(url):
+        try:
+            parse_sentinel_url(url)
+        except ValueError as exc:
+            raise ConfigError(f"REDIS_URL: {exc}") from None
+        return
+    if not url.startswith(tuple(f"{scheme}://" for scheme in PLAIN_SCHEMES)):
+        schemes = ", ".join(f"{scheme}://" for scheme in (*PLAIN_SCHEMES, *SENTINEL_SCHEMES))
+        raise ConfigError(f"REDIS_URL must start with one of {schemes}")
 
 
 def check_secret(secret: str, name: str) -> None:

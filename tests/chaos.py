@@ -11,214 +11,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import random
-import signal
-import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 from aiohttp import web
-from redis.asyncio import Redis
-from standardwebhooks.webhooks import Webhook
 
-from relay.core.schema import EventType
 from relay.simulator import Simulator
 from relay.store.embedded import EmbeddedRedis
-from tests.helpers import RELAY, free_port, relay_env
-
-TERMINAL = EventType.terminal_types()
-
-SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-REQUEST_TIMEOUT = 2.0
-
-
-@dataclass
-class Receiver:
-    rng: random.Random
-    seen: dict[str, int] = field(default_factory=dict)  # webhook-id -> times received
-    order: dict[str, list[tuple[int, str, str]]] = field(default_factory=lambda: defaultdict(list))
-    terminal: set[str] = field(default_factory=set)
-    duplicates: int = 0
-    bad_signatures: int = 0
-    answers: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    hook: Webhook = field(default_factory=lambda: Webhook(SECRET))
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
-        try:
-            event = self.hook.verify(body, dict(request.headers))
-        except Exception:
-            self.bad_signatures += 1
-            return web.Response(status=400)
-        event_id = request.headers["webhook-id"]
-        draw = self.rng.random()
-        if draw < 0.20:
-            self.answers["500"] += 1
-            return web.Response(status=500)
-        if draw < 0.25:
-            self.answers["429"] += 1
-            return web.Response(status=429, headers={"Retry-After": "1"})
-        # from here the receiver takes the event; ~5% of the time it then answers too late, so relay
-        # retries an event that did arrive: a duplicate with the same webhook-id, which is what at-least-once means
-        self.record(event_id, event)
-        if draw < 0.30:
-            self.answers["stall"] += 1
-            await asyncio.sleep(REQUEST_TIMEOUT + 1)
-            return web.Response(status=204)
-        self.answers["204"] += 1
-        return web.Response(status=204)
-
-    def record(self, event_id: str, event: dict[str, Any]) -> None:
-        if event_id in self.seen:
-            self.duplicates += 1
-            self.seen[event_id] += 1
-            return
-        self.seen[event_id] = 1
-        data = event["data"]
-        self.order[data["jobId"]].append((data["sequence"], event["type"], event_id))
-        if event["type"] in TERMINAL:
-            self.terminal.add(data["jobId"])
-
-
-class Workers:
-    def __init__(self, count: int, env: dict[str, str], logdir: Path) -> None:
-        self.env = env
-        self.logdir = logdir
-        self.procs: list[subprocess.Popen[bytes] | None] = [None] * count
-        self.kills = 0
-        self.crashes = 0
-        self.starts = 0
-
-    def start(self, i: int) -> None:
-        self.starts += 1
-        log = open(self.logdir / f"worker-{i}-{self.starts}.log", "wb")  # noqa: SIM115
-        self.procs[i] = subprocess.Popen([RELAY, "worker"], env=self.env, stdout=log, stderr=log)  # noqa: S603
-
-    def start_all(self) -> None:
-        for i in range(len(self.procs)):
-            self.start(i)
-
-    def check(self) -> None:
-        """A worker that exited without being killed is a crash: count it and start another."""
-        for i, proc in enumerate(self.procs):
-            if proc is not None and proc.poll() is not None:
-                self.crashes += 1
-                print(f"  worker {i} exited by itself with code {proc.returncode}", flush=True)
-                self.start(i)
-
-    def kill(self, i: int) -> None:
-        proc = self.procs[i]
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            self.kills += 1
-        self.procs[i] = None
-
-    def stop_all(self) -> None:
-        for proc in self.procs:
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs:
-            if proc is not None:
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-
-
-def start_api(env: dict[str, str], logdir: Path) -> subprocess.Popen[bytes]:
-    log = open(logdir / "api.log", "wb")  # noqa: SIM115
-    return subprocess.Popen([RELAY, "serve"], env=env, stdout=log, stderr=log)  # noqa: S603
-
-
-async def register(session: aiohttp.ClientSession, api: str, sim: Simulator, hook: str, n: int) -> list[str]:
-    rng = random.Random(7)
-    sem = asyncio.Semaphore(32)
-    ids: list[str] = []
-
-    async def one(i: int) -> None:
-        knobs: dict[str, Any] = {"duration": rng.uniform(3, 40), "rate_429": 0.03, "rate_500": 0.03}
-        if i % 10 == 0:
-            knobs["outcome"] = "failed"
-        if i % 7 == 0:
-            knobs["completion"] = "beta202"
-        op = sim.create(**knobs)
-        body = {
-            "monitorUrl": op.monitor_url,
-            "callbackUrl": hook,
-            "driveItemUrl": f"{sim.base_url}/v1.0/me/drive/items/{{resourceId}}",
-            "authorization": "Bearer sim-token",
-            "metadata": {"i": i},
-        }
-        async with sem:
-            for _ in range(50):
-                try:
-                    async with session.post(f"{api}/v1/jobs", json=body) as resp:
-                        if resp.status == 201:
-                            ids.append((await resp.json())["id"])
-                            return
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.2)
-            raise RuntimeError("registration kept failing")
-
-    await asyncio.gather(*(one(i) for i in range(n)))
-    return ids
-
-
-async def wait_ready(api: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            with contextlib.suppress(aiohttp.ClientError):
-                async with session.get(f"{api}/readyz") as resp:
-                    if resp.status == 200:
-                        return
-            await asyncio.sleep(0.2)
-    raise RuntimeError("the API did not become ready")
-
-
-async def wait_drained(redis_url: str, timeout: float) -> bool:
-    redis = Redis.from_url(redis_url, decode_responses=True)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            if await redis.zcard("relay:sched:deliveries") == 0:
-                return True
-            await asyncio.sleep(0.5)
-        return False
-    finally:
-        await redis.aclose()
-
-
-async def audit(redis_url: str, job_ids: list[str], rec: Receiver) -> dict[str, int]:
-    redis = Redis.from_url(redis_url, decode_responses=True)
-    lost = 0
-    pending = 0
-    for job_id in job_ids:
-        event_ids = await redis.lrange(f"relay:job:{job_id}:events", 0, -1)
-        for event_id in event_ids:
-            state = await redis.hget(f"relay:event:{event_id}", "state")
-            if state == "delivered" and event_id not in rec.seen:
-                lost += 1
-            elif state not in ("delivered", "superseded"):
-                pending += 1
-    await redis.aclose()
-    violations = 0
-    for events in rec.order.values():
-        seqs = [seq for seq, _, _ in events]
-        if seqs != sorted(set(seqs)):
-            violations += 1
-        if any(kind in TERMINAL for _, kind, _ in events[:-1]):
-            violations += 1
-    return {"lost": lost, "pending": pending, "violations": violations}
+from tests.faults import (
+    REQUEST_TIMEOUT,
+    SECRET,
+    Receiver,
+    Workers,
+    audit,
+    print_audit,
+    register,
+    start_api,
+    wait_drained,
+    wait_ready,
+)
+from tests.helpers import free_port, relay_env
 
 
 async def main(jobs: int, limit: float) -> int:
@@ -295,13 +111,7 @@ async def main(jobs: int, limit: float) -> int:
         figures = await audit(redis_server.url, job_ids, rec)
         missing = len(job_ids) - len(rec.terminal)
         print()
-        print(f"{'jobs registered':40} {len(job_ids)}")
-        print(f"{'jobs whose terminal event arrived':40} {len(rec.terminal)}")
-        print(f"{'events lost':40} {figures['lost']}")
-        print(f"{'events still pending':40} {figures['pending']}")
-        print(f"{'order violations':40} {figures['violations']}")
-        print(f"{'duplicate deliveries (same webhook-id)':40} {rec.duplicates}")
-        print(f"{'bad signatures':40} {rec.bad_signatures}")
+        print_audit(job_ids, rec, figures)
         print(f"{'worker SIGKILLs':40} {workers.kills}")
         print(f"{'Redis restarts':40} {1 if redis_restarted else 0}")
         print(f"{'worker crashes other than the kills':40} {workers.crashes}")

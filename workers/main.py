@@ -24,8 +24,9 @@ from relay.credentials.broker import CredentialBroker
 from relay.outbound.client import create_session
 from relay.settings import Settings
 from relay.store import keys
-from relay.store.connections import arq_settings, redis_client
+from relay.store.connections import arq_sentinel_pool, arq_settings, redis_client
 from relay.store.jobs import Store
+from relay.store.redis_url import is_sentinel_url
 from workers.context import Deps
 from workers.deliver import deliver_claimed
 from workers.loops import ClaimLoop
@@ -75,7 +76,9 @@ def job_deserializer(raw: bytes) -> dict[str, Any]:
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx.get("settings") or Settings.from_env()
     ctx["settings"] = settings
-    redis = redis_client(settings.effective_redis_url)
+    redis = redis_client(
+        settings.effective_redis_url, min_replicas=settings.redis_min_replicas, wait_timeout=settings.redis_wait_timeout
+    )
     store = Store(redis, retention=settings.job_retention, job_timeout=settings.job_timeout)
     session = create_session(settings.internal_hosts, limit=settings.poll_concurrency + settings.delivery_concurrency)
     vault = Vault(settings.vault_keys)
@@ -142,12 +145,21 @@ def worker_kwargs() -> dict[str, Any]:
     return {name: getattr(WorkerSettings, name) for name in dir(WorkerSettings) if not name.startswith("_")}
 
 
+def _arq_redis(url: str) -> dict[str, Any]:
+    """arq's Redis: settings for a plain URL (arq connects); for a Sentinel URL a pool made by relay,
+    set up as arq's ``create_pool`` would (see :func:`relay.store.connections.arq_sentinel_pool`)."""
+    if not is_sentinel_url(url):
+        return {"redis_settings": arq_settings(url)}
+    pool = arq_sentinel_pool(url)
+    pool.job_serializer = job_serializer
+    pool.job_deserializer = job_deserializer
+    pool.default_queue_name = WorkerSettings.queue_name
+    return {"redis_pool": pool}
+
+
 def create_worker(settings: Settings, **overrides: Any) -> Worker:
     kwargs = worker_kwargs()
-    kwargs.update(
-        redis_settings=arq_settings(settings.effective_redis_url),
-        ctx={"settings": settings},
-        health_check_key=health_check_key(),
-    )
+    kwargs.update(_arq_redis(settings.effective_redis_url))
+    kwargs.update(ctx={"settings": settings}, health_check_key=health_check_key())
     kwargs.update(overrides)
     return RelayWorker(**kwargs)

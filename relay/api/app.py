@@ -40,7 +40,9 @@ def create_app(settings: Settings) -> web.Application:
 
 async def _redis(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    redis = redis_client(settings.effective_redis_url)
+    redis = redis_client(
+        settings.effective_redis_url, min_replicas=settings.redis_min_replicas, wait_timeout=settings.redis_wait_timeout
+    )
     app[REDIS] = redis
     app[STORE] = Store(redis, retention=settings.job_retention, job_timeout=settings.job_timeout)
     yield

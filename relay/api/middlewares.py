@@ -10,11 +10,14 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 from aiohttp import web
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from relay.api.models import ValidationError, validation_errors
 from relay.api.openapi import openapi_document
 from relay.api.problems import ProblemError, problem_response
 from relay.api.typedefs import SETTINGS
+from relay.store.durable import NotReplicated
 
 __all__ = [
     "OWNER",
@@ -61,9 +64,20 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         detail = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else None
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return problem_response(exc.status, exc.reason, detail, headers=headers)
+    except NotReplicated as exc:
+        log.warning("write not confirmed by replicas", path=request.path, error=str(exc))
+        return _unavailable("the change was not confirmed by RELAY_REDIS_MIN_REPLICAS Redis replicas in time")
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        log.warning("redis unavailable", path=request.path, error=type(exc).__name__)
+        return _unavailable(f"Redis is not reachable ({type(exc).__name__})")
     except Exception:
         log.exception("unhandled error", path=request.path)
         return problem_response(500, "Internal Server Error", "the error was logged")
+
+
+def _unavailable(detail: str) -> web.Response:
+    """503: nothing was acknowledged, so the client may retry (with the same Idempotency-Key)."""
+    return problem_response(503, "Service Unavailable", detail, headers={"Retry-After": "1"})
 
 
 @functools.cache

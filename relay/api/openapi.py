@@ -82,7 +82,10 @@ def _query(name: str, schema: dict[str, Any], description: str = "") -> dict[str
 
 _JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _LIMIT = _query("limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50})
-_AUTH = {"401": _problem("Missing or unknown bearer token")}
+_AUTH = {
+    "401": _problem("Missing or unknown bearer token"),
+    "503": _problem("Redis unreachable, or a change not confirmed by RELAY_REDIS_MIN_REPLICAS replicas in time"),
+}
 _OWNED = {**_AUTH, "404": _problem("No such job (or another token's)")}
 _BODY = {
     "400": _problem("Malformed JSON"),
@@ -129,7 +132,7 @@ def _paths() -> dict[str, Any]:
                     "200": _json("Job", "The job an earlier request with this Idempotency-Key created"),
                     "409": _problem("Idempotency-Key reused with another body, or still starting its action"),
                     "502": _problem("Graph failed the action, redirected it, or answered unusably"),
-                    "503": _problem("No token from the named credential"),
+                    "503": _problem("Redis unreachable, a change not confirmed by replicas, or no credential token"),
                     "504": _problem("Graph did not answer the action in time"),
                     **_AUTH,
                     **_BODY,

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import redis
@@ -37,8 +38,17 @@ def _free_port() -> int:
 class EmbeddedRedis:
     """A private redis-server on a free loopback port; ``appendonly`` for restart-survival tests."""
 
-    def __init__(self, *, appendonly: bool = False, data_dir: str | None = None, port: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        appendonly: bool = False,
+        data_dir: str | None = None,
+        port: int | None = None,
+        args: Sequence[str] = (),
+    ) -> None:
+        """``args``: more redis-server options (``--replicaof``, ...), after relay's own."""
         self.appendonly = appendonly
+        self.args = list(args)
         self._own_dir = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="relay-redis-")
         self.port = port or _free_port()
@@ -63,6 +73,7 @@ class EmbeddedRedis:
             "--hash-max-ziplist-value", "1024",
             "--protected-mode", "yes",
             "--loglevel", "warning",
+            *self.args,
         ]  # fmt: skip
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # noqa: S603
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2)

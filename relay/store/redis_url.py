@@ -1,0 +1,126 @@
+"""``REDIS_URL`` forms: a plain Redis URL, or a Sentinel URL naming the Sentinels and the service.
+
+``redis+sentinel://[[user]:password@]host1[:26379],host2[:26379]/<service>[/<db>][?options]``
+(``rediss+sentinel://`` for TLS). The user and password are the data nodes' (as in a plain URL);
+``sentinel_username`` / ``sentinel_password`` in the query are the Sentinels' own, when they require
+one. Every other query option means what it means in a plain URL (redis-py's ``parse_url`` reads
+them: ``ssl_ca_certs``, ``ssl_cert_reqs``, ``socket_timeout``, ...) and applies to Sentinels and data
+nodes alike. Pure parsing, no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+
+from redis.asyncio.connection import parse_url
+
+__all__ = ["PLAIN_SCHEMES", "SENTINEL_SCHEMES", "SentinelURL", "is_sentinel_url", "parse_sentinel_url"]
+
+PLAIN_SCHEMES = ("redis", "rediss", "unix")
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+DEFAULT_SENTINEL_PORT = 26379
+#: what parse_url derives from a URL's location rather than its query; a Sentinel URL sets these itself
+_LOCATION_KEYS = frozenset({"host", "port", "db", "path", "username", "password", "connection_class"})
+
+
+@dataclass(frozen=True, slots=True)
+class SentinelURL:
+    sentinels: tuple[tuple[str, int], ...]
+    service: str
+    db: int = 0
+    tls: bool = False
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    sentinel_username: str | None = None
+    sentinel_password: str | None = field(default=None, repr=False)
+    #: connection options from the query string, as redis-py reads them from a plain URL
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def data_kwargs(self) -> dict[str, Any]:
+        """Connection arguments for the data nodes (the primary Sentinel names)."""
+        out: dict[str, Any] = {**self.options, "db": self.db}
+        if self.tls:
+            out["ssl"] = True
+        if self.username:
+            out["username"] = self.username
+        if self.password:
+            out["password"] = self.password
+        return out
+
+    def sentinel_kwargs(self) -> dict[str, Any]:
+        """Connection arguments for the Sentinels themselves: the same TLS and socket options, their own auth."""
+        out: dict[str, Any] = {
+            k: v for k, v in self.options.items() if k.startswith(("ssl_", "socket_")) or k == "retry_on_timeout"
+        }
+        if self.tls:
+            out["ssl"] = True
+        if self.sentinel_username:
+            out["username"] = self.sentinel_username
+        if self.sentinel_password:
+            out["password"] = self.sentinel_password
+        return out
+
+
+def is_sentinel_url(url: str) -> bool:
+    return url.split("://", 1)[0].lower() in SENTINEL_SCHEMES
+
+
+def parse_sentinel_url(url: str) -> SentinelURL:
+    """Read a Sentinel URL; ``ValueError`` with a one-line reason (never echoing the password) if it is not one."""
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme not in SENTINEL_SCHEMES:
+        raise ValueError(f"a Sentinel URL starts with {' or '.join(s + '://' for s in SENTINEL_SCHEMES)}")
+    parts = urlsplit("//" + rest)
+    location = parts.netloc
+    userinfo, at, hosts = location.rpartition("@")
+    if not at:
+        userinfo, hosts = "", location
+    username, colon, password = userinfo.partition(":")
+    sentinels = tuple(_host_port(item) for item in hosts.split(","))
+    segments = [unquote(s) for s in parts.path.split("/") if s]
+    if not segments:
+        raise ValueError("a Sentinel URL names the monitored service in its path: .../<service>[/<db>]")
+    if len(segments) > 2:
+        raise ValueError("a Sentinel URL's path is /<service>[/<db>]")
+    db = 0
+    if len(segments) == 2:
+        if not segments[1].isdigit():
+            raise ValueError("the database in a Sentinel URL's path must be a number: /<service>/<db>")
+        db = int(segments[1])
+    query = dict(parse_qsl(parts.query, keep_blank_values=False))
+    sentinel_username = query.pop("sentinel_username", None)
+    sentinel_password = query.pop("sentinel_password", None)
+    if "db" in query:
+        raise ValueError("a Sentinel URL takes its database from the path (/<service>/<db>), not ?db=")
+    plain = ("rediss" if scheme.startswith("rediss") else "redis") + "://localhost/"
+    options = {k: v for k, v in parse_url(plain + "?" + urlencode(query)).items() if k not in _LOCATION_KEYS}
+    return SentinelURL(
+        sentinels=sentinels,
+        service=segments[0],
+        db=db,
+        tls=scheme.startswith("rediss"),
+        username=unquote(username) or None,
+        password=unquote(password) if colon and password else None,
+        sentinel_username=sentinel_username or None,
+        sentinel_password=sentinel_password or None,
+        options=options,
+    )
+
+
+def _host_port(item: str) -> tuple[str, int]:
+    item = item.strip()
+    if item.startswith("["):  # [v6]:port
+        host, _, tail = item[1:].partition("]")
+        port_text = tail[1:] if tail.startswith(":") else ""
+    else:
+        host, _, port_text = item.partition(":")
+    if not host:
+        raise ValueError("a Sentinel URL lists its Sentinels as host[:port],host[:port],...; one host is empty")
+    if not port_text:
+        return host, DEFAULT_SENTINEL_PORT
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"a Sentinel's port must be 1-65535, not {port_text!r}")
+    return host, int(port_text)
