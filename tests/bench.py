@@ -42,9 +42,9 @@ from typing import Any, ClassVar
 import aiohttp
 from redis.asyncio import Redis
 
+from relay.core.changes import completion_event
 from relay.core.crypto import Vault
 from relay.core.ops import JobOp
-from relay.core.tracking import completion_event
 from relay.store import keys
 from relay.store.embedded import EmbeddedRedis
 from relay.store.jobs import Store

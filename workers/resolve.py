@@ -25,10 +25,10 @@ from yarl import URL
 
 from relay import metrics
 from relay.core.authorization import ask_op, bearer_expired, is_refusal
+from relay.core.changes import completion_op
 from relay.core.crypto import InvalidToken
 from relay.core.monitor import MAX_BODY
 from relay.core.schema import Job, Phase
-from relay.core.tracking import completion_op
 from relay.credentials.broker import CredentialError
 from relay.outbound.client import fetch
 from relay.outbound.ssrf import Blocked, host_matches

@@ -22,9 +22,9 @@ from relay.api.models import JobCreate, check_destinations
 from relay.api.problems import ProblemError
 from relay.api.schemas import job_view
 from relay.api.typedefs import BROKER, SESSION, SETTINGS, STORE, VAULT
+from relay.core.changes import finished_op
 from relay.core.crypto import Vault
 from relay.core.schema import JOB, Job
-from relay.core.tracking import finished_op
 from relay.credentials.broker import CredentialBroker, CredentialError
 from relay.credentials.specs import find
 from relay.outbound.actions import ActionRefused, action_host_allowed, derived_item_url, start_action

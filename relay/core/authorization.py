@@ -15,10 +15,10 @@ import json
 import math
 from typing import Any
 
+from relay.core.changes import job_event
 from relay.core.events import isoformat
 from relay.core.ops import JobOp
 from relay.core.schema import JOB, EventType, Job, Phase
-from relay.core.tracking import job_event
 
 __all__ = ["MAX_ASKS", "ask_op", "bearer_expired", "is_refusal"]
 

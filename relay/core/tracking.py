@@ -13,24 +13,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from relay.core.backoff import parse_retry_after, poll_delay
-from relay.core.events import build_event, new_event_id
+from relay.core.changes import completion_op, failure_op, job_event
 from relay.core.monitor import Kind, PollResult, job_status
-from relay.core.ops import JobOp, NewEvent
+from relay.core.ops import JobOp
 from relay.core.schema import JOB, MONITOR, EventType, Job, JobStatus, Monitor, Phase
 from relay.core.stretches import Stretches, overdue_error, track
 from relay.settings import Settings
 
-__all__ = [
-    "RESOLVE_RECHECK",
-    "PollPlan",
-    "completed_from_monitor",
-    "completion_event",
-    "completion_op",
-    "failure_op",
-    "finished_op",
-    "job_event",
-    "plan_poll",
-]
+__all__ = ["RESOLVE_RECHECK", "PollPlan", "completed_from_monitor", "plan_poll"]
 
 #: a completed monitor is looked at again after this long, to re-enqueue resolutions a crash lost
 RESOLVE_RECHECK = 60.0
@@ -58,63 +48,6 @@ def completed_from_monitor(monitor: Monitor) -> PollResult | None:
         resource_id=monitor.resource_id or None,
         drive_item=json.loads(monitor.drive_item) if monitor.drive_item else None,
     )
-
-
-def job_event(
-    event_type: EventType, job: Job, sequence: int, now_ms: int, status: str, pct: float, **extra: Any
-) -> NewEvent:
-    body = build_event(
-        event_type,
-        job_id=job.id,
-        sequence=sequence,
-        operation=job.operation or None,
-        status=status,
-        percentage=pct,
-        metadata=json.loads(job.metadata) if job.metadata else None,
-        timestamp=now_ms / 1000,
-        **extra,
-    )
-    return {"id": new_event_id(), "type": event_type.value, "body": body}
-
-
-def failure_op(job: Job, now_ms: int, error: dict[str, Any], *, phase: Phase | None = None) -> JobOp:
-    """The terminal ``job.failed`` change for a job."""
-    event = job_event(EventType.FAILED, job, job.sequence + 1, now_ms, JobStatus.FAILED, job.percentage, error=error)
-    return JobOp.on(
-        job,
-        phase=phase,
-        set={JOB.status: JobStatus.FAILED, JOB.error: json.dumps(error)},
-        events=[event],
-        terminal=True,
-    )
-
-
-def completion_event(job: Job, now_ms: int, drive_item: Any, resolution_error: dict[str, Any] | None) -> NewEvent:
-    extra: dict[str, Any] = {"resourceId": job.resource_id or None, "driveItem": drive_item}
-    if resolution_error is not None:
-        extra["resolutionError"] = resolution_error
-    return job_event(EventType.COMPLETED, job, job.sequence + 1, now_ms, JobStatus.COMPLETED, 100.0, **extra)
-
-
-def completion_op(
-    job: Job, now_ms: int, drive_item: Any, resolution_error: dict[str, Any] | None, *, phase: Phase
-) -> JobOp:
-    """The terminal ``job.completed`` change of a job in ``phase`` (resolving, or waiting for authorization)."""
-    sets = {JOB.status: JobStatus.COMPLETED.value, JOB.percentage: "100.0"}
-    if drive_item is not None:
-        sets[JOB.drive_item] = json.dumps(drive_item)
-    if resolution_error is not None:
-        sets[JOB.resolution_error] = json.dumps(resolution_error)
-    event = completion_event(job, now_ms, drive_item, resolution_error)
-    return JobOp.on(job, phase=phase, set=sets, events=[event], terminal=True)
-
-
-def finished_op(job: Job, now_ms: int, drive_item: dict[str, Any]) -> JobOp:
-    """The first change of a job whose action finished at once: completed, with the item Graph answered."""
-    job = replace(job, resource_id=drive_item["id"])
-    op = completion_op(job, now_ms, drive_item, None, phase=Phase.TRACKING)
-    op.set[JOB.resource_id] = drive_item["id"]
-    return op
 
 
 def plan_poll(

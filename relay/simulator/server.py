@@ -20,7 +20,6 @@ import dataclasses
 import json
 import random
 import secrets
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,6 +27,7 @@ from typing import Any
 from aiohttp import web
 from multidict import CIMultiDict
 
+from relay.simulator.control import Control
 from relay.simulator.options import (
     DRIVE_ID,
     RESOURCE_ALPHABET,
@@ -240,67 +240,6 @@ class Simulator:
             return web.Response(status=500, text="Internal Server Error")
         return None
 
-    # -- control --------------------------------------------------------------------------------
-
-    async def _control_create(self, request: web.Request) -> web.Response:
-        try:
-            opts = SimOptions.from_mapping(await self._json_body(request))
-        except (TypeError, ValueError) as exc:
-            return self._graph_error(400, "invalidRequest", str(exc))
-        op = self._create(opts, self.base_url or f"{request.scheme}://{request.host}")
-        return web.json_response({"id": op.id, "monitorUrl": op.monitor_url, "resourceId": op.resource_id}, status=201)
-
-    def _control_op(self, request: web.Request) -> SimOperation:
-        op = self.operations.get(request.match_info["op_id"].upper())
-        if op is None:
-            raise web.HTTPNotFound(
-                text=json.dumps({"error": {"code": "itemNotFound", "message": "No such operation."}}),
-                content_type="application/json",
-            )
-        return op
-
-    async def _control_get(self, request: web.Request) -> web.Response:
-        op = self._control_op(request)
-        current = op.status_body()
-        return web.json_response(
-            {
-                "id": op.id,
-                "resourceId": op.resource_id,
-                "monitorUrl": op.monitor_url,
-                "polls": op.polls,
-                "deleted": op.deleted,
-                "status": None if current is None else current["status"],
-                "percentageComplete": None if current is None else current["percentageComplete"],
-                "options": op.options.to_json(),
-            }
-        )
-
-    async def _control_delete(self, request: web.Request) -> web.Response:
-        self._control_op(request).deleted = True
-        return web.Response(status=204)
-
-    async def _token_issue(self, request: web.Request) -> web.Response:
-        """``POST /sim/tokens`` (optional ``{"ttl": seconds}``): a fresh token, as an OAuth token endpoint answers."""
-        body = await self._json_body(request)
-        ttl = body.get("ttl")
-        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl >= 0):
-            return self._graph_error(400, "invalidRequest", "ttl must be a number of seconds >= 0")
-        token, expires = self.tokens.issue(None if ttl is None else float(ttl))
-        answer: dict[str, Any] = {"token_type": "Bearer", "access_token": token}
-        if expires is not None:
-            answer["expires_in"] = max(0, round(expires - time.time()))
-        return web.json_response(answer, status=201)
-
-    async def _token_expire(self, _: web.Request) -> web.Response:
-        """``DELETE /sim/tokens``: every token so far expires now (a copy that outlived its token, without the wait)."""
-        self.tokens.expire_all()
-        return web.Response(status=204)
-
-    async def _stats(self, _: web.Request) -> web.Response:
-        return web.json_response(
-            {"operations": len(self.operations), "polls": self.total_polls, "itemRequests": self.item_requests}
-        )
-
     # -- server ---------------------------------------------------------------------------------
 
     def app(self) -> web.Application:
@@ -318,12 +257,7 @@ class Simulator:
             app.router.add_get(prefix + "/items/{item_id:[^/]+}", self._item)  # an id may hold braces
         app.router.add_get("/monitor/{op_id}", self._monitor)
         app.router.add_get("/_api/v2.0/drives/{drive_id}/operations/{op_id}", self._monitor)
-        app.router.add_post("/sim/operations", self._control_create)
-        app.router.add_get("/sim/operations/{op_id}", self._control_get)
-        app.router.add_delete("/sim/operations/{op_id}", self._control_delete)
-        app.router.add_get("/sim/stats", self._stats)
-        app.router.add_post("/sim/tokens", self._token_issue)
-        app.router.add_delete("/sim/tokens", self._token_expire)
+        Control(self).add_routes(app)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:

@@ -15,6 +15,7 @@ from relay.core.ops import JobOp
 from relay.core.schema import JOB, DeliveryOutcome, Event, EventState, Job, Monitor
 from relay.store import keys
 from relay.store.batched import BatchedScript
+from relay.store.calls import AckCall, ApplyPollCall, RegisterCall
 from relay.store.scheduler import Claim, Scheduler
 from relay.store.scripts import LuaScript
 
@@ -46,45 +47,6 @@ class Registration:
     job: Job | None = None  # the new job; None when an earlier job was found
     info: PollInfo = PollInfo()
     pending: bool = False  # the earlier registration under this key is still starting its action
-
-
-@dataclass(frozen=True, slots=True)
-class RegisterCall:
-    """One call of register.lua."""
-
-    job_id: str
-    fields: dict[str, str]
-    monitor_key: str  # '' for an action that finished at once
-    monitor_url: str  # what is stored: sealed
-    first_op: dict[str, Any]  # {} or the finished action's job op
-    idempotency_key: str = ""
-    idempotency_ttl: int = 86400
-    digest: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class ApplyPollCall:
-    """One call of apply_poll.lua."""
-
-    member: str
-    token: str
-    delay_ms: int
-    monitor_fields: dict[str, str]
-    ops: list[dict[str, Any]]
-
-
-@dataclass(frozen=True, slots=True)
-class AckCall:
-    """One call of delivery_ack.lua."""
-
-    job: str
-    token: str
-    event: str
-    outcome: DeliveryOutcome
-    delay_ms: int
-    superseded: list[str]
-    records: list[str]  # attempt records, JSON texts
-    error: str  # JSON text
 
 
 class Store:

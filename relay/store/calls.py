@@ -1,0 +1,49 @@
+"""The calls of the batched scripts, typed: each one is sent as a JSON object, the script's ``call`` table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from relay.core.schema import DeliveryOutcome
+
+__all__ = ["AckCall", "ApplyPollCall", "RegisterCall"]
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterCall:
+    """One call of register.lua."""
+
+    job_id: str
+    fields: dict[str, str]
+    monitor_key: str  # '' for an action that finished at once
+    monitor_url: str  # what is stored: sealed
+    first_op: dict[str, Any]  # {} or the finished action's job op
+    idempotency_key: str = ""
+    idempotency_ttl: int = 86400
+    digest: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyPollCall:
+    """One call of apply_poll.lua."""
+
+    member: str
+    token: str
+    delay_ms: int
+    monitor_fields: dict[str, str]
+    ops: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class AckCall:
+    """One call of delivery_ack.lua."""
+
+    job: str
+    token: str
+    event: str
+    outcome: DeliveryOutcome
+    delay_ms: int
+    superseded: list[str]
+    records: list[str]  # attempt records, JSON texts
+    error: str  # JSON text
