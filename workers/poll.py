@@ -11,6 +11,7 @@ from yarl import URL
 from relay import metrics
 from relay.core.crypto import InvalidToken
 from relay.core.monitor import MAX_BODY, Kind, PollResult, classify
+from relay.core.ops import JobOp
 from relay.core.schema import Job, Monitor
 from relay.core.tracking import completed_from_monitor, plan_poll
 from relay.outbound.client import fetch
@@ -69,15 +70,7 @@ async def poll_monitor(deps: Deps, claim: Claim, monitor: Monitor, jobs: list[Jo
     result = completed_from_monitor(monitor)
     polled = result is None
     if result is None:
-        try:
-            url = deps.vault.reveal(monitor.url)
-        except InvalidToken:
-            result = PollResult(
-                Kind.INVALID, detail="the stored monitor URL was sealed with a key no longer configured"
-            )
-        else:
-            result = await request_monitor(deps.session, deps.settings, url)
-        _POLLS(result.kind.value).inc()
+        result = await _poll(deps, monitor)
     now_ms = claim.now_ms + int((time.monotonic() - started) * 1000)
     plan = plan_poll(result, monitor, jobs, now_ms, deps.settings, deps.rng, polled=polled)
     applied = await deps.store.apply_poll(claim, plan.monitor_fields, plan.ops, plan.delay)
@@ -86,11 +79,7 @@ async def poll_monitor(deps: Deps, claim: Claim, monitor: Monitor, jobs: list[Jo
         return
     for message, fields in plan.warnings:  # the start of a stretch of bare 5xx or unknown status words
         log.warning(message, **fields)
-    for op, outcome in zip(plan.ops, applied, strict=True):
-        if outcome == "ok":
-            for event in op.events:
-                _EVENTS(event["type"]).inc()
-                log.info("event recorded", job_id=op.job, event_id=event["id"], type=event["type"])
+    _recorded(plan.ops, applied)
     if polled:
         log.debug(
             "monitor polled",
@@ -107,3 +96,23 @@ async def poll_monitor(deps: Deps, claim: Claim, monitor: Monitor, jobs: list[Jo
             resolve_soon(deps, job_id)
         else:  # the recheck of a completed monitor: a resolution may have been lost with a worker
             await enqueue_resolution(deps.arq, job_id)
+
+
+async def _poll(deps: Deps, monitor: Monitor) -> PollResult:
+    try:
+        url = deps.vault.reveal(monitor.url)
+    except InvalidToken:
+        result = PollResult(Kind.INVALID, detail="the stored monitor URL was sealed with a key no longer configured")
+    else:
+        result = await request_monitor(deps.session, deps.settings, url)
+    _POLLS(result.kind.value).inc()
+    return result
+
+
+def _recorded(ops: list[JobOp], outcomes: list[str]) -> None:
+    """Count and log the events the poll's write recorded."""
+    for op, outcome in zip(ops, outcomes, strict=True):
+        if outcome == "ok":
+            for event in op.events:
+                _EVENTS(event["type"]).inc()
+                log.info("event recorded", job_id=op.job, event_id=event["id"], type=event["type"])

@@ -30,7 +30,7 @@ from relay.core.crypto import InvalidToken
 from relay.core.monitor import MAX_BODY
 from relay.core.schema import Job, Phase
 from relay.credentials.broker import CredentialError
-from relay.outbound.client import fetch
+from relay.outbound.client import Response, fetch
 from relay.outbound.ssrf import Blocked, host_matches
 from relay.store import keys
 from workers.context import Deps
@@ -94,6 +94,11 @@ async def fetch_item(deps: Deps, job: Job, job_try: int) -> tuple[Any, dict[str,
         if job_try < MAX_TRIES:
             raise Retry(defer=2**job_try) from None
         return None, {"code": "networkError", "message": type(exc).__name__}
+    return _item_answer(resp, job_try)
+
+
+def _item_answer(resp: Response, job_try: int) -> tuple[Any, dict[str, Any] | None]:
+    """What the DriveItem request's answer means: the item, an error, or (transient) a ``Retry``."""
     if resp.too_large:
         return None, {"code": "tooLarge", "httpStatus": resp.status, "message": "the DriveItem response is over 1 MiB"}
     if resp.status == 200:

@@ -211,15 +211,9 @@ def classify(
             detail="303 See Other",
             **base,
         )
-    if http_status in (404, 410):
-        return PollResult(Kind.GONE, detail=f"HTTP {http_status}", **_error_fields(_graph_error(doc)), **base)
-    if http_status >= 400 and http_status not in (408, 425, 429):
-        error = _graph_error(doc)
-        code = (error or {}).get("code") or ""
-        if code.lower() in _GONE_CODES:
-            return PollResult(Kind.GONE, detail=f"HTTP {http_status} {code}", **_error_fields(error), **base)
-        if code.lower() in _FINAL_CODES:
-            return PollResult(Kind.FAILED, detail=f"HTTP {http_status} {code}", **_error_fields(error), **base)
+    final = _final_error(http_status, doc, base)
+    if final is not None:
+        return final
     if http_status in (408, 425, 429) or http_status >= 500:
         return PollResult(Kind.RETRY, detail=f"HTTP {http_status}", **base)
     if isinstance(doc, dict) and "percentageComplete" in doc:
@@ -230,6 +224,21 @@ def classify(
             )
     what = "JSON without AsyncJobStatus fields" if doc is not None else "a body that is not JSON"
     return PollResult(Kind.INVALID, detail=f"HTTP {http_status} with {what}", **base)
+
+
+def _final_error(http_status: int, doc: Any, base: dict[str, Any]) -> PollResult | None:
+    """A 404/410, or an error answer whose Graph error cannot change (the operation is gone, or failed)."""
+    if http_status in (404, 410):
+        return PollResult(Kind.GONE, detail=f"HTTP {http_status}", **_error_fields(_graph_error(doc)), **base)
+    if http_status < 400 or http_status in (408, 425, 429):
+        return None
+    error = _graph_error(doc)
+    code = (error or {}).get("code") or ""
+    if code.lower() in _GONE_CODES:
+        return PollResult(Kind.GONE, detail=f"HTTP {http_status} {code}", **_error_fields(error), **base)
+    if code.lower() in _FINAL_CODES:
+        return PollResult(Kind.FAILED, detail=f"HTTP {http_status} {code}", **_error_fields(error), **base)
+    return None
 
 
 def _error_fields(error: dict[str, str | None] | None) -> dict[str, Any]:

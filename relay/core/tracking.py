@@ -60,41 +60,11 @@ def plan_poll(
     *,
     polled: bool = True,
 ) -> PollPlan:
-    fields: dict[str, str] = {}
-    if polled:
-        fields[MONITOR.polls] = str(monitor.polls + 1)
-        fields[MONITOR.last_polled] = str(now_ms)
-    invalid = monitor.invalid
-    pct = monitor.percentage
-    plan = PollPlan(fields)
-
-    if result.kind in (Kind.PROGRESS, Kind.COMPLETED, Kind.FAILED):
-        fields[MONITOR.invalid] = "0"
-        fields[MONITOR.errors] = "0"
-        prev_status, prev_pct = monitor.status or None, monitor.percentage
-        pct = max(prev_pct, result.percentage if result.percentage is not None else prev_pct)
-        desc = result.status_description or ""
-        plan.changed = result.status != prev_status or pct != prev_pct or desc != monitor.status_description
-        fields[MONITOR.status] = result.status or prev_status or JobStatus.IN_PROGRESS
-        fields[MONITOR.percentage] = repr(pct)
-        if desc or monitor.status_description:
-            fields[MONITOR.status_description] = desc
-        if result.operation:
-            fields[MONITOR.operation] = result.operation
-    elif result.kind is Kind.INVALID:
-        invalid += 1
-        fields[MONITOR.invalid] = str(invalid)
-    elif result.kind is Kind.RETRY:
-        fields[MONITOR.errors] = str(monitor.errors + 1)
-    if result.kind is Kind.COMPLETED:
-        fields[MONITOR.completed] = "1"
-        if result.resource_id:
-            fields[MONITOR.resource_id] = result.resource_id
-        if result.drive_item is not None:
-            fields[MONITOR.drive_item] = json.dumps(result.drive_item)
-
-    stretches = track(result, monitor, fields, now_ms, len(jobs))
+    plan = PollPlan({})
+    pct = _monitor_fields(plan, result, monitor, now_ms, polled=polled)
+    stretches = track(result, monitor, plan.monitor_fields, now_ms, len(jobs))
     plan.warnings = stretches.warnings
+    invalid = int(plan.monitor_fields.get(MONITOR.invalid, monitor.invalid))
     operation = result.operation or monitor.operation or None
     waiting_until: list[int] = []
     for job in jobs:
@@ -110,27 +80,74 @@ def plan_poll(
             plan.ops.append(op)
         if job.phase is Phase.RESOLVING or (op is not None and op.set.get(JOB.phase) == Phase.RESOLVING):
             plan.resolve.append(job.id)
-
     if result.kind is Kind.COMPLETED:
         # a job waiting for authorization ends when its wait does, not at the next minute's recheck
-        plan.delay = min([RESOLVE_RECHECK, *((until - now_ms) / 1000.0 for until in waiting_until)])
-        plan.delay = max(plan.delay, 0.0)
+        plan.delay = max(0.0, min([RESOLVE_RECHECK, *((until - now_ms) / 1000.0 for until in waiting_until)]))
     else:
-        streak = 0 if plan.changed else monitor.streak + 1
-        fields[MONITOR.streak] = str(streak)
-        plan.delay = poll_delay(streak, settings.poll_initial_interval, settings.poll_max_interval, rng)
-        if result.kind is Kind.PROGRESS:
-            predicted = _predicted_delay(monitor, pct, fields, now_ms, settings, rng, changed=plan.changed)
-            if predicted is not None:
-                plan.delay = predicted
-        # jobs that asked for live progress: the monitor is polled at the smallest of their intervals
-        intervals = [j.progress_interval for j in jobs if j.progress_interval]
-        if intervals:
-            plan.delay = min(plan.delay, min(intervals))
-        retry_after = parse_retry_after(result.retry_after) if result.http_status in (429, 503) else None
-        if retry_after is not None:
-            plan.delay = max(plan.delay, min(retry_after, settings.retry_after_cap))
+        plan.delay = _next_delay(plan, result, monitor, jobs, pct, now_ms, settings, rng)
     return plan
+
+
+def _monitor_fields(plan: PollPlan, result: PollResult, monitor: Monitor, now_ms: int, *, polled: bool) -> float:
+    """What the answer changes of the monitor's own state (into ``plan.monitor_fields``); its percentage now."""
+    fields = plan.monitor_fields
+    if polled:
+        fields[MONITOR.polls] = str(monitor.polls + 1)
+        fields[MONITOR.last_polled] = str(now_ms)
+    pct = monitor.percentage
+    if result.kind in (Kind.PROGRESS, Kind.COMPLETED, Kind.FAILED):
+        fields[MONITOR.invalid] = "0"
+        fields[MONITOR.errors] = "0"
+        prev_status = monitor.status or None
+        pct = max(pct, result.percentage if result.percentage is not None else pct)
+        desc = result.status_description or ""
+        plan.changed = result.status != prev_status or pct != monitor.percentage or desc != monitor.status_description
+        fields[MONITOR.status] = result.status or prev_status or JobStatus.IN_PROGRESS
+        fields[MONITOR.percentage] = repr(pct)
+        if desc or monitor.status_description:
+            fields[MONITOR.status_description] = desc
+        if result.operation:
+            fields[MONITOR.operation] = result.operation
+    elif result.kind is Kind.INVALID:
+        fields[MONITOR.invalid] = str(monitor.invalid + 1)
+    elif result.kind is Kind.RETRY:
+        fields[MONITOR.errors] = str(monitor.errors + 1)
+    if result.kind is Kind.COMPLETED:
+        fields[MONITOR.completed] = "1"
+        if result.resource_id:
+            fields[MONITOR.resource_id] = result.resource_id
+        if result.drive_item is not None:
+            fields[MONITOR.drive_item] = json.dumps(result.drive_item)
+    return pct
+
+
+def _next_delay(
+    plan: PollPlan,
+    result: PollResult,
+    monitor: Monitor,
+    jobs: list[Job],
+    pct: float,
+    now_ms: int,
+    settings: Settings,
+    rng: random.Random,
+) -> float:
+    """Seconds until a monitor still running is polled again: backoff, or halfway to the predicted end; at most
+    the smallest progressInterval of its jobs, at least what the monitor's Retry-After asks."""
+    streak = 0 if plan.changed else monitor.streak + 1
+    plan.monitor_fields[MONITOR.streak] = str(streak)
+    delay = poll_delay(streak, settings.poll_initial_interval, settings.poll_max_interval, rng)
+    if result.kind is Kind.PROGRESS:
+        predicted = _predicted_delay(monitor, pct, plan.monitor_fields, now_ms, settings, rng, changed=plan.changed)
+        if predicted is not None:
+            delay = predicted
+    # jobs that asked for live progress: the monitor is polled at the smallest of their intervals
+    intervals = [j.progress_interval for j in jobs if j.progress_interval]
+    if intervals:
+        delay = min(delay, min(intervals))
+    retry_after = parse_retry_after(result.retry_after) if result.http_status in (429, 503) else None
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, settings.retry_after_cap))
+    return delay
 
 
 def _predicted_delay(
@@ -207,8 +224,14 @@ def _plan_job(
             sets[JOB.drive_item] = json.dumps(result.drive_item)
         return JobOp.on(job, set=sets)
 
+    error = _failure(result, invalid, settings)
+    return failure_op(job, now_ms, error) if error is not None else None
+
+
+def _failure(result: PollResult, invalid: int, settings: Settings) -> dict[str, Any] | None:
+    """The ``job.failed`` error an answer means, if it means one."""
     if result.kind is Kind.FAILED:
-        error = {
+        return {
             "code": "monitorFailed",
             "monitorStatus": result.status,
             "errorCode": result.error_code,
@@ -217,17 +240,14 @@ def _plan_job(
             "target": result.error_target,
             "httpStatus": result.http_status,
         }
-        return failure_op(job, now_ms, error)
-
     if result.kind is Kind.GONE:
         gone: dict[str, Any] = {"code": "monitorGone", "httpStatus": result.http_status}
         if result.error_code:
             gone.update(errorCode=result.error_code, message=result.error_message)
-        return failure_op(job, now_ms, gone)
-
+        return gone
     if result.kind is Kind.INVALID and invalid >= settings.max_invalid_responses:
         detail = f"{invalid} answers in a row were not AsyncJobStatus; last: {result.detail}"
-        return failure_op(job, now_ms, {"code": "invalidMonitorResponse", "message": detail})
+        return {"code": "invalidMonitorResponse", "message": detail}
     return None
 
 

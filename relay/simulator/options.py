@@ -113,15 +113,7 @@ class SimOptions:
             if not 0.0 <= getattr(self, knob) <= 1.0:
                 raise ValueError(f"knob {knob} must be a probability between 0 and 1")
         if self.script is not None:
-            if not self.script or not all(isinstance(step, dict) for step in self.script):
-                raise ValueError("knob script must be a non-empty list of {status, body, headers} objects")
-            for step in self.script:
-                try:
-                    int(step.get("status", 200))
-                except (TypeError, ValueError):
-                    raise ValueError("knob script: every status must be an integer") from None
-                if not isinstance(step.get("headers") or {}, dict):
-                    raise ValueError("knob script: headers must be an object")
+            _check_script(self.script)
         if self.item_ids is not None and not all(isinstance(i, str) and i for i in self.item_ids):
             raise ValueError("knob itemIds must be a list of non-empty strings")
 
@@ -148,25 +140,25 @@ def _camel(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
+def _check_script(script: list[dict[str, Any]]) -> None:
+    if not script or not all(isinstance(step, dict) for step in script):
+        raise ValueError("knob script must be a non-empty list of {status, body, headers} objects")
+    for step in script:
+        try:
+            int(step.get("status", 200))
+        except (TypeError, ValueError):
+            raise ValueError("knob script: every status must be an integer") from None
+        if not isinstance(step.get("headers") or {}, dict):
+            raise ValueError("knob script: headers must be an object")
+
+
 def _convert(kind: str, raw: Any, name: str) -> Any:
     optional = kind.endswith("| None")
     if optional and (raw is None or (isinstance(raw, str) and raw.strip().lower() in _NONE)):
         return None
     base = kind.removesuffix("| None").strip()
-    if base == "float":
-        if isinstance(raw, bool):
-            raise ValueError(f"knob {name} must be a number")
-        try:
-            return float(raw)
-        except (TypeError, ValueError):
-            raise ValueError(f"knob {name} must be a number") from None
-    if base == "bool":
-        if isinstance(raw, bool):
-            return raw
-        text = str(raw).strip().lower()
-        if text in _TRUE or text in _FALSE:
-            return text in _TRUE
-        raise ValueError(f"knob {name} must be true or false")
+    if base in ("float", "bool"):
+        return _scalar(base, raw, name)
     if base == "str":
         if isinstance(raw, str | int | float) and not isinstance(raw, bool):
             return str(raw)
@@ -180,6 +172,23 @@ def _convert(kind: str, raw: Any, name: str) -> Any:
     if not isinstance(raw, list):
         raise ValueError(f"knob {name} must be a list")
     return raw
+
+
+def _scalar(base: str, raw: Any, name: str) -> float | bool:
+    """A float or bool knob: a JSON value, or its text in a query string."""
+    if base == "float":
+        if isinstance(raw, bool):
+            raise ValueError(f"knob {name} must be a number")
+        try:
+            return float(raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"knob {name} must be a number") from None
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise ValueError(f"knob {name} must be true or false")
 
 
 def iso(moment: datetime) -> str:
