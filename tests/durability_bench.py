@@ -29,11 +29,10 @@ from redis.asyncio import Redis
 
 from relay.store import keys
 from relay.store.jobs import Store
-from tests.helpers import RELAY, free_port
+from tests.helpers import RELAY, SECRET, free_port
 from tests.sentinels import PrimaryReplica
 
 ROOT = Path(__file__).resolve().parent.parent
-SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 MONITORS = 2000
 REGISTER_BODY = json.dumps(
     {

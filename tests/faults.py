@@ -23,7 +23,7 @@ from standardwebhooks.webhooks import Webhook
 from relay.core.schema import EventType
 from relay.simulator import Simulator
 from relay.store.connections import redis_client
-from tests.helpers import RELAY
+from tests.helpers import RELAY, SECRET
 
 TERMINAL = EventType.terminal_types()
 
@@ -40,7 +40,6 @@ __all__ = [
     "wait_ready",
 ]
 
-SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 REQUEST_TIMEOUT = 2.0
 
 

@@ -1,4 +1,6 @@
-"""Real servers for the tests: a webhook receiver that verifies every signature; relay as a subprocess."""
+"""What the tests share (the one module they import from; tests/conftest.py only makes fixtures of it):
+a webhook receiver that verifies every signature, relay's API and workers in this process, relay as a
+subprocess, and waiting for conditions."""
 
 from __future__ import annotations
 
@@ -6,32 +8,49 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
+from relay.api.app import create_app
 from relay.core.schema import EventType
+from relay.settings import Settings
+from relay.store.embedded import free_port
+from workers.main import create_worker
+
+__all__ = [
+    "RELAY",
+    "SECRET",
+    "TERMINAL",
+    "Api",
+    "Received",
+    "Receiver",
+    "Responder",
+    "ensure_stopped",
+    "eventually",
+    "free_port",
+    "relay_env",
+    "running_api",
+    "running_worker",
+    "start_relay",
+    "wait_http",
+    "with_settings",
+]
 
 TERMINAL = EventType.terminal_types()
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 #: the console script of this environment
 RELAY = str(Path(sys.executable).parent / "relay")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def relay_env(**settings: str) -> dict[str, str]:
@@ -175,3 +194,73 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+# -- relay in this process: the API on a loopback port, arq workers --------------------------------
+
+
+class Api:
+    """A real relay API on a loopback port and a client session for it."""
+
+    def __init__(self, base: str, session: aiohttp.ClientSession) -> None:
+        self.base = base
+        self.session = session
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any, aiohttp.ClientResponse]:
+        async with self.session.request(method, self.base + path, **kwargs) as resp:
+            text = await resp.text()
+            body: Any = None
+            if text and resp.content_type in ("application/json", "application/problem+json"):
+                import json
+
+                body = json.loads(text)
+                _check_answer(path, resp.status, body)
+            return resp.status, body, resp
+
+    async def create(self, **fields: Any) -> dict[str, Any]:
+        status, body, _ = await self.request("POST", "/v1/jobs", json=fields)
+        assert status == 201, body
+        result: dict[str, Any] = body
+        return result
+
+
+def _check_answer(path: str, status: int, body: Any) -> None:
+    """Answers match the models the OpenAPI document is generated from (relay/api/schemas.py)."""
+    from relay.api.schemas import JobPage, JobView, Problem
+
+    route = path.split("?", 1)[0]
+    if status >= 400:
+        Problem.model_validate(body)
+    elif route == "/v1/jobs" and "jobs" in body:
+        JobPage.model_validate(body)
+    elif route.startswith("/v1/jobs") and route.count("/") <= 3 and isinstance(body, dict) and "id" in body:
+        JobView.model_validate(body)
+
+
+@contextlib.asynccontextmanager
+async def running_api(settings: Settings) -> AsyncIterator[Api]:
+    runner = web.AppRunner(create_app(settings), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    async with aiohttp.ClientSession() as session:
+        yield Api(f"http://127.0.0.1:{port}", session)
+    await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def running_worker(settings: Settings, **overrides: Any) -> AsyncIterator[Any]:
+    worker = create_worker(settings, handle_signals=False, poll_delay=0.05, **overrides)
+    task = asyncio.create_task(worker.async_run())
+    try:
+        yield worker
+    finally:
+        await worker.close()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def with_settings(settings: Settings, **changes: Any) -> Settings:
+    return replace(settings, **changes)

@@ -24,7 +24,7 @@ import redis
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from relay.store.embedded import EmbeddedRedis, _free_port, find_redis_server
+from relay.store.embedded import EmbeddedRedis, find_redis_server, free_port
 
 __all__ = ["FAST_SYNC", "SERVICE", "PrimaryReplica", "ReplicationLink", "SentinelSetup"]
 
@@ -142,7 +142,7 @@ class ReplicationLink:
 
 class SentinelProcess:
     def __init__(self, workdir: Path, index: int, primary_port: int, *, down_after_ms: int, failover_ms: int) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.conf = workdir / f"sentinel-{index}.conf"
         self.conf.write_text(
             f"port {self.port}\n"
@@ -178,7 +178,7 @@ class SentinelSetup:
     def __init__(self, *, down_after_ms: int = 500, failover_ms: int = 2000, link: bool = False) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="relay-sentinel-"))
         self.primary = EmbeddedRedis(data_dir=str(self.workdir / "a"), args=FAST_SYNC)
-        self.replica_port = _free_port()
+        self.replica_port = free_port()
         self.replica: EmbeddedRedis | None = None
         self.link = ReplicationLink(self.primary.port) if link else None
         self.sentinels = [

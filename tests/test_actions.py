@@ -9,8 +9,7 @@ import pytest
 
 from relay.outbound.actions import Action, derived_item_url
 from relay.simulator import Simulator
-from tests.conftest import Api
-from tests.helpers import Receiver
+from tests.helpers import Api, Receiver
 
 COPY_BODY = {"parentReference": {"path": "/drive/root:/Documents"}, "name": "Copy of LargeFolder1"}
 

@@ -8,7 +8,7 @@ import pytest
 from redis.asyncio import Redis
 
 from relay.settings import Settings
-from tests.conftest import Api, running_api, with_settings
+from tests.helpers import Api, running_api, with_settings
 
 MONITOR = "http://127.0.0.1:1029/monitor/4A3407B5-88FC-4504-8B21-0AABD3412717"
 CALLBACK = "http://127.0.0.1:1029/hook"

@@ -22,8 +22,7 @@ from relay.core.schema import EventType
 from relay.settings import Settings
 from relay.simulator import Simulator
 from relay.store.jobs import Store
-from tests.conftest import Api
-from tests.helpers import Receiver
+from tests.helpers import Api, Receiver
 
 TERMINAL = EventType.terminal_types()
 

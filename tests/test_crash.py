@@ -13,8 +13,17 @@ from aiohttp import web
 
 from relay.settings import Settings
 from relay.store.embedded import EmbeddedRedis
-from tests.conftest import Api, running_api, running_worker, with_settings
-from tests.helpers import SECRET, Receiver, ensure_stopped, relay_env, start_relay
+from tests.helpers import (
+    SECRET,
+    Api,
+    Receiver,
+    ensure_stopped,
+    relay_env,
+    running_api,
+    running_worker,
+    start_relay,
+    with_settings,
+)
 
 COMPLETED = {"status": "completed", "percentageComplete": 100.0, "resourceId": "01ABC"}
 

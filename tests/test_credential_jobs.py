@@ -18,8 +18,7 @@ from redis.asyncio import Redis
 from relay.credentials.specs import load_credentials
 from relay.settings import Settings
 from relay.simulator import Simulator
-from tests.conftest import running_api, running_worker, with_settings
-from tests.helpers import Receiver
+from tests.helpers import Receiver, running_api, running_worker, with_settings
 from tests.token_double import App, TokenDouble
 
 CLIENT_ID = "99999999-2222-3333-4444-555555555555"

@@ -11,8 +11,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from relay.settings import Settings
-from tests.conftest import Api, with_settings
-from tests.helpers import Receiver, eventually
+from tests.helpers import Api, Receiver, eventually, with_settings
 
 COMPLETED = {"status": "completed", "percentageComplete": 100.0, "resourceId": "01ABC"}
 

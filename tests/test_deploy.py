@@ -32,7 +32,7 @@ from relay import __version__
 from relay.cli.dev import API_SHUTDOWN_TIMEOUT
 from relay.credentials.specs import WorkloadIdentitySpec
 from relay.settings import Settings
-from relay.store.embedded import _free_port, find_redis_server
+from relay.store.embedded import find_redis_server, free_port
 from workers.main import WorkerSettings, health_check_key
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -410,7 +410,7 @@ def configured_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple
     local_text, replaced = re.subn(rf"(?m)^dir {re.escape(directives['dir'])}$", f"dir {data}", text)
     assert replaced == 1
     conf.write_text(local_text)
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(  # noqa: S603
         [find_redis_server(), str(conf), "--port", str(port), "--bind", "127.0.0.1"],
         stdout=subprocess.DEVNULL,
@@ -491,7 +491,7 @@ def test_worker_probe_checks_arqs_health_key(configured_redis: tuple[str, redis.
 
 
 def test_worker_probe_does_not_blame_the_worker_for_redis() -> None:
-    unreachable = run_probe(f"redis://127.0.0.1:{_free_port()}/0")
+    unreachable = run_probe(f"redis://127.0.0.1:{free_port()}/0")
     assert unreachable.returncode == 0
     assert "redis unreachable" in unreachable.stderr
 

@@ -15,7 +15,7 @@ from relay.settings import Settings
 from relay.store.connections import redis_client
 from relay.store.durable import DurableRedis, NotReplicated
 from relay.store.jobs import Store
-from tests.conftest import running_api, with_settings
+from tests.helpers import running_api, with_settings
 from tests.sentinels import PrimaryReplica
 
 BODY = {"monitorUrl": "http://127.0.0.1:1029/monitor/1", "callbackUrl": "http://127.0.0.1:1029/hook"}

@@ -10,8 +10,7 @@ from aiohttp import web
 from relay.core.schema import EventType
 from relay.settings import Settings
 from relay.simulator import Simulator
-from tests.conftest import Api, with_settings
-from tests.helpers import Receiver, eventually
+from tests.helpers import Api, Receiver, eventually, with_settings
 
 TERMINAL = EventType.terminal_types()
 

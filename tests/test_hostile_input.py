@@ -12,8 +12,7 @@ from redis.asyncio import Redis
 from relay.outbound.client import create_session, fetch
 from relay.outbound.ssrf import Blocked
 from relay.settings import Settings
-from tests.conftest import Api, running_api, with_settings
-from tests.helpers import Receiver
+from tests.helpers import Api, Receiver, running_api, with_settings
 
 MONITOR = "http://127.0.0.1:1029/monitor/1"
 

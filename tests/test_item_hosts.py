@@ -8,8 +8,7 @@ from redis.asyncio import Redis
 
 from relay.settings import DEFAULT_ITEM_HOSTS, Settings
 from relay.simulator import Simulator
-from tests.conftest import Api, running_worker, with_settings
-from tests.helpers import Receiver
+from tests.helpers import Api, Receiver, running_worker, with_settings
 
 
 def test_the_default_item_hosts_are_microsofts_graph_hosts() -> None:

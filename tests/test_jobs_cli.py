@@ -15,8 +15,7 @@ from redis.asyncio import Redis
 
 from relay.settings import Settings
 from relay.simulator import Simulator
-from tests.conftest import Api, running_api, with_settings
-from tests.helpers import RELAY, Receiver
+from tests.helpers import RELAY, Api, Receiver, running_api, with_settings
 from tests.helpers import relay_env as clean_env
 
 TOKEN = "cli-token"

@@ -16,8 +16,7 @@ from standardwebhooks.webhooks import Webhook
 
 from relay.settings import Settings
 from relay.simulator import Simulator
-from tests.conftest import Api, running_api, with_settings
-from tests.helpers import SECRET, Receiver, eventually
+from tests.helpers import SECRET, Api, Receiver, eventually, running_api, with_settings
 
 JOB_SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWY="  # base64 of 32 letters
 

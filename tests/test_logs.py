@@ -19,8 +19,7 @@ from relay import logs
 from relay.api.middlewares import request_id_middleware
 from relay.settings import ConfigError, Settings
 from relay.simulator import Simulator
-from tests.conftest import Api
-from tests.helpers import SECRET, Receiver
+from tests.helpers import SECRET, Api, Receiver
 
 JOB_SECRET = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
 

@@ -14,8 +14,7 @@ from redis.asyncio import Redis
 from relay.core.authorization import MAX_ASKS, bearer_expired
 from relay.settings import Settings
 from relay.simulator import Simulator
-from tests.conftest import Api, with_settings
-from tests.helpers import Receiver, ensure_stopped
+from tests.helpers import Api, Receiver, ensure_stopped, with_settings
 from tests.test_crash import worker_process
 
 ASK = "job.authorizationRequired"

@@ -8,8 +8,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from relay.settings import Settings
-from tests.conftest import Api
-from tests.helpers import SECRET, Receiver, ensure_stopped, free_port, relay_env, start_relay, wait_http
+from tests.helpers import SECRET, Api, Receiver, ensure_stopped, free_port, relay_env, start_relay, wait_http
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

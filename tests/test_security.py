@@ -17,8 +17,7 @@ from relay.core.monitor import Kind
 from relay.outbound.client import create_session
 from relay.outbound.ssrf import address_allowed
 from relay.settings import Settings
-from tests.conftest import Api, running_worker, with_settings
-from tests.helpers import SECRET, Receiver, eventually
+from tests.helpers import SECRET, Api, Receiver, eventually, running_worker, with_settings
 from tests.hostile import start_hostile
 from workers.poll import request_monitor
 
@@ -152,7 +151,7 @@ def test_vault_still_reads_fernet_tokens() -> None:
 
 
 async def test_authorization_refused_without_key_material(settings: Settings, redis: Redis) -> None:
-    from tests.conftest import running_api
+    from tests.helpers import running_api
 
     async with running_api(with_settings(settings, signing_secrets=(), encryption_keys=())) as api:
         status, problem, _ = await api.request(
@@ -172,7 +171,7 @@ async def test_authorization_refused_without_key_material(settings: Settings, re
     "callback", ["http://localhost:1029/h", "http://app.localhost/h", "http://[::1]/h", "http://0.0.0.0/h"]
 )
 async def test_loopback_callbacks_refused_at_registration(settings: Settings, redis: Redis, callback: str) -> None:
-    from tests.conftest import running_api
+    from tests.helpers import running_api
 
     async with running_api(with_settings(settings, internal_hosts=("127.0.0.1",))) as api:
         status, problem, _ = await api.request(

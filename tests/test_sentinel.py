@@ -12,10 +12,9 @@ from relay.settings import ConfigError, Settings
 from relay.simulator import Simulator
 from relay.store import keys
 from relay.store.connections import redis_client
-from relay.store.embedded import _free_port
+from relay.store.embedded import free_port
 from relay.store.redis_url import parse_sentinel_url
-from tests.conftest import running_api, running_worker, with_settings
-from tests.helpers import Receiver, eventually
+from tests.helpers import Receiver, eventually, running_api, running_worker, with_settings
 from tests.sentinels import SERVICE, SentinelSetup
 from tests.test_deploy import run_probe
 from tests.test_end_to_end import job_fields
@@ -152,6 +151,6 @@ async def test_the_worker_probe_reads_the_health_key_through_sentinel(sentinels:
         assert healthy.returncode == 0, healthy.stderr
     finally:
         await redis.aclose()
-    nobody = ",".join(f"127.0.0.1:{_free_port()}" for _ in range(2))
+    nobody = ",".join(f"127.0.0.1:{free_port()}" for _ in range(2))
     unreachable = run_probe(f"redis+sentinel://{nobody}/{SERVICE}/0")
     assert unreachable.returncode == 0 and "redis unreachable" in unreachable.stderr

@@ -21,7 +21,7 @@ from cryptography.x509.oid import NameOID
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from relay.store.connections import redis_client, sync_client
-from relay.store.embedded import _free_port, find_redis_server
+from relay.store.embedded import find_redis_server, free_port
 from relay.store.jobs import Store
 from tests.sentinels import SERVICE
 
@@ -79,7 +79,7 @@ def tls_sentinel(tmp_path: Path, tls_files: dict[str, str]) -> Iterator[int]:
     watching it; the Sentinel's port."""
     tls = ["tls-cert-file", tls_files["cert"], "tls-key-file", tls_files["key"], "tls-ca-cert-file", tls_files["ca"]]
     tls += ["tls-auth-clients", "no", "tls-replication", "yes"]
-    primary_port, sentinel_port = _free_port(), _free_port()
+    primary_port, sentinel_port = free_port(), free_port()
     primary_args = ["--port", "0", "--tls-port", str(primary_port), "--bind", "127.0.0.1", "--save", ""]
     primary_args += ["--requirepass", DATA_PASSWORD, "--dir", str(tmp_path)]
     primary_args += [f"--{tls[i]}" if i % 2 == 0 else tls[i] for i in range(len(tls))]

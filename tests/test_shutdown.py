@@ -10,8 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from relay.settings import Settings
-from tests.conftest import Api
-from tests.helpers import SECRET, Receiver, ensure_stopped, free_port, relay_env, start_relay
+from tests.helpers import SECRET, Api, Receiver, ensure_stopped, free_port, relay_env, start_relay
 from tests.test_crash import COMPLETED, worker_process
 
 

@@ -19,8 +19,7 @@ from redis.asyncio import Redis
 
 from relay.settings import Settings
 from relay.simulator import Simulator
-from tests.conftest import Api, running_api, with_settings
-from tests.helpers import Receiver
+from tests.helpers import Api, Receiver, running_api, with_settings
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -33,7 +33,7 @@ from relay.cli.dev import new_secret, run_dev
 from relay.core.schema import EventType
 from relay.settings import Settings
 from relay.simulator import Simulator
-from relay.store.embedded import EmbeddedRedis
+from relay.store.embedded import EmbeddedRedis, free_port
 
 TERMINAL = EventType.terminal_types()
 
@@ -59,12 +59,6 @@ async def _answer_ask(
 
 
 TOKEN = "sim-token"  # noqa: S105  # the simulator's own demo token, not a secret
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def _receiver(secret: str, events: asyncio.Queue[dict[str, Any]]) -> tuple[web.AppRunner, str]:
@@ -123,7 +117,7 @@ async def run_demo(*, action: str = "copy", fail: bool = False, duration: float 
         settings = replace(
             Settings.from_env({}),
             redis_url=redis_server.url,
-            port=_free_port(),
+            port=free_port(),
             signing_secrets=(secret,),
             monitor_allowed_hosts=("127.0.0.1",),
             item_allowed_hosts=("127.0.0.1",),

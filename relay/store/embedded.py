@@ -12,7 +12,7 @@ from pathlib import Path
 
 import redis
 
-__all__ = ["EmbeddedRedis", "find_redis_server"]
+__all__ = ["EmbeddedRedis", "find_redis_server", "free_port"]
 
 
 def find_redis_server() -> str:
@@ -29,7 +29,7 @@ def find_redis_server() -> str:
     return str(binary)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -51,7 +51,7 @@ class EmbeddedRedis:
         self.args = list(args)
         self._own_dir = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="relay-redis-")
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
