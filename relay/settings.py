@@ -148,6 +148,10 @@ class Settings:
     deprecations: tuple[str, ...] = ()
     #: RELAY_CREDENTIALS: the named credentials relay holds itself (relay/credential_specs.py)
     credentials: tuple[CredentialSpec, ...] = ()
+    #: fair share, per API token (not without tokens: one app on loopback has no one to share with)
+    tenant_max_active_jobs: int = 100_000
+    tenant_registrations_per_second: int = 500
+    tenant_max_streams: int = 20  # open SSE streams, per API process
     redis_min_replicas: int = 0
     redis_wait_timeout: float = 1.0
 
@@ -213,6 +217,9 @@ class Settings:
             progress_interval=_progress_interval(env),
             deprecations=deprecations,
             credentials=load_credentials(env.get("RELAY_CREDENTIALS")),
+            tenant_max_active_jobs=_int(env, "RELAY_TENANT_MAX_ACTIVE_JOBS", 100_000, minimum=0),
+            tenant_registrations_per_second=_int(env, "RELAY_TENANT_REGISTRATIONS_PER_SECOND", 500, minimum=0),
+            tenant_max_streams=_int(env, "RELAY_TENANT_MAX_STREAMS", 20, minimum=0),
             redis_min_replicas=_int(env, "RELAY_REDIS_MIN_REPLICAS", 0, minimum=0),
             redis_wait_timeout=_duration(env, "RELAY_REDIS_WAIT_TIMEOUT", 1.0, minimum=0.001),
         )

@@ -66,6 +66,7 @@ async def register(request: web.Request, body: dict[str, Any]) -> web.Response:
         assert job.monitor_url is not None
         return await _store(request, job_id, fields, job.monitor_url, idempotency)
     store = request.app[STORE]
+    _refuse_over_limit(await store.take_quota(request[OWNER], tenant_limits(request)))
     if idempotency is not None:  # hold the key while Graph is asked: a retry must not start a second copy
         earlier = await store.reserve(idempotency, job_id, int(settings.request_timeout) + 30)
         if earlier is not None:
@@ -85,7 +86,9 @@ async def register(request: web.Request, body: dict[str, Any]) -> web.Response:
             await store.release(idempotency, job_id)
         extra = {"graphError": refused.graph} if refused.graph else None
         raise ProblemError(refused.status, refused.title, refused.detail, extra=extra) from None
-    return await _store(request, job_id, fields, started.monitor_url, idempotency, finished=started.drive_item)
+    return await _store(
+        request, job_id, fields, started.monitor_url, idempotency, finished=started.drive_item, started_action=True
+    )
 
 
 def _fields(request: web.Request, job: JobCreate, drive_item_url: str | None) -> dict[str, str]:
@@ -106,6 +109,23 @@ def _fields(request: web.Request, job: JobCreate, drive_item_url: str | None) ->
     if progress_interval:
         fields[JOB.progress_interval] = repr(float(progress_interval))
     return fields
+
+
+def tenant_limits(request: web.Request) -> tuple[int, int]:
+    """(active jobs, registrations a second) the caller's token may have; none without API tokens."""
+    settings = request.app[SETTINGS]
+    if not settings.api_tokens:  # one app on loopback: no one to share with
+        return 0, 0
+    return settings.tenant_max_active_jobs, settings.tenant_registrations_per_second
+
+
+def _refuse_over_limit(limited: str) -> None:
+    if limited == "active":
+        message = "this API token has RELAY_TENANT_MAX_ACTIVE_JOBS jobs running; retry when some have ended"
+        raise ProblemError(429, "Too Many Active Jobs", message, headers={"Retry-After": "60"})
+    if limited == "rate":
+        message = "this API token registers more than RELAY_TENANT_REGISTRATIONS_PER_SECOND jobs a second"
+        raise ProblemError(429, "Too Many Registrations", message, headers={"Retry-After": "1"})
 
 
 def destination_errors(request: web.Request, *, action_url: str | None = None, **urls: str | None) -> None:
@@ -193,16 +213,22 @@ async def _store(
     idempotency: Idempotency | None,
     *,
     finished: dict[str, Any] | None = None,
+    started_action: bool = False,
 ) -> web.Response:
     store = request.app[STORE]
+    # an action took its share of the limits before it was started (a refusal now would leave its copy untracked)
+    limits = (0, 0) if started_action else tenant_limits(request)
     if monitor_url is not None:
         fields[JOB.monitor_host] = URL(monitor_url).host or ""
         sealed = request.app[VAULT].seal(monitor_url)
-        registered = await store.register(job_id, fields, monitor_url, sealed_url=sealed, idempotency=idempotency)
+        registered = await store.register(
+            job_id, fields, monitor_url, sealed_url=sealed, idempotency=idempotency, limits=limits
+        )
     else:  # the action finished at once: the job is born completed, with its job.completed event
         assert finished is not None
         first = finished_op(Job.from_hash(job_id, fields), int(time.time() * 1000), finished)
-        registered = await store.register(job_id, fields, None, first_op=first, idempotency=idempotency)
+        registered = await store.register(job_id, fields, None, first_op=first, idempotency=idempotency, limits=limits)
+    _refuse_over_limit(registered.limited)
     if registered.job is not None:
         metrics.JOBS_REGISTERED.inc()
         view = job_view(registered.job, registered.info)

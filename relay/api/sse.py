@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+from collections.abc import Iterator
 
 from aiohttp import web
 
-__all__ = ["KEEPALIVE_INTERVAL", "POLL_INTERVAL", "disconnected", "frame", "idle_turn", "open_stream", "pause", "setup"]
+from relay.api.problems import ProblemError
+from relay.api.typedefs import SETTINGS
+
+__all__ = [
+    "KEEPALIVE_INTERVAL",
+    "POLL_INTERVAL",
+    "disconnected",
+    "frame",
+    "idle_turn",
+    "open_stream",
+    "pause",
+    "setup",
+    "slot",
+]
 
 #: how often streams and long-polls look at Redis for something new (seconds)
 POLL_INTERVAL = 0.5
@@ -15,6 +30,8 @@ POLL_INTERVAL = 0.5
 KEEPALIVE_INTERVAL = 15.0
 
 _STOPPING = web.AppKey("live_stopping", asyncio.Event)
+#: open streams per owner in this process (RELAY_TENANT_MAX_STREAMS)
+_OPEN = web.AppKey("live_open", collections.Counter[str])
 _HEADERS = {
     "Content-Type": "text/event-stream",
     "Cache-Control": "no-cache",
@@ -25,11 +42,33 @@ _HEADERS = {
 def setup(app: web.Application) -> None:
     """End open streams when the app shuts down (not after its timeout)."""
     app[_STOPPING] = asyncio.Event()
+    app[_OPEN] = collections.Counter()
     app.on_shutdown.append(_stop_streams)
 
 
 async def _stop_streams(app: web.Application) -> None:
     app[_STOPPING].set()
+
+
+@contextlib.contextmanager
+def slot(request: web.Request, owner: str) -> Iterator[None]:
+    """Hold one of the owner's open streams for the life of a stream; 429 when it has all of them open.
+
+    Per API process; without API tokens (one app on loopback) there is no limit.
+    """
+    settings = request.app[SETTINGS]
+    limit = settings.tenant_max_streams if settings.api_tokens else 0
+    counts = request.app[_OPEN]
+    if limit and counts[owner] >= limit:
+        message = f"this API token has RELAY_TENANT_MAX_STREAMS ({limit}) streams open here; close one first"
+        raise ProblemError(429, "Too Many Streams", message, headers={"Retry-After": "5"})
+    counts[owner] += 1
+    try:
+        yield
+    finally:
+        counts[owner] -= 1
+        if counts[owner] <= 0:
+            del counts[owner]
 
 
 def frame(event_id: str | None, event_type: str, data: str, extra: dict[str, str] | None = None) -> bytes:

@@ -59,6 +59,12 @@ async def job_events(request: web.Request) -> web.StreamResponse:
         secrets.append(job.secret)
     last_event_id = request.headers.get("Last-Event-ID")
     position = await queries.event_position(store, job.id, last_event_id) if last_event_id else 0
+    with sse.slot(request, job.owner):
+        return await _job_events(request, job, secrets, position)
+
+
+async def _job_events(request: web.Request, job: Job, secrets: list[str], position: int) -> web.StreamResponse:
+    store = request.app[STORE]
     response = await sse.open_stream(request)
     loop = asyncio.get_running_loop()
     next_keepalive = loop.time() + sse.KEEPALIVE_INTERVAL
@@ -91,6 +97,11 @@ async def owner_stream(request: web.Request) -> web.StreamResponse:
     ``limit`` newest jobs changes: a new event, a status change, a delivery attempt. All of them once
     on connect, so a reconnecting client starts from a full picture. Never ends by itself."""
     count = limit(request)
+    with sse.slot(request, request[OWNER]):
+        return await _owner_stream(request, count)
+
+
+async def _owner_stream(request: web.Request, count: int) -> web.StreamResponse:
     owner = request[OWNER]
     store = request.app[STORE]
     # everything registered up to the index's newest entry now is covered by the first listing

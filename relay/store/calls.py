@@ -22,6 +22,8 @@ class RegisterCall:
     idempotency_key: str = ""
     idempotency_ttl: int = 86400
     digest: str = ""
+    max_active: int = 0  # the owner's active jobs at most (0: no limit)
+    max_rate: int = 0  # the owner's registrations a second at most (0: no limit)
 
 
 @dataclass(frozen=True, slots=True)

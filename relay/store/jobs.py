@@ -47,6 +47,7 @@ class Registration:
     job: Job | None = None  # the new job; None when an earlier job was found
     info: PollInfo = PollInfo()
     pending: bool = False  # the earlier registration under this key is still starting its action
+    limited: str = ""  # nothing was created: the owner is over its limit of 'active' jobs or registration 'rate'
 
 
 class Store:
@@ -64,7 +65,7 @@ class Store:
         self._apply_poll = BatchedScript(
             redis, LuaScript.load("apply_poll.lua"), shared=[self.event_ttl, self.retention]
         )
-        self._ack = BatchedScript(redis, LuaScript.load("delivery_ack.lua"), shared=[])
+        self._ack = BatchedScript(redis, LuaScript.load("delivery_ack.lua"), shared=[self.retention])
         self._reserve = LuaScript.load("reserve.lua")
         self._release = LuaScript.load("release.lua")
         self._apply_job = LuaScript.load("apply_job.lua")
@@ -73,6 +74,7 @@ class Store:
         self._redeliver = LuaScript.load("redeliver.lua")
         self._monitor_info = LuaScript.load("monitor_info.lua")
         self._backlog = LuaScript.load("backlog.lua")
+        self._quota = LuaScript.load("quota.lua")
 
     # -- registration and the API ------------------------------------------------------------
 
@@ -86,6 +88,7 @@ class Store:
         first_op: JobOp | None = None,
         idempotency: tuple[str, str, str] | None = None,  # (owner, key digest, request digest)
         idempotency_ttl: int = 86400,
+        limits: tuple[int, int] = (0, 0),  # (active jobs, registrations a second) the owner may have; 0: no limit
     ) -> Registration:
         """Create the job, or find the one an idempotency key already made.
 
@@ -101,8 +104,10 @@ class Store:
             fields["monitor_key"] = mkey
         stored = monitor_url if sealed_url is None else sealed_url
         op = first_op.as_json() if first_op is not None else {}
-        call = RegisterCall(job_id, fields, mkey, stored or "", op, idem_key, idempotency_ttl, digest)
+        call = RegisterCall(job_id, fields, mkey, stored or "", op, idem_key, idempotency_ttl, digest, *limits)
         raw = await self._register(call)
+        if raw[0] == "limited":
+            return Registration(created=False, job_id="", digest="", limited=raw[1])
         if raw[0] != "created":
             return Registration(created=False, job_id=raw[1], digest=raw[2], pending=raw[3] == "pending")
         if first_op is not None:
@@ -123,6 +128,11 @@ class Store:
             return None
         found, digest, *rest = str(raw).split(" ")
         return Registration(created=False, job_id=found, digest=digest, pending=rest == ["pending"])
+
+    async def take_quota(self, owner: str, limits: tuple[int, int]) -> str:
+        """'' when one more registration is within the owner's limits (and counted), else 'active' or 'rate'."""
+        limited = await self._quota(self.redis, args=[owner, *limits])
+        return str(limited or "")
 
     async def release(self, idempotency: tuple[str, str, str], job_id: str) -> None:
         """Let go of a reservation whose action started nothing."""

@@ -7,6 +7,7 @@ All keys share the ``relay:`` prefix so a Redis shared with other software stays
 from __future__ import annotations
 
 __all__ = [
+    "ACTIVE",
     "ARQ_QUEUE",
     "DEAD_LETTERS",
     "DELIVERIES",
@@ -21,6 +22,7 @@ __all__ = [
     "job_events",
     "job_outbox",
     "monitor",
+    "registrations",
     "sched_lane",
     "sched_lanes",
     "sched_tokens",
@@ -39,6 +41,8 @@ DELIVERIES = f"{PREFIX}sched:deliveries"
 DEAD_LETTERS = f"{PREFIX}dead"
 #: hash of lifetime counters: registered, completed, failed, cancelled
 STATS = f"{PREFIX}stats"
+#: hash of each owner's (API tenant's) active jobs: registered and not yet ended (RELAY_TENANT_MAX_ACTIVE_JOBS)
+ACTIVE = f"{PREFIX}active"
 #: the arq queue that runs DriveItem resolution
 ARQ_QUEUE = f"{PREFIX}arq:queue"
 #: stream of job ids (field ``j``) in creation order, for listing: its entry ids are creation times,
@@ -89,6 +93,11 @@ def monitor(monitor_key: str) -> str:
     return f"{PREFIX}monitor:{monitor_key}"
 
 
+def registrations(owner: str, second: str) -> str:
+    """Counter of an owner's registrations in one second (RELAY_TENANT_REGISTRATIONS_PER_SECOND); lives 2 s."""
+    return f"{PREFIX}rate:{owner}:{second}"
+
+
 def idempotency(owner: str, key_digest: str) -> str:
     return f"{PREFIX}idem:{owner}:{key_digest}"
 
@@ -100,5 +109,17 @@ LUA_CONSTANTS = {
     "DEAD_LETTERS": DEAD_LETTERS,
     "STATS": STATS,
     "JOBS_INDEX": JOBS_INDEX,
+    "ACTIVE": ACTIVE,
 }
-LUA_FUNCTIONS = (sched_tokens, sched_lane, sched_lanes, job, job_events, job_outbox, job_attempts, event, monitor)
+LUA_FUNCTIONS = (
+    sched_tokens,
+    sched_lane,
+    sched_lanes,
+    job,
+    job_events,
+    job_outbox,
+    job_attempts,
+    event,
+    monitor,
+    registrations,
+)

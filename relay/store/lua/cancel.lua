@@ -1,4 +1,4 @@
---! uses lib/lanes.lua lib/monitors.lua
+--! uses lib/lanes.lua lib/monitors.lua lib/job_end.lua
 -- Stop tracking a job (DELETE /v1/jobs/{id}): it stays readable as cancelled, its undelivered events are
 -- dropped, and its monitor goes when it was the last job on it. 0: no such job.
 local job_id = ARGV[1]
@@ -7,18 +7,12 @@ local jk = key_job(job_id)
 
 if redis.call('EXISTS', jk) == 0 then return 0 end
 if redis.call('HGET', jk, 'terminal') == '1' then return 1 end
-redis.call('HSET', jk, 'terminal', '1', 'status', 'cancelled', 'phase', 'done')
-redis.call('HDEL', jk, 'authorization')
-redis.call('HINCRBY', KEY_STATS, 'cancelled', 1)
-local mk_id = drop_from_monitor(jk, job_id)
-if mk_id then drop_monitor_if_empty(mk_id) end
+redis.call('HSET', jk, 'status', 'cancelled')
+end_job(job_id, retention)
 local outbox = key_job_outbox(job_id)
 for _, eid in ipairs(redis.call('LRANGE', outbox, 0, -1)) do
   redis.call('HSET', key_event(eid), 'state', 'cancelled')
 end
 redis.call('DEL', outbox)
 schedule_drop(KEY_DELIVERIES, lane_of(redis.call('HGET', jk, 'owner')), job_id)
-for _, k in ipairs({jk, key_job_events(job_id), key_job_attempts(job_id)}) do
-  redis.call('EXPIRE', k, retention)
-end
 return 1

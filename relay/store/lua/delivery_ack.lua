@@ -2,6 +2,7 @@
 -- Record a delivery attempt, if the claim on the job is still the caller's: the event's new state, the
 -- progress events it superseded, the attempt records, and when the job's next event is due (or its leaving
 -- the schedule when none is left). 'gone' (410) ends the job as cancelled. Batched; 1: done, -1: stale claim.
+local retention = tonumber(ARGV[1])
 local now = now_ms()
 local tokens = key_sched_tokens(KEY_DELIVERIES)
 
@@ -35,11 +36,8 @@ local function one(call)
     end
     redis.call('DEL', outbox)
     if redis.call('HGET', jk, 'terminal') ~= '1' then
-      redis.call('HSET', jk, 'terminal', '1', 'status', 'cancelled', 'phase', 'done', 'error', call.error)
-      redis.call('HINCRBY', KEY_STATS, 'cancelled', 1)
-      redis.call('HDEL', jk, 'authorization')
-      local mk_id = drop_from_monitor(jk, job_id)
-      if mk_id then drop_monitor_if_empty(mk_id) end
+      redis.call('HSET', jk, 'status', 'cancelled', 'error', call.error)
+      end_job(job_id, retention)
     end
   end
   local attempts = key_job_attempts(job_id)
@@ -57,4 +55,4 @@ local function one(call)
   return 1
 end
 
-return run_batch(1, one)
+return run_batch(2, one)

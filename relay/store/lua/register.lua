@@ -1,4 +1,4 @@
---! uses lib/clock.lua lib/lanes.lua lib/job_op.lua lib/batch.lua
+--! uses lib/clock.lua lib/lanes.lua lib/quota.lua lib/job_op.lua lib/batch.lua
 -- Create a job (and its monitor, or join the monitor's other jobs), or find the job an Idempotency-Key made.
 -- Batched: one call per registration. The job's id is its key, not a field; absent fields are defaults (seq 0,
 -- phase tracking, status notStarted, percentage 0): bytes per job count. An idempotency key holds
@@ -10,17 +10,22 @@ local retention = tonumber(ARGV[3])
 local now = now_ms()
 
 -- call: idempotency_key ('' when none), idempotency_ttl, digest, job_id, fields, monitor_key ('' for an action
--- that finished at once), monitor_url, first_op ({} or the finished action's job op)
+-- that finished at once), monitor_url, first_op ({} or the finished action's job op), max_active, max_rate
 local function one(call)
-  local id, mkey = call.job_id, call.monitor_key
+  local id, mkey, owner = call.job_id, call.monitor_key, call.fields.owner
   if call.idempotency_key ~= '' then
     local existing = redis.call('GET', call.idempotency_key)
     if existing then
       local found, digest, pending = string.match(existing, '^(%S+) (%S*) ?(%S*)$')
       if found ~= id then return {'existing', found, digest, pending} end
     end
+  end
+  local limited = over_limit(owner, call.max_active, call.max_rate, now)
+  if limited then return {'limited', limited} end
+  if call.idempotency_key ~= '' then
     redis.call('SET', call.idempotency_key, id .. ' ' .. call.digest, 'EX', call.idempotency_ttl)
   end
+  redis.call('HINCRBY', KEY_ACTIVE, owner, 1)
   local args = {'created', now}
   for k, v in pairs(call.fields) do
     args[#args + 1] = k
@@ -35,7 +40,7 @@ local function one(call)
   end
   local mk = key_monitor(mkey)
   redis.call('HSET', mk, 'j:' .. id, '')
-  local lane = lane_of(call.fields.owner)
+  local lane = lane_of(owner)
   if redis.call('HSETNX', mk, 'url', call.monitor_url) == 1 and lane ~= '' then
     redis.call('HSET', mk, 'lane', lane)
   else

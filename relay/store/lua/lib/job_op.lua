@@ -1,16 +1,10 @@
---! uses lib/lanes.lua lib/monitors.lua
+--! uses lib/lanes.lua lib/monitors.lua lib/job_end.lua
 -- One job's state change plus the events it records, guarded so that a stale writer changes nothing.
 -- `op` (relay/core/ops.py JobOp.as_json): job, prev_seq, phase?, expect?, set?, del?, events?, terminal?, wake?
 -- Answers 'ok', or why nothing changed: 'missing', 'terminal', 'stale'.
 
 -- a job whose terminal event waits goes ahead of jobs with only progress to tell (see keys.DELIVERIES)
 local TERMINAL_FIRST_MS = 86400000
-
-local function expire_job(jk, ttl)
-  for _, k in ipairs({jk, jk .. ':events', jk .. ':outbox', jk .. ':attempts'}) do
-    redis.call('EXPIRE', k, ttl)
-  end
-end
 
 local function schedule_delivery(jk, job_id, now, terminal)
   local lane = lane_of(redis.call('HGET', jk, 'owner'))
@@ -53,11 +47,7 @@ local function apply_job_op(op, now, event_ttl, retention)
     schedule_delivery(jk, op.job, now, op.terminal)
   end
   if op.terminal then
-    redis.call('HINCRBY', KEY_STATS, redis.call('HGET', jk, 'status') or 'ended', 1)
-    redis.call('HSET', jk, 'terminal', '1', 'phase', 'done')
-    redis.call('HDEL', jk, 'authorization')
-    drop_from_monitor(jk, op.job)
-    expire_job(jk, retention)
+    end_job(op.job, retention)
   elseif op.wake then
     wake_monitor(jk, op.wake)
   end

@@ -1,0 +1,22 @@
+--! uses lib/lanes.lua lib/monitors.lua
+-- A job ends (completed, failed, cancelled): counted by its status, no longer counted as its tenant's active
+-- job, its authorization forgotten, out of its monitor (which ends with its last job), readable for
+-- `retention` seconds more.
+
+local function expire_job(job_id, ttl)
+  for _, k in ipairs({key_job(job_id), key_job_events(job_id), key_job_outbox(job_id), key_job_attempts(job_id)}) do
+    redis.call('EXPIRE', k, ttl)
+  end
+end
+
+local function end_job(job_id, retention)
+  local jk = key_job(job_id)
+  redis.call('HSET', jk, 'terminal', '1', 'phase', 'done')
+  redis.call('HINCRBY', KEY_STATS, redis.call('HGET', jk, 'status') or 'ended', 1)
+  local owner = redis.call('HGET', jk, 'owner') or ''
+  if redis.call('HINCRBY', KEY_ACTIVE, owner, -1) <= 0 then redis.call('HDEL', KEY_ACTIVE, owner) end
+  redis.call('HDEL', jk, 'authorization')
+  local mk_id = drop_from_monitor(jk, job_id)
+  if mk_id then drop_monitor_if_empty(mk_id) end
+  expire_job(job_id, retention)
+end
