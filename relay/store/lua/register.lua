@@ -12,7 +12,7 @@ local now = now_ms()
 -- call: idempotency_key ('' when none), idempotency_ttl, digest, job_id, fields, monitor_key ('' for an action
 -- that finished at once), monitor_url, first_op ({} or the finished action's job op), max_active, max_rate
 local function one(call)
-  local id, mkey, owner = call.job_id, call.monitor_key, call.fields.owner
+  local id, mkey, owner = call.job_id, call.monitor_key, call.fields.owner or ''
   if call.idempotency_key ~= '' then
     local existing = redis.call('GET', call.idempotency_key)
     if existing then
