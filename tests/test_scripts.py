@@ -161,3 +161,16 @@ async def test_an_ending_job_keeps_its_monitors_poll_record_and_the_last_job_end
     assert not await redis.exists(keys.monitor(claim.member))
     assert await store.monitors.size() == 0
     assert await redis.zcard(keys.sched_lanes(keys.MONITORS)) == 0, "an empty lane leaves the lanes"
+
+
+async def test_a_member_due_before_every_other_wakes_idle_workers(redis: Redis) -> None:
+    store = Store(redis, retention=60, job_timeout=60)
+    async with redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+        await pubsub.subscribe(keys.sched_wake(keys.MONITORS))
+        await _register(store)  # the schedule was empty: a wake-up
+        first = await pubsub.get_message(timeout=2)
+        assert first is not None and first["channel"] == keys.sched_wake(keys.MONITORS)
+        await _register(store)  # due no earlier than the first: nobody to wake
+        assert await pubsub.get_message(timeout=0.2) is None
+    batch = await store.monitors.claim_batch(1, lease=30)
+    assert len(batch.claims) == 1 and batch.next_due_in == 0.0, "the other monitor is due now"

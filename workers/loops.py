@@ -37,7 +37,12 @@ class ClaimLoop:
         lease: float,
         batch: int = 100,
         idle: float = 0.1,
+        max_idle: float = 10.0,
+        wake: asyncio.Event | None = None,
     ) -> None:
+        """``idle``: the shortest pause after a claim that found less than it asked for while work is in
+        flight; with nothing in flight the loop sleeps until the earliest member comes due (at most
+        ``max_idle``), or until ``wake`` is set (relay/workers/waker.py)."""
         self.name = name
         self.scheduler = scheduler
         self.handle = handle
@@ -45,6 +50,8 @@ class ClaimLoop:
         self.lease = lease
         self.batch = batch
         self.idle = idle
+        self.max_idle = max_idle
+        self.wake = wake or asyncio.Event()
         self._busy = 0  # claims taken and not yet handled (queued or running)
         # under load, claim once a tenth of the slots are free rather than one slot at a time:
         # fewer, larger claims (one round trip each) for the same work
@@ -72,14 +79,16 @@ class ClaimLoop:
                 free = self.concurrency - self._busy
                 if free <= 0:
                     continue
+            self.wake.clear()  # a wake-up that comes while claiming is not lost: the pause below ends at once
             try:
-                claims = await self.scheduler.claim(min(free, self.batch), self.lease)
+                found = await self.scheduler.claim_batch(min(free, self.batch), self.lease)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis down or restarting: wait and try again, never die
                 log.warning("claim failed", loop=self.name, error=f"{type(exc).__name__}: {exc}")
                 await self._wait(self._stopping, 1.0)
                 continue
+            claims = found.claims
             if claims:
                 self._busy += len(claims)
                 self._queue.extend(claims)
@@ -88,7 +97,7 @@ class ClaimLoop:
                     if not parked.done():
                         parked.set_result(None)
             if len(claims) < min(free, self.batch):
-                await self._wait(self._stopping, self.idle)
+                await self._pause(found.next_due_in)
 
     async def _runner(self) -> None:
         structlog.contextvars.bind_contextvars(loop=self.name)
@@ -111,6 +120,12 @@ class ClaimLoop:
                 if self.concurrency - self._busy >= self._min_claim or not self._busy:
                     self._slot_freed.set()
 
+    async def _pause(self, next_due_in: float | None) -> None:
+        """Until the earliest member comes due (or ``max_idle``), woken earlier by a wake-up or a stop."""
+        floor = self.idle if self._busy else 0.0
+        seconds = self.max_idle if next_due_in is None else min(self.max_idle, max(floor, next_due_in))
+        await self._wait(self.wake, seconds)  # stopping sets it too
+
     @staticmethod
     async def _wait(event: asyncio.Event, seconds: float) -> None:
         """Until ``event`` is set or ``seconds`` pass (no task made, unlike ``wait_for``)."""
@@ -123,10 +138,11 @@ class ClaimLoop:
     def begin_stop(self) -> None:
         """Claim nothing more; work in flight carries on."""
         self._stopping.set()
+        self.wake.set()
 
     async def stop(self, grace: float) -> None:
         """Stop claiming, give claimed work ``grace`` seconds, then cancel it (its leases hand it back)."""
-        self._stopping.set()
+        self.begin_stop()
         if self._task is not None:
             done, _ = await asyncio.wait({self._task}, timeout=2.0)
             if not done:

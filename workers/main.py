@@ -32,6 +32,7 @@ from workers.deliver import deliver_claimed
 from workers.loops import ClaimLoop
 from workers.poll import poll_claimed
 from workers.resolve import MAX_TRIES, RESOLVE_TASK, resolve_item
+from workers.waker import Waker
 
 __all__ = ["WorkerSettings", "create_worker", "job_deserializer", "job_serializer"]
 
@@ -105,15 +106,20 @@ async def startup(ctx: dict[str, Any]) -> None:
             lease=lease,
         ),
     ]
+    waker = Waker(redis, {keys.sched_wake(loop.scheduler.key): loop.wake for loop in loops})
+    waker.start()
     for loop in loops:
         loop.start()
-    ctx.update(deps=deps, loops=loops, own_redis=redis)
+    ctx.update(deps=deps, loops=loops, own_redis=redis, waker=waker)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
     _begin_stop(ctx)
     for loop in ctx.get("loops", []):
         await loop.stop(max(1.0, ctx["stop_deadline"] - time.monotonic()))
+    waker: Waker | None = ctx.get("waker")
+    if waker is not None:
+        await waker.stop()
     deps: Deps | None = ctx.get("deps")
     if deps is not None:
         if deps.background:
@@ -132,7 +138,9 @@ class WorkerSettings:
     queue_name = keys.ARQ_QUEUE
     max_jobs = 200
     queue_read_limit = 300
-    poll_delay = 0.2
+    # arq runs only retries of DriveItem requests (deferred 2 s and more) and rechecks: no need to ask Redis
+    # for them 5 times a second, which was most of an idle worker's Redis calls
+    poll_delay = 2.0
     keep_result = 0
     job_timeout = 60
     job_completion_wait = 25

@@ -19,7 +19,7 @@ from relay.outbound.ssrf import Blocked, host_matches
 from relay.settings import Settings
 from relay.store.scheduler import Claim
 from workers.context import Deps
-from workers.resolve import enqueue_resolution, resolve_soon
+from workers.resolve import resolve_soon
 
 __all__ = ["poll_claimed", "poll_monitor"]
 
@@ -92,10 +92,9 @@ async def poll_monitor(deps: Deps, claim: Claim, monitor: Monitor, jobs: list[Jo
             detail=result.detail or None,
         )
     for job_id in plan.resolve:
-        if polled:
-            resolve_soon(deps, job_id)
-        else:  # the recheck of a completed monitor: a resolution may have been lost with a worker
-            await enqueue_resolution(deps.arq, job_id)
+        # also on the recheck of a completed monitor (a resolution lost with a worker, or a job woken by a
+        # fresh authorization): a second resolution of a job records nothing (its phase guard)
+        resolve_soon(deps, job_id)
 
 
 async def _poll(deps: Deps, monitor: Monitor) -> PollResult:

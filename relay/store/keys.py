@@ -26,6 +26,7 @@ __all__ = [
     "sched_lane",
     "sched_lanes",
     "sched_tokens",
+    "sched_wake",
 ]
 
 PREFIX = "relay:"
@@ -63,6 +64,11 @@ def sched_lane(schedule: str, lane: str) -> str:
 def sched_lanes(schedule: str) -> str:
     """Sorted set of a schedule's lanes, scored by each lane's earliest due member."""
     return f"{schedule}:lanes"
+
+
+def sched_wake(schedule: str) -> str:
+    """Pub/sub channel: a member now comes due before any other did (idle workers sleep until woken or due)."""
+    return f"{schedule}:wake"
 
 
 def job(job_id: str) -> str:
@@ -115,6 +121,7 @@ LUA_FUNCTIONS = (
     sched_tokens,
     sched_lane,
     sched_lanes,
+    sched_wake,
     job,
     job_events,
     job_outbox,

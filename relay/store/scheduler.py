@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from relay.store import keys
 from relay.store.scripts import LuaScript
 
-__all__ = ["Claim", "Scheduler"]
+__all__ = ["Claim", "ClaimBatch", "Scheduler"]
 
 _SCHEDULE = LuaScript.load("schedule.lua")
 _BACKLOG = LuaScript.load("backlog.lua")
@@ -30,6 +30,12 @@ class Claim:
     token: str  # "<lane>|<claim>:<n>": the lane the member is in travels with its claim
     now_ms: int  # Redis clock at claim time
     state: Any = None  # what the schedule's loader read for the member, in the same atomic step
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimBatch:
+    claims: list[Claim]
+    next_due_in: float | None  # seconds until the earliest member left comes due; None: the schedule is empty
 
 
 class Scheduler:
@@ -48,12 +54,19 @@ class Scheduler:
 
     async def claim(self, limit: int, lease: float) -> list[Claim]:
         """Take up to ``limit`` due members, a fair share from each lane, leasing each for ``lease`` seconds."""
+        return (await self.claim_batch(limit, lease)).claims
+
+    async def claim_batch(self, limit: int, lease: float) -> ClaimBatch:
+        """:meth:`claim`, and how long until the earliest member left comes due (for an idle claimer to sleep)."""
         args = [limit, int(lease * 1000), uuid.uuid4().hex]
         raw: list[Any] = await self._claim(self.redis, [] if self._stateful else [self.key], args)
-        now_ms = int(raw[0])
-        if not self._stateful:
-            return [Claim(_s(raw[i]), _s(raw[i + 1]), now_ms) for i in range(1, len(raw), 2)]
-        return [Claim(_s(raw[i]), _s(raw[i + 1]), now_ms, raw[i + 2]) for i in range(1, len(raw), 3)]
+        now_ms, next_due = int(raw[0]), _s(raw[1])
+        if self._stateful:
+            claims = [Claim(_s(raw[i]), _s(raw[i + 1]), now_ms, raw[i + 2]) for i in range(2, len(raw), 3)]
+        else:
+            claims = [Claim(_s(raw[i]), _s(raw[i + 1]), now_ms) for i in range(2, len(raw), 2)]
+        wait = max(0.0, (float(next_due) - now_ms) / 1000) if next_due else None
+        return ClaimBatch(claims, wait)
 
     async def reschedule(self, claim: Claim, delay: float) -> bool:
         """Release the lease, due again after ``delay`` seconds; False if the claim went stale."""

@@ -2,7 +2,8 @@
 -- Take up to `limit` due members of `schedule`, lane by lane, and lease each for `lease_ms`: its score moves
 -- to now + lease (a crashed worker's claims come due again by themselves) and it gets a claim token that
 -- every write back must present (a stale worker cannot overwrite newer state). `load_state(member)`, when
--- given, reads each member's state in the same atomic step. Returns {now, member, token[, state], ...}.
+-- given, reads each member's state in the same atomic step. Returns {now, next, member, token[, state], ...}:
+-- `next` is when the earliest member left comes due ('' when none), for an idle worker to sleep until.
 local function claim_due(schedule, limit, lease_ms, claim_id, now, load_state)
   local lanes_key = key_sched_lanes(schedule)
   if not redis.call('ZSCORE', lanes_key, '') then  -- the default lane, as data written before lanes left it
@@ -10,8 +11,11 @@ local function claim_due(schedule, limit, lease_ms, claim_id, now, load_state)
     if #first > 0 then redis.call('ZADD', lanes_key, first[2], '') end
   end
   local lanes = redis.call('ZRANGEBYSCORE', lanes_key, '-inf', now, 'LIMIT', 0, limit)
-  local out = {tostring(now)}
-  if #lanes == 0 then return out end
+  local out = {tostring(now), ''}
+  if #lanes == 0 then
+    out[2] = tostring(schedule_earliest(schedule) or '')
+    return out
+  end
   local tokens = key_sched_tokens(schedule)
   local share = math.max(1, math.ceil(limit / #lanes))
   local taken = 0
@@ -37,5 +41,6 @@ local function claim_due(schedule, limit, lease_ms, claim_id, now, load_state)
     end
     if taken >= limit then break end
   end
+  out[2] = tostring(schedule_earliest(schedule) or '')
   return out
 end

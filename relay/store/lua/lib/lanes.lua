@@ -24,9 +24,19 @@ local function lane_refresh(schedule, lane)
   end
 end
 
+-- the schedule's earliest due time over all lanes (nil when empty)
+local function schedule_earliest(schedule)
+  local first = redis.call('ZRANGE', key_sched_lanes(schedule), 0, 0, 'WITHSCORES')
+  if #first == 0 then return nil end
+  return tonumber(first[2])
+end
+
 -- schedule `member` in `lane` at `due` (ms). how: 'NX' only if new, 'LT' new or earlier, 'XXLT' only if
--- scheduled and earlier, 'XX' only if scheduled (to any time: a later time may move the lane back)
+-- scheduled and earlier, 'XX' only if scheduled (to any time: a later time may move the lane back).
+-- When the member comes due before anything else did, idle workers sleeping until then are woken.
 local function schedule_put(schedule, lane, member, due, how)
+  local earliest = schedule_earliest(schedule)
+  if earliest == nil or due < earliest then redis.call('PUBLISH', key_sched_wake(schedule), due) end
   local set = lane_set(schedule, lane)
   if how == 'XX' then
     if redis.call('ZADD', set, 'XX', 'CH', due, member) == 1 then lane_refresh(schedule, lane) end
