@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -163,14 +165,24 @@ async def test_an_ending_job_keeps_its_monitors_poll_record_and_the_last_job_end
     assert await redis.zcard(keys.sched_lanes(keys.MONITORS)) == 0, "an empty lane leaves the lanes"
 
 
+async def _next_message(pubsub: Any, seconds: float) -> dict[str, Any] | None:
+    """The next published message within ``seconds`` (get_message answers None for the subscription's ack)."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while (left := deadline - asyncio.get_running_loop().time()) > 0:
+        message = await pubsub.get_message(timeout=left)
+        if message is not None:
+            return dict(message)
+    return None
+
+
 async def test_a_member_due_before_every_other_wakes_idle_workers(redis: Redis) -> None:
     store = Store(redis, retention=60, job_timeout=60)
     async with redis.pubsub(ignore_subscribe_messages=True) as pubsub:
         await pubsub.subscribe(keys.sched_wake(keys.MONITORS))
         await _register(store)  # the schedule was empty: a wake-up
-        first = await pubsub.get_message(timeout=2)
+        first = await _next_message(pubsub, 2.0)
         assert first is not None and first["channel"] == keys.sched_wake(keys.MONITORS)
         await _register(store)  # due no earlier than the first: nobody to wake
-        assert await pubsub.get_message(timeout=0.2) is None
+        assert await _next_message(pubsub, 0.3) is None
     batch = await store.monitors.claim_batch(1, lease=30)
     assert len(batch.claims) == 1 and batch.next_due_in == 0.0, "the other monitor is due now"
