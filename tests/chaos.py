@@ -23,18 +23,17 @@ from aiohttp import web
 from relay.simulator import Simulator
 from relay.store.embedded import EmbeddedRedis
 from tests.faults import (
-    REQUEST_TIMEOUT,
-    SECRET,
     Receiver,
     Workers,
     audit,
+    fault_env,
     print_audit,
     register,
     start_api,
     wait_drained,
     wait_ready,
 )
-from tests.helpers import free_port, relay_env
+from tests.helpers import free_port
 
 
 async def main(jobs: int, limit: float) -> int:
@@ -55,20 +54,7 @@ async def main(jobs: int, limit: float) -> int:
     hook = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
 
     port = free_port()
-    env = relay_env(
-        REDIS_URL=redis_server.url,
-        RELAY_PORT=str(port),
-        RELAY_SIGNING_SECRETS=SECRET,
-        RELAY_MONITOR_ALLOWED_HOSTS="127.0.0.1",
-        RELAY_ITEM_ALLOWED_HOSTS="127.0.0.1",
-        RELAY_INTERNAL_HOSTS="127.0.0.1",
-        RELAY_POLL_INITIAL_INTERVAL="0.5",
-        RELAY_POLL_MAX_INTERVAL="5",
-        RELAY_REQUEST_TIMEOUT=str(REQUEST_TIMEOUT),
-        RELAY_DELIVERY_SCHEDULE="0,1,2,4,8,15,30,30,60,60,60,60",
-        RELAY_LOG_FORMAT="json",
-        RELAY_WORKER_METRICS_PORT="0",
-    )
+    env = fault_env(redis_server.url, port)
     api_proc = start_api(env, logdir)
     workers = Workers(3, env, logdir)
     api = f"http://127.0.0.1:{port}"

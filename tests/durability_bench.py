@@ -29,7 +29,7 @@ from redis.asyncio import Redis
 
 from relay.store import keys
 from relay.store.jobs import Store
-from tests.helpers import RELAY, SECRET, free_port
+from tests.helpers import RELAY, free_port, loopback_env
 from tests.sentinels import PrimaryReplica
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,19 +63,8 @@ class DurabilityBench:
         self.receiver = ""
 
     def env(self, replicas: int, **extra: Any) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_") and k != "REDIS_URL"}
-        env.update(
-            REDIS_URL=self.pair.primary.url,
-            RELAY_REDIS_MIN_REPLICAS=str(replicas),
-            RELAY_SIGNING_SECRETS=SECRET,
-            RELAY_MONITOR_ALLOWED_HOSTS="127.0.0.1",
-            RELAY_ITEM_ALLOWED_HOSTS="127.0.0.1",
-            RELAY_INTERNAL_HOSTS="127.0.0.1",
-            RELAY_LOG_FORMAT="json",
-            RELAY_WORKER_METRICS_PORT="0",
-        )
-        env.update({k: str(v) for k, v in extra.items()})
-        return env
+        settings = {k: str(v) for k, v in extra.items()}
+        return loopback_env(self.pair.primary.url, RELAY_REDIS_MIN_REPLICAS=str(replicas), **settings)
 
     def spawn(self, args: list[str], name: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         log = open(self.tmp / f"{len(self.children):02d}-{name}.log", "wb")  # noqa: SIM115 - closed with the process

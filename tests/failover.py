@@ -31,18 +31,17 @@ from aiohttp import web
 from relay.simulator import Simulator
 from relay.store.connections import redis_client
 from tests.faults import (
-    REQUEST_TIMEOUT,
-    SECRET,
     Receiver,
     Workers,
     audit,
+    fault_env,
     print_audit,
     register,
     start_api,
     wait_drained,
     wait_ready,
 )
-from tests.helpers import free_port, relay_env
+from tests.helpers import free_port
 from tests.sentinels import SentinelSetup
 
 #: seconds the replica's link holds back what the primary sends before the primary is killed
@@ -104,22 +103,7 @@ async def run(replicas: int, jobs: int, limit: float) -> Run:
         await web.TCPSite(runner, "127.0.0.1", 0).start()
         hook = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
         port = free_port()
-        env = relay_env(
-            REDIS_URL=setup.url(),
-            RELAY_REDIS_MIN_REPLICAS=str(replicas),
-            RELAY_REDIS_WAIT_TIMEOUT="1",
-            RELAY_PORT=str(port),
-            RELAY_SIGNING_SECRETS=SECRET,
-            RELAY_MONITOR_ALLOWED_HOSTS="127.0.0.1",
-            RELAY_ITEM_ALLOWED_HOSTS="127.0.0.1",
-            RELAY_INTERNAL_HOSTS="127.0.0.1",
-            RELAY_POLL_INITIAL_INTERVAL="0.5",
-            RELAY_POLL_MAX_INTERVAL="5",
-            RELAY_REQUEST_TIMEOUT=str(REQUEST_TIMEOUT),
-            RELAY_DELIVERY_SCHEDULE="0,1,2,4,8,15,30,30,60,60,60,60",
-            RELAY_LOG_FORMAT="json",
-            RELAY_WORKER_METRICS_PORT="0",
-        )
+        env = fault_env(setup.url(), port, RELAY_REDIS_MIN_REPLICAS=str(replicas), RELAY_REDIS_WAIT_TIMEOUT="1")
         api_proc = start_api(env, logdir)
         workers = Workers(2, env, logdir)
         api = f"http://127.0.0.1:{port}"

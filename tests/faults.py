@@ -23,7 +23,7 @@ from standardwebhooks.webhooks import Webhook
 from relay.core.schema import EventType
 from relay.simulator import Simulator
 from relay.store.connections import redis_client
-from tests.helpers import RELAY, SECRET
+from tests.helpers import RELAY, SECRET, loopback_env
 
 TERMINAL = EventType.terminal_types()
 
@@ -33,6 +33,7 @@ __all__ = [
     "Receiver",
     "Workers",
     "audit",
+    "fault_env",
     "print_audit",
     "register",
     "start_api",
@@ -267,3 +268,16 @@ def print_audit(job_ids: list[str], rec: Receiver, figures: dict[str, int]) -> N
     print(f"{'order violations':40} {figures['violations']}")
     print(f"{'duplicate deliveries (same webhook-id)':40} {rec.duplicates}")
     print(f"{'bad signatures':40} {rec.bad_signatures}")
+
+
+def fault_env(redis_url: str, port: int, **settings: str) -> dict[str, str]:
+    """The relay processes of a fault run: quick polls, a delivery schedule that drains in minutes."""
+    return loopback_env(
+        redis_url,
+        RELAY_PORT=str(port),
+        RELAY_POLL_INITIAL_INTERVAL="0.5",
+        RELAY_POLL_MAX_INTERVAL="5",
+        RELAY_REQUEST_TIMEOUT=str(REQUEST_TIMEOUT),
+        RELAY_DELIVERY_SCHEDULE="0,1,2,4,8,15,30,30,60,60,60,60",
+        **settings,
+    )

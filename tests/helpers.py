@@ -38,6 +38,7 @@ __all__ = [
     "ensure_stopped",
     "eventually",
     "free_port",
+    "loopback_env",
     "relay_env",
     "running_api",
     "running_worker",
@@ -58,6 +59,22 @@ def relay_env(**settings: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_") and k != "REDIS_URL"}
     env.update(settings)
     return env
+
+
+def loopback_env(redis_url: str, **settings: str) -> dict[str, str]:
+    """A relay subprocess's environment for this machine's own peers (simulator, receivers and Redis on
+    127.0.0.1): :func:`relay_env` with the loopback allowances and the test secret, ``settings`` on top."""
+    base = {
+        "REDIS_URL": redis_url,
+        "RELAY_SIGNING_SECRETS": SECRET,
+        "RELAY_MONITOR_ALLOWED_HOSTS": "127.0.0.1",
+        "RELAY_ITEM_ALLOWED_HOSTS": "127.0.0.1",
+        "RELAY_ACTION_ALLOWED_HOSTS": "127.0.0.1",
+        "RELAY_INTERNAL_HOSTS": "127.0.0.1",
+        "RELAY_LOG_FORMAT": "json",
+        "RELAY_WORKER_METRICS_PORT": "0",
+    }
+    return relay_env(**{**base, **settings})
 
 
 def start_relay(command: str, env: dict[str, str]) -> subprocess.Popen[bytes]:

@@ -14,11 +14,10 @@ from aiohttp import web
 from relay.settings import Settings
 from relay.store.embedded import EmbeddedRedis
 from tests.helpers import (
-    SECRET,
     Api,
     Receiver,
     ensure_stopped,
-    relay_env,
+    loopback_env,
     running_api,
     running_worker,
     start_relay,
@@ -29,18 +28,12 @@ COMPLETED = {"status": "completed", "percentageComplete": 100.0, "resourceId": "
 
 
 def worker_process(redis_url: str, request_timeout: float = 1.0) -> subprocess.Popen[bytes]:
-    env = relay_env(
-        REDIS_URL=redis_url,
-        RELAY_SIGNING_SECRETS=SECRET,
-        RELAY_MONITOR_ALLOWED_HOSTS="127.0.0.1",
-        RELAY_ITEM_ALLOWED_HOSTS="127.0.0.1",
-        RELAY_INTERNAL_HOSTS="127.0.0.1",
+    env = loopback_env(
+        redis_url,
         RELAY_POLL_INITIAL_INTERVAL="0.05",
         RELAY_POLL_MAX_INTERVAL="0.3",
         RELAY_REQUEST_TIMEOUT=str(request_timeout),
         RELAY_DELIVERY_SCHEDULE="0,0.1,0.2,0.4",
-        RELAY_LOG_FORMAT="json",
-        RELAY_WORKER_METRICS_PORT="0",
     )
     return start_relay("worker", env)
 

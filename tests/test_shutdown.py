@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from relay.settings import Settings
-from tests.helpers import SECRET, Api, Receiver, ensure_stopped, free_port, relay_env, start_relay
+from tests.helpers import Api, Receiver, ensure_stopped, free_port, loopback_env, start_relay
 from tests.test_crash import COMPLETED, worker_process
 
 
@@ -43,14 +43,7 @@ async def test_sigterm_on_a_worker_finishes_the_delivery_in_flight(
 
 
 def api_process(redis_url: str, port: int) -> subprocess.Popen[bytes]:
-    env = relay_env(
-        REDIS_URL=redis_url,
-        RELAY_PORT=str(port),
-        RELAY_SIGNING_SECRETS=SECRET,
-        RELAY_MONITOR_ALLOWED_HOSTS="127.0.0.1",
-        RELAY_ITEM_ALLOWED_HOSTS="127.0.0.1",
-        RELAY_INTERNAL_HOSTS="127.0.0.1",
-    )
+    env = loopback_env(redis_url, RELAY_PORT=str(port))
     return start_relay("serve", env)
 
 
