@@ -7,7 +7,6 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -171,4 +170,4 @@ def _quiet_logs() -> None:
 
 
 def with_settings(settings: Settings, **changes: Any) -> Settings:
-    return replace(settings, **changes)
+    return settings.replace(**changes)

@@ -17,7 +17,6 @@ import contextlib
 import json
 import socket
 import time
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -120,8 +119,7 @@ async def run_demo(*, action: str = "copy", fail: bool = False, duration: float 
         sim = Simulator()
         await sim.start()
         receiver, hook_url = await _receiver(secret, events)
-        settings = replace(
-            Settings.from_env({}),
+        settings = Settings.from_env({}).replace(
             redis_url=redis_server.url,
             port=_free_port(),
             signing_secrets=(secret,),
