@@ -1,23 +1,34 @@
 """Configuration from the environment, read once at the entry point and passed explicitly.
 
-Bad configuration raises :class:`ConfigError` whose message is one line naming the variable.
+Each setting is one field below: its default, its environment variable (``validation_alias``) and its bounds,
+written once. :meth:`Settings.from_env` reads one environment mapping; ``Settings(...)`` takes only its
+arguments and the defaults, never the process environment. Bad configuration raises :class:`ConfigError`
+whose message is one line naming the variable.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import math
 import os
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Literal
 
-from standardwebhooks.webhooks import Webhook
+from pydantic import AliasChoices, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-if TYPE_CHECKING:
-    from relay.credentials.specs import CredentialSpec
-from relay.store.redis_url import PLAIN_SCHEMES, SENTINEL_SCHEMES, is_sentinel_url, parse_sentinel_url
+from relay.config_parsing import (
+    CommaSeparated,
+    ConfigError,
+    EnvironmentSource,
+    LowercaseHosts,
+    RedisURL,
+    Schedule,
+    Seconds,
+    Secrets,
+    config_error,
+    is_loopback_host,
+    named_tokens,
+)
+from relay.credentials.specs import CredentialSpec, load_credentials
 
 __all__ = [
     "DEFAULT_ACTION_HOSTS",
@@ -49,180 +60,137 @@ DEFAULT_MONITOR_HOSTS = DEFAULT_GRAPH_HOSTS
 DEFAULT_ITEM_HOSTS = DEFAULT_GRAPH_HOSTS
 #: where relay may send an action it starts for the app (with the app's Graph token)
 DEFAULT_ACTION_HOSTS = DEFAULT_GRAPH_HOSTS
-DEFAULT_DELIVERY_SCHEDULE: tuple[float, ...] = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
 
 
-class ConfigError(ValueError):
-    """A configuration value is unusable; the message is meant to be shown as is."""
-
-
-def _list(raw: str | None) -> tuple[str, ...]:
-    if not raw:
-        return ()
-    return tuple(part.strip() for part in raw.split(",") if part.strip())
-
-
-def _duration(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0) -> float:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
+def _console_on_a_tty() -> Literal["json", "console"]:
     try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number of seconds") from None
-    if not math.isfinite(value) or value < minimum:
-        raise ConfigError(f"{name}={raw!r} must be a finite number of seconds >= {minimum:g}")
-    return value
+        return "console" if os.isatty(2) else "json"
+    except OSError:
+        return "json"
 
 
-def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 1) -> int:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
-    if value < minimum:
-        raise ConfigError(f"{name}={raw!r} must be >= {minimum}")
-    return value
+class Settings(BaseSettings):
+    """Every setting relay has. Secrets are left out of ``repr`` and out of error messages (``repr=False``)."""
 
+    model_config = SettingsConfigDict(frozen=True, validate_by_name=True, hide_input_in_errors=True)
 
-def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = (env.get(name) or "").strip().lower()
-    if not raw:
-        return default
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{name}={raw!r} must be 'on' or 'off'")
-
-
-def is_loopback_host(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    redis_url: str | None = None
-    host: str = "127.0.0.1"
-    port: int = 8080
-    api_tokens: tuple[str, ...] = ()
+    redis_url: RedisURL = Field(None, validation_alias="REDIS_URL", repr=False)
+    host: str = Field("127.0.0.1", validation_alias="RELAY_HOST")
+    port: int = Field(8080, ge=0, le=65535, validation_alias="RELAY_PORT")
+    api_tokens: CommaSeparated = Field((), validation_alias="RELAY_API_TOKENS", repr=False)
     #: (token, tenant name) for the tokens RELAY_API_TOKENS names (``name:token``): credentials grant by name
-    token_names: tuple[tuple[str, str], ...] = ()
-    signing_secrets: tuple[str, ...] = ()
-    monitor_allowed_hosts: tuple[str, ...] = DEFAULT_MONITOR_HOSTS
-    item_allowed_hosts: tuple[str, ...] = DEFAULT_ITEM_HOSTS
-    action_allowed_hosts: tuple[str, ...] = DEFAULT_ACTION_HOSTS
-    #: hosts relay may reach although they are (or resolve to) loopback/private addresses: callbacks, monitors, items
-    internal_hosts: tuple[str, ...] = ()
-    poll_initial_interval: float = 1.0
-    poll_max_interval: float = 60.0
-    job_timeout: float = 259200.0
-    delivery_schedule: tuple[float, ...] = DEFAULT_DELIVERY_SCHEDULE
-    log_format: str = "json"
-    access_log: bool = True
-    # not named by the SPEC: tuning with sensible defaults
-    poll_concurrency: int = 200
-    delivery_concurrency: int = 200
-    request_timeout: float = 15.0
-    max_invalid_responses: int = 5
-    poll_max_error_time: float = 3600.0
-    job_retention: float = 7 * 86400.0
+    token_names: tuple[tuple[str, str], ...] = Field((), repr=False)
+    signing_secrets: Secrets = Field((), validation_alias="RELAY_SIGNING_SECRETS", repr=False)
+    monitor_allowed_hosts: CommaSeparated = Field(
+        DEFAULT_MONITOR_HOSTS, min_length=1, validation_alias="RELAY_MONITOR_ALLOWED_HOSTS"
+    )
+    item_allowed_hosts: CommaSeparated = Field(
+        DEFAULT_ITEM_HOSTS, min_length=1, validation_alias="RELAY_ITEM_ALLOWED_HOSTS"
+    )
+    action_allowed_hosts: CommaSeparated = Field(
+        DEFAULT_ACTION_HOSTS, min_length=1, validation_alias="RELAY_ACTION_ALLOWED_HOSTS"
+    )
+    internal_hosts: LowercaseHosts = Field(
+        (),
+        validation_alias=AliasChoices("RELAY_INTERNAL_HOSTS", "RELAY_CALLBACK_ALLOWED_HOSTS"),
+        description="the hosts monitor, DriveItem and callback requests may reach on internal addresses",
+    )
+    poll_initial_interval: Seconds = Field(1.0, ge=0.01, validation_alias="RELAY_POLL_INITIAL_INTERVAL")
+    poll_max_interval: Seconds = Field(60.0, ge=0.01, validation_alias="RELAY_POLL_MAX_INTERVAL")
+    job_timeout: Seconds = Field(259200.0, ge=1, validation_alias="RELAY_JOB_TIMEOUT")
+    delivery_schedule: Schedule = Field(
+        (0, 5, 300, 1800, 7200, 18000, 36000, 36000), validation_alias="RELAY_DELIVERY_SCHEDULE"
+    )
+    log_format: Literal["json", "console"] = Field(
+        default_factory=_console_on_a_tty, validation_alias="RELAY_LOG_FORMAT"
+    )
+    access_log: bool = Field(True, validation_alias="RELAY_ACCESS_LOG")
+    poll_concurrency: int = Field(200, ge=1, validation_alias="RELAY_POLL_CONCURRENCY")
+    delivery_concurrency: int = Field(200, ge=1, validation_alias="RELAY_DELIVERY_CONCURRENCY")
+    request_timeout: Seconds = Field(15.0, ge=0.1, validation_alias="RELAY_REQUEST_TIMEOUT")
+    max_invalid_responses: int = Field(5, ge=1, validation_alias="RELAY_POLL_MAX_INVALID")
+    poll_max_error_time: Seconds = Field(3600.0, ge=1, validation_alias="RELAY_POLL_MAX_ERROR_TIME")
+    job_retention: Seconds = Field(7 * 86400.0, ge=60, validation_alias="RELAY_JOB_RETENTION")
+    #: the longest Retry-After a monitor or callback may impose (seconds); not read from the environment
     retry_after_cap: float = 3600.0
-    encryption_keys: tuple[str, ...] = ()
-    worker_metrics_port: int = 9100
+    encryption_keys: CommaSeparated = Field((), validation_alias="RELAY_ENCRYPTION_KEY", repr=False)
+    worker_metrics_port: int = Field(9100, ge=0, le=65535, validation_alias="RELAY_WORKER_METRICS_PORT")
     #: how long a job whose DriveItem request was refused (401) waits for a PATCHed authorization; 0: no wait
-    authorization_wait: float = 3600.0
-    #: the progressInterval of jobs registered without one (seconds); None: poll as progress predicts
-    progress_interval: float | None = None
+    authorization_wait: Seconds = Field(3600.0, ge=0, validation_alias="RELAY_AUTHORIZATION_WAIT")
+    #: the progressInterval of jobs registered without one (seconds); None (0 in the environment): poll as
+    #: progress predicts
+    progress_interval: Seconds | None = Field(None, validation_alias="RELAY_PROGRESS_INTERVAL")
     #: when set, the API's /metrics answers only requests bearing this token
-    metrics_token: str | None = None
+    metrics_token: str | None = Field(None, validation_alias="RELAY_METRICS_TOKEN", repr=False)
     #: one line per deprecated setting that was used, for the entry point to log
     deprecations: tuple[str, ...] = ()
-    #: RELAY_CREDENTIALS: the named credentials relay holds itself (relay/credential_specs.py)
-    credentials: tuple[CredentialSpec, ...] = ()
+    #: the named credentials relay holds itself (relay/credentials/specs.py)
+    credentials: tuple[CredentialSpec, ...] = Field((), validation_alias="RELAY_CREDENTIALS", repr=False)
     #: fair share, per API token (not without tokens: one app on loopback has no one to share with)
-    tenant_max_active_jobs: int = 100_000
-    tenant_registrations_per_second: int = 500
-    tenant_max_streams: int = 20  # open SSE streams, per API process
-    redis_min_replicas: int = 0
-    redis_wait_timeout: float = 1.0
+    tenant_max_active_jobs: int = Field(100_000, ge=0, validation_alias="RELAY_TENANT_MAX_ACTIVE_JOBS")
+    tenant_registrations_per_second: int = Field(500, ge=0, validation_alias="RELAY_TENANT_REGISTRATIONS_PER_SECOND")
+    #: open SSE streams, per API process
+    tenant_max_streams: int = Field(20, ge=0, validation_alias="RELAY_TENANT_MAX_STREAMS")
+    redis_min_replicas: int = Field(0, ge=0, validation_alias="RELAY_REDIS_MIN_REPLICAS")
+    redis_wait_timeout: Seconds = Field(1.0, ge=0.001, validation_alias="RELAY_REDIS_WAIT_TIMEOUT")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """``Settings(...)`` takes its arguments and the defaults only: never the process environment, no .env."""
+        return (init_settings,)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        from relay.credentials.specs import load_credentials  # it needs ConfigError from this module
-
+        """The settings ``env`` holds (None: ``os.environ``), and nothing else; :class:`ConfigError` when unusable."""
         env = os.environ if env is None else env
-        port = _int(env, "RELAY_PORT", 8080, minimum=0)
-        if port > 65535:
-            raise ConfigError(f"RELAY_PORT={port} is not a TCP port")
-        secrets = _list(env.get("RELAY_SIGNING_SECRETS"))
-        for secret in secrets:
-            check_secret(secret, "RELAY_SIGNING_SECRETS")
-        schedule_raw = env.get("RELAY_DELIVERY_SCHEDULE")
-        schedule = DEFAULT_DELIVERY_SCHEDULE
-        if schedule_raw:
+        source = EnvironmentSource(cls, env)
+        values = source()
+        try:
+            return cls.model_validate({**values, "deprecations": tuple(source.deprecations)})
+        except ValidationError as exc:
+            raise config_error(exc, cls, env) from None
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` (by field name), validated like any settings."""
+        return self.model_validate({**dict(self), **changes})
+
+    @model_validator(mode="before")
+    @classmethod
+    def _named_tokens(cls, data: Any) -> Any:
+        """RELAY_API_TOKENS as text: the names some tokens carry (``name:token``) become ``token_names``."""
+        if isinstance(data, dict) and isinstance(raw := data.get("RELAY_API_TOKENS"), str):
             try:
-                schedule = tuple(float(part) for part in _list(schedule_raw))
-            except ValueError:
-                raise ConfigError(f"RELAY_DELIVERY_SCHEDULE={schedule_raw!r} must be comma-separated seconds") from None
-            if not schedule or any(not math.isfinite(d) or d < 0 for d in schedule):
-                raise ConfigError(f"RELAY_DELIVERY_SCHEDULE={schedule_raw!r} must be non-negative seconds")
-        initial = _duration(env, "RELAY_POLL_INITIAL_INTERVAL", 1.0, minimum=0.01)
-        maximum = _duration(env, "RELAY_POLL_MAX_INTERVAL", 60.0, minimum=0.01)
-        if maximum < initial:
-            raise ConfigError("RELAY_POLL_MAX_INTERVAL must be >= RELAY_POLL_INITIAL_INTERVAL")
-        log_format = env.get("RELAY_LOG_FORMAT") or ("console" if _stderr_is_tty() else "json")
-        if log_format not in ("json", "console"):
-            raise ConfigError(f"RELAY_LOG_FORMAT={log_format!r} must be 'json' or 'console'")
-        internal, deprecations = _internal_hosts(env)
-        tokens = _api_tokens(env.get("RELAY_API_TOKENS"))
-        redis_url = env.get("REDIS_URL") or None
-        if redis_url:
-            check_redis_url(redis_url)
-        return cls(
-            redis_url=redis_url,
-            host=env.get("RELAY_HOST") or "127.0.0.1",
-            port=port,
-            api_tokens=tuple(token for token, _ in tokens),
-            token_names=tuple((token, name) for token, name in tokens if name is not None),
-            signing_secrets=secrets,
-            monitor_allowed_hosts=_list(env.get("RELAY_MONITOR_ALLOWED_HOSTS")) or DEFAULT_MONITOR_HOSTS,
-            item_allowed_hosts=_list(env.get("RELAY_ITEM_ALLOWED_HOSTS")) or DEFAULT_ITEM_HOSTS,
-            action_allowed_hosts=_list(env.get("RELAY_ACTION_ALLOWED_HOSTS")) or DEFAULT_ACTION_HOSTS,
-            internal_hosts=internal,
-            poll_initial_interval=initial,
-            poll_max_interval=maximum,
-            job_timeout=_duration(env, "RELAY_JOB_TIMEOUT", 259200.0, minimum=1),
-            delivery_schedule=schedule,
-            log_format=log_format,
-            access_log=_switch(env, "RELAY_ACCESS_LOG", True),
-            poll_concurrency=_int(env, "RELAY_POLL_CONCURRENCY", 200),
-            delivery_concurrency=_int(env, "RELAY_DELIVERY_CONCURRENCY", 200),
-            request_timeout=_duration(env, "RELAY_REQUEST_TIMEOUT", 15.0, minimum=0.1),
-            max_invalid_responses=_int(env, "RELAY_POLL_MAX_INVALID", 5),
-            poll_max_error_time=_duration(env, "RELAY_POLL_MAX_ERROR_TIME", 3600.0, minimum=1),
-            job_retention=_duration(env, "RELAY_JOB_RETENTION", 7 * 86400.0, minimum=60),
-            encryption_keys=_list(env.get("RELAY_ENCRYPTION_KEY")),
-            worker_metrics_port=_int(env, "RELAY_WORKER_METRICS_PORT", 9100, minimum=0),
-            authorization_wait=_duration(env, "RELAY_AUTHORIZATION_WAIT", 3600.0),
-            metrics_token=env.get("RELAY_METRICS_TOKEN") or None,
-            progress_interval=_progress_interval(env),
-            deprecations=deprecations,
-            credentials=load_credentials(env.get("RELAY_CREDENTIALS")),
-            tenant_max_active_jobs=_int(env, "RELAY_TENANT_MAX_ACTIVE_JOBS", 100_000, minimum=0),
-            tenant_registrations_per_second=_int(env, "RELAY_TENANT_REGISTRATIONS_PER_SECOND", 500, minimum=0),
-            tenant_max_streams=_int(env, "RELAY_TENANT_MAX_STREAMS", 20, minimum=0),
-            redis_min_replicas=_int(env, "RELAY_REDIS_MIN_REPLICAS", 0, minimum=0),
-            redis_wait_timeout=_duration(env, "RELAY_REDIS_WAIT_TIMEOUT", 1.0, minimum=0.001),
-        )
+                tokens, names = named_tokens(raw)
+            except ValueError as exc:  # the model's own error has no field: name the variable here
+                raise ConfigError(f"RELAY_API_TOKENS: {exc}") from None
+            return {**data, "RELAY_API_TOKENS": tokens, "token_names": names}
+        return data
+
+    @field_validator("credentials", mode="before")
+    @classmethod
+    def _credentials(cls, value: Any) -> Any:
+        return load_credentials(value) if isinstance(value, str) else value
+
+    @field_validator("poll_max_interval")
+    @classmethod
+    def _max_after_initial(cls, value: float, info: ValidationInfo) -> float:
+        if value < info.data.get("poll_initial_interval", 0.0):
+            raise ValueError("must be >= RELAY_POLL_INITIAL_INTERVAL")
+        return value
+
+    @field_validator("progress_interval")
+    @classmethod
+    def _progress_interval(cls, value: float | None) -> float | None:
+        if value and not 1.0 <= value <= 3600.0:
+            raise ValueError("must be 0 (off) or 1 to 3600 seconds")
+        return value or None
 
     def check_serving(self) -> None:
         """Refuse an API open to the network without tokens."""
@@ -245,73 +213,3 @@ class Settings:
     @property
     def effective_redis_url(self) -> str:
         return self.redis_url or "redis://localhost:6379/0"
-
-
-_TENANT_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-
-
-def _api_tokens(raw: str | None) -> list[tuple[str, str | None]]:
-    """RELAY_API_TOKENS: comma-separated tokens, each optionally named ``name:token`` (the tenant's name)."""
-    out: list[tuple[str, str | None]] = []
-    for entry in _list(raw):
-        name, sep, token = entry.partition(":")
-        if sep and _TENANT_NAME.match(name) and token:
-            out.append((token, name))
-        elif sep:
-            raise ConfigError("RELAY_API_TOKENS: a named token is name:token, the name 1-64 letters, digits, . _ -")
-        else:
-            out.append((entry, None))
-    return out
-
-
-def _progress_interval(env: Mapping[str, str]) -> float | None:
-    value = _duration(env, "RELAY_PROGRESS_INTERVAL", 0.0)
-    if value and not 1.0 <= value <= 3600.0:
-        raise ConfigError(f"RELAY_PROGRESS_INTERVAL={value:g} must be 0 (off) or 1 to 3600 seconds")
-    return value or None
-
-
-def _internal_hosts(env: Mapping[str, str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """RELAY_INTERNAL_HOSTS, or its old name RELAY_CALLBACK_ALLOWED_HOSTS (still read, with a deprecation line)."""
-    raw = env.get("RELAY_INTERNAL_HOSTS")
-    deprecations: tuple[str, ...] = ()
-    old = env.get("RELAY_CALLBACK_ALLOWED_HOSTS")
-    if old is not None:
-        if raw is None:
-            raw = old
-            deprecations = (
-                "RELAY_CALLBACK_ALLOWED_HOSTS is deprecated: it names the hosts monitor, DriveItem and callback "
-                "requests may reach on internal addresses; rename it RELAY_INTERNAL_HOSTS",
-            )
-        else:
-            deprecations = ("RELAY_CALLBACK_ALLOWED_HOSTS is ignored: RELAY_INTERNAL_HOSTS is set",)
-    return tuple(h.lower() for h in _list(raw)), deprecations
-
-
-def check_redis_url(url: str) -> None:
-    """A plain Redis URL or a Sentinel URL (store/redis_url.py); no message repeats it (it may hold a password)."""
-    if is_sentinel_url(url):
-        try:
-            parse_sentinel_url(url)
-        except ValueError as exc:
-            raise ConfigError(f"REDIS_URL: {exc}") from None
-        return
-    if not url.startswith(tuple(f"{scheme}://" for scheme in PLAIN_SCHEMES)):
-        schemes = ", ".join(f"{scheme}://" for scheme in (*PLAIN_SCHEMES, *SENTINEL_SCHEMES))
-        raise ConfigError(f"REDIS_URL must start with one of {schemes}")
-
-
-def check_secret(secret: str, name: str) -> None:
-    if not secret.startswith("whsec_"):
-        raise ConfigError(f"{name}: every secret must start with 'whsec_'")
-    try:
-        Webhook(secret)
-    except Exception:
-        raise ConfigError(f"{name}: a secret is not valid base64 after 'whsec_'") from None
-
-
-def _stderr_is_tty() -> bool:
-    try:
-        return os.isatty(2)
-    except OSError:
-        return False

@@ -13,7 +13,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -280,4 +280,4 @@ async def running_worker(settings: Settings, **overrides: Any) -> AsyncIterator[
 
 
 def with_settings(settings: Settings, **changes: Any) -> Settings:
-    return replace(settings, **changes)
+    return settings.replace(**changes)

@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
+from relay.config_parsing import variables
 from relay.settings import DEFAULT_MONITOR_HOSTS, ConfigError, Settings
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -81,3 +85,81 @@ def test_api_tokens_may_carry_a_tenant_name() -> None:
     assert s.api_tokens == ("t0k3n", "plain") and s.token_names == (("t0k3n", "backup"),)
     with pytest.raises(ConfigError, match="RELAY_API_TOKENS"):
         Settings.from_env({"RELAY_API_TOKENS": "bad name:t0k3n"})
+
+
+def test_settings_made_directly_ignore_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RELAY_PORT", "9999")
+    monkeypatch.setenv("REDIS_URL", "redis://elsewhere:6379/0")
+    monkeypatch.setenv("RELAY_ACCESS_LOG", "off")
+    made = Settings(host="::1")
+    assert (made.host, made.port, made.redis_url, made.access_log) == ("::1", 8080, None, True)
+    assert Settings.from_env({}).port == 8080
+    assert Settings.from_env().port == 9999  # None: the process environment, for the entry point
+
+
+def test_a_blank_variable_counts_as_unset() -> None:
+    s = Settings.from_env({"RELAY_PORT": " ", "RELAY_HOST": "", "REDIS_URL": "", "RELAY_ACCESS_LOG": ""})
+    assert (s.port, s.host, s.redis_url, s.access_log) == (8080, "127.0.0.1", None, True)
+
+
+def test_errors_show_plain_values_but_never_a_secret() -> None:
+    with pytest.raises(ConfigError, match=r"^RELAY_PORT='eighty': "):
+        Settings.from_env({"RELAY_PORT": "eighty"})
+    with pytest.raises(ConfigError, match=r"^RELAY_DELIVERY_SCHEDULE='0,soon' \(item 2\): "):
+        Settings.from_env({"RELAY_DELIVERY_SCHEDULE": "0,soon"})
+    for env in ({"RELAY_SIGNING_SECRETS": "whsec_!!!"}, {"REDIS_URL": "redis+sentinel://:hunter2@s1"}):
+        with pytest.raises(ConfigError) as info:
+            Settings.from_env(env)
+        assert "!!!" not in str(info.value) and "hunter2" not in str(info.value)
+
+
+def test_secrets_stay_out_of_the_repr() -> None:
+    s = Settings.from_env(
+        {
+            "REDIS_URL": "redis://:hunter2@redis:6379/0",
+            "RELAY_API_TOKENS": "tenant:t0k3n",
+            "RELAY_SIGNING_SECRETS": SECRET,
+            "RELAY_ENCRYPTION_KEY": "k3y",
+            "RELAY_METRICS_TOKEN": "scr4pe",
+        }
+    )
+    text = repr(s)
+    assert "port=8080" in text
+    assert not any(secret in text for secret in ("hunter2", "t0k3n", SECRET, "k3y", "scr4pe"))
+
+
+def test_a_changed_copy_is_validated_and_keeps_the_rest() -> None:
+    s = Settings.from_env({"RELAY_API_TOKENS": "backup:t0k3n", "RELAY_POLL_MAX_INTERVAL": "30"})
+    copy = s.replace(port=9000)
+    assert (copy.port, copy.token_names, copy.poll_max_interval, s.port) == (9000, (("t0k3n", "backup"),), 30.0, 8080)
+    with pytest.raises(ValueError, match="port"):
+        s.replace(port=70000)
+    with pytest.raises(ValueError, match="prot"):
+        s.replace(prot=9000)
+
+
+def _documented_rows() -> list[tuple[list[str], str]]:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    table = readme.split("## Configuration", 1)[1].split("\n\n")[2]
+    rows = [line.split(" | ") for line in table.splitlines()[2:]]
+    return [(re.findall(r"`([A-Z_]+)`", row[0]), row[1]) for row in rows]
+
+
+def test_every_documented_variable_is_read_and_every_read_variable_documented() -> None:
+    documented = {name for names, _ in _documented_rows() for name in names}
+    read = {name for field in Settings.model_fields.values() for name in variables(field)}
+    assert read == documented | {"RELAY_CALLBACK_ALLOWED_HOSTS"}  # the old name RELAY_INTERNAL_HOSTS' row mentions
+
+
+def test_the_documented_defaults_are_the_defaults() -> None:
+    """Setting a variable to the default the README gives changes nothing (rows whose default is plain values)."""
+    unset = Settings.from_env({})
+    checked = 0
+    for names, default in _documented_rows():
+        values = re.fullmatch(r"((?:`[^`]*`(?:, )?)+)(?: \([^)]*\))?", default)
+        if values is None:
+            continue
+        for name, value in zip(names, re.findall(r"`([^`]*)`", values.group(1)), strict=True):
+            assert Settings.from_env({name: value}) == unset, name
+            checked += 1
+    assert checked >= 18

@@ -8,10 +8,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import PydanticCustomError
 from yarl import URL
 
+from relay.config_parsing import check_secret
 from relay.core import jsonfast
 from relay.outbound.actions import Action
 from relay.outbound.ssrf import Blocked, check_url, host_matches
-from relay.settings import ConfigError, check_secret
 
 __all__ = [
     "MAX_METADATA",
@@ -141,9 +141,9 @@ class JobCreate(_Strict):
     def _secret(cls, value: str | None) -> str | None:
         if value is not None:
             try:
-                check_secret(value, "secret")
-            except ConfigError as exc:
-                raise PydanticCustomError("secret", str(exc)) from None
+                check_secret(value)
+            except ValueError as exc:
+                raise PydanticCustomError("secret", f"secret: {exc}") from None
         return value
 
     def metadata_json(self) -> str | None:

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import json
 import time
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -113,8 +112,7 @@ async def run_demo(*, action: str = "copy", fail: bool = False, duration: float 
         sim = Simulator()
         await sim.start()
         receiver, hook_url = await _receiver(secret, events)
-        settings = replace(
-            Settings.from_env({}),
+        settings = Settings.from_env({}).replace(
             redis_url=redis_server.url,
             port=free_port(),
             signing_secrets=(secret,),

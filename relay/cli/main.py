@@ -14,7 +14,6 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from dataclasses import replace
 
 import prometheus_client
 import structlog
@@ -87,11 +86,11 @@ def cmd_dev(_: argparse.Namespace) -> int:
     embedded: EmbeddedRedis | None = None
     if settings.redis_url is None:
         embedded = EmbeddedRedis()
-        settings = replace(settings, redis_url=embedded.start())
+        settings = settings.replace(redis_url=embedded.start())
         log.info("embedded redis started", port=embedded.port, persistence="none: state ends with this process")
     if not settings.signing_secrets:
         secret = new_secret()
-        settings = replace(settings, signing_secrets=(secret,))
+        settings = settings.replace(signing_secrets=(secret,))
         print(f"RELAY_SIGNING_SECRETS not set; events are signed with this generated secret:\n  {secret}", flush=True)
 
     async def main() -> None:

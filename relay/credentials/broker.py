@@ -34,6 +34,7 @@ from azure.identity.aio import (
     WorkloadIdentityCredential,
 )
 
+from relay.config_parsing import ConfigError
 from relay.credentials.specs import (
     ClientCertificateSpec,
     ClientSecretSpec,
@@ -42,7 +43,6 @@ from relay.credentials.specs import (
     WorkloadIdentitySpec,
 )
 from relay.outbound.ssrf import host_matches
-from relay.settings import ConfigError
 
 __all__ = ["CredentialBroker", "CredentialError"]
 
