@@ -62,7 +62,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--relay-bin", default=str(Path(sys.executable).parent / "relay"), help="relay executable")
     parser.add_argument("--poll-jobs", type=int, default=2000)
-    parser.add_argument("--deliveries", type=int, default=12000)
+    parser.add_argument("--deliveries", type=int, default=40000)
     parser.add_argument("--scale-jobs", type=int, default=10000)
     parser.add_argument("--scale-workers", type=int, default=1)
     parser.add_argument("--mix-jobs", type=int, default=200)

@@ -99,17 +99,18 @@ async def run(h: Harness) -> None:
             f"per poll: workers {1e6 * workers_cpu(r) / r.ops:,.0f} µs, Redis {r.us('redis'):,.0f} µs, "
             f"simulator {r.us('simulator'):,.0f} µs"
         )
-    redis_us = one.us("redis")
-    ceilings = [("poll", "polls", redis_us, one.rate)]
+    ceilings = [("poll", "polls", one.us("redis"), one.rate, 1e6 * workers_cpu(one) / one.ops)]
     for key, unit in (("delivery", "deliveries"), ("registration", "registrations")):
         if key in h.costs:
-            ceilings.append((key, unit, h.costs[key]["redis_us"], h.costs[key]["rate"]))
-    for key, unit, us, rate in ceilings:
+            c = h.costs[key]
+            ceilings.append((key, unit, c["redis_us"], c["rate"], c["own_us"]))
+    for key, unit, us, rate, own_us in ceilings:
         ceiling = 1e6 / us if us > 0 else 0.0
         process = "API processes" if key == "registration" else "worker processes"
         h.info(
             f"7 one-Redis ceiling: {unit}/s at one Redis core",
-            f"{ceiling:,.0f}/s = {ceiling / rate:.1f} {process} at {rate:,.0f}/s each",
+            f"{ceiling:,.0f}/s = {ceiling / rate:.1f} {process} at {rate:,.0f}/s each "
+            f"({ceiling * own_us / 1e6:.1f} cores at {own_us:,.0f} µs)",
             f"Redis {us:,.0f} µs per {key}",
         )
     if len(ceilings) < 3:

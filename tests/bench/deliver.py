@@ -96,13 +96,13 @@ async def run(h: Harness) -> None:
         h.say(f"inserted {n:,} jobs x 1 job.completed ({size} B bodies) in {time.monotonic() - t:.1f} s")
 
         async def baseline() -> Run:
-            """A bare aiohttp POST loop, same concurrency, same body size (3n POSTs: it is faster)."""
+            """A bare aiohttp POST loop, same concurrency, same body size (2n POSTs: it is faster)."""
             await peers.reset_receiver(h.http, receiver)
             loop = await h.start_helper(
                 "postloop", "--url", f"{receiver}/hook", "--size", str(size),
-                "--concurrency", str(CONCURRENCY), "--count", str(3 * n),
+                "--concurrency", str(CONCURRENCY), "--count", str(2 * n),
             )  # fmt: skip
-            result, _ = await counted_window(h, receiver, 3 * n, h.meter(client=loop.pid, receiver=rec_proc.pid), 180)
+            result, _ = await counted_window(h, receiver, 2 * n, h.meter(client=loop.pid, receiver=rec_proc.pid), 180)
             await loop.result()
             h.say(f"bare loop: {result.rate:,.0f} POSTs/s; {result.window.text()}")
             return result

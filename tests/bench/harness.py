@@ -230,7 +230,9 @@ class Harness:
     ) -> Helper:
         """Start a load generator from tests/bench/child.py; ``Helper.result()`` is its JSON result."""
         argv = self.child_args(*args, wrapper=wrapper)
-        proc = await asyncio.create_subprocess_exec(*argv, cwd=ROOT, stdout=subprocess.PIPE)
+        stderr = self.log_file(args[0])
+        proc = await asyncio.create_subprocess_exec(*argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr)
+        stderr.close()  # the child has its own copy
         return Helper(proc, args[0], on_mark)
 
     async def helper(self, *args: str, on_mark: Callable[[str], Any] | None = None) -> dict[str, Any]:

@@ -31,7 +31,7 @@ FIRST_POLL_INTERVAL = 1.0  # RELAY_POLL_INITIAL_INTERVAL's default
 
 def calls_text(calls: Counter[str], seconds: float) -> tuple[float, str]:
     """(calls per second, the commands behind them)."""
-    top = ", ".join(f"{name} {count / seconds:.1f}" for name, count in calls.most_common(4))
+    top = ", ".join(f"{name} {count / seconds:.2g}" for name, count in calls.most_common(4))
     return sum(calls.values()) / seconds, top or "none"
 
 

@@ -19,6 +19,7 @@ import subprocess
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from relay.store import keys
 from tests.bench import deliver, peers, poll, register
 from tests.bench.harness import Harness
 
@@ -102,10 +103,17 @@ async def deliveries(h: Harness, out: Path) -> tuple[float, float]:
     worker = None
     try:
         await h.fresh_redis()
-        size = await deliver.insert_terminal_events(h, 6000, receiver)
+        size = await deliver.insert_terminal_events(h, 8000, receiver)
+        # uninstrumented, the worker would deliver them all before a window opened: due in an hour until it is
+        members = await h.redis.zrange(keys.DELIVERIES, 0, -1)
+        await h.redis.zadd(keys.DELIVERIES, dict.fromkeys(members, 4e12))
         worker = await h.start_worker(h.relay_env(RELAY_DELIVERY_CONCURRENCY=200), callgrind(out), START_TIMEOUT)
-        await asyncio.sleep(5)
-        relay_ops = await counted(worker.pid, lambda: peers.received_count(h.http, receiver))
+        await asyncio.sleep(3)
+        await asyncio.to_thread(toggle, worker.pid, True)
+        await h.redis.zadd(keys.DELIVERIES, dict.fromkeys(members, 0))
+        await asyncio.sleep(WINDOW)
+        relay_ops = await peers.received_count(h.http, receiver)
+        await asyncio.to_thread(toggle, worker.pid, False)
         h.stop(worker)
         relay = total_instructions(out, worker.pid) / max(relay_ops, 1)
         worker = None
