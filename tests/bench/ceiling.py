@@ -36,7 +36,7 @@ SETTINGS = {
 async def measure(h: Harness, sim_proc: subprocess.Popen[bytes], sim: str, receiver: str, kind: str, count: int) -> Run:
     """``count`` workers polling fresh stuck monitors in the ``kind`` setting; polls/s and CPU over WINDOW."""
     setting = SETTINGS[kind]
-    n = h.args.poll_jobs
+    n: int = h.args.poll_jobs
     await peers.reset_receiver(h.http, receiver)
     await stuck_monitors(h, sim, receiver, n, **setting["knobs"])  # type: ignore[arg-type]
     env = h.relay_env(

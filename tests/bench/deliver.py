@@ -53,7 +53,7 @@ async def insert_terminal_events(h: Harness, count: int, receiver: str) -> int:
     async def run() -> None:
         nonlocal size
         for jid in it:
-            job = {"id": jid, "seq": "0", "operation": "ItemCopy", "resource_id": item["id"]}
+            job = {"id": jid, "seq": "0", "operation": "ItemCopy", "resource_id": str(item["id"])}
             job["metadata"] = json.dumps({"requestId": "r-000000"})
             event = completion_event(job, int(time.time() * 1000), item, None)
             size = len(event["body"].encode())
@@ -86,7 +86,7 @@ async def counted_window(h: Harness, receiver: str, total: int, meter: Meter, ti
 
 
 async def run(h: Harness) -> None:
-    n = h.args.deliveries
+    n: int = h.args.deliveries
     rec_proc, receiver = h.spawn_server("receiver")
     worker = None
     try:

@@ -25,7 +25,7 @@ B_DURATION, B_INTERVAL = 3.0, 1.0
 
 
 async def run(h: Harness) -> None:
-    n = h.args.fair_jobs
+    n: int = h.args.fair_jobs
     env = h.relay_env(RELAY_API_TOKENS=",".join(f"{name}:{token}" for name, token in TOKENS.items()))
     sim_proc, sim = h.spawn_server("sim")
     rec_proc, receiver = h.spawn_server("receiver")

@@ -55,7 +55,7 @@ async def client_calls(redis: Redis, seconds: float) -> Counter[str]:
 
 
 async def run(h: Harness) -> None:
-    seconds = h.args.idle_seconds
+    seconds: float = h.args.idle_seconds
     api_redis = EmbeddedRedis()
     api_redis.start()
     api_client = Redis.from_url(api_redis.url, decode_responses=True)

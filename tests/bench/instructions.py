@@ -146,9 +146,11 @@ async def registrations(h: Harness, out: Path) -> tuple[float, float]:
         for url, proc in ((f"{base}/v1/jobs", api), (f"{hello}/v1/jobs", hello_proc)):
             pid = proc.pid
             args = ["--body", register.BODY, "--concurrency", "64", "--warmup", "5", "--duration", str(WINDOW)]
-            result = await h.helper(
-                "loadgen", "--url", url, *args, on_mark=lambda mark, pid=pid: toggle(pid, mark == "window-start")
-            )
+
+            def on_mark(mark: str, pid: int = pid) -> None:
+                toggle(pid, mark == "window-start")
+
+            result = await h.helper("loadgen", "--url", url, *args, on_mark=on_mark)
             proc.terminate()
             proc.wait(60)
             results.append(total_instructions(out, pid) / max(result["ok_in_window"], 1))

@@ -46,7 +46,7 @@ def progress_ages(info: dict[str, Any], seen: list[tuple[float, float]], step: f
 
 
 async def run(h: Harness) -> None:
-    n = h.args.mix_jobs
+    n: int = h.args.mix_jobs
     rng = random.Random(5)
     sim_proc, sim = h.spawn_server("sim")
     rec_proc, receiver = h.spawn_server("receiver")
@@ -94,7 +94,7 @@ async def run(h: Harness) -> None:
 def plain_rows(
     h: Harness, n: int, polls: dict[str, Any], ops: dict[str, str], completed: dict[str, float], done: bool
 ) -> int:
-    relay_polls = sum(polls[op]["polls"] for op in ops)
+    relay_polls = int(sum(polls[op]["polls"] for op in ops))
     fixed_polls = sum(math.ceil(polls[op]["duration"] / 0.1) for op in ops)
     raw, detect, pipeline, fixed_detect = [], [], [], []
     for op_id, jid in ops.items():

@@ -43,7 +43,7 @@ async def polls_in_window(h: Harness, sim: str, meter: Meter, window: float) -> 
 
 
 async def run(h: Harness) -> None:
-    n = h.args.poll_jobs
+    n: int = h.args.poll_jobs
     sim_proc, sim = h.spawn_server("sim")
     rec_proc, receiver = h.spawn_server("receiver")
     worker = None

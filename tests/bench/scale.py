@@ -20,7 +20,7 @@ __all__ = ["run"]
 
 
 async def run(h: Harness) -> None:
-    n = h.args.scale_jobs
+    n: int = h.args.scale_jobs
     if n == 0:  # --scale-jobs 0: the memory figures alone
         await memory_per_job(h)
         return
@@ -76,9 +76,10 @@ async def run(h: Harness) -> None:
         deliver: list[float] = []  # DriveItem GET -> job.completed at the receiver (delivery queue)
         poll_counts = []
         for op_id, info in polls.items():
-            jid = job_of_op.get(op_id)
-            if jid is None or jid not in completed:
+            found = job_of_op.get(op_id)
+            if found is None or found not in completed:
                 continue
+            jid = found
             complete = info["created"] + info["duration"]
             times = sorted(info["times"])
             poll_counts.append(len(times))
