@@ -118,7 +118,7 @@ async def run(h: Harness) -> None:
         worker = None
         bare.append(await baseline())
         if h.args.profile:
-            more = int(min(20000, max(4000, relay.rate * 14)))
+            more = int(min(120_000, max(4000, relay.rate * 12)))  # enough to keep it busy for the 10 s profile
             await h.fresh_redis()
             await insert_terminal_events(h, more, receiver)
             worker = await h.start_worker(h.relay_env(RELAY_DELIVERY_CONCURRENCY=CONCURRENCY))
