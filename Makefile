@@ -28,7 +28,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix relay workers tests
 
 bench: $(STAMP)
-	$(BIN)/python -m tests.bench
+	$(BIN)/python -m tests.bench $(BENCH)
 
 chaos: $(STAMP)
 	$(BIN)/python -m tests.chaos

@@ -34,10 +34,8 @@ local function claim_due(schedule, limit, lease_ms, claim_id, now, load_state)
         out[#out + 1] = token
         if load_state then out[#out + 1] = load_state(member) end
       end
-      if #due > 0 then
-        taken = taken + #due
-        lane_refresh(schedule, lane)
-      end
+      taken = taken + #due
+      lane_refresh(schedule, lane)  -- also puts right a lane whose entry no longer matches its set
     end
     if taken >= limit then break end
   end

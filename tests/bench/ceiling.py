@@ -1,0 +1,117 @@
+"""Section 7: two worker processes against one, and the polls per second one Redis primary sustains.
+
+Two settings, each with one worker and then two on the same monitors:
+
+- latency-bound: the simulator answers each poll after 20 ms and each worker keeps 20 polls in flight,
+  so one worker is far from using a core; two should do about twice the polls (the design scales out:
+  claims are leased, workers share nothing but Redis).
+- CPU-bound: row 1's setting (200 in flight, monitors due every 10 ms). On a 2-core machine running the
+  simulator and Redis too, the machine's cores are the limit: the run shows how busy they were.
+
+The ceiling: one Redis primary has one core for commands; at the Redis CPU per poll measured in the
+CPU-bound one-worker run it sustains 1e6 / (µs per poll) polls a second, which takes that many polls
+divided by one worker's rate worth of worker processes. Deliveries and registrations get the same row
+when sections 2 and 3 ran before in the same run. (Redis batches more under heavier load, so the
+per-operation cost at its ceiling is, if anything, lower: the figure is conservative.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+
+from tests.bench import peers
+from tests.bench.harness import Harness, Run
+from tests.bench.poll import polls_in_window, stuck_monitors
+
+__all__ = ["run"]
+
+WINDOW = 10.0
+SETTINGS = {
+    "latency": {"knobs": {"latency": 0.02}, "concurrency": 20, "interval": 0.01},
+    "cpu": {"knobs": {}, "concurrency": 200, "interval": 0.01},
+}
+
+
+async def measure(h: Harness, sim_proc: subprocess.Popen[bytes], sim: str, receiver: str, kind: str, count: int) -> Run:
+    """``count`` workers polling fresh stuck monitors in the ``kind`` setting; polls/s and CPU over WINDOW."""
+    setting = SETTINGS[kind]
+    n: int = h.args.poll_jobs
+    await peers.reset_receiver(h.http, receiver)
+    await stuck_monitors(h, sim, receiver, n, **setting["knobs"])  # type: ignore[arg-type]
+    env = h.relay_env(
+        RELAY_POLL_CONCURRENCY=setting["concurrency"],
+        RELAY_POLL_INITIAL_INTERVAL=setting["interval"],
+        RELAY_POLL_MAX_INTERVAL=setting["interval"],
+    )
+    workers = [await h.start_worker(env) for _ in range(count)]
+    try:
+
+        async def first_events_delivered() -> bool:
+            return await peers.received_count(h.http, receiver) >= n
+
+        await h.wait_until(first_events_delivered, 60)
+        await asyncio.sleep(2)
+        meter = h.meter(simulator=sim_proc.pid, **{f"worker{i + 1}": w.pid for i, w in enumerate(workers)})
+        result = await polls_in_window(h, sim, meter, WINDOW)
+    finally:
+        h.stop(*workers)
+    h.say(f"{kind}-bound, {count} worker(s): {result.rate:,.0f} polls/s; {result.window.text()}")
+    return result
+
+
+def workers_cpu(run: Run) -> float:
+    return sum(cpu for name, cpu in run.window.cpu.items() if name.startswith("worker"))
+
+
+async def run(h: Harness) -> None:
+    sim_proc, sim = h.spawn_server("sim")
+    rec_proc, receiver = h.spawn_server("receiver")
+    try:
+        runs = {
+            (kind, count): await measure(h, sim_proc, sim, receiver, kind, count)
+            for kind in SETTINGS
+            for count in (1, 2)
+        }
+    finally:
+        h.stop(sim_proc, rec_proc)
+    one, two = runs["latency", 1], runs["latency", 2]
+    ratio = two.rate / one.rate if one.rate else 0.0
+    h.add(
+        "7 scale-out, latency-bound (polls answered in 20 ms, 20 in flight per worker): 2 workers vs 1",
+        f"{two.rate:,.0f}/s",
+        f"{one.rate:,.0f}/s",
+        ratio,
+        ">= 1.80",
+        ratio >= 1.8,
+    )
+    one, two = runs["cpu", 1], runs["cpu", 2]
+    h.info(
+        "7 CPU-bound (row 1's setting): 2 workers vs 1, polls/s",
+        f"{two.rate:,.0f}/s",
+        f"{one.rate:,.0f}/s",
+        two.rate / one.rate if one.rate else None,
+    )
+    for label, r in (("1 worker", one), ("2 workers", two)):
+        shares = ", ".join(f"{name} {100 * r.window.share(name):.0f}%" for name in r.window.cpu)
+        h.note(
+            f"7 CPU-bound, {label}: machine {r.window.cores_busy:.2f} of 2 cores busy ({shares} of a core); "
+            f"per poll: workers {1e6 * workers_cpu(r) / r.ops:,.0f} µs, Redis {r.us('redis'):,.0f} µs, "
+            f"simulator {r.us('simulator'):,.0f} µs"
+        )
+    ceilings = [("poll", "polls", one.us("redis"), one.rate, 1e6 * workers_cpu(one) / one.ops)]
+    for key, unit in (("delivery", "deliveries"), ("registration", "registrations")):
+        if key in h.costs:
+            c = h.costs[key]
+            ceilings.append((key, unit, c["redis_us"], c["rate"], c["own_us"]))
+    for key, unit, us, rate, own_us in ceilings:
+        ceiling = 1e6 / us if us > 0 else 0.0
+        process = "API processes" if key == "registration" else "worker processes"
+        h.info(
+            f"7 one-Redis ceiling: {unit}/s at one Redis core",
+            f"{ceiling:,.0f}/s = {ceiling / rate:.1f} {process} at {rate:,.0f}/s each "
+            f"({ceiling * own_us / 1e6:.1f} cores at {own_us:,.0f} µs)",
+            f"Redis {us:,.0f} µs per {key}",
+        )
+    if len(ceilings) < 3:
+        h.note("7 ceiling: deliveries and registrations need sections 2 and 3 in the same run, before 7")

@@ -1,0 +1,61 @@
+"""Rows 1-3 as rate ratios, each with its cost per operation beside it, from the same windows.
+
+A cost row shows the CPU microseconds relay's process and Redis spent per operation against what the
+bare side's own process spent per request; the peer both sides talk to (simulator, receiver, load
+generator) is shown for both in a note, as a check that it was not the bottleneck of one side only.
+"""
+
+from __future__ import annotations
+
+from tests.bench.harness import Harness, Run
+
+__all__ = ["mean", "throughput_rows"]
+
+
+def mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def throughput_rows(
+    h: Harness,
+    *,
+    key: str,
+    figure: str,
+    unit: str,
+    relay: Run,
+    relay_proc: str,
+    bare: list[Run],
+    bare_proc: str,
+    peers: tuple[str, ...],
+    ok: bool = True,
+    extra: tuple[str, str] = ("", ""),
+) -> None:
+    """The throughput row (target >= 0.75 of the bare rate) and its cost-per-operation row."""
+    number = figure.split()[0]
+    base_rate = mean([b.rate for b in bare])
+    ratio = relay.rate / base_rate if base_rate else 0.0
+    h.add(
+        figure,
+        f"{relay.rate:,.0f}/s{extra[0]}",
+        f"{base_rate:,.0f}/s ({' / '.join(f'{b.rate:,.0f}' for b in bare)}){extra[1]}",
+        ratio,
+        ">= 0.75",
+        ratio >= 0.75 and ok,
+    )
+    own, redis = relay.us(relay_proc), relay.us("redis")
+    bare_us = mean([b.us(bare_proc) for b in bare])
+    h.info(
+        f"{number} CPU per {unit}: relay {relay_proc} + Redis vs bare {bare_proc} (µs)",
+        f"{own:,.0f} + {redis:,.0f} = {own + redis:,.0f}",
+        f"{bare_us:,.0f} ({' / '.join(f'{b.us(bare_proc):,.0f}' for b in bare)})",
+        (own + redis) / bare_us if bare_us else None,
+    )
+    shared = "; ".join(
+        f"{peer} {relay.us(peer):,.0f} µs beside relay, {mean([b.us(peer) for b in bare]):,.0f} beside the bare loop"
+        for peer in peers
+    )
+    h.note(
+        f"{number} per {unit}: {shared}; machine busy {relay.window.cores_busy:.2f} cores (relay window), "
+        f"{mean([b.window.cores_busy for b in bare]):.2f} (bare windows)"
+    )
+    h.costs[key] = {"own_us": own, "redis_us": redis, "rate": relay.rate, "bare_us": bare_us}

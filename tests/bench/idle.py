@@ -1,0 +1,124 @@
+"""Section 8: what an idle sidecar costs: a ``relay worker`` and a ``relay serve`` with no jobs at all.
+
+Each has a Redis of its own (the bench's, and a second embedded one for the API), so the Redis calls
+are counted per process: requests from clients, seen with MONITOR (commands a Lua script runs inside
+Redis are shown apart, from INFO commandstats deltas). CPU is each
+process's run time over the window (/proc/<pid>/task/*/schedstat, nanoseconds). Then, still idle, the
+worker is given one new job: its first poll must come within the first poll interval (1 s by
+default), however the worker waits when there is nothing to do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections import Counter
+
+from redis.asyncio import Redis
+
+from relay.store.embedded import EmbeddedRedis
+from tests.bench import peers
+from tests.bench.harness import Harness
+from tests.bench.measure import Meter, redis_calls, rss_mib
+
+__all__ = ["run"]
+
+SETTLE = 5.0
+FIRST_POLL_INTERVAL = 1.0  # RELAY_POLL_INITIAL_INTERVAL's default
+
+
+def calls_text(calls: Counter[str], seconds: float) -> tuple[float, str]:
+    """(calls per second, the commands behind them)."""
+    top = ", ".join(f"{name} {count / seconds:.2g}" for name, count in calls.most_common(4))
+    return sum(calls.values()) / seconds, top or "none"
+
+
+async def client_calls(redis: Redis, seconds: float) -> Counter[str]:
+    """Requests clients sent to ``redis`` during ``seconds`` (MONITOR; commands run by scripts left out)."""
+    calls: Counter[str] = Counter()
+    async with redis.monitor() as monitor:
+
+        async def collect() -> None:
+            while True:
+                command = await monitor.next_command()
+                if command["client_type"] != "lua":
+                    calls[command["command"].split(" ", 1)[0].strip('"').lower()] += 1
+
+        task = asyncio.create_task(collect())
+        await asyncio.sleep(seconds)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    return calls
+
+
+async def run(h: Harness) -> None:
+    seconds: float = h.args.idle_seconds
+    api_redis = EmbeddedRedis()
+    api_redis.start()
+    api_client = Redis.from_url(api_redis.url, decode_responses=True)
+    sim_proc, sim = h.spawn_server("sim")
+    rec_proc, receiver = h.spawn_server("receiver")
+    worker = api = None
+    try:
+        await h.fresh_redis()
+        worker = await h.start_worker(h.relay_env())
+        api, _ = await h.start_api(h.relay_env(REDIS_URL=api_redis.url))
+        await asyncio.sleep(SETTLE)
+        meter = Meter({"worker": worker.pid, "api": api.pid})
+        stats0 = await redis_calls(h.redis)
+        a = meter.sample()
+        calls = await asyncio.gather(client_calls(h.redis, seconds), client_calls(api_client, seconds))
+        b = meter.sample()
+        in_scripts = sum((await redis_calls(h.redis)).values()) - sum(stats0.values()) - sum(calls[0].values())
+        window = Meter.between(a, b)
+        rss = {"worker": rss_mib(worker.pid), "api": rss_mib(api.pid)}
+        first_poll = await pickup(h, sim, receiver)
+    finally:
+        h.stop(worker, api, sim_proc, rec_proc)
+        await api_client.aclose()
+        api_redis.cleanup()
+    for (name, label), counted in zip((("worker", "relay worker"), ("api", "relay serve")), calls, strict=True):
+        share = window.share(name)
+        h.add(
+            f"8 idle {label} (no jobs): CPU",
+            f"{100 * share:.3f}% of a core ({window.cpu[name] * 30 / window.seconds:.3f} CPU-s per 30 s)",
+            "",
+            None,
+            "< 0.1%",
+            share < 0.001,
+        )
+        per_second, commands = calls_text(counted, window.seconds)
+        h.add(f"8 idle {label}: Redis calls", f"{per_second:.1f}/s ({commands})", "", None, "<= 1/s", per_second <= 1)
+    h.note(
+        f"idle worker: besides its requests, Lua scripts ran {in_scripts / window.seconds:.1f} commands/s inside Redis"
+    )
+    h.info("8 resident memory at rest (VmRSS)", f"serve {rss['api']:.0f} MiB, worker {rss['worker']:.0f} MiB")
+    if first_poll is None:
+        h.add("8 idle worker: first poll of a new job", "none within 10 s", "", None, "<= 1 s", False)
+    else:
+        h.add(
+            f"8 idle worker: first poll of a new job after {seconds:.0f} s idle",
+            f"{first_poll:.2f} s",
+            f"{FIRST_POLL_INTERVAL:.0f} s (first poll interval)",
+            first_poll / FIRST_POLL_INTERVAL,
+            "<= 1.00",
+            first_poll <= FIRST_POLL_INTERVAL,
+        )
+
+
+async def pickup(h: Harness, sim: str, receiver: str) -> float | None:
+    """Register one job with the idle worker; seconds until the simulator saw its monitor's first GET."""
+    (op,) = await peers.sim_create(h.http, sim, [{"duration": 2.0}], record=True)
+    jid = uuid.uuid4().hex
+    registered = time.time()
+    await peers.register(h.store, [(jid, peers.job_fields(h.vault, jid, f"{receiver}/hook"), op["monitorUrl"])])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        times = (await peers.sim_polls(h.http, sim, [op["id"]]))["ops"][op["id"]]["times"]
+        if times:
+            return float(min(times)) - registered
+        await asyncio.sleep(0.05)
+    return None

@@ -1,0 +1,180 @@
+"""``--instructions``: instructions per poll, delivery and registration, counted by callgrind.
+
+``perf stat`` cannot count instructions on a machine without a PMU (a VM: ``<not supported>``), so
+the process measured runs under ``valgrind --tool=callgrind --instr-atstart=no``: at native-ish speed
+(JIT only) until its window opens, when ``callgrind_control -i on`` starts counting, and ``-i off`` stops
+it ``WINDOW`` seconds later; the operations done in between come from the same counters as rows 1-3
+(the simulator's polls, the receiver's arrivals, the load generator's marked window). Each pair is relay's
+process against the bare side's own process doing the same HTTP work: the worker against the bare GET or
+POST loop, ``relay serve`` against the hello world server. Redis is not under callgrind (its CPU per
+operation is in rows 1-3). Under callgrind a process runs some 50 times slower, so it is the bottleneck
+of its pair and works in large batches, as a saturated process does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from relay.store import keys
+from tests.bench import deliver, peers, poll, register
+from tests.bench.harness import Harness
+
+__all__ = ["run"]
+
+WINDOW = 15.0
+START_TIMEOUT = 180.0
+
+
+def callgrind(out: Path) -> list[str]:
+    return ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}/%p.out"]
+
+
+def toggle(pid: int, on: bool) -> None:
+    subprocess.run(  # noqa: S603
+        ["callgrind_control", "-i", "on" if on else "off", str(pid)],  # noqa: S607
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+def total_instructions(out: Path, pid: int) -> int:
+    """Instructions counted for ``pid`` (the process has exited, so its dump is complete)."""
+    total = 0
+    for dump in out.glob(f"{pid}.out*"):
+        for line in dump.read_text(errors="replace").splitlines():
+            if line.startswith("totals:"):
+                total += int(line.split()[1])
+    return total
+
+
+async def counted(pid: int, count: Callable[[], Awaitable[int]]) -> int:
+    """Operations done while ``pid`` was instrumented for WINDOW seconds."""
+    await asyncio.to_thread(toggle, pid, True)
+    c0 = await count()
+    await asyncio.sleep(WINDOW)
+    c1 = await count()
+    await asyncio.to_thread(toggle, pid, False)
+    return c1 - c0
+
+
+async def polls(h: Harness, out: Path) -> tuple[float, float]:
+    sim_proc, sim = h.spawn_server("sim")
+    rec_proc, receiver = h.spawn_server("receiver")
+    worker = loop = None
+    try:
+        urls = await poll.stuck_monitors(h, sim, receiver, 500)
+        urls_file = h.tmp / "instructions-urls.txt"
+        urls_file.write_text("\n".join(urls))
+        env = h.relay_env(RELAY_POLL_CONCURRENCY=200, RELAY_POLL_INITIAL_INTERVAL=0.01, RELAY_POLL_MAX_INTERVAL=0.01)
+        worker = await h.start_worker(env, callgrind(out), START_TIMEOUT)
+        await asyncio.sleep(5)
+        relay_ops = await counted(worker.pid, lambda: peers.sim_total(h.http, sim))
+        h.stop(worker)
+        relay = total_instructions(out, worker.pid) / max(relay_ops, 1)
+        worker = None
+        loop = await h.start_helper(
+            "getloop", "--urls-file", str(urls_file), "--concurrency", "200", "--duration", str(WINDOW + 60),
+            wrapper=callgrind(out),
+        )  # fmt: skip
+        await h.wait_until(_polled_since(h, sim, await peers.sim_total(h.http, sim)), START_TIMEOUT)
+        bare_ops = await counted(loop.pid, lambda: peers.sim_total(h.http, sim))
+        await loop.stop()
+        bare = total_instructions(out, loop.pid) / max(bare_ops, 1)
+        h.say(f"polls: worker {relay_ops} polls in the window, bare loop {bare_ops}")
+        return relay, bare
+    finally:
+        h.stop(worker, sim_proc, rec_proc)
+
+
+def _polled_since(h: Harness, sim: str, start: int) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return await peers.sim_total(h.http, sim) > start + 100
+
+    return check
+
+
+async def deliveries(h: Harness, out: Path) -> tuple[float, float]:
+    rec_proc, receiver = h.spawn_server("receiver")
+    worker = None
+    try:
+        await h.fresh_redis()
+        size = await deliver.insert_terminal_events(h, 8000, receiver)
+        # uninstrumented, the worker would deliver them all before a window opened: due in an hour until it is
+        members = await h.redis.zrange(keys.DELIVERIES, 0, -1)  # the default lane: no API tokens here
+        await h.redis.zadd(keys.DELIVERIES, dict.fromkeys(members, 4e12))
+        await h.redis.zadd(keys.sched_lanes(keys.DELIVERIES), {"": 4e12})
+        worker = await h.start_worker(h.relay_env(RELAY_DELIVERY_CONCURRENCY=200), callgrind(out), START_TIMEOUT)
+        await asyncio.sleep(3)
+        await asyncio.to_thread(toggle, worker.pid, True)
+        await h.redis.zadd(keys.DELIVERIES, dict.fromkeys(members, 0))
+        await h.redis.zadd(keys.sched_lanes(keys.DELIVERIES), {"": 0})
+        await h.redis.publish(keys.sched_wake(keys.DELIVERIES), "0")  # the idle worker sleeps until woken
+        await asyncio.sleep(WINDOW)
+        relay_ops = await peers.received_count(h.http, receiver)
+        await asyncio.to_thread(toggle, worker.pid, False)
+        h.stop(worker)
+        relay = total_instructions(out, worker.pid) / max(relay_ops, 1)
+        worker = None
+        await peers.reset_receiver(h.http, receiver)
+        loop = await h.start_helper(
+            "postloop", "--url", f"{receiver}/hook", "--size", str(size), "--concurrency", "200",
+            "--count", "1000000", wrapper=callgrind(out),
+        )  # fmt: skip
+
+        async def posting() -> bool:
+            return await peers.received_count(h.http, receiver) > 100
+
+        await h.wait_until(posting, START_TIMEOUT)
+        bare_ops = await counted(loop.pid, lambda: peers.received_count(h.http, receiver))
+        await loop.stop()
+        bare = total_instructions(out, loop.pid) / max(bare_ops, 1)
+        h.say(f"deliveries: worker {relay_ops} in the window, bare loop {bare_ops}")
+        return relay, bare
+    finally:
+        h.stop(worker, rec_proc)
+
+
+async def registrations(h: Harness, out: Path) -> tuple[float, float]:
+    api = hello_proc = None
+    results: list[float] = []
+    try:
+        await h.fresh_redis()
+        api, base = await h.start_api(h.relay_env(), callgrind(out), START_TIMEOUT)
+        hello_proc, hello = h.spawn_server("hello", callgrind(out))
+        for url, proc in ((f"{base}/v1/jobs", api), (f"{hello}/v1/jobs", hello_proc)):
+            pid = proc.pid
+            args = ["--body", register.BODY, "--concurrency", "64", "--warmup", "5", "--duration", str(WINDOW)]
+
+            def on_mark(mark: str, pid: int = pid) -> None:
+                toggle(pid, mark == "window-start")
+
+            result = await h.helper("loadgen", "--url", url, *args, on_mark=on_mark)
+            proc.terminate()
+            proc.wait(60)
+            results.append(total_instructions(out, pid) / max(result["ok_in_window"], 1))
+            h.say(f"registrations: {result['ok_in_window']} in the window ({url.split('/v1')[0]})")
+        return results[0], results[1]
+    finally:
+        h.stop(api, hello_proc)
+
+
+async def run(h: Harness) -> None:
+    if not (shutil.which("valgrind") and shutil.which("callgrind_control")):
+        h.note("--instructions: valgrind (with callgrind_control) is not installed")
+        return
+    out = h.tmp / "callgrind"
+    out.mkdir()
+    for label, unit, measure, sides in (
+        ("I1", "poll", polls, "worker vs bare GET loop"),
+        ("I2", "delivery", deliveries, "worker vs bare POST loop"),
+        ("I3", "registration", registrations, "relay serve vs hello world server"),
+    ):
+        print(f"\n[{label}] instructions per {unit}", flush=True)
+        relay, bare = await measure(h, out)
+        h.info(f"{label} instructions per {unit}: {sides} (callgrind)", f"{relay:,.0f}", f"{bare:,.0f}", relay / bare)
+    h.note(f"instructions: counted over {WINDOW:g} s windows under callgrind; dumps in {out}")

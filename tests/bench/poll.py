@@ -1,0 +1,97 @@
+"""Section 1: poll throughput of one worker vs a bare aiohttp GET loop of the same concurrency.
+
+Both sides GET the same simulator monitors (stuck at 0%: no events after the first) and are counted
+by the simulator's own counter over the same kind of window; the bare loop runs before and after
+relay, so a machine busy in one of them is averaged out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from tests.bench import peers
+from tests.bench.costs import throughput_rows
+from tests.bench.harness import Harness, Run
+from tests.bench.measure import Meter
+from tests.bench.profile import profile
+
+__all__ = ["run", "stuck_monitors"]
+
+CONCURRENCY, WARM, WINDOW = 200, 5.0, 15.0
+
+
+async def stuck_monitors(h: Harness, sim: str, receiver: str, n: int, **knobs: object) -> list[str]:
+    """``n`` simulator copies stuck at 0% for an hour, each registered as one job; their monitor URLs."""
+    ops = await peers.sim_create(h.http, sim, [{"duration": 3600, "stuck": True, **knobs}] * n)
+    await h.fresh_redis()
+    await peers.register(
+        h.store,
+        ((jid := uuid.uuid4().hex, peers.job_fields(h.vault, jid, f"{receiver}/hook"), op["monitorUrl"]) for op in ops),
+    )
+    return [op["monitorUrl"] for op in ops]
+
+
+async def polls_in_window(h: Harness, sim: str, meter: Meter, window: float) -> Run:
+    """Monitor GETs the simulator answered in ``window`` seconds, with the meter's CPU over the same span."""
+    a = meter.sample()
+    p0 = await peers.sim_total(h.http, sim)
+    await asyncio.sleep(window)
+    p1 = await peers.sim_total(h.http, sim)
+    b = meter.sample()
+    return Run(p1 - p0, Meter.between(a, b))
+
+
+async def run(h: Harness) -> None:
+    n: int = h.args.poll_jobs
+    sim_proc, sim = h.spawn_server("sim")
+    rec_proc, receiver = h.spawn_server("receiver")
+    worker = None
+    try:
+        urls = await stuck_monitors(h, sim, receiver, n)
+        urls_file = h.tmp / "monitor-urls.txt"
+        urls_file.write_text("\n".join(urls))
+
+        async def baseline() -> Run:
+            loop = await h.start_helper(
+                "getloop", "--urls-file", str(urls_file), "--concurrency", str(CONCURRENCY),
+                "--duration", str(WARM + WINDOW + 2),
+            )  # fmt: skip
+            await asyncio.sleep(WARM)
+            result = await polls_in_window(h, sim, h.meter(client=loop.pid, simulator=sim_proc.pid), WINDOW)
+            await loop.result()
+            h.say(f"bare loop: {result.rate:,.0f} monitor GETs/s; {result.window.text()}")
+            return result
+
+        bare = [await baseline()]
+        # relay: one worker, every monitor due every 10 ms (the registrations above made them due now)
+        env = h.relay_env(
+            RELAY_POLL_CONCURRENCY=CONCURRENCY, RELAY_POLL_INITIAL_INTERVAL=0.01, RELAY_POLL_MAX_INTERVAL=0.01
+        )
+        worker = await h.start_worker(env)
+
+        async def first_events_delivered() -> bool:
+            return await peers.received_count(h.http, receiver) >= n
+
+        await h.wait_until(first_events_delivered, 60)
+        await asyncio.sleep(2)
+        relay = await polls_in_window(h, sim, h.meter(worker=worker.pid, simulator=sim_proc.pid), WINDOW)
+        h.say(f"relay: {relay.rate:,.0f} monitor GETs/s; {relay.window.text()}")
+        if h.args.profile:
+            await profile(h, worker.pid, 10, "section 1: polling", relay.us("worker"))
+        h.stop(worker)
+        worker = None
+        bare.append(await baseline())  # before and after relay: a machine busy in one is averaged out
+        throughput_rows(
+            h,
+            key="poll",
+            figure=f"1 poll throughput, 1 worker vs bare loop ({CONCURRENCY} in flight, {n:,} monitors)",
+            unit="poll",
+            relay=relay,
+            relay_proc="worker",
+            bare=bare,
+            bare_proc="client",
+            peers=("simulator",),
+        )
+    finally:
+        h.stop(worker, sim_proc, rec_proc)

@@ -1,0 +1,101 @@
+"""The bench's result table, and the machine and code every figure was measured on."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["ROOT", "Row", "code_state", "machine", "machine_line", "print_table"]
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+@dataclass
+class Row:
+    figure: str
+    relay: str
+    baseline: str
+    ratio: float | None
+    target: str
+    ok: bool
+    info: bool = False  # a figure shown beside others, with no target of its own
+
+
+def code_state() -> tuple[str, dict[str, float]]:
+    """The commit and uncommitted changes of relay/ and workers/, and their files' mtimes (to spot edits mid-run)."""
+
+    def git(*args: str) -> str:
+        try:
+            done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)  # noqa: S603, S607
+        except OSError:
+            return ""
+        return done.stdout.strip()
+
+    dirty = git("status", "--porcelain", "--", "relay", "workers").splitlines()
+    text = git("rev-parse", "--short", "HEAD") or "unknown"
+    if dirty:
+        text += " + uncommitted: " + ", ".join(line[3:] for line in dirty)
+    mtimes = {str(p): p.stat().st_mtime for d in ("relay", "workers") for p in (ROOT / d).rglob("*.py")}
+    return text, mtimes
+
+
+def machine() -> dict[str, str]:
+    """CPU model (/proc/cpuinfo), core count, Python, Redis version, load average."""
+    model = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    from relay.store.embedded import find_redis_server
+
+    redis_bin = find_redis_server()
+    try:
+        version = subprocess.run([redis_bin, "--version"], capture_output=True, text=True, check=False).stdout  # noqa: S603
+        redis_version = version.split()[2].removeprefix("v=") if version else "?"
+    except OSError:
+        redis_version = "?"
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": model,
+        "python": platform.python_version(),
+        "redis": f"{redis_version} ({shutil.which(redis_bin) or redis_bin})",
+        "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
+
+
+def machine_line(info: dict[str, str]) -> str:
+    return (
+        f"machine: CPU {info['cpu']}, {info['nproc']} cores, Python {info['python']}, Redis {info['redis']}; "
+        f"event loop: {info['loops']}"
+    )
+
+
+def print_table(rows: list[Row], notes: list[str], info: dict[str, str], walls: dict[int, float], total: float) -> None:
+    headers = ("figure", "relay", "baseline", "ratio", "target", "result")
+    cells = [
+        (r.figure, r.relay, r.baseline, "" if r.ratio is None else f"{r.ratio:.2f}", r.target,
+         "info" if r.info else "pass" if r.ok else "FAIL")
+        for r in rows
+    ]  # fmt: skip
+    widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    print()
+    print(machine_line(info))
+    print(f"load average at start {info['load']}, at end {info['load_end']}; code under test: {info['code']}")
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    print(line)
+    print("-" * len(line))
+    for c in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(c, widths, strict=True)).rstrip())
+    if notes:
+        print("\nnotes:")
+        for text in notes:
+            print(f"  - {text}")
+    print("\nsection wall times: " + ", ".join(f"[{k}] {v:.0f} s" for k, v in walls.items()))
+    print(f"total wall time: {total:.0f} s")
+    print("bench: PASS" if all(r.ok or r.info for r in rows) else "bench: FAIL (a target was missed)")

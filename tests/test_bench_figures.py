@@ -1,0 +1,59 @@
+"""The bench's own arithmetic: the figures it prints are only as good as these (no benchmark runs here)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections import Counter
+
+import pytest
+
+from tests.bench.__main__ import SECTIONS, _sections
+from tests.bench.idle import calls_text
+from tests.bench.measure import Meter, Sample, cpu_seconds, event_loop_of, pct
+from tests.bench.mix import progress_ages
+
+
+def test_progress_age_is_how_long_ago_the_newest_percentage_was_true() -> None:
+    # a 10 s copy from t=100: 30% was true at t=103; the app got it at t=104 and nothing newer
+    ages = progress_ages({"created": 100.0, "duration": 10.0}, [(104.0, 30.0)], step=1.0)
+    # samples at 101..109: before t=104 the app knows 0% as of the start (age = time since start)
+    assert ages == pytest.approx([1.0, 2.0, 3.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+
+
+def test_progress_age_keeps_the_highest_percentage_seen_whatever_the_arrival_order() -> None:
+    seen = [(102.5, 20.0), (102.0, 40.0)]  # 40% arrived first, then a stale 20%
+    ages = progress_ages({"created": 100.0, "duration": 10.0}, seen, step=1.0)
+    assert ages[2] == pytest.approx(103.0 - 104.0)  # 40% is true at t=104: the app is ahead of the sample
+
+
+def test_cost_per_operation_divides_the_window_cpu_by_the_operations() -> None:
+    a = Sample(at=10.0, cpu={"worker": 1.0, "redis": 0.5}, busy=100, total=200)
+    b = Sample(at=20.0, cpu={"worker": 3.0, "redis": 1.0}, busy=250, total=400)
+    window = Meter.between(a, b)
+    assert window.per_op_us("worker", 10_000) == pytest.approx(200.0)
+    assert window.per_op_us("redis", 10_000) == pytest.approx(50.0)
+    assert window.share("worker") == pytest.approx(0.2)
+    assert window.cores_busy == pytest.approx((os.cpu_count() or 1) * 150 / 200)
+
+
+def test_cpu_seconds_of_this_process_grow_as_it_computes() -> None:
+    before = cpu_seconds(os.getpid())
+    sum(i * i for i in range(2_000_000))
+    assert cpu_seconds(os.getpid()) > before
+    assert event_loop_of(os.getpid()) in {"asyncio", "uvloop"}
+
+
+def test_idle_calls_are_counted_per_second_with_the_commands_behind_them() -> None:
+    per_second, text = calls_text(Counter({"evalsha": 600, "zrangebyscore": 150, "psetex": 1}), 30.0)
+    assert per_second == pytest.approx(751 / 30)
+    assert text.startswith("evalsha 20, zrangebyscore 5")
+
+
+def test_only_takes_known_section_numbers() -> None:
+    assert _sections("1,3") == [1, 3]
+    assert pct([5.0, 1.0, 3.0], 0.5) == 3.0
+    with pytest.raises(argparse.ArgumentTypeError):
+        _sections(f"{max(SECTIONS) + 1}")
+    with pytest.raises(argparse.ArgumentTypeError):
+        _sections("one")
