@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
@@ -52,6 +53,8 @@ class ClaimLoop:
         self.idle = idle
         self.max_idle = max_idle
         self.wake = wake or asyncio.Event()
+        self._pause_until = 0.0  # monotonic: when the current pause ends
+        scheduler.on_handed_back = self._handed_back
         self._busy = 0  # claims taken and not yet handled (queued or running)
         # under load, claim once a tenth of the slots are free rather than one slot at a time:
         # fewer, larger claims (one round trip each) for the same work
@@ -97,7 +100,7 @@ class ClaimLoop:
                     if not parked.done():
                         parked.set_result(None)
             if len(claims) < min(free, self.batch):
-                await self._pause(found.next_due_in)
+                await self._pause(self.scheduler.next_due_in(found))
 
     async def _runner(self) -> None:
         structlog.contextvars.bind_contextvars(loop=self.name)
@@ -124,7 +127,16 @@ class ClaimLoop:
         """Until the earliest member comes due (or ``max_idle``), woken earlier by a wake-up or a stop."""
         floor = self.idle if self._busy else 0.0
         seconds = self.max_idle if next_due_in is None else min(self.max_idle, max(floor, next_due_in))
+        self._pause_until = time.monotonic() + seconds
         await self._wait(self.wake, seconds)  # stopping sets it too
+        self._pause_until = 0.0
+
+    def _handed_back(self, due: float) -> None:
+        """A member this process handed back comes due before the pause ends: end it then."""
+        if due < self._pause_until:
+            self._pause_until = due  # one timer per earlier time, not one per hand-back
+            loop = asyncio.get_running_loop()
+            loop.call_at(loop.time() + max(0.0, due - time.monotonic()), self.wake.set)
 
     @staticmethod
     async def _wait(event: asyncio.Event, seconds: float) -> None:

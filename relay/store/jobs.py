@@ -232,6 +232,7 @@ class Store:
         self, claim: Claim, monitor_fields: dict[str, str], ops: list[JobOp], delay: float
     ) -> list[str]:
         """Write a poll's outcome if the claim is still ours; ['stale-claim'] otherwise."""
+        self.monitors.handed_back(delay)
         call = ApplyPollCall(
             claim.member, claim.token, max(0, int(delay * 1000)), monitor_fields, [op.as_json() for op in ops]
         )
@@ -254,6 +255,7 @@ class Store:
         records: list[dict[str, Any]] | None = None,
         error: dict[str, Any] | None = None,
     ) -> bool:
+        self.deliveries.handed_back(delay)
         call = AckCall(
             claim.member,
             claim.token,

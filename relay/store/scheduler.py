@@ -9,7 +9,10 @@ checks its claim token.
 
 from __future__ import annotations
 
+import math
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +54,19 @@ class Scheduler:
         self.tokens_key = keys.sched_tokens(key)
         self._stateful = claim_script is not None
         self._claim = LuaScript.load(claim_script or "claim.lua")
+        #: when a member this process handed back comes due (monotonic seconds): a claimed member's new due
+        #: time wakes no other worker (lua/lib/lanes.lua), so this process's claim loop wakes itself
+        self.handed_back_due = math.inf
+        #: called with that time when it moves earlier (a claim loop sleeping past it wakes up)
+        self.on_handed_back: Callable[[float], None] | None = None
+
+    def handed_back(self, delay: float) -> None:
+        """A member this process claimed is due again after ``delay`` seconds."""
+        due = time.monotonic() + delay
+        if due < self.handed_back_due:
+            self.handed_back_due = due
+            if self.on_handed_back is not None:
+                self.on_handed_back(due)
 
     async def claim(self, limit: int, lease: float) -> list[Claim]:
         """Take up to ``limit`` due members, a fair share from each lane, leasing each for ``lease`` seconds."""
@@ -59,6 +75,7 @@ class Scheduler:
     async def claim_batch(self, limit: int, lease: float) -> ClaimBatch:
         """:meth:`claim`, and how long until the earliest member left comes due (for an idle claimer to sleep)."""
         args = [limit, int(lease * 1000), uuid.uuid4().hex]
+        self.handed_back_due = math.inf  # what was handed back so far counts in the claim's next due time
         raw: list[Any] = await self._claim(self.redis, [] if self._stateful else [self.key], args)
         now_ms, next_due = int(raw[0]), _s(raw[1])
         if self._stateful:
@@ -68,8 +85,16 @@ class Scheduler:
         wait = max(0.0, (float(next_due) - now_ms) / 1000) if next_due else None
         return ClaimBatch(claims, wait)
 
+    def next_due_in(self, claimed: ClaimBatch) -> float | None:
+        """Seconds until something is due: the claim's answer, or sooner what this process handed back since."""
+        handed_back = self.handed_back_due - time.monotonic()
+        if claimed.next_due_in is None:
+            return None if handed_back == math.inf else max(0.0, handed_back)
+        return max(0.0, min(claimed.next_due_in, handed_back))
+
     async def reschedule(self, claim: Claim, delay: float) -> bool:
         """Release the lease, due again after ``delay`` seconds; False if the claim went stale."""
+        self.handed_back(delay)
         return bool(await _SCHEDULE(self.redis, [self.key], ["reschedule", claim.member, claim.token, _ms(delay), ""]))
 
     async def finish(self, claim: Claim) -> bool:

@@ -31,30 +31,35 @@ local function schedule_earliest(schedule)
   return tonumber(first[2])
 end
 
+-- A lane's score is never later than its earliest member: a move to an earlier time lowers it at once. It
+-- may be earlier (a member moved later, or gone): keeping it exact would cost a read on every move, and a
+-- claim that finds a lane due with nothing due in it puts its score right (lib/claim.lua).
+
 -- schedule `member` in `lane` at `due` (ms). how: 'NX' only if new, 'LT' new or earlier, 'XXLT' only if
--- scheduled and earlier, 'XX' only if scheduled (to any time: a later time may move the lane back).
--- When the member comes due before anything else did, idle workers sleeping until then are woken.
+-- scheduled and earlier, 'XX' only if scheduled (a claimed member handed back: its worker wakes itself).
+-- New work that comes due before anything else did wakes the idle workers sleeping until then.
 local function schedule_put(schedule, lane, member, due, how)
-  local earliest = schedule_earliest(schedule)
-  if earliest == nil or due < earliest then redis.call('PUBLISH', key_sched_wake(schedule), due) end
   local set = lane_set(schedule, lane)
-  if how == 'XX' then
-    if redis.call('ZADD', set, 'XX', 'CH', due, member) == 1 then lane_refresh(schedule, lane) end
-    return
-  end
   local changed
   if how == 'NX' then
     changed = redis.call('ZADD', set, 'NX', due, member)
   elseif how == 'LT' then
     changed = redis.call('ZADD', set, 'LT', 'CH', due, member)
-  else
+  elseif how == 'XXLT' then
     changed = redis.call('ZADD', set, 'XX', 'LT', 'CH', due, member)
+  else
+    changed = redis.call('ZADD', set, 'XX', 'CH', due, member)
   end
-  if changed == 1 then redis.call('ZADD', key_sched_lanes(schedule), 'LT', due, lane) end
+  if changed == 0 then return end
+  if how ~= 'XX' then
+    local earliest = schedule_earliest(schedule)
+    if earliest == nil or due < earliest then redis.call('PUBLISH', key_sched_wake(schedule), due) end
+  end
+  redis.call('ZADD', key_sched_lanes(schedule), 'LT', due, lane)
 end
 
 local function schedule_drop(schedule, lane, member)
-  if redis.call('ZREM', lane_set(schedule, lane), member) == 1 then lane_refresh(schedule, lane) end
+  redis.call('ZREM', lane_set(schedule, lane), member)  -- its lane's score is put right by the next claim
 end
 
 -- a claim token carries its member's lane: "<lane>|<claim>:<n>"
