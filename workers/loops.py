@@ -127,7 +127,8 @@ class ClaimLoop:
         """Until the earliest member comes due (or ``max_idle``), woken earlier by a wake-up or a stop."""
         floor = self.idle if self._busy else 0.0
         seconds = self.max_idle if next_due_in is None else min(self.max_idle, max(floor, next_due_in))
-        self._pause_until = time.monotonic() + seconds
+        # a short pause (work in flight) is not cut shorter: claims stay batched under load
+        self._pause_until = time.monotonic() + seconds if seconds > self.idle else 0.0
         await self._wait(self.wake, seconds)  # stopping sets it too
         self._pause_until = 0.0
 

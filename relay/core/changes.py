@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from typing import Any
 
 from relay.core.events import build_event, new_event_id
@@ -64,7 +63,7 @@ def completion_op(
 
 def finished_op(job: Job, now_ms: int, drive_item: dict[str, Any]) -> JobOp:
     """The first change of a job whose action finished at once: completed, with the item Graph answered."""
-    job = replace(job, resource_id=drive_item["id"])
+    job = job.replace(resource_id=drive_item["id"])
     op = completion_op(job, now_ms, drive_item, None, phase=Phase.TRACKING)
     op.set[JOB.resource_id] = drive_item["id"]
     return op

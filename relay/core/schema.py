@@ -1,23 +1,21 @@
 """One schema for what relay stores: the states as enums, and a typed record per Redis hash.
 
-Each record's attributes are the hash's fields; where the stored name is shorter or older than the
-concept's name (``pct`` for a monitor's percentage, ``seq`` for a sequence), the attribute carries the
-concept's name and ``stored("...")`` the field's. Declared here once, used by:
+Each record's attributes are the hash's fields, declared once with their stored name, type and default;
+where the stored name is shorter or older than the concept's (``pct`` for a monitor's percentage, ``seq``
+for a sequence), the attribute carries the concept's name. Used by:
 
-* readers: ``Job.from_hash(job_id, fields)`` turns a hash into a typed record (unknown fields are ignored,
-  absent ones take their defaults, so a record written by an older version still reads);
+* readers: ``Job.from_hash(job_id, fields)`` is a typed view of a hash (a field is read when used; unknown
+  fields are ignored, absent ones are their defaults, so a record written by an older version still reads);
 * writers: ``JOB.status`` is the stored name of the field (``JobOp.set`` keys are checked against them);
 * the Lua scripts: ``tests/test_scripts.py`` checks every field name they use is declared here.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import types
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from enum import StrEnum
-from typing import Any, ClassVar, Self, TypeVar
+from typing import Any, ClassVar, Generic, Self, TypeVar, overload
 
 __all__ = [
     "EVENT",
@@ -27,14 +25,15 @@ __all__ = [
     "Event",
     "EventState",
     "EventType",
+    "Field",
     "Job",
     "JobStatus",
     "Monitor",
     "Phase",
     "Stored",
-    "record",
-    "stored",
 ]
+
+T = TypeVar("T")
 
 
 class JobStatus(StrEnum):
@@ -107,139 +106,185 @@ class DeliveryOutcome(StrEnum):
     NONE = "none"
 
 
-_STORED = "stored"
-_ENUMS: dict[str, Callable[[str], Any]] = {"JobStatus": JobStatus, "Phase": Phase}
+class Field(Generic[T]):
+    """One field of a stored record: its stored name, how its text reads, its default when absent."""
+
+    __slots__ = ("default", "name", "read")
+
+    def __init__(self, name: str, read: Callable[[str], T], default: T) -> None:
+        self.name = name
+        self.read = read
+        self.default = default
+
+    @overload
+    def __get__(self, record: None, owner: type[Any]) -> Field[T]: ...
+
+    @overload
+    def __get__(self, record: Stored, owner: type[Any]) -> T: ...
+
+    def __get__(self, record: Stored | None, owner: type[Any]) -> T | Field[T]:
+        if record is None:
+            return self
+        raw = record.fields.get(self.name)
+        return self.default if raw is None or raw == "" else self.read(raw)
 
 
-def stored(name: str, default: Any = None) -> Any:
-    """A record field stored under another name than the attribute's."""
-    return field(default=default, metadata={_STORED: name})
+def _int(raw: str) -> int:
+    return int(raw)
 
 
-def _converter(kind: str) -> Callable[[str], Any]:
-    if kind == "int":
-        return lambda raw: int(raw) if raw else 0
-    if kind == "float":
-        return lambda raw: float(raw) if raw else 0.0
-    if kind == "bool":
-        return lambda raw: raw == "1"
-    enum = _ENUMS.get(kind)
-    if enum is not None:
-        return enum
-    return str
+def _flag(raw: str) -> bool:
+    return raw == "1"
+
+
+def _text(raw: str) -> str:
+    return raw
+
+
+def text(name: str) -> Field[str]:
+    return Field(name, _text, "")
+
+
+def number(name: str, default: int = 0) -> Field[int]:
+    return Field(name, _int, default)
+
+
+def decimal(name: str, default: float = 0.0) -> Field[float]:
+    return Field(name, float, default)
+
+
+def flag(name: str) -> Field[bool]:
+    return Field(name, _flag, False)
+
+
+def _stored(value: Any) -> str:
+    if isinstance(value, bool):
+        return "1" if value else ""
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, StrEnum):
+        return value.value
+    return str(value)
 
 
 class Stored:
-    """Base of the records: ``from_hash`` and the stored field names (made by :func:`record`)."""
+    """A record read from a Redis hash: a typed view of its fields, read when used (the hot paths read a few of
+    many). Each record class declares its fields once (:class:`Field`); ``names`` maps an attribute to its
+    stored name, ``stored_names`` are all of them."""
 
-    __slots__ = ()
-    _readers: ClassVar[dict[str, tuple[str, Callable[[str], Any]]]] = {}
+    __slots__ = ("fields", "id")
     names: ClassVar[types.SimpleNamespace] = types.SimpleNamespace()
     stored_names: ClassVar[frozenset[str]] = frozenset()
+    _attrs: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, key_id: str, **values: Any) -> None:
+        """A record with these attribute values (the others absent: their defaults)."""
+        self.id = key_id
+        self.fields: dict[str, str] = {self._attrs[attr]: _stored(value) for attr, value in values.items()}
 
     @classmethod
-    def from_hash(cls, key_id: str, fields: Mapping[str, str]) -> Self:
+    def from_hash(cls, key_id: str, fields: dict[str, str]) -> Self:
         """The record of a hash read from Redis (``key_id``: the id in its key); unknown fields are ignored."""
-        readers = cls._readers
-        values: dict[str, Any] = {}
-        for name, raw in fields.items():
-            reader = readers.get(name)
-            if reader is not None:
-                values[reader[0]] = reader[1](raw)
-        return cls(key_id, **values)  # type: ignore[call-arg]
+        record = cls.__new__(cls)
+        record.id = key_id
+        record.fields = fields
+        return record
+
+    def replace(self, **values: Any) -> Self:
+        """A copy with these attributes changed."""
+        copy = self.from_hash(self.id, dict(self.fields))
+        copy.fields.update({self._attrs[attr]: _stored(value) for attr, value in values.items()})
+        return copy
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Stored)
+            and type(other) is type(self)
+            and (self.id, self.fields) == (other.id, other.fields)
+        )
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.id))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.id!r}, {self.fields!r})"
+
+    def __init_subclass__(cls) -> None:
+        declared = {attr: value.name for attr, value in vars(cls).items() if isinstance(value, Field)}
+        cls._attrs = declared
+        cls.names = types.SimpleNamespace(**declared)
+        cls.stored_names = frozenset(declared.values())
 
 
-S = TypeVar("S", bound=type[Stored])
-
-
-def record(cls: S) -> S:
-    """Declare ``cls`` (a slots dataclass of :class:`Stored`) a stored record: its readers and stored names."""
-    names = {f.name: f.metadata.get(_STORED, f.name) for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    cls._readers = {
-        names[f.name]: (f.name, _converter(str(f.type)))
-        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
-        if f.name != "id"
-    }
-    cls.names = types.SimpleNamespace(**names)
-    cls.stored_names = frozenset(stored for attr, stored in names.items() if attr != "id")
-    return cls
-
-
-@record
-@dataclass(slots=True)
 class Job(Stored):
     """``relay:job:<id>``. The id is the key, not a field. Absent fields are defaults (bytes per job count)."""
 
-    id: str
-    owner: str = ""
-    created: int = 0  # ms since the epoch, Redis clock
-    callback_url: str = ""
-    monitor_key: str = ""
-    monitor_host: str = ""
-    drive_item_url: str = ""
-    authorization: str = ""  # sealed (relay/core/crypto.py)
-    credential: str = ""
-    metadata: str = ""  # compact JSON
-    secret: str = ""
-    progress_interval: float = 0.0
-    sequence: int = stored("seq", 0)
-    status: JobStatus = JobStatus.NOT_STARTED
-    phase: Phase = Phase.TRACKING
-    percentage: float = 0.0
-    operation: str = ""
-    monitor_status: str = ""
-    status_description: str = ""
-    resource_id: str = ""
-    drive_item: str = ""  # JSON
-    resolution_error: str = ""  # JSON
-    error: str = ""  # JSON
-    terminal: bool = False
-    auth_asks: int = 0
-    auth_wait_until: int = 0  # ms
-    auth_error: str = ""  # JSON: the refusal the job ends with if no usable authorization comes
-    polls: int = 0  # the monitor's, kept when the job ends (its monitor may be gone)
-    last_polled: int = 0
+    __slots__ = ()
+    owner = text("owner")
+    created = number("created")  # ms since the epoch, Redis clock
+    callback_url = text("callback_url")
+    monitor_key = text("monitor_key")
+    monitor_host = text("monitor_host")
+    drive_item_url = text("drive_item_url")
+    authorization = text("authorization")  # sealed (relay/core/crypto.py)
+    credential = text("credential")
+    metadata = text("metadata")  # compact JSON
+    secret = text("secret")
+    progress_interval = decimal("progress_interval")
+    sequence = number("seq")
+    status = Field("status", JobStatus, JobStatus.NOT_STARTED)
+    phase = Field("phase", Phase, Phase.TRACKING)
+    percentage = decimal("percentage")
+    operation = text("operation")
+    monitor_status = text("monitor_status")
+    status_description = text("status_description")
+    resource_id = text("resource_id")
+    drive_item = text("drive_item")  # JSON
+    resolution_error = text("resolution_error")  # JSON
+    error = text("error")  # JSON
+    terminal = flag("terminal")
+    auth_asks = number("auth_asks")
+    auth_wait_until = number("auth_wait_until")  # ms
+    auth_error = text("auth_error")  # JSON: the refusal the job ends with if no usable authorization comes
+    polls = number("polls")  # the monitor's, kept when the job ends (its monitor may be gone)
+    last_polled = number("last_polled")
 
 
-@record
-@dataclass(slots=True)
 class Monitor(Stored):
     """``relay:monitor:<key>``: the URL (sealed), the poll state, and a field ``j:<job id>`` per job sharing it."""
 
-    id: str
-    url: str = ""
-    lane: str = ""  # its lane of the monitors schedule: its first job's tenant ('' the default lane)
-    status: str = ""  # the monitor's own last status word
-    percentage: float = stored("pct", 0.0)
-    status_description: str = stored("desc", "")
-    operation: str = ""
-    polls: int = 0
-    last_polled: int = 0
-    streak: int = 0  # polls in a row that brought nothing new
-    invalid: int = 0  # answers in a row that were not AsyncJobStatus
-    errors: int = 0  # transient errors in a row
-    completed: bool = False
-    resource_id: str = ""
-    drive_item: str = ""
-    base_ms: int = 0  # the baseline of the progress rate (relay/core/tracking.py); 0: none yet
-    base_percentage: float = stored("base_pct", 0.0)
-    server_errors_since: int = stored("e5", 0)  # relay/core/stretches.py
-    unknown_status_since: int = stored("uk", 0)
+    __slots__ = ()
+    url = text("url")
+    lane = text("lane")  # its lane of the monitors schedule: its first job's tenant ('' the default lane)
+    status = text("status")  # the monitor's own last status word
+    percentage = decimal("pct")
+    status_description = text("desc")
+    operation = text("operation")
+    polls = number("polls")
+    last_polled = number("last_polled")
+    streak = number("streak")  # polls in a row that brought nothing new
+    invalid = number("invalid")  # answers in a row that were not AsyncJobStatus
+    errors = number("errors")  # transient errors in a row
+    completed = flag("completed")
+    resource_id = text("resource_id")
+    drive_item = text("drive_item")
+    base_ms = number("base_ms")  # the baseline of the progress rate (relay/core/tracking.py); 0: none yet
+    base_percentage = decimal("base_pct")
+    server_errors_since = number("e5")  # relay/core/stretches.py
+    unknown_status_since = number("uk")
 
 
-@record
-@dataclass(slots=True)
 class Event(Stored):
     """``relay:event:<id>``: one event, its body serialised once (every attempt sends the same bytes)."""
 
-    id: str
-    job: str = ""
-    type: str = ""
-    sequence: int = stored("seq", 0)
-    body: str = ""
-    attempts: int = 0
-    state: str = EventState.PENDING.value
-    created: int = 0  # ms
+    __slots__ = ()
+    job = text("job")
+    type = text("type")
+    sequence = number("seq")
+    body = text("body")
+    attempts = number("attempts")
+    state = Field("state", _text, EventState.PENDING.value)
+    created = number("created")  # ms
 
 
 JOB: Any = Job.names

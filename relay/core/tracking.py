@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from relay.core.backoff import parse_retry_after, poll_delay
@@ -201,7 +201,7 @@ def _plan_job(
     if job.terminal or job.phase is not Phase.TRACKING:
         return None
     if operation and job.operation != operation:
-        job = replace(job, operation=operation)
+        job = job.replace(operation=operation)
     if now_ms - job.created > settings.job_timeout * 1000 and result.kind is not Kind.COMPLETED:
         return failure_op(
             job, now_ms, {"code": "timeout", "message": f"still not finished after {settings.job_timeout:g} s"}

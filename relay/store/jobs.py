@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 
 from relay.core import jsonfast
 from relay.core.ops import JobOp
-from relay.core.schema import JOB, DeliveryOutcome, Event, EventState, Job, Monitor
+from relay.core.schema import EVENT, JOB, DeliveryOutcome, Event, Job, Monitor
 from relay.store import keys
 from relay.store.batched import BatchedScript
 from relay.store.calls import AckCall, ApplyPollCall, RegisterCall
@@ -218,15 +218,13 @@ class Store:
         (callback, secret), *rest = claim.state
         job_id = claim.member
         events = [
-            Event(
-                eid, job_id, kind, int(seq or 0), body or "", int(attempts or 0), EventState.PENDING, int(created or 0)
-            )
-            for eid, (kind, seq, body, attempts, created) in zip(rest[0::2], rest[1::2], strict=True)
-            if kind is not None  # expired
+            Event.from_hash(eid, dict(zip(_OUTBOX_FIELDS, row, strict=True)))
+            for eid, row in zip(rest[0::2], rest[1::2], strict=True)
+            if row[0] is not None  # expired
         ]
         if callback is None:
             return None, events
-        return Job(job_id, callback_url=callback, secret=secret or ""), events
+        return Job.from_hash(job_id, {JOB.callback_url: callback, JOB.secret: secret or ""}), events
 
     async def apply_poll(
         self, claim: Claim, monitor_fields: dict[str, str], ops: list[JobOp], delay: float
@@ -268,6 +266,10 @@ class Store:
         )
         result = await self._ack(call)
         return int(result) == 1
+
+
+#: what lua/lib/outbox_state.lua reads of each undelivered event, in its order
+_OUTBOX_FIELDS = (EVENT.type, EVENT.sequence, EVENT.body, EVENT.attempts, EVENT.created)
 
 
 def _pairs(flat: list[str]) -> dict[str, str]:
