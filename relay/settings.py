@@ -105,6 +105,8 @@ class Settings(BaseSettings):
         default_factory=_console_on_a_tty, validation_alias="RELAY_LOG_FORMAT"
     )
     access_log: bool = Field(True, validation_alias="RELAY_ACCESS_LOG")
+    #: auto: uvloop where it is installed, else asyncio's own loop
+    event_loop: Literal["auto", "uvloop", "asyncio"] = Field("auto", validation_alias="RELAY_EVENT_LOOP")
     poll_concurrency: int = Field(200, ge=1, validation_alias="RELAY_POLL_CONCURRENCY")
     delivery_concurrency: int = Field(200, ge=1, validation_alias="RELAY_DELIVERY_CONCURRENCY")
     request_timeout: Seconds = Field(15.0, ge=0.1, validation_alias="RELAY_REQUEST_TIMEOUT")

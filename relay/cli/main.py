@@ -36,7 +36,21 @@ def _settings() -> Settings:
     logs.configure(settings.log_format)
     for line in settings.deprecations:
         log.warning("deprecated setting", detail=line)
+    _event_loop(settings.event_loop)
     return settings
+
+
+def _event_loop(choice: str) -> None:
+    """uvloop for the loops made from now on, where it is installed (``auto``) or asked for; else asyncio's."""
+    if choice == "asyncio":
+        return
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise ConfigError("RELAY_EVENT_LOOP=uvloop: uvloop is not installed (pip install uvloop)") from None
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 def _tune_gc() -> None:

@@ -22,7 +22,7 @@ def job_event(
         operation=job.operation or None,
         status=status,
         percentage=pct,
-        metadata=json.loads(job.metadata) if job.metadata else None,
+        metadata=job.metadata or None,
         timestamp=now_ms / 1000,
         **extra,
     )

@@ -9,6 +9,8 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 __all__ = ["build_event", "isoformat", "new_event_id"]
 
 
@@ -51,19 +53,27 @@ def build_event(
     operation: str | None,
     status: str,
     percentage: float,
-    metadata: Any,
+    metadata: str | None,
     timestamp: float,
     **extra: Any,
 ) -> str:
-    """The JSON body of one event, serialised once so every attempt sends the same bytes."""
+    """The JSON body of one event, serialised once so every attempt sends the same bytes.
+
+    ``metadata`` is the job's metadata as the compact JSON text it is stored as: embedded as it is (orjson's
+    ``Fragment``), not parsed and written again for every event.
+    """
     data: dict[str, Any] = {
         "jobId": job_id,
         "sequence": sequence,
         "operation": operation,
         "status": status,
         "percentageComplete": percentage,
-        "metadata": metadata,
+        "metadata": orjson.Fragment(metadata) if metadata else None,
     }
     data.update(extra)
     body = {"type": event_type, "timestamp": isoformat(timestamp), "data": data}
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return orjson.dumps(body).decode()
+    except TypeError:  # what orjson refuses (an integer over 64 bits in a DriveItem): the stdlib writes it
+        data["metadata"] = json.loads(metadata) if metadata else None
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False)

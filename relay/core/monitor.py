@@ -21,7 +21,6 @@ each backed by a case in ``tests/corpus`` (README "Polling" says the same for us
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Mapping
@@ -30,6 +29,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from relay.core import jsonfast
 from relay.core.schema import JobStatus
 
 __all__ = [
@@ -190,7 +190,7 @@ def classify(
     doc: Any = None
     if body:
         try:
-            doc = json.loads(body)
+            doc = jsonfast.loads(body)
         except (ValueError, UnicodeDecodeError):
             doc = None
 

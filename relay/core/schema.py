@@ -34,6 +34,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+E = TypeVar("E", bound=StrEnum)
 
 
 class JobStatus(StrEnum):
@@ -107,7 +108,8 @@ class DeliveryOutcome(StrEnum):
 
 
 class Field(Generic[T]):
-    """One field of a stored record: its stored name, how its text reads, its default when absent."""
+    """One field of a stored record, as declared: its stored name, how its text reads, its default when absent.
+    (On the record class it becomes the plain default; typed through ``__get__`` for the type checker.)"""
 
     __slots__ = ("default", "name", "read")
 
@@ -129,24 +131,13 @@ class Field(Generic[T]):
         return self.default if raw is None or raw == "" else self.read(raw)
 
 
-def _int(raw: str) -> int:
-    return int(raw)
-
-
-def _flag(raw: str) -> bool:
-    return raw == "1"
-
-
-def _text(raw: str) -> str:
-    return raw
-
-
+# readers are builtins where they can be (a record is read on every poll and delivery): str is kept as is
 def text(name: str) -> Field[str]:
-    return Field(name, _text, "")
+    return Field(name, str, "")
 
 
 def number(name: str, default: int = 0) -> Field[int]:
-    return Field(name, _int, default)
+    return Field(name, int, default)
 
 
 def decimal(name: str, default: float = 0.0) -> Field[float]:
@@ -154,7 +145,12 @@ def decimal(name: str, default: float = 0.0) -> Field[float]:
 
 
 def flag(name: str) -> Field[bool]:
-    return Field(name, _flag, False)
+    return Field(name, "1".__eq__, False)
+
+
+def choice(name: str, enum: type[E], default: E) -> Field[E]:
+    """A field holding an enum's value (read by a dict lookup: much cheaper than calling the enum)."""
+    return Field(name, {member.value: member for member in enum}.__getitem__, default)
 
 
 def _stored(value: Any) -> str:
@@ -168,19 +164,21 @@ def _stored(value: Any) -> str:
 
 
 class Stored:
-    """A record read from a Redis hash: a typed view of its fields, read when used (the hot paths read a few of
-    many). Each record class declares its fields once (:class:`Field`); ``names`` maps an attribute to its
-    stored name, ``stored_names`` are all of them."""
+    """A record read from a Redis hash. Each record class declares its fields once (:class:`Field`: stored name,
+    type, default); on the class they become plain defaults, and :meth:`from_hash` sets what the hash holds,
+    converted, so reading a field is a plain attribute read. ``names`` maps an attribute to its stored name,
+    ``stored_names`` are all of them; ``fields`` keeps the hash as read."""
 
-    __slots__ = ("fields", "id")
     names: ClassVar[types.SimpleNamespace] = types.SimpleNamespace()
     stored_names: ClassVar[frozenset[str]] = frozenset()
     _attrs: ClassVar[dict[str, str]] = {}
+    _readers: ClassVar[dict[str, tuple[str, Callable[[str], Any]]]] = {}
 
     def __init__(self, key_id: str, **values: Any) -> None:
         """A record with these attribute values (the others absent: their defaults)."""
         self.id = key_id
-        self.fields: dict[str, str] = {self._attrs[attr]: _stored(value) for attr, value in values.items()}
+        self.fields: dict[str, str] = {}
+        self._set(values)
 
     @classmethod
     def from_hash(cls, key_id: str, fields: dict[str, str]) -> Self:
@@ -188,12 +186,24 @@ class Stored:
         record = cls.__new__(cls)
         record.id = key_id
         record.fields = fields
+        readers = cls._readers
+        own = record.__dict__
+        for name, raw in fields.items():
+            reader = readers.get(name)
+            if reader is not None and raw != "":
+                attr, read = reader
+                own[attr] = raw if read is str else read(raw)
         return record
+
+    def _set(self, values: dict[str, Any]) -> None:
+        for attr, value in values.items():
+            self.fields[self._attrs[attr]] = _stored(value)
+            setattr(self, attr, value)
 
     def replace(self, **values: Any) -> Self:
         """A copy with these attributes changed."""
         copy = self.from_hash(self.id, dict(self.fields))
-        copy.fields.update({self._attrs[attr]: _stored(value) for attr, value in values.items()})
+        copy._set(values)
         return copy
 
     def __eq__(self, other: object) -> bool:
@@ -210,16 +220,18 @@ class Stored:
         return f"{type(self).__name__}({self.id!r}, {self.fields!r})"
 
     def __init_subclass__(cls) -> None:
-        declared = {attr: value.name for attr, value in vars(cls).items() if isinstance(value, Field)}
-        cls._attrs = declared
-        cls.names = types.SimpleNamespace(**declared)
-        cls.stored_names = frozenset(declared.values())
+        declared = {attr: value for attr, value in vars(cls).items() if isinstance(value, Field)}
+        cls._attrs = {attr: field.name for attr, field in declared.items()}
+        cls._readers = {field.name: (attr, field.read) for attr, field in declared.items()}
+        cls.names = types.SimpleNamespace(**cls._attrs)
+        cls.stored_names = frozenset(cls._attrs.values())
+        for attr, field in declared.items():
+            setattr(cls, attr, field.default)  # reads of an absent field find the default on the class
 
 
 class Job(Stored):
     """``relay:job:<id>``. The id is the key, not a field. Absent fields are defaults (bytes per job count)."""
 
-    __slots__ = ()
     owner = text("owner")
     created = number("created")  # ms since the epoch, Redis clock
     callback_url = text("callback_url")
@@ -232,8 +244,8 @@ class Job(Stored):
     secret = text("secret")
     progress_interval = decimal("progress_interval")
     sequence = number("seq")
-    status = Field("status", JobStatus, JobStatus.NOT_STARTED)
-    phase = Field("phase", Phase, Phase.TRACKING)
+    status = choice("status", JobStatus, JobStatus.NOT_STARTED)
+    phase = choice("phase", Phase, Phase.TRACKING)
     percentage = decimal("percentage")
     operation = text("operation")
     monitor_status = text("monitor_status")
@@ -253,7 +265,6 @@ class Job(Stored):
 class Monitor(Stored):
     """``relay:monitor:<key>``: the URL (sealed), the poll state, and a field ``j:<job id>`` per job sharing it."""
 
-    __slots__ = ()
     url = text("url")
     lane = text("lane")  # its lane of the monitors schedule: its first job's tenant ('' the default lane)
     status = text("status")  # the monitor's own last status word
@@ -277,13 +288,12 @@ class Monitor(Stored):
 class Event(Stored):
     """``relay:event:<id>``: one event, its body serialised once (every attempt sends the same bytes)."""
 
-    __slots__ = ()
     job = text("job")
     type = text("type")
     sequence = number("seq")
     body = text("body")
     attempts = number("attempts")
-    state = Field("state", _text, EventState.PENDING.value)
+    state = Field("state", str, EventState.PENDING.value)
     created = number("created")  # ms
 
 
