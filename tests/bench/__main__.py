@@ -58,7 +58,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--loop",
         choices=("asyncio", "uvloop"),
         default="asyncio",
-        help="event loop of the bare baselines, load generators and servers (relay picks its own; both are printed)",
+        help="event loop of the bare baselines, load generators, servers and relay (RELAY_EVENT_LOOP); printed",
     )
     parser.add_argument("--relay-bin", default=str(Path(sys.executable).parent / "relay"), help="relay executable")
     parser.add_argument("--poll-jobs", type=int, default=2000)

@@ -163,6 +163,7 @@ class Harness:
             RELAY_INTERNAL_HOSTS="127.0.0.1",
             RELAY_LOG_FORMAT="json",
             RELAY_WORKER_METRICS_PORT="0",
+            RELAY_EVENT_LOOP=self.args.loop,  # relay on the loop the bare side runs on: a fair comparison
         )
         env.update({k: str(v) for k, v in extra.items()})
         return env
