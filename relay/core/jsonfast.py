@@ -63,7 +63,9 @@ def loads_request(raw: bytes, max_depth: int = MAX_DEPTH) -> Any:
         except orjson.JSONDecodeError:
             pass
         else:
-            _check_depth(value, max_depth)
+            # a body with no more brackets than the limit cannot nest deeper: no walk (the common case)
+            if raw.count(b"{") + raw.count(b"[") > max_depth:
+                _check_depth(value, max_depth)
             return value
     _check_raw_depth(raw, max_depth)
     return json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
