@@ -26,7 +26,11 @@ B_DURATION, B_INTERVAL = 3.0, 1.0
 
 async def run(h: Harness) -> None:
     n: int = h.args.fair_jobs
-    env = h.relay_env(RELAY_API_TOKENS=",".join(f"{name}:{token}" for name, token in TOKENS.items()))
+    env = h.relay_env(
+        RELAY_API_TOKENS=",".join(f"{name}:{token}" for name, token in TOKENS.items()),
+        # the backlog is the point here: A's registrations are not held to the default 500 a second
+        RELAY_TENANT_REGISTRATIONS_PER_SECOND="0",
+    )
     sim_proc, sim = h.spawn_server("sim")
     rec_proc, receiver = h.spawn_server("receiver")
     worker = api = None
