@@ -7,11 +7,11 @@ every event against these models, so the document and the wire cannot drift apar
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from relay.core import jsonfast
 from relay.core.events import isoformat
 from relay.core.schema import DeliveryOutcome, EventState, EventType, Job, JobStatus, Phase
 from relay.store.jobs import PollInfo
@@ -94,7 +94,7 @@ def job_view(job: Job, info: PollInfo) -> dict[str, Any]:
 
 
 def _json(raw: str) -> Any:
-    return json.loads(raw) if raw else None
+    return jsonfast.loads(raw.encode()) if raw else None
 
 
 class JobPage(_Out):

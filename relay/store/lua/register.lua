@@ -41,11 +41,12 @@ local function one(call)
   local mk = key_monitor(mkey)
   redis.call('HSET', mk, 'j:' .. id, '')
   local lane = lane_of(owner)
-  if redis.call('HSETNX', mk, 'url', call.monitor_url) == 1 and lane ~= '' then
-    redis.call('HSET', mk, 'lane', lane)
-  else
-    lane = redis.call('HGET', mk, 'lane') or ''
+  if redis.call('HSETNX', mk, 'url', call.monitor_url) == 1 then  -- a new monitor, due now, never polled
+    if lane ~= '' then redis.call('HSET', mk, 'lane', lane) end
+    schedule_put(KEY_MONITORS, lane, mkey, now, 'NX')
+    return {'created', id, '', tostring(now), '', '', tostring(now)}
   end
+  lane = redis.call('HGET', mk, 'lane') or ''  -- joining a monitor: its lane, poll count and due time
   schedule_put(KEY_MONITORS, lane, mkey, now, 'NX')
   local polled = redis.call('HMGET', mk, 'polls', 'last_polled')
   local due = redis.call('ZSCORE', lane_set(KEY_MONITORS, lane), mkey) or ''
