@@ -73,7 +73,7 @@ class DurabilityBench:
         return proc
 
     def server(self, kind: str) -> tuple[subprocess.Popen[bytes], str]:
-        proc = self.spawn([sys.executable, "-m", "tests.bench_servers", kind], kind)
+        proc = self.spawn([sys.executable, "-m", "tests.bench.child", kind], kind)
         assert proc.stdout is not None
         line = proc.stdout.readline().decode().strip()
         if not line.startswith("port "):
@@ -121,7 +121,7 @@ class DurabilityBench:
                     raise RuntimeError(f"relay serve did not become ready (see {self.tmp})")
                 await asyncio.sleep(0.1)
             load = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "tests.bench_servers", "loadgen", "--url", f"{base}/v1/jobs",
+                sys.executable, "-m", "tests.bench.child", "loadgen", "--url", f"{base}/v1/jobs",
                 "--body", REGISTER_BODY, "--concurrency", "64", "--warmup", "2", "--duration", "8",
                 cwd=ROOT, stdout=subprocess.PIPE,
             )  # fmt: skip

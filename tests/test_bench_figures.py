@@ -57,3 +57,19 @@ def test_only_takes_known_section_numbers() -> None:
         _sections(f"{max(SECTIONS) + 1}")
     with pytest.raises(argparse.ArgumentTypeError):
         _sections("one")
+
+
+def test_every_module_the_fault_runs_and_benches_start_exists() -> None:
+    # the durability bench of `make failover` still started `tests.bench_servers` after the bench was split
+    import importlib.util
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).parent
+    started = {
+        name
+        for path in [*root.glob("*.py"), *root.glob("bench/*.py")]
+        for name in re.findall(r'"-m",\s*"([\w.]+)"', path.read_text())
+    }
+    assert "tests.bench.child" in started
+    assert [name for name in sorted(started) if importlib.util.find_spec(name) is None] == []

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tests.bench import ceiling, dedupe, deliver, fairness, idle, instructions, mix, poll, register, scale
 from tests.bench.harness import Harness
-from tests.bench.report import ROOT, code_state, machine, print_table
+from tests.bench.report import ROOT, code_root, code_state, machine, print_table
 
 Section = Callable[[Harness], Awaitable[None]]
 
@@ -78,7 +78,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 async def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     info = machine()
-    code, mtimes = code_state()
+    root = code_root(args.relay_bin)
+    code, mtimes = code_state(root)
+    if root != ROOT:
+        code += f" (of {root}, the checkout --relay-bin runs)"
     info["code"] = code
     h = Harness(args)
     print(f"code under test: {code}")
@@ -102,11 +105,11 @@ async def run(args: argparse.Namespace) -> int:
                 print(f"    section {number} wall time: {walls[number]:.0f} s", flush=True)
     finally:
         await h.close()
-    changed = [p for p, m in code_state()[1].items() if mtimes.get(p) != m]
+    changed = [p for p, m in code_state(root)[1].items() if mtimes.get(p) != m]
     if changed:
         h.note(
             "relay/workers files changed DURING the run, so figures may mix versions: "
-            + ", ".join(str(Path(p).relative_to(ROOT)) for p in changed)
+            + ", ".join(str(Path(p).relative_to(root)) for p in changed)
         )
     relay_loops = {v for k, v in h.loops.items() if k.startswith("relay")}
     if args.loop == "uvloop" and relay_loops != {"uvloop"}:

@@ -10,7 +10,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ROOT", "Row", "code_state", "machine", "machine_line", "print_table"]
+__all__ = ["ROOT", "Row", "code_root", "code_state", "machine", "machine_line", "print_table"]
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -26,12 +26,20 @@ class Row:
     info: bool = False  # a figure shown beside others, with no target of its own
 
 
-def code_state() -> tuple[str, dict[str, float]]:
-    """The commit and uncommitted changes of relay/ and workers/, and their files' mtimes (to spot edits mid-run)."""
+def code_root(relay_bin: str) -> Path:
+    """The checkout a relay executable runs: ``<checkout>/.venv/bin/relay`` (``--relay-bin`` of another
+    worktree) names that checkout; anything else is taken to be this one."""
+    candidate = Path(relay_bin).absolute().parents[2] if len(Path(relay_bin).absolute().parents) > 2 else ROOT
+    return candidate if (candidate / "relay").is_dir() and (candidate / "workers").is_dir() else ROOT
+
+
+def code_state(root: Path = ROOT) -> tuple[str, dict[str, float]]:
+    """The commit and uncommitted changes of relay/ and workers/ in ``root``, and their files' mtimes (to spot
+    edits mid-run)."""
 
     def git(*args: str) -> str:
         try:
-            done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)  # noqa: S603, S607
+            done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)  # noqa: S603, S607
         except OSError:
             return ""
         return done.stdout.strip()
@@ -40,7 +48,7 @@ def code_state() -> tuple[str, dict[str, float]]:
     text = git("rev-parse", "--short", "HEAD") or "unknown"
     if dirty:
         text += " + uncommitted: " + ", ".join(line[3:] for line in dirty)
-    mtimes = {str(p): p.stat().st_mtime for d in ("relay", "workers") for p in (ROOT / d).rglob("*.py")}
+    mtimes = {str(p): p.stat().st_mtime for d in ("relay", "workers") for p in (root / d).rglob("*.py")}
     return text, mtimes
 
 
