@@ -22,4 +22,4 @@ def test_demo_shows_the_terminal_event(args: list[str], expected: str) -> None:
     assert f"verified {expected}" in proc.stdout
     assert '"driveItem"' in proc.stdout or expected == "job.failed"
     if "--long" in args:
-        assert "job.authorizationRequired" in proc.stdout and "after the PATCH answered" in proc.stdout
+        assert "job.authorizationRequired" in proc.stdout and "after the app sent the PATCH" in proc.stdout

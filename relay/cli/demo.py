@@ -40,8 +40,9 @@ __all__ = ["run_demo"]
 
 async def _answer_ask(
     session: aiohttp.ClientSession, sim: Simulator, api: str, console: Console, data: dict[str, Any]
-) -> float:
-    """What the app's receiver does with ``job.authorizationRequired``: PATCH the job with a fresh token."""
+) -> tuple[float, float]:
+    """What the app's receiver does with ``job.authorizationRequired``: PATCH the job with a fresh token.
+    Returns when the PATCH was sent and when its answer came (wall clock, as event timestamps are)."""
     why = (
         "its token had expired" if data.get("reason") == "tokenExpired" else f"Graph answered {data.get('httpStatus')}"
     )
@@ -49,11 +50,12 @@ async def _answer_ask(
         f"   [yellow]job.authorizationRequired[/]: {why}; relay waits until {data['waitUntil']} for a fresh token"
     )
     body = {"authorization": await _token(session, sim, ttl=3600)}
+    sent_at = time.time()
     async with session.patch(f"{api}/v1/jobs/{data['jobId']}", json=body) as resp:
         resp.raise_for_status()
-    patched_at = time.time()
+    answered_at = time.time()
     console.print("   the app PATCHed a fresh token; relay fetches the DriveItem now")
-    return patched_at
+    return sent_at, answered_at
 
 
 TOKEN = "sim-token"  # noqa: S105  # the simulator's own demo token, not a secret
@@ -174,7 +176,7 @@ async def _tour(
             console.print(f"   the app's token expires in {duration / 3:g} s; the copy takes {duration:g} s")
         console.print(f"2. relay tracks it as job [cyan]{job['id']}[/]; the app just listens\n")
         columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
-        patched_at: float | None = None
+        patched_at: tuple[float, float] | None = None
         with Progress(*columns, console=console) as progress:
             bar = progress.add_task("notStarted", total=100)
             while True:
@@ -197,8 +199,12 @@ async def _tour(
         )
         console.print(Syntax(json.dumps(event, indent=2), "json", theme="ansi_dark", word_wrap=True))
         if patched_at is not None:
-            recorded = datetime.fromisoformat(event["timestamp"]).timestamp()
-            console.print(f"4. {event['type']} was recorded {recorded - patched_at:.2f} s after the PATCH answered")
+            recorded = datetime.fromisoformat(event["timestamp"]).timestamp()  # to the millisecond
+            sent, answered = patched_at
+            console.print(
+                f"4. {event['type']} was recorded {max(0.0, recorded - sent) * 1000:.0f} ms after the app sent the PATCH "
+                f"(whose answer came after {(answered - sent) * 1000:.0f} ms)"
+            )
         if long and (patched_at is None or not data.get("driveItem")):
             console.print("[red]the long copy did not end with its DriveItem after a fresh token[/]")
             return 1

@@ -171,7 +171,10 @@ class Harness:
     def spawn_relay(self, command: str, env: dict[str, str], wrapper: Sequence[str] = ()) -> subprocess.Popen[bytes]:
         """``relay <command>``; ``wrapper`` runs it under another program (valgrind)."""
         log = self.log_file(command)
-        argv = [*wrapper, sys.executable, self.args.relay_bin, command] if wrapper else [self.args.relay_bin, command]
+        # under a wrapper the script runs by the Python of its own environment (another checkout's, with --relay-bin)
+        python = Path(self.args.relay_bin).parent / "python"
+        interpreter = str(python) if python.exists() else sys.executable
+        argv = [*wrapper, interpreter, self.args.relay_bin, command] if wrapper else [self.args.relay_bin, command]
         proc = subprocess.Popen(argv, env=env, stdout=log, stderr=log)  # noqa: S603
         self.children.append(proc)
         return proc
