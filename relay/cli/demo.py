@@ -201,9 +201,10 @@ async def _tour(
         if patched_at is not None:
             recorded = datetime.fromisoformat(event["timestamp"]).timestamp()  # to the millisecond
             sent, answered = patched_at
+            after_ms, answer_ms = max(0.0, recorded - sent) * 1000, (answered - sent) * 1000
             console.print(
-                f"4. {event['type']} was recorded {max(0.0, recorded - sent) * 1000:.0f} ms after the app sent the PATCH "
-                f"(whose answer came after {(answered - sent) * 1000:.0f} ms)"
+                f"4. {event['type']} was recorded {after_ms:.0f} ms after the app sent the PATCH "
+                f"(whose answer came after {answer_ms:.0f} ms)"
             )
         if long and (patched_at is None or not data.get("driveItem")):
             console.print("[red]the long copy did not end with its DriveItem after a fresh token[/]")
