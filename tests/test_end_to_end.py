@@ -260,3 +260,15 @@ async def test_failed_and_cancelled_jobs_keep_their_poll_count_and_last_poll(
         status, view, _ = await api.request("GET", f"/v1/jobs/{job['id']}")
         assert status == 200 and view["status"] in ("failed", "cancelled")
         assert 1 <= view["pollCount"] <= op.polls and view["lastPolledDateTime"] is not None, view
+
+
+async def test_the_job_shows_the_monitors_own_words_from_its_last_answer(
+    api: Api, simulator: Simulator, receiver: Receiver, worker: Any
+) -> None:
+    answer = {"status": "running", "percentageComplete": 0.1, "statusDescription": "Completed 3/9 files"}
+    op = simulator.create(script=[{"status": 202, "body": answer}])
+    job = await api.create(**job_fields(simulator, op.monitor_url, receiver))
+    await receiver.wait_for(lambda: len(receiver.events(job["id"])) >= 1)
+    _, shown, _ = await api.request("GET", f"/v1/jobs/{job['id']}")
+    assert shown["monitorStatus"] == "running" and shown["statusDescription"] == "Completed 3/9 files"
+    assert shown["status"] == "inProgress" and shown["percentageComplete"] == 0.1

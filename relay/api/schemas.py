@@ -42,6 +42,12 @@ class JobView(_Out):
     status: JobStatus
     operation: str | None = Field(description="the monitor's own word (ItemCopy, itemCopy, UploadFromUrl...)")
     percentage_complete: float = Field(alias="percentageComplete", ge=0, le=100)
+    monitor_status: str | None = Field(
+        alias="monitorStatus", description="the monitor's own status word in its last answer that relay recorded"
+    )
+    status_description: str | None = Field(
+        alias="statusDescription", description="the monitor's statusDescription then (e.g. 'Completed 3/9 files')"
+    )
     resource_id: str | None = Field(alias="resourceId")
     drive_item: dict[str, Any] | None = Field(alias="driveItem")
     resolution_error: dict[str, Any] | None = Field(alias="resolutionError")
@@ -74,6 +80,8 @@ def job_view(job: Job, info: PollInfo) -> dict[str, Any]:
         "status": job.status.value,
         "operation": job.operation or None,
         "percentageComplete": job.percentage,
+        "monitorStatus": job.monitor_status or None,
+        "statusDescription": job.status_description or None,
         "resourceId": job.resource_id or None,
         "driveItem": _json(job.drive_item),
         "resolutionError": _json(job.resolution_error),
