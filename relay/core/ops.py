@@ -36,8 +36,9 @@ class JobOp:
     wake_ms: int | None = None
 
     def as_json(self) -> dict[str, Any]:
-        unknown = (set(self.set) | set(self.delete) | set(self.expect)) - Job.stored_names
-        if unknown:
+        known = Job.stored_names
+        if not (known.issuperset(self.set) and known.issuperset(self.delete) and known.issuperset(self.expect)):
+            unknown = (set(self.set) | set(self.delete) | set(self.expect)) - known
             raise ValueError(f"not job fields: {sorted(unknown)}")
         out: dict[str, Any] = {"job": self.job, "prev_seq": self.prev_seq, "terminal": self.terminal}
         if self.expect:
