@@ -29,7 +29,8 @@ class Row:
 def code_root(relay_bin: str) -> Path:
     """The checkout a relay executable runs: ``<checkout>/.venv/bin/relay`` (``--relay-bin`` of another
     worktree) names that checkout; anything else is taken to be this one."""
-    candidate = Path(relay_bin).absolute().parents[2] if len(Path(relay_bin).absolute().parents) > 2 else ROOT
+    parents = Path(relay_bin).absolute().parents
+    candidate = parents[2] if len(parents) > 2 else ROOT
     return candidate if (candidate / "relay").is_dir() and (candidate / "workers").is_dir() else ROOT
 
 
