@@ -176,11 +176,13 @@ class DurabilityBench:
             return int((await resp.json())["polls"])
 
     async def run(self) -> None:
-        self.pair.start()
-        sim_proc, sim = self.server("sim")
-        rec_proc, self.receiver = self.server("receiver")
-        redis = Redis.from_url(self.pair.primary.url, decode_responses=True)
-        try:
+        sim_proc = rec_proc = None
+        redis: Redis | None = None
+        try:  # whatever fails to start, what did start is stopped (the pair is two redis-server processes)
+            self.pair.start()
+            sim_proc, sim = self.server("sim")
+            rec_proc, self.receiver = self.server("receiver")
+            redis = Redis.from_url(self.pair.primary.url, decode_responses=True)
             async with aiohttp.ClientSession() as http:
                 async with http.post(
                     f"{sim}/bench/create", json={"ops": [{"duration": 3600, "stuck": True}] * MONITORS}
@@ -197,7 +199,8 @@ class DurabilityBench:
                     for replicas in order:
                         await self.polls(replicas, redis, http, sim, urls)
         finally:
-            await redis.aclose()
+            if redis is not None:
+                await redis.aclose()
             self.stop(sim_proc)
             self.stop(rec_proc)
             self.pair.cleanup()
