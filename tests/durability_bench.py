@@ -29,28 +29,18 @@ from redis.asyncio import Redis
 
 from relay.store import keys
 from relay.store.jobs import Store
+from tests.bench import report
+from tests.bench.register import BODY as REGISTER_BODY  # the body section 3 of the bench registers
 from tests.helpers import RELAY, free_port, loopback_env
 from tests.sentinels import PrimaryReplica
 
 ROOT = Path(__file__).resolve().parent.parent
 MONITORS = 2000
-REGISTER_BODY = json.dumps(
-    {
-        "monitorUrl": "http://127.0.0.1:1029/monitor/4A3407B5-88FC-4504-8B21-{n}",
-        "callbackUrl": "http://127.0.0.1:1029/hooks/relay",
-        "driveItemUrl": "http://127.0.0.1:1029/v1.0/me/drive/items/{resourceId}",
-        "authorization": "Bearer eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.sim",
-        "metadata": {"requestId": "r-{n}"},
-    }
-)
 
 
 def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
-    return platform.processor() or "unknown CPU"
+    model = report.cpu_model()
+    return f"{model} ({os.cpu_count()} cores)" if model else platform.processor() or "unknown CPU"
 
 
 class DurabilityBench:

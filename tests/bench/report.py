@@ -10,7 +10,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ROOT", "Row", "code_root", "code_state", "machine", "machine_line", "print_table"]
+__all__ = ["ROOT", "Row", "code_root", "code_state", "cpu_model", "machine", "machine_line", "print_table"]
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -53,14 +53,18 @@ def code_state(root: Path = ROOT) -> tuple[str, dict[str, float]]:
     return text, mtimes
 
 
-def machine() -> dict[str, str]:
-    """CPU model (/proc/cpuinfo), core count, Python, Redis version, load average."""
-    model = "unknown"
+def cpu_model() -> str:
+    """The CPU's ``model name`` from /proc/cpuinfo; '' where there is none."""
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
+    return ""
+
+
+def machine() -> dict[str, str]:
+    """CPU model (/proc/cpuinfo), core count, Python, Redis version, load average."""
+    model = cpu_model() or "unknown"
     from relay.store.embedded import find_redis_server
 
     redis_bin = find_redis_server()
