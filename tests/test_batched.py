@@ -98,3 +98,25 @@ async def test_calls_made_while_one_is_at_redis_go_together(redis: Redis) -> Non
     assert await first == 1
     assert sorted(await asyncio.gather(*later)) == [1, 2, 3, 4, 5]
     assert await _evalsha_calls(redis) - before == 2
+
+
+async def test_submitted_calls_are_answered_later_and_drain_waits_for_them(redis: Redis) -> None:
+    script = BatchedScript(redis, _SLOW, shared=["relay:test:"], max_inflight=1)
+    await script({"key": "warm", "loops": 0})
+    slow = script.submit({"key": "s", "loops": 2_000_000})
+    quick = [script.submit({"key": "q", "loops": 0}) for _ in range(3)]
+    assert script.backlog == 4, "handed over, none answered yet"
+    assert not slow.done()
+    await script.drain()
+    assert script.backlog == 0
+    assert slow.result() == 1
+    assert sorted(f.result() for f in quick) == [1, 2, 3]
+
+
+async def test_a_submitted_call_that_fails_says_so_on_its_future(redis: Redis) -> None:
+    script = BatchedScript(redis, _INCR, shared=["relay:test:"])
+    bad, good = script.submit(incr("bad", 1)), script.submit(incr("fine", 1))
+    await script.drain()
+    assert isinstance(bad.exception(), ResponseError)
+    assert good.result() == 1
+    assert script.backlog == 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +26,7 @@ from relay.outbound.client import fetch
 from relay.outbound.ssrf import Blocked
 from relay.store.scheduler import Claim
 from workers.context import Deps
+from workers.writes import after_write
 
 __all__ = ["deliver_claimed", "deliver_next", "pick_event"]
 
@@ -54,9 +56,10 @@ async def deliver_next(deps: Deps, claim: Claim, job: Job | None, found: list[Ev
     store = deps.store
     event, superseded = pick_event(found)
     if job is None or event is None:
-        await store.delivery_ack(
+        pending = store.submit_ack(
             claim, event_id="", outcome=DeliveryOutcome.NONE, superseded=[e.id for e in superseded]
         )
+        await after_write(store, pending, _nothing, what="delivery ack", member=job_id)
         return
     now_s = time.time()
     stamp = isoformat(now_s)
@@ -131,7 +134,7 @@ async def deliver_next(deps: Deps, claim: Claim, job: Job | None, found: list[Ev
             "time": stamp,
         }
     )
-    ok = await store.delivery_ack(
+    pending = store.submit_ack(
         claim,
         event_id=event.id,
         outcome=outcome,
@@ -142,24 +145,49 @@ async def deliver_next(deps: Deps, claim: Claim, job: Job | None, found: list[Ev
         if outcome is DeliveryOutcome.GONE
         else None,
     )
-    if outcome is DeliveryOutcome.DELIVERED and event.created:
-        metrics.EVENT_LAG.observe(max(0.0, time.time() - event.created / 1000))
-    status_class = f"{status // 100}xx" if status is not None else "none"
-    _DELIVERIES(outcome, status_class).inc()
-    # a success is counted in metrics and listed in /deliveries; the log line is for what went wrong
-    log.log(
-        logging.DEBUG if outcome is DeliveryOutcome.DELIVERED else logging.INFO,
-        "delivery attempt",
-        job_id=job_id,
-        event_id=event.id,
-        type=event.type,
-        sequence=event.sequence,
-        attempt=attempt,
-        outcome=outcome,
-        http_status=status,
-        error=error,
-        duration_ms=round(duration * 1000, 1),
-        next_attempt_s=round(delay, 2) if outcome is DeliveryOutcome.FAILED else None,
-        superseded=len(superseded) or None,
-        stale=not ok or None,
-    )
+    attempted = Attempt(job_id, event, attempt, outcome, status, error, duration, delay, len(superseded))
+    await after_write(store, pending, attempted.acked, what="delivery ack", member=job_id)
+
+
+def _nothing(_: object) -> None:
+    return None
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One delivery attempt, counted and logged once its ack lands."""
+
+    job_id: str
+    event: Event
+    attempt: int
+    outcome: DeliveryOutcome
+    status: int | None
+    error: str | None
+    duration: float
+    delay: float
+    superseded: int
+
+    def acked(self, answer: Any) -> None:
+        ok = int(answer) == 1
+        outcome, status, event = self.outcome, self.status, self.event
+        if outcome is DeliveryOutcome.DELIVERED and event.created:
+            metrics.EVENT_LAG.observe(max(0.0, time.time() - event.created / 1000))
+        status_class = f"{status // 100}xx" if status is not None else "none"
+        _DELIVERIES(outcome, status_class).inc()
+        # a success is counted in metrics and listed in /deliveries; the log line is for what went wrong
+        log.log(
+            logging.DEBUG if outcome is DeliveryOutcome.DELIVERED else logging.INFO,
+            "delivery attempt",
+            job_id=self.job_id,
+            event_id=event.id,
+            type=event.type,
+            sequence=event.sequence,
+            attempt=self.attempt,
+            outcome=outcome,
+            http_status=status,
+            error=self.error,
+            duration_ms=round(self.duration * 1000, 1),
+            next_attempt_s=round(self.delay, 2) if outcome is DeliveryOutcome.FAILED else None,
+            superseded=self.superseded or None,
+            stale=not ok or None,
+        )

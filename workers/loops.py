@@ -59,6 +59,9 @@ class ClaimLoop:
         # under load, claim once a tenth of the slots are free rather than one slot at a time:
         # fewer, larger claims (one round trip each) for the same work
         self._min_claim = max(1, min(batch, concurrency // 10))
+        # claims held ready beyond the runners: a runner that finishes takes the next one at once instead of
+        # waiting out the claim's round trip (one claim's worth; each waits in the queue a moment, leased)
+        self._capacity = concurrency + self._min_claim
         self._slot_freed = asyncio.Event()
         self._queue: deque[Claim] = deque()
         self._parked: list[asyncio.Future[None]] = []  # runners waiting for a claim
@@ -75,11 +78,11 @@ class ClaimLoop:
 
     async def _run(self) -> None:
         while not self._stopping.is_set():
-            free = self.concurrency - self._busy
+            free = self._capacity - self._busy
             if free < self._min_claim:  # wait a moment for more free slots; then claim what there is
                 self._slot_freed.clear()
                 await self._wait(self._slot_freed, 0.05)
-                free = self.concurrency - self._busy
+                free = self._capacity - self._busy
                 if free <= 0:
                     continue
             self.wake.clear()  # a wake-up that comes while claiming is not lost: the pause below ends at once
@@ -120,7 +123,7 @@ class ClaimLoop:
                 log.exception("member failed", loop=self.name, member=claim.member[:12])
             finally:
                 self._busy -= 1
-                if self.concurrency - self._busy >= self._min_claim or not self._busy:
+                if self._capacity - self._busy >= self._min_claim or not self._busy:
                     self._slot_freed.set()
 
     async def _pause(self, next_due_in: float | None) -> None:

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import socket
@@ -122,6 +123,8 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         await waker.stop()
     deps: Deps | None = ctx.get("deps")
     if deps is not None:
+        with contextlib.suppress(Exception):  # writes handed over by the runners land before Redis is closed
+            await asyncio.wait_for(deps.store.drain(), timeout=max(1.0, ctx["stop_deadline"] - time.monotonic()))
         if deps.background:
             await asyncio.wait(set(deps.background), timeout=max(1.0, ctx["stop_deadline"] - time.monotonic()))
         await deps.session.close()

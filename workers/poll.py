@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import time
+from functools import partial
+from typing import Any
 
 import aiohttp
 import structlog
@@ -13,13 +16,14 @@ from relay.core.crypto import InvalidToken
 from relay.core.monitor import MAX_BODY, Kind, PollResult, classify
 from relay.core.ops import JobOp
 from relay.core.schema import Job, Monitor
-from relay.core.tracking import completed_from_monitor, plan_poll
+from relay.core.tracking import PollPlan, completed_from_monitor, plan_poll
 from relay.outbound.client import fetch
 from relay.outbound.ssrf import Blocked, host_matches
 from relay.settings import Settings
 from relay.store.scheduler import Claim
 from workers.context import Deps
 from workers.resolve import resolve_soon
+from workers.writes import after_write
 
 __all__ = ["poll_claimed", "poll_monitor"]
 
@@ -32,12 +36,9 @@ _EVENTS = metrics.labelled(metrics.EVENTS)
 
 async def request_monitor(session: aiohttp.ClientSession, settings: Settings, url: str) -> PollResult:
     """GET the monitor: no credentials, no redirects, at most 1 MiB read. Never raises for the peer's faults."""
-    try:
-        target = URL(url)  # parsed once (yarl remembers parses): the host check and fetch's SSRF check share it
-    except ValueError:
-        return PollResult(Kind.INVALID, detail="the monitor URL does not parse")
-    if not host_matches(target.host or "", settings.monitor_allowed_hosts):
-        return PollResult(Kind.INVALID, detail="monitor host not in RELAY_MONITOR_ALLOWED_HOSTS")
+    target = _monitor_target(url, settings.monitor_allowed_hosts)
+    if isinstance(target, str):
+        return PollResult(Kind.INVALID, detail=target)
     try:
         resp = await fetch(
             session,
@@ -56,6 +57,19 @@ async def request_monitor(session: aiohttp.ClientSession, settings: Settings, ur
     return classify(resp.status, resp.headers, resp.body, too_large=resp.too_large)
 
 
+@functools.lru_cache(maxsize=16384)
+def _monitor_target(url: str, allowed_hosts: tuple[str, ...]) -> URL | str:
+    """The monitor URL parsed and its host checked, once per URL (a worker polls the same monitors again and
+    again; fetch's SSRF check shares the parse); a string says why it may not be polled."""
+    try:
+        target = URL(url)
+    except ValueError:
+        return "the monitor URL does not parse"
+    if not host_matches(target.host or "", allowed_hosts):
+        return "monitor host not in RELAY_MONITOR_ALLOWED_HOSTS"
+    return target
+
+
 async def poll_claimed(deps: Deps, claim: Claim) -> None:
     """Poll a claimed monitor (the claim read its state and its jobs')."""
     await poll_monitor(deps, claim, *deps.store.monitor_state(claim))
@@ -65,7 +79,8 @@ async def poll_monitor(deps: Deps, claim: Claim, monitor: Monitor, jobs: list[Jo
     started = time.monotonic()
     structlog.contextvars.bind_contextvars(monitor=claim.member[:12])
     if not jobs:
-        await deps.store.apply_poll(claim, {}, [], 0.0)
+        pending = deps.store.submit_poll(claim, {}, [], 0.0)
+        await after_write(deps.store, pending, _nothing, what="poll result", member=claim.member)
         return
     result = completed_from_monitor(monitor)
     polled = result is None
@@ -73,23 +88,30 @@ async def poll_monitor(deps: Deps, claim: Claim, monitor: Monitor, jobs: list[Jo
         result = await _poll(deps, monitor)
     now_ms = claim.now_ms + int((time.monotonic() - started) * 1000)
     plan = plan_poll(result, monitor, jobs, now_ms, deps.settings, deps.rng, polled=polled)
-    applied = await deps.store.apply_poll(claim, plan.monitor_fields, plan.ops, plan.delay)
+    pending = deps.store.submit_poll(claim, plan.monitor_fields, plan.ops, plan.delay)
+    landed = partial(_applied, deps, plan, result if polled else None, len(jobs))
+    await after_write(deps.store, pending, landed, what="poll result", member=claim.member)
+
+
+def _applied(deps: Deps, plan: PollPlan, polled: PollResult | None, jobs: int, answer: list[Any]) -> None:
+    """What follows a poll's write: count and log what it recorded, start the resolutions it calls for."""
+    applied = [str(r) for r in answer]
     if applied == ["stale-claim"]:
         log.info("poll result dropped: claim taken over by another worker")
         return
     for message, fields in plan.warnings:  # the start of a stretch of bare 5xx or unknown status words
         log.warning(message, **fields)
     _recorded(plan.ops, applied)
-    if polled:
+    if polled is not None:
         log.debug(
             "monitor polled",
-            outcome=result.kind.value,
-            http_status=result.http_status,
-            status=result.status,
-            pct=result.percentage,
-            jobs=len(jobs),
+            outcome=polled.kind.value,
+            http_status=polled.http_status,
+            status=polled.status,
+            pct=polled.percentage,
+            jobs=jobs,
             next_poll_s=round(plan.delay, 2),
-            detail=result.detail or None,
+            detail=polled.detail or None,
         )
     for job_id in plan.resolve:
         # also on the recheck of a completed monitor (a resolution lost with a worker, or a job woken by a
@@ -106,6 +128,10 @@ async def _poll(deps: Deps, monitor: Monitor) -> PollResult:
         result = await request_monitor(deps.session, deps.settings, url)
     _POLLS(result.kind.value).inc()
     return result
+
+
+def _nothing(_: object) -> None:
+    return None
 
 
 def _recorded(ops: list[JobOp], outcomes: list[str]) -> None:

@@ -8,6 +8,10 @@ that is one round trip, one command to encode and one script run for dozens of c
 costs what a lone EVALSHA did. At most ``max_inflight`` calls of a script are at Redis at once: what comes
 in meanwhile waits for one to return and goes with the next (group commit), so batches grow with the load
 instead of with a timer. One call failing in Lua fails only that call.
+
+``submit`` hands a call over without waiting for it (write-behind): the worker's hot paths move on to
+their next HTTP request while the write joins the next batch, and ``backlog`` tells them when to wait
+after all. ``drain`` waits until every call handed over has been answered (a worker's shutdown).
 """
 
 from __future__ import annotations
@@ -46,18 +50,32 @@ class BatchedScript:
         self.max_inflight = max_inflight
         self._inflight = 0
         self._pending: list[tuple[bytes, asyncio.Future[Any]]] = []
+        self.backlog = 0  # calls handed over and not yet answered
         self._scheduled = False
         self._flushing: set[asyncio.Task[None]] = set()
 
     async def __call__(self, call: Any) -> Any:
         """Run one call (a dataclass or dict: the script's ``call`` table); its answer, or its Lua error raised."""
+        return await self.submit(call)
+
+    def submit(self, call: Any) -> asyncio.Future[Any]:
+        """Hand one call over; the future gets its answer (or its Lua error) once its batch returns."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._pending.append((jsonfast.dumps(call), future))
+        self.backlog += 1
         if not self._scheduled and self._inflight < self.max_inflight:
             self._scheduled = True
             loop.call_soon(self._flush_soon)
-        return await future
+        return future
+
+    async def drain(self) -> None:
+        """Until every call handed over so far has been answered (or failed)."""
+        while self._pending or self._flushing or self._scheduled:
+            if self._flushing:
+                await asyncio.wait(set(self._flushing))
+            else:
+                await asyncio.sleep(0)
 
     def _flush_soon(self) -> None:
         self._scheduled = False
@@ -80,12 +98,14 @@ class BatchedScript:
         try:
             results = await self._run(argv)
         except BaseException as exc:
+            self.backlog -= len(batch)
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return
+        self.backlog -= len(batch)
         for (_, future), result in zip(batch, results, strict=True):
             if future.done():
                 continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -230,19 +231,38 @@ class Store:
         self, claim: Claim, monitor_fields: dict[str, str], ops: list[JobOp], delay: float
     ) -> list[str]:
         """Write a poll's outcome if the claim is still ours; ['stale-claim'] otherwise."""
+        return [str(r) for r in await self.submit_poll(claim, monitor_fields, ops, delay)]
+
+    def submit_poll(
+        self, claim: Claim, monitor_fields: dict[str, str], ops: list[JobOp], delay: float
+    ) -> asyncio.Future[list[Any]]:
+        """:meth:`apply_poll` handed over without waiting (write-behind); the future gets the script's answer."""
         self.monitors.handed_back(delay)
         call = ApplyPollCall(
             claim.member, claim.token, max(0, int(delay * 1000)), monitor_fields, [op.as_json() for op in ops]
         )
-        result = await self._apply_poll(call)
-        return [str(r) for r in result]
+        return self._apply_poll.submit(call)
+
+    @property
+    def write_backlog(self) -> int:
+        """Poll writes and delivery acks handed over and not yet answered."""
+        return self._apply_poll.backlog + self._ack.backlog
+
+    async def drain(self) -> None:
+        """Until every poll write and delivery ack handed over has been answered (a worker's shutdown)."""
+        await self._apply_poll.drain()
+        await self._ack.drain()
 
     async def apply_job(self, op: JobOp) -> str:
         return str(await self._apply_job(self.redis, args=[json.dumps(op.as_json()), self.event_ttl, self.retention]))
 
     # -- the delivery loop --------------------------------------------------------------------
 
-    async def delivery_ack(
+    async def delivery_ack(self, claim: Claim, **ack: Any) -> bool:
+        """Record a delivery attempt's outcome if the claim is still ours (True), else False; see :meth:`submit_ack`."""
+        return int(await self.submit_ack(claim, **ack)) == 1
+
+    def submit_ack(
         self,
         claim: Claim,
         *,
@@ -252,7 +272,8 @@ class Store:
         superseded: list[str] | None = None,
         records: list[dict[str, Any]] | None = None,
         error: dict[str, Any] | None = None,
-    ) -> bool:
+    ) -> asyncio.Future[Any]:
+        """The ack handed over without waiting (write-behind); the future's answer is 1 if the claim was ours."""
         self.deliveries.handed_back(delay)
         call = AckCall(
             claim.member,
@@ -264,8 +285,7 @@ class Store:
             [jsonfast.dumps(r).decode() for r in records or ()],  # stored as JSON texts
             jsonfast.dumps(error or {}).decode(),
         )
-        result = await self._ack(call)
-        return int(result) == 1
+        return self._ack.submit(call)
 
 
 #: what lua/lib/outbox_state.lua reads of each undelivered event, in its order

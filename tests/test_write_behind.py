@@ -1,0 +1,61 @@
+"""Write-behind on the workers' hot paths (workers/writes.py) against a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+from typing import Any
+
+from redis.asyncio import Redis
+
+from relay import logs
+from relay.store.jobs import Store
+from relay.store.scheduler import Claim
+from workers import writes
+from workers.writes import after_write
+
+
+def _stale_claim() -> Claim:
+    return Claim(member="no-such-monitor", token="t", now_ms=0)
+
+
+async def test_a_runner_moves_on_and_the_follow_up_runs_once_the_write_lands(redis: Redis) -> None:
+    store = Store(redis, retention=60, job_timeout=60)
+    answers: list[Any] = []
+    pending = store.submit_poll(_stale_claim(), {}, [], 1.0)
+    await after_write(store, pending, answers.append, what="poll result", member="m")
+    assert not pending.done() and answers == [], "the runner did not wait for its write"
+    await store.drain()
+    await asyncio.sleep(0)  # done callbacks run in the next loop turn
+    assert answers == [["stale-claim"]]
+
+
+async def test_with_a_long_backlog_the_runner_waits_for_its_own_write(redis: Redis, monkeypatch: Any) -> None:
+    store = Store(redis, retention=60, job_timeout=60)
+    monkeypatch.setattr(writes, "MAX_BACKLOG", 2)
+    others = [store.submit_poll(_stale_claim(), {}, [], 1.0) for _ in range(3)]
+    answers: list[Any] = []
+    pending = store.submit_poll(_stale_claim(), {}, [], 1.0)
+    await after_write(store, pending, answers.append, what="poll result", member="m")
+    assert pending.done() and answers == [["stale-claim"]], "waited, then followed up at once"
+    await asyncio.gather(*others)
+
+
+async def test_a_failed_write_is_logged_and_its_follow_up_skipped(redis: Redis) -> None:
+    store = Store(redis, retention=60, job_timeout=60)
+    answers: list[Any] = []
+    pending: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    lines = io.StringIO()
+    logs.configure("json", logging.INFO, lines)
+    try:
+        await after_write(store, pending, answers.append, what="delivery ack", member="job-1")
+        pending.set_exception(ConnectionError("Redis went away"))
+        await asyncio.sleep(0)
+    finally:
+        logs.configure("json", logging.WARNING)
+    assert answers == []
+    (line,) = [json.loads(text) for text in lines.getvalue().splitlines()]
+    assert line["event"] == "delivery ack not written"
+    assert line["error"] == "ConnectionError: Redis went away"

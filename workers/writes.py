@@ -1,0 +1,51 @@
+"""Write-behind for the hot paths: a poll's write or a delivery's ack joins the next batch while the runner
+that made it moves on to its next HTTP request.
+
+The member stays leased until its write lands, so no other runner or worker takes it meanwhile; a worker
+killed before the write lands leaves the lease to run out, as a worker killed mid-request always did (the
+monitor is polled again; the event is sent again under the same ``webhook-id``). What follows the write
+(counting events, logging, starting a resolution) runs when its answer comes back. When Redis falls
+behind (more than ``MAX_BACKLOG`` writes unanswered), the runner waits for its own write after all, so
+the work in hand stays bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import structlog
+
+from relay.store.jobs import Store
+
+__all__ = ["MAX_BACKLOG", "after_write"]
+
+log = structlog.stdlib.get_logger("relay.worker")
+
+#: unanswered writes beyond which a runner waits for its own (two full batches of a batched script)
+MAX_BACKLOG = 1000
+
+
+async def after_write(
+    store: Store, pending: asyncio.Future[Any], then: Callable[[Any], None], *, what: str, member: str
+) -> None:
+    """``then(answer)`` once ``pending`` lands; waits for it here only when the store's backlog is long."""
+    if store.write_backlog > MAX_BACKLOG:
+        then(await pending)
+        return
+    pending.add_done_callback(partial(_landed, then, what, member))
+
+
+def _landed(then: Callable[[Any], None], what: str, member: str, pending: asyncio.Future[Any]) -> None:
+    if pending.cancelled():
+        return
+    exc = pending.exception()
+    if exc is not None:  # Redis went away mid-write: the lease runs out and the member comes due again
+        log.warning(f"{what} not written", member=member[:12], error=f"{type(exc).__name__}: {exc}")
+        return
+    try:
+        then(pending.result())
+    except Exception:  # what follows a write must never break the loop that answered it
+        log.exception(f"after {what}", member=member[:12])
