@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +14,7 @@ from tests.bench.__main__ import SECTIONS, _sections
 from tests.bench.idle import calls_text
 from tests.bench.measure import Meter, Sample, cpu_seconds, event_loop_of, pct
 from tests.bench.mix import progress_ages
+from tests.bench.report import code_state
 
 
 def test_progress_age_is_how_long_ago_the_newest_percentage_was_true() -> None:
@@ -73,3 +76,19 @@ def test_every_module_the_fault_runs_and_benches_start_exists() -> None:
     }
     assert "tests.bench.child" in started
     assert [name for name in sorted(started) if importlib.util.find_spec(name) is None] == []
+
+
+def test_the_code_under_test_names_each_changed_file_whole(tmp_path: Path) -> None:
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)  # noqa: S603, S607
+
+    git("init", "-q")
+    for name in ("relay/a.py", "workers/b.py"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("x = 1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    (tmp_path / "relay/a.py").write_text("x = 2\n")  # porcelain: " M relay/a.py", a leading space
+    (tmp_path / "workers/b.py").write_text("x = 3\n")
+    text, _ = code_state(tmp_path)
+    assert text.endswith(" + uncommitted: relay/a.py, workers/b.py")

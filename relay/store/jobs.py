@@ -219,9 +219,9 @@ class Store:
         (callback, secret), *rest = claim.state
         job_id = claim.member
         events = [
-            Event.from_hash(eid, dict(zip(_OUTBOX_FIELDS, row, strict=True)))
-            for eid, row in zip(rest[0::2], rest[1::2], strict=True)
-            if row[0] is not None  # expired
+            Event.from_hash(eid, {_TYPE: kind, _SEQ: seq, _BODY: body, _ATTEMPTS: attempts, _CREATED: created})
+            for eid, (kind, seq, body, attempts, created) in zip(rest[0::2], rest[1::2], strict=True)
+            if kind is not None  # expired
         ]
         if callback is None:
             return None, events
@@ -290,6 +290,7 @@ class Store:
 
 #: what lua/lib/outbox_state.lua reads of each undelivered event, in its order
 _OUTBOX_FIELDS = (EVENT.type, EVENT.sequence, EVENT.body, EVENT.attempts, EVENT.created)
+_TYPE, _SEQ, _BODY, _ATTEMPTS, _CREATED = _OUTBOX_FIELDS
 
 
 def _pairs(flat: list[str]) -> dict[str, str]:

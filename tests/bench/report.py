@@ -43,7 +43,7 @@ def code_state(root: Path = ROOT) -> tuple[str, dict[str, float]]:
             done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)  # noqa: S603, S607
         except OSError:
             return ""
-        return done.stdout.strip()
+        return done.stdout.rstrip()  # not lstrip: porcelain lines start with a space
 
     dirty = git("status", "--porcelain", "--", "relay", "workers").splitlines()
     text = git("rev-parse", "--short", "HEAD") or "unknown"
