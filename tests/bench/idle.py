@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
+import sys
 import time
 import uuid
 from collections import Counter
@@ -21,11 +23,13 @@ from redis.asyncio import Redis
 from relay.store.embedded import EmbeddedRedis
 from tests.bench import peers
 from tests.bench.harness import Harness
-from tests.bench.measure import Meter, redis_calls, rss_mib
+from tests.bench.measure import Meter, redis_calls, rss_mib, wakeups
 
 __all__ = ["run"]
 
 SETTLE = 5.0
+#: the baseline beside the idle worker: a bare asyncio loop that wakes once a second and does nothing else
+BARE_WAKER = "import asyncio\nasync def main():\n    while True:\n        await asyncio.sleep(1.0)\nasyncio.run(main())"
 FIRST_POLL_INTERVAL = 1.0  # RELAY_POLL_INITIAL_INTERVAL's default
 
 
@@ -54,6 +58,13 @@ async def client_calls(redis: Redis, seconds: float) -> Counter[str]:
     return calls
 
 
+def bare_waker(h: Harness) -> subprocess.Popen[bytes]:
+    """The baseline's process (stopped with the bench's other children)."""
+    proc = subprocess.Popen([sys.executable, "-c", BARE_WAKER])  # noqa: S603
+    h.children.append(proc)
+    return proc
+
+
 async def run(h: Harness) -> None:
     seconds: float = h.args.idle_seconds
     api_redis = EmbeddedRedis()
@@ -66,12 +77,16 @@ async def run(h: Harness) -> None:
         await h.fresh_redis()
         worker = await h.start_worker(h.relay_env())
         api, _ = await h.start_api(h.relay_env(REDIS_URL=api_redis.url))
+        bare = bare_waker(h)
         await asyncio.sleep(SETTLE)
-        meter = Meter({"worker": worker.pid, "api": api.pid})
+        meter = Meter({"worker": worker.pid, "api": api.pid, "bare": bare.pid})
         stats0 = await redis_calls(h.redis)
+        woke0 = {name: wakeups(pid) for name, pid in (("worker", worker.pid), ("bare", bare.pid))}
         a = meter.sample()
         calls = await asyncio.gather(client_calls(h.redis, seconds), client_calls(api_client, seconds))
         b = meter.sample()
+        woke = {name: wakeups(pid) - woke0[name] for name, pid in (("worker", worker.pid), ("bare", bare.pid))}
+        h.stop(bare)
         in_scripts = sum((await redis_calls(h.redis)).values()) - sum(stats0.values()) - sum(calls[0].values())
         window = Meter.between(a, b)
         rss = {"worker": rss_mib(worker.pid), "api": rss_mib(api.pid)}
@@ -92,6 +107,15 @@ async def run(h: Harness) -> None:
         )
         per_second, commands = calls_text(counted, window.seconds)
         h.add(f"8 idle {label}: Redis calls", f"{per_second:.1f}/s ({commands})", "", None, "<= 1/s", per_second <= 1)
+    # what a wake-up costs differs tenfold between machines (seen: ~0.1 ms on an AMD EPYC VM, ~1.5 ms on an
+    # Intel Xeon VM, for a bare loop's sleep): the wake-ups a second are the figure that travels
+    per_wake = {name: window.cpu[name] / max(1, woke[name]) * 1e6 for name in woke}
+    h.info(
+        "8 idle worker: wake-ups; CPU per wake-up; vs a bare asyncio loop waking once a second",
+        f"{woke['worker'] / window.seconds:.1f}/s; {per_wake['worker']:,.0f} µs",
+        f"{woke['bare'] / window.seconds:.1f}/s; {per_wake['bare']:,.0f} µs; "
+        f"{100 * window.share('bare'):.3f}% of a core",
+    )
     h.note(
         f"idle worker: besides its requests, Lua scripts ran {in_scripts / window.seconds:.1f} commands/s inside Redis"
     )
