@@ -294,6 +294,26 @@ def openapi_document() -> dict[str, Any]:
         },
         "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}, "schemas": _schemas()},
         "security": [{"bearer": []}],
-        "paths": _paths(),
+        "paths": _with_unreadable(_paths()),
         "webhooks": _webhooks(),
     }
+
+
+#: what aiohttp's HTTP parser answers, before relay sees the request, for a request line or header over 8 KiB
+_UNREADABLE = "The HTTP request could not be read (a request line or header over 8 KiB): answered by the HTTP server"
+
+
+def _with_unreadable(paths: dict[str, Any]) -> dict[str, Any]:
+    """Every operation may answer 400 in text/plain from the HTTP server itself (merged with its own 400s)."""
+    text = {"text/plain": {"schema": {"type": "string"}}}
+    for item in paths.values():
+        for operation in item.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            own = operation["responses"].get("400")
+            if own is None:
+                operation["responses"]["400"] = {"description": _UNREADABLE, "content": text}
+            else:
+                merged = {**own, "content": {**own.get("content", {}), **text}}
+                operation["responses"]["400"] = {**merged, "description": f"{own['description']}; or: {_UNREADABLE}"}
+    return paths
