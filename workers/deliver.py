@@ -59,7 +59,7 @@ async def deliver_next(deps: Deps, claim: Claim, job: Job | None, found: list[Ev
         pending = store.submit_ack(
             claim, event_id="", outcome=DeliveryOutcome.NONE, superseded=[e.id for e in superseded]
         )
-        await after_write(store, pending, _nothing, what="delivery ack", member=job_id)
+        await after_write(store, pending, None, what="delivery ack", member=job_id)
         return
     now_s = time.time()
     stamp = isoformat(now_s)
@@ -147,10 +147,6 @@ async def deliver_next(deps: Deps, claim: Claim, job: Job | None, found: list[Ev
     )
     attempted = Attempt(job_id, event, attempt, outcome, status, error, duration, delay, len(superseded))
     await after_write(store, pending, attempted.acked, what="delivery ack", member=job_id)
-
-
-def _nothing(_: object) -> None:
-    return None
 
 
 @dataclass(slots=True)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 import time
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 import aiohttp
@@ -57,7 +56,7 @@ async def request_monitor(session: aiohttp.ClientSession, settings: Settings, ur
     return classify(resp.status, resp.headers, resp.body, too_large=resp.too_large)
 
 
-@functools.lru_cache(maxsize=16384)
+@lru_cache(maxsize=16384)
 def _monitor_target(url: str, allowed_hosts: tuple[str, ...]) -> URL | str:
     """The monitor URL parsed and its host checked, once per URL (a worker polls the same monitors again and
     again; fetch's SSRF check shares the parse); a string says why it may not be polled."""
@@ -80,7 +79,7 @@ async def poll_monitor(deps: Deps, claim: Claim, monitor: Monitor, jobs: list[Jo
     structlog.contextvars.bind_contextvars(monitor=claim.member[:12])
     if not jobs:
         pending = deps.store.submit_poll(claim, {}, [], 0.0)
-        await after_write(deps.store, pending, _nothing, what="poll result", member=claim.member)
+        await after_write(deps.store, pending, None, what="poll result", member=claim.member)
         return
     result = completed_from_monitor(monitor)
     polled = result is None
@@ -128,10 +127,6 @@ async def _poll(deps: Deps, monitor: Monitor) -> PollResult:
         result = await request_monitor(deps.session, deps.settings, url)
     _POLLS(result.kind.value).inc()
     return result
-
-
-def _nothing(_: object) -> None:
-    return None
 
 
 def _recorded(ops: list[JobOp], outcomes: list[str]) -> None:

@@ -29,13 +29,18 @@ MAX_BACKLOG = 1000
 
 
 async def after_write(
-    store: Store, pending: asyncio.Future[Any], then: Callable[[Any], None], *, what: str, member: str
+    store: Store, pending: asyncio.Future[Any], then: Callable[[Any], None] | None, *, what: str, member: str
 ) -> None:
-    """``then(answer)`` once ``pending`` lands; waits for it here only when the store's backlog is long."""
+    """``then(answer)`` (if any) once ``pending`` lands; waits for it here only when the store's backlog is long."""
+    follow = then or _nothing
     if store.write_backlog > MAX_BACKLOG:
-        then(await pending)
+        follow(await pending)
         return
-    pending.add_done_callback(partial(_landed, then, what, member))
+    pending.add_done_callback(partial(_landed, follow, what, member))
+
+
+def _nothing(_: object) -> None:
+    return None
 
 
 def _landed(then: Callable[[Any], None], what: str, member: str, pending: asyncio.Future[Any]) -> None:
