@@ -56,13 +56,7 @@ def cpu_seconds(pid: int) -> float:
     ``utime + stime`` from ``stat`` (clock ticks, which include threads that have exited): the idle
     figures need the finer one, a few milliseconds over half a minute.
     """
-    total_ns = 0
-    try:
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                total_ns += int((task / "schedstat").read_text().split()[0])
-    except OSError:
-        return 0.0
+    total_ns = _schedstat(pid, 0)
     if total_ns:
         return total_ns / 1e9
     try:
@@ -75,11 +69,17 @@ def cpu_seconds(pid: int) -> float:
 def wakeups(pid: int) -> int:
     """Times a process's threads have been put on a CPU so far (``schedstat``'s third field): for an idle
     process, how often it woke up."""
+    return _schedstat(pid, 2)
+
+
+def _schedstat(pid: int, field: int) -> int:
+    """One field of ``schedstat`` (0: run time in ns, 2: times put on a CPU) summed over a process's threads;
+    0 when the process is gone or the kernel keeps no schedstat."""
     total = 0
     with contextlib.suppress(OSError):
         for task in Path(f"/proc/{pid}/task").iterdir():
             with contextlib.suppress(OSError, ValueError, IndexError):
-                total += int((task / "schedstat").read_text().split()[2])
+                total += int((task / "schedstat").read_text().split()[field])
     return total
 
 
