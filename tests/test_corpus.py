@@ -40,7 +40,9 @@ def load(path: Path) -> dict[str, Any]:
 def settings(settings: Settings) -> Settings:
     # a stretch of bare 5xx or unknown status words ends the job after half a second, not an hour: below what
     # RELAY_POLL_MAX_ERROR_TIME accepts (1 s), so an unvalidated copy rather than settings.replace
-    return settings.model_copy(update={"poll_max_error_time": 0.5})
+    # the monitor's Retry-After is honoured on every answer; capped at half a second, a published "Retry-After: 30"
+    # slows its case down by that much instead of half a minute
+    return settings.model_copy(update={"poll_max_error_time": 0.5, "retry_after_cap": 0.5})
 
 
 def subset(expected: dict[str, Any], actual: Any) -> bool:

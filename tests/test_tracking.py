@@ -111,6 +111,21 @@ def test_retry_after_is_honoured_but_capped() -> None:
     assert plan(throttled).ops == []
 
 
+def test_a_running_answer_s_retry_after_is_a_floor_too() -> None:
+    """Graph's long-running-operation pattern: ``200 OK``, ``Retry-After: 30``, ``{"status": "running"}``."""
+    running = PollResult(Kind.PROGRESS, http_status=200, status="inProgress", percentage=10.0, retry_after="30")
+    assert plan(running).delay >= 30
+    accepted = PollResult(Kind.PROGRESS, http_status=202, status="inProgress", percentage=10.0, retry_after="2")
+    assert plan(accepted).delay >= 2
+    # a floor, not a target: a monitor asking for less than the backoff is not polled sooner
+    stalled = {"streak": "30", "status": "inProgress", "pct": "10.0"}
+    quick = PollResult(Kind.PROGRESS, http_status=202, status="inProgress", percentage=10.0, retry_after="1")
+    assert plan(quick, stalled).delay > 20
+    # it beats a job's progressInterval: the monitor asked not to be polled sooner
+    jobs = [job(id="a", progress_interval=2.0)]
+    assert plan(running, {}, jobs).delay == 30.0
+
+
 def test_timeout_fails_the_job() -> None:
     old = job(created=NOW - 200_000)
     (op,) = plan(progress(1.0), jobs=[old]).ops

@@ -144,7 +144,9 @@ def _next_delay(
     intervals = [j.progress_interval for j in jobs if j.progress_interval]
     if intervals:
         delay = min(delay, min(intervals))
-    retry_after = parse_retry_after(result.retry_after) if result.http_status in (429, 503) else None
+    # Retry-After is the monitor's own floor, on any answer: a throttled 429/503, and also a running operation's
+    # 200/202 (Graph's long-running-operation pattern answers "200 OK, Retry-After: 30" while running)
+    retry_after = parse_retry_after(result.retry_after)
     if retry_after is not None:
         delay = max(delay, min(retry_after, settings.retry_after_cap))
     return delay
