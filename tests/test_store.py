@@ -42,7 +42,7 @@ async def test_a_job_being_delivered_keeps_its_lease(redis: Redis) -> None:
     assert await store.deliveries.claim(1, lease=30) == []
     # once the progress event is acknowledged, the completion is first in line
     event_id = (await store.event_ids(jid))[0]
-    assert await store.delivery_ack(claim, event_id=event_id, outcome=DeliveryOutcome.DELIVERED)
+    assert await store.submit_ack(claim, event_id=event_id, outcome=DeliveryOutcome.DELIVERED) == 1
     other = (await _jobs(store, 1))[0]
     await store.apply_job(JobOp(job=other, prev_seq=0, events=[_event("job.progress")]))
     assert [c.member for c in await store.deliveries.claim(2, lease=30)] == [jid, other]

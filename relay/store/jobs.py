@@ -258,29 +258,6 @@ class Store:
 
     # -- the delivery loop --------------------------------------------------------------------
 
-    async def delivery_ack(
-        self,
-        claim: Claim,
-        *,
-        event_id: str,
-        outcome: DeliveryOutcome,
-        delay: float = 0.0,
-        superseded: list[str] | None = None,
-        records: list[dict[str, Any]] | None = None,
-        error: dict[str, Any] | None = None,
-    ) -> bool:
-        """Record a delivery attempt's outcome if the claim is still ours (True), else False; see :meth:`submit_ack`."""
-        pending = self.submit_ack(
-            claim,
-            event_id=event_id,
-            outcome=outcome,
-            delay=delay,
-            superseded=superseded,
-            records=records,
-            error=error,
-        )
-        return int(await pending) == 1
-
     def submit_ack(
         self,
         claim: Claim,
