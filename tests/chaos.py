@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -42,24 +44,28 @@ async def main(jobs: int, limit: float) -> int:
     logdir = Path(tempfile.mkdtemp(prefix="relay-chaos-"))
     redis_server = EmbeddedRedis(appendonly=True, data_dir=str(logdir / "redis"))
     (logdir / "redis").mkdir()
-    redis_server.start()
-    sim = Simulator(seed=3)
-    await sim.start()
-    rec = Receiver(random.Random(5))
-    app = web.Application()
-    app.router.add_post("/hook", rec.handle)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    hook = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+    async with contextlib.AsyncExitStack() as stack:  # what started is stopped, even when a later start fails
+        redis_server.start()
+        stack.callback(redis_server.stop)
+        sim = Simulator(seed=3)
+        await sim.start()
+        stack.push_async_callback(sim.stop)
+        rec = Receiver(random.Random(5))
+        app = web.Application()
+        app.router.add_post("/hook", rec.handle)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        hook = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
 
-    port = free_port()
-    env = fault_env(redis_server.url, port)
-    api_proc = start_api(env, logdir)
-    workers = Workers(3, env, logdir)
-    api = f"http://127.0.0.1:{port}"
-    code = 1
-    try:
+        port = free_port()
+        env = fault_env(redis_server.url, port)
+        api_proc = start_api(env, logdir)
+        stack.callback(_stop, api_proc)
+        workers = Workers(3, env, logdir)
+        stack.callback(workers.stop_all)
+        api = f"http://127.0.0.1:{port}"
         await wait_ready(api)
         workers.start_all()
         print(f"chaos: {jobs} jobs, 3 workers, logs in {logdir}", flush=True)
@@ -113,15 +119,12 @@ async def main(jobs: int, limit: float) -> int:
             and redis_restarted
         )
         print("chaos: PASS" if ok else "chaos: FAIL")
-        code = 0 if ok else 1
-    finally:
-        workers.stop_all()
-        api_proc.terminate()
-        api_proc.wait(30)
-        await runner.cleanup()
-        await sim.stop()
-        redis_server.stop()
-    return code
+        return 0 if ok else 1
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    proc.wait(30)
 
 
 if __name__ == "__main__":
