@@ -8,6 +8,7 @@ import json
 import logging
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
 
 from relay import logs
@@ -43,16 +44,21 @@ async def test_with_a_long_backlog_the_runner_waits_for_its_own_write(redis: Red
     await asyncio.gather(*others)
 
 
-async def test_a_failed_write_is_logged_and_its_follow_up_skipped(redis: Redis) -> None:
+@pytest.mark.parametrize("max_backlog", [1000, -1], ids=["handed-over", "waited-for"])
+async def test_a_failed_write_is_logged_and_its_follow_up_skipped(
+    redis: Redis, monkeypatch: Any, max_backlog: int
+) -> None:
     store = Store(redis, retention=60, job_timeout=60)
+    monkeypatch.setattr(writes, "MAX_BACKLOG", max_backlog)  # -1: the runner waits for its write, as when backlogged
     answers: list[Any] = []
     pending: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
     lines = io.StringIO()
     logs.configure("json", logging.INFO, lines)
     try:
+        asyncio.get_running_loop().call_soon(pending.set_exception, ConnectionError("Redis went away"))
         await after_write(store, pending, answers.append, what="delivery ack", member="job-1")
-        pending.set_exception(ConnectionError("Redis went away"))
-        await asyncio.sleep(0)
+        await asyncio.wait((pending,))
+        await asyncio.sleep(0)  # done callbacks run in the next loop turn
     finally:
         logs.configure("json", logging.WARNING)
     assert answers == []

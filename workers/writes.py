@@ -32,11 +32,12 @@ async def after_write(
     store: Store, pending: asyncio.Future[Any], then: Callable[[Any], None] | None, *, what: str, member: str
 ) -> None:
     """``then(answer)`` (if any) once ``pending`` lands; waits for it here only when the store's backlog is long."""
-    follow = then or _nothing
+    landed = partial(_landed, then or _nothing, what, member)
     if store.write_backlog > MAX_BACKLOG:
-        follow(await pending)
+        await asyncio.wait((pending,))
+        landed(pending)
         return
-    pending.add_done_callback(partial(_landed, follow, what, member))
+    pending.add_done_callback(landed)
 
 
 def _nothing(_: object) -> None:
