@@ -103,8 +103,8 @@ async def test_a_write_back_with_a_stale_token_changes_nothing(redis: Redis) -> 
     (claim,) = await store.monitors.claim(1, lease=0)  # the lease runs out at once
     (again,) = await store.monitors.claim(1, lease=30)  # another worker takes it over
     assert again.token != claim.token
-    assert await store.apply_poll(claim, {"status": "x"}, [], 1.0) == ["stale-claim"]
-    assert await store.apply_poll(again, {"status": "inProgress"}, [], 5.0) == []
+    assert await store.submit_poll(claim, {"status": "x"}, [], 1.0) == ["stale-claim"]
+    assert await store.submit_poll(again, {"status": "inProgress"}, [], 5.0) == []
     job = await store.job(job_id)
     assert job is not None
     info = await store.poll_info(job)
@@ -139,7 +139,7 @@ async def test_waking_a_job_brings_its_monitor_forward_and_a_patch_wakes_a_waiti
     store = Store(redis, retention=60, job_timeout=60)
     job_id = await _register(store, TENANT_A)
     (claim,) = await store.monitors.claim(1, lease=30)
-    await store.apply_poll(claim, {}, [], 3600.0)
+    await store.submit_poll(claim, {}, [], 3600.0)
     job = await store.job(job_id)
     assert job is not None
     later = (await store.poll_info(job)).due
@@ -156,7 +156,7 @@ async def test_an_ending_job_keeps_its_monitors_poll_record_and_the_last_job_end
     store = Store(redis, retention=60, job_timeout=60)
     job_id = await _register(store, TENANT_B)
     (claim,) = await store.monitors.claim(1, lease=30)
-    await store.apply_poll(claim, {"polls": "3", "last_polled": "1700000000000"}, [], 0.0)
+    await store.submit_poll(claim, {"polls": "3", "last_polled": "1700000000000"}, [], 0.0)
     assert await store.cancel(job_id)
     job = await store.job(job_id)
     assert job is not None and (job.polls, job.last_polled, job.terminal) == (3, 1700000000000, True)

@@ -227,16 +227,11 @@ class Store:
             return None, events
         return Job.from_hash(job_id, {JOB.callback_url: callback, JOB.secret: secret or ""}), events
 
-    async def apply_poll(
-        self, claim: Claim, monitor_fields: dict[str, str], ops: list[JobOp], delay: float
-    ) -> list[str]:
-        """Write a poll's outcome if the claim is still ours; ['stale-claim'] otherwise."""
-        return [str(r) for r in await self.submit_poll(claim, monitor_fields, ops, delay)]
-
     def submit_poll(
         self, claim: Claim, monitor_fields: dict[str, str], ops: list[JobOp], delay: float
     ) -> asyncio.Future[list[Any]]:
-        """:meth:`apply_poll` handed over without waiting (write-behind); the future gets the script's answer."""
+        """Write a poll's outcome if the claim is still ours, handed over without waiting (write-behind); the
+        future gets the script's answer: ``['stale-claim']`` for a claim taken over, else what each op recorded."""
         self.monitors.handed_back(delay)
         call = ApplyPollCall(
             claim.member, claim.token, max(0, int(delay * 1000)), monitor_fields, [op.as_json() for op in ops]
