@@ -30,6 +30,9 @@ def test_non_finite_floats_become_null() -> None:
     [
         b'{"a": 1, "b": [1.5, null, "\\u00e9"], "a": 3}',
         b'{"n": 123456789012345678901234}',  # orjson would read a float
+        b'{"n": 18446744073709551616, "m": 1}',  # 2**64: 20 digits, one past what orjson reads as an integer
+        b"[-18446744073709551617]",
+        b'{"n": 1234567890123456789}',  # 19 digits that fit: both read the integer
         b'{"f": 0.12345678901234567891}',
         b"[NaN, Infinity]",
         b'"\\ud800"',

@@ -16,7 +16,8 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from relay import logs
-from relay.api.middlewares import request_id_middleware
+from relay.api.middlewares import api_middleware
+from relay.api.typedefs import SETTINGS
 from relay.settings import ConfigError, Settings
 from relay.simulator import Simulator
 from tests.helpers import SECRET, Api, Receiver
@@ -181,7 +182,8 @@ async def test_access_log_under_aiohttp(json_logs: io.StringIO) -> None:
     async def hello(_: web.Request) -> web.Response:
         return web.json_response({"ok": True})
 
-    app = web.Application(middlewares=[request_id_middleware])
+    app = web.Application(middlewares=[api_middleware])
+    app[SETTINGS] = Settings.from_env({})
     app.router.add_get("/hello", hello)
     runner = web.AppRunner(app, access_log_class=logs.AccessLogger, access_log=logs.ACCESS_LOG)  # as workers/cli.py
     await runner.setup()
@@ -200,6 +202,38 @@ async def test_access_log_under_aiohttp(json_logs: io.StringIO) -> None:
     assert (line["method"], line["path"], line["status"], line["request_id"]) == ("GET", "/hello", 200, rid)
     assert line["duration_ms"] >= 0
     assert "secret.example" not in json_logs.getvalue()
+
+
+async def test_the_api_middleware_answers_a_crash_with_500_and_logs_its_traceback(json_logs: io.StringIO) -> None:
+    async def crash(_: web.Request) -> web.Response:
+        raise RuntimeError("boom in a handler")
+
+    async def moved(_: web.Request) -> web.Response:
+        raise web.HTTPFound("/elsewhere")  # a redirect is not a failure: it goes out as it is
+
+    app = web.Application(middlewares=[api_middleware])
+    app[SETTINGS] = Settings.from_env({})
+    app.router.add_get("/crash", crash)
+    app.router.add_get("/moved", moved)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{base}/crash", headers={"X-Request-Id": "rid-crash"}) as resp:
+                assert resp.status == 500
+                assert resp.content_type == "application/problem+json"
+                assert resp.headers["X-Request-Id"] == "rid-crash"
+                assert (await resp.json())["detail"] == "the error was logged"
+            async with session.get(f"{base}/moved", allow_redirects=False) as resp:
+                assert (resp.status, resp.headers["Location"]) == (302, "/elsewhere")
+    finally:
+        await runner.cleanup()
+    (line,) = [line for line in _lines(json_logs) if line["event"] == "unhandled error"]
+    assert (line["level"], line["path"], line["request_id"]) == ("error", "/crash", "rid-crash")
+    assert "RuntimeError: boom in a handler" in line["exception"]
 
 
 @pytest.mark.parametrize(("raw", "expected"), [(None, True), ("", True), ("on", True), ("OFF", False), ("0", False)])

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from relay.api import deliveries, jobs, ops, sse, streams
-from relay.api.middlewares import auth_middleware, error_middleware, query_middleware, request_id_middleware
+from relay.api.middlewares import api_middleware
 from relay.api.typedefs import BROKER, REDIS, SESSION, SETTINGS, STORE, VAULT
 from relay.api.ui import setup_ui
 from relay.core.crypto import Vault
@@ -24,7 +24,7 @@ MAX_BODY = 64 * 1024
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[request_id_middleware, error_middleware, auth_middleware, query_middleware],
+        middlewares=[api_middleware],
         client_max_size=MAX_BODY,
     )
     app[SETTINGS] = settings
