@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.bench import costs
 from tests.bench.__main__ import SECTIONS, _sections
 from tests.bench.idle import calls_text
 from tests.bench.measure import Meter, Sample, cpu_seconds, event_loop_of, pct
@@ -92,3 +93,10 @@ def test_the_code_under_test_names_each_changed_file_whole(tmp_path: Path) -> No
     (tmp_path / "workers/b.py").write_text("x = 3\n")
     text, _ = code_state(tmp_path)
     assert text.endswith(" + uncommitted: relay/a.py, workers/b.py")
+
+
+def test_drift_is_the_spread_of_the_bare_rates_over_the_slowest() -> None:
+    assert costs.drift([5121.0, 3573.0]) == pytest.approx(5121 / 3573 - 1)
+    assert costs.drift([4000.0]) == 0.0
+    assert costs.drift([]) == 0.0
+    assert costs.drift([3000.0, 3300.0]) < costs.DRIFT_NOTE < costs.drift([3000.0, 3600.0])

@@ -9,11 +9,20 @@ from __future__ import annotations
 
 from tests.bench.harness import Harness, Run
 
-__all__ = ["mean", "throughput_rows"]
+__all__ = ["DRIFT_NOTE", "drift", "mean", "throughput_rows"]
 
 
 def mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
+
+
+#: a bare rate that moved more than this between its two windows gets a note beside its row
+DRIFT_NOTE = 0.15
+
+
+def drift(rates: list[float]) -> float:
+    """How far apart the fastest and slowest of ``rates`` are, as a share of the slowest (0 for one rate)."""
+    return max(rates) / min(rates) - 1 if rates and min(rates) > 0 else 0.0
 
 
 def throughput_rows(
@@ -42,6 +51,13 @@ def throughput_rows(
         ">= 0.75",
         ratio >= 0.75 and ok,
     )
+    moved = drift([b.rate for b in bare])
+    if moved > DRIFT_NOTE:
+        h.note(
+            f"{number}: the bare rate moved {moved:.0%} between its windows before and after relay's: the "
+            "machine's speed changed during the section, so its ratio is less certain than its digits "
+            "(compare costs per operation)"
+        )
     own, redis = relay.us(relay_proc), relay.us("redis")
     bare_us = mean([b.us(bare_proc) for b in bare])
     h.info(
