@@ -10,6 +10,10 @@ Two settings, each with one worker and then two on the same monitors:
 - CPU-bound: row 1's setting (200 in flight, monitors due every 10 ms). On a 2-core machine running the
   simulator and Redis too, the machine's cores are the limit: the run shows how busy they were.
 
+At the latency-bound setting the bare GET loop runs too (same monitors' answers, 20 in flight): both
+sides do about the same polls a second there, so what it shows is the cost per poll when little
+coalesces, the regime of a sidecar with a few jobs, against the saturated one of row 1.
+
 The ceiling: one Redis primary has one core for commands; at the Redis CPU per poll measured in the
 CPU-bound one-worker run it sustains 1e6 / (µs per poll) polls a second, which takes that many polls
 divided by one worker's rate worth of worker processes. Deliveries and registrations get the same row
@@ -28,7 +32,7 @@ from tests.bench.poll import polls_in_window, stuck_monitors
 
 __all__ = ["run"]
 
-WINDOW = 10.0
+WINDOW, WARM = 10.0, 4.0
 SETTINGS = {
     # 20 ms answers left a worker at 65-71% of a core on a slow Intel Xeon (the two workers then shared a
     # saturated machine and did 1.66-1.77x): 100 ms keeps the setting about waiting
@@ -64,6 +68,23 @@ async def measure(h: Harness, sim_proc: subprocess.Popen[bytes], sim: str, recei
     return result
 
 
+async def bare_latency_bound(h: Harness, sim_proc: subprocess.Popen[bytes], sim: str, receiver: str) -> Run:
+    """The bare GET loop at the latency-bound setting, over WINDOW after a warm-up."""
+    setting = SETTINGS["latency"]
+    urls = await stuck_monitors(h, sim, receiver, h.args.poll_jobs, **setting["knobs"])  # type: ignore[arg-type]
+    urls_file = h.tmp / "latency-monitor-urls.txt"
+    urls_file.write_text("\n".join(urls))
+    loop = await h.start_helper(
+        "getloop", "--urls-file", str(urls_file), "--concurrency", str(setting["concurrency"]),
+        "--duration", str(WARM + WINDOW + 2),
+    )  # fmt: skip
+    await asyncio.sleep(WARM)
+    result = await polls_in_window(h, sim, h.meter(client=loop.pid, simulator=sim_proc.pid), WINDOW)
+    await loop.result()
+    h.say(f"latency-bound, bare GET loop: {result.rate:,.0f} GETs/s; {result.window.text()}")
+    return result
+
+
 def workers_cpu(run: Run) -> float:
     return sum(cpu for name, cpu in run.window.cpu.items() if name.startswith("worker"))
 
@@ -77,6 +98,7 @@ async def run(h: Harness) -> None:
             for kind in SETTINGS
             for count in (1, 2)
         }
+        bare = await bare_latency_bound(h, sim_proc, sim, receiver)
     finally:
         h.stop(sim_proc, rec_proc)
     one, two = runs["latency", 1], runs["latency", 2]
@@ -93,6 +115,13 @@ async def run(h: Harness) -> None:
         ratio,
         ">= 1.80",
         ratio >= 1.8,
+    )
+    h.info(
+        "7 latency-bound CPU per poll: 1 relay worker + Redis vs the bare GET loop (µs; polls/s)",
+        f"{one.us('worker1'):,.0f} + {one.us('redis'):,.0f} = {one.us('worker1') + one.us('redis'):,.0f} "
+        f"({one.rate:,.0f}/s)",
+        f"{bare.us('client'):,.0f} ({bare.rate:,.0f}/s)",
+        (one.us("worker1") + one.us("redis")) / bare.us("client") if bare.ops else None,
     )
     one, two = runs["cpu", 1], runs["cpu", 2]
     h.info(
