@@ -67,7 +67,7 @@ def test_no_change_no_event_and_backoff_grows() -> None:
 def test_percentage_never_goes_down() -> None:
     p = plan(progress(5.0), {"status": "inProgress", "pct": "40.0"}, [job(status="inProgress", percentage=40.0)])
     assert p.ops == []
-    assert p.monitor_fields["pct"] == "40.0"
+    assert p.monitor_fields.get("pct", "40.0") == "40.0"  # unchanged: not written again, and not lowered
 
 
 def test_completion_marks_jobs_resolving_without_an_event() -> None:

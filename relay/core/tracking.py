@@ -89,25 +89,15 @@ def plan_poll(
 
 
 def _monitor_fields(plan: PollPlan, result: PollResult, monitor: Monitor, now_ms: int, *, polled: bool) -> float:
-    """What the answer changes of the monitor's own state (into ``plan.monitor_fields``); its percentage now."""
+    """What the answer changes of the monitor's own state (into ``plan.monitor_fields``: only the fields whose
+    value changes, since the claim read them and the lease keeps other pollers off); its percentage now."""
     fields = plan.monitor_fields
     if polled:
         fields[MONITOR.polls] = str(monitor.polls + 1)
         fields[MONITOR.last_polled] = str(now_ms)
     pct = monitor.percentage
     if result.kind in (Kind.PROGRESS, Kind.COMPLETED, Kind.FAILED):
-        fields[MONITOR.invalid] = "0"
-        fields[MONITOR.errors] = "0"
-        prev_status = monitor.status or None
-        pct = max(pct, result.percentage if result.percentage is not None else pct)
-        desc = result.status_description or ""
-        plan.changed = result.status != prev_status or pct != monitor.percentage or desc != monitor.status_description
-        fields[MONITOR.status] = result.status or prev_status or JobStatus.IN_PROGRESS
-        fields[MONITOR.percentage] = repr(pct)
-        if desc or monitor.status_description:
-            fields[MONITOR.status_description] = desc
-        if result.operation:
-            fields[MONITOR.operation] = result.operation
+        pct = _status_fields(plan, result, monitor)
     elif result.kind is Kind.INVALID:
         fields[MONITOR.invalid] = str(monitor.invalid + 1)
     elif result.kind is Kind.RETRY:
@@ -118,6 +108,30 @@ def _monitor_fields(plan: PollPlan, result: PollResult, monitor: Monitor, now_ms
             fields[MONITOR.resource_id] = result.resource_id
         if result.drive_item is not None:
             fields[MONITOR.drive_item] = json.dumps(result.drive_item)
+    return pct
+
+
+def _status_fields(plan: PollPlan, result: PollResult, monitor: Monitor) -> float:
+    """An answer with a status: the error counts end, and status, percentage (never lower), description and
+    operation are what it says; whether it brought news (``plan.changed``); the percentage now."""
+    prev_status = monitor.status or None
+    pct = max(monitor.percentage, result.percentage if result.percentage is not None else monitor.percentage)
+    desc = result.status_description or ""
+    plan.changed = result.status != prev_status or pct != monitor.percentage or desc != monitor.status_description
+    fields = plan.monitor_fields
+    if monitor.invalid:
+        fields[MONITOR.invalid] = "0"
+    if monitor.errors:
+        fields[MONITOR.errors] = "0"
+    status = result.status or prev_status or JobStatus.IN_PROGRESS
+    if status != monitor.status:
+        fields[MONITOR.status] = status
+    if pct != monitor.percentage or MONITOR.percentage not in monitor.fields:
+        fields[MONITOR.percentage] = repr(pct)
+    if desc != monitor.status_description:
+        fields[MONITOR.status_description] = desc
+    if result.operation and result.operation != monitor.operation:
+        fields[MONITOR.operation] = result.operation
     return pct
 
 

@@ -1,4 +1,4 @@
---! uses lib/clock.lua lib/lanes.lua lib/monitors.lua lib/job_op.lua lib/batch.lua
+--! uses lib/clock.lua lib/lanes.lua lib/hash.lua lib/monitors.lua lib/job_op.lua lib/batch.lua
 -- Write a poll's whole outcome, if the claim is still the caller's: the monitor's fields, each job's change
 -- and events, and when the monitor comes due again (or its end, when its last job has gone). Batched.
 local event_ttl = tonumber(ARGV[1])
@@ -11,7 +11,7 @@ local function one(call)
   local member = call.member
   if redis.call('HGET', tokens, member) ~= call.token then return {'stale-claim'} end
   local mk = key_monitor(member)
-  for k, v in pairs(call.monitor_fields) do redis.call('HSET', mk, k, v) end
+  hset_fields(mk, call.monitor_fields)
   local results = {}
   for _, op in ipairs(call.ops) do
     local r = apply_job_op(op, now, event_ttl, retention)

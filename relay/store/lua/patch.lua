@@ -1,4 +1,4 @@
---! uses lib/clock.lua lib/lanes.lua lib/monitors.lua
+--! uses lib/clock.lua lib/lanes.lua lib/hash.lua lib/monitors.lua
 -- Change a job still being tracked (PATCH /v1/jobs/{id}). A new authorization for a job waiting for one
 -- starts its resolution again at once: the job goes back to 'resolving' and its (completed) monitor comes
 -- due now, so a worker's recheck picks it up. 1: changed, 2: changed and woken, 0: no such job, -1: ended.
@@ -8,7 +8,7 @@ local jk = key_job(job_id)
 
 if redis.call('EXISTS', jk) == 0 then return 0 end
 if redis.call('HGET', jk, 'terminal') == '1' then return -1 end
-for k, v in pairs(fields) do redis.call('HSET', jk, k, v) end
+hset_fields(jk, fields)
 if fields.authorization and redis.call('HGET', jk, 'phase') == 'authorizing' then
   redis.call('HSET', jk, 'phase', 'resolving')
   redis.call('HDEL', jk, 'auth_wait_until')

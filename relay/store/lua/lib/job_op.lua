@@ -1,4 +1,4 @@
---! uses lib/lanes.lua lib/monitors.lua lib/job_end.lua
+--! uses lib/lanes.lua lib/hash.lua lib/monitors.lua lib/job_end.lua
 -- One job's state change plus the events it records, guarded so that a stale writer changes nothing.
 -- `op` (relay/core/ops.py JobOp.as_json): job, prev_seq, phase?, expect?, set?, del?, events?, terminal?, wake?
 -- Answers 'ok', or why nothing changed: 'missing', 'terminal', 'stale'.
@@ -18,21 +18,18 @@ end
 local function apply_job_op(op, now, event_ttl, retention)
   local jk = key_job(op.job)
   if redis.call('EXISTS', jk) == 0 then return 'missing' end
-  if redis.call('HGET', jk, 'terminal') == '1' then return 'terminal' end
-  local seq = tonumber(redis.call('HGET', jk, 'seq') or '0')
+  local state = redis.call('HMGET', jk, 'terminal', 'seq', 'phase')
+  if state[1] == '1' then return 'terminal' end
+  local seq = tonumber(state[2] or '0')
   if op.prev_seq ~= nil and seq ~= tonumber(op.prev_seq) then return 'stale' end
-  if op.phase ~= nil and (redis.call('HGET', jk, 'phase') or 'tracking') ~= op.phase then return 'stale' end
+  if op.phase ~= nil and (state[3] or 'tracking') ~= op.phase then return 'stale' end
   if op.expect then
     for k, v in pairs(op.expect) do
       if (redis.call('HGET', jk, k) or '') ~= v then return 'stale' end
     end
   end
-  if op.set then
-    for k, v in pairs(op.set) do redis.call('HSET', jk, k, v) end
-  end
-  if op.del then
-    for _, k in ipairs(op.del) do redis.call('HDEL', jk, k) end
-  end
+  if op.set then hset_fields(jk, op.set) end
+  if op.del then hdel_fields(jk, op.del) end
   if op.events and #op.events > 0 then
     for _, ev in ipairs(op.events) do
       seq = seq + 1
