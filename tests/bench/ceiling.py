@@ -28,7 +28,7 @@ import subprocess
 
 from tests.bench import peers
 from tests.bench.harness import Harness, Run
-from tests.bench.poll import polls_in_window, stuck_monitors
+from tests.bench.poll import bare_get_loop, polls_in_window, stuck_monitors
 
 __all__ = ["run"]
 
@@ -74,13 +74,9 @@ async def bare_latency_bound(h: Harness, sim_proc: subprocess.Popen[bytes], sim:
     urls = await stuck_monitors(h, sim, receiver, h.args.poll_jobs, **setting["knobs"])  # type: ignore[arg-type]
     urls_file = h.tmp / "latency-monitor-urls.txt"
     urls_file.write_text("\n".join(urls))
-    loop = await h.start_helper(
-        "getloop", "--urls-file", str(urls_file), "--concurrency", str(setting["concurrency"]),
-        "--duration", str(WARM + WINDOW + 2),
-    )  # fmt: skip
-    await asyncio.sleep(WARM)
-    result = await polls_in_window(h, sim, h.meter(client=loop.pid, simulator=sim_proc.pid), WINDOW)
-    await loop.result()
+    concurrency = setting["concurrency"]
+    assert isinstance(concurrency, int)
+    result = await bare_get_loop(h, sim_proc, sim, urls_file, concurrency, WARM, WINDOW)
     h.say(f"latency-bound, bare GET loop: {result.rate:,.0f} GETs/s; {result.window.text()}")
     return result
 

@@ -8,7 +8,9 @@ relay, so a machine busy in one of them is averaged out.
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import uuid
+from pathlib import Path
 
 from tests.bench import peers
 from tests.bench.costs import throughput_rows
@@ -16,7 +18,7 @@ from tests.bench.harness import Harness, Run
 from tests.bench.measure import Meter
 from tests.bench.profile import profile
 
-__all__ = ["run", "stuck_monitors"]
+__all__ = ["bare_get_loop", "polls_in_window", "run", "stuck_monitors"]
 
 CONCURRENCY, WARM, WINDOW = 200, 5.0, 15.0
 
@@ -42,6 +44,26 @@ async def polls_in_window(h: Harness, sim: str, meter: Meter, window: float) -> 
     return Run(p1 - p0, Meter.between(a, b))
 
 
+async def bare_get_loop(
+    h: Harness,
+    sim_proc: subprocess.Popen[bytes],
+    sim: str,
+    urls_file: Path,
+    concurrency: int,
+    warm: float,
+    window: float,
+) -> Run:
+    """The bare GET loop over the monitors in ``urls_file``: GETs and CPU over ``window`` after ``warm``."""
+    loop = await h.start_helper(
+        "getloop", "--urls-file", str(urls_file), "--concurrency", str(concurrency),
+        "--duration", str(warm + window + 2),
+    )  # fmt: skip
+    await asyncio.sleep(warm)
+    result = await polls_in_window(h, sim, h.meter(client=loop.pid, simulator=sim_proc.pid), window)
+    await loop.result()
+    return result
+
+
 async def run(h: Harness) -> None:
     n: int = h.args.poll_jobs
     sim_proc, sim = h.spawn_server("sim")
@@ -53,13 +75,7 @@ async def run(h: Harness) -> None:
         urls_file.write_text("\n".join(urls))
 
         async def baseline() -> Run:
-            loop = await h.start_helper(
-                "getloop", "--urls-file", str(urls_file), "--concurrency", str(CONCURRENCY),
-                "--duration", str(WARM + WINDOW + 2),
-            )  # fmt: skip
-            await asyncio.sleep(WARM)
-            result = await polls_in_window(h, sim, h.meter(client=loop.pid, simulator=sim_proc.pid), WINDOW)
-            await loop.result()
+            result = await bare_get_loop(h, sim_proc, sim, urls_file, CONCURRENCY, WARM, WINDOW)
             h.say(f"bare loop: {result.rate:,.0f} monitor GETs/s; {result.window.text()}")
             return result
 
