@@ -126,7 +126,7 @@ def _status_fields(plan: PollPlan, result: PollResult, monitor: Monitor) -> floa
     status = result.status or prev_status or JobStatus.IN_PROGRESS
     if status != monitor.status:
         fields[MONITOR.status] = status
-    if pct != monitor.percentage or MONITOR.percentage not in monitor.fields:
+    if pct != monitor.percentage:
         fields[MONITOR.percentage] = repr(pct)
     if desc != monitor.status_description:
         fields[MONITOR.status_description] = desc
