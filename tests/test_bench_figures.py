@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import subprocess
+import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -39,6 +41,33 @@ def test_cost_per_operation_divides_the_window_cpu_by_the_operations() -> None:
     assert window.per_op_us("redis", 10_000) == pytest.approx(50.0)
     assert window.share("worker") == pytest.approx(0.2)
     assert window.cores_busy == pytest.approx((os.cpu_count() or 1) * 150 / 200)
+
+
+def test_time_waiting_for_a_core_is_a_share_of_the_window_and_absent_when_not_sampled() -> None:
+    a = Sample(at=10.0, cpu={"worker": 1.0}, busy=100, total=200, wait={"worker": 0.5})
+    b = Sample(at=20.0, cpu={"worker": 9.0}, busy=250, total=400, wait={"worker": 1.5})
+    window = Meter.between(a, b)
+    assert window.waited("worker") == pytest.approx(0.1)
+    assert "worker 80% (+10% waiting for a core)" in window.text()
+    bare = Meter.between(Sample(10.0, {"client": 0.0}, 0, 1), Sample(20.0, {"client": 5.0}, 1, 2))
+    assert bare.waited("client") == 0.0
+    assert "waiting" not in bare.text()
+
+
+def test_a_busy_process_on_a_taken_machine_waits_for_a_core() -> None:
+    """Three CPU-bound processes on fewer cores: schedstat shows each waiting (one core: measured, not assumed)."""
+    if not Path(f"/proc/{os.getpid()}/schedstat").exists():
+        pytest.skip("no schedstat on this kernel")
+    spin = "import os, time\nos.sched_setaffinity(0, {0})\nend = time.monotonic() + 1\n"
+    spin += "while time.monotonic() < end: pass"
+    procs = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(2)]  # noqa: S603
+    meter = Meter({"a": procs[0].pid})
+    first = meter.sample()
+    time.sleep(0.6)
+    window = Meter.between(first, meter.sample())
+    for proc in procs:
+        proc.wait()
+    assert window.waited("a") > 0.2  # two spinners on one core: each waits about half the time
 
 
 def test_cpu_seconds_of_this_process_grow_as_it_computes() -> None:

@@ -72,6 +72,8 @@ def throughput_rows(
     )
     h.note(
         f"{number} per {unit}: {shared}; machine busy {relay.window.cores_busy:.2f} cores (relay window), "
-        f"{mean([b.window.cores_busy for b in bare]):.2f} (bare windows)"
+        f"{mean([b.window.cores_busy for b in bare]):.2f} (bare windows); ready to run but without a core: "
+        f"relay {relay_proc} {relay.window.waited(relay_proc):.0%} of its window, bare {bare_proc} "
+        f"{mean([b.window.waited(bare_proc) for b in bare]):.0%}"
     )
     h.costs[key] = {"own_us": own, "redis_us": redis, "rate": relay.rate, "bare_us": bare_us}

@@ -28,6 +28,7 @@ __all__ = [
     "redis_calls",
     "rss_mib",
     "steady_rate",
+    "wait_seconds",
 ]
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -66,6 +67,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def wait_seconds(pid: int) -> float:
+    """Seconds a process's threads have spent runnable but waiting for a CPU (``schedstat``'s second field):
+    on a machine whose cores are all taken, what a busy process lost to the others; 0 without schedstat."""
+    return _schedstat(pid, 1) / 1e9
+
+
 def wakeups(pid: int) -> int:
     """Times a process's threads have been put on a CPU so far (``schedstat``'s third field): for an idle
     process, how often it woke up."""
@@ -73,8 +80,8 @@ def wakeups(pid: int) -> int:
 
 
 def _schedstat(pid: int, field: int) -> int:
-    """One field of ``schedstat`` (0: run time in ns, 2: times put on a CPU) summed over a process's threads;
-    0 when the process is gone or the kernel keeps no schedstat."""
+    """One field of ``schedstat`` (0: run time in ns, 1: ns waiting on a run queue, 2: times put on a CPU)
+    summed over a process's threads; 0 when the process is gone or the kernel keeps no schedstat."""
     total = 0
     with contextlib.suppress(OSError):
         for task in Path(f"/proc/{pid}/task").iterdir():
@@ -130,25 +137,36 @@ class Sample:
     cpu: dict[str, float]
     busy: int
     total: int
+    wait: dict[str, float] = field(default_factory=dict)  # seconds runnable but not running, per process
 
 
 @dataclass
 class Window:
-    """What happened between two samples: seconds, CPU seconds per process, machine cores busy."""
+    """What happened between two samples: seconds, CPU seconds per process, machine cores busy, and the
+    seconds each process spent waiting for a core (runnable, not running)."""
 
     seconds: float
     cpu: dict[str, float]
     cores_busy: float
+    wait: dict[str, float] = field(default_factory=dict)
 
     def share(self, name: str) -> float:
         """``name``'s CPU as a fraction of one core."""
         return self.cpu[name] / self.seconds if self.seconds > 0 else 0.0
 
+    def waited(self, name: str) -> float:
+        """The fraction of the window ``name`` was ready to run but had no core (0 when not measured)."""
+        return self.wait.get(name, 0.0) / self.seconds if self.seconds > 0 else 0.0
+
     def per_op_us(self, name: str, ops: float) -> float:
         return 1e6 * self.cpu[name] / ops if ops > 0 else math.nan
 
     def text(self) -> str:
-        parts = [f"{name} {100 * self.share(name):.0f}%" for name in self.cpu]
+        parts = [
+            f"{name} {100 * self.share(name):.0f}%" + (f" (+{100 * w:.0f}% waiting for a core)" if w >= 0.01 else "")
+            for name in self.cpu
+            for w in (self.waited(name),)
+        ]
         return f"CPU (% of one core): {', '.join(parts)}; machine {self.cores_busy:.2f} of {os.cpu_count()} cores busy"
 
 
@@ -161,7 +179,9 @@ class Meter:
 
     def sample(self) -> Sample:
         busy, total = machine_jiffies()
-        s = Sample(time.monotonic(), {name: cpu_seconds(pid) for name, pid in self.pids.items()}, busy, total)
+        cpu = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        wait = {name: wait_seconds(pid) for name, pid in self.pids.items()}
+        s = Sample(time.monotonic(), cpu, busy, total, wait)
         self.samples.append(s)
         return s
 
@@ -169,4 +189,5 @@ class Meter:
     def between(a: Sample, b: Sample) -> Window:
         jiffies = b.total - a.total
         cores = (os.cpu_count() or 1) * (b.busy - a.busy) / jiffies if jiffies > 0 else 0.0
-        return Window(b.at - a.at, {name: b.cpu[name] - a.cpu[name] for name in a.cpu}, cores)
+        wait = {name: b.wait[name] - a.wait[name] for name in a.wait if name in b.wait}
+        return Window(b.at - a.at, {name: b.cpu[name] - a.cpu[name] for name in a.cpu}, cores, wait)
