@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
 
 from relay.store import keys
@@ -163,7 +163,8 @@ async def registrations(h: Harness, out: Path) -> tuple[float, float]:
         h.stop(api, hello_proc)
 
 
-async def run(h: Harness) -> None:
+async def run(h: Harness, sections: Collection[int] = (1, 2, 3)) -> None:
+    """Instructions per operation of rows 1-3 (``sections``: which of them)."""
     if not (shutil.which("valgrind") and shutil.which("callgrind_control")):
         h.note("--instructions: valgrind (with callgrind_control) is not installed")
         return
@@ -174,6 +175,8 @@ async def run(h: Harness) -> None:
         ("I2", "delivery", deliveries, "worker vs bare POST loop"),
         ("I3", "registration", registrations, "relay serve vs hello world server"),
     ):
+        if int(label[1]) not in sections:
+            continue
         print(f"\n[{label}] instructions per {unit}", flush=True)
         relay, bare = await measure(h, out)
         h.info(f"{label} instructions per {unit}: {sides} (callgrind)", f"{relay:,.0f}", f"{bare:,.0f}", relay / bare)
