@@ -23,7 +23,7 @@ import structlog
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
-__all__ = ["ACCESS_LOG", "SENSITIVE_KEYS", "AccessLogger", "configure", "get_logger", "redact"]
+__all__ = ["ACCESS_LOG", "SENSITIVE_KEYS", "AccessLogger", "configure", "enabled", "get_logger", "redact"]
 
 SENSITIVE_KEYS = frozenset(
     {"authorization", "monitor_url", "monitorurl", "secret", "secrets", "token", "signing_secrets", "url", "password"}
@@ -251,6 +251,11 @@ def configure(fmt: str = "json", level: int = logging.INFO, stream: TextIO | Non
 
 def get_logger(name: str) -> Any:
     return structlog.get_logger(name)
+
+
+def enabled(level: int) -> bool:
+    """Whether lines of ``level`` are written now: a hot path skips building a line no one will read."""
+    return level >= _BoundLogger.min_level
 
 
 #: what aiohttp wants as ``access_log`` (None turns the access log off); :class:`AccessLogger` writes its lines itself

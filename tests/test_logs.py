@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -109,6 +110,32 @@ def test_own_and_stdlib_lines_are_the_same_json(json_logs: io.StringIO) -> None:
         assert "ZeroDivisionError: division by zero" in line["exception"]
     assert all(TIMESTAMP.match(line["timestamp"]) for line in (own, debug, stdlib, own_exc, stdlib_exc))
     assert "Bearer own" not in json_logs.getvalue()
+
+
+async def test_at_info_a_delivered_event_writes_no_line_and_a_failed_attempt_does(
+    api: Api, simulator: Simulator, receiver: Receiver, worker: Any
+) -> None:
+    stream = io.StringIO()
+    logs.configure("json", logging.INFO, stream)
+    try:
+        assert logs.enabled(logging.INFO) and not logs.enabled(logging.DEBUG)
+        receiver.responder = lambda _, attempt: web.Response(status=500 if attempt == 1 else 204)
+        op = simulator.create(duration=0.2)
+        job = await api.create(monitorUrl=op.monitor_url, callbackUrl=receiver.url)
+        await receiver.wait_for(lambda: receiver.terminal(job["id"]) is not None and len(receiver.received) >= 2)
+        for _ in range(100):  # until the terminal event's success is recorded (its attempt line would be written)
+            _, listed, _ = await api.request("GET", f"/v1/jobs/{job['id']}/deliveries")
+            if any(d["outcome"] == "delivered" and d["type"] == "job.completed" for d in listed["deliveries"]):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the completed event's delivery was not recorded")
+    finally:
+        logs.configure("json", logging.WARNING)
+    attempts = [line for line in _lines(stream) if line["event"] == "delivery attempt"]
+    assert attempts, "the failed attempt was not logged"
+    assert all(line["outcome"] == "failed" and line["http_status"] == 500 for line in attempts)
+    assert any(line["event"] == "event recorded" for line in _lines(stream))
 
 
 def test_reconfiguring_applies_to_loggers_already_used() -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import structlog
 
-from relay import metrics
+from relay import logs, metrics
 from relay.core.backoff import delivery_delay, parse_retry_after
 from relay.core.events import isoformat
 from relay.core.schema import DeliveryOutcome, Event, EventType, Job
@@ -171,8 +171,12 @@ class Attempt:
         status_class = f"{status // 100}xx" if status is not None else "none"
         _DELIVERIES(outcome, status_class).inc()
         # a success is counted in metrics and listed in /deliveries; the log line is for what went wrong
+        # (and for a success only at debug level: not even built otherwise)
+        delivered = outcome is DeliveryOutcome.DELIVERED
+        if delivered and not logs.enabled(logging.DEBUG):
+            return
         log.log(
-            logging.DEBUG if outcome is DeliveryOutcome.DELIVERED else logging.INFO,
+            logging.DEBUG if delivered else logging.INFO,
             "delivery attempt",
             job_id=self.job_id,
             event_id=event.id,

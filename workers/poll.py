@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from functools import lru_cache, partial
 from typing import Any
@@ -10,7 +11,7 @@ import aiohttp
 import structlog
 from yarl import URL
 
-from relay import metrics
+from relay import logs, metrics
 from relay.core.crypto import InvalidToken
 from relay.core.monitor import MAX_BODY, Kind, PollResult, classify
 from relay.core.ops import JobOp
@@ -101,7 +102,7 @@ def _applied(deps: Deps, plan: PollPlan, polled: PollResult | None, jobs: int, a
     for message, fields in plan.warnings:  # the start of a stretch of bare 5xx or unknown status words
         log.warning(message, **fields)
     _recorded(plan.ops, applied)
-    if polled is not None:
+    if polled is not None and logs.enabled(logging.DEBUG):  # a line per poll is built only when it is written
         log.debug(
             "monitor polled",
             outcome=polled.kind.value,
