@@ -120,8 +120,17 @@ def test_the_code_under_test_names_each_changed_file_whole(tmp_path: Path) -> No
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
     (tmp_path / "relay/a.py").write_text("x = 2\n")  # porcelain: " M relay/a.py", a leading space
     (tmp_path / "workers/b.py").write_text("x = 3\n")
-    text, _ = code_state(tmp_path)
+    text, mtimes = code_state(tmp_path)
     assert text.endswith(" + uncommitted: relay/a.py, workers/b.py")
+    assert str(tmp_path / "relay/a.py") in mtimes
+
+
+def test_an_edited_lua_script_counts_as_code_under_test(tmp_path: Path) -> None:
+    (tmp_path / "relay/store/lua").mkdir(parents=True)
+    (tmp_path / "relay/store/lua/apply_poll.lua").write_text("return 1\n")
+    (tmp_path / "relay/README.txt").write_text("not code\n")
+    _, mtimes = code_state(tmp_path)
+    assert set(mtimes) == {str(tmp_path / "relay/store/lua/apply_poll.lua")}
 
 
 def test_drift_is_the_spread_of_the_bare_rates_over_the_slowest() -> None:

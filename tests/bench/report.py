@@ -34,6 +34,10 @@ def code_root(relay_bin: str) -> Path:
     return candidate if (candidate / "relay").is_dir() and (candidate / "workers").is_dir() else ROOT
 
 
+#: files whose edit mid-run would mix versions in the figures
+_CODE_SUFFIXES = frozenset({".py", ".lua"})
+
+
 def code_state(root: Path = ROOT) -> tuple[str, dict[str, float]]:
     """The commit and uncommitted changes of relay/ and workers/ in ``root``, and their files' mtimes (to spot
     edits mid-run)."""
@@ -49,7 +53,12 @@ def code_state(root: Path = ROOT) -> tuple[str, dict[str, float]]:
     text = git("rev-parse", "--short", "HEAD") or "unknown"
     if dirty:
         text += " + uncommitted: " + ", ".join(line[3:] for line in dirty)
-    mtimes = {str(p): p.stat().st_mtime for d in ("relay", "workers") for p in (root / d).rglob("*.py")}
+    mtimes = {
+        str(p): p.stat().st_mtime
+        for d in ("relay", "workers")
+        for p in (root / d).rglob("*")
+        if p.suffix in _CODE_SUFFIXES  # the Lua scripts are code under test too (loaded at each start)
+    }
     return text, mtimes
 
 
