@@ -167,6 +167,36 @@ async def test_an_ending_job_keeps_its_monitors_poll_record_and_the_last_job_end
     assert await redis.zcard(keys.sched_lanes(keys.MONITORS)) == 0, "a claim puts an empty lane out of the lanes"
 
 
+async def test_a_polls_write_ends_a_monitor_once_its_last_job_has_gone_and_not_before(redis: Redis) -> None:
+    store = Store(redis, retention=60, job_timeout=60)
+    url = "https://graph.microsoft.com/monitor/shared"
+    first, second = await _register(store, url=url), await _register(store, url=url)
+    mk = monitor_key(url)
+
+    def ended(job_id: str) -> JobOp:
+        done = {"status": "completed", "percentage": "100.0", "phase": "done"}
+        return JobOp(job=job_id, prev_seq=0, set=done, events=[_event("job.completed")], terminal=True)
+
+    (claim,) = await store.monitors.claim(1, lease=30)
+    assert await store.submit_poll(claim, {"status": "inProgress"}, [], 0.0, jobs=2) == []  # nothing new
+    assert await store.monitors.size() == 1
+    (claim,) = await store.monitors.claim(1, lease=30)
+    assert await store.submit_poll(claim, {"status": "completed"}, [ended(first)], 0.0, jobs=2) == ["ok"]
+    assert await redis.exists(keys.monitor(mk)) and await store.monitors.size() == 1, "one job still shares it"
+    (claim,) = await store.monitors.claim(1, lease=30)
+    assert len(store.monitor_state(claim)[1]) == 1
+    await redis.delete(keys.job(second))  # the job's hash goes (expired) between the claim and the write
+    assert await store.submit_poll(claim, {}, [ended(second)], 0.0, jobs=1) == ["missing"]
+    assert not await redis.exists(keys.monitor(mk)) and await store.monitors.size() == 0
+
+    lone = await _register(store, url=url + "/2")
+    await redis.delete(keys.job(lone))
+    (claim,) = await store.monitors.claim(1, lease=30)
+    assert store.monitor_state(claim)[1] == [], "the claim dropped the job that no longer exists"
+    assert await store.submit_poll(claim, {}, [], 1.0, jobs=0) == []
+    assert await store.monitors.size() == 0, "a write with no jobs left ends the monitor"
+
+
 async def _next_message(pubsub: Any, seconds: float) -> dict[str, Any] | None:
     """The next published message within ``seconds`` (get_message answers None for the subscription's ack)."""
     deadline = asyncio.get_running_loop().time() + seconds

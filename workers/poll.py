@@ -88,7 +88,7 @@ async def poll_monitor(deps: Deps, claim: Claim, monitor: Monitor, jobs: list[Jo
         result = await _poll(deps, monitor)
     now_ms = claim.now_ms + int((time.monotonic() - started) * 1000)
     plan = plan_poll(result, monitor, jobs, now_ms, deps.settings, deps.rng, polled=polled)
-    pending = deps.store.submit_poll(claim, plan.monitor_fields, plan.ops, plan.delay)
+    pending = deps.store.submit_poll(claim, plan.monitor_fields, plan.ops, plan.delay, jobs=len(jobs))
     landed = partial(_applied, deps, plan, result if polled else None, len(jobs))
     await after_write(deps.store, pending, landed, what="poll result", member=claim.member)
 

@@ -35,6 +35,7 @@ class ApplyPollCall:
     delay_ms: int
     monitor_fields: dict[str, str]
     ops: list[dict[str, Any]]
+    jobs: int  # the jobs the claim read; 0: the monitor may have none left (the script then checks)
 
 
 @dataclass(slots=True)  # not frozen: made on every operation, and frozen init is ~3x slower

@@ -228,13 +228,14 @@ class Store:
         return Job.from_hash(job_id, {JOB.callback_url: callback, JOB.secret: secret or ""}), events
 
     def submit_poll(
-        self, claim: Claim, monitor_fields: dict[str, str], ops: list[JobOp], delay: float
+        self, claim: Claim, monitor_fields: dict[str, str], ops: list[JobOp], delay: float, *, jobs: int = 0
     ) -> asyncio.Future[list[Any]]:
         """Write a poll's outcome if the claim is still ours, handed over without waiting (write-behind); the
-        future gets the script's answer: ``['stale-claim']`` for a claim taken over, else what each op recorded."""
+        future gets the script's answer: ``['stale-claim']`` for a claim taken over, else what each op recorded.
+        ``jobs``: how many jobs the claim read (0, the default: the script checks whether any are left)."""
         self.monitors.handed_back(delay)
         call = ApplyPollCall(
-            claim.member, claim.token, max(0, int(delay * 1000)), monitor_fields, [op.as_json() for op in ops]
+            claim.member, claim.token, max(0, int(delay * 1000)), monitor_fields, [op.as_json() for op in ops], jobs
         )
         return self._apply_poll.submit(call)
 
