@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.bench import costs
-from tests.bench.__main__ import SECTIONS, _sections
+from tests.bench.__main__ import SECTIONS, _sections, parse
 from tests.bench.idle import calls_text
 from tests.bench.measure import Meter, Sample, cpu_seconds, event_loop_of, pct
 from tests.bench.mix import progress_ages
@@ -81,6 +81,12 @@ def test_idle_calls_are_counted_per_second_with_the_commands_behind_them() -> No
     per_second, text = calls_text(Counter({"evalsha": 600, "zrangebyscore": 150, "psetex": 1}), 30.0)
     assert per_second == pytest.approx(751 / 30)
     assert text.startswith("evalsha 20, zrangebyscore 5")
+
+
+def test_instructions_take_rows_1_to_3_and_refuse_an_only_without_them() -> None:
+    assert parse(["--instructions", "--only", "2,4"]).only == [2, 4]
+    with pytest.raises(SystemExit):
+        parse(["--instructions", "--only", "4"])
 
 
 def test_only_takes_known_section_numbers() -> None:

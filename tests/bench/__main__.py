@@ -71,6 +71,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--idle-seconds", type=float, default=30.0)
     parser.add_argument("--fair-jobs", type=int, default=50000, help="tenant A's jobs in section 9")
     args = parser.parse_args(argv)
+    if args.instructions and not any(n <= 3 for n in args.only):
+        parser.error("--instructions counts rows 1-3: give --only 1, 2 and/or 3 (or no --only)")
     if args.loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
         parser.error("--loop uvloop: uvloop is not installed (.venv/bin/pip install uvloop)")
     return args
