@@ -20,9 +20,9 @@ local function one(call)
   local ek = key_event(event_id)
   if outcome ~= 'none' then redis.call('HINCRBY', ek, 'attempts', 1) end
   if outcome == 'delivered' then
+    -- no ZREM from the dead letters: a dead event is sent again only after redeliver.lua took it out of them
     redis.call('LREM', outbox, 0, event_id)
     redis.call('HSET', ek, 'state', 'delivered')
-    redis.call('ZREM', KEY_DEAD_LETTERS, event_id)
   elseif outcome == 'failed' then
     redis.call('HSET', ek, 'state', 'retrying')
   elseif outcome == 'dead' then
