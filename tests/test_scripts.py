@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import uuid
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from relay.core.ops import JobOp
-from relay.core.schema import Event, Job, Monitor
+from relay.core.schema import DeliveryOutcome, Event, Job, Monitor
 from relay.store import keys
 from relay.store.jobs import Store, monitor_key
 from relay.store.scheduler import Scheduler
@@ -195,6 +196,20 @@ async def test_a_polls_write_ends_a_monitor_once_its_last_job_has_gone_and_not_b
     assert store.monitor_state(claim)[1] == [], "the claim dropped the job that no longer exists"
     assert await store.submit_poll(claim, {}, [], 1.0, jobs=0) == []
     assert await store.monitors.size() == 0, "a write with no jobs left ends the monitor"
+
+
+async def test_a_job_keeps_its_newest_thousand_attempt_records(redis: Redis) -> None:
+    store = Store(redis, retention=60, job_timeout=60)
+    job_id = await _register(store)
+    event = _event("job.completed")
+    await store.apply_job(JobOp(job=job_id, prev_seq=0, events=[event], terminal=True))
+    for first, count in ((0, 999), (999, 3)):
+        (claim,) = await store.deliveries.claim(1, lease=30)
+        records = [{"eventId": event["id"], "attempt": first + i + 1} for i in range(count)]
+        await store.submit_ack(claim, event_id=event["id"], outcome=DeliveryOutcome.FAILED, records=records)
+    kept = await redis.lrange(keys.job_attempts(job_id), 0, -1)
+    assert len(kept) == 1000
+    assert [json.loads(r)["attempt"] for r in (kept[0], kept[-1])] == [3, 1002]
 
 
 async def _next_message(pubsub: Any, seconds: float) -> dict[str, Any] | None:

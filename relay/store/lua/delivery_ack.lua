@@ -41,8 +41,9 @@ local function one(call)
     end
   end
   local attempts = key_job_attempts(job_id)
-  for _, rec in ipairs(call.records) do redis.call('RPUSH', attempts, rec) end
-  redis.call('LTRIM', attempts, -1000, -1)
+  local kept = 0
+  for _, rec in ipairs(call.records) do kept = redis.call('RPUSH', attempts, rec) end
+  if kept > 1000 then redis.call('LTRIM', attempts, -1000, -1) end  -- the newest 1,000 attempt records
   redis.call('HDEL', tokens, job_id)
   local lane = lane_of_token(call.token)
   if redis.call('LLEN', outbox) == 0 then
