@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import logging
@@ -21,7 +20,7 @@ from relay.api.middlewares import api_middleware
 from relay.api.typedefs import SETTINGS
 from relay.settings import ConfigError, Settings
 from relay.simulator import Simulator
-from tests.helpers import SECRET, Api, Receiver
+from tests.helpers import SECRET, Api, Receiver, eventually
 
 JOB_SECRET = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
 
@@ -123,13 +122,12 @@ async def test_at_info_a_delivered_event_writes_no_line_and_a_failed_attempt_doe
         op = simulator.create(duration=0.2)
         job = await api.create(monitorUrl=op.monitor_url, callbackUrl=receiver.url)
         await receiver.wait_for(lambda: receiver.terminal(job["id"]) is not None and len(receiver.received) >= 2)
-        for _ in range(100):  # until the terminal event's success is recorded (its attempt line would be written)
+
+        async def completed_delivered() -> bool:  # recorded: its attempt line would have been written by now
             _, listed, _ = await api.request("GET", f"/v1/jobs/{job['id']}/deliveries")
-            if any(d["outcome"] == "delivered" and d["type"] == "job.completed" for d in listed["deliveries"]):
-                break
-            await asyncio.sleep(0.05)
-        else:
-            raise AssertionError("the completed event's delivery was not recorded")
+            return any(d["outcome"] == "delivered" and d["type"] == "job.completed" for d in listed["deliveries"])
+
+        await eventually(completed_delivered)
     finally:
         logs.configure("json", logging.WARNING)
     attempts = [line for line in _lines(stream) if line["event"] == "delivery attempt"]
