@@ -21,6 +21,7 @@ __all__ = [
     "CLK_TCK",
     "Meter",
     "Sample",
+    "cpu_and_wait",
     "cpu_seconds",
     "event_loop_of",
     "machine_jiffies",
@@ -57,37 +58,44 @@ def cpu_seconds(pid: int) -> float:
     ``utime + stime`` from ``stat`` (clock ticks, which include threads that have exited): the idle
     figures need the finer one, a few milliseconds over half a minute.
     """
-    total_ns = _schedstat(pid, 0)
-    if total_ns:
-        return total_ns / 1e9
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return cpu_and_wait(pid)[0]
 
 
 def wait_seconds(pid: int) -> float:
     """Seconds a process's threads have spent runnable but waiting for a CPU (``schedstat``'s second field):
     on a machine whose cores are all taken, what a busy process lost to the others; 0 without schedstat."""
-    return _schedstat(pid, 1) / 1e9
+    return _schedstat(pid)[1] / 1e9
+
+
+def cpu_and_wait(pid: int) -> tuple[float, float]:
+    """:func:`cpu_seconds` and :func:`wait_seconds` from one read of the process's threads."""
+    run_ns, wait_ns, _ = _schedstat(pid)
+    if run_ns:
+        return run_ns / 1e9, wait_ns / 1e9
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0, 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK, 0.0
 
 
 def wakeups(pid: int) -> int:
     """Times a process's threads have been put on a CPU so far (``schedstat``'s third field): for an idle
     process, how often it woke up."""
-    return _schedstat(pid, 2)
+    return _schedstat(pid)[2]
 
 
-def _schedstat(pid: int, field: int) -> int:
-    """One field of ``schedstat`` (0: run time in ns, 1: ns waiting on a run queue, 2: times put on a CPU)
-    summed over a process's threads; 0 when the process is gone or the kernel keeps no schedstat."""
-    total = 0
+def _schedstat(pid: int) -> tuple[int, int, int]:
+    """``schedstat``'s fields (run time in ns, ns waiting on a run queue, times put on a CPU) summed over a
+    process's threads; zeros when the process is gone or the kernel keeps no schedstat."""
+    run = wait = slices = 0
     with contextlib.suppress(OSError):
         for task in Path(f"/proc/{pid}/task").iterdir():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                total += int((task / "schedstat").read_text().split()[field])
-    return total
+            with contextlib.suppress(OSError, ValueError):
+                fields = [int(x) for x in (task / "schedstat").read_text().split()[:3]]
+                if len(fields) == 3:
+                    run, wait, slices = run + fields[0], wait + fields[1], slices + fields[2]
+    return run, wait, slices
 
 
 def _status_kib(pid: int, name: str) -> float:
@@ -179,8 +187,9 @@ class Meter:
 
     def sample(self) -> Sample:
         busy, total = machine_jiffies()
-        cpu = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
-        wait = {name: wait_seconds(pid) for name, pid in self.pids.items()}
+        read = {name: cpu_and_wait(pid) for name, pid in self.pids.items()}
+        cpu = {name: seconds for name, (seconds, _) in read.items()}
+        wait = {name: waited for name, (_, waited) in read.items()}
         s = Sample(time.monotonic(), cpu, busy, total, wait)
         self.samples.append(s)
         return s
