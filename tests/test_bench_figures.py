@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -144,3 +146,26 @@ def test_drift_is_the_spread_of_the_bare_rates_over_the_slowest() -> None:
     assert costs.drift([4000.0]) == 0.0
     assert costs.drift([]) == 0.0
     assert costs.drift([3000.0, 3300.0]) < costs.DRIFT_NOTE < costs.drift([3000.0, 3600.0])
+
+
+async def test_the_floor_server_stores_each_body_in_redis_before_it_answers(redis: Any, redis_server: Any) -> None:
+    from aiohttp import ClientSession
+    from aiohttp.test_utils import TestServer
+
+    from tests.bench.servers import floor_app
+
+    server = TestServer(floor_app(redis_server.url), host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with ClientSession() as http:
+            bodies = [{"monitorUrl": f"http://127.0.0.1/m/{n}"} for n in range(3)]
+            answers = []
+            for body in bodies:
+                async with http.post(server.make_url("/v1/jobs"), json=body) as resp:
+                    assert resp.status == 201
+                    answers.append(await resp.json())
+    finally:
+        await server.close()
+    stored = [json.loads(await redis.hget(f"bench:floor:{a['id']}", "body")) for a in answers]
+    assert stored == bodies
+    assert 0 < await redis.ttl(f"bench:floor:{answers[0]['id']}") <= 86400

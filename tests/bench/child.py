@@ -1,6 +1,6 @@
 """``python -m tests.bench.child [--loop asyncio|uvloop] <kind> ...``: one helper process of the bench.
 
-Servers (``sim``, ``receiver``, ``hello``) print ``port <n>`` and serve until terminated; load generators
+Servers (``sim``, ``receiver``, ``hello``, ``floor``) print ``port <n>`` and serve until terminated; load generators
 (``loadgen``, ``getloop``, ``postloop``, ``bulk``) print one JSON line with what they did. Each runs in a
 process of its own, so the bench compares one relay process with one plain aiohttp process, on the same
 event loop implementation (``--loop``).
@@ -38,6 +38,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     sub = parser.add_subparsers(dest="kind", required=True)
     for kind in ("sim", "receiver", "hello"):
         sub.add_parser(kind).add_argument("--port", type=int, default=0)
+    p = sub.add_parser("floor")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--redis-url", required=True)
     p = sub.add_parser("loadgen")
     p.add_argument("--url", required=True)
     p.add_argument("--body", required=True, help="JSON template; {n} is replaced by a request counter")
@@ -72,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
             run(servers.serve(servers.CountingReceiver().app(), args.port), args.loop)
         elif args.kind == "hello":
             run(servers.serve(servers.hello_app(), args.port), args.loop)
+        elif args.kind == "floor":
+            run(servers.serve(servers.floor_app(args.redis_url), args.port), args.loop)
         elif args.kind == "loadgen":
             coro = loadgen.loadgen(args.url, args.body, args.concurrency, args.warmup, args.duration)
             result = run(coro, args.loop)

@@ -141,9 +141,9 @@ class Harness:
     def child_args(self, *args: str, wrapper: Sequence[str] = ()) -> list[str]:
         return [*wrapper, sys.executable, "-m", "tests.bench.child", "--loop", self.args.loop, *args]
 
-    def spawn_server(self, kind: str, wrapper: Sequence[str] = ()) -> tuple[subprocess.Popen[bytes], str]:
-        """A helper server from tests/bench/servers.py; (process, base URL)."""
-        argv = self.child_args(kind, wrapper=wrapper)
+    def spawn_server(self, kind: str, *args: str, wrapper: Sequence[str] = ()) -> tuple[subprocess.Popen[bytes], str]:
+        """A helper server from tests/bench/servers.py (``args``: its options); (process, base URL)."""
+        argv = self.child_args(kind, *args, wrapper=wrapper)
         proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=self.log_file(kind))  # noqa: S603
         self.children.append(proc)
         assert proc.stdout is not None

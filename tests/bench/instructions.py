@@ -140,13 +140,15 @@ async def deliveries(h: Harness, out: Path) -> tuple[float, float]:
 
 
 async def registrations(h: Harness, out: Path) -> tuple[float, float]:
-    api = hello_proc = None
+    """relay serve and hello world per registration; the floor server (one batched Redis write) beside them."""
+    api = hello_proc = floor_proc = None
     results: list[float] = []
     try:
         await h.fresh_redis()
         api, base = await h.start_api(h.relay_env(), callgrind(out), START_TIMEOUT)
-        hello_proc, hello = h.spawn_server("hello", callgrind(out))
-        for url, proc in ((f"{base}/v1/jobs", api), (f"{hello}/v1/jobs", hello_proc)):
+        hello_proc, hello = h.spawn_server("hello", wrapper=callgrind(out))
+        floor_proc, floor = h.spawn_server("floor", "--redis-url", h.redis_server.url, wrapper=callgrind(out))
+        for url, proc in ((f"{base}/v1/jobs", api), (f"{hello}/v1/jobs", hello_proc), (f"{floor}/v1/jobs", floor_proc)):
             pid = proc.pid
             args = ["--body", register.BODY, "--concurrency", "64", "--warmup", "5", "--duration", str(WINDOW)]
 
@@ -158,9 +160,11 @@ async def registrations(h: Harness, out: Path) -> tuple[float, float]:
             proc.wait(60)
             results.append(total_instructions(out, pid) / max(result["ok_in_window"], 1))
             h.say(f"registrations: {result['ok_in_window']} in the window ({url.split('/v1')[0]})")
-        return results[0], results[1]
+        relay, hello_count, floor_count = results
+        h.costs["instructions_floor"] = {"registration": floor_count}
+        return relay, hello_count
     finally:
-        h.stop(api, hello_proc)
+        h.stop(api, hello_proc, floor_proc)
 
 
 async def run(h: Harness, sections: Collection[int] = (1, 2, 3)) -> None:
@@ -180,4 +184,8 @@ async def run(h: Harness, sections: Collection[int] = (1, 2, 3)) -> None:
         print(f"\n[{label}] instructions per {unit}", flush=True)
         relay, bare = await measure(h, out)
         h.info(f"{label} instructions per {unit}: {sides} (callgrind)", f"{relay:,.0f}", f"{bare:,.0f}", relay / bare)
+        floor = h.costs.get("instructions_floor", {}).get(unit)
+        if floor:
+            figure = f"{label} instructions per {unit}: relay vs floor server (one batched Redis write)"
+            h.info(figure, f"{relay:,.0f}", f"{floor:,.0f}", relay / floor)
     h.note(f"instructions: counted over {WINDOW:g} s windows under callgrind; dumps in {out}")

@@ -10,7 +10,7 @@ import asyncio
 import json
 from typing import Any
 
-from tests.bench.costs import throughput_rows
+from tests.bench.costs import mean, throughput_rows
 from tests.bench.harness import Harness, Run
 from tests.bench.measure import Meter, Sample
 from tests.bench.profile import profile
@@ -49,7 +49,7 @@ async def drive(h: Harness, url: str, server: str, server_pid: int) -> tuple[Run
 
 async def run(h: Harness) -> None:
     hello_proc, hello = h.spawn_server("hello")
-    api = None
+    api = floor_proc = None
     try:
         await h.fresh_redis()
         api, base = await h.start_api(h.relay_env())
@@ -69,6 +69,9 @@ async def run(h: Harness) -> None:
             await profile(h, api.pid, 10, "section 3: relay serve registering", relay.us("api"))
             await load
         bare.append(await baseline())
+        floor_proc, floor = h.spawn_server("floor", "--redis-url", h.redis_server.url)
+        lowest, floor_result = await drive(h, f"{floor}/v1/jobs", "floor", floor_proc.pid)
+        h.say(f"floor (hello world + one batched Redis write): {lowest.rate:,.0f}/s; {lowest.window.text()}")
         statuses = relay_result["statuses"]
         bad = sum(v for k, v in statuses.items() if k != "201") + relay_result["errors"]
         if bad:
@@ -86,5 +89,29 @@ async def run(h: Harness) -> None:
             ok=bad == 0,
             extra=(f" (p99 {relay_result['p99_ms']} ms)", f" (p99 {max(r['p99_ms'] for _, r in bare)} ms)"),
         )
+        floor_rows(h, relay, lowest, floor_result, [b for b, _ in bare])
     finally:
-        h.stop(api, hello_proc)
+        h.stop(api, hello_proc, floor_proc)
+
+
+def floor_rows(h: Harness, relay: Run, lowest: Run, result: dict[str, Any], bare: list[Run]) -> None:
+    """What a registration costs beyond the least a durable one does: relay's own code, priced.
+
+    The floor answers each POST after one batched Redis write, as relay does, without checking, sealing or
+    rendering anything; so ``relay serve`` minus floor is what relay's own work on a registration costs, and
+    the floor's rate against hello world's is the most a durable registration server could reach here."""
+    hello_rate = mean([b.rate for b in bare])
+    floor_us, api_us = lowest.us("floor"), relay.us("api")
+    ok = result["errors"] == 0 and set(result["statuses"]) == {"201"}
+    h.info(
+        "3 floor: hello world + one batched Redis write per POST (rate vs hello world)",
+        f"{lowest.rate:,.0f}/s" + ("" if ok else f" (answers {result['statuses']}, {result['errors']} errors)"),
+        f"{hello_rate:,.0f}/s",
+        lowest.rate / hello_rate if hello_rate else None,
+    )
+    h.info(
+        "3 CPU per registration: relay api vs floor server (µs); Redis beside each",
+        f"{api_us:,.0f}; Redis {relay.us('redis'):,.0f}",
+        f"{floor_us:,.0f}; Redis {lowest.us('redis'):,.0f}",
+        api_us / floor_us if floor_us else None,
+    )
