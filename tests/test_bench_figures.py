@@ -152,7 +152,7 @@ async def test_the_floor_server_stores_each_body_in_redis_before_it_answers(redi
     from aiohttp import ClientSession
     from aiohttp.test_utils import TestServer
 
-    from tests.bench.servers import floor_app
+    from tests.bench.floors import floor_app
 
     server = TestServer(floor_app(redis_server.url), host="127.0.0.1")
     await server.start_server()
@@ -169,3 +169,63 @@ async def test_the_floor_server_stores_each_body_in_redis_before_it_answers(redi
     stored = [json.loads(await redis.hget(f"bench:floor:{a['id']}", "body")) for a in answers]
     assert stored == bodies
     assert 0 < await redis.ttl(f"bench:floor:{answers[0]['id']}") <= 86400
+
+
+async def test_the_delivery_floor_posts_every_stored_body_once_and_acknowledges_it_in_redis(
+    redis: Any, redis_server: Any
+) -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from tests.bench.floors import OUTBOX, floor_loop, seed_outbox
+
+    arrived: list[bytes] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        arrived.append(await request.read())
+        return web.Response(status=500 if len(arrived) == 3 else 204)  # one refused: not acknowledged
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    bodies = [json.dumps({"n": n}) for n in range(250)]  # more than one claim of 100
+    await seed_outbox(redis, bodies)
+    try:
+        result = await floor_loop("POST", redis_server.url, 8, url=str(server.make_url("/hook")))
+    finally:
+        await server.close()
+    assert sorted(arrived) == sorted(b.encode() for b in bodies)
+    assert result == {"ok": 249, "errors": 1, "acked": 249}
+    assert await redis.zcard(OUTBOX) == 0
+    assert len(await redis.keys("bench:floor:event:*")) == 1  # the refused one is kept
+
+
+async def test_the_poll_floor_polls_every_stored_url_again_and_again_and_writes_each_answer_back(
+    redis: Any, redis_server: Any
+) -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from tests.bench.floors import OUTBOX, floor_loop, seed_outbox
+
+    polled: Counter[str] = Counter()
+
+    async def monitor(request: web.Request) -> web.Response:
+        polled[request.match_info["n"]] += 1
+        return web.json_response({"status": "inProgress", "n": request.match_info["n"]})
+
+    app = web.Application()
+    app.router.add_get("/monitor/{n}", monitor)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    await seed_outbox(redis, [str(server.make_url(f"/monitor/{n}")) for n in range(3)])
+    try:
+        result = await floor_loop("GET", redis_server.url, 4, duration=0.5)
+    finally:
+        await server.close()
+    assert set(polled) == {"0", "1", "2"} and min(polled.values()) > 1
+    assert result["errors"] == 0 and result["ok"] == result["acked"] == sum(polled.values())
+    answers = [json.loads(await redis.hget(f"bench:floor:event:{n}", "answer")) for n in range(3)]
+    assert answers == [{"status": "inProgress", "n": str(n)} for n in range(3)]
+    assert await redis.zcard(OUTBOX) == 3  # each one due again

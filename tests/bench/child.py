@@ -1,9 +1,9 @@
 """``python -m tests.bench.child [--loop asyncio|uvloop] <kind> ...``: one helper process of the bench.
 
-Servers (``sim``, ``receiver``, ``hello``, ``floor``) print ``port <n>`` and serve until terminated; load generators
-(``loadgen``, ``getloop``, ``postloop``, ``bulk``) print one JSON line with what they did. Each runs in a
-process of its own, so the bench compares one relay process with one plain aiohttp process, on the same
-event loop implementation (``--loop``).
+Servers (``sim``, ``receiver``, ``hello``, ``floor``) print ``port <n>`` and serve until terminated; load
+generators (``loadgen``, ``getloop``, ``postloop``, ``floorloop``, ``bulk``) print one JSON line with what
+they did. Each runs in a process of its own, so the bench compares one relay process with one plain aiohttp
+process, on the same event loop implementation (``--loop``). The floors are in :mod:`tests.bench.floors`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tests.bench import loadgen, servers
+from tests.bench import floors, loadgen, servers
 
 T = TypeVar("T")
 
@@ -56,6 +56,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--size", type=int, required=True)
     p.add_argument("--concurrency", type=int, default=200)
     p.add_argument("--count", type=int, required=True)
+    p = sub.add_parser("floorloop")
+    p.add_argument("--method", choices=("GET", "POST"), required=True)
+    p.add_argument("--redis-url", required=True)
+    p.add_argument("--url", default="", help="POST: where every body goes (GET: each stored URL is polled)")
+    p.add_argument("--duration", type=float, default=0.0, help="GET: seconds to poll for")
+    p.add_argument("--concurrency", type=int, default=200)
     p = sub.add_parser("bulk")
     p.add_argument("--url", required=True)
     p.add_argument("--template", required=True, help="JSON template; {url} is replaced by each line of --values")
@@ -76,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.kind == "hello":
             run(servers.serve(servers.hello_app(), args.port), args.loop)
         elif args.kind == "floor":
-            run(servers.serve(servers.floor_app(args.redis_url), args.port), args.loop)
+            run(servers.serve(floors.floor_app(args.redis_url), args.port), args.loop)
         elif args.kind == "loadgen":
             coro = loadgen.loadgen(args.url, args.body, args.concurrency, args.warmup, args.duration)
             result = run(coro, args.loop)
@@ -85,6 +91,11 @@ def main(argv: list[str] | None = None) -> int:
             result = run(loadgen.getloop(urls, args.concurrency, args.duration), args.loop)
         elif args.kind == "postloop":
             result = run(loadgen.postloop(args.url, args.size, args.concurrency, args.count), args.loop)
+        elif args.kind == "floorloop":
+            coro = floors.floor_loop(
+                args.method, args.redis_url, args.concurrency, url=args.url, duration=args.duration
+            )
+            result = run(coro, args.loop)
         elif args.kind == "bulk":
             values = [line.strip() for line in Path(args.values).read_text().splitlines() if line.strip()]
             result = run(loadgen.bulk(args.url, args.template, values, args.token, args.concurrency), args.loop)

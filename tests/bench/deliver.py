@@ -15,8 +15,8 @@ from relay.core.changes import completion_event
 from relay.core.ops import JobOp
 from relay.core.schema import Job
 from relay.store import keys
-from tests.bench import peers
-from tests.bench.costs import throughput_rows
+from tests.bench import floors, peers
+from tests.bench.costs import mean, throughput_rows
 from tests.bench.harness import Harness, Run
 from tests.bench.measure import Meter
 from tests.bench.profile import profile
@@ -87,6 +87,46 @@ async def counted_window(h: Harness, receiver: str, total: int, meter: Meter, ti
     return Run(c1 - c0, Meter.between(s0, s1)), c1 >= 0.9 * total
 
 
+async def floor_window(h: Harness, receiver: str, receiver_pid: int, n: int, size: int) -> Run:
+    """The delivery floor (tests/bench/floors.py) over ``n`` stored bodies of ``size`` bytes, counted like relay."""
+    await h.fresh_redis()
+    await peers.reset_receiver(h.http, receiver)
+    body = ('{"pad":"' + "x" * max(0, size - 12) + '"}')[:size]
+    await floors.seed_outbox(h.redis, [body] * n)
+    url = h.redis_server.url
+    loop = await h.start_helper(
+        "floorloop", "--method", "POST", "--url", f"{receiver}/hook", "--redis-url", url,
+        "--concurrency", str(CONCURRENCY),
+    )  # fmt: skip
+    result, _ = await counted_window(h, receiver, n, h.meter(floor=loop.pid, receiver=receiver_pid), 180)
+    answer = await loop.result()
+    if answer["errors"] or answer["acked"] != n:
+        h.note(f"delivery floor: {answer}")
+    return result
+
+
+def floor_rows(h: Harness, relay: Run, floor: Run, bare: list[Run]) -> None:
+    """relay's worker against the delivery floor: what relay's own work on a delivery costs.
+
+    The floor claims stored bodies and acknowledges each delivery in Redis with relay's batching, and does
+    nothing else (no signing, records, schedule, metrics or logs); its rate against the bare POST loop is the
+    most a durable delivery loop of this shape reaches here."""
+    bare_rate = mean([b.rate for b in bare])
+    h.info(
+        "2 floor: POST loop fed from Redis, acks batched (rate vs bare POST loop)",
+        f"{floor.rate:,.0f}/s",
+        f"{bare_rate:,.0f}/s",
+        floor.rate / bare_rate if bare_rate else None,
+    )
+    floor_us, worker_us = floor.us("floor"), relay.us("worker")
+    h.info(
+        "2 CPU per delivery: relay worker vs floor loop (µs); Redis beside each",
+        f"{worker_us:,.0f}; Redis {relay.us('redis'):,.0f}",
+        f"{floor_us:,.0f}; Redis {floor.us('redis'):,.0f}",
+        worker_us / floor_us if floor_us else None,
+    )
+
+
 async def run(h: Harness) -> None:
     n: int = h.args.deliveries
     rec_proc, receiver = h.spawn_server("receiver")
@@ -119,6 +159,8 @@ async def run(h: Harness) -> None:
         h.stop(worker)
         worker = None
         bare.append(await baseline())
+        floor = await floor_window(h, receiver, rec_proc.pid, n, size)
+        h.say(f"floor (POST loop fed from Redis, acks batched): {floor.rate:,.0f} deliveries/s; {floor.window.text()}")
         if h.args.profile:
             more = int(min(120_000, max(4000, relay.rate * 12)))  # enough to keep it busy for the 10 s profile
             await h.fresh_redis()
@@ -137,5 +179,6 @@ async def run(h: Harness) -> None:
             peers=("receiver",),
             ok=done,
         )
+        floor_rows(h, relay, floor, bare)
     finally:
         h.stop(worker, rec_proc)

@@ -12,8 +12,8 @@ import subprocess
 import uuid
 from pathlib import Path
 
-from tests.bench import peers
-from tests.bench.costs import throughput_rows
+from tests.bench import floors, peers
+from tests.bench.costs import mean, throughput_rows
 from tests.bench.harness import Harness, Run
 from tests.bench.measure import Meter
 from tests.bench.profile import profile
@@ -64,6 +64,44 @@ async def bare_get_loop(
     return result
 
 
+async def floor_window(h: Harness, sim_proc: subprocess.Popen[bytes], sim: str, urls: list[str]) -> Run:
+    """The poll floor (tests/bench/floors.py) over the same monitors, counted by the simulator like both sides."""
+    await h.fresh_redis()
+    await floors.seed_outbox(h.redis, urls)
+    loop = await h.start_helper(
+        "floorloop", "--method", "GET", "--redis-url", h.redis_server.url,
+        "--concurrency", str(CONCURRENCY), "--duration", str(WARM + WINDOW + 2),
+    )  # fmt: skip
+    await asyncio.sleep(WARM)
+    result = await polls_in_window(h, sim, h.meter(floor=loop.pid, simulator=sim_proc.pid), WINDOW)
+    answer = await loop.result()
+    if answer["errors"] or answer["acked"] != answer["ok"]:
+        h.note(f"poll floor: {answer}")
+    return result
+
+
+def floor_rows(h: Harness, relay: Run, floor: Run, bare: list[Run]) -> None:
+    """relay's worker against the poll floor: what relay's own work on a poll costs.
+
+    The floor claims stored monitor URLs and writes each answer back with relay's batching, and nothing else
+    (no decryption, classification, schedule, events, metrics or logs); its rate against the bare GET loop is
+    the most a durable poll loop of this shape reaches here."""
+    bare_rate = mean([b.rate for b in bare])
+    h.info(
+        "1 floor: GET loop fed from Redis, writes batched (rate vs bare GET loop)",
+        f"{floor.rate:,.0f}/s",
+        f"{bare_rate:,.0f}/s",
+        floor.rate / bare_rate if bare_rate else None,
+    )
+    floor_us, worker_us = floor.us("floor"), relay.us("worker")
+    h.info(
+        "1 CPU per poll: relay worker vs floor loop (µs); Redis beside each",
+        f"{worker_us:,.0f}; Redis {relay.us('redis'):,.0f}",
+        f"{floor_us:,.0f}; Redis {floor.us('redis'):,.0f}",
+        worker_us / floor_us if floor_us else None,
+    )
+
+
 async def run(h: Harness) -> None:
     n: int = h.args.poll_jobs
     sim_proc, sim = h.spawn_server("sim")
@@ -98,6 +136,10 @@ async def run(h: Harness) -> None:
         h.stop(worker)
         worker = None
         bare.append(await baseline())  # before and after relay: a machine busy in one is averaged out
+        floor = await floor_window(h, sim_proc, sim, urls)
+        h.say(
+            f"floor (GET loop fed from Redis, writes batched): {floor.rate:,.0f} monitor GETs/s; {floor.window.text()}"
+        )
         throughput_rows(
             h,
             key="poll",
@@ -109,5 +151,6 @@ async def run(h: Harness) -> None:
             bare_proc="client",
             peers=("simulator",),
         )
+        floor_rows(h, relay, floor, bare)
     finally:
         h.stop(worker, sim_proc, rec_proc)

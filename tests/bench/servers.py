@@ -1,26 +1,23 @@
 """The bench's servers, each run in a process of its own by :mod:`tests.bench.child`.
 
 ``sim`` (the Graph simulator with bulk creation and per-operation poll times), ``receiver`` (answers
-every POST 204 and records what arrived, cheaply), ``hello`` (the aiohttp hello world section 3
-compares ``relay serve`` with) and ``floor`` (hello world plus one batched Redis write per request: the
-least a durable registration costs). Each prints ``port <n>`` on its first stdout line once it listens on
-127.0.0.1, then serves until terminated.
+every POST 204 and records what arrived, cheaply) and ``hello`` (the aiohttp hello world section 3
+compares ``relay serve`` with); the ``floor`` server is in :mod:`tests.bench.floors`. Each prints
+``port <n>`` on its first stdout line once it listens on 127.0.0.1, then serves until terminated.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import time
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from relay.simulator import Simulator
 
-__all__ = ["BenchSimulator", "CountingReceiver", "floor_app", "hello_app", "serve", "serve_sim"]
+__all__ = ["BenchSimulator", "CountingReceiver", "hello_app", "serve", "serve_sim"]
 
 
 class BenchSimulator(Simulator):
@@ -146,46 +143,6 @@ async def _hello(request: web.Request) -> web.Response:
 def hello_app() -> web.Application:
     app = web.Application()
     app.router.add_post("/{tail:.*}", _hello)
-    return app
-
-
-#: one call of the floor's script: keep the body under a new key for a day (Redis stores; nothing is checked)
-_FLOOR_SCRIPT = """--! uses lib/batch.lua
-local function one(call)
-  local key = 'bench:floor:' .. call.id
-  redis.call('HSET', key, 'body', call.body)
-  redis.call('EXPIRE', key, 86400)
-  return call.id
-end
-
-return run_batch(1, one)
-"""
-
-
-def floor_app(redis_url: str) -> web.Application:
-    """The least a durable registration does: read and parse the JSON body, store it with one batched Lua
-    call (relay's own :class:`BatchedScript`, as ``POST /v1/jobs`` does), answer 201 with JSON. Nothing is
-    validated, sealed or rendered: relay's cost beyond this is its own code."""
-    from redis.asyncio import Redis
-
-    from relay.store.batched import BatchedScript
-    from relay.store.scripts import LuaScript
-
-    app = web.Application()
-    redis = Redis.from_url(redis_url, decode_responses=True)
-    script = BatchedScript(redis, LuaScript.from_source("floor.lua", _FLOOR_SCRIPT), shared=[])
-
-    async def handle(request: web.Request) -> web.Response:
-        body = orjson.loads(await request.read())
-        job_id = os.urandom(16).hex()
-        stored = await script({"id": job_id, "body": orjson.dumps(body).decode()})
-        return web.json_response({"id": stored, "status": "notStarted"}, status=201)
-
-    async def close(_: web.Application) -> None:
-        await redis.aclose()
-
-    app.router.add_post("/{tail:.*}", handle)
-    app.on_cleanup.append(close)
     return app
 
 
