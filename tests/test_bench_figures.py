@@ -229,3 +229,19 @@ async def test_the_poll_floor_polls_every_stored_url_again_and_again_and_writes_
     answers = [json.loads(await redis.hget(f"bench:floor:event:{n}", "answer")) for n in range(3)]
     assert answers == [{"status": "inProgress", "n": str(n)} for n in range(3)]
     assert await redis.zcard(OUTBOX) == 3  # each one due again
+
+
+def test_the_parts_an_operation_cannot_skip_are_timed_on_what_relay_really_takes() -> None:
+    from tests.bench.deliver import padded_body
+    from tests.bench.harness import SECRET
+    from tests.bench.parts import delivery_parts, registration_parts
+    from tests.bench.register import BODY
+
+    registration = registration_parts(BODY, SECRET, rounds=50)
+    assert list(registration) == [
+        "read the body", "validate", "check URLs", "seal two values", "make an id", "render the answer"
+    ]  # fmt: skip
+    delivery = delivery_parts(padded_body(619), SECRET, rounds=50)
+    assert list(delivery) == ["read the claimed state", "sign", "build the ack"]
+    assert all(0 < us < 10_000 for us in [*registration.values(), *delivery.values()])
+    assert len(padded_body(619)) == 619

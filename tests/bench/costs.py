@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from tests.bench.harness import Harness, Run
 
-__all__ = ["DRIFT_NOTE", "drift", "mean", "throughput_rows"]
+__all__ = ["DRIFT_NOTE", "drift", "mean", "parts_row", "throughput_rows"]
 
 
 def mean(values: list[float]) -> float:
@@ -77,3 +77,13 @@ def throughput_rows(
         f"{mean([b.window.waited(bare_proc) for b in bare]):.0%}"
     )
     h.costs[key] = {"own_us": own, "redis_us": redis, "rate": relay.rate, "bare_us": bare_us}
+
+
+def parts_row(h: Harness, number: str, unit: str, own_us: float, parts: dict[str, float]) -> None:
+    """relay's own code per operation (relay's process against its floor) beside the parts it cannot skip,
+    timed alone (tests/bench/parts.py)."""
+    h.info(
+        f"{number} relay's own code per {unit} (relay - floor, µs) vs the parts it cannot skip, alone",
+        f"{own_us:,.0f}",
+        f"{sum(parts.values()):.1f} ({', '.join(f'{name} {us:.1f}' for name, us in parts.items())})",
+    )

@@ -16,9 +16,10 @@ from relay.core.ops import JobOp
 from relay.core.schema import Job
 from relay.store import keys
 from tests.bench import floors, peers
-from tests.bench.costs import mean, throughput_rows
-from tests.bench.harness import Harness, Run
+from tests.bench.costs import mean, parts_row, throughput_rows
+from tests.bench.harness import SECRET, Harness, Run
 from tests.bench.measure import Meter
+from tests.bench.parts import delivery_parts
 from tests.bench.profile import profile
 
 __all__ = ["insert_terminal_events", "run"]
@@ -87,12 +88,16 @@ async def counted_window(h: Harness, receiver: str, total: int, meter: Meter, ti
     return Run(c1 - c0, Meter.between(s0, s1)), c1 >= 0.9 * total
 
 
+def padded_body(size: int) -> str:
+    """A JSON body of ``size`` bytes (the bare and floor loops send bodies of the events' size)."""
+    return ('{"pad":"' + "x" * max(0, size - 10) + '"}')[:size]
+
+
 async def floor_window(h: Harness, receiver: str, receiver_pid: int, n: int, size: int) -> Run:
     """The delivery floor (tests/bench/floors.py) over ``n`` stored bodies of ``size`` bytes, counted like relay."""
     await h.fresh_redis()
     await peers.reset_receiver(h.http, receiver)
-    body = ('{"pad":"' + "x" * max(0, size - 12) + '"}')[:size]
-    await floors.seed_outbox(h.redis, [body] * n)
+    await floors.seed_outbox(h.redis, [padded_body(size)] * n)
     url = h.redis_server.url
     loop = await h.start_helper(
         "floorloop", "--method", "POST", "--url", f"{receiver}/hook", "--redis-url", url,
@@ -180,5 +185,7 @@ async def run(h: Harness) -> None:
             ok=done,
         )
         floor_rows(h, relay, floor, bare)
+        own = relay.us("worker") - floor.us("floor")
+        parts_row(h, "2", "delivery", own, delivery_parts(padded_body(size), SECRET))
     finally:
         h.stop(worker, rec_proc)

@@ -101,7 +101,7 @@ async def getloop(urls: list[str], concurrency: int, duration: float) -> dict[st
 
 async def postloop(url: str, size: int, concurrency: int, count: int) -> dict[str, Any]:
     """POST ``count`` JSON bodies of ``size`` bytes with Standard-Webhooks-sized headers, ``concurrency`` at once."""
-    filler = "x" * max(0, size - 12)
+    filler = "x" * max(0, size - 10)  # {"pad":"...."} is 10 bytes around the filler
     body = ('{"pad":"' + filler + '"}').encode()[:size]
     headers = {
         "Content-Type": "application/json",

@@ -10,9 +10,10 @@ import asyncio
 import json
 from typing import Any
 
-from tests.bench.costs import mean, throughput_rows
-from tests.bench.harness import Harness, Run
+from tests.bench.costs import mean, parts_row, throughput_rows
+from tests.bench.harness import SECRET, Harness, Run
 from tests.bench.measure import Meter, Sample
+from tests.bench.parts import registration_parts
 from tests.bench.profile import profile
 
 __all__ = ["BODY", "run"]
@@ -90,6 +91,7 @@ async def run(h: Harness) -> None:
             extra=(f" (p99 {relay_result['p99_ms']} ms)", f" (p99 {max(r['p99_ms'] for _, r in bare)} ms)"),
         )
         floor_rows(h, relay, lowest, floor_result, [b for b, _ in bare])
+        parts_row(h, "3", "registration", relay.us("api") - lowest.us("floor"), registration_parts(BODY, SECRET))
     finally:
         h.stop(api, hello_proc, floor_proc)
 
