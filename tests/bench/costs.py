@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from tests.bench.harness import Harness, Run
 
-__all__ = ["DRIFT_NOTE", "drift", "mean", "parts_row", "throughput_rows"]
+__all__ = ["DRIFT_NOTE", "drift", "floor_rows", "mean", "parts_row", "throughput_rows"]
 
 
 def mean(values: list[float]) -> float:
@@ -86,4 +86,26 @@ def parts_row(h: Harness, number: str, unit: str, own_us: float, parts: dict[str
         f"{number} relay's own code per {unit} (relay - floor, µs) vs the parts it cannot skip, alone",
         f"{own_us:,.0f}",
         f"{sum(parts.values()):.1f} ({', '.join(f'{name} {us:.1f}' for name, us in parts.items())})",
+    )
+
+
+def floor_rows(
+    h: Harness, *, number: str, unit: str, floor_is: str, bare_is: str, relay: Run, relay_proc: str, floor: Run,
+    bare: list[Run], trouble: str = "",
+) -> None:  # fmt: skip
+    """The floor's rate against its bare loop (the most a durable loop of that shape reaches on the machine)
+    and relay's CPU per operation against the floor's (what relay's own code costs); tests/bench/floors.py."""
+    bare_rate = mean([b.rate for b in bare])
+    h.info(
+        f"{number} floor: {floor_is} (rate vs {bare_is})",
+        f"{floor.rate:,.0f}/s{trouble}",
+        f"{bare_rate:,.0f}/s",
+        floor.rate / bare_rate if bare_rate else None,
+    )
+    floor_us, own = floor.us("floor"), relay.us(relay_proc)
+    h.info(
+        f"{number} CPU per {unit}: relay {relay_proc} vs floor (µs); Redis beside each",
+        f"{own:,.0f}; Redis {relay.us('redis'):,.0f}",
+        f"{floor_us:,.0f}; Redis {floor.us('redis'):,.0f}",
+        own / floor_us if floor_us else None,
     )

@@ -16,7 +16,7 @@ from relay.core.ops import JobOp
 from relay.core.schema import Job
 from relay.store import keys
 from tests.bench import floors, peers
-from tests.bench.costs import mean, parts_row, throughput_rows
+from tests.bench.costs import floor_rows, parts_row, throughput_rows
 from tests.bench.harness import SECRET, Harness, Run
 from tests.bench.measure import Meter
 from tests.bench.parts import delivery_parts
@@ -110,28 +110,6 @@ async def floor_window(h: Harness, receiver: str, receiver_pid: int, n: int, siz
     return result
 
 
-def floor_rows(h: Harness, relay: Run, floor: Run, bare: list[Run]) -> None:
-    """relay's worker against the delivery floor: what relay's own work on a delivery costs.
-
-    The floor claims stored bodies and acknowledges each delivery in Redis with relay's batching, and does
-    nothing else (no signing, records, schedule, metrics or logs); its rate against the bare POST loop is the
-    most a durable delivery loop of this shape reaches here."""
-    bare_rate = mean([b.rate for b in bare])
-    h.info(
-        "2 floor: POST loop fed from Redis, acks batched (rate vs bare POST loop)",
-        f"{floor.rate:,.0f}/s",
-        f"{bare_rate:,.0f}/s",
-        floor.rate / bare_rate if bare_rate else None,
-    )
-    floor_us, worker_us = floor.us("floor"), relay.us("worker")
-    h.info(
-        "2 CPU per delivery: relay worker vs floor loop (µs); Redis beside each",
-        f"{worker_us:,.0f}; Redis {relay.us('redis'):,.0f}",
-        f"{floor_us:,.0f}; Redis {floor.us('redis'):,.0f}",
-        worker_us / floor_us if floor_us else None,
-    )
-
-
 async def run(h: Harness) -> None:
     n: int = h.args.deliveries
     rec_proc, receiver = h.spawn_server("receiver")
@@ -184,7 +162,10 @@ async def run(h: Harness) -> None:
             peers=("receiver",),
             ok=done,
         )
-        floor_rows(h, relay, floor, bare)
+        floor_rows(
+            h, number="2", unit="delivery", floor_is="POST loop fed from Redis, acks batched",
+            bare_is="bare POST loop", relay=relay, relay_proc="worker", floor=floor, bare=bare,
+        )  # fmt: skip
         own = relay.us("worker") - floor.us("floor")
         parts_row(h, "2", "delivery", own, delivery_parts(padded_body(size), SECRET))
     finally:

@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 
 from tests.bench import floors, peers
-from tests.bench.costs import mean, throughput_rows
+from tests.bench.costs import floor_rows, throughput_rows
 from tests.bench.harness import Harness, Run
 from tests.bench.measure import Meter
 from tests.bench.profile import profile
@@ -80,28 +80,6 @@ async def floor_window(h: Harness, sim_proc: subprocess.Popen[bytes], sim: str, 
     return result
 
 
-def floor_rows(h: Harness, relay: Run, floor: Run, bare: list[Run]) -> None:
-    """relay's worker against the poll floor: what relay's own work on a poll costs.
-
-    The floor claims stored monitor URLs and writes each answer back with relay's batching, and nothing else
-    (no decryption, classification, schedule, events, metrics or logs); its rate against the bare GET loop is
-    the most a durable poll loop of this shape reaches here."""
-    bare_rate = mean([b.rate for b in bare])
-    h.info(
-        "1 floor: GET loop fed from Redis, writes batched (rate vs bare GET loop)",
-        f"{floor.rate:,.0f}/s",
-        f"{bare_rate:,.0f}/s",
-        floor.rate / bare_rate if bare_rate else None,
-    )
-    floor_us, worker_us = floor.us("floor"), relay.us("worker")
-    h.info(
-        "1 CPU per poll: relay worker vs floor loop (µs); Redis beside each",
-        f"{worker_us:,.0f}; Redis {relay.us('redis'):,.0f}",
-        f"{floor_us:,.0f}; Redis {floor.us('redis'):,.0f}",
-        worker_us / floor_us if floor_us else None,
-    )
-
-
 async def run(h: Harness) -> None:
     n: int = h.args.poll_jobs
     sim_proc, sim = h.spawn_server("sim")
@@ -151,6 +129,9 @@ async def run(h: Harness) -> None:
             bare_proc="client",
             peers=("simulator",),
         )
-        floor_rows(h, relay, floor, bare)
+        floor_rows(
+            h, number="1", unit="poll", floor_is="GET loop fed from Redis, writes batched",
+            bare_is="bare GET loop", relay=relay, relay_proc="worker", floor=floor, bare=bare,
+        )  # fmt: skip
     finally:
         h.stop(worker, sim_proc, rec_proc)

@@ -10,7 +10,7 @@ import asyncio
 import json
 from typing import Any
 
-from tests.bench.costs import mean, parts_row, throughput_rows
+from tests.bench.costs import floor_rows, parts_row, throughput_rows
 from tests.bench.harness import SECRET, Harness, Run
 from tests.bench.measure import Meter, Sample
 from tests.bench.parts import registration_parts
@@ -90,30 +90,12 @@ async def run(h: Harness) -> None:
             ok=bad == 0,
             extra=(f" (p99 {relay_result['p99_ms']} ms)", f" (p99 {max(r['p99_ms'] for _, r in bare)} ms)"),
         )
-        floor_rows(h, relay, lowest, floor_result, [b for b, _ in bare])
+        answered = floor_result["errors"] == 0 and set(floor_result["statuses"]) == {"201"}
+        floor_rows(
+            h, number="3", unit="registration", floor_is="hello world + one batched Redis write per POST",
+            bare_is="hello world", relay=relay, relay_proc="api", floor=lowest, bare=[b for b, _ in bare],
+            trouble="" if answered else f" (answers {floor_result['statuses']}, {floor_result['errors']} errors)",
+        )  # fmt: skip
         parts_row(h, "3", "registration", relay.us("api") - lowest.us("floor"), registration_parts(BODY, SECRET))
     finally:
         h.stop(api, hello_proc, floor_proc)
-
-
-def floor_rows(h: Harness, relay: Run, lowest: Run, result: dict[str, Any], bare: list[Run]) -> None:
-    """What a registration costs beyond the least a durable one does: relay's own code, priced.
-
-    The floor answers each POST after one batched Redis write, as relay does, without checking, sealing or
-    rendering anything; so ``relay serve`` minus floor is what relay's own work on a registration costs, and
-    the floor's rate against hello world's is the most a durable registration server could reach here."""
-    hello_rate = mean([b.rate for b in bare])
-    floor_us, api_us = lowest.us("floor"), relay.us("api")
-    ok = result["errors"] == 0 and set(result["statuses"]) == {"201"}
-    h.info(
-        "3 floor: hello world + one batched Redis write per POST (rate vs hello world)",
-        f"{lowest.rate:,.0f}/s" + ("" if ok else f" (answers {result['statuses']}, {result['errors']} errors)"),
-        f"{hello_rate:,.0f}/s",
-        lowest.rate / hello_rate if hello_rate else None,
-    )
-    h.info(
-        "3 CPU per registration: relay api vs floor server (µs); Redis beside each",
-        f"{api_us:,.0f}; Redis {relay.us('redis'):,.0f}",
-        f"{floor_us:,.0f}; Redis {lowest.us('redis'):,.0f}",
-        api_us / floor_us if floor_us else None,
-    )
