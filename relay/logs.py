@@ -273,10 +273,10 @@ class AccessLogger(AbstractAccessLogger):
 
     @property
     def enabled(self) -> bool:
-        return _BoundLogger.min_level <= logging.INFO
+        return enabled(logging.INFO)
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
-        if _BoundLogger.min_level > logging.INFO:
+        if not enabled(logging.INFO):
             return
         # what structlog's bound logger would build for log.info("request", ...), without its layers
         event_dict: Any = {

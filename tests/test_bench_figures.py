@@ -232,8 +232,8 @@ async def test_the_poll_floor_polls_every_stored_url_again_and_again_and_writes_
 
 
 def test_the_parts_an_operation_cannot_skip_are_timed_on_what_relay_really_takes() -> None:
-    from tests.bench.deliver import padded_body
     from tests.bench.harness import SECRET
+    from tests.bench.loadgen import padded_body
     from tests.bench.parts import delivery_parts, registration_parts
     from tests.bench.register import BODY
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from tests.bench.harness import Harness, Run
 
-__all__ = ["DRIFT_NOTE", "drift", "floor_rows", "mean", "parts_row", "throughput_rows"]
+__all__ = ["DRIFT_NOTE", "drift", "floor_rows", "mean", "throughput_rows"]
 
 
 def mean(values: list[float]) -> float:
@@ -79,22 +79,13 @@ def throughput_rows(
     h.costs[key] = {"own_us": own, "redis_us": redis, "rate": relay.rate, "bare_us": bare_us}
 
 
-def parts_row(h: Harness, number: str, unit: str, own_us: float, parts: dict[str, float]) -> None:
-    """relay's own code per operation (relay's process against its floor) beside the parts it cannot skip,
-    timed alone (tests/bench/parts.py)."""
-    h.info(
-        f"{number} relay's own code per {unit} (relay - floor, µs) vs the parts it cannot skip, alone",
-        f"{own_us:,.0f}",
-        f"{sum(parts.values()):.1f} ({', '.join(f'{name} {us:.1f}' for name, us in parts.items())})",
-    )
-
-
 def floor_rows(
     h: Harness, *, number: str, unit: str, floor_is: str, bare_is: str, relay: Run, relay_proc: str, floor: Run,
-    bare: list[Run], trouble: str = "",
+    bare: list[Run], trouble: str = "", parts: dict[str, float] | None = None,
 ) -> None:  # fmt: skip
     """The floor's rate against its bare loop (the most a durable loop of that shape reaches on the machine)
-    and relay's CPU per operation against the floor's (what relay's own code costs); tests/bench/floors.py."""
+    and relay's CPU per operation against the floor's (what relay's own code costs); tests/bench/floors.py.
+    ``parts``: what the operation cannot skip, timed alone (tests/bench/parts.py), beside relay - floor."""
     bare_rate = mean([b.rate for b in bare])
     h.info(
         f"{number} floor: {floor_is} (rate vs {bare_is})",
@@ -109,3 +100,9 @@ def floor_rows(
         f"{floor_us:,.0f}; Redis {floor.us('redis'):,.0f}",
         own / floor_us if floor_us else None,
     )
+    if parts is not None:
+        h.info(
+            f"{number} relay's own code per {unit} (relay - floor, µs) vs the parts it cannot skip, alone",
+            f"{own - floor_us:,.0f}",
+            f"{sum(parts.values()):.1f} ({', '.join(f'{name} {us:.1f}' for name, us in parts.items())})",
+        )

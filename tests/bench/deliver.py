@@ -16,8 +16,9 @@ from relay.core.ops import JobOp
 from relay.core.schema import Job
 from relay.store import keys
 from tests.bench import floors, peers
-from tests.bench.costs import floor_rows, parts_row, throughput_rows
+from tests.bench.costs import floor_rows, throughput_rows
 from tests.bench.harness import SECRET, Harness, Run
+from tests.bench.loadgen import padded_body
 from tests.bench.measure import Meter
 from tests.bench.parts import delivery_parts
 from tests.bench.profile import profile
@@ -86,11 +87,6 @@ async def counted_window(h: Harness, receiver: str, total: int, meter: Meter, ti
         samples.append((count, meter.sample()))
     (c0, s0), (c1, s1) = samples
     return Run(c1 - c0, Meter.between(s0, s1)), c1 >= 0.9 * total
-
-
-def padded_body(size: int) -> str:
-    """A JSON body of ``size`` bytes (the bare and floor loops send bodies of the events' size)."""
-    return ('{"pad":"' + "x" * max(0, size - 10) + '"}')[:size]
 
 
 async def floor_window(h: Harness, receiver: str, receiver_pid: int, n: int, size: int) -> Run:
@@ -165,8 +161,7 @@ async def run(h: Harness) -> None:
         floor_rows(
             h, number="2", unit="delivery", floor_is="POST loop fed from Redis, acks batched",
             bare_is="bare POST loop", relay=relay, relay_proc="worker", floor=floor, bare=bare,
+            parts=delivery_parts(padded_body(size), SECRET),
         )  # fmt: skip
-        own = relay.us("worker") - floor.us("floor")
-        parts_row(h, "2", "delivery", own, delivery_parts(padded_body(size), SECRET))
     finally:
         h.stop(worker, rec_proc)

@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 
-__all__ = ["bulk", "getloop", "loadgen", "postloop"]
+__all__ = ["bulk", "getloop", "loadgen", "padded_body", "postloop"]
 
 
 def _mark(name: str) -> None:
@@ -99,10 +99,15 @@ async def getloop(urls: list[str], concurrency: int, duration: float) -> dict[st
     return {"requests": done, "errors": errors}
 
 
+def padded_body(size: int) -> str:
+    """A JSON body of ``size`` bytes, ``{"pad":"x...x"}`` (10 bytes around the filler): the POST loops send
+    bodies of the events' size."""
+    return ('{"pad":"' + "x" * max(0, size - 10) + '"}')[:size]
+
+
 async def postloop(url: str, size: int, concurrency: int, count: int) -> dict[str, Any]:
     """POST ``count`` JSON bodies of ``size`` bytes with Standard-Webhooks-sized headers, ``concurrency`` at once."""
-    filler = "x" * max(0, size - 10)  # {"pad":"...."} is 10 bytes around the filler
-    body = ('{"pad":"' + filler + '"}').encode()[:size]
+    body = padded_body(size).encode()
     headers = {
         "Content-Type": "application/json",
         "webhook-id": "msg_" + "0" * 32,

@@ -10,7 +10,7 @@ import asyncio
 import json
 from typing import Any
 
-from tests.bench.costs import floor_rows, parts_row, throughput_rows
+from tests.bench.costs import floor_rows, throughput_rows
 from tests.bench.harness import SECRET, Harness, Run
 from tests.bench.measure import Meter, Sample
 from tests.bench.parts import registration_parts
@@ -95,7 +95,7 @@ async def run(h: Harness) -> None:
             h, number="3", unit="registration", floor_is="hello world + one batched Redis write per POST",
             bare_is="hello world", relay=relay, relay_proc="api", floor=lowest, bare=[b for b, _ in bare],
             trouble="" if answered else f" (answers {floor_result['statuses']}, {floor_result['errors']} errors)",
+            parts=registration_parts(BODY, SECRET),
         )  # fmt: skip
-        parts_row(h, "3", "registration", relay.us("api") - lowest.us("floor"), registration_parts(BODY, SECRET))
     finally:
         h.stop(api, hello_proc, floor_proc)
