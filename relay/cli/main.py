@@ -57,7 +57,7 @@ def _tune_gc() -> None:
     """For the long-running processes: what was loaded at start is never collected again (``freeze``),
     and young objects are collected every 20,000 allocations instead of 700. Requests, polls and
     deliveries make many short-lived objects and few cycles; the collector's passes over them were
-    a measurable share of the CPU (see README, Performance)."""
+    a measurable share of the CPU (see docs/performance.md)."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)

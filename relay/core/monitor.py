@@ -1,7 +1,7 @@
 """Classify one monitor response: pure, no I/O.
 
 Real monitors are inconsistent, so the JSON body decides first and the HTTP status second. The rules,
-each backed by a case in ``tests/corpus`` (README "Polling" says the same for users):
+each backed by a case in ``tests/corpus`` (docs/polling.md says the same for users):
 
 - **Status words** are compared case-insensitively (as Microsoft's Graph SDKs do) and documented
   synonyms map to AsyncJobStatus words: ``succeeded``/``success`` → completed, ``canceled`` →
