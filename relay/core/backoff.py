@@ -6,10 +6,15 @@ No I/O here; randomness comes from the caller's :class:`random.Random` so tests 
 from __future__ import annotations
 
 import email.utils
+import math
 import random
+import re
 from datetime import UTC, datetime
 
 __all__ = ["delivery_delay", "parse_retry_after", "poll_delay"]
+
+#: delta-seconds, with the fraction Graph writes (``2.128``); ASCII digits only
+_DELTA_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?", re.ASCII)
 
 
 def poll_delay(streak: int, initial: float, maximum: float, rng: random.Random) -> float:
@@ -34,20 +39,29 @@ def delivery_delay(attempts_made: int, schedule: tuple[float, ...], rng: random.
     return base * rng.uniform(0.8, 1.2)
 
 
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date. ``None`` if absent or bad."""
+def parse_retry_after(value: str | None, now: datetime | float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header; ``None`` if absent or bad.
+
+    HTTP's two forms (RFC 9110 10.2.3): delta-seconds and an HTTP-date, which counts from ``now`` (a datetime,
+    or Unix seconds: the caller's clock, e.g. Redis' TIME; the local clock when None). Graph also writes
+    delta-seconds with a fraction (``Retry-After: 2.128`` in its throttling documentation): taken as written.
+    """
     if value is None:
         return None
     value = value.strip()
     if not value:
         return None
-    if value.isascii() and value.isdigit():  # delta-seconds are ASCII digits ("¹".isdigit() is true too)
-        return float(value)
+    if _DELTA_SECONDS.fullmatch(value):  # ASCII digits only ("¹".isdigit() is true too)
+        seconds = float(value)
+        return seconds if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    now = now or datetime.now(UTC)
+    if now is None:
+        now = datetime.now(UTC)
+    elif not isinstance(now, datetime):
+        now = datetime.fromtimestamp(now, UTC)
     return max(0.0, (when - now).total_seconds())
