@@ -60,7 +60,7 @@ async def test_an_upload_from_url_started_by_relay_completes(
     assert job["driveItemUrl"] == f"{simulator.base_url}/v1.0/drives/b!drive/items/{{resourceId}}"
     await receiver.wait_for(lambda: receiver.terminal(job["id"]) is not None)
     done = receiver.events(job["id"])[-1]["data"]
-    assert done["operation"] == "UploadFromUrl" and done["driveItem"]["name"] == "big.iso"
+    assert done["operation"] == "DownloadUrl" and done["driveItem"]["name"] == "big.iso"
 
 
 async def test_a_synchronous_answer_makes_a_job_born_completed(

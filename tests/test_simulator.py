@@ -113,9 +113,10 @@ async def test_upload_from_url_needs_respond_async(sim: Simulator, http: aiohttp
         assert resp.status == 202
         location = resp.headers["Location"]
     op = sim.operations[location.rsplit("/", 1)[1]]
-    assert op.options.operation == "UploadFromUrl" and op.options.name == "big.iso"
+    # the AsyncJobStatus resource and real monitors (OneDrive/onedrive-api-docs #63, #306) say DownloadUrl
+    assert op.options.operation == "DownloadUrl" and op.options.name == "big.iso"
     status, _, status_body = await poll(http, location)
-    assert status == 202 and status_body["operation"] == "UploadFromUrl"
+    assert status == 202 and status_body["operation"] == "DownloadUrl"
     age(op, 1)
     async with http.get(f"{sim.base_url}/v1.0/me/drive/items/{op.resource_id}", headers=AUTH) as resp:
         item = await resp.json()
@@ -260,7 +261,9 @@ async def test_unknown_monitor_is_404(sim: Simulator, http: aiohttp.ClientSessio
 async def test_throttled_polls_get_429(sim: Simulator, http: aiohttp.ClientSession, retry_after: str | None) -> None:
     op = sim.create(duration=60, rate_429=1.0, retry_after=retry_after)
     status, headers, body = await poll(http, op.monitor_url)
-    assert status == 429 and body["error"]["code"] == "activityLimitReached"
+    # Graph's throttling guidance: TooManyRequests, with an innerError
+    assert status == 429 and body["error"]["code"] == "TooManyRequests"
+    assert body["error"]["innerError"]["status"] == "429"
     assert headers.get("Retry-After") == retry_after
 
 
@@ -327,7 +330,7 @@ async def test_sharepoint_monitor_needs_its_tempauth(sim: Simulator, http: aioht
     assert url.query["tempauth"] == op.tempauth and len(op.tempauth) >= 20
 
     status, _, body = await poll(http, op.monitor_url)
-    assert status == 202 and body["status"] == "inProgress"
+    assert status == 200 and body["status"] == "inProgress"  # v2.1 operations answer 200 while running
     status, _, _ = await poll(http, str(url.with_query(tempauth="wrong")))
     assert status == 401
     status, _, _ = await poll(http, str(url.with_query(None)))
@@ -343,7 +346,7 @@ async def test_sharepoint_monitor_from_the_copy_endpoint(sim: Simulator, http: a
     async with http.post(url, json=COPY_BODY, headers=AUTH) as resp:
         location = resp.headers["Location"]
     assert "/_api/v2.0/drives/" in location and "tempauth=" in location
-    assert (await poll(http, location))[0] == 202
+    assert (await poll(http, location))[0] == 200
 
 
 @pytest.mark.parametrize("style", ["onedrive", "sharepoint"])

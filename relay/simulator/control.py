@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from relay.simulator.answers import graph_error, json_body
 from relay.simulator.options import SimOperation, SimOptions
 
 if TYPE_CHECKING:
@@ -32,9 +33,9 @@ class Control:
 
     async def create(self, request: web.Request) -> web.Response:
         try:
-            opts = SimOptions.from_mapping(await self.sim._json_body(request))
+            opts = SimOptions.from_mapping(await json_body(request))
         except (TypeError, ValueError) as exc:
-            return self.sim._graph_error(400, "invalidRequest", str(exc))
+            return graph_error(400, "invalidRequest", str(exc))
         op = self.sim._create(opts, self.sim.base_url or f"{request.scheme}://{request.host}")
         return web.json_response({"id": op.id, "monitorUrl": op.monitor_url, "resourceId": op.resource_id}, status=201)
 
@@ -69,10 +70,10 @@ class Control:
 
     async def issue_token(self, request: web.Request) -> web.Response:
         """``POST /sim/tokens`` (optional ``{"ttl": seconds}``): a fresh token, as an OAuth token endpoint answers."""
-        body = await self.sim._json_body(request)
+        body = await json_body(request)
         ttl = body.get("ttl")
         if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl >= 0):
-            return self.sim._graph_error(400, "invalidRequest", "ttl must be a number of seconds >= 0")
+            return graph_error(400, "invalidRequest", "ttl must be a number of seconds >= 0")
         token, expires = self.sim.tokens.issue(None if ttl is None else float(ttl))
         answer: dict[str, Any] = {"token_type": "Bearer", "access_token": token}
         if expires is not None:

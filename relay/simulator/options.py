@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import secrets
 import string
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from relay.simulator.forms import OPERATIONS, THROTTLE_RETRY_AFTER, name_conflict_details, v21_status
+from relay.simulator.knobs import camel, check_script, convert
+from relay.simulator.names import is_file
 
 __all__ = [
     "ACTION_ANSWERS",
@@ -28,16 +31,13 @@ OUTCOMES = ("completed", "failed", "deleteFailed", "cancelled")
 """Terminal status of an operation at the end of its duration (:attr:`SimOptions.outcome`)."""
 MONITOR_STYLES = ("onedrive", "sharepoint")
 """Shapes of monitor URL (:attr:`SimOptions.monitor_style`)."""
-ACTION_ANSWERS = ("202", "sync", "conflict", "redirect")
+ACTION_ANSWERS = ("202", "sync", "conflict", "redirect", "throttled", "unavailable")
 """How the action request is answered (:attr:`SimOptions.answer`)."""
 
 RESOURCE_ALPHABET = string.ascii_uppercase + string.digits
 DRIVE_ID = "b!Sim5ulatedDr1ve-kXd9JpQ0bN2cVtY7wL4aZe8RgU3fHs6iOmT"
 # A failure stops part way: the failed body reports less than the last progress, which pollers must survive.
 _FAILED_AT = 60.0
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
-_NONE = frozenset({"", "none", "null"})
 
 
 @dataclass
@@ -50,14 +50,17 @@ class SimOptions:
 
     duration: float = 5.0
     """Seconds from creation to completion; progress is linear in between."""
-    operation: str = "ItemCopy"
-    """The ``operation`` field of status bodies (``ItemCopy``, ``UploadFromUrl``...)."""
+    operation: str = OPERATIONS["copy"]
+    """The ``operation`` field of AsyncJobStatus bodies: ``ItemCopy``, ``DownloadUrl`` (an upload from URL)."""
     completion: str = "303"
     """``303`` | ``303-bare`` | ``beta202`` | ``beta200`` | ``item200`` (see :data:`COMPLETIONS`)."""
     always200: bool = False
     """Answer 200 instead of 202 while running (OneDrive for Business)."""
     outcome: str = "completed"
     """``completed`` | ``failed`` | ``deleteFailed`` | ``cancelled``: the terminal status."""
+    name_conflict: bool = False
+    """A failure is a name conflict: ``errorCode`` ``nameAlreadyExists``, or (``sharepoint`` monitors) the error of
+    Graph beta driveItem copy example 5, with no code and one ``nameAlreadyExists`` detail."""
     error_code: str = "AccessDenied_CopyFailed"
     """``errorCode`` of a failed body."""
     status_description: str = "Copy failed: access denied"
@@ -70,8 +73,9 @@ class SimOptions:
     """Seconds after completion when the monitor starts answering 404 (None: never)."""
     rate_429: float = 0.0
     """Probability that a poll is answered 429."""
-    retry_after: str | None = "1"
-    """``Retry-After`` of 429/503 answers (seconds or an HTTP date); None: no header."""
+    retry_after: str | None = THROTTLE_RETRY_AFTER
+    """``Retry-After`` of 429/503 answers (seconds, with a fraction as Graph writes it, or an HTTP date); None:
+    no header."""
     rate_503: float = 0.0
     """Probability of a 503."""
     rate_500: float = 0.0
@@ -84,7 +88,8 @@ class SimOptions:
     """Seconds to wait before answering each poll."""
     monitor_style: str = "onedrive"
     """``onedrive``: ``{base}/monitor/{id}``;
-    ``sharepoint``: ``{base}/_api/v2.0/drives/{d}/operations/{id}?tempauth=...`` (no ``monitor`` segment, a secret)."""
+    ``sharepoint``: ``{base}/_api/v2.0/drives/{d}/operations/{id}?tempauth=...`` (no ``monitor`` segment, a secret),
+    answering v2.1 operations (``percentComplete`` too, ``resourceLocation``, an ``error`` object; 200 running)."""
     script: list[dict[str, Any]] | None = None
     """Overrides everything else: poll n answers ``script[min(n, len - 1)]``, each ``{"status", "body", "headers"}``."""
     item_ids: list[str] | None = None
@@ -94,7 +99,10 @@ class SimOptions:
     """Name of the resulting DriveItem."""
     answer: str = "202"
     """How the action request itself is answered: ``202`` (a monitor), ``sync`` (201 with the new DriveItem at
-    once, as some SharePoint copies do), ``conflict`` (409 ``nameAlreadyExists``), ``redirect`` (302 elsewhere)."""
+    once, as some SharePoint copies do), ``conflict`` (409 ``nameAlreadyExists``), ``redirect`` (302 elsewhere),
+    ``throttled`` (429 with ``retryAfter``), ``unavailable`` (503 with ``retryAfter``)."""
+    item_throttled: float = 0.0
+    """The first this many GETs of the new item answer 429 with ``retryAfter`` (then the item)."""
 
     def __post_init__(self) -> None:
         for knob, value, allowed in (
@@ -113,7 +121,7 @@ class SimOptions:
             if not 0.0 <= getattr(self, knob) <= 1.0:
                 raise ValueError(f"knob {knob} must be a probability between 0 and 1")
         if self.script is not None:
-            _check_script(self.script)
+            check_script(self.script)
         if self.item_ids is not None and not all(isinstance(i, str) and i for i in self.item_ids):
             raise ValueError("knob itemIds must be a list of non-empty strings")
 
@@ -121,74 +129,18 @@ class SimOptions:
     def from_mapping(cls, values: dict[str, Any]) -> SimOptions:
         """Knobs from JSON or a query string, camelCase or snake_case; strings are converted to the field type."""
         known = {f.name: f for f in dataclasses.fields(cls)}
-        camel = {_camel(name): name for name in known}
+        by_camel = {camel(name): name for name in known}
         kwargs: dict[str, Any] = {}
         for key, raw in values.items():
-            name = key if key in known else camel.get(key)
+            name = key if key in known else by_camel.get(key)
             if name is None:
                 raise ValueError(f"unknown knob {key!r}")
-            kwargs[name] = _convert(str(known[name].type), raw, name)
+            kwargs[name] = convert(str(known[name].type), raw, name)
         return cls(**kwargs)
 
     def to_json(self) -> dict[str, Any]:
         """The knobs in camelCase, as the control endpoints show them."""
-        return {_camel(key): value for key, value in dataclasses.asdict(self).items()}
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
-
-
-def _check_script(script: list[dict[str, Any]]) -> None:
-    if not script or not all(isinstance(step, dict) for step in script):
-        raise ValueError("knob script must be a non-empty list of {status, body, headers} objects")
-    for step in script:
-        try:
-            int(step.get("status", 200))
-        except (TypeError, ValueError):
-            raise ValueError("knob script: every status must be an integer") from None
-        if not isinstance(step.get("headers") or {}, dict):
-            raise ValueError("knob script: headers must be an object")
-
-
-def _convert(kind: str, raw: Any, name: str) -> Any:
-    optional = kind.endswith("| None")
-    if optional and (raw is None or (isinstance(raw, str) and raw.strip().lower() in _NONE)):
-        return None
-    base = kind.removesuffix("| None").strip()
-    if base in ("float", "bool"):
-        return _scalar(base, raw, name)
-    if base == "str":
-        if isinstance(raw, str | int | float) and not isinstance(raw, bool):
-            return str(raw)
-        raise ValueError(f"knob {name} must be a string")
-    # script, item_ids: a JSON list, or its text in a query string
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(raw)
-        except ValueError:
-            raise ValueError(f"knob {name} must be JSON") from None
-    if not isinstance(raw, list):
-        raise ValueError(f"knob {name} must be a list")
-    return raw
-
-
-def _scalar(base: str, raw: Any, name: str) -> float | bool:
-    """A float or bool knob: a JSON value, or its text in a query string."""
-    if base == "float":
-        if isinstance(raw, bool):
-            raise ValueError(f"knob {name} must be a number")
-        try:
-            return float(raw)
-        except (TypeError, ValueError):
-            raise ValueError(f"knob {name} must be a number") from None
-    if isinstance(raw, bool):
-        return raw
-    text = str(raw).strip().lower()
-    if text in _TRUE or text in _FALSE:
-        return text in _TRUE
-    raise ValueError(f"knob {name} must be true or false")
+        return {camel(key): value for key, value in dataclasses.asdict(self).items()}
 
 
 def iso(moment: datetime) -> str:
@@ -216,6 +168,10 @@ class SimOperation:
         default_factory=lambda: {"driveId": DRIVE_ID, "driveType": "business", "path": "/drive/root:/Documents"}
     )
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    polled_at: list[float] = field(default_factory=list)
+    """``time.monotonic()`` of each monitor GET."""
+    item_requested_at: list[float] = field(default_factory=list)
+    """``time.monotonic()`` of each GET of the new item."""
 
     def elapsed(self, now: float | None = None) -> float:
         return (time.monotonic() if now is None else now) - self.created
@@ -238,7 +194,7 @@ class SimOperation:
             "webUrl": f"https://contoso-my.sharepoint.com/personal/me_contoso_com/Documents/{opts.name}",
             "parentReference": dict(self.parent_reference),
         }
-        if opts.operation == "UploadFromUrl":
+        if opts.operation == OPERATIONS["upload"] or is_file(opts.name):
             item["file"] = {"mimeType": "application/octet-stream"}
         else:
             item["folder"] = {"childCount": 12}
@@ -256,9 +212,9 @@ class SimOperation:
             pct = 0.0 if opts.stuck or opts.duration <= 0 else min(99.9, 100.0 * elapsed / opts.duration)
             return self._body("inProgress", pct)
         if opts.outcome != "completed":
-            body = self._body(opts.outcome, 0.0 if opts.stuck else _FAILED_AT)
-            body.update(errorCode=opts.error_code, statusDescription=opts.status_description)
-            return body
+            return self._failed(0.0 if opts.stuck else _FAILED_AT)
+        if opts.monitor_style == "sharepoint":
+            return self._v21("completed", 100.0, resource_id=self.resource_id)
         return {"percentageComplete": 100.0, "resourceId": self.resource_id, "status": "completed"}  # as the seeds show
 
     def state(self, now: float | None = None) -> tuple[int, dict[str, str], Any]:
@@ -280,7 +236,7 @@ class SimOperation:
         body = self.status_body(now)
         if body is None:
             return gone
-        running = 200 if opts.always200 else 202
+        running = 200 if opts.always200 or opts.monitor_style == "sharepoint" else 202
         if body["status"] != "completed":
             return running, {}, body
         location = {"Location": f"{self.base_url}/v1.0/me/drive/items/{self.resource_id}"}
@@ -295,4 +251,25 @@ class SimOperation:
         return 200, {}, self.drive_item()  # item200
 
     def _body(self, status: str, pct: float) -> dict[str, Any]:
+        if self.options.monitor_style == "sharepoint":
+            return self._v21(status, pct)
         return {"operation": self.options.operation, "percentageComplete": round(pct, 1), "status": status}
+
+    def _v21(self, status: str, pct: float, **extra: Any) -> dict[str, Any]:
+        return v21_status(self.id, status, pct, base_url=self.base_url, drive_id=DRIVE_ID, **extra)
+
+    def _failed(self, pct: float) -> dict[str, Any]:
+        """A failure: AsyncJobStatus with errorCode and statusDescription, or a v2.1 operation's error object."""
+        opts = self.options
+        code = "nameAlreadyExists" if opts.name_conflict else opts.error_code
+        if opts.monitor_style == "sharepoint":
+            error = {"code": code, "message": opts.status_description}
+            if opts.name_conflict:
+                error = name_conflict_details()
+            return self._v21(opts.outcome, pct, error=error)
+        body = self._body(opts.outcome, pct)
+        description = (
+            name_conflict_details()["details"][0]["message"] if opts.name_conflict else opts.status_description
+        )
+        body.update(errorCode=code, statusDescription=description)
+        return body

@@ -17,17 +17,19 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import random
 import secrets
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
-from multidict import CIMultiDict
 
+from relay.simulator.answers import graph_error, json_body, refused_action, respond
 from relay.simulator.control import Control
+from relay.simulator.forms import OPERATIONS, throttled_body, unavailable_body
+from relay.simulator.names import Names, behavior_of
 from relay.simulator.options import (
     DRIVE_ID,
     RESOURCE_ALPHABET,
@@ -64,6 +66,8 @@ class Simulator:
         self._faults = random.Random(seed)
         self._ids = random.Random(seed)
         self._by_resource: dict[str, SimOperation] = {}
+        self.names = Names()
+        """Names the actions created, per destination (``@microsoft.graph.conflictBehavior``)."""
         self._runner: web.AppRunner | None = None
 
     @property
@@ -103,7 +107,7 @@ class Simulator:
         message = self.tokens.refusal(request.headers.get("Authorization", ""))
         if message is None:
             return None
-        return self._graph_error(
+        return graph_error(
             401,
             "InvalidAuthenticationToken",
             message,
@@ -111,56 +115,32 @@ class Simulator:
             headers={"WWW-Authenticate": 'Bearer realm="", error="invalid_token"'},
         )
 
-    @staticmethod
-    def _graph_error(
-        status: int,
-        code: str,
-        message: str,
-        headers: dict[str, str] | None = None,
-        inner: dict[str, str] | None = None,
-    ) -> web.Response:
-        error: dict[str, Any] = {"code": code, "message": message}
-        if inner:
-            error["innerError"] = inner
-        return web.json_response({"error": error}, status=status, headers=headers)
-
-    async def _json_body(self, request: web.Request) -> dict[str, Any]:
-        if not request.can_read_body:
-            return {}
-        text = await request.text()
-        if not text.strip():
-            return {}
-        try:
-            body = json.loads(text)
-        except ValueError:
-            raise web.HTTPBadRequest(
-                text=json.dumps({"error": {"code": "invalidRequest", "message": "Malformed JSON body."}}),
-                content_type="application/json",
-            ) from None
-        if not isinstance(body, dict):
-            raise web.HTTPBadRequest(
-                text=json.dumps({"error": {"code": "invalidRequest", "message": "The body must be a JSON object."}}),
-                content_type="application/json",
-            )
-        return body
-
     def _start_action(self, request: web.Request, body: dict[str, Any], **defaults: Any) -> web.Response:
-        """Create the operation asked for (knobs in the query string) and answer 202 with the monitor URL."""
+        """Create the operation asked for (knobs in the query string) and answer 202 with the monitor URL.
+
+        Graph's own ``@microsoft.graph.conflictBehavior`` (query string, or an upload's body) is taken as Graph
+        takes it; every other query parameter is a knob."""
         values: dict[str, Any] = dict(defaults)
         if isinstance(body.get("name"), str):
             values["name"] = body["name"]
         values.update(request.query)
         try:
+            behavior = behavior_of(values) or behavior_of(dict(body))
             opts = SimOptions.from_mapping(values)
         except (TypeError, ValueError) as exc:
-            return self._graph_error(400, "invalidRequest", str(exc))
-        if opts.answer == "conflict":
-            return self._graph_error(409, "nameAlreadyExists", "The specified item name already exists.")
-        if opts.answer == "redirect":
-            return web.Response(status=302, headers={"Location": "http://169.254.169.254/latest/meta-data"})
-        parent = body.get("parentReference")
+            return graph_error(400, "invalidRequest", str(exc))
+        refused = refused_action(opts)
+        if refused is not None:
+            return refused
+        parent = body.get("parentReference") if isinstance(body.get("parentReference"), dict) else None
+        claim = self.names.claim(self.names.destination(parent, request.match_info["item_id"]), opts.name, behavior)
+        if claim.refused:
+            return graph_error(409, "nameAlreadyExists", "The specified item name already exists.")
+        if claim.name != opts.name or claim.fails:
+            opts = dataclasses.replace(opts, name=claim.name, name_conflict=claim.fails)
+            opts = dataclasses.replace(opts, outcome="failed") if claim.fails else opts
         self.actions += 1
-        op = self._create(opts, f"{request.scheme}://{request.host}", parent if isinstance(parent, dict) else None)
+        op = self._create(opts, f"{request.scheme}://{request.host}", parent)
         if opts.answer == "sync":
             op.created -= opts.duration  # done already: its item exists and the item endpoint serves it
             op.created_at -= timedelta(seconds=opts.duration)
@@ -172,19 +152,17 @@ class Simulator:
     async def _copy(self, request: web.Request) -> web.Response:
         if (refused := self._refusal(request)) is not None:
             return refused
-        return self._start_action(request, await self._json_body(request))
+        return self._start_action(request, await json_body(request))
 
     async def _children(self, request: web.Request) -> web.Response:
         if (refused := self._refusal(request)) is not None:
             return refused
-        body = await self._json_body(request)
+        body = await json_body(request)
         if "@microsoft.graph.sourceUrl" not in body:
-            return self._graph_error(400, "invalidRequest", "Only upload from URL is simulated on /children.")
+            return graph_error(400, "invalidRequest", "Only upload from URL is simulated on /children.")
         if "respond-async" not in request.headers.get("Prefer", ""):
-            return self._graph_error(
-                400, "invalidRequest", "Upload from URL requires the header Prefer: respond-async."
-            )
-        return self._start_action(request, body, operation="UploadFromUrl")
+            return graph_error(400, "invalidRequest", "Upload from URL requires the header Prefer: respond-async.")
+        return self._start_action(request, body, operation=OPERATIONS["upload"])
 
     async def _item(self, request: web.Request) -> web.Response:
         self.item_requests += 1
@@ -193,7 +171,11 @@ class Simulator:
             return refused
         op = self._by_resource.get(request.match_info["item_id"])
         if op is None or not (op.options.script or op.options.item_ids or op.is_complete()):
-            return self._graph_error(404, "itemNotFound", "The resource could not be found.")
+            return graph_error(404, "itemNotFound", "The resource could not be found.")
+        op.item_requested_at.append(time.monotonic())
+        if len(op.item_requested_at) <= op.options.item_throttled:
+            retry = {"Retry-After": op.options.retry_after} if op.options.retry_after is not None else {}
+            return web.json_response(throttled_body(), status=429, headers=retry)
         item = op.drive_item()
         item["id"] = request.match_info["item_id"]
         return web.json_response(item)
@@ -204,23 +186,24 @@ class Simulator:
         op = self.operations.get(request.match_info["op_id"].upper())
         sharepoint = "drive_id" in request.match_info
         if op is None or (op.options.monitor_style == "sharepoint") != sharepoint:
-            return self._graph_error(404, "itemNotFound", "The monitor does not exist.")
+            return graph_error(404, "itemNotFound", "The monitor does not exist.")
         op.polls += 1
+        op.polled_at.append(time.monotonic())
         if "Authorization" in request.headers:
-            return self._graph_error(400, "invalidRequest", "monitor requests must not carry credentials")
+            return graph_error(400, "invalidRequest", "monitor requests must not carry credentials")
         if sharepoint and not secrets.compare_digest(request.query.get("tempauth", ""), op.tempauth):
-            return self._graph_error(401, "unauthenticated", "The tempauth token is missing or invalid.")
+            return graph_error(401, "unauthenticated", "The tempauth token is missing or invalid.")
         opts = op.options
         if opts.latency:
             await asyncio.sleep(opts.latency)
         if op.deleted or opts.script:
-            return _respond(*op.state())
+            return respond(*op.state())
         if opts.junk:
             return web.Response(status=200, text="<html>junk</html>", content_type="text/html")
         fault = self._fault(op)
         if fault is not None:
             return fault
-        return _respond(*op.state())
+        return respond(*op.state())
 
     def _fault(self, op: SimOperation) -> web.Response | None:
         """One draw per poll: 429, 503, 500 or nothing, with the configured probabilities."""
@@ -228,10 +211,10 @@ class Simulator:
         draw = self._faults.random()
         retry = {"Retry-After": opts.retry_after} if opts.retry_after is not None else {}
         if draw < opts.rate_429:
-            return self._graph_error(429, "activityLimitReached", "The app or user has been throttled.", headers=retry)
+            return web.json_response(throttled_body(), status=429, headers=retry)
         draw -= opts.rate_429
         if draw < opts.rate_503:
-            return web.Response(status=503, headers=retry, text="Service Unavailable")
+            return web.json_response(unavailable_body(), status=503, headers=retry)
         draw -= opts.rate_503
         if draw < opts.rate_500:
             body = op.status_body() if opts.status_on_500 else None
@@ -276,18 +259,6 @@ class Simulator:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-
-
-def _respond(status: int, headers: dict[str, str], body: Any) -> web.Response:
-    """A response from (status, headers, body): dicts and lists as JSON, strings as text, None as no body."""
-    out: CIMultiDict[str] = CIMultiDict({str(k): str(v) for k, v in headers.items()})
-    if body is None:
-        return web.Response(status=status, headers=out)
-    if isinstance(body, str):
-        out.setdefault("Content-Type", "text/plain; charset=utf-8")
-        return web.Response(status=status, headers=out, body=body.encode())
-    out.setdefault("Content-Type", "application/json")
-    return web.Response(status=status, headers=out, body=json.dumps(body).encode())
 
 
 async def run_simulator(host: str, port: int, token: str, token_ttl: float | None = None) -> None:
