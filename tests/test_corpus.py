@@ -11,13 +11,16 @@ How to add a case: CONTRIBUTING.md.
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
-from relay.core.schema import EventType
+from relay.core.monitor import Kind, classify
+from relay.core.schema import EventType, Monitor
+from relay.core.tracking import plan_poll
 from relay.settings import Settings
 from relay.simulator import Simulator
 from relay.store.jobs import Store
@@ -115,3 +118,12 @@ async def test_published_answers_replay_to_the_expected_events(
     progress = [json.loads(e.body)["data"] for e in recorded if e.type == "job.progress"]
     assert in_order(expect.get("progress", []), progress), progress
     assert [e.type for e in recorded].count(expect["terminal"]) == 1 and recorded[-1].type == expect["terminal"]
+
+
+def test_the_published_throttle_holds_the_next_poll_back_by_its_fractional_retry_after() -> None:
+    """Graph's throttling guidance answers ``Retry-After: 2.128``: the next poll waits at least that (issue 27)."""
+    answer = load(CORPUS / "graph-throttling-429-fractional-retry-after.json")["answers"][0]
+    result = classify(answer["status"], answer["headers"], json.dumps(answer["body"]).encode())
+    defaults = Settings(poll_initial_interval=1.0)
+    plan = plan_poll(result, Monitor.from_hash("m", {}), [], 1_000_000, defaults, random.Random(0))
+    assert result.kind is Kind.RETRY and plan.delay >= 2.128

@@ -211,3 +211,29 @@ def test_job_status_mapping(status: str, expected: str) -> None:
 def test_percentage_is_clamped() -> None:
     assert classify(202, JSON, body(status="inProgress", percentageComplete=150)).percentage == 100.0
     assert classify(202, JSON, body(status="inProgress", percentageComplete=-3)).percentage == 0.0
+
+
+def test_the_percentage_and_description_in_every_spelling_graph_publishes() -> None:
+    # Graph beta attackSimulationOperation (api-reference/beta/api/attacksimulationoperation-get.md at 3ba14a8d)
+    attack = {
+        "id": "2f5548d1-0dd8-4cc8-9de0-e0d6ec7ea3dc",
+        "tenantId": "2f5548d1-0dd8-4cc8-9de0-e0d6ec7ea3ss",
+        "statusDetail": "Creating new simulation",
+        "createdDateTime": "2022-01-12T05:27:18.7957961Z",
+        "lastActionDateTime": "2022-01-12T05:27:18.7957961Z",
+        "type": "createSimulation",
+        "status": "notStarted",
+        "percentageCompleted": 0,
+    }
+    r = classify(200, JSON, body(**attack))
+    assert (r.kind, r.status, r.percentage) == (Kind.PROGRESS, "notStarted", 0.0)
+    assert (r.status_description, r.operation) == ("Creating new simulation", "createSimulation")
+    # a v2.1 operation writes percentComplete beside percentageComplete (Graph beta driveItem copy, example 2)
+    v21 = classify(200, JSON, body(status="inProgress", percentComplete=42))
+    assert v21.percentage == 42.0
+    both = classify(200, JSON, body(status="inProgress", percentageComplete=40, percentComplete=99))
+    assert both.percentage == 40.0  # AsyncJobStatus's own name first
+    assert classify(200, JSON, body(percentComplete="x", status="inProgress")).kind is Kind.INVALID
+    # statusDescription (AsyncJobStatus) before statusDetail (longRunningOperation)
+    desc = classify(200, JSON, body(status="running", statusDescription="a", statusDetail="b"))
+    assert desc.status_description == "a"

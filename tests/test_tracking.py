@@ -292,6 +292,7 @@ def test_an_unknown_status_word_is_passed_on_then_bounded_the_same_way() -> None
     assert event_data(op)["error"] == {
         "code": "unknownMonitorStatus",
         "monitorStatus": "unknownFutureValue",
+        "httpStatus": 200,
         "message": f"the monitor answered a status word relay does not know for {BOUND_MS / 1000:g} s",
     }
     assert plan_at(progress(5.0), monitor, NOW).monitor_fields["uk"] == "0"  # a known word ends the stretch

@@ -97,7 +97,7 @@ async def deliver_next(deps: Deps, claim: Claim, job: Job | None, found: list[Ev
         )
         status = resp.status
         if status in (429, 503):
-            retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+            retry_after = parse_retry_after(resp.headers.get("Retry-After"), now_s)
     except Blocked as exc:
         error = f"blocked: {exc}"
     except TimeoutError:
@@ -141,7 +141,7 @@ async def deliver_next(deps: Deps, claim: Claim, job: Job | None, found: list[Ev
         delay=delay,
         superseded=[e.id for e in superseded],
         records=records,
-        error={"code": "callbackGone", "message": "the callback answered 410 Gone"}
+        error={"code": "callbackGone", "httpStatus": 410, "message": "the callback answered 410 Gone"}
         if outcome is DeliveryOutcome.GONE
         else None,
     )

@@ -25,6 +25,7 @@ from yarl import URL
 
 from relay import metrics
 from relay.core.authorization import ask_op, bearer_expired, is_refusal
+from relay.core.backoff import parse_retry_after
 from relay.core.changes import completion_op
 from relay.core.crypto import InvalidToken
 from relay.core.monitor import MAX_BODY
@@ -94,10 +95,19 @@ async def fetch_item(deps: Deps, job: Job, job_try: int) -> tuple[Any, dict[str,
         if job_try < MAX_TRIES:
             raise Retry(defer=2**job_try) from None
         return None, {"code": "networkError", "message": type(exc).__name__}
-    return _item_answer(resp, job_try)
+    return _item_answer(resp, job_try, deps.settings.retry_after_cap)
 
 
-def _item_answer(resp: Response, job_try: int) -> tuple[Any, dict[str, Any] | None]:
+def retry_defer(resp: Response, job_try: int, cap: float, now: float | None = None) -> float:
+    """Seconds before the next try: ``2**job_try``, at least the answer's ``Retry-After`` (capped at ``cap``)."""
+    delay = float(2**job_try)
+    retry_after = parse_retry_after(resp.headers.get("Retry-After"), time.time() if now is None else now)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, cap))
+    return delay
+
+
+def _item_answer(resp: Response, job_try: int, cap: float) -> tuple[Any, dict[str, Any] | None]:
     """What the DriveItem request's answer means: the item, an error, or (transient) a ``Retry``."""
     if resp.too_large:
         return None, {"code": "tooLarge", "httpStatus": resp.status, "message": "the DriveItem response is over 1 MiB"}
@@ -110,7 +120,7 @@ def _item_answer(resp: Response, job_try: int) -> tuple[Any, dict[str, Any] | No
             return item, None
         return None, {"code": "invalidResponse", "httpStatus": 200, "message": "the DriveItem is not a JSON object"}
     if (resp.status in (429, 503) or resp.status >= 500) and job_try < MAX_TRIES:
-        raise Retry(defer=2**job_try)
+        raise Retry(defer=retry_defer(resp, job_try, cap))
     return None, {"code": "httpError", "httpStatus": resp.status, "message": f"GET driveItemUrl answered {resp.status}"}
 
 

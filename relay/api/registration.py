@@ -85,7 +85,9 @@ async def register(request: web.Request, body: dict[str, Any]) -> web.Response:
         if idempotency is not None:
             await store.release(idempotency, job_id)
         extra = {"graphError": refused.graph} if refused.graph else None
-        raise ProblemError(refused.status, refused.title, refused.detail, extra=extra) from None
+        raise ProblemError(
+            refused.status, refused.title, refused.detail, extra=extra, headers=refused.headers()
+        ) from None
     return await _store(
         request, job_id, fields, started.monitor_url, idempotency, finished=started.drive_item, started_action=True
     )

@@ -22,7 +22,10 @@ __all__ = [
     "DeadLetters",
     "Deliveries",
     "DeliveryAttempt",
+    "ErrorDetail",
     "EventSummary",
+    "GraphRefusal",
+    "JobError",
     "JobPage",
     "JobView",
     "Problem",
@@ -35,12 +38,52 @@ class _Out(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="forbid")
 
 
+class ErrorDetail(_Out):
+    """One entry of a Graph error's ``details`` (Graph's publicErrorDetail), as the monitor wrote it."""
+
+    code: str | None = None
+    message: str | None = None
+    target: str | None = None
+
+
+class JobError(_Out):
+    """Why a job failed (``job.failed``'s ``error``, and the job's): relay's ``code`` and the reasons it was given."""
+
+    code: str = Field(
+        description="monitorFailed, monitorGone, monitorHttp<status>, unknownMonitorStatus, invalidMonitorResponse, "
+        "timeout, callbackGone"
+    )
+    message: str | None = Field(default=None, description="the monitor's error.message, else its statusDescription")
+    monitor_status: str | None = Field(
+        default=None, alias="monitorStatus", description="the status word of the answer that ended the job"
+    )
+    error_code: str | None = Field(
+        default=None,
+        alias="errorCode",
+        description="the monitor's errorCode, else its error.code, else the code its error.details agree on",
+    )
+    status_description: str | None = Field(default=None, alias="statusDescription")
+    target: str | None = Field(default=None, description="the monitor's error.target")
+    http_status: int | None = Field(
+        default=None, alias="httpStatus", description="the HTTP status of the answer the error came from"
+    )
+    inner_error: dict[str, Any] | None = Field(
+        default=None, alias="innerError", description="the monitor's error.innerError, bounded (2 KiB)"
+    )
+    details: list[ErrorDetail] | None = Field(
+        default=None, description="the monitor's error.details: code, message and target of each, the first 20"
+    )
+    details_omitted: int | None = Field(
+        default=None, alias="detailsOmitted", ge=1, description="error.details beyond the first 20, not kept"
+    )
+
+
 class JobView(_Out):
     """A job as ``GET /v1/jobs/{id}`` shows it: never its monitor URL, authorization, credential or secret."""
 
     id: str
     status: JobStatus
-    operation: str | None = Field(description="the monitor's own word (ItemCopy, itemCopy, UploadFromUrl...)")
+    operation: str | None = Field(description="the monitor's own word (ItemCopy, itemCopy, DownloadUrl...)")
     percentage_complete: float = Field(alias="percentageComplete", ge=0, le=100)
     monitor_status: str | None = Field(
         alias="monitorStatus", description="the monitor's own status word in its last answer that relay recorded"
@@ -51,7 +94,7 @@ class JobView(_Out):
     resource_id: str | None = Field(alias="resourceId")
     drive_item: dict[str, Any] | None = Field(alias="driveItem")
     resolution_error: dict[str, Any] | None = Field(alias="resolutionError")
-    error: dict[str, Any] | None
+    error: JobError | None
     metadata: dict[str, Any] | None
     created_date_time: str = Field(alias="createdDateTime", json_schema_extra={"format": "date-time"})
     last_polled_date_time: str | None = Field(alias="lastPolledDateTime", json_schema_extra={"format": "date-time"})
@@ -161,16 +204,33 @@ class FieldProblem(_Out):
     message: str
 
 
+class GraphRefusal(BaseModel):
+    """``graphError`` of a problem: what Graph answered the ``action`` relay sent for the app."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+    status: int = Field(description="Graph's HTTP status")
+    code: str | None = Field(description="its error.code, else the code its error.details agree on")
+    message: str = Field(description="its error.message, else 'Graph answered <status>'")
+    inner_error: dict[str, Any] | None = Field(default=None, alias="innerError", description="bounded (2 KiB)")
+    details: list[ErrorDetail] | None = Field(default=None, description="the first 20")
+    details_omitted: int | None = Field(default=None, alias="detailsOmitted", ge=1)
+    retry_after: float | None = Field(
+        default=None, alias="retryAfter", description="Graph's Retry-After in seconds (the answer's header: rounded up)"
+    )
+
+
 class Problem(BaseModel):
     """RFC 9457 problem details; extension members (``graphError``...) may follow."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
 
     type: str
     title: str
     status: int
     detail: str | None = None
     errors: list[FieldProblem] | None = None
+    graph_error: GraphRefusal | None = Field(default=None, alias="graphError")
 
 
 # -- the events relay POSTs (the OpenAPI document's ``webhooks``) ----------------------------------
@@ -208,7 +268,7 @@ class CompletedData(_EventData):
 
 
 class FailedData(_EventData):
-    error: dict[str, Any] = Field(description="code: monitorFailed, monitorGone, timeout, invalidMonitorResponse...")
+    error: JobError
 
 
 def _event_model(event_type: EventType, data: type[_EventData]) -> type[BaseModel]:

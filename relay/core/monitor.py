@@ -8,8 +8,12 @@ each backed by a case in ``tests/corpus`` (docs/polling.md says the same for use
   cancelled, ``running`` → inProgress (Graph's longRunningOperation and the Graph API guidelines).
   The monitor's own word is kept and passed on as ``monitorStatus``. A word relay does not know is
   progress of an unknown kind (``unknown_status``); the poller bounds how long it accepts that.
-- **Failure reasons** come from ``errorCode``/``statusDescription`` or from an ``error`` object
-  (``code``, ``message``, ``target``: OneDrive for Business ``/_api/v2.1/.../operations`` monitors).
+- **Failure reasons** come from ``errorCode``/``statusDescription`` (``statusDetail`` in Graph's
+  longRunningOperation) or from an ``error`` object (``code``, ``message``, ``target``, ``innerError``,
+  ``details``: OneDrive for Business ``/_api/v2.1/.../operations`` monitors; see relay/core/graph_error.py).
+- **The percentage** is ``percentageComplete``, else ``percentComplete`` (v2.1 operations write both), else
+  ``percentageCompleted`` (Graph's attackSimulationOperation); the action's name ``operation``, else ``type``
+  (richLongRunningOperation).
 - **The new item** comes from ``resourceId``, else a ``resourceLocation`` URL, else the ``Location``
   header, in either path form: ``/items/<id>`` or the OData key ``items('<id>')``, percent-decoded.
 - A **200 whose body is a DriveItem** is a completion carrying its item; a **303** is a completion even
@@ -30,6 +34,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from relay.core import jsonfast
+from relay.core.graph_error import GraphError, graph_error
 from relay.core.schema import JobStatus
 
 __all__ = [
@@ -76,6 +81,8 @@ _FINAL_CODES = frozenset(
         "unauthenticated",
     )
 )
+#: the percentage's names: AsyncJobStatus and Graph's operations, v2.1 operations, attackSimulationOperation
+_PERCENTAGES = ("percentageComplete", "percentComplete", "percentageCompleted")
 _DRIVE_ITEM_FIELDS = ("name", "file", "folder", "parentReference", "size", "webUrl", "eTag")
 _ITEM_IN_PATH = re.compile(r"/items/([^/?#]+)")
 _ITEM_AS_KEY = re.compile(r"items\('((?:[^']|'')*)'\)")
@@ -102,6 +109,7 @@ class PollResult:
     status_description: str | None = None
     error_message: str | None = None
     error_target: str | None = None
+    error: GraphError | None = None  # the whole error object, when the answer carried one
     unknown_status: bool = False
     drive_item: dict[str, Any] | None = None
     location: str | None = None
@@ -165,14 +173,6 @@ def resource_from_url(url: str | None, *, last_segment: bool = False) -> str | N
     return found or None
 
 
-def _graph_error(doc: Any) -> dict[str, str | None] | None:
-    """A Graph error object's code, message and target (the ``error`` member of ``doc``)."""
-    error = doc.get("error") if isinstance(doc, dict) else None
-    if not isinstance(error, dict) or not _str_or_none(error.get("code")):
-        return None
-    return {key: _str_or_none(error.get(key)) for key in ("code", "message", "target")}
-
-
 def classify(
     http_status: int,
     headers: Mapping[str, str],
@@ -216,12 +216,10 @@ def classify(
         return final
     if http_status in (408, 425, 429) or http_status >= 500:
         return PollResult(Kind.RETRY, detail=f"HTTP {http_status}", **base)
-    if isinstance(doc, dict) and "percentageComplete" in doc:
-        pct = _percentage(doc.get("percentageComplete"))
+    if isinstance(doc, dict) and any(name in doc for name in _PERCENTAGES):
+        pct = _percentage(_first(doc, _PERCENTAGES))
         if pct is not False and 200 <= http_status < 300:
-            return PollResult(
-                Kind.PROGRESS, percentage=pct, operation=_str_or_none(doc.get("operation")), detail="no status", **base
-            )
+            return PollResult(Kind.PROGRESS, percentage=pct, operation=_operation(doc), detail="no status", **base)
     what = "JSON without AsyncJobStatus fields" if doc is not None else "a body that is not JSON"
     return PollResult(Kind.INVALID, detail=f"HTTP {http_status} with {what}", **base)
 
@@ -229,11 +227,11 @@ def classify(
 def _final_error(http_status: int, doc: Any, base: dict[str, Any]) -> PollResult | None:
     """A 404/410, or an error answer whose Graph error cannot change (the operation is gone, or failed)."""
     if http_status in (404, 410):
-        return PollResult(Kind.GONE, detail=f"HTTP {http_status}", **_error_fields(_graph_error(doc)), **base)
+        return PollResult(Kind.GONE, detail=f"HTTP {http_status}", **_error_fields(graph_error(doc)), **base)
     if http_status < 400 or http_status in (408, 425, 429):
         return None
-    error = _graph_error(doc)
-    code = (error or {}).get("code") or ""
+    error = graph_error(doc)
+    code = (error.code if error else None) or ""
     if code.lower() in _GONE_CODES:
         return PollResult(Kind.GONE, detail=f"HTTP {http_status} {code}", **_error_fields(error), **base)
     if code.lower() in _FINAL_CODES:
@@ -241,27 +239,38 @@ def _final_error(http_status: int, doc: Any, base: dict[str, Any]) -> PollResult
     return None
 
 
-def _error_fields(error: dict[str, str | None] | None) -> dict[str, Any]:
+def _error_fields(error: GraphError | None) -> dict[str, Any]:
     if error is None:
         return {}
-    return {"error_code": error["code"], "error_message": error["message"], "error_target": error["target"]}
+    return {"error_code": error.code, "error_message": error.message, "error_target": error.target, "error": error}
+
+
+def _first(doc: dict[str, Any], names: tuple[str, ...]) -> Any:
+    """The value of the first of ``names`` that ``doc`` has (None when it has none)."""
+    for name in names:
+        if name in doc:
+            return doc[name]
+    return None
+
+
+def _operation(doc: dict[str, Any]) -> str | None:
+    return _str_or_none(doc.get("operation")) or _str_or_none(doc.get("type"))
 
 
 def _status_answer(doc: dict[str, Any], location: str | None, base: dict[str, Any]) -> PollResult:
     """An answer with a ``status`` word: AsyncJobStatus, or Graph's long-running operation."""
-    pct = _percentage(doc.get("percentageComplete"))
+    pct = _percentage(_first(doc, _PERCENTAGES))
     if pct is False:
         return PollResult(Kind.INVALID, detail="percentageComplete is not a number", **base)
     status: str = doc["status"]
     meaning = canonical_status(status)
-    error = _graph_error(doc)
     fields: dict[str, Any] = {
         "status": status,
         "percentage": pct,
-        "operation": _str_or_none(doc.get("operation")),
+        "operation": _operation(doc),
         "resource_id": _str_or_none(doc.get("resourceId")),
-        "status_description": _str_or_none(doc.get("statusDescription")),
-        **_error_fields(error),
+        "status_description": _str_or_none(doc.get("statusDescription")) or _str_or_none(doc.get("statusDetail")),
+        **_error_fields(graph_error(doc)),
     }
     fields["error_code"] = _str_or_none(doc.get("errorCode")) or fields.get("error_code")
     if meaning == "completed":

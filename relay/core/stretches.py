@@ -96,6 +96,7 @@ def overdue_error(result: PollResult, stretches: Stretches, now_ms: int, bound_s
             return {
                 "code": "unknownMonitorStatus",
                 "monitorStatus": result.status,
+                "httpStatus": result.http_status,
                 "message": f"the monitor answered a status word relay does not know for {lasted:g} s",
             }
     return None

@@ -42,7 +42,7 @@ def completed_from_monitor(monitor: Monitor) -> PollResult | None:
         return None
     return PollResult(
         Kind.COMPLETED,
-        status="completed",
+        status=monitor.status or "completed",
         percentage=100.0,
         operation=monitor.operation or None,
         resource_id=monitor.resource_id or None,
@@ -160,7 +160,7 @@ def _next_delay(
         delay = min(delay, min(intervals))
     # Retry-After is the monitor's own floor, on any answer: a throttled 429/503, and also a running operation's
     # 200/202 (Graph's long-running-operation pattern answers "200 OK, Retry-After: 30" while running)
-    retry_after = parse_retry_after(result.retry_after)
+    retry_after = parse_retry_after(result.retry_after, now_ms / 1000.0)  # an HTTP-date counts from relay's clock
     if retry_after is not None:
         delay = max(delay, min(retry_after, settings.retry_after_cap))
     return delay
@@ -219,33 +219,44 @@ def _plan_job(
     if operation and job.operation != operation:
         job = job.replace(operation=operation)
     if now_ms - job.created > settings.job_timeout * 1000 and result.kind is not Kind.COMPLETED:
-        return failure_op(
-            job, now_ms, {"code": "timeout", "message": f"still not finished after {settings.job_timeout:g} s"}
-        )
+        timeout = {"code": "timeout", "message": f"still not finished after {settings.job_timeout:g} s"}
+        return _ended(failure_op(job, now_ms, timeout), result)
 
     overdue = overdue_error(result, stretches, now_ms, settings.poll_max_error_time)
     if overdue is not None:
-        return failure_op(job, now_ms, overdue)
+        return _ended(failure_op(job, now_ms, overdue), result)
 
     if result.kind is Kind.PROGRESS:
         return _progress_op(result, job, now_ms, operation)
 
     if result.kind is Kind.COMPLETED:
-        sets = {JOB.phase: Phase.RESOLVING.value, JOB.percentage: "100.0", JOB.monitor_status: "completed"}
+        sets = {JOB.phase: Phase.RESOLVING.value, JOB.percentage: "100.0"}
         if operation:
             sets[JOB.operation] = operation
         if result.resource_id:
             sets[JOB.resource_id] = result.resource_id
         if result.drive_item is not None:
             sets[JOB.drive_item] = json.dumps(result.drive_item)
-        return JobOp.on(job, set=sets)
+        return _ended(JobOp.on(job, set=sets), result, default="completed")
 
     error = _failure(result, invalid, settings)
-    return failure_op(job, now_ms, error) if error is not None else None
+    return _ended(failure_op(job, now_ms, error), result) if error is not None else None
+
+
+def _ended(op: JobOp, result: PollResult, default: str = "") -> JobOp:
+    """An ending keeps what the monitor said last: its status word as it wrote it (``succeeded``, ``failed``...)
+    and its description; an answer without a status word leaves the job's last one."""
+    status = result.status or default
+    if status:
+        op.set[JOB.monitor_status] = status
+    if result.status_description:
+        op.set[JOB.status_description] = result.status_description
+    return op
 
 
 def _failure(result: PollResult, invalid: int, settings: Settings) -> dict[str, Any] | None:
     """The ``job.failed`` error an answer means, if it means one."""
+    extras = result.error.extras() if result.error is not None else {}
     if result.kind is Kind.FAILED:
         return {
             "code": "monitorFailed",
@@ -255,15 +266,19 @@ def _failure(result: PollResult, invalid: int, settings: Settings) -> dict[str, 
             "message": result.error_message or result.status_description,
             "target": result.error_target,
             "httpStatus": result.http_status,
+            **extras,
         }
     if result.kind is Kind.GONE:
         gone: dict[str, Any] = {"code": "monitorGone", "httpStatus": result.http_status}
-        if result.error_code:
-            gone.update(errorCode=result.error_code, message=result.error_message)
+        if result.error_code or result.error is not None:
+            gone.update(errorCode=result.error_code, message=result.error_message, **extras)
         return gone
     if result.kind is Kind.INVALID and invalid >= settings.max_invalid_responses:
         detail = f"{invalid} answers in a row were not AsyncJobStatus; last: {result.detail}"
-        return {"code": "invalidMonitorResponse", "message": detail}
+        invalid_error: dict[str, Any] = {"code": "invalidMonitorResponse", "message": detail}
+        if result.http_status is not None:  # the last answer's status (a 401, a 200 of HTML...)
+            invalid_error["httpStatus"] = result.http_status
+        return invalid_error
     return None
 
 

@@ -7,13 +7,16 @@ redirect, with the app's authorization and a short list of safe extra headers. W
 
 * ``202`` with ``Location``: the monitor to track, as if the app had registered it;
 * ``200``/``201`` with a DriveItem: the action finished synchronously (some SharePoint copies do);
-* a 4xx: Graph's refusal, passed on as a problem (``nameAlreadyExists`` and the like);
-* a 5xx, a timeout, a redirect or an unusable answer: a 502/504 problem. Nothing is registered then.
+* a 4xx: Graph's refusal, passed on as a problem (``nameAlreadyExists`` and the like; a throttled ``429`` with
+  Graph's ``Retry-After``, rounded up to whole seconds as HTTP writes it);
+* a ``503``: a 503 problem with Graph's ``Retry-After``; another 5xx, a timeout, a redirect or an unusable
+  answer: a 502/504 problem. Nothing is registered then.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -23,6 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 from yarl import URL
 
+from relay.core.backoff import parse_retry_after
+from relay.core.graph_error import GraphError, graph_error
 from relay.outbound.client import fetch
 from relay.outbound.ssrf import Blocked, host_matches
 
@@ -85,12 +90,25 @@ class Started:
 class ActionRefused(Exception):
     """Graph did not start the action (or relay could not tell): the API answers this problem."""
 
-    def __init__(self, status: int, title: str, detail: str, graph: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str,
+        graph: dict[str, Any] | None = None,
+        *,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.title = title
         self.detail = detail
         self.graph = graph
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str] | None:
+        """``Retry-After`` in whole seconds (HTTP's delta-seconds), when Graph asked for a wait."""
+        return None if self.retry_after is None else {"Retry-After": str(math.ceil(self.retry_after))}
 
 
 def derived_item_url(action: Action) -> str | None:
@@ -147,16 +165,29 @@ async def start_action(
         return Started(202, monitor_url=str(URL(action.url).join(URL(location))))
     if resp.status in (200, 201) and answer is not None and isinstance(answer.get("id"), str):
         return Started(resp.status, drive_item=answer)
-    graph = answer.get("error") if answer is not None and isinstance(answer.get("error"), dict) else None
     if 300 <= resp.status < 400:
         raise ActionRefused(502, "Graph redirected the action", f"answered {resp.status}; relay follows no redirect")
+    error = graph_error(answer)
+    message = (error.message if error else None) or f"Graph answered {resp.status}"
+    retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+    graph = _graph_fields(resp.status, error, message, retry_after)
     if 400 <= resp.status < 500:
         # Graph's own status, except an authentication failure, which must not read as relay's own 401
         status = 422 if resp.status in (401, 407) else resp.status
-        message = str(graph.get("message")) if graph else f"Graph answered {resp.status}"
-        return_graph = {"status": resp.status, "code": graph.get("code") if graph else None, "message": message}
-        raise ActionRefused(status, "Graph refused the action", message, return_graph)
-    raise ActionRefused(502, "Graph failed the action", f"Graph answered {resp.status}", {"status": resp.status})
+        raise ActionRefused(status, "Graph refused the action", message, graph, retry_after=retry_after)
+    if resp.status == 503:  # Graph is unavailable or throttling: nothing started, try again after its wait
+        raise ActionRefused(503, "Graph unavailable", message, graph, retry_after=retry_after)
+    raise ActionRefused(502, "Graph failed the action", f"Graph answered {resp.status}", graph, retry_after=retry_after)
+
+
+def _graph_fields(status: int, error: GraphError | None, message: str, retry_after: float | None) -> dict[str, Any]:
+    """``graphError`` of the problem: Graph's status, its error object's members, its Retry-After in seconds."""
+    fields: dict[str, Any] = {"status": status, "code": error.code if error else None, "message": message}
+    if error is not None:
+        fields.update(error.extras())
+    if retry_after is not None:
+        fields["retryAfter"] = retry_after
+    return fields
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:
