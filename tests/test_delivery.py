@@ -108,7 +108,7 @@ async def test_410_gone_stops_delivery_and_tracking(
 
     await eventually(cancelled)
     _, body, _ = await api.request("GET", f"/v1/jobs/{job['id']}")
-    assert body["error"]["code"] == "callbackGone"
+    assert body["error"]["code"] == "callbackGone" and body["error"]["httpStatus"] == 410
     polls = op.polls
     await asyncio.sleep(0.6)
     assert len(receiver.received) == 1

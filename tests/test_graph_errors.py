@@ -200,3 +200,15 @@ async def test_a_monitor_answering_401_ends_with_its_http_status(
     done = receiver.terminal(job_["id"])
     assert done is not None and done["data"]["error"]["code"] == "invalidMonitorResponse"
     assert done["data"]["error"]["httpStatus"] == 401
+
+
+async def test_graph_s_refusal_of_an_action_keeps_its_inner_error(
+    api: Api, simulator: Simulator, receiver: Receiver
+) -> None:
+    action = {"url": f"{simulator.base_url}/v1.0/me/drive/items/01A/copy", "body": {"name": "Copy"}}
+    job_ = {"action": action, "authorization": "Bearer expired", "callbackUrl": receiver.url}
+    status, problem, _ = await api.request("POST", "/v1/jobs", json=job_)
+    # Graph's 401 (InvalidAuthenticationToken, with innerError date and request-id), as relay's 422
+    graph = problem["graphError"]
+    assert status == 422 and (graph["status"], graph["code"]) == (401, "InvalidAuthenticationToken")
+    assert set(graph["innerError"]) == {"date", "request-id"}
