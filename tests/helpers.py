@@ -35,6 +35,7 @@ __all__ = [
     "Received",
     "Receiver",
     "Responder",
+    "Trap",
     "ensure_stopped",
     "eventually",
     "free_port",
@@ -203,6 +204,33 @@ class Receiver:
             if event["type"] in TERMINAL:
                 return event
         return None
+
+
+@dataclass
+class Trap:
+    """A loopback host that answers every request as Graph creating something would (201 with an ``id``) and
+    records each one as (method, path as sent, Authorization): where a token must never arrive."""
+
+    requests: list[tuple[str, str, str]] = field(default_factory=list)
+    base_url: str = ""
+    _runner: web.AppRunner | None = None
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        self.requests.append((request.method, request.raw_path, request.headers.get("Authorization", "")))
+        return web.json_response({"id": "trapped", "name": "not a DriveItem", "size": 1}, status=201)
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.base_url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        return self.base_url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0, interval: float = 0.05) -> None:

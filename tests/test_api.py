@@ -136,7 +136,9 @@ async def test_delete_stops_tracking(api: Api, redis: Redis) -> None:
 
 
 async def test_patch_replaces_callback_and_authorization(api: Api, redis: Redis) -> None:
-    job = await api.create(**body(driveItemUrl="http://127.0.0.1:1029/items/{resourceId}", authorization="Bearer old"))
+    job = await api.create(
+        **body(driveItemUrl="http://127.0.0.1:1029/v1.0/me/drive/items/{resourceId}", authorization="Bearer old")
+    )
     status, patched, _ = await api.request(
         "PATCH",
         f"/v1/jobs/{job['id']}",

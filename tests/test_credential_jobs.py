@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from relay.credentials.specs import load_credentials
 from relay.settings import Settings
 from relay.simulator import Simulator
-from tests.helpers import Receiver, running_api, running_worker, with_settings
+from tests.helpers import Receiver, Trap, running_api, running_worker, with_settings
 from tests.token_double import App, TokenDouble
 
 CLIENT_ID = "99999999-2222-3333-4444-555555555555"
@@ -125,3 +125,31 @@ async def test_an_action_started_with_a_credential(
         await receiver.wait_for(lambda: receiver.terminal(job["id"]) is not None)
     assert receiver.events(job["id"])[-1]["data"]["driveItem"]["name"] == "x"
     assert simulator.actions == 1
+
+
+async def test_a_held_credential_is_sent_only_to_the_actions_relay_tracks(
+    app_only: Settings, receiver: Receiver, redis: Redis
+) -> None:
+    """The finding: ``action`` {url: .../v1.0/users, body} with an app-only credential made relay create a user."""
+    trap = Trap()
+    await trap.start()
+    custom = with_settings(app_only, action_allowed_hosts=("127.0.0.1",))
+    auth = {"Authorization": "Bearer tok-backup"}
+    user = {"displayName": "Mallory", "accountEnabled": True, "userPrincipalName": "m@contoso.example"}
+    try:
+        async with running_api(custom) as api:
+            for url, body in ((f"{trap.base_url}/v1.0/users", user), (f"{trap.base_url}/v1.0/me/drive/items/01A", {})):
+                action = {"action": {"url": url, "body": body}, "credential": "backup", "callbackUrl": receiver.url}
+                status, problem, _ = await api.request("POST", "/v1/jobs", json=action, headers=auth)
+                assert status == 422 and problem["errors"][0]["field"] == "action.url", problem
+            item = {
+                "monitorUrl": f"{trap.base_url}/monitor/1",
+                "driveItemUrl": f"{trap.base_url}/v1.0/users/{{resourceId}}",
+                "credential": "backup",
+                "callbackUrl": receiver.url,
+            }
+            status, problem, _ = await api.request("POST", "/v1/jobs", json=item, headers=auth)
+            assert status == 422 and problem["errors"][0]["field"] == "driveItemUrl", problem
+    finally:
+        await trap.stop()
+    assert trap.requests == [], "the app-only token went to a request relay does not exist to make"

@@ -226,7 +226,7 @@ async def test_transient_item_failure_is_retried_through_arq(
         return web.json_response({"id": request.match_info["id"], "name": "Copy", "folder": {}})
 
     app = web.Application()
-    app.router.add_get("/items/{id}", item)
+    app.router.add_get("/v1.0/me/drive/items/{id}", item)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
@@ -235,7 +235,7 @@ async def test_transient_item_failure_is_retried_through_arq(
         job = await api.create(
             monitorUrl=op.monitor_url,
             callbackUrl=receiver.url,
-            driveItemUrl=f"http://127.0.0.1:{runner.addresses[0][1]}/items/{{resourceId}}",
+            driveItemUrl=f"http://127.0.0.1:{runner.addresses[0][1]}/v1.0/me/drive/items/{{resourceId}}",
             authorization="Bearer item-token",
         )
         await receiver.wait_for(lambda: receiver.terminal(job["id"]) is not None, timeout=20)

@@ -25,7 +25,7 @@ async def test_a_drive_item_url_off_the_allowlist_is_refused_at_registration(api
         json={
             "monitorUrl": "http://127.0.0.1:1029/monitor/1",
             "callbackUrl": receiver.url,
-            "driveItemUrl": "https://evil.example/{resourceId}",
+            "driveItemUrl": "https://evil.example/v1.0/me/drive/items/{resourceId}",
             "authorization": "Bearer graph-token",
         },
     )

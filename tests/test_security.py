@@ -160,7 +160,7 @@ async def test_authorization_refused_without_key_material(settings: Settings, re
             json={
                 "monitorUrl": "http://127.0.0.1:1029/m",
                 "callbackUrl": "http://127.0.0.1:1029/h",
-                "driveItemUrl": "http://127.0.0.1:1029/items/{resourceId}",
+                "driveItemUrl": "http://127.0.0.1:1029/v1.0/me/drive/items/{resourceId}",
                 "authorization": "Bearer x",
             },
         )

@@ -15,7 +15,6 @@ import asyncio
 import json
 import time
 from typing import Any
-from urllib.parse import quote
 
 import aiohttp
 import structlog
@@ -28,6 +27,7 @@ from relay.core.authorization import ask_op, bearer_expired, is_refusal
 from relay.core.backoff import parse_retry_after
 from relay.core.changes import completion_op
 from relay.core.crypto import InvalidToken
+from relay.core.graph_paths import InvalidItemId, fill_item_url, item_url_problem
 from relay.core.monitor import MAX_BODY
 from relay.core.schema import Job, Phase
 from relay.credentials.broker import CredentialError
@@ -50,11 +50,6 @@ async def enqueue_resolution(pool: ArqRedis, job_id: str, *, defer: float | None
     )
 
 
-def item_url(template: str, resource_id: str) -> str:
-    """Fill ``{resourceId}``; quoting keeps the id from changing the URL's host or path."""
-    return template.replace("{resourceId}", quote(resource_id, safe=""))
-
-
 async def fetch_item(deps: Deps, job: Job, job_try: int) -> tuple[Any, dict[str, Any] | None]:
     """(driveItem, None) or (None, resolutionError); raises ``Retry`` for transient failures.
 
@@ -69,7 +64,13 @@ async def fetch_item(deps: Deps, job: Job, job_try: int) -> tuple[Any, dict[str,
         return None, {"code": "noDriveItemUrl", "message": "no driveItemUrl was registered"}
     if not resource_id:
         return None, {"code": "noResourceId", "message": "the monitor reported no resourceId"}
-    url = item_url(template, resource_id)
+    problem = item_url_problem(template)
+    if problem is not None:  # checked at registration; a job stored before that check was made is held to it too
+        return None, {"code": "blocked", "message": problem}
+    try:  # a checked id, fully percent-encoded: it cannot change the URL's host or path
+        url = fill_item_url(template, resource_id)
+    except InvalidItemId as exc:  # the monitor's fault (``..``, a ``/``...): no request goes to another path
+        return None, {"code": "invalidResourceId", "message": f"{exc}: it is not a DriveItem id"}
     if not host_matches(URL(url).host or "", deps.settings.item_allowed_hosts):
         # checked at registration too; the allowlist may have narrowed since: no token leaves for that host
         return None, {"code": "blocked", "message": "the DriveItem host is not in RELAY_ITEM_ALLOWED_HOSTS"}

@@ -10,6 +10,7 @@ from yarl import URL
 
 from relay.config_parsing import check_secret
 from relay.core import jsonfast
+from relay.core.graph_paths import item_url_problem
 from relay.outbound.actions import Action
 from relay.outbound.ssrf import Blocked, check_url, host_matches
 
@@ -82,8 +83,8 @@ class JobCreate(_Strict):
         default=None,
         alias="driveItemUrl",
         max_length=2048,
-        description="Template containing {resourceId}",
-        json_schema_extra={**_URL, "pattern": r"^https?://.*\{resourceId\}"},
+        description="A DriveItem's URL with {resourceId} for its id: {drive}/items/{resourceId}",
+        json_schema_extra={**_URL, "pattern": r"^https?://[^/?#]+/.*/items/\{resourceId\}(\?.*)?$"},
     )
     authorization: str | None = Field(
         default=None, max_length=16384, description="Header value sent only with the DriveItem request (and action)"
@@ -124,6 +125,9 @@ class JobCreate(_Strict):
         if "{resourceId}" not in value:
             raise PydanticCustomError("template", "driveItemUrl must contain {resourceId}")
         _http_url(value.replace("{resourceId}", "x"), "driveItemUrl")
+        problem = item_url_problem(value)  # the token goes only to a DriveItem
+        if problem is not None:
+            raise PydanticCustomError("template", "{rule}", {"rule": problem})
         return value
 
     @field_validator("metadata")

@@ -3,7 +3,9 @@
 Every Graph SDK types ``copy`` as returning a DriveItem, so the 202's ``Location`` header (the monitor URL)
 is dropped and apps must dig it out. With ``action`` in ``POST /v1/jobs``, relay sends the request itself:
 to an allowed Graph host only (``RELAY_ACTION_ALLOWED_HOSTS``), through the SSRF guard, never following a
-redirect, with the app's authorization and a short list of safe extra headers. What Graph answers decides:
+redirect, with the app's authorization and a short list of safe extra headers; and only when it is one of the
+long-running actions relay tracks (a DriveItem copy, an upload from URL: :mod:`relay.core.graph_paths`), since
+the token it carries may be an app-only one. What Graph answers decides:
 
 * ``202`` with ``Location``: the monitor to track, as if the app had registered it;
 * ``200``/``201`` with a DriveItem: the action finished synchronously (some SharePoint copies do);
@@ -17,17 +19,18 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import quote
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 from yarl import URL
 
 from relay.core.backoff import parse_retry_after
 from relay.core.graph_error import GraphError, graph_error
+from relay.core.graph_paths import ActionPath, action_path, item_id_problem, upload_body_problem
 from relay.outbound.client import fetch
 from relay.outbound.ssrf import Blocked, host_matches
 
@@ -36,10 +39,8 @@ __all__ = ["SAFE_HEADERS", "Action", "ActionRefused", "Started", "derived_item_u
 #: extra request headers an action may carry; everything else (Authorization included) relay sets itself
 SAFE_HEADERS = frozenset({"prefer", "if-match", "if-none-match", "accept-language"})
 _MAX_ANSWER = 1024 * 1024
-#: the drive part of a Graph item path: /v1.0/me/drive, /beta/drives/{id}, /v1.0/sites/{id}/drive ...
-_DRIVE_PATH = re.compile(
-    r"^(/(?:v1\.0|beta)/(?:me/drive|drives/[^/]+|(?:sites|users|groups)/[^/]+/drive))/(?:items|root)"
-)
+#: what a drive id keeps unencoded in a derived driveItemUrl (``b!...`` ids stay readable)
+_ID_SAFE = "!$&'()*+,;=@"
 
 
 class Action(BaseModel):
@@ -48,10 +49,19 @@ class Action(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     method: Literal["POST"] = "POST"
-    url: str = Field(min_length=1, max_length=2048, json_schema_extra={"format": "uri"})
-    body: dict[str, Any] | None = Field(default=None, description="JSON body of the request, e.g. the copy's")
+    url: str = Field(
+        min_length=1,
+        max_length=2048,
+        description="a DriveItem copy ({drive}/items/{id}/copy) or upload from URL ({drive}/items/{id}/children)",
+        json_schema_extra={"format": "uri"},
+    )
+    body: dict[str, Any] | None = Field(
+        default=None, description="JSON body of the request, e.g. the copy's", validate_default=True
+    )
     headers: dict[str, str] | None = Field(
-        default=None, description=f"extra headers, only {', '.join(sorted(SAFE_HEADERS))} (e.g. Prefer: respond-async)"
+        default=None,
+        description=f"extra headers, only {', '.join(sorted(SAFE_HEADERS))} (e.g. Prefer: respond-async)",
+        validate_default=True,
     )
 
     @field_validator("url")
@@ -63,11 +73,33 @@ class Action(BaseModel):
             raise PydanticCustomError("url", "action.url is not a valid URL") from None
         if url.scheme not in ("http", "https") or not url.host:
             raise PydanticCustomError("url", "action.url must be an absolute http(s) URL")
+        read = action_path(value)
+        if isinstance(read, str):  # the token goes only to the actions relay tracks
+            raise PydanticCustomError("action", "{rule}", {"rule": read})
+        return value
+
+    @field_validator("body")
+    @classmethod
+    def _body(cls, value: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any] | None:
+        parent = (value or {}).get("parentReference")
+        drive_id = parent.get("driveId") if isinstance(parent, dict) else None
+        if isinstance(drive_id, str) and (problem := item_id_problem(drive_id)) is not None:
+            raise PydanticCustomError("action", "parentReference.driveId {problem}", {"problem": problem})
+        read = action_path(info.data["url"]) if "url" in info.data else None
+        if isinstance(read, ActionPath) and read.kind == "upload":
+            wrong = upload_body_problem(value, None)
+            if wrong is not None and wrong[0] == "action.body":
+                raise PydanticCustomError("action", "{rule}", {"rule": wrong[1]})
         return value
 
     @field_validator("headers")
     @classmethod
-    def _headers(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+    def _headers(cls, value: dict[str, str] | None, info: ValidationInfo) -> dict[str, str] | None:
+        read = action_path(info.data["url"]) if "url" in info.data else None
+        if isinstance(read, ActionPath) and read.kind == "upload" and "body" in info.data:
+            wrong = upload_body_problem(info.data["body"], value)
+            if wrong is not None:
+                raise PydanticCustomError("action", "{rule}", {"rule": wrong[1]})
         for name, header in (value or {}).items():
             if name.lower() not in SAFE_HEADERS:
                 raise PydanticCustomError(
@@ -112,18 +144,15 @@ class ActionRefused(Exception):
 
 
 def derived_item_url(action: Action) -> str | None:
-    """The ``driveItemUrl`` the new item will have, when the action says which drive it lands in."""
-    url = URL(action.url)
+    """The ``driveItemUrl`` the new item will have: in the action's drive, or its ``parentReference.driveId``."""
+    read = action_path(action.url)
+    if not isinstance(read, ActionPath):
+        return None
     parent = (action.body or {}).get("parentReference")
-    version = url.path.split("/")[1] if url.path.count("/") > 1 else ""
-    if isinstance(parent, dict) and isinstance(parent.get("driveId"), str) and version in ("v1.0", "beta"):
-        drive = f"/{version}/drives/{parent['driveId']}"
-    else:
-        match = _DRIVE_PATH.match(url.path)
-        if match is None:
-            return None
-        drive = match.group(1)
-    return str(url.with_path(drive, encoded=False).with_query(None)) + "/items/{resourceId}"
+    drive = read.drive
+    if isinstance(parent, dict) and isinstance(parent.get("driveId"), str):
+        drive = f"{read.version}/drives/{quote(parent['driveId'], safe=_ID_SAFE)}"
+    return str(URL(action.url).with_path(drive, encoded=True).with_query(None)) + "/items/{resourceId}"
 
 
 async def start_action(
