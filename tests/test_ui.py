@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from redis.asyncio import Redis
 
 from relay.settings import Settings
@@ -31,6 +32,8 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    # a DNS-rebinding page's name: it resolves to this machine's loopback, as the attacker's DNS would make it
+    "--host-resolver-rules=MAP rebound.example 127.0.0.1",
 ]
 TOKEN = "ui-token"
 
@@ -55,7 +58,7 @@ async def owned_api(settings: Settings, redis: Redis) -> AsyncIterator[Api]:
 
 
 @pytest.fixture
-async def page(owned_api: Api) -> AsyncIterator[Any]:
+async def page() -> AsyncIterator[Any]:
     _need_browser()
     from playwright.async_api import async_playwright
 
@@ -135,3 +138,27 @@ async def test_dashboard_shows_a_job_waiting_for_authorization(
     await badge.filter(has_text="waiting for authorization").wait_for()
     assert "PATCH" in (await badge.get_attribute("title") or "")
     assert page.errors == []
+
+
+async def test_the_dashboard_works_without_tokens_and_a_rebinding_page_gets_nothing(
+    api: Api, page: Any, simulator: Simulator, receiver: Receiver, worker: Any
+) -> None:
+    """Tokenless (relay dev): the dashboard at its loopback origin lists jobs and redelivers (a same-origin
+    POST); the same dashboard reached under another name, as a DNS-rebinding page would, gets 403s."""
+    receiver.responder = lambda request, attempt: web.Response(status=500)
+    op = simulator.create(duration=0.1)
+    job = await api.create(monitorUrl=op.monitor_url, callbackUrl=receiver.url)
+    await page.goto(f"{api.base}/ui")
+    await page.locator("#conn[data-state=live]").wait_for()
+    await page.locator(f'#jobs tr[data-job-id="{job["id"]}"]').wait_for()
+    redeliver = page.locator("#dead button.redeliver:not([disabled])")
+    await redeliver.first.wait_for()
+    await redeliver.first.click()
+    await page.locator("#message", has_text="Queued the final event").wait_for()
+    assert page.errors == []
+
+    port = api.base.rsplit(":", 1)[1]
+    answer = await page.goto(f"http://rebound.example:{port}/ui")
+    assert answer is not None and answer.status == 403
+    status = await page.evaluate("fetch('/v1/jobs').then((r) => r.status)")
+    assert status == 403, "a page under another name read the jobs"

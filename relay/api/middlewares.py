@@ -19,13 +19,15 @@ from relay.api.problems import ProblemError, problem_response
 from relay.api.typedefs import SETTINGS
 from relay.store.durable import NotReplicated
 
-__all__ = ["OWNER", "TENANT", "api_middleware", "is_public"]
+__all__ = ["OWNER", "TENANT", "api_middleware", "is_public", "loopback_guard"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 OWNER = web.RequestKey("owner", str)
 #: the name RELAY_API_TOKENS gives the caller's token (``name:token``), "public" without tokens, else ""
 TENANT = web.RequestKey("tenant", str)
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+#: methods that change something: a browser page of another origin may not send them to a tokenless relay
+_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 log = structlog.stdlib.get_logger("relay.api")
 
@@ -40,7 +42,7 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request_id)
     try:
-        refused = _authenticate(request) or _unknown_query(request)
+        refused = loopback_guard(request) or _authenticate(request) or _unknown_query(request)
         response = refused if refused is not None else await handler(request)
     except Exception as exc:
         response = _failure(request, exc)
@@ -73,6 +75,39 @@ def _failure(request: web.Request, exc: Exception) -> web.StreamResponse:
 def _unavailable(detail: str) -> web.Response:
     """503: nothing was acknowledged, so the client may retry (with the same Idempotency-Key)."""
     return problem_response(503, "Service Unavailable", detail, headers={"Retry-After": "1"})
+
+
+def loopback_guard(request: web.Request) -> web.Response | None:
+    """Without API tokens (``relay dev`` on loopback) anyone who can reach the port may use the API, and a web
+    page can too: by DNS rebinding (its own name made to resolve to 127.0.0.1) or by a cross-origin request.
+    So a tokenless relay answers only requests addressed to a loopback name (``Host``), and changes nothing
+    for a page of another origin (``Origin``). A 403 otherwise; with tokens, the token decides."""
+    settings = request.app[SETTINGS]
+    if settings.api_tokens:
+        return None
+    host = request.headers.get("Host")
+    if host is not None and _host_name(host) not in _loopback_names(settings.host):
+        detail = "without RELAY_API_TOKENS relay answers only requests to localhost, 127.0.0.1, [::1] or RELAY_HOST"
+        return problem_response(403, "Forbidden", detail)
+    origin = request.headers.get("Origin")
+    if origin is not None and request.method in _CHANGING and origin.lower() != f"http://{(host or '').lower()}":
+        detail = "without RELAY_API_TOKENS relay refuses changes asked by a page of another origin"
+        return problem_response(403, "Forbidden", detail)
+    return None
+
+
+def _host_name(host: str) -> str:
+    """The name in a ``Host`` header (``[::1]`` with its brackets), without its port, lower case."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[: host.find("]") + 1]
+    return host.partition(":")[0].rstrip(".")
+
+
+@functools.cache
+def _loopback_names(bound: str) -> frozenset[str]:
+    bound = bound.lower().strip("[]")
+    return frozenset({"localhost", "127.0.0.1", "[::1]", f"[{bound}]" if ":" in bound else bound})
 
 
 @functools.cache
