@@ -110,6 +110,8 @@ class Settings(BaseSettings):
     poll_concurrency: int = Field(200, ge=1, validation_alias="RELAY_POLL_CONCURRENCY")
     delivery_concurrency: int = Field(200, ge=1, validation_alias="RELAY_DELIVERY_CONCURRENCY")
     request_timeout: Seconds = Field(15.0, ge=0.1, validation_alias="RELAY_REQUEST_TIMEOUT")
+    #: how long the API waits for a request's head (line and headers), then for its body (slowloris)
+    api_read_timeout: Seconds = Field(10.0, ge=0.1, le=300, validation_alias="RELAY_API_READ_TIMEOUT")
     max_invalid_responses: int = Field(5, ge=1, validation_alias="RELAY_POLL_MAX_INVALID")
     poll_max_error_time: Seconds = Field(3600.0, ge=1, validation_alias="RELAY_POLL_MAX_ERROR_TIME")
     job_retention: Seconds = Field(7 * 86400.0, ge=60, validation_alias="RELAY_JOB_RETENTION")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
 
 from relay.api.problems import ProblemError
 from relay.api.schemas import job_view
-from relay.api.typedefs import STORE
+from relay.api.typedefs import SETTINGS, STORE
 from relay.core import jsonfast
 from relay.core.schema import Job
 
@@ -23,7 +24,7 @@ async def json_body(request: web.Request) -> Any:
     """The request's JSON: 415 when not sent as JSON, 400 when malformed, 422 when hostile (relay/core/jsonfast.py)."""
     if request.content_type != "application/json":
         raise ProblemError(415, "Unsupported Media Type", "send the body as application/json")
-    raw = await request.read()
+    raw = await request.read() if request.content.is_eof() else await _read_in_time(request)
     try:
         return jsonfast.loads_request(raw)
     except jsonfast.HostileJson as exc:
@@ -32,6 +33,17 @@ async def json_body(request: web.Request) -> Any:
         ) from None
     except (ValueError, UnicodeDecodeError):
         raise ProblemError(400, "Malformed JSON", "the request body is not valid JSON") from None
+
+
+async def _read_in_time(request: web.Request) -> bytes:
+    """The body, which has not all arrived yet: within RELAY_API_READ_TIMEOUT, else 408 (slowloris)."""
+    limit = request.app[SETTINGS].api_read_timeout
+    try:
+        async with asyncio.timeout(limit):
+            return await request.read()
+    except TimeoutError:
+        detail = f"the request body did not arrive within RELAY_API_READ_TIMEOUT ({limit:g} s)"
+        raise ProblemError(408, "Request Timeout", detail, headers={"Connection": "close"}) from None
 
 
 async def json_object(request: web.Request) -> dict[str, Any]:

@@ -13,9 +13,10 @@ from aiohttp import web
 
 from relay import __version__, logs
 from relay.api.app import create_app
+from relay.api.server import ApiRunner
 from relay.settings import Settings
 
-__all__ = ["API_SHUTDOWN_TIMEOUT", "access_log", "new_secret", "run_dev"]
+__all__ = ["API_SHUTDOWN_TIMEOUT", "access_log", "new_secret", "run_dev", "start_api"]
 
 log = structlog.stdlib.get_logger("relay.cli")
 
@@ -32,16 +33,23 @@ def access_log(settings: Settings) -> dict[str, Any]:
     return {"access_log_class": logs.AccessLogger, "access_log": logs.ACCESS_LOG if settings.access_log else None}
 
 
-async def run_dev(settings: Settings, stop: asyncio.Event, *, ready: asyncio.Event | None = None) -> None:
-    """API and worker in one process until ``stop`` is set."""
-    runner = web.AppRunner(
+async def start_api(settings: Settings) -> web.AppRunner:
+    """The API listening on RELAY_HOST:RELAY_PORT, with RELAY_API_READ_TIMEOUT on every request's head and
+    body (relay/api/server.py); ``cleanup()`` stops it, letting requests in flight finish."""
+    runner = ApiRunner(
         create_app(settings),
+        read_timeout=settings.api_read_timeout,
         shutdown_timeout=API_SHUTDOWN_TIMEOUT,
         **access_log(settings),
     )
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
-    await site.start()
+    await web.TCPSite(runner, settings.host, settings.port).start()
+    return runner
+
+
+async def run_dev(settings: Settings, stop: asyncio.Event, *, ready: asyncio.Event | None = None) -> None:
+    """API and worker in one process until ``stop`` is set."""
+    runner = await start_api(settings)
     from workers.main import create_worker  # the composition root starts the worker
 
     worker = create_worker(settings, handle_signals=False)

@@ -17,11 +17,9 @@ from collections.abc import Sequence
 
 import prometheus_client
 import structlog
-from aiohttp import web
 
 from relay import __version__, logs
-from relay.api.app import create_app
-from relay.cli.dev import API_SHUTDOWN_TIMEOUT, access_log, new_secret, run_dev
+from relay.cli.dev import new_secret, run_dev, start_api
 from relay.cli.jobs import add_jobs_parser
 from relay.settings import ConfigError, Settings
 from relay.store.embedded import EmbeddedRedis
@@ -68,15 +66,21 @@ def cmd_serve(_: argparse.Namespace) -> int:
     settings.check_serving()
     _tune_gc()
     log.info("api starting", host=settings.host, port=settings.port, version=__version__)
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        print=None,
-        shutdown_timeout=API_SHUTDOWN_TIMEOUT,
-        **access_log(settings),
-    )
+    asyncio.run(_serve(settings))
     return 0
+
+
+async def _serve(settings: Settings) -> None:
+    """The API until SIGINT or SIGTERM; then requests in flight get API_SHUTDOWN_TIMEOUT to finish."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    runner = await start_api(settings)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
 
 
 def cmd_worker(_: argparse.Namespace) -> int:

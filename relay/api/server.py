@@ -1,0 +1,93 @@
+"""Serving the API: aiohttp's runner with the read timeout its server lacks (slowloris).
+
+aiohttp's server bounds the size of a request's head (8 KiB lines) but not the time it takes to arrive: a
+client trickling one header line every few seconds holds its connection (and a file descriptor) until the
+keep-alive timeout, an hour by default. :class:`ApiRunner` gives every request ``RELAY_API_READ_TIMEOUT``
+seconds for its request line and headers, counted from the connection's start or from the first byte of a
+later request on it; then the connection is answered ``408`` and closed. The body has the same time once
+the handler reads it (:func:`relay.api.http.json_body`). Idle keep-alive connections keep aiohttp's own
+timeout (:data:`KEEPALIVE_TIMEOUT`), which must stay above a reverse proxy's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+__all__ = ["KEEPALIVE_TIMEOUT", "ApiRunner"]
+
+#: how long an idle keep-alive connection stays open (aiohttp's ``run_app`` default)
+KEEPALIVE_TIMEOUT = 75.0
+_TIMED_OUT = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+
+
+class _Protocol(RequestHandler):
+    """aiohttp's request handler, closing a connection whose request head does not arrive in time."""
+
+    __slots__ = ("_head_timeout", "_head_timer")
+
+    def __init__(self, manager: web.Server, *, head_timeout: float, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._head_timeout = head_timeout
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._arm()  # a connection that never sends its request is closed too
+
+    def data_received(self, data: bytes) -> None:
+        if self._head_timer is None and self._between_requests():
+            self._arm()  # the first byte of a later request on a kept-alive connection
+        super().data_received(data)
+        if self._head_timer is not None and not self._between_requests():
+            self._disarm()  # the head is complete: the handler has the request
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _between_requests(self) -> bool:
+        return not self._messages and not self._request_in_progress
+
+    def _arm(self) -> None:
+        self._head_timer = self._loop.call_later(self._head_timeout, self._head_timed_out)
+
+    def _disarm(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        waiting = self._waiter is not None and not self._waiter.done()
+        if waiting and self.transport is not None:  # still no complete request head
+            self.transport.write(_TIMED_OUT)
+            self.force_close()
+
+
+class _Server(web.Server):
+    """aiohttp's low-level server, making :class:`_Protocol` handlers."""
+
+    head_timeout: float
+
+    def __call__(self) -> RequestHandler:
+        return _Protocol(self, loop=self._loop, head_timeout=self.head_timeout, **self._kwargs)
+
+
+class ApiRunner(web.AppRunner):
+    """``web.AppRunner`` whose connections get ``read_timeout`` seconds for each request head."""
+
+    def __init__(self, app: web.Application, *, read_timeout: float, **kwargs: Any) -> None:
+        # lingering: after an answer to a request whose body is still arriving, the rest is read for at most this long
+        super().__init__(app, keepalive_timeout=KEEPALIVE_TIMEOUT, lingering_time=read_timeout, **kwargs)
+        self._read_timeout = read_timeout
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()  # the application's own, with its handler and startup done
+        server.__class__ = _Server  # the same object, making relay's handlers: nothing else of it changes
+        assert isinstance(server, _Server)
+        server.head_timeout = self._read_timeout
+        return server
