@@ -168,7 +168,16 @@ async def test_authorization_refused_without_key_material(settings: Settings, re
 
 
 @pytest.mark.parametrize(
-    "callback", ["http://localhost:1029/h", "http://app.localhost/h", "http://[::1]/h", "http://0.0.0.0/h"]
+    "callback",
+    [
+        "http://localhost:1029/h",
+        "http://app.localhost/h",
+        "http://[::1]/h",
+        "http://0.0.0.0/h",
+        "http://[fec0::1]:8080/h",
+        "http://[::ffff:10.0.0.1]:8080/h",
+        "http://[64:ff9b::169.254.169.254]/h",
+    ],
 )
 async def test_loopback_callbacks_refused_at_registration(settings: Settings, redis: Redis, callback: str) -> None:
     from tests.helpers import running_api

@@ -26,13 +26,31 @@ from relay.outbound.ssrf import Blocked, GuardedResolver, address_allowed, check
         "::ffff:10.0.0.1",
         "240.0.0.1",
         "2002:7f00:1::",
+        # what Python 3.11's ipaddress counts global: site-local (deprecated), the 6to4 relay anycast, the
+        # 2024 documentation prefix, and private addresses in the IPv4-mapped, -compatible, 6to4 and NAT64 forms
+        "fec0::1",
+        "feff:ffff::1",
+        "192.88.99.1",
+        "2002:c058:6301::",
+        "3fff::1",
+        "::ffff:100.64.0.1",
+        "::10.0.0.1",
+        "::ffff:0:7f00:1",
+        "2002:a9fe:a9fe::",
+        "64:ff9b::7f00:1",
+        "64:ff9b::a9fe:a9fe",
+        "64:ff9b::100.64.0.1",
+        "64:ff9b:1::808:808",
+        "2001::1",
     ],
 )
 def test_internal_addresses_refused(ip: str) -> None:
     assert not address_allowed(ip)
 
 
-@pytest.mark.parametrize("ip", ["20.190.151.68", "13.107.42.14", "2603:1036::1"])
+@pytest.mark.parametrize(
+    "ip", ["20.190.151.68", "13.107.42.14", "2603:1036::1", "::ffff:20.190.151.68", "64:ff9b::20.190.151.68"]
+)
 def test_public_addresses_allowed(ip: str) -> None:
     assert address_allowed(ip)
 
@@ -45,6 +63,8 @@ def test_public_addresses_allowed(ip: str) -> None:
         "http://127.0.0.1/",
         "http://[::1]:80/",
         "http://169.254.169.254/",
+        "http://[fec0::1]:8080/h",
+        "http://[64:ff9b::a9fe:a9fe]/",
         "http://user:pw@graph.microsoft.com/",
         "http:///nohost",
     ],

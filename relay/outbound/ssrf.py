@@ -22,7 +22,12 @@ from yarl import URL
 __all__ = ["ALLOWED_PORTS", "Blocked", "GuardedResolver", "address_allowed", "check_url", "host_matches"]
 
 _LOOPBACK_NAMES = ("localhost", "*.localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback")
-_CGNAT = ipaddress.ip_network("100.64.0.0/10")
+#: refused although Python's ``ipaddress`` (3.11) counts them global: shared (carrier-grade NAT), the
+#: deprecated 6to4 relay anycast, IPv6 site-local (deprecated, still routed inside some networks) and the
+#: IPv6 documentation prefix of 2024
+_NOT_GLOBAL = tuple(ipaddress.ip_network(n) for n in ("100.64.0.0/10", "192.88.99.0/24", "fec0::/10", "3fff::/20"))
+#: NAT64's well-known prefix: the IPv4 address in its last 32 bits decides (RFC 6052)
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
 #: the ports relay sends HTTP to: the web's own two, and the unprivileged range. Others (0, which cannot be
 #: connected to; 22, 25, 53... which speak other protocols) are refused, at registration and before each request
 ALLOWED_PORTS = "80, 443, 1024-65535"
@@ -41,12 +46,14 @@ def address_allowed(ip: str) -> bool:
         addr = ipaddress.ip_address(ip.split("%", 1)[0])
     except ValueError:
         return False
-    if isinstance(addr, ipaddress.IPv6Address):
+    if isinstance(addr, ipaddress.IPv6Address):  # the IPv4 address an IPv6 form carries is the one reached
         if addr.ipv4_mapped is not None:
             addr = addr.ipv4_mapped
         elif addr.sixtofour is not None:
             addr = addr.sixtofour
-    if isinstance(addr, ipaddress.IPv4Address) and addr in _CGNAT:
+        elif addr in _NAT64:
+            addr = ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)
+    if any(addr in network for network in _NOT_GLOBAL if network.version == addr.version):
         return False
     return not (
         addr.is_private
