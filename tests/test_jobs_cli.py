@@ -128,3 +128,24 @@ async def test_a_job_waiting_for_authorization_says_so(
     code, out, err = await relay_jobs(owned_api, "show", job["id"])
     assert code == 0, err
     assert "awaitingAuthorization" in out and "job.authorizationRequired" in out
+
+
+#: a monitor's operation that sets the terminal's title, clears the screen (7-bit and C1 forms), reverses
+#: the text that follows, and closes a rich markup tag that was never opened
+HOSTILE = "ItemCopy\x1b]0;owned\x07\x1b[2J\x9b31m\u202e[/] [bold]x"
+
+
+async def test_what_a_monitor_wrote_is_shown_escaped_never_obeyed(
+    owned_api: Api, simulator: Simulator, receiver: Receiver, worker: Any
+) -> None:
+    answer = {
+        "status": 202,
+        "body": {"status": "inProgress", "operation": HOSTILE, "percentageComplete": 10, "statusDescription": "[/]"},
+    }
+    job = await create(owned_api, simulator, receiver, script=[answer])
+    await receiver.wait_for(lambda: any(e["type"] == "job.progress" for e in receiver.events(job["id"])))
+    for args in (("list",), ("show", job["id"])):
+        code, out, err = await relay_jobs(owned_api, *args)
+        assert code == 0, err
+        assert not any(c in out for c in "\x1b\x07\x9b\u202e"), f"relay jobs {args[0]} printed control characters"
+        assert "ItemCopy\\x1b]0;owned\\x07\\x1b[2J\\x9b31m\\u202e[/] [bold]x" in out, out

@@ -3,6 +3,10 @@
 Every command talks to ``--api`` (default ``http://127.0.0.1:8080``) with ``--token`` (default
 ``RELAY_API_TOKEN``, else the first of ``RELAY_API_TOKENS``). Exit codes: 0 done, 1 the API said no
 (its problem+json is shown) or could not be reached.
+
+What the API returns holds what peers wrote (a monitor's ``operation`` and ``statusDescription``, a
+DriveItem, error messages): every value is printed as plain text (never rich markup) with control
+characters shown escaped (``\x1b``), so none can drive the terminal or stop the command.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sys
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -38,6 +43,19 @@ _STATUS_STYLE = {
     "pending": "yellow",
     "retrying": "yellow",
 }
+
+
+#: C0 and C1 controls, DEL, and the bidirectional overrides that reorder what a terminal shows
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _escaped(text: str) -> str:
+    return _CONTROL.sub(lambda found: found.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def _plain(value: Any, style: str = "") -> Text:
+    """A value from the API as terminal text: no markup read in it, its control characters escaped."""
+    return Text(_escaped("" if value is None else str(value)), style=style)
 
 
 class ApiError(Exception):
@@ -80,7 +98,7 @@ def _quoted(args: argparse.Namespace) -> str:
 
 def _styled(value: str | None) -> Text:
     value = value or ""
-    return Text(value, style=_STATUS_STYLE.get(value, ""))
+    return _plain(value, style=_STATUS_STYLE.get(value, ""))
 
 
 def _status(job: dict[str, Any]) -> Text:
@@ -112,13 +130,13 @@ def _jobs_table(jobs: list[dict[str, Any]]) -> Table:
     table.add_column("created", no_wrap=True)
     for job in jobs:
         table.add_row(
-            job["id"],
+            _plain(job["id"]),
             _status(job),
-            job.get("operation") or "",
+            _plain(job.get("operation")),
             _pct(job),
-            str(job.get("sequence", 0)),
-            str(job.get("pollCount", 0)),
-            job.get("createdDateTime") or "",
+            _plain(job.get("sequence", 0)),
+            _plain(job.get("pollCount", 0)),
+            _plain(job.get("createdDateTime")),
         )
     return table
 
@@ -135,7 +153,7 @@ async def _list(args: argparse.Namespace) -> int:
     else:
         console.print(_jobs_table(page["jobs"]))
     if page.get("nextCursor"):
-        console.print(f"more: relay jobs list --cursor {page['nextCursor']}", soft_wrap=True)
+        console.print(_plain(f"more: relay jobs list --cursor {page['nextCursor']}"), soft_wrap=True)
     return 0
 
 
@@ -146,25 +164,29 @@ async def _show(args: argparse.Namespace) -> int:
         print(json.dumps({"job": job, **deliveries}, indent=2))
         return 0
     console = _console()
-    info = Table(title=f"job {job['id']}", title_justify="left", show_header=False)
+    info = Table(title=_plain(f"job {job['id']}"), title_justify="left", show_header=False)
     info.add_column("field", style="bold", no_wrap=True)
     info.add_column("value", overflow="fold")
     for name, value in job.items():
         if name == "percentageComplete":
-            info.add_row(name, _pct(job))
+            info.add_row(_plain(name), _pct(job))
         elif name == "status":
-            info.add_row(name, _status(job))
+            info.add_row(_plain(name), _status(job))
         elif isinstance(value, dict | list):
-            info.add_row(name, json.dumps(value))
+            info.add_row(_plain(name), _plain(json.dumps(value)))
         else:
-            info.add_row(name, "" if value is None else str(value))
+            info.add_row(_plain(name), _plain(value))
     console.print(info)
     events = Table(title="events", title_justify="left")
     for column in ("seq", "type", "state", "attempts", "event id"):
         events.add_column(column, no_wrap=True)
     for event in deliveries["events"]:
         events.add_row(
-            str(event["sequence"]), event["type"], _styled(event["state"]), str(event["attempts"]), event["eventId"]
+            _plain(event["sequence"]),
+            _plain(event["type"]),
+            _styled(event["state"]),
+            _plain(event["attempts"]),
+            _plain(event["eventId"]),
         )
     console.print(events if deliveries["events"] else "no events yet")
     attempts = Table(title="deliveries", title_justify="left")
@@ -174,13 +196,13 @@ async def _show(args: argparse.Namespace) -> int:
         answer = attempt.get("status") if attempt.get("status") is not None else attempt.get("error") or ""
         duration = attempt.get("durationMs")
         attempts.add_row(
-            attempt.get("time", ""),
-            attempt.get("type", ""),
-            str(attempt.get("sequence", "")),
-            str(attempt.get("attempt", "")),
+            _plain(attempt.get("time")),
+            _plain(attempt.get("type")),
+            _plain(attempt.get("sequence")),
+            _plain(attempt.get("attempt")),
             _styled(attempt.get("outcome")),
-            str(answer),
-            "" if duration is None else str(round(duration)),
+            _plain(answer),
+            _plain(None if duration is None else round(duration)),
         )
     console.print(attempts if deliveries["deliveries"] else "no delivery attempts yet")
     return 0
@@ -188,7 +210,7 @@ async def _show(args: argparse.Namespace) -> int:
 
 async def _cancel(args: argparse.Namespace) -> int:
     await _call(args, "DELETE", f"/v1/jobs/{_quoted(args)}")
-    _console().print(f"cancelled {args.job_id}")
+    _console().print(_plain(f"cancelled {args.job_id}"))
     return 0
 
 
@@ -197,7 +219,7 @@ async def _redeliver(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(body, indent=2))
         return 0
-    _console().print(f"queued {body['type']} {body['eventId']} of {body['jobId']} again")
+    _console().print(_plain(f"queued {body['type']} {body['eventId']} of {body['jobId']} again"))
     return 0
 
 
@@ -205,7 +227,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         code: int = asyncio.run(args.jobs_func(args))
     except ApiError as exc:
-        print(f"relay jobs: {exc}", file=sys.stderr)
+        print(f"relay jobs: {_escaped(str(exc))}", file=sys.stderr)
         return 1
     return code
 
