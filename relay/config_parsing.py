@@ -16,7 +16,13 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 from standardwebhooks.webhooks import Webhook
 
-from relay.store.redis_url import PLAIN_SCHEMES, SENTINEL_SCHEMES, is_sentinel_url, parse_sentinel_url
+from relay.store.redis_url import (
+    PLAIN_SCHEMES,
+    SENTINEL_SCHEMES,
+    is_sentinel_url,
+    parse_sentinel_url,
+    plain_url_problem,
+)
 
 __all__ = [
     "CommaSeparated",
@@ -74,6 +80,9 @@ def check_redis_url(url: str | None) -> str | None:
     if not url.startswith(tuple(f"{scheme}://" for scheme in PLAIN_SCHEMES)):
         schemes = ", ".join(f"{scheme}://" for scheme in (*PLAIN_SCHEMES, *SENTINEL_SCHEMES))
         raise ValueError(f"must start with one of {schemes}")
+    problem = plain_url_problem(url)
+    if problem is not None:
+        raise ValueError(problem)
     return url
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 
-from tests.helpers import RELAY, ensure_stopped, free_port, wait_http
+from tests.helpers import RELAY, SECRET, ensure_stopped, free_port, wait_http
 from tests.helpers import relay_env as clean_env
 
 
@@ -15,6 +15,26 @@ def test_bad_configuration_stops_with_one_line() -> None:
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "RELAY_PORT" in proc.stderr
+
+
+def test_a_redis_password_with_an_unescaped_slash_is_one_line_that_keeps_the_password() -> None:
+    """``/`` ends a URL's authority: ``redis://:s3cr/etpw@host`` read ``s3cr`` as a port and printed it in a
+    traceback (serve; dev likewise), or ``etpw@host`` as a database (worker). Now: exit 2, one line, no password."""
+    env = clean_env(REDIS_URL="redis://:s3cr/etpw0rd@127.0.0.1:6379/0", RELAY_SIGNING_SECRETS=SECRET)
+    procs = [
+        subprocess.Popen(  # noqa: S603
+            [RELAY, command], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        for command in ("serve", "worker")
+    ]
+    for proc in procs:
+        try:
+            _, err = proc.communicate(timeout=30)
+        finally:
+            ensure_stopped(proc)
+        assert proc.returncode == 2, err
+        assert err.strip().count("\n") == 0 and "percent-encode it as %2F" in err, err
+        assert "s3cr" not in err and "etpw0rd" not in err, err
 
 
 def test_worker_refuses_to_start_without_signing_secrets() -> None:

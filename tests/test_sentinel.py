@@ -69,6 +69,16 @@ def test_tls_and_the_sentinels_own_password_apply_where_they_belong() -> None:
         ("redis+sentinel://s1/relay?db=2", "not ?db="),
         ("redis+sentinel://:hunter2@s1/relay?socket_timeout=soon", "socket_timeout"),
         ("sentinel://s1/relay", "must start with one of redis://"),
+        ("redis+sentinel://:hunter2/x@s1,s2/relay", "unescaped '/': percent-encode it as %2F"),
+        ("redis+sentinel://:hunter2@s1:hunter3/relay", "port must be 1-65535"),
+        ("redis://:hunter2/x@localhost:6379/0", "unescaped '/': percent-encode it as %2F"),
+        ("redis://:hunt/er2@localhost:6379/0", "unescaped '/': percent-encode it as %2F"),
+        ("rediss://:hunter2?x@localhost:6380/0", "unescaped '?': percent-encode it as %3F"),
+        ("redis://:hunter2#x@localhost/0", "unescaped '#': percent-encode it as %23"),
+        ("unix://:hunter2/x@/run/redis.sock", "unescaped '/': percent-encode it as %2F"),
+        ("redis://:hunter2@localhost:hunter3/0", "the port is not a number"),
+        ("redis://:hunter2@[::1:6379/0", "not a valid name or [IPv6] address"),
+        ("redis://:hunter2@localhost/hunter3", "the path is the database number"),
     ],
 )
 def test_a_bad_redis_url_stops_the_process_with_one_line_that_keeps_the_password(url: str, message: str) -> None:
@@ -76,7 +86,7 @@ def test_a_bad_redis_url_stops_the_process_with_one_line_that_keeps_the_password
         Settings.from_env({"REDIS_URL": url})
     text = str(caught.value)
     assert message in text and "\n" not in text
-    assert "hunter2" not in text and url not in text
+    assert "hunter" not in text and "hunt" not in text and url not in text
 
 
 def test_the_durability_settings() -> None:

@@ -10,17 +10,28 @@ nodes alike. Pure parsing, no I/O.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from redis.asyncio.connection import parse_url
 
-__all__ = ["PLAIN_SCHEMES", "SENTINEL_SCHEMES", "SentinelURL", "is_sentinel_url", "parse_sentinel_url"]
+__all__ = [
+    "PLAIN_SCHEMES",
+    "SENTINEL_SCHEMES",
+    "SentinelURL",
+    "is_sentinel_url",
+    "parse_sentinel_url",
+    "plain_url_problem",
+]
 
 PLAIN_SCHEMES = ("redis", "rediss", "unix")
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 DEFAULT_SENTINEL_PORT = 26379
+_DB_PATH = re.compile(r"^/?(\d+/?)?$")
+#: how each character that ends a URL's authority is written inside a user name or password
+_ENCODED = {"/": "%2F", "?": "%3F", "#": "%23"}
 #: what parse_url derives from a URL's location rather than its query; a Sentinel URL sets these itself
 _LOCATION_KEYS = frozenset({"host", "port", "db", "path", "username", "password", "connection_class"})
 
@@ -67,12 +78,55 @@ def is_sentinel_url(url: str) -> bool:
     return url.split("://", 1)[0].lower() in SENTINEL_SCHEMES
 
 
+def _userinfo_cut(rest: str, *, unix: bool = False) -> str | None:
+    """The character that ended the authority inside a user name or password (``:pa/ss@host``), or None.
+
+    An ``@`` after the authority's end, before any ``=`` (a query value may hold one), means the user
+    information went on past a ``/``, ``?`` or ``#`` that should have been percent-encoded.
+    """
+    end = min((i for i in (rest.find(c) for c in _ENCODED) if i >= 0), default=len(rest))
+    authority, tail = rest[:end], rest[end:]
+    if unix and (not authority or "@" in authority):  # unix://[user:pw@]/path: a path may hold an @
+        return None
+    if "@" in tail and "=" not in tail.partition("@")[0]:
+        return tail[0]
+    return None
+
+
+def _cut_message(char: str) -> str:
+    return (
+        f"the password (or user name) holds an unescaped {char!r}: percent-encode it as {_ENCODED[char]} "
+        "(and an '@' in it as %40)"
+    )
+
+
+def plain_url_problem(url: str) -> str | None:
+    """What is wrong with a ``redis://``, ``rediss://`` or ``unix://`` URL, in words that repeat none of it."""
+    scheme, _, rest = url.partition("://")
+    cut = _userinfo_cut(rest, unix=scheme.lower() == "unix")
+    if cut is not None:
+        return _cut_message(cut)
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # read for its ValueError
+    except ValueError as exc:
+        if "IPv6" in str(exc):
+            return "the host is not a valid name or [IPv6] address"
+        return "the port is not a number from 1 to 65535"
+    if scheme.lower() != "unix" and not _DB_PATH.match(unquote(parts.path)):
+        return "the path is the database number: redis://host:port/<db>"
+    return None
+
+
 def parse_sentinel_url(url: str) -> SentinelURL:
     """Read a Sentinel URL; ``ValueError`` with a one-line reason (never echoing the password) if it is not one."""
     scheme, sep, rest = url.partition("://")
     scheme = scheme.lower()
     if not sep or scheme not in SENTINEL_SCHEMES:
         raise ValueError(f"a Sentinel URL starts with {' or '.join(s + '://' for s in SENTINEL_SCHEMES)}")
+    cut = _userinfo_cut(rest)
+    if cut is not None:
+        raise ValueError(_cut_message(cut))
     parts = urlsplit("//" + rest)
     location = parts.netloc
     userinfo, at, hosts = location.rpartition("@")
@@ -122,5 +176,5 @@ def _host_port(item: str) -> tuple[str, int]:
     if not port_text:
         return host, DEFAULT_SENTINEL_PORT
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"a Sentinel's port must be 1-65535, not {port_text!r}")
+        raise ValueError("a Sentinel's port must be 1-65535")
     return host, int(port_text)
