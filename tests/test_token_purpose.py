@@ -41,6 +41,7 @@ async def trap() -> AsyncIterator[Trap]:
         ("/v1.0/me/drive/items/01A/children", {"name": "folder", "folder": {}}, ASYNC, "action.body", "sourceUrl"),
         ("/v1.0/me/drive/items/01A/children", {**UPLOAD, "folder": {}}, ASYNC, "action.body", "sourceUrl"),
         ("/v1.0/me/drive/items/01A/children", UPLOAD, None, "action.headers", "respond-async"),
+        ("/v1.0/me/drive/items/01A/copy", {"parentReference": {"driveId": ".."}}, None, "action.body", "driveId"),
     ],
 )
 async def test_an_action_that_is_not_a_tracked_long_running_action_is_refused(
