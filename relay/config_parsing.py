@@ -33,11 +33,14 @@ __all__ = [
     "Schedule",
     "Seconds",
     "Secrets",
+    "TenantSecrets",
     "check_redis_url",
     "check_secret",
     "config_error",
     "is_loopback_host",
     "named_tokens",
+    "tenant_secrets",
+    "tenants_unsigned",
     "variables",
 ]
 
@@ -109,6 +112,53 @@ def named_tokens(raw: str) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]
         else:
             raise ValueError("a named token is name:token, the name 1-64 letters, digits, . _ -")
     return tuple(tokens), tuple(names)
+
+
+def tenant_secrets(value: Any) -> Any:
+    """RELAY_TENANT_SIGNING_SECRETS: comma-separated ``name:whsec_...``, a name once per secret it signs with (its
+    first is current); ValueError says what is wrong, never a secret."""
+    if not isinstance(value, str):
+        return value
+    pairs: list[tuple[str, str]] = []
+    for entry in _split(value):
+        name, sep, secret = entry.partition(":")
+        if not sep or not _TENANT_NAME.match(name.strip()):
+            raise ValueError("each entry is name:whsec_..., the name a tenant's in RELAY_API_TOKENS")
+        pairs.append((name.strip(), check_secret(secret.strip())))
+    return tuple(pairs)
+
+
+#: (tenant name, signing secret), in the order given
+TenantSecrets = Annotated[tuple[tuple[str, str], ...], BeforeValidator(tenant_secrets)]
+
+
+def tenants_unsigned(
+    tokens: tuple[str, ...], names: tuple[tuple[str, str], ...], secrets: tuple[tuple[str, str], ...]
+) -> str | None:
+    """Why these tenants cannot each sign with secrets of their own (one line), or None when they can.
+
+    Every named tenant must be one a token has. With several tenants (an unnamed token is one of its own)
+    every token needs a name and every name secrets of its own; one tenant may sign with RELAY_SIGNING_SECRETS.
+    """
+    named = dict(names)
+    tenants = {named.get(token, f"\0{token}") for token in tokens}
+    strangers = sorted({name for name, _ in secrets} - set(named.values()))
+    if strangers:
+        return f"RELAY_TENANT_SIGNING_SECRETS names {', '.join(strangers)}: no token in RELAY_API_TOKENS has that name"
+    if len(tenants) < 2:
+        return None
+    if any(token not in named for token in tokens):
+        return (
+            "RELAY_API_TOKENS: with several tenants every token needs its tenant's name (name:token), by which "
+            "RELAY_TENANT_SIGNING_SECRETS gives it its own signing secrets"
+        )
+    missing = sorted(tenants - {name for name, _ in secrets})
+    if missing:
+        return (
+            f"RELAY_TENANT_SIGNING_SECRETS has no secret for {', '.join(missing)}: with several tenants each signs "
+            "with its own (a shared RELAY_SIGNING_SECRETS would let each forge the others' events)"
+        )
+    return None
 
 
 def is_loopback_host(host: str) -> bool:

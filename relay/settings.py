@@ -24,9 +24,11 @@ from relay.config_parsing import (
     Schedule,
     Seconds,
     Secrets,
+    TenantSecrets,
     config_error,
     is_loopback_host,
     named_tokens,
+    tenants_unsigned,
 )
 from relay.credentials.specs import CredentialSpec, load_credentials
 
@@ -81,6 +83,8 @@ class Settings(BaseSettings):
     #: (token, tenant name) for the tokens RELAY_API_TOKENS names (``name:token``): credentials grant by name
     token_names: tuple[tuple[str, str], ...] = Field((), repr=False)
     signing_secrets: Secrets = Field((), validation_alias="RELAY_SIGNING_SECRETS", repr=False)
+    #: (tenant name, secret): each tenant's own signing secrets (relay/tenants.py)
+    tenant_signing_secrets: TenantSecrets = Field((), validation_alias="RELAY_TENANT_SIGNING_SECRETS", repr=False)
     monitor_allowed_hosts: CommaSeparated = Field(
         DEFAULT_MONITOR_HOSTS, min_length=1, validation_alias="RELAY_MONITOR_ALLOWED_HOSTS"
     )
@@ -177,6 +181,19 @@ class Settings(BaseSettings):
             return {**data, "RELAY_API_TOKENS": tokens, "token_names": names}
         return data
 
+    @model_validator(mode="after")
+    def _tenants_sign_apart(self) -> Settings:
+        """Several tenants each sign with their own secrets; the sealing key is never a signing secret."""
+        problem = tenants_unsigned(self.api_tokens, self.token_names, self.tenant_signing_secrets)
+        if problem:
+            raise ConfigError(problem)
+        if self.encryption_keys and self.encryption_keys[0].startswith("whsec_"):
+            raise ConfigError(
+                "RELAY_ENCRYPTION_KEY: its first key seals new values and must not be a signing secret (whsec_...), "
+                "which receivers hold: put a new key first; a signing secret after it still opens what it sealed"
+            )
+        return self
+
     @field_validator("credentials", mode="before")
     @classmethod
     def _credentials(cls, value: Any) -> Any:
@@ -197,14 +214,43 @@ class Settings(BaseSettings):
         return value or None
 
     def check_serving(self) -> None:
-        """Refuse an API open to the network without tokens."""
+        """Refuse an API open to the network without tokens, or one with nothing to seal credentials with."""
         if not self.api_tokens and not is_loopback_host(self.host):
             raise ConfigError(f"RELAY_API_TOKENS must be set when RELAY_HOST={self.host} is not a loopback address")
+        self.check_sealing()
+
+    def check_sealing(self) -> None:
+        """Refuse to run the API or a worker without a sealing key (never derived from a signing secret)."""
+        if not self.encryption_keys:
+            raise ConfigError(
+                "RELAY_ENCRYPTION_KEY must be set: it seals the Graph tokens, monitor URLs and job secrets relay "
+                "stores (relay dev makes one and keeps it)"
+            )
+
+    def check_signing(self) -> None:
+        """Refuse a worker that would have no secret to sign some tenant's events with."""
+        own = {name for name, _ in self.tenant_signing_secrets}
+        names = dict(self.token_names)
+        if not self.signing_secrets and (not self.api_tokens or any(names.get(t) not in own for t in self.api_tokens)):
+            raise ConfigError("RELAY_SIGNING_SECRETS must be set for a worker: every event is signed")
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """Configuration that works but weakens what tenants are kept from, one line each (never a secret)."""
+        sharing: dict[str, set[str]] = {}
+        for name, secret in self.tenant_signing_secrets:
+            sharing.setdefault(secret, set()).add(name)
+        shared = sorted({", ".join(sorted(names)) for names in sharing.values() if len(names) > 1})
+        return tuple(
+            f"RELAY_TENANT_SIGNING_SECRETS: tenants {names} share a signing secret, so each can forge events the "
+            "others' receivers accept: remove it once their receivers have their own"
+            for names in shared
+        )
 
     @property
     def vault_keys(self) -> tuple[str, ...]:
-        """Key material for encrypting stored credentials: explicit keys, else the signing secrets."""
-        return self.encryption_keys or self.signing_secrets
+        """Key material for sealing what relay stores: RELAY_ENCRYPTION_KEY (the first seals, all open)."""
+        return self.encryption_keys
 
     @property
     def lease(self) -> float:

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 from relay.settings import Settings
 from relay.store.embedded import EmbeddedRedis
-from tests.helpers import SECRET, Api, Receiver, running_api, running_worker
+from tests.helpers import ENCRYPTION_KEY, SECRET, Api, Receiver, running_api, running_worker
 
 # CI explores the same examples every run (a red CI must mean a regression, not a new random draw);
 # locally hypothesis and schemathesis draw fresh examples each time
@@ -43,6 +43,7 @@ def settings(redis_server: EmbeddedRedis) -> Settings:
     return Settings(
         redis_url=redis_server.url,
         signing_secrets=(SECRET,),
+        encryption_keys=(ENCRYPTION_KEY,),
         monitor_allowed_hosts=("127.0.0.1",),
         item_allowed_hosts=("127.0.0.1",),
         action_allowed_hosts=("127.0.0.1",),

@@ -28,6 +28,8 @@ from relay.store.embedded import free_port
 from workers.main import create_worker
 
 __all__ = [
+    "BETA_SECRET",
+    "ENCRYPTION_KEY",
     "RELAY",
     "SECRET",
     "TERMINAL",
@@ -36,14 +38,17 @@ __all__ = [
     "Receiver",
     "Responder",
     "Trap",
+    "auth",
     "ensure_stopped",
     "eventually",
     "free_port",
     "loopback_env",
+    "read_sse",
     "relay_env",
     "running_api",
     "running_worker",
     "start_relay",
+    "two_tenants",
     "wait_http",
     "with_settings",
 ]
@@ -51,6 +56,10 @@ __all__ = [
 TERMINAL = EventType.terminal_types()
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+#: the second tenant's signing secret (two_tenants): the first, alpha, signs with SECRET
+BETA_SECRET = "whsec_YmV0YS1vbmx5LXNlY3JldC1vZi10aGUtdGVzdHMh"
+#: RELAY_ENCRYPTION_KEY of the tests (a Fernet key)
+ENCRYPTION_KEY = "nNqcPCpvx3IZAUiAbCEn2TuLHQ8EVELtuZXhwBEm1rg="
 #: the console script of this environment
 RELAY = str(Path(sys.executable).parent / "relay")
 
@@ -68,6 +77,7 @@ def loopback_env(redis_url: str, **settings: str) -> dict[str, str]:
     base = {
         "REDIS_URL": redis_url,
         "RELAY_SIGNING_SECRETS": SECRET,
+        "RELAY_ENCRYPTION_KEY": ENCRYPTION_KEY,
         "RELAY_MONITOR_ALLOWED_HOSTS": "127.0.0.1",
         "RELAY_ITEM_ALLOWED_HOSTS": "127.0.0.1",
         "RELAY_ACTION_ALLOWED_HOSTS": "127.0.0.1",
@@ -309,3 +319,47 @@ async def running_worker(settings: Settings, **overrides: Any) -> AsyncIterator[
 
 def with_settings(settings: Settings, **changes: Any) -> Settings:
     return settings.replace(**changes)
+
+
+def two_tenants(
+    settings: Settings,
+    *,
+    tokens: str = "alpha:token-a,beta:token-b",
+    secrets: str = f"alpha:{SECRET},beta:{BETA_SECRET}",
+    **changes: Any,
+) -> Settings:
+    """``settings`` with the API tokens and tenant signing secrets an operator would write in the environment
+    (``RELAY_API_TOKENS``, ``RELAY_TENANT_SIGNING_SECRETS``): by default alpha (``token-a``, signing with
+    SECRET) and beta (``token-b``, BETA_SECRET)."""
+    env = Settings.from_env({"RELAY_API_TOKENS": tokens, "RELAY_TENANT_SIGNING_SECRETS": secrets})
+    moved = {name: getattr(env, name) for name in ("api_tokens", "token_names", "tenant_signing_secrets")}
+    return settings.replace(**moved, **changes)
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def read_sse(resp: aiohttp.ClientResponse, *, until: int | None = None) -> list[dict[str, str]]:
+    """SSE messages (field -> value, ``data`` lines joined) until the stream ends or ``until`` arrived."""
+    messages: list[dict[str, str]] = []
+    current: dict[str, str] = {}
+    data: list[str] = []
+    async for raw in resp.content:
+        line = raw.decode().rstrip("\r\n")
+        if not line:
+            if "event" in current:
+                messages.append({**current, "data": "\n".join(data)})
+                if until is not None and len(messages) >= until:
+                    break
+            current, data = {}, []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data":
+            data.append(value)
+        else:
+            current[name] = value
+    return messages

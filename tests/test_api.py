@@ -8,7 +8,7 @@ import pytest
 from redis.asyncio import Redis
 
 from relay.settings import Settings
-from tests.helpers import Api, running_api, with_settings
+from tests.helpers import Api, running_api, two_tenants, with_settings
 
 MONITOR = "http://127.0.0.1:1029/monitor/4A3407B5-88FC-4504-8B21-0AABD3412717"
 CALLBACK = "http://127.0.0.1:1029/hook"
@@ -100,7 +100,7 @@ async def test_wrong_method_is_405_problem(api: Api) -> None:
 
 
 async def test_tokens_required_and_jobs_private_to_their_token(settings: Settings, redis: Redis) -> None:
-    async with running_api(with_settings(settings, api_tokens=("token-a", "token-b"))) as api:
+    async with running_api(two_tenants(settings)) as api:
         status, _, resp = await api.request("POST", "/v1/jobs", json=body())
         assert status == 401 and resp.headers["WWW-Authenticate"].startswith("Bearer")
         status, _, _ = await api.request("POST", "/v1/jobs", json=body(), headers={"Authorization": "Bearer nope"})

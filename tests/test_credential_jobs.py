@@ -18,7 +18,8 @@ from redis.asyncio import Redis
 from relay.credentials.specs import load_credentials
 from relay.settings import Settings
 from relay.simulator import Simulator
-from tests.helpers import Receiver, Trap, running_api, running_worker, with_settings
+from tests.helpers import BETA_SECRET, Receiver, Trap, running_api, running_worker, two_tenants, with_settings
+from tests.helpers import SECRET as SIGNING_SECRET
 from tests.token_double import App, TokenDouble
 
 CLIENT_ID = "99999999-2222-3333-4444-555555555555"
@@ -52,9 +53,9 @@ def app_only(settings: Settings, double: tuple[TokenDouble, str]) -> Settings:
     }
     other = {**backup, "tenants": ["*"], "itemHosts": ["graph.microsoft.com"]}
     specs = load_credentials(json.dumps({"backup": backup, "graph-only": other}))
-    return with_settings(
-        settings, api_tokens=("tok-backup", "tok-other"), token_names=(("tok-backup", "backup"),), credentials=specs
-    )
+    return two_tenants(
+        settings, tokens="backup:tok-backup,other:tok-other", secrets=f"backup:{SIGNING_SECRET},other:{BETA_SECRET}"
+    ).replace(credentials=specs)
 
 
 def job_body(sim: Simulator, receiver: Receiver, credential: str = "backup") -> dict[str, Any]:

@@ -8,7 +8,7 @@ from redis.asyncio import Redis
 
 from relay.settings import Settings
 from relay.simulator import Simulator
-from tests.helpers import Api, eventually, running_api, with_settings
+from tests.helpers import Api, eventually, running_api, two_tenants
 
 A = {"Authorization": "Bearer token-a"}
 B = {"Authorization": "Bearer token-b"}
@@ -19,7 +19,7 @@ def body(n: int) -> dict[str, Any]:
 
 
 def shared(settings: Settings, **limits: int) -> Settings:
-    return with_settings(settings, api_tokens=("token-a", "token-b"), **limits)
+    return two_tenants(settings, **limits)
 
 
 async def test_a_tenant_over_its_active_jobs_gets_429_and_others_do_not(settings: Settings, redis: Redis) -> None:

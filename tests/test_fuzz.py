@@ -18,7 +18,7 @@ from relay.api.openapi import openapi_document
 from relay.core.backoff import delivery_delay, parse_retry_after, poll_delay
 from relay.core.monitor import Kind, classify
 from relay.store.embedded import EmbeddedRedis
-from tests.helpers import SECRET, free_port, relay_env, start_relay, wait_http
+from tests.helpers import ENCRYPTION_KEY, SECRET, free_port, relay_env, start_relay, wait_http
 
 TOKEN = "fuzz-token"
 # the Server-Sent Events streams stay open by design (tests/test_live.py covers them)
@@ -43,6 +43,7 @@ def api_url(redis_server: EmbeddedRedis) -> Iterator[str]:
         REDIS_URL=redis_server.url,
         RELAY_PORT=str(port),
         RELAY_SIGNING_SECRETS=SECRET,
+        RELAY_ENCRYPTION_KEY=ENCRYPTION_KEY,
         RELAY_API_TOKENS=TOKEN,
         RELAY_LOG_FORMAT="json",
     )

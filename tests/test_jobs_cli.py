@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from relay.settings import Settings
 from relay.simulator import Simulator
-from tests.helpers import RELAY, Api, Receiver, running_api, with_settings
+from tests.helpers import BETA_SECRET, RELAY, SECRET, Api, Receiver, running_api, two_tenants
 from tests.helpers import relay_env as clean_env
 
 TOKEN = "cli-token"
@@ -23,12 +23,14 @@ TOKEN = "cli-token"
 
 @pytest.fixture
 async def owned_api(settings: Settings, redis: Redis) -> AsyncIterator[Api]:
-    async with running_api(with_settings(settings, api_tokens=(TOKEN, "other-token"))) as client:
+    async with running_api(
+        two_tenants(settings, tokens=f"cli:{TOKEN},other:other-token", secrets=f"cli:{SECRET},other:{BETA_SECRET}")
+    ) as client:
         yield client
 
 
 async def relay_jobs(api: Api, *args: str, **env: str) -> tuple[int, str, str]:
-    environment = clean_env(RELAY_API_TOKENS=f"{TOKEN},other-token", COLUMNS="200", **env)
+    environment = clean_env(RELAY_API_TOKENS=f"cli:{TOKEN},other:other-token", COLUMNS="200", **env)
     proc = await asyncio.create_subprocess_exec(
         RELAY,
         "jobs",

@@ -8,7 +8,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 from redis.asyncio import Redis
@@ -16,7 +15,7 @@ from standardwebhooks.webhooks import Webhook
 
 from relay.settings import Settings
 from relay.simulator import Simulator
-from tests.helpers import SECRET, Api, Receiver, eventually, running_api, with_settings
+from tests.helpers import Api, Receiver, auth, eventually, read_sse, running_api, two_tenants
 
 JOB_SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWY="  # base64 of 32 letters
 
@@ -24,12 +23,8 @@ JOB_SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWY="  # base64
 @pytest.fixture
 async def owned_api(settings: Settings, redis: Redis) -> AsyncIterator[Api]:
     """An API with two tokens, so ownership matters."""
-    async with running_api(with_settings(settings, api_tokens=("token-a", "token-b"))) as client:
+    async with running_api(two_tenants(settings)) as client:
         yield client
-
-
-def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 async def create_as(api: Api, token: str, **body: Any) -> dict[str, Any]:
@@ -42,31 +37,6 @@ async def create_as(api: Api, token: str, **body: Any) -> dict[str, Any]:
 def fields(sim: Simulator, receiver: Receiver, **knobs: Any) -> dict[str, Any]:
     op = sim.create(**knobs)
     return {"monitorUrl": op.monitor_url, "callbackUrl": receiver.url}
-
-
-async def read_sse(resp: aiohttp.ClientResponse, *, until: int | None = None) -> list[dict[str, str]]:
-    """SSE messages (field -> value, ``data`` lines joined) until the stream ends or ``until`` arrived."""
-    messages: list[dict[str, str]] = []
-    current: dict[str, str] = {}
-    data: list[str] = []
-    async for raw in resp.content:
-        line = raw.decode().rstrip("\r\n")
-        if not line:
-            if "event" in current:
-                messages.append({**current, "data": "\n".join(data)})
-                if until is not None and len(messages) >= until:
-                    break
-            current, data = {}, []
-            continue
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "data":
-            data.append(value)
-        else:
-            current[name] = value
-    return messages
 
 
 async def event_ids(api: Api, job_id: str, **kwargs: Any) -> list[str]:
@@ -94,10 +64,9 @@ async def test_sse_sends_every_event_in_order_signed_then_closes(
     for message in messages:
         assert message["webhook-id"] == message["id"]
         headers = {k: message[k] for k in ("webhook-id", "webhook-timestamp", "webhook-signature")}
-        assert len(headers["webhook-signature"].split(" ")) == 2  # the relay's secret and the job's
-        for secret in (SECRET, JOB_SECRET):
-            event = Webhook(secret).verify(message["data"], headers)
-            assert event["type"] == message["event"] and event["data"]["jobId"] == job["id"]
+        assert len(headers["webhook-signature"].split(" ")) == 1  # the job's own secret replaces the relay's
+        event = Webhook(JOB_SECRET).verify(message["data"], headers)
+        assert event["type"] == message["event"] and event["data"]["jobId"] == job["id"]
     # the bytes are the ones the callback got
     await receiver.wait_for(lambda: receiver.terminal(job["id"]) is not None)
     assert messages[-1]["data"].encode() == next(

@@ -8,7 +8,17 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from relay.settings import Settings
-from tests.helpers import SECRET, Api, Receiver, ensure_stopped, free_port, relay_env, start_relay, wait_http
+from tests.helpers import (
+    ENCRYPTION_KEY,
+    SECRET,
+    Api,
+    Receiver,
+    ensure_stopped,
+    free_port,
+    relay_env,
+    start_relay,
+    wait_http,
+)
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -50,7 +60,12 @@ async def test_api_metrics_report_jobs_polls_deliveries_and_lag(
 def test_worker_serves_its_own_metrics(settings: Settings) -> None:
     port = free_port()
     assert settings.redis_url is not None
-    env = relay_env(REDIS_URL=settings.redis_url, RELAY_SIGNING_SECRETS=SECRET, RELAY_WORKER_METRICS_PORT=str(port))
+    env = relay_env(
+        REDIS_URL=settings.redis_url,
+        RELAY_SIGNING_SECRETS=SECRET,
+        RELAY_ENCRYPTION_KEY=ENCRYPTION_KEY,
+        RELAY_WORKER_METRICS_PORT=str(port),
+    )
     proc = start_relay("worker", env)
     try:
         text = wait_http(f"http://127.0.0.1:{port}/metrics", proc).decode()

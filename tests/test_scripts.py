@@ -11,7 +11,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from relay.core.ops import JobOp
-from relay.core.schema import DeliveryOutcome, Event, Job, Monitor
+from relay.core.schema import DeliveryOutcome, Event, Job, Migrations, Monitor
 from relay.store import keys
 from relay.store.jobs import Store, monitor_key
 from relay.store.scheduler import Scheduler
@@ -46,7 +46,7 @@ def _field_names(script: str) -> set[str]:
 
 
 def test_every_field_a_script_names_is_declared_in_the_schema() -> None:
-    declared = Job.stored_names | Monitor.stored_names | Event.stored_names
+    declared = Job.stored_names | Monitor.stored_names | Event.stored_names | Migrations.stored_names
     named = set().union(*(_field_names(path.read_text()) for path in LUA_DIR.rglob("*.lua")))
     named -= {"registered", "cancelled"}  # counters of the stats hash
     assert {"seq", "phase", "terminal", "monitor_key", "lane", "state"} <= named

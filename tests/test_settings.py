@@ -24,7 +24,8 @@ def test_defaults() -> None:
 def test_lists_and_numbers_parse() -> None:
     s = Settings.from_env(
         {
-            "RELAY_API_TOKENS": "a, b,",
+            "RELAY_API_TOKENS": "x:a, y:b,",
+            "RELAY_TENANT_SIGNING_SECRETS": f"x:{SECRET}, y:{SECRET},",
             "RELAY_SIGNING_SECRETS": f"{SECRET},{SECRET}",
             "RELAY_INTERNAL_HOSTS": "LocalHost",
             "RELAY_POLL_INITIAL_INTERVAL": "0.5",
@@ -64,11 +65,12 @@ def test_bad_values_give_one_clear_line(env: dict[str, str], names: str) -> None
 
 
 def test_open_bind_without_tokens_is_refused() -> None:
-    Settings.from_env({"RELAY_HOST": "127.0.0.1"}).check_serving()
-    Settings.from_env({"RELAY_HOST": "::1"}).check_serving()
-    Settings.from_env({"RELAY_HOST": "0.0.0.0", "RELAY_API_TOKENS": "t"}).check_serving()
+    key = {"RELAY_ENCRYPTION_KEY": "k3y"}
+    Settings.from_env({**key, "RELAY_HOST": "127.0.0.1"}).check_serving()
+    Settings.from_env({**key, "RELAY_HOST": "::1"}).check_serving()
+    Settings.from_env({**key, "RELAY_HOST": "0.0.0.0", "RELAY_API_TOKENS": "t"}).check_serving()
     with pytest.raises(ConfigError, match="RELAY_API_TOKENS"):
-        Settings.from_env({"RELAY_HOST": "0.0.0.0"}).check_serving()
+        Settings.from_env({**key, "RELAY_HOST": "0.0.0.0"}).check_serving()
 
 
 def test_internal_hosts_old_name_is_still_read_with_a_deprecation_line() -> None:
@@ -81,8 +83,9 @@ def test_internal_hosts_old_name_is_still_read_with_a_deprecation_line() -> None
 
 
 def test_api_tokens_may_carry_a_tenant_name() -> None:
-    s = Settings.from_env({"RELAY_API_TOKENS": "backup:t0k3n,plain"})
-    assert s.api_tokens == ("t0k3n", "plain") and s.token_names == (("t0k3n", "backup"),)
+    s = Settings.from_env({"RELAY_API_TOKENS": "backup:t0k3n,backup:0th3r"})
+    assert s.api_tokens == ("t0k3n", "0th3r") and s.token_names == (("t0k3n", "backup"), ("0th3r", "backup"))
+    assert Settings.from_env({"RELAY_API_TOKENS": "plain"}).token_names == ()
     with pytest.raises(ConfigError, match="RELAY_API_TOKENS"):
         Settings.from_env({"RELAY_API_TOKENS": "bad name:t0k3n"})
 

@@ -13,6 +13,7 @@ from relay.core.crypto import Vault
 from relay.credentials.broker import CredentialBroker
 from relay.settings import Settings
 from relay.store.jobs import Store
+from relay.tenants import Signing
 
 __all__ = ["Deps"]
 
@@ -25,6 +26,8 @@ class Deps:
     arq: ArqRedis
     vault: Vault
     credentials: CredentialBroker
+    #: which secrets sign each owner's events
+    signing: Signing
     rng: random.Random = field(default_factory=random.Random)
     #: DriveItem resolutions running in this worker (the fast path), bounded by ``resolve_slots``
     background: set[asyncio.Task[None]] = field(default_factory=set)

@@ -19,6 +19,7 @@ import structlog
 
 from relay import logs, metrics
 from relay.core.backoff import delivery_delay, parse_retry_after
+from relay.core.crypto import InvalidToken
 from relay.core.events import isoformat
 from relay.core.schema import DeliveryOutcome, Event, EventType, Job
 from relay.core.signing import signature_headers
@@ -75,16 +76,15 @@ async def deliver_next(deps: Deps, claim: Claim, job: Job | None, found: list[Ev
         for e in superseded
     ]
     attempt = event.attempts + 1
-    secrets = deps.settings.signing_secrets
-    if job.secret:
-        secrets = (*secrets, job.secret)
+    secrets, error = _signing_secrets(deps, job)
     headers = signature_headers(event.id, event.body, secrets, datetime.fromtimestamp(now_s, UTC))
     headers["Content-Type"] = "application/json"
     status: int | None = None
-    error: str | None = None
     retry_after: float | None = None
     started = time.monotonic()
     try:
+        if error is not None:  # nothing is sent unsigned, nor signed with another tenant's secret
+            raise _Unsigned
         resp = await fetch(
             deps.session,
             "POST",
@@ -98,6 +98,8 @@ async def deliver_next(deps: Deps, claim: Claim, job: Job | None, found: list[Ev
         status = resp.status
         if status in (429, 503):
             retry_after = parse_retry_after(resp.headers.get("Retry-After"), now_s)
+    except _Unsigned:
+        pass
     except Blocked as exc:
         error = f"blocked: {exc}"
     except TimeoutError:
@@ -147,6 +149,22 @@ async def deliver_next(deps: Deps, claim: Claim, job: Job | None, found: list[Ev
     )
     attempted = Attempt(job_id, event, attempt, outcome, status, error, duration, delay, len(superseded))
     await after_write(store, pending, attempted.acked, what="delivery ack", member=job_id)
+
+
+class _Unsigned(Exception):
+    """The event has no secret to be signed with: the attempt fails without a request."""
+
+
+def _signing_secrets(deps: Deps, job: Job) -> tuple[tuple[str, ...], str | None]:
+    """What signs the job's events (its own secret, else its tenant's), or why there is nothing to sign with."""
+    try:
+        job_secret = deps.vault.reveal(job.secret) if job.secret else ""
+    except InvalidToken:
+        return (), "unsigned: the job's secret was sealed with a key no longer in RELAY_ENCRYPTION_KEY"
+    secrets = deps.signing.secrets(job.owner, job_secret)
+    if not secrets:
+        return (), "unsigned: no signing secret for this job's tenant (RELAY_TENANT_SIGNING_SECRETS)"
+    return secrets, None
 
 
 @dataclass(slots=True)

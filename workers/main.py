@@ -28,6 +28,7 @@ from relay.store import keys
 from relay.store.connections import arq_sentinel_pool, arq_settings, redis_client
 from relay.store.jobs import Store
 from relay.store.redis_url import is_sentinel_url
+from relay.tenants import Signing
 from workers.context import Deps
 from workers.deliver import deliver_claimed
 from workers.loops import ClaimLoop
@@ -77,6 +78,7 @@ def job_deserializer(raw: bytes) -> dict[str, Any]:
 
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx.get("settings") or Settings.from_env()
+    settings.check_sealing()
     ctx["settings"] = settings
     redis = redis_client(
         settings.effective_redis_url, min_replicas=settings.redis_min_replicas, wait_timeout=settings.redis_wait_timeout
@@ -92,6 +94,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         arq=ctx["redis"],
         vault=vault,
         credentials=credentials,
+        signing=Signing.of(settings),
         rng=random.Random(),
     )
     lease = settings.lease
@@ -169,6 +172,8 @@ def _arq_redis(url: str) -> dict[str, Any]:
 
 
 def create_worker(settings: Settings, **overrides: Any) -> Worker:
+    """A worker; :class:`relay.settings.ConfigError` without a sealing key (RELAY_ENCRYPTION_KEY)."""
+    settings.check_sealing()
     kwargs = worker_kwargs()
     kwargs.update(_arq_redis(settings.effective_redis_url))
     kwargs.update(ctx={"settings": settings}, health_check_key=health_check_key())

@@ -8,13 +8,14 @@ from aiohttp import web
 
 from relay.api import deliveries, jobs, ops, sse, streams
 from relay.api.middlewares import api_middleware
-from relay.api.typedefs import BROKER, REDIS, SESSION, SETTINGS, STORE, VAULT
+from relay.api.typedefs import BROKER, REDIS, SESSION, SETTINGS, SIGNING, STORE, VAULT
 from relay.api.ui import setup_ui
 from relay.core.crypto import Vault
 from relay.outbound.client import create_session
 from relay.settings import Settings
 from relay.store.connections import redis_client
 from relay.store.jobs import Store
+from relay.tenants import Signing
 
 __all__ = ["MAX_BODY", "create_app"]
 
@@ -23,12 +24,15 @@ MAX_BODY = 64 * 1024
 
 
 def create_app(settings: Settings) -> web.Application:
+    """The API; :class:`relay.settings.ConfigError` without a sealing key (RELAY_ENCRYPTION_KEY)."""
+    settings.check_sealing()
     app = web.Application(
         middlewares=[api_middleware],
         client_max_size=MAX_BODY,
     )
     app[SETTINGS] = settings
     app[VAULT] = Vault(settings.vault_keys)
+    app[SIGNING] = Signing.of(settings)
     app.cleanup_ctx.append(_redis)
     app.cleanup_ctx.append(_session)
     for module in (jobs, deliveries, streams, ops):

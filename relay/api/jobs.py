@@ -6,7 +6,7 @@ import asyncio
 
 from aiohttp import web
 
-from relay.api import params
+from relay.api import params, sse
 from relay.api.access import owned_job
 from relay.api.http import json_object, json_response, render_job
 from relay.api.middlewares import OWNER
@@ -16,7 +16,7 @@ from relay.api.registration import destination_errors, register, vault
 from relay.api.schemas import job_view
 from relay.api.streams import wait_for_change
 from relay.api.typedefs import STORE
-from relay.core.schema import JOB
+from relay.core.schema import JOB, Job
 from relay.store import queries
 
 __all__ = ["routes"]
@@ -44,7 +44,10 @@ async def list_jobs(request: web.Request) -> web.Response:
 async def get_job(request: web.Request) -> web.Response:
     wait = params.wait(request)
     job = await owned_job(request)
-    current = await wait_for_change(request, job, *wait) if wait is not None else job
+    current: Job | None = job
+    if wait is not None:
+        with sse.slot(request, request[OWNER]):  # a long-poll holds one of the tenant's streams while it waits
+            current = await wait_for_change(request, job, *wait)
     if current is None:
         raise ProblemError(404, "Not Found", "no such job")
     return json_response(await render_job(request, current))

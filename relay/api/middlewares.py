@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import hmac
 import os
 from collections.abc import Awaitable, Callable
@@ -18,6 +17,7 @@ from relay.api.openapi import openapi_document
 from relay.api.problems import ProblemError, problem_response
 from relay.api.typedefs import SETTINGS
 from relay.store.durable import NotReplicated
+from relay.tenants import owner_of
 
 __all__ = ["OWNER", "TENANT", "api_middleware", "is_public", "loopback_guard"]
 
@@ -139,14 +139,6 @@ def _unknown_query(request: web.Request) -> web.Response | None:
 def is_public(path: str) -> bool:
     """Health, metrics, the OpenAPI document and the dashboard's own files (which hold no data) need no token."""
     return path in PUBLIC_PATHS or path == "/ui" or path.startswith("/ui/")
-
-
-@functools.lru_cache(maxsize=256)
-def owner_of(token: str | None) -> str:
-    """Jobs belong to the token that made them, stored as a digest, never as the token."""
-    if token is None:
-        return "public"
-    return hashlib.sha256(token.encode()).hexdigest()[:24]
 
 
 def _authenticate(request: web.Request) -> web.Response | None:

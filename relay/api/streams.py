@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -18,7 +19,9 @@ from relay.api.access import owned_job
 from relay.api.http import render_job
 from relay.api.middlewares import OWNER
 from relay.api.params import limit
-from relay.api.typedefs import SETTINGS, STORE
+from relay.api.problems import ProblemError
+from relay.api.typedefs import SIGNING, STORE, VAULT
+from relay.core.crypto import InvalidToken
 from relay.core.schema import EventType, Job
 from relay.core.signing import signature_headers
 from relay.store import queries
@@ -51,19 +54,28 @@ async def wait_for_change(request: web.Request, job: Job, seconds: float, sequen
 
 @routes.get("/v1/jobs/{job_id}/events")
 async def job_events(request: web.Request) -> web.StreamResponse:
-    """Every event of the job in sequence order, each exactly as POSTed to the callback and signed now."""
+    """Every event of the job in sequence order, each exactly as POSTed to the callback, signed as of when it was
+    recorded: reading an event again gives the same frame, so a receiver's replay window holds for frames too."""
     job = await owned_job(request)
     store = request.app[STORE]
-    secrets = list(request.app[SETTINGS].signing_secrets)
-    if job.secret:
-        secrets.append(job.secret)
+    secrets = request.app[SIGNING].secrets(job.owner, _job_secret(request, job))
     last_event_id = request.headers.get("Last-Event-ID")
     position = await queries.event_position(store, job.id, last_event_id) if last_event_id else 0
     with sse.slot(request, job.owner):
         return await _job_events(request, job, secrets, position)
 
 
-async def _job_events(request: web.Request, job: Job, secrets: list[str], position: int) -> web.StreamResponse:
+def _job_secret(request: web.Request, job: Job) -> str:
+    """The job's own signing secret, unsealed ('' when it has none, or it was sealed with a key since dropped)."""
+    try:
+        return request.app[VAULT].reveal(job.secret) if job.secret else ""
+    except InvalidToken:
+        raise ProblemError(
+            409, "Secret unreadable", "the job's secret was sealed with a key no longer configured"
+        ) from None
+
+
+async def _job_events(request: web.Request, job: Job, secrets: tuple[str, ...], position: int) -> web.StreamResponse:
     store = request.app[STORE]
     response = await sse.open_stream(request)
     loop = asyncio.get_running_loop()
@@ -73,8 +85,9 @@ async def _job_events(request: web.Request, job: Job, secrets: list[str], positi
             page = await queries.events_after(store, job.id, position)
             position += page.read
             ended = page.ended
-            for event_id, event_type, body in page.events:
-                headers = signature_headers(event_id, body, secrets) if secrets else {}
+            for event_id, event_type, body, created in page.events:
+                signed_at = datetime.fromtimestamp((created or job.created) / 1000, UTC)
+                headers = signature_headers(event_id, body, secrets, signed_at) if secrets else {}
                 await response.write(sse.frame(event_id, event_type or "message", body, headers))
                 next_keepalive = loop.time() + sse.KEEPALIVE_INTERVAL
                 if event_type in _TERMINAL:
@@ -105,7 +118,7 @@ async def _owner_stream(request: web.Request, count: int) -> web.StreamResponse:
     owner = request[OWNER]
     store = request.app[STORE]
     # everything registered up to the index's newest entry now is covered by the first listing
-    newest = await queries.index_top(store)
+    newest = await queries.index_top(store, owner)
     jobs, _ = await queries.owned_jobs(store, owner, count, "+")
     watched: dict[str, float] = {job.id: float(job.created) for job in jobs}
     marks: dict[str, tuple[Any, ...]] = {}

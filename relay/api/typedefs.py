@@ -10,13 +10,16 @@ from relay.core.crypto import Vault
 from relay.credentials.broker import CredentialBroker
 from relay.settings import Settings
 from relay.store.jobs import Store
+from relay.tenants import Signing
 
-__all__ = ["BROKER", "REDIS", "SESSION", "SETTINGS", "STORE", "VAULT"]
+__all__ = ["BROKER", "REDIS", "SESSION", "SETTINGS", "SIGNING", "STORE", "VAULT"]
 
 SETTINGS = web.AppKey("settings", Settings)
 REDIS = web.AppKey("redis", Redis)
 STORE = web.AppKey("store", Store)
 VAULT = web.AppKey("vault", Vault)
+#: which secrets sign each owner's events (stream frames)
+SIGNING = web.AppKey("signing", Signing)
 #: the outgoing client of the API (actions it starts for apps), guarded like the workers'
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 #: tokens from the credentials relay holds, for actions the API starts: {"api": broker}, made on first use

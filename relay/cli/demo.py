@@ -21,13 +21,15 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from cryptography.fernet import Fernet
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.syntax import Syntax
 from standardwebhooks.webhooks import Webhook
 
 from relay import logs
-from relay.cli.dev import new_secret, run_dev
+from relay.cli.dev import run_dev
+from relay.cli.devstate import new_secret
 from relay.core.schema import EventType
 from relay.settings import Settings
 from relay.simulator import Simulator
@@ -118,6 +120,7 @@ async def run_demo(*, action: str = "copy", fail: bool = False, duration: float 
             redis_url=redis_server.url,
             port=free_port(),
             signing_secrets=(secret,),
+            encryption_keys=(Fernet.generate_key().decode(),),  # the demo's Redis ends with it: so does its key
             monitor_allowed_hosts=("127.0.0.1",),
             item_allowed_hosts=("127.0.0.1",),
             action_allowed_hosts=("127.0.0.1",),

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import secrets
 from typing import Any
 
 import structlog
@@ -14,6 +12,7 @@ from aiohttp import web
 from relay import __version__, logs
 from relay.api.app import create_app
 from relay.api.server import ApiRunner
+from relay.cli.devstate import new_secret
 from relay.settings import Settings
 
 __all__ = ["API_SHUTDOWN_TIMEOUT", "access_log", "new_secret", "run_dev", "start_api"]
@@ -22,10 +21,6 @@ log = structlog.stdlib.get_logger("relay.cli")
 
 #: the API gets this long to finish in-flight requests on SIGTERM; keep under the pod's grace period
 API_SHUTDOWN_TIMEOUT = 20.0
-
-
-def new_secret() -> str:
-    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 def access_log(settings: Settings) -> dict[str, Any]:

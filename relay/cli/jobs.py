@@ -67,7 +67,7 @@ def default_token() -> str | None:
     if token:
         return token
     first = os.environ.get("RELAY_API_TOKENS", "").split(",")[0].strip()
-    return first or None
+    return first.partition(":")[2] or first or None  # a named token is name:token
 
 
 async def _call(args: argparse.Namespace, method: str, path: str) -> Any:

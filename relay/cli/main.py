@@ -19,7 +19,8 @@ import prometheus_client
 import structlog
 
 from relay import __version__, logs
-from relay.cli.dev import new_secret, run_dev, start_api
+from relay.cli.dev import run_dev, start_api
+from relay.cli.devstate import dev_state
 from relay.cli.jobs import add_jobs_parser
 from relay.settings import ConfigError, Settings
 from relay.store.embedded import EmbeddedRedis
@@ -34,6 +35,8 @@ def _settings() -> Settings:
     logs.configure(settings.log_format)
     for line in settings.deprecations:
         log.warning("deprecated setting", detail=line)
+    for line in settings.warnings:
+        log.warning("weak setting", detail=line)
     _event_loop(settings.event_loop)
     return settings
 
@@ -85,8 +88,8 @@ async def _serve(settings: Settings) -> None:
 
 def cmd_worker(_: argparse.Namespace) -> int:
     settings = _settings()
-    if not settings.signing_secrets:
-        raise ConfigError("RELAY_SIGNING_SECRETS must be set for a worker: every event is signed")
+    settings.check_signing()
+    settings.check_sealing()
     _tune_gc()
     if settings.worker_metrics_port:
         prometheus_client.start_http_server(settings.worker_metrics_port, addr=settings.host)
@@ -98,18 +101,32 @@ def cmd_worker(_: argparse.Namespace) -> int:
     return 0
 
 
+def _dev_secrets(settings: Settings) -> Settings:
+    """What ``relay dev`` is not given, its sealing key and signing secret, from the state it keeps (made once)."""
+    if settings.encryption_keys and settings.signing_secrets:
+        return settings
+    state = dev_state()
+    log.info("relay dev state", path=str(state.path), holds="the sealing key and signing secret it made")
+    if not settings.encryption_keys:
+        settings = settings.replace(encryption_keys=(state.encryption_key,))
+    if not settings.signing_secrets:
+        settings = settings.replace(signing_secrets=(state.signing_secret,))
+        print(
+            f"RELAY_SIGNING_SECRETS not set; events are signed with this secret, kept in {state.path}:\n"
+            f"  {state.signing_secret}",
+            flush=True,
+        )
+    return settings
+
+
 def cmd_dev(_: argparse.Namespace) -> int:
-    settings = _settings()
+    settings = _dev_secrets(_settings())
     settings.check_serving()
     embedded: EmbeddedRedis | None = None
     if settings.redis_url is None:
         embedded = EmbeddedRedis()
         settings = settings.replace(redis_url=embedded.start())
         log.info("embedded redis started", port=embedded.port, persistence="none: state ends with this process")
-    if not settings.signing_secrets:
-        secret = new_secret()
-        settings = settings.replace(signing_secrets=(secret,))
-        print(f"RELAY_SIGNING_SECRETS not set; events are signed with this generated secret:\n  {secret}", flush=True)
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -28,6 +28,7 @@ __all__ = [
     "Field",
     "Job",
     "JobStatus",
+    "Migrations",
     "Monitor",
     "Phase",
     "Stored",
@@ -295,6 +296,12 @@ class Event(Stored):
     attempts = number("attempts")
     state = Field("state", str, EventState.PENDING.value)
     created = number("created")  # ms
+
+
+class Migrations(Stored):
+    """``relay:migrations``: how far moving what earlier versions stored into today's layout has come."""
+
+    dead = decimal("dead")  # dead letters up to this score (ms) are in their owners' indexes (migrate_indexes.lua)
 
 
 JOB: Any = Job.names

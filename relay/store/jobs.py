@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from redis.asyncio import Redis
 
 from relay.core import jsonfast
@@ -21,6 +22,8 @@ from relay.store.scheduler import Claim, Scheduler
 from relay.store.scripts import LuaScript
 
 __all__ = ["PollInfo", "Registration", "Store", "monitor_key"]
+
+log = structlog.stdlib.get_logger("relay.store")
 
 
 def monitor_key(url: str) -> str:
@@ -66,7 +69,7 @@ class Store:
         self._apply_poll = BatchedScript(
             redis, LuaScript.load("apply_poll.lua"), shared=[self.event_ttl, self.retention]
         )
-        self._ack = BatchedScript(redis, LuaScript.load("delivery_ack.lua"), shared=[self.retention])
+        self._ack = BatchedScript(redis, LuaScript.load("delivery_ack.lua"), shared=[self.retention, self.event_ttl])
         self._reserve = LuaScript.load("reserve.lua")
         self._release = LuaScript.load("release.lua")
         self._apply_job = LuaScript.load("apply_job.lua")
@@ -76,6 +79,9 @@ class Store:
         self._monitor_info = LuaScript.load("monitor_info.lua")
         self._backlog = LuaScript.load("backlog.lua")
         self._quota = LuaScript.load("quota.lua")
+        self._migrate_indexes = LuaScript.load("migrate_indexes.lua")
+        self._indexed = False
+        self._indexing = asyncio.Lock()
 
     # -- registration and the API ------------------------------------------------------------
 
@@ -202,6 +208,26 @@ class Store:
     async def redeliver(self, job_id: str, event_id: str) -> bool:
         return bool(await self._redeliver(self.redis, args=[job_id, event_id]))
 
+    async def owner_indexes(self) -> None:
+        """Once per process, before its first listing: what versions before per-owner indexes left in the shared
+        ones (the jobs index, dead letters) is moved into each owner's (``migrate_indexes.lua``). A failure (Redis
+        unreachable) fails this listing and the next one tries again."""
+        if self._indexed:
+            return
+        async with self._indexing:
+            if not self._indexed:
+                await self._move_to_owner_indexes()
+                self._indexed = True
+
+    async def _move_to_owner_indexes(self, batch: int = 1000) -> None:
+        jobs = dead = 0
+        more = True
+        while more:
+            moved_jobs, moved_dead, more = await self._migrate_indexes(self.redis, args=[batch])
+            jobs, dead = jobs + int(moved_jobs), dead + int(moved_dead)
+        if jobs or dead:
+            log.info("moved to per-owner indexes", jobs_index_entries=jobs, dead_letters=dead)
+
     # -- the poller ---------------------------------------------------------------------------
 
     @staticmethod
@@ -214,9 +240,9 @@ class Store:
 
     @staticmethod
     def outbox_state(claim: Claim) -> tuple[Job | None, list[Event]]:
-        """What delivering a claimed job needs of it (its callback and secret) and its undelivered events in
-        order, read by the claim itself; None for a job that has gone."""
-        (callback, secret), *rest = claim.state
+        """What delivering a claimed job needs of it (its callback, secret and owner) and its undelivered events
+        in order, read by the claim itself; None for a job that has gone."""
+        (callback, secret, owner), *rest = claim.state
         job_id = claim.member
         events = [
             Event.from_hash(eid, {_TYPE: kind, _SEQ: seq, _BODY: body, _ATTEMPTS: attempts, _CREATED: created})
@@ -225,7 +251,9 @@ class Store:
         ]
         if callback is None:
             return None, events
-        return Job.from_hash(job_id, {JOB.callback_url: callback, JOB.secret: secret or ""}), events
+        return Job.from_hash(
+            job_id, {JOB.callback_url: callback, JOB.secret: secret or "", JOB.owner: owner or ""}
+        ), events
 
     def submit_poll(
         self, claim: Claim, monitor_fields: dict[str, str], ops: list[JobOp], delay: float, *, jobs: int = 0

@@ -12,6 +12,7 @@ __all__ = [
     "DEAD_LETTERS",
     "DELIVERIES",
     "JOBS_INDEX",
+    "MIGRATIONS",
     "MONITORS",
     "PREFIX",
     "STATS",
@@ -22,6 +23,8 @@ __all__ = [
     "job_events",
     "job_outbox",
     "monitor",
+    "owner_dead_letters",
+    "owner_jobs",
     "registrations",
     "sched_lane",
     "sched_lanes",
@@ -38,7 +41,8 @@ MONITORS = f"{PREFIX}sched:monitors"
 #: terminal event is ready is scored a day early (store/lua/lib/job_op.lua TERMINAL_FIRST_MS): under a
 #: backlog, completions go out before progress (which a later event would supersede anyway). Lanes as monitors
 DELIVERIES = f"{PREFIX}sched:deliveries"
-#: sorted set of dead-lettered event ids, scored by when they died (ms)
+#: sorted set of dead-lettered event ids, scored by when they died (ms): every owner's, for their count
+#: (``relay_dead_letters``); each owner's are listed from its own (owner_dead_letters)
 DEAD_LETTERS = f"{PREFIX}dead"
 #: hash of lifetime counters: registered, completed, failed, cancelled
 STATS = f"{PREFIX}stats"
@@ -46,9 +50,11 @@ STATS = f"{PREFIX}stats"
 ACTIVE = f"{PREFIX}active"
 #: the arq queue that runs DriveItem resolution
 ARQ_QUEUE = f"{PREFIX}arq:queue"
-#: stream of job ids (field ``j``) in creation order, for listing: its entry ids are creation times,
-#: hence the cursors of ``GET /v1/jobs``; entries past the longest a job can live are trimmed
+#: the stream of every owner's job ids that versions before per-owner indexes wrote (owner_jobs): what it still
+#: holds is moved into the owners' indexes, under the same entry ids, when an API process first lists
 JOBS_INDEX = f"{PREFIX}jobs"
+#: hash of how far moving the shared indexes into per-owner ones has come: ``dead``, the dead letters' score
+MIGRATIONS = f"{PREFIX}migrations"
 
 
 def sched_tokens(schedule: str) -> str:
@@ -99,6 +105,18 @@ def monitor(monitor_key: str) -> str:
     return f"{PREFIX}monitor:{monitor_key}"
 
 
+def owner_jobs(owner: str) -> str:
+    """Stream of an owner's job ids (field ``j``) in creation order, for ``GET /v1/jobs`` and ``/v1/stream``: its
+    entry ids are creation times, hence the listing's cursors; entries past the longest a job can live are trimmed.
+    """
+    return f"{PREFIX}jobs:{owner}"
+
+
+def owner_dead_letters(owner: str) -> str:
+    """Sorted set of an owner's dead-lettered event ids, scored by when they died (ms); expired ones are trimmed."""
+    return f"{PREFIX}dead:{owner}"
+
+
 def registrations(owner: str, second: str) -> str:
     """Counter of an owner's registrations in one second (RELAY_TENANT_REGISTRATIONS_PER_SECOND); lives 2 s."""
     return f"{PREFIX}rate:{owner}:{second}"
@@ -116,6 +134,7 @@ LUA_CONSTANTS = {
     "STATS": STATS,
     "JOBS_INDEX": JOBS_INDEX,
     "ACTIVE": ACTIVE,
+    "MIGRATIONS": MIGRATIONS,
 }
 LUA_FUNCTIONS = (
     sched_tokens,
@@ -129,4 +148,6 @@ LUA_FUNCTIONS = (
     event,
     monitor,
     registrations,
+    owner_jobs,
+    owner_dead_letters,
 )

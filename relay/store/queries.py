@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from relay.core.schema import EVENT, JOB, Job
+from relay.core.schema import EVENT, JOB, EventState, Job
 from relay.store import keys
 from relay.store.jobs import Store
 
@@ -23,57 +23,57 @@ __all__ = [
     "owned_since",
 ]
 
-#: a listing request looks at no more than this many index entries (other owners' jobs included)
+#: a listing request looks at no more than this many of the owner's index entries (expired jobs' included)
 MAX_SCAN = 5000
-_SCAN_BATCH = 200
-_DEAD_SCAN = 1000
+#: dead letters read beyond those asked for, in case some are stale (expired, or redelivered by an older version)
+_DEAD_SLACK = 20
 #: what a change of a job shows in: the stream of a caller's jobs sends the job again when these differ
 _MARK_FIELDS = [JOB.owner, JOB.sequence, JOB.status, JOB.percentage, JOB.terminal, JOB.resource_id, JOB.phase]
 
 
 async def owned_jobs(store: Store, owner: str, limit: int, end: str) -> tuple[list[Job], str | None]:
-    """Up to ``limit`` of ``owner``'s jobs, newest first, from index entry ``end`` ('+' or '(<id>'), and the
-    cursor of the next page. The cursor is the index entry id of the last job looked at; an expired job's entry
-    still orders the rest, so a cursor outlives the job it names."""
+    """Up to ``limit`` of ``owner``'s jobs, newest first, from entry ``end`` ('+' or '(<id>') of the owner's index,
+    and the cursor of the next page. The cursor is the entry id of the last job looked at (its creation time); an
+    expired job's entry still orders the rest, so a cursor outlives the job it names. Other owners' jobs are in
+    indexes of their own: neither what this reads nor the cursor it gives depends on them."""
+    await store.owner_indexes()
     redis = store.redis
+    index = keys.owner_jobs(owner)
     found: list[Job] = []
     last: str | None = None
     scanned = 0
     while len(found) < limit and scanned < MAX_SCAN:
-        batch: list[tuple[str, dict[str, str]]] = await redis.xrevrange(keys.JOBS_INDEX, end, "-", _SCAN_BATCH)
-        if not batch:
+        wanted = limit - len(found)
+        # one entry more than is wanted says whether a next page exists, without asking again
+        batch: list[tuple[str, dict[str, str]]] = await redis.xrevrange(index, end, "-", wanted + 1)
+        taken = batch[:wanted]
+        if not taken:
             return found, None
-        owners = await _owners(store, [entry["j"] for _, entry in batch])
-        mine: list[str] = []
-        for (entry_id, entry), job_owner in zip(batch, owners, strict=True):
-            scanned += 1
-            last = entry_id
-            if job_owner == owner:
-                mine.append(entry["j"])
-                if len(found) + len(mine) == limit:
-                    break
-        if mine:
-            found.extend(await store.jobs(mine))
+        scanned += len(taken)
+        found.extend(await store.jobs([entry["j"] for _, entry in taken]))
+        last = taken[-1][0]
+        if len(batch) <= wanted:
+            return found, None
         end = f"({last}"
-    if last is None or not await redis.xrevrange(keys.JOBS_INDEX, f"({last}", "-", 1):
-        return found, None
     return found, last
 
 
-async def index_top(store: Store) -> str:
-    """The newest entry id of the jobs index ('0-0' when empty)."""
-    top: list[tuple[str, dict[str, str]]] = await store.redis.xrevrange(keys.JOBS_INDEX, "+", "-", 1)
+async def index_top(store: Store, owner: str) -> str:
+    """The newest entry id of ``owner``'s index ('0-0' when empty)."""
+    await store.owner_indexes()
+    top: list[tuple[str, dict[str, str]]] = await store.redis.xrevrange(keys.owner_jobs(owner), "+", "-", 1)
     return top[0][0] if top else "0-0"
 
 
 async def owned_since(store: Store, owner: str, after: str) -> tuple[list[tuple[str, str]], str]:
-    """``owner``'s jobs registered after index entry ``after``: (job id, entry id) pairs, and the newest entry."""
-    fresh: list[tuple[str, dict[str, str]]] = await store.redis.xrange(keys.JOBS_INDEX, f"({after}", "+", MAX_SCAN)
+    """``owner``'s jobs registered after entry ``after`` of its index: (job id, entry id) pairs, and the newest
+    entry."""
+    fresh: list[tuple[str, dict[str, str]]] = await store.redis.xrange(
+        keys.owner_jobs(owner), f"({after}", "+", MAX_SCAN
+    )
     if not fresh:
         return [], after
-    owners = await _owners(store, [entry["j"] for _, entry in fresh])
-    mine = [(entry["j"], entry_id) for (entry_id, entry), o in zip(fresh, owners, strict=True) if o == owner]
-    return mine, fresh[-1][0]
+    return [(entry["j"], entry_id) for entry_id, entry in fresh], fresh[-1][0]
 
 
 async def change_marks(store: Store, job_ids: list[str]) -> list[tuple[str | None, ...]]:
@@ -90,7 +90,7 @@ async def change_marks(store: Store, job_ids: list[str]) -> list[tuple[str | Non
 class EventPage:
     """Events of a job after a position in its event list, read as one snapshot with the job's state."""
 
-    events: list[tuple[str, str, str]]  # (event id, type, body); expired ones left out
+    events: list[tuple[str, str, str, int]]  # (event id, type, body, created ms); expired ones left out
     read: int  # how many list entries were read (expired ones included)
     ended: bool  # the job has ended or gone
 
@@ -112,9 +112,13 @@ async def events_after(store: Store, job_id: str, position: int) -> EventPage:
     if new_ids:
         async with redis.pipeline(transaction=False) as pipe:
             for event_id in new_ids:
-                pipe.hmget(keys.event(event_id), [EVENT.type, EVENT.body])
+                pipe.hmget(keys.event(event_id), [EVENT.type, EVENT.body, EVENT.created])
             rows = await pipe.execute()
-    events = [(eid, kind or "", body) for eid, (kind, body) in zip(new_ids, rows, strict=True) if body]
+    events = [
+        (eid, kind or "", body, int(created or 0))
+        for eid, (kind, body, created) in zip(new_ids, rows, strict=True)
+        if body
+    ]
     return EventPage(events, len(new_ids), terminal == "1" or not exists)
 
 
@@ -129,29 +133,23 @@ class DeadLetterRow:
 
 
 async def dead_letters(store: Store, owner: str, limit: int) -> list[DeadLetterRow]:
-    """``owner``'s dead-lettered events, newest first."""
+    """``owner``'s dead-lettered events, newest first (from its own index: others' cost nothing here)."""
+    await store.owner_indexes()
     redis = store.redis
-    dead: list[tuple[str, float]] = await redis.zrevrange(keys.DEAD_LETTERS, 0, _DEAD_SCAN - 1, withscores=True)
+    # a few more than asked: one redelivered by an older version, or expired, is skipped
+    dead: list[tuple[str, float]] = await redis.zrevrange(
+        keys.owner_dead_letters(owner), 0, limit + _DEAD_SLACK - 1, withscores=True
+    )
     if not dead:
         return []
     async with redis.pipeline(transaction=False) as pipe:
         for event_id, _ in dead:
-            pipe.hmget(keys.event(event_id), [EVENT.job, EVENT.type, EVENT.sequence, EVENT.attempts])
+            pipe.hmget(keys.event(event_id), [EVENT.job, EVENT.type, EVENT.sequence, EVENT.attempts, EVENT.state])
         events = await pipe.execute()
-    job_ids = sorted({row[0] for row in events if row[0]})
-    owners = dict(zip(job_ids, await _owners(store, job_ids), strict=True))
     out: list[DeadLetterRow] = []
-    for (event_id, score), (job_id, event_type, seq, attempts) in zip(dead, events, strict=True):
-        if job_id and owners.get(job_id) == owner:
+    for (event_id, score), (job_id, event_type, seq, attempts, state) in zip(dead, events, strict=True):
+        if job_id and state == EventState.DEAD:
             out.append(DeadLetterRow(event_id, job_id, event_type or "", int(seq or 0), int(attempts or 0), score))
             if len(out) == limit:
                 break
     return out
-
-
-async def _owners(store: Store, job_ids: list[str]) -> list[str | None]:
-    async with store.redis.pipeline(transaction=False) as pipe:
-        for job_id in job_ids:
-            pipe.hget(keys.job(job_id), JOB.owner)
-        owners: list[str | None] = await pipe.execute()
-    return owners

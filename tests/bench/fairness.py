@@ -16,7 +16,7 @@ from typing import Any
 
 from relay.store import keys
 from tests.bench import peers
-from tests.bench.harness import Harness
+from tests.bench.harness import SECRET, Harness
 
 __all__ = ["run"]
 
@@ -28,6 +28,7 @@ async def run(h: Harness) -> None:
     n: int = h.args.fair_jobs
     env = h.relay_env(
         RELAY_API_TOKENS=",".join(f"{name}:{token}" for name, token in TOKENS.items()),
+        RELAY_TENANT_SIGNING_SECRETS=",".join(f"{name}:{SECRET}" for name in TOKENS),  # one receiver for both
         # the backlog is the point here: A's registrations are not held to the default 500 a second
         RELAY_TENANT_REGISTRATIONS_PER_SECOND="0",
     )

@@ -30,9 +30,10 @@ from relay.store.jobs import Store
 from tests.bench.measure import Meter, Window, event_loop_of
 from tests.bench.report import ROOT, Row
 
-__all__ = ["SECRET", "Harness", "Helper", "Run", "free_port"]
+__all__ = ["ENCRYPTION_KEY", "SECRET", "Harness", "Helper", "Run", "free_port"]
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+ENCRYPTION_KEY = "nNqcPCpvx3IZAUiAbCEn2TuLHQ8EVELtuZXhwBEm1rg="
 
 
 def free_port() -> int:
@@ -104,7 +105,7 @@ class Harness:
         self.redis: Redis
         self.store: Store
         self.http: aiohttp.ClientSession
-        self.vault = Vault((SECRET,))
+        self.vault = Vault((ENCRYPTION_KEY,))
         self.spawned = 0
         #: figures one section leaves for another (the ceiling uses the Redis costs of sections 1-3)
         self.costs: dict[str, dict[str, float]] = {}
@@ -158,6 +159,7 @@ class Harness:
         env.update(
             REDIS_URL=self.redis_server.url,
             RELAY_SIGNING_SECRETS=SECRET,
+            RELAY_ENCRYPTION_KEY=ENCRYPTION_KEY,
             RELAY_MONITOR_ALLOWED_HOSTS="127.0.0.1",
             RELAY_ITEM_ALLOWED_HOSTS="127.0.0.1",
             RELAY_INTERNAL_HOSTS="127.0.0.1",

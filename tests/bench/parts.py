@@ -87,7 +87,11 @@ def registration_parts(body_template: str, secret: str, rounds: int = ROUNDS) ->
 def delivery_parts(body: str, secret: str, rounds: int = ROUNDS) -> dict[str, float]:
     """µs per delivery of each part a delivery cannot skip, for an event body like ``body``."""
     now_ms = int(time.time() * 1000)
-    state = [["http://127.0.0.1:9/hook", None], "msg_" + "0" * 32, ["job.completed", "1", body, "0", str(now_ms)]]
+    state = [
+        ["http://127.0.0.1:9/hook", None, "public"],
+        "msg_" + "0" * 32,
+        ["job.completed", "1", body, "0", str(now_ms)],
+    ]
     claim = Claim("0" * 32, "|claim:1", now_ms, state)
     _, events = Store.outbox_state(claim)
     event = events[0]

@@ -3,6 +3,7 @@
 -- progress events it superseded, the attempt records, and when the job's next event is due (or its leaving
 -- the schedule when none is left). 'gone' (410) ends the job as cancelled. Batched; 1: done, -1: stale claim.
 local retention = tonumber(ARGV[1])
+local event_ttl_ms = tonumber(ARGV[2]) * 1000
 local now = now_ms()
 local tokens = key_sched_tokens(KEY_DELIVERIES)
 
@@ -29,6 +30,9 @@ local function one(call)
     redis.call('LREM', outbox, 0, event_id)
     redis.call('HSET', ek, 'state', 'dead')
     redis.call('ZADD', KEY_DEAD_LETTERS, now, event_id)
+    local owned = key_owner_dead_letters(redis.call('HGET', jk, 'owner') or '')
+    redis.call('ZADD', owned, now, event_id)
+    redis.call('ZREMRANGEBYSCORE', owned, '-inf', now - event_ttl_ms)  -- those whose event has expired
   elseif outcome == 'gone' then
     redis.call('HSET', ek, 'state', 'gone')
     for _, eid in ipairs(redis.call('LRANGE', outbox, 0, -1)) do
@@ -56,4 +60,4 @@ local function one(call)
   return 1
 end
 
-return run_batch(2, one)
+return run_batch(3, one)

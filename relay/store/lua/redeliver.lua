@@ -7,10 +7,12 @@ local outbox = key_job_outbox(job_id)
 
 if redis.call('EXISTS', ek) == 0 then return 0 end
 redis.call('HSET', ek, 'state', 'pending', 'attempts', 0)
+local owner = redis.call('HGET', key_job(job_id), 'owner') or ''
 redis.call('ZREM', KEY_DEAD_LETTERS, event_id)
+redis.call('ZREM', key_owner_dead_letters(owner), event_id)
 redis.call('LREM', outbox, 0, event_id)
 redis.call('RPUSH', outbox, event_id)
-local lane = lane_of(redis.call('HGET', key_job(job_id), 'owner'))
+local lane = lane_of(owner)
 local now = now_ms()
 schedule_put(KEY_DELIVERIES, lane, job_id, now, 'LT')
 return 1

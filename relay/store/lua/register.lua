@@ -32,7 +32,8 @@ local function one(call)
     args[#args + 1] = v
   end
   redis.call('HSET', key_job(id), unpack(args))
-  redis.call('XADD', KEY_JOBS_INDEX, 'MINID', '~', tostring(now - index_horizon_ms), '*', 'j', id)
+  -- the owner's own index (listing, cursors), trimmed of entries older than any job can live
+  redis.call('XADD', key_owner_jobs(owner), 'MINID', '~', tostring(now - index_horizon_ms), '*', 'j', id)
   redis.call('HINCRBY', KEY_STATS, 'registered', 1)
   if mkey == '' then
     apply_job_op(call.first_op, now, event_ttl, retention)
