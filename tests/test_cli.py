@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import signal
+import stat
 import subprocess
+from pathlib import Path
 
 from tests.helpers import RELAY, SECRET, ensure_stopped, free_port, wait_http
 from tests.helpers import relay_env as clean_env
@@ -49,11 +52,19 @@ def test_serve_refuses_open_bind_without_tokens() -> None:
     assert proc.returncode == 2 and "RELAY_API_TOKENS" in proc.stderr
 
 
-def test_dev_starts_embedded_redis_serves_and_stops_on_sigterm() -> None:
+def test_worker_refuses_to_start_without_a_sealing_key() -> None:
+    env = clean_env(RELAY_SIGNING_SECRETS=SECRET)
+    proc = subprocess.run([RELAY, "worker"], env=env, capture_output=True, text=True, timeout=30)  # noqa: S603
+    assert proc.returncode == 2 and "RELAY_ENCRYPTION_KEY" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_dev_starts_embedded_redis_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """relay dev makes a sealing key and signing secret once, keeps them in the user's state directory (0600, the
+    path logged), prints the secret for the user's receiver, and logs neither."""
     port = free_port()
     proc = subprocess.Popen(  # noqa: S603
         [RELAY, "dev"],
-        env=clean_env(RELAY_PORT=str(port), RELAY_LOG_FORMAT="json"),
+        env=clean_env(RELAY_PORT=str(port), RELAY_LOG_FORMAT="json", XDG_STATE_HOME=str(tmp_path)),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -65,5 +76,9 @@ def test_dev_starts_embedded_redis_serves_and_stops_on_sigterm() -> None:
     finally:
         ensure_stopped(proc)
     assert proc.returncode == 0, err
-    assert "whsec_" in out  # the generated secret is printed for the user
-    assert "whsec_" not in err  # ... and never logged
+    state = tmp_path / "relay" / "dev.json"
+    kept = json.loads(state.read_text())
+    assert stat.S_IMODE(state.stat().st_mode) == 0o600
+    assert kept["signingSecret"] in out  # the secret is printed for the user
+    assert "whsec_" not in err and kept["encryptionKey"] not in out + err  # ... and never logged
+    assert any(json.loads(line).get("path") == str(state) for line in err.splitlines() if line.startswith("{"))

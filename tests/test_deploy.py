@@ -203,12 +203,15 @@ def test_relay_containers(overlay: str) -> None:
         assert spec["securityContext"]["runAsUser"] == UID, name
         variables = env(container)
         assert variables["REDIS_URL"]["value"] == redis_url, name
-        secret_vars = {"RELAY_SIGNING_SECRETS"} | ({"RELAY_API_TOKENS"} if role(container) == "serve" else set())
+        # both roles seal (the Graph tokens, monitor URLs, job secrets) and sign; the shared service has tenants
+        secret_vars = {"RELAY_SIGNING_SECRETS", "RELAY_ENCRYPTION_KEY"}
+        secret_vars |= {"RELAY_API_TOKENS"} if role(container) == "serve" else set()
+        secret_vars |= {"RELAY_TENANT_SIGNING_SECRETS"} if overlay == "shared" else set()
         for var in secret_vars:
             ref = variables[var]["valueFrom"]["secretKeyRef"]
             assert ref["name"] == SECRET_NAME, (name, var)
             assert ref.get("optional") is not True, (name, var)
-        for var in ("RELAY_SIGNING_SECRETS", "RELAY_API_TOKENS"):
+        for var in secret_vars:
             assert "value" not in variables.get(var, {}), f"{name}: {var} must come from the Secret"
         # a read-only root filesystem: /tmp is an emptyDir
         mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
@@ -309,7 +312,7 @@ def test_workload_identity_layout() -> None:
         for variable in container.get("env", [])
         if "secretKeyRef" in (ref := variable.get("valueFrom", {}))
     }
-    assert secret_keys == {"api-tokens", "signing-secrets"}, "relay's own values only: no secret for Graph"
+    assert secret_keys == {"api-tokens", "signing-secrets", "encryption-key"}, "relay's own values: no Graph secret"
     # everything else is the sidecar overlay's
     sidecar = one(render("sidecar"), "Deployment", "example-app")
     assert [c["name"] for c in containers(sidecar["spec"]["template"]["spec"])] == [
