@@ -173,3 +173,20 @@ async def test_a_long_poll_holds_one_of_the_tenants_streams(settings: Settings, 
             waiting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await waiting
+
+
+async def test_an_entry_an_older_api_wrote_beside_a_newer_one_is_moved_as_the_newest(
+    redis: Redis, store: Store
+) -> None:
+    """During a rolling upgrade an older API may index a job in the shared index after a newer one indexed a later
+    job of the same owner: it cannot keep its entry id (owner indexes only grow), so it is moved as the newest."""
+    owner = owner_of("token-a")
+    late, early = secrets.token_hex(16), secrets.token_hex(16)
+    for job_id in (late, early):
+        await redis.hset(f"relay:job:{job_id}", mapping={"owner": owner, "seq": "0"})
+    await redis.xadd("relay:jobs", {"j": early}, id="1000-0")  # the older API's
+    await redis.xadd(f"relay:jobs:{owner}", {"j": late}, id="2000-0")  # the newer API's, later
+    await store.owner_indexes()
+    moved = await redis.xrange(f"relay:jobs:{owner}")
+    assert [entry["j"] for _, entry in moved] == [late, early] and int(moved[1][0].split("-")[0]) > 2000
+    assert not await redis.exists("relay:jobs")

@@ -77,35 +77,13 @@ async def deliver_next(deps: Deps, claim: Claim, job: Job | None, found: list[Ev
     ]
     attempt = event.attempts + 1
     secrets, error = _signing_secrets(deps, job)
-    headers = signature_headers(event.id, event.body, secrets, datetime.fromtimestamp(now_s, UTC))
-    headers["Content-Type"] = "application/json"
     status: int | None = None
     retry_after: float | None = None
     started = time.monotonic()
-    try:
-        if error is not None:  # nothing is sent unsigned, nor signed with another tenant's secret
-            raise _Unsigned
-        resp = await fetch(
-            deps.session,
-            "POST",
-            job.callback_url,
-            trusted_hosts=deps.trusted_hosts,
-            time_limit=deps.settings.request_timeout,
-            max_body=MAX_RESPONSE,
-            headers=headers,
-            data=event.body.encode(),
-        )
-        status = resp.status
-        if status in (429, 503):
-            retry_after = parse_retry_after(resp.headers.get("Retry-After"), now_s)
-    except _Unsigned:
-        pass
-    except Blocked as exc:
-        error = f"blocked: {exc}"
-    except TimeoutError:
-        error = "timeout"
-    except (aiohttp.ClientError, OSError) as exc:
-        error = f"network: {type(exc).__name__}"
+    if error is None:  # nothing is sent unsigned, nor signed with another tenant's secret
+        headers = signature_headers(event.id, event.body, secrets, datetime.fromtimestamp(now_s, UTC))
+        headers["Content-Type"] = "application/json"
+        status, retry_after, error = await _post(deps, job, event, headers, now_s)
     duration = time.monotonic() - started
     metrics.DELIVERY_LATENCY.observe(duration)
 
@@ -151,8 +129,30 @@ async def deliver_next(deps: Deps, claim: Claim, job: Job | None, found: list[Ev
     await after_write(store, pending, attempted.acked, what="delivery ack", member=job_id)
 
 
-class _Unsigned(Exception):
-    """The event has no secret to be signed with: the attempt fails without a request."""
+async def _post(
+    deps: Deps, job: Job, event: Event, headers: dict[str, str], now_s: float
+) -> tuple[int | None, float | None, str | None]:
+    """POST the event to the job's callback: the answer's status and ``Retry-After`` (429, 503; a date in it read
+    against ``now_s``), or what failed."""
+    try:
+        resp = await fetch(
+            deps.session,
+            "POST",
+            job.callback_url,
+            trusted_hosts=deps.trusted_hosts,
+            time_limit=deps.settings.request_timeout,
+            max_body=MAX_RESPONSE,
+            headers=headers,
+            data=event.body.encode(),
+        )
+    except Blocked as exc:
+        return None, None, f"blocked: {exc}"
+    except TimeoutError:
+        return None, None, "timeout"
+    except (aiohttp.ClientError, OSError) as exc:
+        return None, None, f"network: {type(exc).__name__}"
+    retry_after = parse_retry_after(resp.headers.get("Retry-After"), now_s) if resp.status in (429, 503) else None
+    return resp.status, retry_after, None
 
 
 def _signing_secrets(deps: Deps, job: Job) -> tuple[tuple[str, ...], str | None]:

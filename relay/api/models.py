@@ -100,7 +100,7 @@ class JobCreate(_Strict):
     secret: str | None = Field(
         default=None,
         max_length=256,
-        description="Per-job whsec_ signing secret",
+        description="Per-job whsec_ signing secret: this job's events are signed with it instead of the tenant's",
         json_schema_extra={"pattern": "^whsec_[A-Za-z0-9+/=]+$"},
     )
 

@@ -148,7 +148,7 @@ def _paths() -> dict[str, Any]:
                         "wait",
                         {"type": "number", "minimum": 0, "maximum": 60},
                         "long-poll: answer once the job's sequence differs from `sequence`, it has ended, or after "
-                        "this many seconds",
+                        "this many seconds (it holds one of the token's RELAY_TENANT_MAX_STREAMS meanwhile)",
                     ),
                     _query(
                         "sequence",
@@ -196,9 +196,10 @@ def _paths() -> dict[str, Any]:
                 "description": (
                     "Server-Sent Events: every event of the job in sequence order, each exactly as POSTed to the "
                     "callback (see `webhooks`). Per message: `id` (the webhook-id), `event` (the type), "
-                    "`webhook-id`, `webhook-timestamp` and `webhook-signature` fields (signed now, verify as webhook "
-                    "headers), then `data` (the JSON body). Resumes after `Last-Event-ID`. A `: keep-alive` comment "
-                    "every 15 s; the stream ends after the final event (or when the job is cancelled)."
+                    "`webhook-id`, `webhook-timestamp` and `webhook-signature` fields (signed as of the event's "
+                    "recording: the same frame on every read; verify as webhook headers), then `data` (the JSON "
+                    "body). Resumes after `Last-Event-ID`. A `: keep-alive` comment every 15 s; the stream ends "
+                    "after the final event (or when the job is cancelled)."
                 ),
                 "parameters": [
                     {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"}}
