@@ -52,7 +52,7 @@ async def _stop_streams(app: web.Application) -> None:
 
 @contextlib.contextmanager
 def slot(request: web.Request, owner: str) -> Iterator[None]:
-    """Hold one of the owner's open streams for the life of a stream; 429 when it has all of them open.
+    """Hold one of the owner's open streams for the life of a stream or long-poll; 429 when it has all of them open.
 
     Per API process; without API tokens (one app on loopback) there is no limit.
     """
