@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.checks import positive_data_acceptance
 
+from relay.api.app import ROUTES
 from relay.api.openapi import openapi_document
 from relay.core.backoff import delivery_delay, parse_retry_after, poll_delay
 from relay.core.monitor import Kind, classify
@@ -22,7 +23,9 @@ from tests.helpers import ENCRYPTION_KEY, SECRET, free_port, relay_env, start_re
 
 TOKEN = "fuzz-token"
 # the Server-Sent Events streams stay open by design (tests/test_live.py covers them)
-schema = schemathesis.openapi.from_dict(openapi_document()).exclude(path=["/v1/stream", "/v1/jobs/{job_id}/events"])
+schema = schemathesis.openapi.from_dict(openapi_document(ROUTES)).exclude(
+    path=["/v1/stream", "/v1/jobs/{job_id}/events"]
+)
 
 
 @schema.auth()

@@ -6,10 +6,11 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from relay.api import deliveries, jobs, ops, sse, streams
+from relay.api import deliveries, jobs, ops, sse, streams, ui
 from relay.api.middlewares import api_middleware
-from relay.api.typedefs import BROKER, REDIS, SESSION, SETTINGS, SIGNING, STORE, VAULT
-from relay.api.ui import setup_ui
+from relay.api.openapi import documented_queries, openapi_document
+from relay.api.routing import ApiRoutes
+from relay.api.typedefs import BROKER, OPENAPI, QUERY_PARAMETERS, REDIS, SESSION, SETTINGS, SIGNING, STORE, VAULT
 from relay.core.crypto import Vault
 from relay.outbound.client import create_session
 from relay.settings import Settings
@@ -17,10 +18,12 @@ from relay.store.connections import redis_client
 from relay.store.jobs import Store
 from relay.tenants import Signing
 
-__all__ = ["MAX_BODY", "create_app"]
+__all__ = ["MAX_BODY", "ROUTES", "create_app"]
 
 #: request bodies larger than this get 413
 MAX_BODY = 64 * 1024
+#: every route the API serves, each with its OpenAPI operation: the app adds these, the document describes these
+ROUTES: tuple[ApiRoutes, ...] = (jobs.routes, deliveries.routes, streams.routes, ops.routes, ui.routes)
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -35,10 +38,11 @@ def create_app(settings: Settings) -> web.Application:
     app[SIGNING] = Signing.of(settings)
     app.cleanup_ctx.append(_redis)
     app.cleanup_ctx.append(_session)
-    for module in (jobs, deliveries, streams, ops):
-        app.add_routes(module.routes)
+    for table in ROUTES:
+        app.add_routes(table)
+    app[OPENAPI] = openapi_document(ROUTES)
+    app[QUERY_PARAMETERS] = documented_queries(app[OPENAPI])
     sse.setup(app)
-    setup_ui(app)
     return app
 
 

@@ -9,6 +9,7 @@ from relay.api.access import owned_job
 from relay.api.http import json_response
 from relay.api.middlewares import OWNER
 from relay.api.problems import ProblemError
+from relay.api.routing import AUTH, LIMIT, OWNED, ApiRoutes, Operation, json_answer, problem
 from relay.api.typedefs import STORE
 from relay.core.events import isoformat
 from relay.core.schema import EventType
@@ -16,11 +17,17 @@ from relay.store import queries
 
 __all__ = ["routes"]
 
-routes = web.RouteTableDef()
+routes = ApiRoutes()
 _TERMINAL = EventType.terminal_types()
 
 
-@routes.get("/v1/jobs/{job_id}/deliveries")
+@routes.get(
+    "/v1/jobs/{job_id}/deliveries",
+    Operation(
+        "listDeliveries",
+        {"200": json_answer("Deliveries", "The job's newest 1,000 delivery attempts and every event"), **OWNED},
+    ),
+)
 async def list_deliveries(request: web.Request) -> web.Response:
     job = await owned_job(request)
     store = request.app[STORE]
@@ -37,7 +44,17 @@ async def list_deliveries(request: web.Request) -> web.Response:
     )
 
 
-@routes.post("/v1/jobs/{job_id}/redeliver")
+@routes.post(
+    "/v1/jobs/{job_id}/redeliver",
+    Operation(
+        "redeliver",
+        {
+            "202": json_answer("Redelivered", "The final event is queued again with the same webhook-id"),
+            "409": problem("No final event yet"),
+            **OWNED,
+        },
+    ),
+)
 async def redeliver(request: web.Request) -> web.Response:
     job = await owned_job(request)
     store = request.app[STORE]
@@ -49,7 +66,15 @@ async def redeliver(request: web.Request) -> web.Response:
     return json_response({"jobId": job.id, "eventId": last.id, "type": last.type}, status=202)
 
 
-@routes.get("/v1/dead-letters")
+@routes.get(
+    "/v1/dead-letters",
+    Operation(
+        "listDeadLetters",
+        description="The caller's dead-lettered events (delivery schedule exhausted), newest first.",
+        parameters=[LIMIT],
+        responses={"200": json_answer("DeadLetters", "Dead letters"), **AUTH, "422": problem("Bad limit")},
+    ),
+)
 async def dead_letters(request: web.Request) -> web.Response:
     """The caller's dead-lettered events (delivery schedule exhausted), newest first."""
     rows = await queries.dead_letters(request.app[STORE], request[OWNER], params.limit(request))

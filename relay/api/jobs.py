@@ -13,6 +13,7 @@ from relay.api.middlewares import OWNER
 from relay.api.models import JobPatch
 from relay.api.problems import ProblemError
 from relay.api.registration import destination_errors, register, vault
+from relay.api.routing import AUTH, BODY, LIMIT, OWNED, ApiRoutes, Operation, json_answer, problem, query
 from relay.api.schemas import job_view
 from relay.api.streams import wait_for_change
 from relay.api.typedefs import STORE
@@ -21,15 +22,76 @@ from relay.store import queries
 
 __all__ = ["routes"]
 
-routes = web.RouteTableDef()
+routes = ApiRoutes()
+
+_IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+}
+_CREATE = Operation(
+    "createJob",
+    description="Register a monitor URL, or give `action` and relay starts the action on Graph.",
+    parameters=[_IDEMPOTENCY_KEY],
+    body="JobCreate",
+    responses={
+        "201": json_answer("Job", "Created"),
+        "200": json_answer("Job", "The job an earlier request with this Idempotency-Key created"),
+        "409": problem("Idempotency-Key reused with another body, or still starting its action"),
+        "502": problem("Graph failed the action, redirected it, or answered unusably"),
+        "503": problem("Redis unreachable, a change not confirmed by replicas, or no credential token"),
+        "504": problem("Graph did not answer the action in time"),
+        "429": problem(
+            "Over the token's RELAY_TENANT_MAX_ACTIVE_JOBS or RELAY_TENANT_REGISTRATIONS_PER_SECOND (Retry-After)"
+        ),
+        **AUTH,
+        **BODY,
+    },
+)
+_LIST = Operation(
+    "listJobs",
+    description="The caller's jobs, newest first. A page may hold fewer than `limit` jobs while `nextCursor` is "
+    "not null.",
+    parameters=[LIMIT, query("cursor", {"type": "string"})],
+    responses={"200": json_answer("JobPage", "One page of jobs"), **AUTH, "422": problem("Bad limit or cursor")},
+)
+_GET = Operation(
+    "getJob",
+    parameters=[
+        query(
+            "wait",
+            {"type": "number", "minimum": 0, "maximum": 60},
+            "long-poll: answer once the job's sequence differs from `sequence`, it has ended, or after this many "
+            "seconds (it holds one of the token's RELAY_TENANT_MAX_STREAMS meanwhile)",
+        ),
+        query(
+            "sequence",
+            {"type": "integer", "minimum": 0},
+            "with `wait`: the sequence the client has seen (default: the current one)",
+        ),
+    ],
+    responses={
+        "200": json_answer("Job", "The job"),
+        "422": problem("Bad wait or sequence"),
+        "429": problem("With `wait`: the token holds RELAY_TENANT_MAX_STREAMS streams open on this process"),
+        **OWNED,
+    },
+)
+_PATCH = Operation(
+    "patchJob",
+    body="JobPatch",
+    responses={"200": json_answer("Job", "Updated"), "409": problem("The job has ended"), **OWNED, **BODY},
+)
+_DELETE = Operation("deleteJob", {"204": {"description": "No longer tracked"}, **OWNED})
 
 
-@routes.post("/v1/jobs")
+@routes.post("/v1/jobs", _CREATE)
 async def create_job(request: web.Request) -> web.Response:
     return await register(request, await json_object(request))
 
 
-@routes.get("/v1/jobs")
+@routes.get("/v1/jobs", _LIST)
 async def list_jobs(request: web.Request) -> web.Response:
     """The caller's jobs, newest first, ``?limit=`` at a time; ``?cursor=`` continues."""
     count, end = params.limit(request), params.cursor_end(request)
@@ -40,7 +102,7 @@ async def list_jobs(request: web.Request) -> web.Response:
     return json_response({"jobs": views, "nextCursor": next_cursor})
 
 
-@routes.get("/v1/jobs/{job_id}")
+@routes.get("/v1/jobs/{job_id}", _GET)
 async def get_job(request: web.Request) -> web.Response:
     wait = params.wait(request)
     job = await owned_job(request)
@@ -53,7 +115,7 @@ async def get_job(request: web.Request) -> web.Response:
     return json_response(await render_job(request, current))
 
 
-@routes.patch("/v1/jobs/{job_id}")
+@routes.patch("/v1/jobs/{job_id}", _PATCH)
 async def patch_job(request: web.Request) -> web.Response:
     job = await owned_job(request)
     patch = JobPatch.model_validate(await json_object(request))
@@ -75,7 +137,7 @@ async def patch_job(request: web.Request) -> web.Response:
     return json_response(await render_job(request, updated))
 
 
-@routes.delete("/v1/jobs/{job_id}")
+@routes.delete("/v1/jobs/{job_id}", _DELETE)
 async def delete_job(request: web.Request) -> web.Response:
     job = await owned_job(request)
     await request.app[STORE].cancel(job.id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -11,25 +12,36 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from relay import metrics
 from relay.api.http import json_response
-from relay.api.openapi import openapi_document
 from relay.api.problems import ProblemError
-from relay.api.typedefs import REDIS, SETTINGS, STORE
+from relay.api.routing import ApiRoutes, Operation, problem
+from relay.api.typedefs import OPENAPI, REDIS, SETTINGS, STORE
 
 __all__ = ["READY_TIMEOUT", "routes"]
 
-routes = web.RouteTableDef()
+routes = ApiRoutes()
 log = structlog.stdlib.get_logger("relay.api")
+
+_JSON_OBJECT = {"description": "This document", "content": {"application/json": {"schema": {"type": "object"}}}}
+
+
+def _status(description: str, word: str) -> dict[str, Any]:
+    schema = {"type": "object", "properties": {"status": {"const": word}}, "required": ["status"]}
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
 
 #: /readyz answers 503 when Redis does not answer a PING within this many seconds
 READY_TIMEOUT = 2.0
 
 
-@routes.get("/healthz")
+@routes.get("/healthz", Operation("healthz", {"200": _status("Alive", "ok")}, public=True))
 async def healthz(_: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
 
-@routes.get("/readyz")
+@routes.get(
+    "/readyz",
+    Operation("readyz", {"200": _status("Redis reachable", "ready"), "503": problem("Redis unreachable")}, public=True),
+)
 async def readyz(request: web.Request) -> web.Response:
     try:
         await asyncio.wait_for(request.app[REDIS].ping(), READY_TIMEOUT)
@@ -38,7 +50,15 @@ async def readyz(request: web.Request) -> web.Response:
     return json_response({"status": "ready"})
 
 
-@routes.get("/metrics")
+@routes.get(
+    "/metrics",
+    Operation(
+        "metrics",
+        description="Prometheus text; with RELAY_METRICS_TOKEN set, only for that bearer token.",
+        responses={"200": {"description": "Prometheus text"}, "401": problem("RELAY_METRICS_TOKEN needed")},
+        public=True,
+    ),
+)
 async def metrics_view(request: web.Request) -> web.Response:
     token = request.app[SETTINGS].metrics_token
     if token is not None:  # scrapers send it as a bearer token (Prometheus: authorization.credentials_file)
@@ -57,6 +77,6 @@ async def metrics_view(request: web.Request) -> web.Response:
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-@routes.get("/openapi.json")
-async def openapi(_: web.Request) -> web.Response:
-    return json_response(openapi_document())
+@routes.get("/openapi.json", Operation("openapi", {"200": _JSON_OBJECT}, public=True))
+async def openapi(request: web.Request) -> web.Response:
+    return json_response(request.app[OPENAPI])

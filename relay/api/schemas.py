@@ -7,6 +7,7 @@ every event against these models, so the document and the wire cannot drift apar
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
@@ -248,11 +249,16 @@ class _EventData(_Out):
 
 
 class ProgressData(_EventData):
+    """The status, percentageComplete or statusDescription changed since the last event."""
+
     monitor_status: str | None = Field(default=None, alias="monitorStatus", description="the monitor's own word")
     status_description: str | None = Field(default=None, alias="statusDescription")
 
 
 class AuthorizationRequiredData(_EventData):
+    """The DriveItem request was refused (401) or the token's exp had passed: PATCH /v1/jobs/{id} with a fresh
+    authorization before waitUntil. At most maxAsks times per job."""
+
     resource_id: str | None = Field(alias="resourceId")
     http_status: int | None = Field(alias="httpStatus", description="401, or null when the token was not sent")
     reason: Literal["unauthorized", "tokenExpired"]
@@ -262,21 +268,27 @@ class AuthorizationRequiredData(_EventData):
 
 
 class CompletedData(_EventData):
+    """Once, last: the action completed; driveItem, or resolutionError when it was not fetched."""
+
     resource_id: str | None = Field(alias="resourceId")
     drive_item: dict[str, Any] | None = Field(alias="driveItem")
     resolution_error: dict[str, Any] | None = Field(default=None, alias="resolutionError")
 
 
 class FailedData(_EventData):
+    """Once, last: the action failed, its monitor went away, or the job timed out."""
+
     error: JobError
 
 
 def _event_model(event_type: EventType, data: type[_EventData]) -> type[BaseModel]:
+    """The body of one event type; its docstring, when it is sent, is its data model's (the document's
+    ``webhooks`` description)."""
     name = "".join(part[0].upper() + part[1:] for part in event_type.value.split(".")) + "Event"
     model: type[BaseModel] = create_model(
         name,
         __base__=_Out,
-        __doc__=f"The body of a ``{event_type.value}`` webhook (and SSE ``data:``).",
+        __doc__=inspect.cleandoc(data.__doc__ or ""),
         type=(Literal[event_type.value], ...),  # type: ignore[arg-type]
         timestamp=(str, Field(json_schema_extra={"format": "date-time"})),
         data=(data, ...),

@@ -20,6 +20,7 @@ from relay.api.http import render_job
 from relay.api.middlewares import OWNER
 from relay.api.params import limit
 from relay.api.problems import ProblemError
+from relay.api.routing import AUTH, LIMIT, OWNED, SSE, ApiRoutes, Operation, problem
 from relay.api.typedefs import SIGNING, STORE, VAULT
 from relay.core.crypto import InvalidToken
 from relay.core.schema import EventType, Job
@@ -28,8 +29,9 @@ from relay.store import queries
 
 __all__ = ["routes", "wait_for_change"]
 
-routes = web.RouteTableDef()
+routes = ApiRoutes()
 _TERMINAL = EventType.terminal_types()
+_TOO_MANY_STREAMS = problem("The token holds RELAY_TENANT_MAX_STREAMS streams open on this process (Retry-After)")
 
 
 async def wait_for_change(request: web.Request, job: Job, seconds: float, sequence: int | None) -> Job | None:
@@ -52,7 +54,26 @@ async def wait_for_change(request: web.Request, job: Job, seconds: float, sequen
     return current
 
 
-@routes.get("/v1/jobs/{job_id}/events")
+@routes.get(
+    "/v1/jobs/{job_id}/events",
+    Operation(
+        "streamJobEvents",
+        description=(
+            "Server-Sent Events: every event of the job in sequence order, each exactly as POSTed to the callback "
+            "(see `webhooks`). Per message: `id` (the webhook-id), `event` (the type), `webhook-id`, "
+            "`webhook-timestamp` and `webhook-signature` fields (signed as of the event's recording: the same frame on "
+            "every read; verify as webhook headers), then `data` (the JSON body). Resumes after `Last-Event-ID`. A "
+            "`: keep-alive` comment every 15 s; the stream ends after the final event (or when the job is cancelled)."
+        ),
+        parameters=[{"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"}}],
+        responses={
+            "200": {"description": "The event stream", "content": SSE},
+            **OWNED,
+            "409": problem("The job's secret was sealed with a key no longer configured"),
+            "429": _TOO_MANY_STREAMS,
+        },
+    ),
+)
 async def job_events(request: web.Request) -> web.StreamResponse:
     """Every event of the job in sequence order, each exactly as POSTed to the callback, signed as of when it was
     recorded: reading an event again gives the same frame, so a receiver's replay window holds for frames too."""
@@ -104,7 +125,24 @@ async def _job_events(request: web.Request, job: Job, secrets: tuple[str, ...], 
     return response
 
 
-@routes.get("/v1/stream")
+@routes.get(
+    "/v1/stream",
+    Operation(
+        "streamJobs",
+        description=(
+            "Server-Sent Events of the caller's `limit` newest jobs: `event: job` with the job (as getJob returns it) "
+            "for each of them on connect, then whenever one changes (new event, status, delivery attempt); jobs "
+            "created meanwhile join. Never ends by itself."
+        ),
+        parameters=[LIMIT],
+        responses={
+            "200": {"description": "The event stream", "content": SSE},
+            **AUTH,
+            "422": problem("Bad limit"),
+            "429": _TOO_MANY_STREAMS,
+        },
+    ),
+)
 async def owner_stream(request: web.Request) -> web.StreamResponse:
     """``event: job`` with the job (as ``GET /v1/jobs/{id}`` shows it) whenever one of the caller's
     ``limit`` newest jobs changes: a new event, a status change, a delivery attempt. All of them once

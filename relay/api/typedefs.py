@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import aiohttp
 from aiohttp import web
 from redis.asyncio import Redis
@@ -12,7 +14,7 @@ from relay.settings import Settings
 from relay.store.jobs import Store
 from relay.tenants import Signing
 
-__all__ = ["BROKER", "REDIS", "SESSION", "SETTINGS", "SIGNING", "STORE", "VAULT"]
+__all__ = ["BROKER", "OPENAPI", "QUERY_PARAMETERS", "REDIS", "SESSION", "SETTINGS", "SIGNING", "STORE", "VAULT"]
 
 SETTINGS = web.AppKey("settings", Settings)
 REDIS = web.AppKey("redis", Redis)
@@ -24,3 +26,7 @@ SIGNING = web.AppKey("signing", Signing)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 #: tokens from the credentials relay holds, for actions the API starts: {"api": broker}, made on first use
 BROKER = web.AppKey("broker", dict[str, CredentialBroker])
+#: the OpenAPI document of the routes this app serves (built from the same tables)
+OPENAPI = web.AppKey("openapi", dict[str, Any])
+#: (path, method) -> the query parameters the document gives that operation (others are refused with 422)
+QUERY_PARAMETERS = web.AppKey("query_parameters", dict[tuple[str, str], frozenset[str]])

@@ -10,7 +10,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-__all__ = ["STATIC_DIR", "routes", "setup_ui"]
+from relay.api.routing import ApiRoutes, Operation, problem
+
+__all__ = ["STATIC_DIR", "routes"]
 
 STATIC_DIR = Path(__file__).parent / "static"
 #: the only files served, with their types: nothing else under relay/api/static/ is reachable
@@ -31,7 +33,8 @@ _HEADERS = {
     ),
 }
 
-routes = web.RouteTableDef()
+routes = ApiRoutes()
+_TEXT = {"schema": {"type": "string"}}
 
 
 def _file(name: str) -> web.StreamResponse:
@@ -41,21 +44,38 @@ def _file(name: str) -> web.StreamResponse:
     return web.FileResponse(STATIC_DIR / name, headers={**_HEADERS, "Content-Type": f"{content_type}; charset=utf-8"})
 
 
-@routes.get("/ui")
+@routes.get(
+    "/ui",
+    Operation(
+        "dashboard",
+        description="The dashboard (HTML); its data comes from the API with the user's token.",
+        responses={"200": {"description": "HTML", "content": {"text/html": _TEXT}}},
+        public=True,
+    ),
+)
 async def index(_: web.Request) -> web.StreamResponse:
     return _file("index.html")
 
 
-@routes.get("/ui/")
+@routes.get("/ui/", Operation("dashboardSlash", {"302": {"description": "Redirect to /ui"}}, public=True))
 async def index_slash(_: web.Request) -> web.StreamResponse:
     raise web.HTTPFound("/ui")
 
 
-@routes.get("/ui/static/{name}")
+@routes.get(
+    "/ui/static/{name}",
+    Operation(
+        "dashboardFile",
+        description="The dashboard's own script and style sheet (index.html, app.js, app.css).",
+        responses={
+            "200": {
+                "description": "The file",
+                "content": {"text/html": _TEXT, "text/javascript": _TEXT, "text/css": _TEXT},
+            },
+            "404": problem("No such file"),
+        },
+        public=True,
+    ),
+)
 async def static_file(request: web.Request) -> web.StreamResponse:
     return _file(request.match_info["name"])
-
-
-def setup_ui(app: web.Application) -> None:
-    """Register ``/ui``; the auth middleware lets its paths through (see ``relay.middlewares.is_public``)."""
-    app.add_routes(routes)
