@@ -1,42 +1,51 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# two installs in one .venv: what running relay needs (make install, make run), and the dev extra on top
+# (tests, linters, the bench); each stamp is redone when pyproject.toml changes
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: install run test lint format typecheck bench chaos failover all clean
+.PHONY: install install-dev run test lint format typecheck bench chaos failover all clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e .
 	touch $(STAMP)
 
+$(DEV_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(DEV_STAMP)
+
 install: $(STAMP)
+
+install-dev: $(DEV_STAMP)
 
 run: $(STAMP)
 	$(BIN)/relay dev
 
-test: $(STAMP)
+test: $(DEV_STAMP)
 	$(BIN)/python -m pytest
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check relay workers tests
 	$(BIN)/ruff format --check relay workers tests
 
-format: $(STAMP)
+format: $(DEV_STAMP)
 	$(BIN)/ruff format relay workers tests
 	$(BIN)/ruff check --fix relay workers tests
 
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(BIN)/python -m tests.bench $(BENCH)
 
-chaos: $(STAMP)
+chaos: $(DEV_STAMP)
 	$(BIN)/python -m tests.chaos
 
-failover: $(STAMP)
+failover: $(DEV_STAMP)
 	$(BIN)/python -m tests.failover
 
-typecheck: $(STAMP)
+typecheck: $(DEV_STAMP)
 	$(BIN)/mypy
 
 all: lint typecheck test
