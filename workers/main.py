@@ -20,6 +20,7 @@ from arq import func
 from arq.worker import Worker
 from redis.asyncio import Redis
 
+from relay import metrics
 from relay.core.crypto import Vault
 from relay.credentials.broker import CredentialBroker
 from relay.outbound.client import create_session
@@ -49,7 +50,12 @@ def health_check_key(hostname: str | None = None) -> str:
 
 
 class RelayWorker(Worker):
-    """An arq worker that also stops claiming monitors and deliveries the moment a signal arrives."""
+    """An arq worker that also stops claiming monitors and deliveries the moment a signal arrives, and beats
+    :data:`relay.metrics.WORKER_HEARTBEAT` each time its loop goes round (the worker's ``/healthz``)."""
+
+    async def heart_beat(self) -> None:
+        await super().heart_beat()
+        metrics.WORKER_HEARTBEAT.beat()
 
     def handle_sig_wait_for_completion(self, signum: Signals) -> None:
         _begin_stop(self.ctx)

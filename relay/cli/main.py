@@ -15,10 +15,9 @@ import signal
 import sys
 from collections.abc import Sequence
 
-import prometheus_client
 import structlog
 
-from relay import __version__, logs
+from relay import __version__, logs, metrics
 from relay.cli.dev import run_dev, start_api
 from relay.cli.devstate import dev_state
 from relay.cli.jobs import add_jobs_parser
@@ -92,7 +91,7 @@ def cmd_worker(_: argparse.Namespace) -> int:
     settings.check_sealing()
     _tune_gc()
     if settings.worker_metrics_port:
-        prometheus_client.start_http_server(settings.worker_metrics_port, addr=settings.host)
+        metrics.serve_worker_metrics(settings.worker_metrics_port, settings.host)  # and /healthz
         log.info("worker metrics served", port=settings.worker_metrics_port, host=settings.host)
     asyncio.set_event_loop(asyncio.new_event_loop())
     from workers.main import create_worker  # the composition root starts the worker
