@@ -474,7 +474,8 @@ def test_the_sidecar_api_probes_pass_against_relay_serve_and_fail_without_it(
     url, _ = configured_redis
     port = free_port()
     probes = sidecar_probes()
-    api = start_relay("serve", relay_env(REDIS_URL=url, RELAY_PORT=str(port), RELAY_SIGNING_SECRETS=SECRET))
+    env = relay_env(REDIS_URL=url, RELAY_PORT=str(port), RELAY_SIGNING_SECRETS=SECRET, RELAY_ENCRYPTION_KEY="k3y")
+    api = start_relay("serve", env)
     try:
         wait_http(f"http://127.0.0.1:{port}/readyz", api)
         assert run_bash_probe(probes["api-ready"], port) == 0

@@ -17,7 +17,7 @@ from pydantic.json_schema import models_json_schema
 
 from relay import __version__
 from relay.api.models import JobCreate, JobPatch
-from relay.api.routing import ApiRoutes, json_body, openapi_path
+from relay.api.routing import ApiRoutes, json_body, openapi_path, problem
 from relay.api.schemas import (
     EVENT_MODELS,
     DeadLetters,
@@ -126,7 +126,7 @@ def openapi_document(tables: tuple[ApiRoutes, ...]) -> dict[str, Any]:
         },
         "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}, "schemas": _schemas()},
         "security": [{"bearer": []}],
-        "paths": _with_unreadable(_paths(tables)),
+        "paths": _with_guard(_with_unreadable(_paths(tables))),
         "webhooks": _webhooks(),
     }
 
@@ -160,3 +160,19 @@ def documented_queries(document: dict[str, Any]) -> dict[tuple[str, str], frozen
                 params = [*item.get("parameters", []), *operation.get("parameters", [])]
                 out[(path, method)] = frozenset(p["name"] for p in params if p.get("in") == "query")
     return out
+
+
+#: the loopback guard's answer (relay.api.middlewares.loopback_guard), before any route sees the request
+_GUARDED = (
+    "Without RELAY_API_TOKENS: the request was addressed to a name other than a loopback one (Host), or a page of "
+    "another origin asked for a change (Origin)"
+)
+
+
+def _with_guard(paths: dict[str, Any]) -> dict[str, Any]:
+    """Every operation may answer 403 from the loopback guard of a relay without API tokens."""
+    for item in paths.values():
+        for operation in item.values():
+            if isinstance(operation, dict) and "responses" in operation:
+                operation["responses"].setdefault("403", problem(_GUARDED))
+    return paths
