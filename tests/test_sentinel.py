@@ -11,14 +11,10 @@ import pytest
 from relay.settings import ConfigError, Settings
 from relay.simulator import Simulator
 from relay.store import keys
-from relay.store.connections import redis_client
-from relay.store.embedded import free_port
 from relay.store.redis_url import parse_sentinel_url
 from tests.helpers import Receiver, eventually, running_api, running_worker, with_settings
-from tests.sentinels import SERVICE, SentinelSetup
-from tests.test_deploy import run_probe
+from tests.sentinels import SentinelSetup
 from tests.test_end_to_end import job_fields
-from workers.main import health_check_key
 from workers.resolve import RESOLVE_TASK
 
 # ---- the URL form ------------------------------------------------------------------------------
@@ -148,19 +144,3 @@ async def test_the_api_and_a_worker_carry_on_through_a_sentinel_failover(
             f"{api_back:.1f} s; a new job's events delivered after {worker_back:.1f} s; an arq task ran after "
             f"{arq_back:.1f} s (down-after-milliseconds 500)"
         )
-
-
-async def test_the_worker_probe_reads_the_health_key_through_sentinel(sentinels: SentinelSetup) -> None:
-    url = sentinels.url()
-    missing = run_probe(url)
-    assert missing.returncode != 0 and "missing" in missing.stderr
-    redis = redis_client(url)
-    try:
-        await redis.psetex(health_check_key(), 31_000, "j_complete=0")
-        healthy = run_probe(url)
-        assert healthy.returncode == 0, healthy.stderr
-    finally:
-        await redis.aclose()
-    nobody = ",".join(f"127.0.0.1:{free_port()}" for _ in range(2))
-    unreachable = run_probe(f"redis+sentinel://{nobody}/{SERVICE}/0")
-    assert unreachable.returncode == 0 and "redis unreachable" in unreachable.stderr
