@@ -9,6 +9,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -51,6 +52,7 @@ class EmbeddedRedis:
         self.args = list(args)
         self._own_dir = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="relay-redis-")
+        self._port_given = port is not None
         self.port = port or free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -59,6 +61,18 @@ class EmbeddedRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> str:
+        """Start the server and wait until it answers; a free port another process took meanwhile is traded
+        for a new one (unless the port was given), so two suites never share a server."""
+        for _ in range(5):
+            if self._start_once(timeout):
+                return self.url
+            if self._port_given:
+                raise RuntimeError(f"port {self.port} is taken by another process")
+            self.port = free_port()
+        raise RuntimeError("redis-server found no free port in five tries")
+
+    def _start_once(self, timeout: float) -> bool:
+        """True once our server answers; False when the port answered for another process (ours is stopped)."""
         args = [
             find_redis_server(),
             "--port", str(self.port),
@@ -75,21 +89,31 @@ class EmbeddedRedis:
             "--loglevel", "warning",
             *self.args,
         ]  # fmt: skip
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # noqa: S603
+        process = self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # noqa: S603
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
         deadline = time.monotonic() + timeout
         try:
             while True:
-                if self.process.poll() is not None:
-                    err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
-                    raise RuntimeError(f"redis-server exited at start: {err.strip()[:300]}")
+                exited = process.poll() is not None
                 try:
-                    client.ping()
-                    return self.url
+                    # the free port may have been taken between free_port() and the bind: answering is not
+                    # enough, the answer must come from our process
+                    info: dict[str, Any] = client.info("server")  # type: ignore[assignment]  # sync client
+                    if int(info["process_id"]) == process.pid:
+                        return True
+                    self.stop(kill=True)
+                    return False
                 except redis.ConnectionError:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError("redis-server did not answer within the start timeout") from None
-                    time.sleep(0.05)
+                    pass
+                if exited:
+                    err = process.stderr.read().decode(errors="replace") if process.stderr else ""
+                    if "Address already in use" in err:
+                        self.stop()
+                        return False
+                    raise RuntimeError(f"redis-server exited at start: {err.strip()[:300]}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError("redis-server did not answer within the start timeout") from None
+                time.sleep(0.05)
         finally:
             client.close()  # type: ignore[no-untyped-call]  # untyped in redis-py 5.2
 
