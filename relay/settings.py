@@ -141,6 +141,8 @@ class Settings(BaseSettings):
     tenant_max_streams: int = Field(20, ge=0, validation_alias="RELAY_TENANT_MAX_STREAMS")
     redis_min_replicas: int = Field(0, ge=0, validation_alias="RELAY_REDIS_MIN_REPLICAS")
     redis_wait_timeout: Seconds = Field(1.0, ge=0.001, validation_alias="RELAY_REDIS_WAIT_TIMEOUT")
+    #: how long relay serve / worker / dev wait at start for a Redis they cannot reach before exiting (code 2)
+    redis_startup_wait: Seconds = Field(10.0, ge=0, validation_alias="RELAY_REDIS_STARTUP_WAIT")
 
     @classmethod
     def settings_customise_sources(

@@ -82,3 +82,6 @@ def test_dev_starts_embedded_redis_serves_and_stops_on_sigterm(tmp_path: Path) -
     assert kept["signingSecret"] in out  # the secret is printed for the user
     assert "whsec_" not in err and kept["encryptionKey"] not in out + err  # ... and never logged
     assert any(json.loads(line).get("path") == str(state) for line in err.splitlines() if line.startswith("{"))
+    events = [json.loads(line)["event"] for line in err.splitlines()]
+    assert events.index("relay dev stopping") < events.index("worker stopped") < events.index("relay dev stopped")
+    assert "shutdown on SIGUSR1" not in err  # arq's words for its owner closing it, not the signal the user sent

@@ -151,6 +151,11 @@ class ClaimLoop:
             async with asyncio.timeout(seconds):
                 await event.wait()
 
+    @property
+    def in_flight(self) -> int:
+        """Claims taken and not yet handled."""
+        return self._busy
+
     def begin_stop(self) -> None:
         """Claim nothing more; work in flight carries on."""
         self._stopping.set()

@@ -28,10 +28,11 @@ from relay.settings import Settings
 from relay.store import keys
 from relay.store.connections import arq_sentinel_pool, arq_settings, redis_client
 from relay.store.jobs import Store
-from relay.store.redis_url import is_sentinel_url
+from relay.store.redis_url import is_sentinel_url, redis_where
 from relay.tenants import Signing
 from workers.context import Deps
 from workers.deliver import deliver_claimed
+from workers.lifecycle import Lifecycle, quiet_arq
 from workers.loops import ClaimLoop
 from workers.poll import poll_claimed
 from workers.resolve import MAX_TRIES, RESOLVE_TASK, resolve_item
@@ -58,15 +59,19 @@ class RelayWorker(Worker):
         metrics.WORKER_HEARTBEAT.beat()
 
     def handle_sig_wait_for_completion(self, signum: Signals) -> None:
-        _begin_stop(self.ctx)
+        _begin_stop(self.ctx, Signals(signum).name)
         super().handle_sig_wait_for_completion(signum)
 
     def handle_sig(self, signum: Signals) -> None:
-        _begin_stop(self.ctx)
+        # without its own signal handlers the worker is closed by its owner (relay dev), through this SIGUSR1
+        _begin_stop(self.ctx, Signals(signum).name if self._handle_signals else None)
         super().handle_sig(signum)
 
 
-def _begin_stop(ctx: dict[str, Any]) -> None:
+def _begin_stop(ctx: dict[str, Any], signal: str | None = None) -> None:
+    lifecycle: Lifecycle | None = ctx.get("lifecycle")
+    if lifecycle is not None:
+        lifecycle.stopping(signal, sum(loop.in_flight for loop in ctx.get("loops", [])))
     if "stop_deadline" not in ctx:
         ctx["stop_deadline"] = time.monotonic() + SHUTDOWN_BUDGET
     for loop in ctx.get("loops", []):
@@ -120,7 +125,9 @@ async def startup(ctx: dict[str, Any]) -> None:
     waker.start()
     for loop in loops:
         loop.start()
-    ctx.update(deps=deps, loops=loops, own_redis=redis, waker=waker)
+    lifecycle = Lifecycle(settings, redis_where(settings.effective_redis_url))
+    ctx.update(deps=deps, loops=loops, own_redis=redis, waker=waker, lifecycle=lifecycle)
+    lifecycle.running()
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
@@ -141,6 +148,9 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     redis: Redis | None = ctx.get("own_redis")
     if redis is not None:
         await redis.aclose()
+    lifecycle: Lifecycle | None = ctx.get("lifecycle")
+    if lifecycle is not None:
+        lifecycle.stopped()
 
 
 class WorkerSettings:
@@ -180,6 +190,7 @@ def _arq_redis(url: str) -> dict[str, Any]:
 def create_worker(settings: Settings, **overrides: Any) -> Worker:
     """A worker; :class:`relay.settings.ConfigError` without a sealing key (RELAY_ENCRYPTION_KEY)."""
     settings.check_sealing()
+    quiet_arq()
     kwargs = worker_kwargs()
     kwargs.update(_arq_redis(settings.effective_redis_url))
     kwargs.update(ctx={"settings": settings}, health_check_key=health_check_key())

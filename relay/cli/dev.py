@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from typing import Any
 
 import structlog
@@ -28,9 +29,10 @@ def access_log(settings: Settings) -> dict[str, Any]:
     return {"access_log_class": logs.AccessLogger, "access_log": logs.ACCESS_LOG if settings.access_log else None}
 
 
-async def start_api(settings: Settings) -> web.AppRunner:
-    """The API listening on RELAY_HOST:RELAY_PORT, with RELAY_API_READ_TIMEOUT on every request's head and
-    body (relay/api/server.py); ``cleanup()`` stops it, letting requests in flight finish."""
+async def start_api(settings: Settings, sockets: list[socket.socket] | None = None) -> web.AppRunner:
+    """The API listening on ``sockets`` (bound by the caller, see relay/cli/startup.py), else on
+    RELAY_HOST:RELAY_PORT, with RELAY_API_READ_TIMEOUT on every request's head and body (relay/api/server.py);
+    ``cleanup()`` stops it, letting requests in flight finish."""
     runner = ApiRunner(
         create_app(settings),
         read_timeout=settings.api_read_timeout,
@@ -38,25 +40,40 @@ async def start_api(settings: Settings) -> web.AppRunner:
         **access_log(settings),
     )
     await runner.setup()
-    await web.TCPSite(runner, settings.host, settings.port).start()
+    try:  # the app's startup opened sessions and clients: a site that cannot start leaves nothing open
+        if sockets is None:
+            await web.TCPSite(runner, settings.host, settings.port).start()
+        for sock in sockets or ():
+            await web.SockSite(runner, sock).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
     return runner
 
 
-async def run_dev(settings: Settings, stop: asyncio.Event, *, ready: asyncio.Event | None = None) -> None:
-    """API and worker in one process until ``stop`` is set."""
-    runner = await start_api(settings)
-    from workers.main import create_worker  # the composition root starts the worker
-
-    worker = create_worker(settings, handle_signals=False)
-    worker_task = asyncio.create_task(worker.async_run())
-    log.info("relay dev running", listen=f"http://{settings.host}:{settings.port}", version=__version__)
-    if ready is not None:
-        ready.set()
+async def run_dev(
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    ready: asyncio.Event | None = None,
+    sockets: list[socket.socket] | None = None,
+) -> None:
+    """API and worker in one process until ``stop`` is set; the API on ``sockets`` when given."""
+    runner = await start_api(settings, sockets)
     try:
-        await stop.wait()
+        from workers.main import create_worker  # the composition root starts the worker
+
+        worker = create_worker(settings, handle_signals=False)
+        worker_task = asyncio.create_task(worker.async_run())
+        log.info("relay dev running", listen=f"http://{settings.host}:{settings.port}", version=__version__)
+        if ready is not None:
+            ready.set()
+        try:
+            await stop.wait()
+        finally:
+            await worker.close()
+            worker_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker_task
     finally:
         await runner.cleanup()
-        await worker.close()
-        worker_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await worker_task

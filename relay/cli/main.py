@@ -1,7 +1,8 @@
 """The ``relay`` command: ``serve``, ``worker``, ``dev``, ``demo``, ``simulate``, ``jobs``.
 
 The composition root: the commands that run a worker import :mod:`workers` when they run, so importing
-:mod:`relay` never imports :mod:`workers` (whose imports flow ``workers -> relay``).
+:mod:`relay` never imports :mod:`workers` (whose imports flow ``workers -> relay``). The API, too, is imported by
+the commands that serve it: a command that cannot start says so before a second of imports.
 """
 
 from __future__ import annotations
@@ -12,17 +13,19 @@ import contextlib
 import gc
 import os
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 
 import structlog
 
 from relay import __version__, logs, metrics
-from relay.cli.dev import run_dev, start_api
 from relay.cli.devstate import dev_state
 from relay.cli.jobs import add_jobs_parser
+from relay.cli.startup import StartupError, bind_refusal, check_redis, listen
 from relay.settings import ConfigError, Settings
 from relay.store.embedded import EmbeddedRedis
+from relay.store.redis_url import redis_where
 
 __all__ = ["main"]
 
@@ -63,36 +66,76 @@ def _tune_gc() -> None:
     gc.set_threshold(20_000, 20, 20)
 
 
+def _listen(settings: Settings) -> list[socket.socket]:
+    return listen(settings.host, settings.port, host_option="RELAY_HOST", port_option="RELAY_PORT")
+
+
+def _check_redis(settings: Settings) -> str:
+    """Redis answers (its version), or a StartupError saying why not; an unreachable one is waited for a while."""
+
+    def waiting(where: str, reason: str) -> None:
+        log.warning("waiting for redis", redis=where, reason=reason, gives_up_in_s=settings.redis_startup_wait)
+
+    return check_redis(settings.effective_redis_url, wait=settings.redis_startup_wait, waiting=waiting)
+
+
 def cmd_serve(_: argparse.Namespace) -> int:
     settings = _settings()
     settings.check_serving()
+    sockets = _listen(settings)
+    version = _check_redis(settings)
     _tune_gc()
-    log.info("api starting", host=settings.host, port=settings.port, version=__version__)
-    asyncio.run(_serve(settings))
+    log.info(
+        "api listening",
+        listen=f"http://{settings.host}:{sockets[0].getsockname()[1]}",
+        redis=redis_where(settings.effective_redis_url),
+        redis_version=version,
+        version=__version__,
+    )
+    asyncio.run(_serve(settings, sockets))
+    log.info("api stopped")
     return 0
 
 
-async def _serve(settings: Settings) -> None:
+async def _serve(settings: Settings, sockets: list[socket.socket]) -> None:
     """The API until SIGINT or SIGTERM; then requests in flight get API_SHUTDOWN_TIMEOUT to finish."""
+    from relay.cli.dev import start_api
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    runner = await start_api(settings)
+    runner = await start_api(settings, sockets)
     try:
         await stop.wait()
     finally:
         await runner.cleanup()
 
 
+def _worker_metrics(settings: Settings) -> None:
+    if not settings.worker_metrics_port:
+        return
+    try:
+        metrics.serve_worker_metrics(settings.worker_metrics_port, settings.host)  # and /healthz
+    except OSError as exc:
+        refusal = bind_refusal(
+            exc,
+            settings.host,
+            settings.worker_metrics_port,
+            host_option="RELAY_HOST",
+            port_option="RELAY_WORKER_METRICS_PORT (0: no metrics port)",
+        )
+        raise StartupError(f"worker metrics: {refusal}") from None
+    log.info("worker metrics served", port=settings.worker_metrics_port, host=settings.host)
+
+
 def cmd_worker(_: argparse.Namespace) -> int:
     settings = _settings()
     settings.check_signing()
     settings.check_sealing()
+    _check_redis(settings)
     _tune_gc()
-    if settings.worker_metrics_port:
-        metrics.serve_worker_metrics(settings.worker_metrics_port, settings.host)  # and /healthz
-        log.info("worker metrics served", port=settings.worker_metrics_port, host=settings.host)
+    _worker_metrics(settings)
     asyncio.set_event_loop(asyncio.new_event_loop())
     from workers.main import create_worker  # the composition root starts the worker
 
@@ -118,36 +161,59 @@ def _dev_secrets(settings: Settings) -> Settings:
     return settings
 
 
+def _embedded_redis() -> tuple[EmbeddedRedis, str]:
+    embedded = EmbeddedRedis()
+    try:
+        url = embedded.start()
+    except RuntimeError as exc:
+        embedded.cleanup()
+        raise StartupError(f"cannot start the embedded Redis ({exc}); install redis-server, or set REDIS_URL") from None
+    log.info("embedded redis started", port=embedded.port, persistence="none: state ends with this process")
+    return embedded, url
+
+
 def cmd_dev(_: argparse.Namespace) -> int:
+    from relay.cli.dev import run_dev
+
     settings = _dev_secrets(_settings())
     settings.check_serving()
+    sockets = _listen(settings)
     embedded: EmbeddedRedis | None = None
     if settings.redis_url is None:
-        embedded = EmbeddedRedis()
-        settings = settings.replace(redis_url=embedded.start())
-        log.info("embedded redis started", port=embedded.port, persistence="none: state ends with this process")
+        embedded, url = _embedded_redis()
+        settings = settings.replace(redis_url=url)
+    else:
+        _check_redis(settings)
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await run_dev(settings, stop)
+            loop.add_signal_handler(sig, _stop_on, stop, sig)
+        await run_dev(settings, stop, sockets=sockets)
 
     try:
         asyncio.run(main())
     finally:
         if embedded is not None:
             embedded.cleanup()
+    log.info("relay dev stopped")
     return 0
+
+
+def _stop_on(stop: asyncio.Event, sig: signal.Signals) -> None:
+    if not stop.is_set():
+        log.info("relay dev stopping", signal=sig.name)
+    stop.set()
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from relay.simulator import run_simulator
 
     logs.configure(os.environ.get("RELAY_LOG_FORMAT") or ("console" if sys.stderr.isatty() else "json"))
+    sockets = listen(args.host, args.port, host_option="--host", port_option="--port")
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_simulator(args.host, args.port, args.token, args.token_ttl))
+        asyncio.run(run_simulator(args.host, args.port, args.token, args.token_ttl, sockets=sockets))
     return 0
 
 
@@ -201,6 +267,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"relay: configuration error: {exc}", file=sys.stderr)
         return 2
+    except StartupError as exc:
+        print(f"relay: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # Ctrl-C before the command took over its signals (e.g. waiting for Redis)
+        return 130
     return result
 
 

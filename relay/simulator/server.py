@@ -19,6 +19,7 @@ import asyncio
 import dataclasses
 import random
 import secrets
+import socket
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -243,11 +244,15 @@ class Simulator:
         Control(self).add_routes(app)
         return app
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Serve on ``host:port`` (0: any free port); sets and returns :attr:`base_url`."""
+    async def start(self, host: str = "127.0.0.1", port: int = 0, *, sockets: list[socket.socket] | None = None) -> str:
+        """Serve on ``host:port`` (0: any free port), or on ``sockets`` the caller bound; sets and returns
+        :attr:`base_url`."""
         self._runner = web.AppRunner(self.app(), access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, host, port).start()
+        if sockets is None:
+            await web.TCPSite(self._runner, host, port).start()
+        for sock in sockets or ():
+            await web.SockSite(self._runner, sock).start()
         bound_host, bound_port = self._runner.addresses[0][:2]
         if bound_host in ("0.0.0.0", "::"):  # noqa: S104  # an unspecified address is not a URL host
             bound_host = "127.0.0.1" if bound_host == "0.0.0.0" else "::1"  # noqa: S104
@@ -261,10 +266,12 @@ class Simulator:
             self._runner = None
 
 
-async def run_simulator(host: str, port: int, token: str, token_ttl: float | None = None) -> None:
-    """Run the simulator until cancelled, after printing where it listens."""
+async def run_simulator(
+    host: str, port: int, token: str, token_ttl: float | None = None, *, sockets: list[socket.socket] | None = None
+) -> None:
+    """Run the simulator until cancelled, after printing where it listens (on ``sockets`` when given)."""
     sim = Simulator(token=token, token_ttl=token_ttl)
-    base = await sim.start(host, port)
+    base = await sim.start(host, port, sockets=sockets)
     lifetime = "" if token_ttl is None else f", expires in {token_ttl:g} s; POST /sim/tokens for fresh ones"
     print(f"simulator listening on {base} (token: {token}{lifetime})", flush=True)
     try:

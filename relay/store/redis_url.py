@@ -24,6 +24,7 @@ __all__ = [
     "is_sentinel_url",
     "parse_sentinel_url",
     "plain_url_problem",
+    "redis_where",
 ]
 
 PLAIN_SCHEMES = ("redis", "rediss", "unix")
@@ -178,3 +179,23 @@ def _host_port(item: str) -> tuple[str, int]:
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise ValueError("a Sentinel's port must be 1-65535")
     return host, int(port_text)
+
+
+def redis_where(url: str) -> str:
+    """Where a Redis URL points, without its user, password or query: safe to print and log."""
+    if is_sentinel_url(url):
+        target = parse_sentinel_url(url)
+        sentinels = ",".join(f"{host}:{port}" for host, port in target.sentinels)
+        scheme = "rediss+sentinel" if target.tls else "redis+sentinel"
+        return f"{scheme}://{sentinels}/{target.service}/{target.db}"
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return f"unix://{parts.path}"
+    host = parts.hostname or "localhost"
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port or 6379
+    except ValueError:
+        port = 6379
+    return f"{parts.scheme}://{host}:{port}{parts.path or '/0'}"
