@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from aiohttp import web
 from redis.asyncio import Redis
 
 from relay.settings import Settings
 from relay.simulator import Simulator
-from tests.helpers import BETA_SECRET, RELAY, SECRET, Api, Receiver, running_api, two_tenants
+from tests.helpers import BETA_SECRET, RELAY, SECRET, Api, Receiver, eventually, running_api, two_tenants, with_settings
 from tests.helpers import relay_env as clean_env
 
 TOKEN = "cli-token"
@@ -151,3 +153,26 @@ async def test_what_a_monitor_wrote_is_shown_escaped_never_obeyed(
         assert code == 0, err
         assert not any(c in out for c in "\x1b\x07\x9b\u202e"), f"relay jobs {args[0]} printed control characters"
         assert "ItemCopy\\x1b]0;owned\\x07\\x1b[2J\\x9b31m\\u202e[/] [bold]x" in out, out
+
+
+async def test_a_completed_job_whose_webhook_waits_says_when_it_is_tried_again(
+    owned_api: Api, simulator: Simulator, receiver: Receiver, settings: Settings, start_worker: Any
+) -> None:
+    receiver.responder = lambda request, n: web.Response(status=503)
+    job = await create(owned_api, simulator, receiver, duration=0.2)
+    async with start_worker(with_settings(settings, delivery_schedule=(0, 300))):
+        await receiver.wait_for(lambda: receiver.terminal(job["id"]) is not None)
+
+        async def retrying() -> bool:
+            _, view, _ = await owned_api.request(
+                "GET", f"/v1/jobs/{job['id']}", headers={"Authorization": f"Bearer {TOKEN}"}
+            )
+            return bool(view["delivery"] and view["delivery"]["state"] == "retrying")
+
+        await eventually(retrying)
+    code, out, err = await relay_jobs(owned_api, "list")
+    assert code == 0 and "completed, delivery retrying" in out, err
+    code, out, err = await relay_jobs(owned_api, "show", job["id"])
+    assert code == 0, err
+    assert "job.completed (seq" in out and "retrying" in out and "HTTP 503 Service Unavailable from 127.0.0.1:" in out
+    assert re.search(r"next attempt \S+Z \(in [345] min \d+ s\)", out), out

@@ -200,6 +200,34 @@ async def test_bad_listing_query_is_422(api: Api, query: str) -> None:
     assert status == 422 and body["errors"][0]["field"] in ("limit", "cursor")
 
 
+async def test_listing_finds_jobs_by_their_metadata(owned_api: Api, simulator: Simulator, receiver: Receiver) -> None:
+    tagged = [
+        await create_as(owned_api, "token-a", **fields(simulator, receiver), metadata={"order": f"A-{i}", "n": i})
+        for i in range(3)
+    ]
+    await create_as(owned_api, "token-a", **fields(simulator, receiver))  # no metadata
+    await create_as(owned_api, "token-b", **fields(simulator, receiver), metadata={"order": "A-1"})  # not mine
+
+    async def found(query: str) -> list[str]:
+        status, body, _ = await owned_api.request("GET", f"/v1/jobs?{query}", headers=auth("token-a"))
+        assert status == 200, body
+        return [job["id"] for job in body["jobs"]]
+
+    assert await found("metadata[order]=A-1") == [tagged[1]["id"]]
+    assert await found("metadata%5Border%5D=A-2&metadata[n]=2") == [tagged[2]["id"]]  # numbers as their JSON text
+    assert await found("metadata[order]=A-1&metadata[n]=2") == []
+    assert await found("metadata[missing]=x") == []
+    # a page of one, filtered, still pages on to the next match
+    _, body, _ = await owned_api.request("GET", "/v1/jobs?limit=1&metadata[n]=0", headers=auth("token-a"))
+    assert [job["id"] for job in body["jobs"]] == [tagged[0]["id"]]
+
+
+@pytest.mark.parametrize("query", ["metadata[]=x", "metadata=x", "metadata[a][b]=x", "metadata[a]=x&metadata[a]=y"])
+async def test_a_bad_metadata_filter_is_422_naming_it(api: Api, query: str) -> None:
+    status, body, _ = await api.request("GET", f"/v1/jobs?{query}")
+    assert status == 422 and body["errors"][0]["field"].startswith("metadata"), body
+
+
 # -- GET /v1/stream and /v1/dead-letters ------------------------------------------------------
 
 

@@ -154,6 +154,7 @@ async def test_loopback_callbacks_refused_at_registration(settings: Settings, re
             "POST", "/v1/jobs", json={"monitorUrl": "http://127.0.0.1:1029/m", "callbackUrl": callback}
         )
         assert status == 422 and problem["errors"][0]["field"] == "callbackUrl"
+        assert "RELAY_INTERNAL_HOSTS" in problem["errors"][0]["message"], "the refusal names the setting that allows it"
 
 
 async def test_name_resolving_to_loopback_is_refused_at_connect_time(settings: Settings) -> None:

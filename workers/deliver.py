@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import structlog
+from yarl import URL
 
 from relay import logs, metrics
 from relay.core.backoff import delivery_delay, parse_retry_after
@@ -24,6 +25,7 @@ from relay.core.events import isoformat
 from relay.core.schema import DeliveryOutcome, Event, EventType, Job
 from relay.core.signing import signature_headers
 from relay.outbound.client import fetch
+from relay.outbound.failures import describe_failure, describe_status
 from relay.outbound.ssrf import Blocked
 from relay.store.scheduler import Claim
 from workers.context import Deps
@@ -93,7 +95,8 @@ async def deliver_next(deps: Deps, claim: Claim, job: Job | None, found: list[Ev
     elif status == 410:
         outcome = DeliveryOutcome.GONE
     else:
-        next_delay = delivery_delay(attempt, deps.settings.delivery_schedule, deps.rng)
+        # a redelivery starts the schedule again; the attempt numbers go on
+        next_delay = delivery_delay(attempt - event.schedule_from, deps.settings.delivery_schedule, deps.rng)
         if next_delay is None:
             outcome = DeliveryOutcome.DEAD
         else:
@@ -145,14 +148,11 @@ async def _post(
             headers=headers,
             data=event.body.encode(),
         )
-    except Blocked as exc:
-        return None, None, f"blocked: {exc}"
-    except TimeoutError:
-        return None, None, "timeout"
-    except (aiohttp.ClientError, OSError) as exc:
-        return None, None, f"network: {type(exc).__name__}"
+    except (Blocked, TimeoutError, aiohttp.ClientError, OSError) as exc:
+        return None, None, describe_failure(exc, URL(job.callback_url), deps.settings.request_timeout)
     retry_after = parse_retry_after(resp.headers.get("Retry-After"), now_s) if resp.status in (429, 503) else None
-    return resp.status, retry_after, None
+    answered = None if 200 <= resp.status < 300 else describe_status(resp.status, URL(job.callback_url))
+    return resp.status, retry_after, answered
 
 
 def _signing_secrets(deps: Deps, job: Job) -> tuple[tuple[str, ...], str | None]:

@@ -80,14 +80,15 @@ class Lifecycle:
             polls_in_flight=settings.poll_concurrency,
             deliveries_in_flight=settings.delivery_concurrency,
             metrics_port=settings.worker_metrics_port or None,
-            does="polls monitors, fetches DriveItems, delivers signed events",
+            runs="monitor polls, DriveItem requests, signed deliveries; arq queue for DriveItem retries",
         )
 
-    def stopping(self, signal: str | None, in_flight: int) -> None:
+    def stopping(self, signal: str | None, in_flight: int, grace: float) -> None:
         if self.signal is not None:
             return
         self.signal = signal or "close"
-        log.info("worker stopping", signal=signal, in_flight=in_flight, note="work in flight may finish")
+        said = {"signal": signal} if signal else {}
+        log.info("worker stopping", **said, in_flight=in_flight, grace_s=grace, note="work in flight may finish")
 
     def stopped(self) -> None:
         now = _tally()
@@ -99,5 +100,5 @@ class Lifecycle:
             polls=done["polls"],
             delivered=done["delivered"],
             delivery_failures=failed,
-            driveitem_fetches=done["resolutions"],
+            driveitem_resolutions=done["resolutions"],
         )

@@ -71,7 +71,7 @@ class RelayWorker(Worker):
 def _begin_stop(ctx: dict[str, Any], signal: str | None = None) -> None:
     lifecycle: Lifecycle | None = ctx.get("lifecycle")
     if lifecycle is not None:
-        lifecycle.stopping(signal, sum(loop.in_flight for loop in ctx.get("loops", [])))
+        lifecycle.stopping(signal, sum(loop.in_flight for loop in ctx.get("loops", [])), SHUTDOWN_BUDGET)
     if "stop_deadline" not in ctx:
         ctx["stop_deadline"] = time.monotonic() + SHUTDOWN_BUDGET
     for loop in ctx.get("loops", []):

@@ -130,7 +130,8 @@ async def _authorization(deps: Deps, job: Job, host: str, job_try: int) -> tuple
     name = job.credential
     if name:  # a credential relay holds: a token from azure-identity, for its own hosts only
         if not deps.credentials.may_send(name, host):
-            return None, {"code": "blocked", "message": "the credential may not be sent to the DriveItem host"}
+            message = "the credential may not be sent to the DriveItem host (its itemHosts in RELAY_CREDENTIALS)"
+            return None, {"code": "blocked", "message": message}
         try:
             return await deps.credentials.authorization(name), None
         except CredentialError as exc:

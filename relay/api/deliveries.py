@@ -1,4 +1,4 @@
-"""Deliveries: a job's attempts and events, redelivering its final event, and the caller's dead letters."""
+"""Deliveries: a job's attempts and events, redelivering any of its events, and the caller's dead letters."""
 
 from __future__ import annotations
 
@@ -6,13 +6,14 @@ from aiohttp import web
 
 from relay.api import params
 from relay.api.access import owned_job
-from relay.api.http import json_response
+from relay.api.http import json_object, json_response
 from relay.api.middlewares import OWNER
+from relay.api.models import Redeliver
 from relay.api.problems import ProblemError
-from relay.api.routing import AUTH, LIMIT, OWNED, ApiRoutes, Operation, json_answer, problem
+from relay.api.routing import AUTH, BODY, LIMIT, OWNED, ApiRoutes, Operation, json_answer, json_body, problem
 from relay.api.typedefs import STORE
 from relay.core.events import isoformat
-from relay.core.schema import EventType
+from relay.core.schema import Event, EventType, Job
 from relay.store import queries
 
 __all__ = ["routes"]
@@ -32,6 +33,8 @@ async def list_deliveries(request: web.Request) -> web.Response:
     job = await owned_job(request)
     store = request.app[STORE]
     events = [e for e in await store.events(await store.event_ids(job.id)) if e is not None]
+    _, delivery = await store.job_info(job)
+    next_attempt = delivery.next_attempt if delivery is not None else None
     return json_response(
         {
             "jobId": job.id,
@@ -40,6 +43,7 @@ async def list_deliveries(request: web.Request) -> web.Response:
                 {"eventId": e.id, "type": e.type, "sequence": e.sequence, "state": e.state, "attempts": e.attempts}
                 for e in events
             ],
+            "nextAttemptDateTime": isoformat(next_attempt / 1000) if next_attempt is not None else None,
         }
     )
 
@@ -49,21 +53,47 @@ async def list_deliveries(request: web.Request) -> web.Response:
     Operation(
         "redeliver",
         {
-            "202": json_answer("Redelivered", "The final event is queued again with the same webhook-id"),
-            "409": problem("No final event yet"),
+            "202": json_answer("Redelivered", "The event is queued again with the same webhook-id"),
+            "409": problem("No body, and no final event yet"),
+            "422": problem("eventId is not an event of this job"),
             **OWNED,
+            **{code: answer for code, answer in BODY.items() if code != "422"},
         },
+        description="Send one of the job's events again with the same webhook-id, delivered or not: the one "
+        "`eventId` names, or without a body the job's final event. Its attempts go on counting; the delivery "
+        "schedule starts again.",
+        extra={"requestBody": {**json_body("Redeliver"), "required": False}},
     ),
 )
 async def redeliver(request: web.Request) -> web.Response:
+    """Send one of the job's events again, same webhook-id: ``{"eventId"}`` any of them, no body its final one."""
     job = await owned_job(request)
+    event = await _chosen(request, job) if request.body_exists else await _final(request, job)
+    if not await request.app[STORE].redeliver(job.id, event.id):
+        raise ProblemError(404, "Not Found", "the event has expired")
+    return json_response({"jobId": job.id, "eventId": event.id, "type": event.type}, status=202)
+
+
+async def _final(request: web.Request, job: Job) -> Event:
     store = request.app[STORE]
     event_ids = await store.event_ids(job.id)
     last = await store.event(event_ids[-1]) if event_ids else None
     if last is None or last.type not in _TERMINAL:
-        raise ProblemError(409, "No terminal event", "the job has no final event (job.completed, job.failed) yet")
-    await store.redeliver(job.id, last.id)
-    return json_response({"jobId": job.id, "eventId": last.id, "type": last.type}, status=202)
+        raise ProblemError(
+            409,
+            "No terminal event",
+            'the job has no final event (job.completed, job.failed) yet; name another with {"eventId": ...}',
+        )
+    return last
+
+
+async def _chosen(request: web.Request, job: Job) -> Event:
+    chosen = Redeliver.model_validate(await json_object(request))
+    event = await request.app[STORE].event(chosen.event_id)
+    if event is None or event.job != job.id:
+        message = "no event of this job has this id (GET /v1/jobs/{id}/deliveries lists them)"
+        raise ProblemError(422, "Invalid request body", message, errors=[{"field": "eventId", "message": message}])
+    return event
 
 
 @routes.get(

@@ -54,5 +54,5 @@ async def json_object(request: web.Request) -> dict[str, Any]:
 
 
 async def render_job(request: web.Request, job: Job) -> dict[str, Any]:
-    """The job as the API shows it, with its monitor's poll count and next due time."""
-    return job_view(job, await request.app[STORE].poll_info(job))
+    """The job as the API shows it, with its monitor's poll count and next due time and its deliveries' state."""
+    return job_view(job, *await request.app[STORE].job_info(job))

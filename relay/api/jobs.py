@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from functools import partial
 
 from aiohttp import web
 
@@ -17,6 +19,7 @@ from relay.api.routing import AUTH, BODY, LIMIT, OWNED, ApiRoutes, Operation, js
 from relay.api.schemas import job_view
 from relay.api.streams import wait_for_change
 from relay.api.typedefs import STORE
+from relay.core import jsonfast
 from relay.core.schema import JOB, Job
 from relay.store import queries
 
@@ -53,8 +56,30 @@ _LIST = Operation(
     "listJobs",
     description="The caller's jobs, newest first. A page may hold fewer than `limit` jobs while `nextCursor` is "
     "not null.",
-    parameters=[LIMIT, query("cursor", {"type": "string"})],
-    responses={"200": json_answer("JobPage", "One page of jobs"), **AUTH, "422": problem("Bad limit or cursor")},
+    parameters=[
+        LIMIT,
+        query("cursor", {"type": "string"}),
+        {
+            **query(
+                "metadata",
+                {
+                    "type": "object",
+                    "maxProperties": 8,
+                    "propertyNames": {"minLength": 1, "maxLength": 256, "pattern": "^[^\\[\\]]+$"},
+                    "additionalProperties": {"type": "string", "maxLength": 256},
+                },
+                "only jobs whose metadata has these top-level keys with these values (`?metadata[order]=A-1`; a "
+                "number or boolean is compared as its JSON text)",
+            ),
+            "style": "deepObject",
+            "explode": True,
+        },
+    ],
+    responses={
+        "200": json_answer("JobPage", "One page of jobs"),
+        **AUTH,
+        "422": problem("Bad limit, cursor or metadata filter"),
+    },
 )
 _GET = Operation(
     "getJob",
@@ -93,13 +118,26 @@ async def create_job(request: web.Request) -> web.Response:
 
 @routes.get("/v1/jobs", _LIST)
 async def list_jobs(request: web.Request) -> web.Response:
-    """The caller's jobs, newest first, ``?limit=`` at a time; ``?cursor=`` continues."""
-    count, end = params.limit(request), params.cursor_end(request)
+    """The caller's jobs, newest first, ``?limit=`` at a time; ``?cursor=`` continues; ``?metadata[key]=value``
+    keeps those whose metadata has it."""
+    count, end, wanted = params.limit(request), params.cursor_end(request), params.metadata_filter(request)
     store = request.app[STORE]
-    jobs, next_cursor = await queries.owned_jobs(store, request[OWNER], count, end)
-    infos = await asyncio.gather(*(store.poll_info(job) for job in jobs))
-    views = [job_view(job, info) for job, info in zip(jobs, infos, strict=True)]
+    match = partial(_has_metadata, wanted) if wanted else None
+    jobs, next_cursor = await queries.owned_jobs(store, request[OWNER], count, end, match)
+    infos = await asyncio.gather(*(store.job_info(job) for job in jobs))
+    views = [job_view(job, *info) for job, info in zip(jobs, infos, strict=True)]
     return json_response({"jobs": views, "nextCursor": next_cursor})
+
+
+def _has_metadata(wanted: dict[str, str], job: Job) -> bool:
+    if not job.metadata:
+        return False
+    metadata = jsonfast.loads(job.metadata.encode())
+    for key, value in wanted.items():
+        have = metadata.get(key) if isinstance(metadata, dict) else None
+        if have is None or (have if isinstance(have, str) else json.dumps(have)) != value:
+            return False
+    return True
 
 
 @routes.get("/v1/jobs/{job_id}", _GET)

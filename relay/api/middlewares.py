@@ -119,7 +119,11 @@ def _unknown_query(request: web.Request) -> web.Response | None:
     method = "get" if request.method == "HEAD" else request.method.lower()
     documented = request.app.get(QUERY_PARAMETERS, {})  # an app of other routes (tests) checks none
     allowed = documented.get((route.resource.canonical, method))
-    unknown = [name for name in request.query if allowed is not None and name not in allowed]
+    unknown = [
+        name
+        for name in request.query
+        if allowed is not None and name not in allowed and not ("[" in name and name.partition("[")[0] + "[" in allowed)
+    ]
     if not unknown:
         return None
     errors = [{"field": name, "message": "unknown query parameter"} for name in unknown]

@@ -20,6 +20,7 @@ __all__ = [
     "MIN_PROGRESS_INTERVAL",
     "JobCreate",
     "JobPatch",
+    "Redeliver",
     "ValidationError",
     "validation_errors",
 ]
@@ -188,6 +189,12 @@ class JobPatch(_Strict):
         if self.callback_url is None and self.authorization is None and self.progress_interval is None:
             raise PydanticCustomError("empty", "give callbackUrl, authorization and/or progressInterval")
         return self
+
+
+class Redeliver(_Strict):
+    """Which of the job's events to send again (any, delivered or not); without a body: its final event."""
+
+    event_id: str = Field(alias="eventId", min_length=1, max_length=128, description="an eventId of this job")
 
 
 def check_destinations(

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from relay import __version__
-from relay.api.models import JobCreate, JobPatch
+from relay.api.models import JobCreate, JobPatch, Redeliver
 from relay.api.routing import ApiRoutes, json_body, openapi_path, problem
 from relay.api.schemas import (
     EVENT_MODELS,
@@ -36,6 +36,7 @@ _REF = "#/components/schemas/"
 _COMPONENTS: dict[str, tuple[type[BaseModel], str]] = {
     "JobCreate": (JobCreate, "validation"),
     "JobPatch": (JobPatch, "validation"),
+    "Redeliver": (Redeliver, "validation"),
     "Job": (JobView, "serialization"),
     "JobPage": (JobPage, "serialization"),
     "Deliveries": (Deliveries, "serialization"),
@@ -152,13 +153,18 @@ def _with_unreadable(paths: dict[str, Any]) -> dict[str, Any]:
 
 
 def documented_queries(document: dict[str, Any]) -> dict[tuple[str, str], frozenset[str]]:
-    """(path, method) -> the names of the query parameters the document gives that operation."""
+    """(path, method) -> the names of the query parameters the document gives that operation; a deepObject
+    parameter ``name`` (written ``name[key]=value``) as ``name[``."""
     out: dict[tuple[str, str], frozenset[str]] = {}
     for path, item in document["paths"].items():
         for method, operation in item.items():
             if isinstance(operation, dict) and "responses" in operation:
                 params = [*item.get("parameters", []), *operation.get("parameters", [])]
-                out[(path, method)] = frozenset(p["name"] for p in params if p.get("in") == "query")
+                out[(path, method)] = frozenset(
+                    p["name"] + "[" if p.get("style") == "deepObject" else p["name"]
+                    for p in params
+                    if p.get("in") == "query"
+                )
     return out
 
 

@@ -9,7 +9,16 @@ from aiohttp import web
 
 from relay.api.problems import ProblemError
 
-__all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "MAX_WAIT", "cursor_end", "field_error", "limit", "wait"]
+__all__ = [
+    "DEFAULT_LIMIT",
+    "MAX_LIMIT",
+    "MAX_WAIT",
+    "cursor_end",
+    "field_error",
+    "limit",
+    "metadata_filter",
+    "wait",
+]
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
@@ -17,6 +26,9 @@ MAX_LIMIT = 200
 MAX_WAIT = 60.0
 
 _CURSOR = re.compile(r"^\d{1,16}-\d{1,16}$")
+#: ``?metadata[key]=value`` (OpenAPI's deepObject style): at most this many, each key and value this long
+_MAX_FILTERS = 8
+_MAX_FILTER_TEXT = 256
 
 
 def field_error(field: str, message: str) -> ProblemError:
@@ -60,3 +72,21 @@ def wait(request: web.Request) -> tuple[float, int | None] | None:
             raise field_error("sequence", "sequence must be a whole number >= 0")
         sequence = int(raw_seq)
     return seconds, sequence
+
+
+def metadata_filter(request: web.Request) -> dict[str, str]:
+    """``?metadata[key]=value``: the metadata a listed job must have (top-level keys; each value compared as text,
+    a number or boolean as its JSON text). Empty without any."""
+    wanted: dict[str, str] = {}
+    for name, value in request.query.items():
+        if not name.startswith("metadata["):
+            continue
+        key = name[len("metadata[") : -1] if name.endswith("]") else ""
+        if not key or "[" in key or len(key) > _MAX_FILTER_TEXT or len(value) > _MAX_FILTER_TEXT:
+            raise field_error(name, f"write metadata[key]=value, key and value 1 to {_MAX_FILTER_TEXT} characters")
+        if key in wanted:
+            raise field_error(name, "give each metadata key once")
+        wanted[key] = value
+    if len(wanted) > _MAX_FILTERS:
+        raise field_error("metadata", f"at most {_MAX_FILTERS} metadata[key]=value filters")
+    return wanted

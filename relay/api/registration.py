@@ -204,7 +204,10 @@ def _monitor_answer_allowed(request: web.Request, monitor_url: str) -> None:
         trusted_hosts=settings.internal_hosts,
     )
     if errors:
-        raise ActionRefused(502, "Unusable monitor URL", "Graph answered with a monitor URL relay may not poll")
+        reason = errors[0]["message"]
+        raise ActionRefused(
+            502, "Unusable monitor URL", f"Graph answered with a monitor URL relay may not poll: {reason}"
+        )
 
 
 async def _store(
@@ -233,7 +236,8 @@ async def _store(
     _refuse_over_limit(registered.limited)
     if registered.job is not None:
         metrics.JOBS_REGISTERED.inc()
-        view = job_view(registered.job, registered.info)
+        # a job born completed has its job.completed waiting already: its view says so
+        view = job_view(registered.job, registered.info) if monitor_url else await render_job(request, registered.job)
         return json_response(view, status=201, headers={"Location": f"/v1/jobs/{registered.job_id}"})
     assert idempotency is not None
     return await _earlier(request, registered, idempotency)

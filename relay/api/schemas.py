@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from relay.core import jsonfast
 from relay.core.events import isoformat
 from relay.core.schema import DeliveryOutcome, EventState, EventType, Job, JobStatus, Phase
-from relay.store.jobs import PollInfo
+from relay.store.jobs import DeliveryInfo, PollInfo
 
 __all__ = [
     "EVENT_MODELS",
@@ -23,6 +23,7 @@ __all__ = [
     "DeadLetters",
     "Deliveries",
     "DeliveryAttempt",
+    "DeliveryState",
     "ErrorDetail",
     "EventSummary",
     "GraphRefusal",
@@ -31,6 +32,7 @@ __all__ = [
     "JobView",
     "Problem",
     "Redelivered",
+    "delivery_state",
     "job_view",
 ]
 
@@ -79,6 +81,48 @@ class JobError(_Out):
     )
 
 
+class DeliveryState(_Out):
+    """Where a job's deliveries stand: its newest event (for an ended job, its final one) and what comes next."""
+
+    event_id: str = Field(alias="eventId")
+    type: EventType
+    sequence: int = Field(ge=1)
+    state: EventState = Field(
+        description="delivered; pending or retrying (not yet: see nextAttemptDateTime); dead (the schedule is "
+        "exhausted: redeliver it); gone (the callback answered 410); cancelled"
+    )
+    attempts: int = Field(ge=0, description="every attempt to deliver it, redeliveries included")
+    waiting: int = Field(ge=0, description="events of the job not yet delivered")
+    next_attempt_date_time: str | None = Field(
+        alias="nextAttemptDateTime",
+        json_schema_extra={"format": "date-time"},
+        description="when the next delivery attempt starts (now while one runs); null when nothing waits",
+    )
+    last_error: str | None = Field(
+        alias="lastError", description="how the newest attempt failed (host, port and cause), null if it did not"
+    )
+    last_attempt_date_time: str | None = Field(alias="lastAttemptDateTime", json_schema_extra={"format": "date-time"})
+
+
+def delivery_state(delivery: DeliveryInfo | None) -> dict[str, Any] | None:
+    """:class:`DeliveryState` of what the store read (None before the job's first event)."""
+    if delivery is None:
+        return None
+    last = delivery.last or {}
+    next_attempt = delivery.next_attempt
+    return {
+        "eventId": delivery.event_id,
+        "type": delivery.type,
+        "sequence": delivery.sequence,
+        "state": delivery.state,
+        "attempts": delivery.attempts,
+        "waiting": delivery.waiting,
+        "nextAttemptDateTime": isoformat(next_attempt / 1000) if next_attempt is not None else None,
+        "lastError": last.get("error") if last.get("outcome") != DeliveryOutcome.DELIVERED else None,
+        "lastAttemptDateTime": last.get("time"),
+    }
+
+
 class JobView(_Out):
     """A job as ``GET /v1/jobs/{id}`` shows it: never its monitor URL, authorization, credential or secret."""
 
@@ -112,9 +156,13 @@ class JobView(_Out):
     authorization_wait_until: str | None = Field(
         alias="authorizationWaitUntil", json_schema_extra={"format": "date-time"}
     )
+    delivery: DeliveryState | None = Field(
+        description="where its webhooks stand (a completed job whose job.completed is not delivered yet shows it "
+        "here); null before its first event, and in the answer to its registration"
+    )
 
 
-def job_view(job: Job, info: PollInfo) -> dict[str, Any]:
+def job_view(job: Job, info: PollInfo, delivery: DeliveryInfo | None = None) -> dict[str, Any]:
     """:class:`JobView` of a stored job (a dict, built without validation: the hot path of every answer)."""
     if job.polls:  # an ended job keeps what its monitor had when it left it
         info = PollInfo(job.polls, job.last_polled, info.due)
@@ -142,6 +190,7 @@ def job_view(job: Job, info: PollInfo) -> dict[str, Any]:
         "progressInterval": job.progress_interval or None,
         "phase": job.phase.api_name,
         "authorizationWaitUntil": isoformat(job.auth_wait_until / 1000) if waiting else None,
+        "delivery": delivery_state(delivery),
     }
 
 
@@ -176,8 +225,13 @@ class EventSummary(_Out):
 
 class Deliveries(_Out):
     job_id: str = Field(alias="jobId")
-    deliveries: list[DeliveryAttempt]
+    deliveries: list[DeliveryAttempt] = Field(description="the newest 1,000 attempts, oldest first")
     events: list[EventSummary]
+    next_attempt_date_time: str | None = Field(
+        alias="nextAttemptDateTime",
+        json_schema_extra={"format": "date-time"},
+        description="when the next delivery attempt starts (now while one runs); null when nothing waits",
+    )
 
 
 class Redelivered(_Out):

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import sys
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -70,7 +71,7 @@ def default_token() -> str | None:
     return first.partition(":")[2] or first or None  # a named token is name:token
 
 
-async def _call(args: argparse.Namespace, method: str, path: str) -> Any:
+async def _call(args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
     headers = {"Accept": "application/json"}
     if args.token:
         headers["Authorization"] = f"Bearer {args.token}"
@@ -78,7 +79,7 @@ async def _call(args: argparse.Namespace, method: str, path: str) -> Any:
     try:
         async with (
             aiohttp.ClientSession(timeout=_TIMEOUT) as session,
-            session.request(method, url, headers=headers) as resp,
+            session.request(method, url, headers=headers, json=body) as resp,
         ):
             text = await resp.text()
             body = json.loads(text) if text and "json" in resp.content_type else None
@@ -102,10 +103,50 @@ def _styled(value: str | None) -> Text:
 
 
 def _status(job: dict[str, Any]) -> Text:
-    """The job's status, or that it waits for a fresh authorization (the app must PATCH one)."""
+    """The job's status, or that it waits for a fresh authorization (the app must PATCH one); an ended job whose
+    final event is not delivered says so: completed is not the same as told."""
     if job.get("phase") == "awaitingAuthorization":
         return _styled("waiting for authorization")
-    return _styled(job["status"])
+    delivery = job.get("delivery") or {}
+    text = _styled(job["status"])
+    if job["status"] in ("completed", "failed") and delivery.get("state") not in (None, "delivered"):
+        text.append(_plain(f", delivery {delivery['state']}", style=_STATUS_STYLE.get(str(delivery["state"]), "")))
+    return text
+
+
+def _in(iso: str, now: datetime | None = None) -> str:
+    """How long until ``iso``: 'now', 'in 42 s', 'in 4 min 58 s', 'in 2 h 5 min'."""
+    try:
+        when = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    except ValueError:
+        return ""
+    seconds = round((when - (now or datetime.now(UTC))).total_seconds())
+    if seconds <= 0:
+        return "now"
+    if seconds < 60:
+        return f"in {seconds} s"
+    if seconds < 3600:
+        return f"in {seconds // 60} min {seconds % 60} s"
+    return f"in {seconds // 3600} h {seconds % 3600 // 60} min"
+
+
+def _delivery(job: dict[str, Any]) -> Text:
+    """Where the job's webhooks stand: the newest event's state, how its last attempt failed, when the next comes."""
+    delivery = job.get("delivery")
+    if not delivery:
+        return Text("no events yet", style="dim")
+    state = str(delivery["state"])
+    text = _plain(f"{delivery['type']} (seq {delivery['sequence']}) ")
+    text.append(_styled(state))
+    text.append(_plain(f", {delivery['attempts']} attempt{'s' if delivery['attempts'] != 1 else ''}"))
+    if delivery.get("lastError"):
+        text.append(_plain(f"; last: {delivery['lastError']}"))
+    if delivery.get("nextAttemptDateTime"):
+        when = str(delivery["nextAttemptDateTime"])
+        text.append(_plain(f"; next attempt {when} ({_in(when)})", style="bold"))
+    if state == "dead":
+        text.append(_plain(f"; relay jobs redeliver {job['id']}"))
+    return text
 
 
 def _pct(job: dict[str, Any]) -> str:
@@ -172,6 +213,8 @@ async def _show(args: argparse.Namespace) -> int:
             info.add_row(_plain(name), _pct(job))
         elif name == "status":
             info.add_row(_plain(name), _status(job))
+        elif name == "delivery":
+            info.add_row(_plain(name), _delivery(job))
         elif isinstance(value, dict | list):
             info.add_row(_plain(name), _plain(json.dumps(value)))
         else:
@@ -189,11 +232,20 @@ async def _show(args: argparse.Namespace) -> int:
             _plain(event["eventId"]),
         )
     console.print(events if deliveries["events"] else "no events yet")
+    _print_attempts(console, deliveries["deliveries"])
+    return 0
+
+
+def _print_attempts(console: Console, records: list[dict[str, Any]]) -> None:
+    """The delivery attempts; progress events superseded before they were tried are one line, not a row each."""
     attempts = Table(title="deliveries", title_justify="left")
     for column in ("time", "type", "seq", "attempt", "outcome", "answer", "ms"):
         attempts.add_column(column, no_wrap=True)
-    for attempt in deliveries["deliveries"]:
-        answer = attempt.get("status") if attempt.get("status") is not None else attempt.get("error") or ""
+    superseded = [a for a in records if a.get("outcome") == "superseded"]
+    for attempt in records:
+        if attempt.get("outcome") == "superseded":
+            continue
+        answer = attempt.get("error") or attempt.get("status") or ""
         duration = attempt.get("durationMs")
         attempts.add_row(
             _plain(attempt.get("time")),
@@ -204,8 +256,9 @@ async def _show(args: argparse.Namespace) -> int:
             _plain(answer),
             _plain(None if duration is None else round(duration)),
         )
-    console.print(attempts if deliveries["deliveries"] else "no delivery attempts yet")
-    return 0
+    console.print(attempts if attempts.row_count else "no delivery attempts yet")
+    if superseded:
+        console.print(f"{len(superseded)} progress events superseded by a newer one before they were sent (not tried)")
 
 
 async def _cancel(args: argparse.Namespace) -> int:
@@ -215,7 +268,8 @@ async def _cancel(args: argparse.Namespace) -> int:
 
 
 async def _redeliver(args: argparse.Namespace) -> int:
-    body = await _call(args, "POST", f"/v1/jobs/{_quoted(args)}/redeliver")
+    chosen = {"eventId": args.event} if args.event else None
+    body = await _call(args, "POST", f"/v1/jobs/{_quoted(args)}/redeliver", chosen)
     if args.json:
         print(json.dumps(body, indent=2))
         return 0
@@ -260,8 +314,10 @@ def add_jobs_parser(subparsers: Any) -> None:
     for name, func, text in (
         ("show", _show, "one job with its events and delivery attempts"),
         ("cancel", _cancel, "stop tracking a job (it stays readable as cancelled)"),
-        ("redeliver", _redeliver, "send a finished job's final event again"),
+        ("redeliver", _redeliver, "send a job's final event (or --event) again, same webhook-id"),
     ):
         command = sub.add_parser(name, parents=[common], help=text)
         command.add_argument("job_id", help="the job's id")
+        if name == "redeliver":
+            command.add_argument("--event", help="the eventId of another of its events (relay jobs show lists them)")
         command.set_defaults(func=_run, jobs_func=func)

@@ -293,7 +293,8 @@ class Event(Stored):
     type = text("type")
     sequence = number("seq")
     body = text("body")
-    attempts = number("attempts")
+    attempts = number("attempts")  # every attempt made, redeliveries included
+    schedule_from = number("schedule_from")  # attempts made before the last redelivery started the schedule again
     state = Field("state", str, EventState.PENDING.value)
     created = number("created")  # ms
 

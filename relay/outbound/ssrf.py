@@ -36,6 +36,10 @@ ALLOWED_PORTS = "80, 443, 1024-65535"
 _NUMERIC_HOST = re.compile(r"^[0-9a-fx.]+$", re.IGNORECASE)
 
 
+#: what every refusal of an internal address says: the setting that allows one
+_ALLOW_HINT = "to allow it, add its host to RELAY_INTERNAL_HOSTS"
+
+
 class Blocked(Exception):
     """The URL or the address it resolves to is not one relay may connect to."""
 
@@ -120,9 +124,9 @@ def _host_refusal(host: str, trusted_hosts: tuple[str, ...]) -> str | None:
         return None
     literal = _literal_address(host)
     if literal is not None and not address_allowed(literal):
-        return "the URL points at a loopback, private or reserved address"
+        return f"the URL points at a loopback, private or reserved address; {_ALLOW_HINT}"
     if host_matches(host, _LOOPBACK_NAMES):
-        return "the URL points at a loopback name"
+        return f"the URL points at a loopback name; {_ALLOW_HINT}"
     return None
 
 
@@ -141,7 +145,7 @@ class GuardedResolver(AbstractResolver):
             return results
         allowed = [r for r in results if address_allowed(r["host"])]
         if not allowed:
-            raise OSError(f"{host} resolves only to loopback, private or reserved addresses")
+            raise OSError(f"{host} resolves only to loopback, private or reserved addresses; {_ALLOW_HINT}")
         return allowed
 
     async def close(self) -> None:

@@ -14,14 +14,14 @@ from redis.asyncio import Redis
 
 from relay.core import jsonfast
 from relay.core.ops import JobOp
-from relay.core.schema import EVENT, JOB, DeliveryOutcome, Event, Job, Monitor
+from relay.core.schema import EVENT, JOB, DeliveryOutcome, Event, EventState, Job, Monitor
 from relay.store import keys
 from relay.store.batched import BatchedScript
 from relay.store.calls import AckCall, ApplyPollCall, RegisterCall
 from relay.store.scheduler import Claim, Scheduler
 from relay.store.scripts import LuaScript
 
-__all__ = ["PollInfo", "Registration", "Store", "monitor_key"]
+__all__ = ["DeliveryInfo", "PollInfo", "Registration", "Store", "monitor_key"]
 
 log = structlog.stdlib.get_logger("relay.store")
 
@@ -41,6 +41,29 @@ class PollInfo:
     polls: int = 0
     last_polled: int = 0
     due: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryInfo:
+    """Where a job's deliveries stand, for its view: its newest event, what waits, when the next attempt is due."""
+
+    event_id: str
+    type: str
+    sequence: int
+    state: str  # relay/core/schema.py EventState
+    attempts: int
+    waiting: int  # events in its outbox
+    due: float | None  # ms, Redis clock: when its outbox is due (a claimed one: when the lease ends)
+    held: bool  # a worker holds it: an attempt is under way
+    last: dict[str, Any] | None  # the newest attempt record
+    now: int  # ms, Redis clock
+
+    @property
+    def next_attempt(self) -> float | None:
+        """When the next attempt starts (ms): now while one runs or is overdue; None when nothing waits."""
+        if not self.waiting or self.due is None:
+            return None
+        return float(self.now) if self.held else max(self.due, float(self.now))
 
 
 @dataclass(slots=True)  # not frozen: made on every operation, and frozen init is ~3x slower
@@ -76,7 +99,7 @@ class Store:
         self._cancel = LuaScript.load("cancel.lua")
         self._patch = LuaScript.load("patch.lua")
         self._redeliver = LuaScript.load("redeliver.lua")
-        self._monitor_info = LuaScript.load("monitor_info.lua")
+        self._job_info = LuaScript.load("job_info.lua")
         self._backlog = LuaScript.load("backlog.lua")
         self._quota = LuaScript.load("quota.lua")
         self._migrate_indexes = LuaScript.load("migrate_indexes.lua")
@@ -159,11 +182,30 @@ class Store:
 
     async def poll_info(self, job: Job) -> PollInfo:
         """The poll count, last poll and next due time of the job's monitor."""
-        if not job.monitor_key:
-            return PollInfo()
-        raw: list[str] = await self._monitor_info(self.redis, args=[job.monitor_key])
-        polls, last_polled, due = raw
-        return PollInfo(int(polls or 0), int(last_polled or 0), float(due) if due else None)
+        return (await self.job_info(job))[0]
+
+    async def job_info(self, job: Job) -> tuple[PollInfo, DeliveryInfo | None]:
+        """What the job's view shows besides the job: its monitor's polls, and where its deliveries stand (None
+        before its first event), read in one step."""
+        raw: list[Any] = await self._job_info(self.redis, args=[job.monitor_key, job.id])
+        polls, last_polled, due = raw[:3]
+        info = PollInfo(int(polls or 0), int(last_polled or 0), float(due) if due else None)
+        if len(raw) == 3:
+            return info, None
+        event_id, kind, seq, state, attempts, waiting, next_due, held, record, now = raw[3:]
+        delivery = DeliveryInfo(
+            event_id,
+            kind,
+            int(seq or 0),
+            state or EventState.PENDING.value,
+            int(attempts or 0),
+            int(waiting),
+            float(next_due) if next_due else None,
+            bool(held),
+            json.loads(record) if record else None,
+            int(now),
+        )
+        return info, delivery
 
     async def cancel(self, job_id: str) -> bool:
         return bool(await self._cancel(self.redis, args=[job_id, self.retention]))
@@ -245,8 +287,11 @@ class Store:
         (callback, secret, owner), *rest = claim.state
         job_id = claim.member
         events = [
-            Event.from_hash(eid, {_TYPE: kind, _SEQ: seq, _BODY: body, _ATTEMPTS: attempts, _CREATED: created})
-            for eid, (kind, seq, body, attempts, created) in zip(rest[0::2], rest[1::2], strict=True)
+            Event.from_hash(
+                eid,
+                {_TYPE: kind, _SEQ: seq, _BODY: body, _ATTEMPTS: attempts, _CREATED: created, _FROM: since or ""},
+            )
+            for eid, (kind, seq, body, attempts, created, since) in zip(rest[0::2], rest[1::2], strict=True)
             if kind is not None  # expired
         ]
         if callback is None:
@@ -309,8 +354,8 @@ class Store:
 
 
 #: what lua/lib/outbox_state.lua reads of each undelivered event, in its order
-_OUTBOX_FIELDS = (EVENT.type, EVENT.sequence, EVENT.body, EVENT.attempts, EVENT.created)
-_TYPE, _SEQ, _BODY, _ATTEMPTS, _CREATED = _OUTBOX_FIELDS
+_OUTBOX_FIELDS = (EVENT.type, EVENT.sequence, EVENT.body, EVENT.attempts, EVENT.created, EVENT.schedule_from)
+_TYPE, _SEQ, _BODY, _ATTEMPTS, _CREATED, _FROM = _OUTBOX_FIELDS
 
 
 def _pairs(flat: list[str]) -> dict[str, str]:

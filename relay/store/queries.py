@@ -5,6 +5,7 @@ Reads only; every write is a script in :mod:`relay.store.jobs`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from relay.core.schema import EVENT, JOB, EventState, Job
@@ -25,18 +26,25 @@ __all__ = [
 
 #: a listing request looks at no more than this many of the owner's index entries (expired jobs' included)
 MAX_SCAN = 5000
+#: index entries a filtered listing reads (and whose jobs it tests) at a time
+_MATCH_BATCH = 200
 #: dead letters read beyond those asked for, in case some are stale (expired, or redelivered by an older version)
 _DEAD_SLACK = 20
 #: what a change of a job shows in: the stream of a caller's jobs sends the job again when these differ
 _MARK_FIELDS = [JOB.owner, JOB.sequence, JOB.status, JOB.percentage, JOB.terminal, JOB.resource_id, JOB.phase]
 
 
-async def owned_jobs(store: Store, owner: str, limit: int, end: str) -> tuple[list[Job], str | None]:
-    """Up to ``limit`` of ``owner``'s jobs, newest first, from entry ``end`` ('+' or '(<id>') of the owner's index,
-    and the cursor of the next page. The cursor is the entry id of the last job looked at (its creation time); an
-    expired job's entry still orders the rest, so a cursor outlives the job it names. Other owners' jobs are in
-    indexes of their own: neither what this reads nor the cursor it gives depends on them."""
+async def owned_jobs(
+    store: Store, owner: str, limit: int, end: str, match: Callable[[Job], bool] | None = None
+) -> tuple[list[Job], str | None]:
+    """Up to ``limit`` of ``owner``'s jobs (those ``match`` accepts, when given), newest first, from entry ``end``
+    ('+' or '(<id>') of the owner's index, and the cursor of the next page. The cursor is the entry id of the last
+    job looked at (its creation time); an expired job's entry still orders the rest, so a cursor outlives the job it
+    names. Other owners' jobs are in indexes of their own: neither what this reads nor the cursor it gives depends
+    on them."""
     await store.owner_indexes()
+    if match is not None:
+        return await _matching(store, keys.owner_jobs(owner), limit, end, match)
     redis = store.redis
     index = keys.owner_jobs(owner)
     found: list[Job] = []
@@ -53,6 +61,34 @@ async def owned_jobs(store: Store, owner: str, limit: int, end: str) -> tuple[li
         found.extend(await store.jobs([entry["j"] for _, entry in taken]))
         last = taken[-1][0]
         if len(batch) <= wanted:
+            return found, None
+        end = f"({last}"
+    return found, last
+
+
+async def _matching(
+    store: Store, index: str, limit: int, end: str, match: Callable[[Job], bool]
+) -> tuple[list[Job], str | None]:
+    """:func:`owned_jobs` with a filter: every job of the index is read (a batch at a time) and tested, up to
+    MAX_SCAN entries a page; a page may then hold fewer than ``limit`` jobs while its cursor is not None."""
+    found: list[Job] = []
+    last: str | None = None
+    scanned = 0
+    while scanned < MAX_SCAN:
+        batch: list[tuple[str, dict[str, str]]] = await store.redis.xrevrange(index, end, "-", _MATCH_BATCH)
+        if not batch:
+            return found, None
+        scanned += len(batch)
+        jobs = {job.id: job for job in await store.jobs([entry["j"] for _, entry in batch])}
+        for entry_id, entry in batch:
+            last = entry_id
+            job = jobs.get(entry["j"])
+            if job is not None and match(job):
+                found.append(job)
+                if len(found) == limit:
+                    more = await store.redis.xrevrange(index, f"({entry_id}", "-", 1)
+                    return found, entry_id if more else None
+        if len(batch) < _MATCH_BATCH:
             return found, None
         end = f"({last}"
     return found, last

@@ -1,17 +1,29 @@
 --! uses lib/clock.lua lib/lanes.lua
--- Send a job's final event again (POST /v1/jobs/{id}/redeliver), same webhook-id: out of the dead letters,
--- back to the end of the outbox, and the job due for delivery now. 0: the event has expired.
+-- Send one of a job's events again (POST /v1/jobs/{id}/redeliver), same webhook-id: out of the dead letters, into
+-- the outbox in sequence order (where a newer event waits, a progress event is superseded by it as usual), and the
+-- job due for delivery now. Its attempts go on counting; the delivery schedule starts again from the next one.
+-- 0: no such event of this job (expired, or another job's).
 local job_id, event_id = ARGV[1], ARGV[2]
 local ek = key_event(event_id)
 local outbox = key_job_outbox(job_id)
 
-if redis.call('EXISTS', ek) == 0 then return 0 end
-redis.call('HSET', ek, 'state', 'pending', 'attempts', 0)
+local found = redis.call('HMGET', ek, 'job', 'seq', 'attempts')
+if found[1] ~= job_id then return 0 end
+local seq = tonumber(found[2]) or 0
+redis.call('HSET', ek, 'state', 'pending', 'schedule_from', tonumber(found[3]) or 0)
 local owner = redis.call('HGET', key_job(job_id), 'owner') or ''
 redis.call('ZREM', KEY_DEAD_LETTERS, event_id)
 redis.call('ZREM', key_owner_dead_letters(owner), event_id)
 redis.call('LREM', outbox, 0, event_id)
-redis.call('RPUSH', outbox, event_id)
+local placed = false
+for _, other in ipairs(redis.call('LRANGE', outbox, 0, -1)) do
+  if (tonumber(redis.call('HGET', key_event(other), 'seq')) or 0) > seq then
+    redis.call('LINSERT', outbox, 'BEFORE', other, event_id)
+    placed = true
+    break
+  end
+end
+if not placed then redis.call('RPUSH', outbox, event_id) end
 local lane = lane_of(owner)
 local now = now_ms()
 schedule_put(KEY_DELIVERIES, lane, job_id, now, 'LT')
