@@ -1,4 +1,4 @@
-"""The ``relay`` command: ``serve``, ``worker``, ``dev``, ``demo``, ``simulate``, ``jobs``.
+"""The ``relay`` command: ``serve``, ``worker``, ``dev``, ``demo``, ``simulate``, ``listen``, ``jobs``.
 
 The composition root: the commands that run a worker import :mod:`workers` when they run, so importing
 :mod:`relay` never imports :mod:`workers` (whose imports flow ``workers -> relay``). The API, too, is imported by
@@ -22,6 +22,7 @@ import structlog
 from relay import __version__, logs, metrics
 from relay.cli.devstate import dev_state
 from relay.cli.jobs import add_jobs_parser
+from relay.cli.listen import add_listen_parser
 from relay.cli.startup import StartupError, bind_refusal, check_redis, listen
 from relay.settings import ConfigError, Settings
 from relay.store.embedded import EmbeddedRedis
@@ -256,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds until --token expires (401 from then on), and the lifetime of tokens from POST /sim/tokens",
     )
     sim.set_defaults(func=cmd_simulate)
+    add_listen_parser(sub)
     add_jobs_parser(sub)
     return parser
 
