@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -109,6 +110,8 @@ async def test_dashboard_shows_a_job_progressing_to_completion(
     assert float(await row.locator("progress").evaluate("bar => bar.value")) == 100.0
     assert any(0 < v < 100 for v in seen), f"the progress bar never showed a value between 0 and 100: {seen}"
     assert seen == sorted(seen), f"the progress bar went back: {seen}"
+    # plain "completed" once its job.completed is delivered (until then it says the delivery is pending)
+    await page.locator(f'#jobs tr[data-job-id="{job["id"]}"][data-delivery="delivered"]').wait_for()
     assert await row.locator(".status").text_content() == "completed"
 
     # its deliveries show up as they happen
@@ -154,7 +157,7 @@ async def test_the_dashboard_works_without_tokens_and_a_rebinding_page_gets_noth
     redeliver = page.locator("#dead button.redeliver:not([disabled])")
     await redeliver.first.wait_for()
     await redeliver.first.click()
-    await page.locator("#message", has_text="Queued the final event").wait_for()
+    await page.locator("#message", has_text="again, with the same webhook-id").wait_for()
     assert page.errors == []
 
     port = api.base.rsplit(":", 1)[1]
@@ -162,3 +165,85 @@ async def test_the_dashboard_works_without_tokens_and_a_rebinding_page_gets_noth
     assert answer is not None and answer.status == 403
     status = await page.evaluate("fetch('/v1/jobs').then((r) => r.status)")
     assert status == 403, "a page under another name read the jobs"
+
+
+SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "img" / "dashboard-job.png"
+
+
+async def _connect(page: Any, api: Api) -> None:
+    await page.goto(f"{api.base}/ui")
+    await page.fill("#token", TOKEN)
+    await page.click("#token-form button[type=submit]")
+    await page.locator("#conn[data-state=live]").wait_for()
+
+
+async def test_the_job_view_explains_a_failed_job_and_redelivers_its_event(
+    owned_api: Api, page: Any, simulator: Simulator, receiver: Receiver, settings: Settings, start_worker: Any
+) -> None:
+    down = True
+    receiver.responder = lambda request, n: web.Response(status=503 if down else 204)
+    await page.set_viewport_size({"width": 1100, "height": 1000})
+    await _connect(page, owned_api)
+    op = simulator.create(duration=0.3, outcome="failed")
+    body = {"monitorUrl": op.monitor_url, "callbackUrl": receiver.url, "metadata": {"order": "A-1"}}
+    status, job, _ = await owned_api.request(
+        "POST", "/v1/jobs", json=body, headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    assert status == 201
+    job_id = job["id"]
+    async with start_worker(with_settings(settings, delivery_schedule=(0, 300))):
+        # the list does not call a failure the app has not been told of simply "failed"
+        row = page.locator(f'#jobs tr[data-job-id="{job_id}"][data-delivery="retrying"]')
+        await row.wait_for()
+        assert await row.locator(".status").text_content() == "failed · delivery retrying"
+        assert await row.locator(".id a").text_content() == job_id  # the whole id
+
+        # search by metadata, then open the job from the results
+        await page.fill("#query", "order=A-1")
+        await page.click("#search button[type=submit]")
+        found = page.locator(f'#results-jobs tr[data-job-id="{job_id}"]')
+        await found.wait_for()
+        assert await page.locator("#results-jobs tbody tr").count() == 1
+        await found.locator(".id a").click()
+        await page.locator(f'#detail[data-job-id="{job_id}"]').wait_for()
+
+        failure = await page.locator('#detail-explain [data-kind="failure"]').text_content()
+        assert "Failed: monitorFailed" in failure and "AccessDenied_CopyFailed" in failure
+        assert "Copy failed: access denied" in failure
+        delivery = await page.locator('#detail-explain [data-kind="delivery"]').text_content()
+        assert "job.failed not delivered (retrying)" in delivery
+        assert "HTTP 503 Service Unavailable from 127.0.0.1:" in delivery
+        assert re.search(r"next attempt .*\(in [3-6] min \d+ s\)", delivery), delivery
+        assert "A-1" in (await page.locator("#detail-metadata").text_content() or "")
+        assert await page.locator('#detail-fields dd[data-field="callbackUrl"]').text_content() == receiver.url
+        await page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+        # at 420 px nothing clips the page: the tables scroll inside their boxes, and say so
+        await page.set_viewport_size({"width": 420, "height": 900})
+        await page.wait_for_function("document.documentElement.scrollWidth <= 420")
+        events_box = page.locator("#detail-events").locator("xpath=..")
+        await page.wait_for_function(
+            "document.querySelector('#detail-events').parentElement.dataset.overflow === 'true'"
+        )
+        hint = await events_box.evaluate("box => getComputedStyle(box, '::before').content")
+        assert "scroll" in hint
+
+        # the callback is back: redeliver the job.failed event from the view, the same webhook-id arrives
+        down = False
+        failed_row = page.locator("#detail-events tbody tr", has_text="job.failed")
+        event_id = await failed_row.get_attribute("data-event-id")
+        await failed_row.locator("button.redeliver").click()
+        await receiver.wait_for(lambda: [r.headers["webhook-id"] for r in receiver.received].count(event_id) == 2)
+        await page.locator("#detail-status .status", has_text=re.compile(r"^failed$")).wait_for()
+        assert await page.locator(f'#jobs tr[data-job-id="{job_id}"]').get_attribute("data-delivery") == "delivered"
+
+    # the copy button copies the whole id; a search by id opens the job
+    await page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=owned_api.base)
+    await page.locator("#detail-id button.copy").click()
+    assert await page.evaluate("navigator.clipboard.readText()") == job_id
+    await page.click("#home")
+    await page.locator("#detail").wait_for(state="hidden")
+    await page.fill("#query", job_id)
+    await page.click("#search button[type=submit]")
+    await page.locator(f'#detail[data-job-id="{job_id}"]').wait_for()
+    assert page.errors == []

@@ -244,7 +244,7 @@ class DeadLetter(_Out):
     event_id: str = Field(alias="eventId")
     job_id: str = Field(alias="jobId")
     type: EventType
-    terminal: bool = Field(description="a job's final event: redeliverable")
+    terminal: bool = Field(description="a job's final event (job.completed, job.failed)")
     sequence: int
     attempts: int
     dead_date_time: str = Field(alias="deadDateTime", json_schema_extra={"format": "date-time"})

@@ -19,6 +19,9 @@ STATIC_DIR = Path(__file__).parent / "static"
 _FILES = {
     "index.html": "text/html",
     "app.js": "text/javascript",
+    "util.js": "text/javascript",
+    "jobs.js": "text/javascript",
+    "job.js": "text/javascript",
     "app.css": "text/css",
 }
 _HEADERS = {
