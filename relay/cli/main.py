@@ -135,11 +135,11 @@ def cmd_worker(_: argparse.Namespace) -> int:
     settings.check_signing()
     settings.check_sealing()
     _check_redis(settings)
+    from workers.main import create_worker  # the composition root starts the worker (and registers its metrics)
+
     _tune_gc()
     _worker_metrics(settings)
     asyncio.set_event_loop(asyncio.new_event_loop())
-    from workers.main import create_worker  # the composition root starts the worker
-
     create_worker(settings).run()
     return 0
 

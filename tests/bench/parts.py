@@ -90,7 +90,7 @@ def delivery_parts(body: str, secret: str, rounds: int = ROUNDS) -> dict[str, fl
     state = [
         ["http://127.0.0.1:9/hook", None, "public"],
         "msg_" + "0" * 32,
-        ["job.completed", "1", body, "0", str(now_ms)],
+        ["job.completed", "1", body, "0", str(now_ms), None],
     ]
     claim = Claim("0" * 32, "|claim:1", now_ms, state)
     _, events = Store.outbox_state(claim)
