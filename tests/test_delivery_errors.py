@@ -155,13 +155,8 @@ async def _has_outcome(api: Api, job_id: str, outcome: str) -> bool:
 async def test_any_event_can_be_redelivered_with_its_webhook_id(
     api: Api, simulator: Any, receiver: Receiver, worker: Any
 ) -> None:
-    op = simulator.create(
-        script=[
-            {"status": 202, "body": {"operation": "ItemCopy", "status": "inProgress", "percentageComplete": 40.0}},
-            {"status": 202, "body": COMPLETED},
-        ]
-    )
-    job = await api.create(monitorUrl=op.monitor_url, callbackUrl=receiver.url, progressInterval=1)
+    op = simulator.create(duration=1.0)  # progress for a second: delivered before the completion can supersede it
+    job = await api.create(monitorUrl=op.monitor_url, callbackUrl=receiver.url)
     await receiver.wait_for(lambda: receiver.terminal(job["id"]) is not None)
     progress = next(r for r in receiver.received if r.event["type"] == "job.progress")
     event_id = progress.headers["webhook-id"]

@@ -170,6 +170,9 @@ async def test_the_dashboard_works_without_tokens_and_a_rebinding_page_gets_noth
 #: the picture of the job view in docs/api.md: remade when RELAY_UPDATE_SCREENSHOTS is set (else the test takes
 #: it into its own temporary directory, so a test run leaves the tree as it was)
 SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "img" / "dashboard-job.png"
+#: ms to wait for what needs the worker (a poll, a delivery and its ack, the stream's next look): more than the
+#: page's 5 s for a loaded machine
+WORKER_WAIT = 20_000
 
 
 async def _connect(page: Any, api: Api) -> None:
@@ -202,8 +205,9 @@ async def test_the_job_view_explains_a_failed_job_and_redelivers_its_event(
     async with start_worker(with_settings(settings, delivery_schedule=(0, 300))):
         # the list does not call a failure the app has not been told of simply "failed"
         row = page.locator(f'#jobs tr[data-job-id="{job_id}"][data-delivery="retrying"]')
-        await row.wait_for()
+        await row.wait_for(timeout=WORKER_WAIT)
         assert await row.locator(".status").text_content() == "failed · delivery retrying"
+        assert "AccessDenied_CopyFailed" in (await row.locator(".status").get_attribute("title") or "")
         assert await row.locator(".id a").text_content() == job_id  # the whole id
 
         # search by metadata, then open the job from the results
@@ -244,7 +248,7 @@ async def test_the_job_view_explains_a_failed_job_and_redelivers_its_event(
         event_id = await failed_row.get_attribute("data-event-id")
         await failed_row.locator("button.redeliver").click()
         await receiver.wait_for(lambda: [r.headers["webhook-id"] for r in receiver.received].count(event_id) == 2)
-        await page.locator("#detail-status .status", has_text=re.compile(r"^failed$")).wait_for()
+        await page.locator("#detail-status .status", has_text=re.compile(r"^failed$")).wait_for(timeout=WORKER_WAIT)
         assert await page.locator(f'#jobs tr[data-job-id="{job_id}"]').get_attribute("data-delivery") == "delivered"
 
     # the copy button copies the whole id; a search by id opens the job

@@ -152,6 +152,9 @@ export function statusBadge(job) {
   const node = badge(shown.text, "status " + shown.className);
   if (job.phase === "awaitingAuthorization" && job.authorizationWaitUntil) {
     node.title = "PATCH /v1/jobs/" + job.id + " with a fresh authorization before " + job.authorizationWaitUntil;
+  } else if (job.error) {
+    const why = [job.error.code, job.error.errorCode, job.error.message].filter(Boolean).join(" — ");
+    node.title = why + (job.delivery && job.delivery.nextAttemptDateTime ? `; next delivery attempt ${when(job.delivery.nextAttemptDateTime)}` : "");
   } else if (job.delivery && job.delivery.nextAttemptDateTime) {
     node.title = `next delivery attempt ${when(job.delivery.nextAttemptDateTime)}`;
   }
