@@ -10,11 +10,13 @@ import signal
 import subprocess
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 from standardwebhooks.webhooks import Webhook
 
+from relay.cli.devstate import dev_state
 from relay.settings import Settings
 from tests.helpers import RELAY, SECRET, Api, eventually, relay_env, running_api, running_worker
 
@@ -129,7 +131,26 @@ async def test_a_wrong_secret_shows_as_401_in_relays_attempts(settings: Settings
     assert "401 refused" in err.decode() and "the secret relay signs with" in err.decode()
 
 
-def test_listen_without_a_secret_says_how_to_give_one() -> None:
-    proc = subprocess.run([RELAY, "listen"], env=relay_env(), capture_output=True, text=True, timeout=30)  # noqa: S603
+async def test_listen_takes_the_secret_relay_dev_keeps(tmp_path: Path) -> None:
+    kept = dev_state(tmp_path / "relay" / "dev.json")  # what relay dev made on its first run
+    async with listening(XDG_STATE_HOME=str(tmp_path)) as (base, proc):
+        body = b'{"type":"job.completed","timestamp":"t","data":{"jobId":"j1","sequence":1,"status":"completed"}}'
+        now = datetime.now(UTC)
+        headers = {
+            "webhook-id": "msg_1",
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": Webhook(kept.signing_secret).sign("msg_1", now, body.decode()),
+        }
+        async with aiohttp.ClientSession() as session, session.post(f"{base}/hook", data=body, headers=headers) as resp:
+            assert resp.status == 204
+        proc.send_signal(signal.SIGINT)
+        out, err = await asyncio.wait_for(proc.communicate(), 15)
+    assert "job.completed" in out.decode() and "j1 #1" in out.decode()
+    assert kept.signing_secret not in out.decode() + err.decode()
+
+
+def test_listen_without_a_secret_says_how_to_give_one(tmp_path: Path) -> None:
+    env = relay_env(XDG_STATE_HOME=str(tmp_path))  # no secret given, and relay dev has kept none here
+    proc = subprocess.run([RELAY, "listen"], env=env, capture_output=True, text=True, timeout=30)  # noqa: S603
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert "--secret" in proc.stderr and "RELAY_SIGNING_SECRETS" in proc.stderr

@@ -15,9 +15,23 @@ import pytest
 import redis
 
 from relay.store.embedded import EmbeddedRedis
-from tests.helpers import RELAY, Api, Receiver, ensure_stopped, free_port, loopback_env, relay_env
+from tests.helpers import (
+    ENCRYPTION_KEY,
+    RELAY,
+    SECRET,
+    Api,
+    Receiver,
+    ensure_stopped,
+    free_port,
+    loopback_env,
+    relay_env,
+)
 
-SECRET_ENV = {"RELAY_SIGNING_SECRETS": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "RELAY_WORKER_METRICS_PORT": "0"}
+SECRET_ENV = {
+    "RELAY_SIGNING_SECRETS": SECRET,
+    "RELAY_ENCRYPTION_KEY": ENCRYPTION_KEY,
+    "RELAY_WORKER_METRICS_PORT": "0",
+}
 COMPLETED = {"status": "completed", "percentageComplete": 100.0, "resourceId": "01ABC"}
 
 
@@ -96,12 +110,13 @@ async def test_a_worker_says_what_it_ran_on_which_redis_and_what_it_did(
     locked_redis: EmbeddedRedis, simulator: Any, receiver: Receiver
 ) -> None:
     from relay.settings import Settings
-    from tests.helpers import SECRET, running_api
+    from tests.helpers import running_api
 
     url = f"redis://:pw@127.0.0.1:{locked_redis.port}/0"
     settings = Settings(
         redis_url=url,
         signing_secrets=(SECRET,),
+        encryption_keys=(ENCRYPTION_KEY,),
         monitor_allowed_hosts=("127.0.0.1",),
         internal_hosts=("127.0.0.1",),
     )

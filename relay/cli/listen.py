@@ -1,9 +1,10 @@
 """``relay listen``: a local receiver for relay's webhooks, to try relay out before writing one's own.
 
 It verifies every POST's Standard Webhooks signature with the secrets it is given (``--secret``, else
-``RELAY_SIGNING_SECRETS``), prints each event on one line (its type, job, sequence and the fields that matter for
-that type; ``--json``: the body as received), and answers ``204``. A request whose signature does not verify is
-answered ``401`` and printed with the reason, which is what relay records as a failed attempt and retries.
+``RELAY_SIGNING_SECRETS``, else the one ``relay dev`` keeps: :mod:`relay.cli.devstate`), prints each event on
+one line (its type, job, sequence and the fields that matter for that type; ``--json``: the body as received),
+and answers ``204``. A request whose signature does not verify is answered ``401`` and printed with the
+reason, which is what relay records as a failed attempt and retries.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from rich.console import Console
 from rich.text import Text
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from relay.cli.devstate import load_dev_state
 from relay.cli.startup import listen
 from relay.config_parsing import ConfigError, check_secret
 
@@ -145,9 +147,13 @@ def _secrets(args: argparse.Namespace) -> tuple[list[str], str]:
         given = [s for s in os.environ.get("RELAY_SIGNING_SECRETS", "").split(",") if s.strip()]
         source = "RELAY_SIGNING_SECRETS"
     if not given:
+        state = load_dev_state()
+        if state is not None:
+            return [state.signing_secret], f"relay dev's {state.path}"
+    if not given:
         raise ConfigError(
             "relay listen verifies signatures: give the secret relay signs with, --secret whsec_... or "
-            "RELAY_SIGNING_SECRETS (relay dev prints the one it uses)"
+            "RELAY_SIGNING_SECRETS (relay dev has kept none yet: run it once, or give the secret)"
         )
     try:
         return [check_secret(secret.strip()) for secret in given], source
@@ -210,7 +216,7 @@ def add_listen_parser(subparsers: Any) -> None:
         "--secret",
         action="append",
         help="a whsec_ secret events are signed with (repeat, or comma-separate, for several); "
-        "default RELAY_SIGNING_SECRETS",
+        "default RELAY_SIGNING_SECRETS, else the one relay dev keeps",
     )
     command.add_argument("--json", action="store_true", help="print each verified event's body as received")
     command.set_defaults(func=cmd_listen)
