@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from relay.settings import Settings
 from relay.store.embedded import EmbeddedRedis
+from tests.cluster import LoopbackCluster
 from tests.helpers import ENCRYPTION_KEY, SECRET, Api, Receiver, running_api, running_worker
 
 # CI explores the same examples every run (a red CI must mean a regression, not a new random draw);
@@ -22,12 +23,39 @@ if os.environ.get("CI"):
     hypothesis.settings.load_profile("ci")
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--slow", action="store_true", help="run the tests marked slow too (make cluster-harness)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --slow (make cluster-harness)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[EmbeddedRedis]:
     server = EmbeddedRedis()
     server.start()
     yield server
     server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[LoopbackCluster]:
+    """A Redis Cluster of 3 primaries on loopback (tests/cluster.py), started once (~2 s), not flushed: tests
+    keep to keys of their own hash tags."""
+    cluster = LoopbackCluster(primaries=3)
+    try:
+        cluster.start()
+    except RuntimeError as exc:
+        cluster.cleanup()
+        pytest.skip(f"no loopback Redis Cluster here: {exc}")
+    yield cluster
+    cluster.cleanup()
 
 
 @pytest.fixture
