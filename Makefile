@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: install install-dev run test lint format typecheck bench chaos failover all clean
+.PHONY: install install-dev run test lint format typecheck bench chaos failover cluster-harness all clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ chaos: $(DEV_STAMP)
 
 failover: $(DEV_STAMP)
 	$(BIN)/python -m tests.failover
+
+# the loopback Redis Cluster (tests/cluster.py): its timings on this machine, then every harness test (--slow: 3+3)
+cluster-harness: $(DEV_STAMP)
+	$(BIN)/python -m tests.cluster --runs 5 --both
+	$(BIN)/python -m pytest tests/test_cluster_harness.py --slow
 
 typecheck: $(DEV_STAMP)
 	$(BIN)/mypy

