@@ -232,12 +232,7 @@ class LoopbackCluster:
         replica is in sync; the seconds it took."""
         started = time.monotonic()
         deadline = started + timeout
-        for node in self.nodes:
-            node.spawn(self.server)
-        for node in self.nodes:
-            self._wait_answers(node, deadline)
-            with self.admin(node) as admin:
-                node.node_id = admin.execute_command("CLUSTER MYID")
+        self._spawn_all(deadline)
         primaries = self.nodes[: self.primaries]
         bounds = [round(i * REDIS_CLUSTER_HASH_SLOTS / self.primaries) for i in range(self.primaries + 1)]
         for i, node in enumerate(primaries):
@@ -276,20 +271,49 @@ class LoopbackCluster:
                 admin.wait(self.replicas, 5000)
                 admin.delete(probe)
 
-    def _wait_answers(self, node: Node, deadline: float) -> None:
+    def _spawn_all(self, deadline: float) -> None:
+        """Start every node and wait until each answers; a node whose port another process took between the
+        check and the bind (parallel suites) is started again on a new port pair, before the cluster is made."""
+        taken = {port for node in self.nodes for port in (node.port, node.port + _BUS_OFFSET)}
+        for node in self.nodes:
+            node.spawn(self.server)
+        for node in self.nodes:
+            for _ in range(5):
+                if self._wait_answers(node, deadline):
+                    break
+                node.port = cluster_port(taken)
+                taken.update((node.port, node.port + _BUS_OFFSET))
+                node.args = self._args(node.port, node.data_dir)
+                node.spawn(self.server)
+            else:
+                raise RuntimeError("no free port pair for a cluster node in five tries")
+            with self.admin(node) as admin:
+                node.node_id = admin.execute_command("CLUSTER MYID")
+
+    def _wait_answers(self, node: Node, deadline: float) -> bool:
+        """True once the node answers as our process; False (the node stopped) when its port was taken."""
+        assert node.process is not None
         while True:
-            if node.process is not None and node.process.poll() is not None:
-                err = node.process.stderr.read().decode(errors="replace") if node.process.stderr else ""
-                log = (node.data_dir / "redis.log").read_text(errors="replace") if node.data_dir.exists() else ""
-                raise RuntimeError(f"redis-server exited at start: {(err + log).strip()[-400:]}")
+            exited = node.process.poll() is not None
             try:
                 with self.admin(node, timeout=0.5) as admin:
-                    admin.ping()
-                return
+                    info = admin.info("server")
+                if int(info["process_id"]) == node.process.pid:
+                    return True
+                node.stop(kill=True)  # another process's server answers on this port
+                return False
             except RedisError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"node {node.port} did not answer") from None
-                time.sleep(0.02)
+                pass
+            if exited:
+                log = (node.data_dir / "redis.log").read_text(errors="replace") if node.data_dir.exists() else ""
+                err = node.process.stderr.read().decode(errors="replace") if node.process.stderr else ""
+                node.stop()
+                if "Address already in use" in log + err:
+                    return False
+                raise RuntimeError(f"redis-server exited at start: {(err + log).strip()[-400:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"node {node.port} did not answer")
+            time.sleep(0.02)
 
     def _until(self, deadline: float, check: Callable[[], bool], what: str) -> None:
         while not check():
@@ -417,7 +441,8 @@ class LoopbackCluster:
         """Start a stopped node again with its own ``nodes.conf``: a killed primary rejoins as a replica."""
         node.spawn(self.server)
         deadline = time.monotonic() + timeout
-        self._wait_answers(node, deadline)
+        if not self._wait_answers(node, deadline):
+            raise RuntimeError(f"port {node.port} was taken by another process while its node was down")
         self._until(deadline, self.ready, f"node {node.port} did not rejoin")
 
     def begin_move(self, slot: int, target: Node) -> Node:
@@ -479,12 +504,7 @@ class LoopbackCluster:
         the seconds from starting the processes until the cluster is ready."""
         started = time.monotonic()
         deadline = started + timeout
-        for node in self.nodes:
-            node.spawn(self.server)
-        for node in self.nodes:
-            self._wait_answers(node, deadline)
-            with self.admin(node) as admin:
-                node.node_id = admin.execute_command("CLUSTER MYID")
+        self._spawn_all(deadline)
         command = [find_redis_cli(self.server), "--cluster", "create", *(f"{h}:{p}" for h, p in self.startup_nodes())]
         command += ["--cluster-replicas", str(self.replicas), "--cluster-yes"]
         self._cli([*command, *self._cli_auth()], timeout)

@@ -112,6 +112,28 @@ async def test_the_cluster_is_whole_and_a_client_given_one_node_finds_the_others
         assert sorted(node.port for node in client.get_primaries()) == sorted(n.port for n in redis_cluster.nodes)
 
 
+def test_a_node_whose_port_another_server_holds_is_started_on_a_new_port() -> None:
+    """Parallel suites: a port found free can be taken before the node binds it; the node must not take the
+    other server for its own (it would join that server's cluster, or flush its data)."""
+    from relay.store.embedded import EmbeddedRedis
+
+    other = EmbeddedRedis()
+    other.start()
+    cluster = LoopbackCluster(primaries=1)
+    try:
+        node = cluster.nodes[0]
+        node.port = other.port
+        node.args = cluster._args(other.port, node.data_dir)
+        cluster._spawn_all(time.monotonic() + 10)
+        assert node.port != other.port
+        assert node.process is not None
+        with cluster.admin(node) as admin:
+            assert int(admin.info("server")["process_id"]) == node.process.pid
+    finally:
+        cluster.cleanup()
+        other.cleanup()
+
+
 # ---- scripts ---------------------------------------------------------------------------------------
 
 
