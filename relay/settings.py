@@ -139,6 +139,11 @@ class Settings(BaseSettings):
     tenant_registrations_per_second: int = Field(500, ge=0, validation_alias="RELAY_TENANT_REGISTRATIONS_PER_SECOND")
     #: open SSE streams, per API process
     tenant_max_streams: int = Field(20, ge=0, validation_alias="RELAY_TENANT_MAX_STREAMS")
+    #: jobs that may share one monitor URL at once (0: no limit), whoever registered them
+    monitor_max_jobs: int = Field(1000, ge=0, validation_alias="RELAY_MONITOR_MAX_JOBS")
+    #: the jobs of a monitor one Redis script reads or writes, about (relay/store/jobs.py CHUNK_JOBS); not read
+    #: from the environment (tests lower it)
+    monitor_chunk: int = Field(32, ge=1)
     redis_min_replicas: int = Field(0, ge=0, validation_alias="RELAY_REDIS_MIN_REPLICAS")
     redis_wait_timeout: Seconds = Field(1.0, ge=0.001, validation_alias="RELAY_REDIS_WAIT_TIMEOUT")
     #: how long relay serve / worker / dev wait at start for a Redis they cannot reach before exiting (code 2)

@@ -70,6 +70,17 @@ async def test_large_bursts_are_split(redis: Redis) -> None:
     assert await _evalsha_calls(redis) - before == 4
 
 
+async def test_a_batch_carries_at_most_its_weight_and_a_heavy_call_goes_alone(redis: Redis) -> None:
+    """A poll's write weighs its job changes: one crowded monitor's write does not ride with hundreds of others."""
+    script = BatchedScript(redis, _INCR, shared=["relay:test:"], max_weight=10, max_inflight=1)
+    await script(incr("warm", 1))
+    before = await _evalsha_calls(redis)
+    weights = [3, 3, 3, 30, 1, 1]
+    futures = [script.submit(incr(f"w{i}", 1), weight=w) for i, w in enumerate(weights)]
+    assert await asyncio.gather(*futures) == [1] * len(weights)
+    assert await _evalsha_calls(redis) - before == 3, "[3, 3, 3], [30] alone, [1, 1]"
+
+
 # counts to call.loops before answering: a call that stays at Redis for a while
 _SLOW = LuaScript.from_source(
     "slow.lua",

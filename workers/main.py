@@ -94,7 +94,13 @@ async def startup(ctx: dict[str, Any]) -> None:
     redis = redis_client(
         settings.effective_redis_url, min_replicas=settings.redis_min_replicas, wait_timeout=settings.redis_wait_timeout
     )
-    store = Store(redis, retention=settings.job_retention, job_timeout=settings.job_timeout)
+    store = Store(
+        redis,
+        retention=settings.job_retention,
+        job_timeout=settings.job_timeout,
+        first_poll=settings.poll_initial_interval,
+        chunk=settings.monitor_chunk,
+    )
     session = create_session(settings.internal_hosts, limit=settings.poll_concurrency + settings.delivery_concurrency)
     vault = Vault(settings.vault_keys)
     credentials = CredentialBroker(settings.credentials, timeout=settings.request_timeout)

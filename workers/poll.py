@@ -1,4 +1,15 @@
-"""Poll one claimed monitor and record what it means for every job sharing it."""
+"""Poll one claimed monitor and record what it means for every job sharing it.
+
+A monitor shared by more jobs than one Redis script should read or write is polled in chunks
+(:func:`poll_in_chunks`): its claim brought its own fields only; the monitor is asked once, and what its
+answer means is decided before any job is looked at (``plan_answer``); then successive steps of
+poll_chunk.lua each write the changes planned from the previous chunk of jobs and read the next one, until
+the last step lets the monitor go. Each step is guarded by the claim token (and each change by its job's
+sequence) and renews the lease, so the monitor stays with this worker until every chunk is written. The first
+step also stores the answer in the monitor (``outcome``), and the last deletes it: a worker that dies between
+them leaves the lease to run out, and the next to claim the monitor writes that answer again to every job
+(those already written are not changed twice) without asking the monitor again.
+"""
 
 from __future__ import annotations
 
@@ -15,17 +26,28 @@ from relay import logs, metrics
 from relay.core.crypto import InvalidToken
 from relay.core.monitor import MAX_BODY, Kind, PollResult, classify
 from relay.core.ops import JobOp
-from relay.core.schema import Job, Monitor
-from relay.core.tracking import PollPlan, completed_from_monitor, plan_poll
+from relay.core.schema import MONITOR, Job, Monitor
+from relay.core.tracking import (
+    JobsPlan,
+    Outcome,
+    PollPlan,
+    completed_from_monitor,
+    next_delay,
+    plan_answer,
+    plan_jobs,
+    plan_poll,
+)
 from relay.outbound.client import fetch
 from relay.outbound.ssrf import Blocked, host_matches
 from relay.settings import Settings
+from relay.store.calls import ChunkCall
+from relay.store.jobs import ChunkRead
 from relay.store.scheduler import Claim
 from workers.context import Deps
 from workers.resolve import resolve_soon
 from workers.writes import after_write
 
-__all__ = ["poll_claimed", "poll_monitor"]
+__all__ = ["poll_claimed", "poll_in_chunks", "poll_monitor"]
 
 log = structlog.stdlib.get_logger("relay.poll")
 
@@ -71,8 +93,12 @@ def _monitor_target(url: str, allowed_hosts: tuple[str, ...]) -> URL | str:
 
 
 async def poll_claimed(deps: Deps, claim: Claim) -> None:
-    """Poll a claimed monitor (the claim read its state and its jobs')."""
-    await poll_monitor(deps, claim, *deps.store.monitor_state(claim))
+    """Poll a claimed monitor (the claim read its state and its jobs', or its own fields only)."""
+    monitor, jobs = deps.store.monitor_state(claim)
+    if jobs is None or monitor.outcome:  # too many jobs for one script, or a poll in chunks cut short
+        await poll_in_chunks(deps, claim, monitor)
+    else:
+        await poll_monitor(deps, claim, monitor, jobs)
 
 
 async def poll_monitor(deps: Deps, claim: Claim, monitor: Monitor, jobs: list[Job]) -> None:
@@ -117,6 +143,64 @@ def _applied(deps: Deps, plan: PollPlan, polled: PollResult | None, jobs: int, a
         # also on the recheck of a completed monitor (a resolution lost with a worker, or a job woken by a
         # fresh authorization): a second resolution of a job records nothing (its phase guard)
         resolve_soon(deps, job_id)
+
+
+async def poll_in_chunks(deps: Deps, claim: Claim, monitor: Monitor) -> None:
+    """Poll a monitor whose jobs are read and written a chunk at a time (see the module's docstring)."""
+    structlog.contextvars.bind_contextvars(monitor=claim.member[:12])
+    store, settings = deps.store, deps.settings
+    fields: dict[str, str] = {}
+    warnings: tuple[tuple[str, dict[str, Any]], ...] = ()
+    if monitor.outcome:  # a poll cut short: its answer, written again to every job
+        outcome = Outcome.from_json(monitor.outcome)
+    else:
+        started = time.monotonic()
+        result = completed_from_monitor(monitor)
+        polled = result is None
+        if result is None:
+            result = await _poll(deps, monitor)
+        now_ms = claim.now_ms + int((time.monotonic() - started) * 1000)
+        plan, outcome = plan_answer(result, monitor, now_ms, settings, deps.rng, polled=polled, jobs=monitor.jobs)
+        fields, warnings = {**plan.monitor_fields, MONITOR.outcome: outcome.to_json()}, plan.warnings
+    lease_ms = int(settings.lease * 1000)
+    asks, seen = JobsPlan(), set[str]()
+    planned = JobsPlan()
+    cursor = "0"
+    while True:
+        ops = [op.as_json() for op in planned.ops]
+        step = ChunkCall(claim.member, claim.token, fields, [], ops, cursor, store.chunk, lease_ms)
+        read = await store.poll_chunk(step)
+        if not _chunk_landed(deps, planned, read):
+            return
+        assert read is not None
+        for message, extra in warnings:  # the start of a stretch of bare 5xx or unknown status words
+            log.warning(message, **extra)
+        fields, warnings = {}, ()
+        fresh = [job for job in read.jobs if job.id not in seen]  # a job can come twice while the hash resizes
+        seen.update(job.id for job in fresh)
+        planned = plan_jobs(outcome, fresh, settings)
+        asks.merge(planned)
+        cursor = read.cursor
+        if cursor == "0":
+            break
+    delay = next_delay(outcome, asks)
+    store.monitors.handed_back(delay)
+    ops = [op.as_json() for op in planned.ops]
+    last = ChunkCall(claim.member, claim.token, {}, [MONITOR.outcome], ops, "0", store.chunk, lease_ms)
+    last.last, last.delay_ms, last.jobs = True, max(0, int(delay * 1000)), len(seen)
+    _chunk_landed(deps, planned, await store.poll_chunk(last))
+
+
+def _chunk_landed(deps: Deps, planned: JobsPlan, read: ChunkRead | None) -> bool:
+    """What follows a step of a poll in chunks: count and log what the changes planned from the previous chunk
+    recorded, and start the resolutions they call for; False when the claim was taken over."""
+    if read is None:
+        log.info("poll result dropped: claim taken over by another worker")
+        return False
+    _recorded(planned.ops, read.applied)
+    for job_id in planned.resolve:
+        resolve_soon(deps, job_id)
+    return True
 
 
 async def _poll(deps: Deps, monitor: Monitor) -> PollResult:

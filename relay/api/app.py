@@ -52,7 +52,12 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
         settings.effective_redis_url, min_replicas=settings.redis_min_replicas, wait_timeout=settings.redis_wait_timeout
     )
     app[REDIS] = redis
-    app[STORE] = Store(redis, retention=settings.job_retention, job_timeout=settings.job_timeout)
+    app[STORE] = Store(
+        redis,
+        retention=settings.job_retention,
+        job_timeout=settings.job_timeout,
+        first_poll=settings.poll_initial_interval,
+    )
     yield
     await redis.aclose()
 

@@ -128,6 +128,15 @@ def _refuse_over_limit(limited: str) -> None:
     if limited == "rate":
         message = "this API token registers more than RELAY_TENANT_REGISTRATIONS_PER_SECOND jobs a second"
         raise ProblemError(429, "Too Many Registrations", message, headers={"Retry-After": "1"})
+    if limited == "monitor":
+        message = "RELAY_MONITOR_MAX_JOBS jobs already share this monitor URL; retry when some have ended"
+        raise ProblemError(
+            429,
+            "Too Many Jobs On This Monitor",
+            message,
+            headers={"Retry-After": "60"},
+            errors=[{"field": "monitorUrl", "message": message}],
+        )
 
 
 def destination_errors(request: web.Request, *, action_url: str | None = None, **urls: str | None) -> None:
@@ -227,7 +236,13 @@ async def _store(
         fields[JOB.monitor_host] = URL(monitor_url).host or ""
         sealed = request.app[VAULT].seal(monitor_url)
         registered = await store.register(
-            job_id, fields, monitor_url, sealed_url=sealed, idempotency=idempotency, limits=limits
+            job_id,
+            fields,
+            monitor_url,
+            sealed_url=sealed,
+            idempotency=idempotency,
+            limits=limits,
+            max_monitor_jobs=0 if started_action else request.app[SETTINGS].monitor_max_jobs,
         )
     else:  # the action finished at once: the job is born completed, with its job.completed event
         assert finished is not None

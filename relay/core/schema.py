@@ -268,6 +268,8 @@ class Monitor(Stored):
 
     url = text("url")
     lane = text("lane")  # its lane of the monitors schedule: its first job's tenant ('' the default lane)
+    #: how many jobs share it, stored once it has had more than one (relay/store/lua/lib/monitors.lua)
+    jobs = number("jobs")
     status = text("status")  # the monitor's own last status word
     percentage = decimal("pct")
     status_description = text("desc")
@@ -284,6 +286,9 @@ class Monitor(Stored):
     base_percentage = decimal("base_pct")
     server_errors_since = number("e5")  # relay/core/stretches.py
     unknown_status_since = number("uk")
+    not_before = number("nb")  # ms: the end of the last answer's Retry-After (a job joining waits for it too)
+    #: a poll whose jobs are written a chunk at a time: its answer (relay/core/tracking.py Outcome) until the last
+    outcome = text("outcome")
 
 
 class Event(Stored):

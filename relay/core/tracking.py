@@ -3,24 +3,40 @@
 Given the classified monitor response, the monitor's stored state and the jobs' stored state,
 :func:`plan_poll` decides the new monitor state, each job's change and events, the delay before
 the next poll, and which jobs now need their DriveItem resolved.
+
+It does so in three steps, which a monitor shared by more jobs than one Redis script should read takes
+apart (``workers/chunks.py``): :func:`plan_answer` decides what the answer means before any job is looked
+at (the monitor's fields and an :class:`Outcome`), :func:`plan_jobs` plans any number of its jobs from that
+outcome, a chunk at a time, and :func:`next_delay` says when to poll again from what the jobs asked for.
 """
 
 from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from relay.core.backoff import parse_retry_after, poll_delay
 from relay.core.changes import completion_op, failure_op, job_event
+from relay.core.graph_error import GraphError
 from relay.core.monitor import Kind, PollResult, job_status
 from relay.core.ops import JobOp
 from relay.core.schema import JOB, MONITOR, EventType, Job, JobStatus, Monitor, Phase
 from relay.core.stretches import Stretches, overdue_error, track
 from relay.settings import Settings
 
-__all__ = ["RESOLVE_RECHECK", "PollPlan", "completed_from_monitor", "plan_poll"]
+__all__ = [
+    "RESOLVE_RECHECK",
+    "JobsPlan",
+    "Outcome",
+    "PollPlan",
+    "completed_from_monitor",
+    "next_delay",
+    "plan_answer",
+    "plan_jobs",
+    "plan_poll",
+]
 
 #: a completed monitor is looked at again after this long, to re-enqueue resolutions a crash lost
 RESOLVE_RECHECK = 60.0
@@ -50,6 +66,53 @@ def completed_from_monitor(monitor: Monitor) -> PollResult | None:
     )
 
 
+@dataclass(slots=True)
+class Outcome:
+    """What one answer means for every job of its monitor, decided before any job is looked at.
+
+    A monitor whose jobs are planned a chunk at a time keeps it (``MONITOR.outcome``, :meth:`to_json`) until
+    every chunk is written, so that a poll cut short by a crash resumes with the answer it had."""
+
+    result: PollResult
+    now_ms: int
+    invalid: int  # answers in a row that were not AsyncJobStatus, this one included
+    operation: str | None
+    stretches: Stretches
+    delay: float = 0.0  # seconds until the next poll, before the jobs' progressInterval and the Retry-After
+    retry_after: float | None = None  # the monitor's floor (seconds, capped), when it asked for one
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["stretches"] = [self.stretches.server_errors, self.stretches.unknown_status]
+        return json.dumps(data, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> Outcome:
+        data = json.loads(text)
+        answer = data.pop("result")
+        error = GraphError(**answer["error"]) if answer.get("error") else None
+        result = PollResult(**{**answer, "kind": Kind(answer["kind"]), "error": error})
+        server_errors, unknown_status = data.pop("stretches")
+        return cls(result=result, stretches=Stretches(server_errors, unknown_status), **data)
+
+
+@dataclass(slots=True)
+class JobsPlan:
+    """What an outcome means for some of the monitor's jobs, and what they ask of its next poll."""
+
+    ops: list[JobOp] = field(default_factory=list)
+    resolve: list[str] = field(default_factory=list)
+    interval: float | None = None  # the smallest progressInterval among them
+    wait_until: int | None = None  # the earliest end (ms) of a wait for authorization among them
+
+    def merge(self, other: JobsPlan) -> None:
+        """Take ``other``'s asks into this plan's (its ops and resolutions are handled on their own)."""
+        if other.interval is not None:
+            self.interval = other.interval if self.interval is None else min(self.interval, other.interval)
+        if other.wait_until is not None:
+            self.wait_until = other.wait_until if self.wait_until is None else min(self.wait_until, other.wait_until)
+
+
 def plan_poll(
     result: PollResult,
     monitor: Monitor,
@@ -60,32 +123,81 @@ def plan_poll(
     *,
     polled: bool = True,
 ) -> PollPlan:
+    plan, outcome = plan_answer(result, monitor, now_ms, settings, rng, polled=polled, jobs=len(jobs))
+    planned = plan_jobs(outcome, jobs, settings)
+    plan.ops, plan.resolve = planned.ops, planned.resolve
+    plan.delay = next_delay(outcome, planned)
+    return plan
+
+
+def plan_answer(
+    result: PollResult,
+    monitor: Monitor,
+    now_ms: int,
+    settings: Settings,
+    rng: random.Random,
+    *,
+    polled: bool = True,
+    jobs: int = 0,
+) -> tuple[PollPlan, Outcome]:
+    """The monitor's side of a poll (its fields, warnings) and the outcome its jobs are planned from.
+    ``jobs``: how many jobs share the monitor (for the warnings)."""
     plan = PollPlan({})
     pct = _monitor_fields(plan, result, monitor, now_ms, polled=polled)
-    stretches = track(result, monitor, plan.monitor_fields, now_ms, len(jobs))
+    stretches = track(result, monitor, plan.monitor_fields, now_ms, jobs)
     plan.warnings = stretches.warnings
     invalid = int(plan.monitor_fields.get(MONITOR.invalid, monitor.invalid))
     operation = result.operation or monitor.operation or None
-    waiting_until: list[int] = []
+    outcome = Outcome(result, now_ms, invalid, operation, stretches)
+    if result.kind is not Kind.COMPLETED:
+        outcome.delay = _base_delay(plan, result, monitor, pct, now_ms, settings, rng)
+        # Retry-After is the monitor's own floor, on any answer: a throttled 429/503, and also a running operation's
+        # 200/202 (Graph's long-running-operation pattern answers "200 OK, Retry-After: 30" while running)
+        retry_after = parse_retry_after(result.retry_after, now_ms / 1000.0)  # an HTTP-date counts from relay's clock
+        if retry_after is not None:
+            outcome.retry_after = min(retry_after, settings.retry_after_cap)
+            # kept, so that a job joining the monitor meanwhile is not polled before it either (register.lua)
+            plan.monitor_fields[MONITOR.not_before] = str(now_ms + int(outcome.retry_after * 1000))
+    return plan, outcome
+
+
+def plan_jobs(outcome: Outcome, jobs: list[Job], settings: Settings) -> JobsPlan:
+    """Each job's change for the outcome (any number of the monitor's jobs: a chunk of them, or all)."""
+    planned = JobsPlan()
+    result, now_ms = outcome.result, outcome.now_ms
+    intervals = [j.progress_interval for j in jobs if j.progress_interval]
+    if intervals:
+        planned.interval = min(intervals)
     for job in jobs:
         if job.phase is Phase.AUTHORIZING:
             wait_over = _authorization_wait_over(job, now_ms)
             if wait_over is None:
-                waiting_until.append(job.auth_wait_until or now_ms)
+                until = job.auth_wait_until or now_ms
+                planned.wait_until = until if planned.wait_until is None else min(planned.wait_until, until)
             else:
-                plan.ops.append(wait_over)
+                planned.ops.append(wait_over)
             continue
-        op = _plan_job(result, job, now_ms, settings, invalid, operation, stretches)
+        op = _plan_job(result, job, now_ms, settings, outcome.invalid, outcome.operation, outcome.stretches)
         if op is not None:
-            plan.ops.append(op)
+            planned.ops.append(op)
         if job.phase is Phase.RESOLVING or (op is not None and op.set.get(JOB.phase) == Phase.RESOLVING):
-            plan.resolve.append(job.id)
-    if result.kind is Kind.COMPLETED:
+            planned.resolve.append(job.id)
+    return planned
+
+
+def next_delay(outcome: Outcome, jobs: JobsPlan) -> float:
+    """Seconds until the monitor is polled again, given what all its jobs asked for."""
+    if outcome.result.kind is Kind.COMPLETED:
+        waiting_until = [] if jobs.wait_until is None else [jobs.wait_until]
         # a job waiting for authorization ends when its wait does, not at the next minute's recheck
-        plan.delay = max(0.0, min([RESOLVE_RECHECK, *((until - now_ms) / 1000.0 for until in waiting_until)]))
-    else:
-        plan.delay = _next_delay(plan, result, monitor, jobs, pct, now_ms, settings, rng)
-    return plan
+        return max(0.0, min([RESOLVE_RECHECK, *((until - outcome.now_ms) / 1000.0 for until in waiting_until)]))
+    delay = outcome.delay
+    # jobs that asked for live progress: the monitor is polled at the smallest of their intervals
+    if jobs.interval is not None:
+        delay = min(delay, jobs.interval)
+    if outcome.retry_after is not None:
+        delay = max(delay, outcome.retry_after)
+    return delay
 
 
 def _monitor_fields(plan: PollPlan, result: PollResult, monitor: Monitor, now_ms: int, *, polled: bool) -> float:
@@ -135,18 +247,17 @@ def _status_fields(plan: PollPlan, result: PollResult, monitor: Monitor) -> floa
     return pct
 
 
-def _next_delay(
+def _base_delay(
     plan: PollPlan,
     result: PollResult,
     monitor: Monitor,
-    jobs: list[Job],
     pct: float,
     now_ms: int,
     settings: Settings,
     rng: random.Random,
 ) -> float:
-    """Seconds until a monitor still running is polled again: backoff, or halfway to the predicted end; at most
-    the smallest progressInterval of its jobs, at least what the monitor's Retry-After asks."""
+    """Seconds until a monitor still running is polled again, before its jobs' progressInterval and its
+    Retry-After (:func:`next_delay`): backoff, or halfway to the predicted end."""
     streak = 0 if plan.changed else monitor.streak + 1
     plan.monitor_fields[MONITOR.streak] = str(streak)
     delay = poll_delay(streak, settings.poll_initial_interval, settings.poll_max_interval, rng)
@@ -154,15 +265,6 @@ def _next_delay(
         predicted = _predicted_delay(monitor, pct, plan.monitor_fields, now_ms, settings, rng, changed=plan.changed)
         if predicted is not None:
             delay = predicted
-    # jobs that asked for live progress: the monitor is polled at the smallest of their intervals
-    intervals = [j.progress_interval for j in jobs if j.progress_interval]
-    if intervals:
-        delay = min(delay, min(intervals))
-    # Retry-After is the monitor's own floor, on any answer: a throttled 429/503, and also a running operation's
-    # 200/202 (Graph's long-running-operation pattern answers "200 OK, Retry-After: 30" while running)
-    retry_after = parse_retry_after(result.retry_after, now_ms / 1000.0)  # an HTTP-date counts from relay's clock
-    if retry_after is not None:
-        delay = max(delay, min(retry_after, settings.retry_after_cap))
     return delay
 
 

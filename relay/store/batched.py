@@ -7,7 +7,9 @@ call. Every call made during one iteration of the event loop goes to Redis as a 
 that is one round trip, one command to encode and one script run for dozens of calls; when idle a call
 costs what a lone EVALSHA did. At most ``max_inflight`` calls of a script are at Redis at once: what comes
 in meanwhile waits for one to return and goes with the next (group commit), so batches grow with the load
-instead of with a timer. One call failing in Lua fails only that call.
+instead of with a timer. One call failing in Lua fails only that call. A batch holds at most ``max_batch``
+calls and ``max_weight`` of their weight (a poll's write weighs its job changes), so that no batch holds
+Redis long, however much one call carries.
 
 ``submit`` hands a call over without waiting for it (write-behind): the worker's hot paths move on to
 their next HTTP request while the write joins the next batch, and ``backlog`` tells them when to wait
@@ -17,6 +19,7 @@ after all. ``drain`` waits until every call handed over has been answered (a wor
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,6 +43,7 @@ class BatchedScript:
         *,
         shared: Sequence[Any],
         max_batch: int = 500,
+        max_weight: int = 500,
         max_inflight: int = 2,
     ) -> None:
         """``shared``: the arguments every call of the script shares (its first ``ARGV``)."""
@@ -47,9 +51,12 @@ class BatchedScript:
         self.redis = redis
         self.shared = [str(a) for a in shared]
         self.max_batch = max_batch
+        self.max_weight = max_weight
         self.max_inflight = max_inflight
         self._inflight = 0
         self._pending: list[tuple[bytes, asyncio.Future[Any]]] = []
+        self._weights: list[int] = []  # of the pending calls, in their order
+        self._pending_weight = 0
         self.backlog = 0  # calls handed over and not yet answered
         self._scheduled = False
         self._flushing: set[asyncio.Task[None]] = set()
@@ -58,11 +65,14 @@ class BatchedScript:
         """Run one call (a dataclass or dict: the script's ``call`` table); its answer, or its Lua error raised."""
         return await self.submit(call)
 
-    def submit(self, call: Any) -> asyncio.Future[Any]:
-        """Hand one call over; the future gets its answer (or its Lua error) once its batch returns."""
+    def submit(self, call: Any, weight: int = 1) -> asyncio.Future[Any]:
+        """Hand one call over; the future gets its answer (or its Lua error) once its batch returns. ``weight``:
+        how much work the call is, in the script's own unit (a batch of one call may be heavier than the most)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._pending.append((jsonfast.dumps(call), future))
+        self._weights.append(weight)
+        self._pending_weight += weight
         self.backlog += 1
         if not self._scheduled and self._inflight < self.max_inflight:
             self._scheduled = True
@@ -80,11 +90,26 @@ class BatchedScript:
     def _flush_soon(self) -> None:
         self._scheduled = False
         while self._pending and self._inflight < self.max_inflight:
-            batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+            size = self._batch_size()
+            batch, self._pending = self._pending[:size], self._pending[size:]
+            self._pending_weight -= sum(self._weights[:size])
+            del self._weights[:size]
             self._inflight += 1
             task = asyncio.create_task(self._flush(batch))
             self._flushing.add(task)
             task.add_done_callback(self._flush_done)
+
+    def _batch_size(self) -> int:
+        """How many of the pending calls the next batch takes: at least one, then up to both bounds."""
+        if self._pending_weight <= self.max_weight:  # the usual case: every call is light
+            return min(len(self._pending), self.max_batch)
+        size, weight = 1, self._weights[0]
+        for w in itertools.islice(self._weights, 1, self.max_batch):
+            weight += w
+            if weight > self.max_weight:
+                break
+            size += 1
+        return size
 
     def _flush_done(self, task: asyncio.Task[None]) -> None:
         self._flushing.discard(task)

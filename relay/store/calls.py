@@ -7,7 +7,7 @@ from typing import Any
 
 from relay.core.schema import DeliveryOutcome
 
-__all__ = ["AckCall", "ApplyPollCall", "RegisterCall"]
+__all__ = ["AckCall", "ApplyPollCall", "ChunkCall", "RegisterCall"]
 
 
 @dataclass(slots=True)  # not frozen: made on every operation, and frozen init is ~3x slower
@@ -24,6 +24,7 @@ class RegisterCall:
     digest: str = ""
     max_active: int = 0  # the owner's active jobs at most (0: no limit)
     max_rate: int = 0  # the owner's registrations a second at most (0: no limit)
+    max_monitor_jobs: int = 0  # jobs the monitor may have at most, this one included (0: no limit)
 
 
 @dataclass(slots=True)  # not frozen: made on every operation, and frozen init is ~3x slower
@@ -36,6 +37,23 @@ class ApplyPollCall:
     monitor_fields: dict[str, str]
     ops: list[dict[str, Any]]
     jobs: int  # the jobs the claim read; 0: the monitor may have none left (the script then checks)
+
+
+@dataclass(slots=True)
+class ChunkCall:
+    """One step of poll_chunk.lua: the poll of a monitor whose jobs are read and written a chunk at a time."""
+
+    member: str
+    token: str
+    monitor_fields: dict[str, str]  # the poll's answer, in its first step
+    clear: list[str]  # monitor fields to delete (the stored answer, in the last step)
+    ops: list[dict[str, Any]]  # planned from the jobs the previous step read
+    cursor: str  # where the next chunk starts ('0': the first)
+    count: int  # about how many jobs a chunk holds
+    lease_ms: int  # the lease runs this long again from each step
+    last: bool = False  # the last step: the lease is let go and the monitor comes due after delay_ms
+    delay_ms: int = 0
+    jobs: int = 0  # the last step: how many jobs the poll read in all (0: the monitor may have none left)
 
 
 @dataclass(slots=True)  # not frozen: made on every operation, and frozen init is ~3x slower

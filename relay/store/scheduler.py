@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,12 +48,16 @@ class Scheduler:
     schedule's key; without one, ``claim.lua`` claims members of ``key`` alone.
     """
 
-    def __init__(self, redis: Redis, key: str, *, claim_script: str | None = None) -> None:
+    def __init__(
+        self, redis: Redis, key: str, *, claim_script: str | None = None, claim_args: Sequence[Any] = ()
+    ) -> None:
+        """``claim_args``: what ``claim_script`` takes after the limit, the lease and the claim's id."""
         self.redis = redis
         self.key = key
         self.tokens_key = keys.sched_tokens(key)
         self._stateful = claim_script is not None
         self._claim = LuaScript.load(claim_script or "claim.lua")
+        self._claim_args = list(claim_args)
         #: when a member this process handed back comes due (monotonic seconds): a claimed member's new due
         #: time wakes no other worker (lua/lib/lanes.lua), so this process's claim loop wakes itself
         self.handed_back_due = math.inf
@@ -74,7 +78,7 @@ class Scheduler:
 
     async def claim_batch(self, limit: int, lease: float) -> ClaimBatch:
         """:meth:`claim`, and how long until the earliest member left comes due (for an idle claimer to sleep)."""
-        args = [limit, int(lease * 1000), uuid.uuid4().hex]
+        args = [limit, int(lease * 1000), uuid.uuid4().hex, *self._claim_args]
         self.handed_back_due = math.inf  # what was handed back so far counts in the claim's next due time
         raw: list[Any] = await self._claim(self.redis, [] if self._stateful else [self.key], args)
         now_ms, next_due = int(raw[0]), _s(raw[1])

@@ -1,4 +1,4 @@
---! uses lib/clock.lua lib/lanes.lua lib/quota.lua lib/job_op.lua lib/batch.lua
+--! uses lib/clock.lua lib/lanes.lua lib/quota.lua lib/monitors.lua lib/job_op.lua lib/batch.lua
 -- Create a job (and its monitor, or join the monitor's other jobs), or find the job an Idempotency-Key made.
 -- Batched: one call per registration. The job's id is its key, not a field; absent fields are defaults (seq 0,
 -- phase tracking, status notStarted, percentage 0): bytes per job count. An idempotency key holds
@@ -7,10 +7,12 @@
 local index_horizon_ms = tonumber(ARGV[1])  -- index entries older than any job can live are trimmed
 local event_ttl = tonumber(ARGV[2])
 local retention = tonumber(ARGV[3])
+local first_ms = tonumber(ARGV[4])  -- RELAY_POLL_INITIAL_INTERVAL: a job joining a monitor is polled this soon
 local now = now_ms()
 
 -- call: idempotency_key ('' when none), idempotency_ttl, digest, job_id, fields, monitor_key ('' for an action
--- that finished at once), monitor_url, first_op ({} or the finished action's job op), max_active, max_rate
+-- that finished at once), monitor_url, first_op ({} or the finished action's job op), max_active, max_rate,
+-- max_monitor_jobs
 local function one(call)
   local id, mkey, owner = call.job_id, call.monitor_key, call.fields.owner or ''
   if call.idempotency_key ~= '' then
@@ -20,7 +22,7 @@ local function one(call)
       if found ~= id then return {'existing', found, digest, pending} end
     end
   end
-  local limited = over_limit(owner, call.max_active, call.max_rate, now)
+  local limited = monitor_full(mkey, call.max_monitor_jobs) or over_limit(owner, call.max_active, call.max_rate, now)
   if limited then return {'limited', limited} end
   if call.idempotency_key ~= '' then
     redis.call('SET', call.idempotency_key, id .. ' ' .. call.digest, 'EX', call.idempotency_ttl)
@@ -39,19 +41,8 @@ local function one(call)
     apply_job_op(call.first_op, now, event_ttl, retention)
     return {'created', id, '', tostring(now), '', '', ''}
   end
-  local mk = key_monitor(mkey)
-  redis.call('HSET', mk, 'j:' .. id, '')
-  local lane = lane_of(owner)
-  if redis.call('HSETNX', mk, 'url', call.monitor_url) == 1 then  -- a new monitor, due now, never polled
-    if lane ~= '' then redis.call('HSET', mk, 'lane', lane) end
-    schedule_put(KEY_MONITORS, lane, mkey, now, 'NX')
-    return {'created', id, '', tostring(now), '', '', tostring(now)}
-  end
-  lane = redis.call('HGET', mk, 'lane') or ''  -- joining a monitor: its lane, poll count and due time
-  schedule_put(KEY_MONITORS, lane, mkey, now, 'NX')
-  local polled = redis.call('HMGET', mk, 'polls', 'last_polled')
-  local due = redis.call('ZSCORE', lane_set(KEY_MONITORS, lane), mkey) or ''
-  return {'created', id, '', tostring(now), polled[1] or '', polled[2] or '', due}
+  local polled = join_monitor(mkey, id, call.monitor_url, lane_of(owner), now, first_ms)
+  return {'created', id, '', tostring(now), polled[1], polled[2], polled[3]}
 end
 
-return run_batch(4, one)
+return run_batch(5, one)

@@ -16,7 +16,7 @@ local function end_job(job_id, retention)
   local owner = redis.call('HGET', jk, 'owner') or ''
   if redis.call('HINCRBY', KEY_ACTIVE, owner, -1) <= 0 then redis.call('HDEL', KEY_ACTIVE, owner) end
   redis.call('HDEL', jk, 'authorization')
-  local mk_id = drop_from_monitor(jk, job_id)
-  if mk_id then drop_monitor_if_empty(mk_id) end
+  local mk_id, left = drop_from_monitor(jk, job_id)
+  if mk_id and left <= 0 then drop_monitor_if_empty(mk_id) end
   expire_job(job_id, retention)
 end

@@ -1,3 +1,4 @@
+--! uses lib/monitors.lua
 -- What a poll needs, read in the claim's atomic step: {monitor fields (flat), job id, job fields (flat), ...};
 -- ids of jobs that no longer exist are dropped from the monitor.
 local function load_monitor_state(member)
@@ -10,7 +11,7 @@ local function load_monitor_state(member)
       local id = string.sub(f, 3)
       local job = redis.call('HGETALL', key_job(id))
       if #job == 0 then
-        redis.call('HDEL', mk, f)
+        forget_job(mk, id)
       else
         out[#out + 1] = id
         out[#out + 1] = job
@@ -21,5 +22,62 @@ local function load_monitor_state(member)
     end
   end
   out[1] = fields
+  return out
+end
+
+-- A monitor with more jobs than a claim should read: its own fields (`names`, flat) and the mark '*', its jobs
+-- being read a chunk at a time by the poll (poll_chunk.lua).
+local function load_monitor_fields(member, names)
+  local values = redis.call('HMGET', key_monitor(member), unpack(names))
+  local fields = {}
+  for i, name in ipairs(names) do
+    if values[i] then
+      fields[#fields + 1] = name
+      fields[#fields + 1] = values[i]
+    end
+  end
+  return {fields, '*'}
+end
+
+-- The next page of a monitor's job fields from `cursor`: {next cursor ('0': none left), field names}. A hashtable
+-- is paged by HSCAN (about `count` a page). A hash Redis keeps as a listpack (up to hash-max-listpack-entries
+-- fields) comes whole from HSCAN, whatever the count: it is paged by job id instead, its cursor '>' and the last
+-- id taken. A field may come twice (when a hashtable grows or shrinks meanwhile, or a listpack becomes one: the
+-- scan then starts again), never not at all if it was there throughout.
+local function job_fields_page(mk, cursor, count)
+  local after = string.match(cursor, '^>(.+)$')
+  local found = redis.call('HSCAN', mk, after and '0' or cursor, 'MATCH', 'j:*', 'COUNT', count)
+  local names = {}
+  for j = 1, #found[2], 2 do names[#names + 1] = found[2][j] end
+  if found[1] ~= '0' then return found[1], names end
+  if not after and #names <= count then return '0', names end
+  table.sort(names)
+  local page, i = {}, 1
+  while after and i <= #names and names[i] <= after do i = i + 1 end
+  while i <= #names and #page < count do
+    page[#page + 1] = names[i]
+    i = i + 1
+  end
+  if i <= #names then return '>' .. page[#page], page end
+  return '0', page
+end
+
+-- The jobs of a monitor, a chunk at a time: from `cursor` ('0' to start) about `count` of them, read whole
+-- ({next cursor ('0': this was the last chunk), job id, job fields (flat), ...}); jobs that no longer exist are
+-- dropped from the monitor. A job that joins meanwhile may not come (join_monitor brings the monitor due again).
+local function load_jobs_chunk(member, cursor, count)
+  local mk = key_monitor(member)
+  local next_cursor, names = job_fields_page(mk, cursor, count)
+  local out = {next_cursor}
+  for _, name in ipairs(names) do
+    local id = string.sub(name, 3)
+    local job = redis.call('HGETALL', key_job(id))
+    if #job == 0 then
+      forget_job(mk, id)
+    else
+      out[#out + 1] = id
+      out[#out + 1] = job
+    end
+  end
   return out
 end

@@ -1,0 +1,41 @@
+--! uses lib/clock.lua lib/lanes.lua lib/hash.lua lib/monitors.lua lib/job_op.lua lib/monitor_state.lua
+-- One step of the poll of a monitor whose jobs are read and written a chunk at a time (workers/chunks.py), if
+-- the claim is still the caller's: write the monitor's fields (the poll's answer, in its first step), apply the
+-- changes planned from the jobs the previous step read, keep the lease, and read the next chunk of jobs from
+-- `cursor`; or, in the last step (`last`), let the monitor go as apply_poll.lua does. Each step is bounded by
+-- the chunk's size; each is guarded (the claim token, each job's sequence), so a step repeated changes nothing.
+-- Answers {'stale-claim'}, or {{what each op recorded}, next cursor, job id, job fields, ...}.
+local call = cjson.decode(ARGV[1])
+local event_ttl, retention = tonumber(ARGV[2]), tonumber(ARGV[3])
+local first_ms = tonumber(ARGV[4])
+local now = now_ms()
+
+-- call: member, token, monitor_fields, clear (monitor fields to delete), ops, cursor, count, lease_ms, last,
+-- delay_ms, jobs (how many the poll read in all)
+local member = call.member
+local held, joined = monitor_claim(member, call.token)
+if not held then return {'stale-claim'} end
+local mk = key_monitor(member)
+hset_fields(mk, call.monitor_fields)
+hdel_fields(mk, call.clear)
+local results = {}
+local may_be_empty = false
+for _, op in ipairs(call.ops) do
+  local r = apply_job_op(op, now, event_ttl, retention)
+  if r == 'missing' or r == 'terminal' then
+    forget_job(mk, op.job)
+    may_be_empty = true
+  elseif op.terminal then
+    may_be_empty = true
+  end
+  results[#results + 1] = r
+end
+if call.last then
+  local read_none = call.jobs == 0
+  hand_back_monitor(member, call.token, call.delay_ms, now, first_ms, joined, may_be_empty or read_none, read_none)
+  return {results, '0'}
+end
+redis.call('ZADD', lane_set(KEY_MONITORS, lane_of_token(call.token)), 'XX', now + call.lease_ms, member)
+local out = load_jobs_chunk(member, call.cursor, call.count)
+table.insert(out, 1, results)
+return out
