@@ -11,6 +11,7 @@ Sections (``--only 1,3``): 1 polls, 2 deliveries, 3 registrations (each: rate vs
 loop, and CPU per operation); 4 10,000 jobs' completion lag and Redis memory per job; 5 polls and lag
 vs a fixed 1 s poller, and the same mix with progressInterval; 6 a monitor shared by 100 jobs; 7 two
 workers and the one-Redis ceiling; 8 the idle cost of a worker and an API (the sidecar case); 9
-fairness: one tenant's 50,000 jobs against another's one. ``--instructions`` counts instructions per
-operation under callgrind instead; ``--profile`` samples relay's processes with py-spy.
+fairness: one tenant's 50,000 jobs against another's one; 10 a crowded monitor: 10,000 jobs sharing one, from
+the copy's end to the last completion, and the longest Redis script meanwhile. ``--instructions`` counts
+instructions per operation under callgrind instead; ``--profile`` samples relay's processes with py-spy.
 """
