@@ -197,3 +197,29 @@ async def test_a_monitor_takes_at_most_its_limit_of_jobs(
         assert (await api.request("POST", "/v1/jobs", json={**body, "monitorUrl": other.monitor_url}))[0] == 201
         assert (await api.request("DELETE", f"/v1/jobs/{first[0]}"))[0] == 204
         assert (await api.request("POST", "/v1/jobs", json=body))[0] == 201, "room again once a job has ended"
+
+
+async def test_a_recheck_does_not_resolve_again_a_job_this_worker_is_resolving(
+    simulator: Simulator, receiver: Receiver, redis: Redis, worker: Any
+) -> None:
+    """A crowded monitor's jobs wait their turn for a DriveItem request; its once-a-minute recheck finds them still
+    resolving and must not send a second request for each."""
+    from workers.resolve import resolve_soon
+
+    op = simulator.create(duration=60)
+    store = Store(redis, retention=60, job_timeout=60)
+    (job_id,) = await _register(store, 1, op.monitor_url)
+    await redis.delete(keys.MONITORS)  # nobody polls it: only this test starts its resolution
+    template = f"{simulator.base_url}/v1.0/me/drive/items/{{resourceId}}"
+    resolving = {"phase": "resolving", "resource_id": op.resource_id, "drive_item_url": template}
+    await redis.hset(keys.job(job_id), mapping={**resolving, "callback_url": receiver.url})
+    deps = worker.ctx["deps"]
+    resolve_soon(deps, job_id)
+    resolve_soon(deps, job_id)  # the recheck, while the first is under way
+    await asyncio.wait(set(deps.background))
+    assert simulator.item_requests == 1
+    # it had no authorization: the refusal asks the app for one (job.authorizationRequired), and the job waits
+    await receiver.wait_for(lambda: bool(receiver.events(job_id)))
+    resolve_soon(deps, job_id)  # a job no longer being resolved here is looked at again (and left: it waits)
+    await asyncio.wait(set(deps.background))
+    assert simulator.item_requests == 1

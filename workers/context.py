@@ -32,6 +32,8 @@ class Deps:
     #: DriveItem resolutions running in this worker (the fast path), bounded by ``resolve_slots``
     background: set[asyncio.Task[None]] = field(default_factory=set)
     resolve_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(100))
+    #: the jobs of those resolutions (a completed monitor's recheck does not start a second one here)
+    resolving: set[str] = field(default_factory=set)
 
     @property
     def trusted_hosts(self) -> tuple[str, ...]:

@@ -162,11 +162,17 @@ def resolve_soon(deps: Deps, job_id: str) -> None:
 
     arq starts its jobs one at a time with four round trips each; under load that queue, not the
     DriveItem request, was most of the completion lag. A transient failure here becomes an arq retry;
-    a crash here is caught by the completed monitor's recheck, which enqueues the arq task.
+    a crash here is caught by the completed monitor's recheck, which enqueues the arq task. A job already
+    being resolved here (a recheck came while thousands of a crowded monitor's jobs wait their turn) is left
+    to that resolution.
     """
+    if job_id in deps.resolving:
+        return
+    deps.resolving.add(job_id)
     task = asyncio.create_task(_resolve_now(deps, job_id))
     deps.background.add(task)
     task.add_done_callback(deps.background.discard)
+    task.add_done_callback(lambda _: deps.resolving.discard(job_id))
 
 
 async def _resolve_now(deps: Deps, job_id: str) -> None:
