@@ -223,3 +223,15 @@ async def test_a_recheck_does_not_resolve_again_a_job_this_worker_is_resolving(
     resolve_soon(deps, job_id)  # a job no longer being resolved here is looked at again (and left: it waits)
     await asyncio.wait(set(deps.background))
     assert simulator.item_requests == 1
+
+
+async def test_a_stored_answer_that_does_not_read_is_dropped_and_the_monitor_polled_again(
+    api: Api, simulator: Simulator, receiver: Receiver, redis: Redis, start_worker: Callable[..., Any]
+) -> None:
+    op = simulator.create(duration=0.3)
+    body = {"monitorUrl": op.monitor_url, "callbackUrl": receiver.url}
+    jobs = [(await api.create(**body))["id"] for _ in range(2)]
+    await redis.hset(keys.monitor(monitor_key(op.monitor_url)), "outcome", '{"result": {"kind": "sideways"}}')
+    async with start_worker():
+        await receiver.wait_for(lambda: all(receiver.terminal(j) for j in jobs))
+    assert op.polls >= 1

@@ -151,9 +151,8 @@ async def poll_in_chunks(deps: Deps, claim: Claim, monitor: Monitor) -> None:
     store, settings = deps.store, deps.settings
     fields: dict[str, str] = {}
     warnings: tuple[tuple[str, dict[str, Any]], ...] = ()
-    if monitor.outcome:  # a poll cut short: its answer, written again to every job
-        outcome = Outcome.from_json(monitor.outcome)
-    else:
+    outcome = _stored_outcome(monitor)  # a poll cut short: its answer, written again to every job
+    if outcome is None:
         started = time.monotonic()
         result = completed_from_monitor(monitor)
         polled = result is None
@@ -189,6 +188,17 @@ async def poll_in_chunks(deps: Deps, claim: Claim, monitor: Monitor) -> None:
     last = ChunkCall(claim.member, claim.token, {}, [MONITOR.outcome], ops, "0", store.chunk, lease_ms)
     last.last, last.delay_ms, last.jobs = True, max(0, int(delay * 1000)), len(seen)
     _chunk_landed(deps, planned, await store.poll_chunk(last))
+
+
+def _stored_outcome(monitor: Monitor) -> Outcome | None:
+    """The answer of a poll in chunks cut short, if the monitor keeps one that reads (else it is polled again)."""
+    if not monitor.outcome:
+        return None
+    try:
+        return Outcome.from_json(monitor.outcome)
+    except (ValueError, TypeError, KeyError):
+        log.warning("the stored answer of an interrupted poll does not read: polling the monitor again")
+        return None
 
 
 def _chunk_landed(deps: Deps, planned: JobsPlan, read: ChunkRead | None) -> bool:
