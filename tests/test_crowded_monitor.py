@@ -90,6 +90,18 @@ async def test_a_claim_reads_a_bounded_number_of_jobs(redis: Redis) -> None:
     assert sum(read) <= 30 + 10 and len(read) < 6, "the claim stopped reading jobs at its budget"
 
 
+async def test_a_claim_of_monitors_of_one_job_reads_every_job_with_them(redis: Redis) -> None:
+    """The common case keeps its one step: polled monitors of one job (a dozen fields each) all come with their job."""
+    store = Store(redis, retention=60, job_timeout=60)
+    for i in range(100):
+        await _register(store, 1, f"{URL}/{i}")
+    polled = {f: "1" for f in ("polls", "last_polled", "status", "pct", "streak", "base_ms", "base_pct", "operation")}
+    for claim in await store.monitors.claim(100, lease=30):
+        assert await store.submit_poll(claim, polled, [], 0.0, jobs=1) == []
+    claims = await store.monitors.claim(100, lease=30)
+    assert len(claims) == 100 and all(store.monitor_state(claim)[1] for claim in claims)
+
+
 @pytest.mark.parametrize("listpack_entries", [512, 16])  # the hash as a listpack (HSCAN gives it whole), a hashtable
 async def test_a_polls_steps_read_about_a_chunk_each_and_cover_every_job(
     redis: Redis, settings: Settings, listpack_entries: int
