@@ -95,7 +95,9 @@ def _monitor_target(url: str, allowed_hosts: tuple[str, ...]) -> URL | str:
 async def poll_claimed(deps: Deps, claim: Claim) -> None:
     """Poll a claimed monitor (the claim read its state and its jobs', or its own fields only)."""
     monitor, jobs = deps.store.monitor_state(claim)
-    if jobs is None or monitor.outcome:  # too many jobs for one script, or a poll in chunks cut short
+    if jobs is None:  # too many jobs to read with a claim
+        await poll_in_chunks(deps, claim, await deps.store.monitor(claim.member))
+    elif monitor.outcome:  # a poll in chunks cut short
         await poll_in_chunks(deps, claim, monitor)
     else:
         await poll_monitor(deps, claim, monitor, jobs)

@@ -120,7 +120,7 @@ class Store:
             redis,
             keys.MONITORS,
             claim_script="claim_monitors.lua",
-            claim_args=[chunk + _OWN_FIELDS, claim_jobs, *sorted(Monitor.stored_names)],
+            claim_args=[chunk + _OWN_FIELDS, claim_jobs],
         )
         self.deliveries = Scheduler(redis, keys.DELIVERIES, claim_script="claim_deliveries.lua")
         # the hot writes: every call made in one event-loop iteration is one EVALSHA
@@ -323,14 +323,21 @@ class Store:
     @staticmethod
     def monitor_state(claim: Claim) -> tuple[Monitor, list[Job] | None]:
         """A claimed monitor and the jobs sharing it, in id order (read by the claim itself); None for jobs too
-        many to read with a claim: its poll reads them a chunk at a time (:meth:`poll_chunk`)."""
+        many to read with a claim: its poll reads the monitor's fields (:meth:`monitor`), then its jobs a chunk at
+        a time (:meth:`poll_chunk`)."""
         fields, *rest = claim.state
         monitor = Monitor.from_hash(claim.member, _pairs(fields))
-        if len(rest) % 2:  # lib/monitor_state.lua load_monitor_fields: its own fields and the mark '*'
+        if len(rest) % 2:  # claim_monitors.lua: no fields, and the mark '*'
             return monitor, None
         jobs = [Job.from_hash(job_id, _pairs(row)) for job_id, row in zip(rest[0::2], rest[1::2], strict=True)]
         jobs.sort(key=_by_id)
         return monitor, jobs
+
+    async def monitor(self, member: str) -> Monitor:
+        """A monitor's own fields (not its jobs'), read by the worker holding its lease."""
+        names = sorted(Monitor.stored_names)
+        values = await self.redis.hmget(keys.monitor(member), names)  # type: ignore[misc]  # redis-py 5 types sync|async
+        return Monitor.from_hash(member, {n: v for n, v in zip(names, values, strict=True) if v is not None})
 
     async def poll_chunk(self, call: ChunkCall) -> ChunkRead | None:
         """One step of a poll in chunks (poll_chunk.lua); None when the claim was taken over."""

@@ -25,20 +25,6 @@ local function load_monitor_state(member)
   return out
 end
 
--- A monitor with more jobs than a claim should read: its own fields (`names`, flat) and the mark '*', its jobs
--- being read a chunk at a time by the poll (poll_chunk.lua).
-local function load_monitor_fields(member, names)
-  local values = redis.call('HMGET', key_monitor(member), unpack(names))
-  local fields = {}
-  for i, name in ipairs(names) do
-    if values[i] then
-      fields[#fields + 1] = name
-      fields[#fields + 1] = values[i]
-    end
-  end
-  return {fields, '*'}
-end
-
 -- The next page of a monitor's job fields from `cursor`: {next cursor ('0': none left), field names}. A hashtable
 -- is paged by HSCAN (about `count` a page). A hash Redis keeps as a listpack (up to hash-max-listpack-entries
 -- fields) comes whole from HSCAN, whatever the count: it is paged by job id instead, its cursor '>' and the last
