@@ -24,6 +24,10 @@ from tests.bench.report import code_root
 __all__ = ["run"]
 
 _SLOWER_THAN_US = 500
+#: the scripts that read or write a monitor's jobs when it is polled; beside them, the longest of the others (one
+#: job's resolution, deliveries) shows what the machine does to a script whatever it holds: SLOWLOG times are wall
+#: times, and on a busy machine Redis waits for a core in the middle of a script
+_POLL_SCRIPTS = frozenset({"claim_monitors.lua", "apply_poll.lua", "poll_chunk.lua"})
 _DURATION = 20.0
 
 
@@ -66,7 +70,7 @@ async def run(h: Harness) -> None:
         slow = await h.redis.slowlog_get(100_000)
         memory_end = (await _used_memory(h) - memory_before) / n
         completed = await _completed(h, receiver)
-        polls = (await peers.sim_polls(h.http, sim, [op["id"]]))["ops"][op["id"]]
+        sim_op = (await peers.sim_polls(h.http, sim, [op["id"]]))["ops"][op["id"]]
     finally:
         await h.redis.config_set("slowlog-log-slower-than", 10_000)
         await h.redis.slowlog_reset()
@@ -75,6 +79,10 @@ async def run(h: Harness) -> None:
     names = _script_names(code_root(h.args.relay_bin))
     scripts = sorted((entry["duration"], _name(entry, names)) for entry in slow if _is_script(entry))
     longest_us, longest = scripts[-1] if scripts else (0, f"none of {_SLOWER_THAN_US} us or more")
+    polls = [(us, name) for us, name in scripts if name in _POLL_SCRIPTS]
+    others = [(us, name) for us, name in scripts if name not in _POLL_SCRIPTS]
+    poll_us, poll_name = polls[-1] if polls else (0, "none")
+    other_us, other_name = others[-1] if others else (0, "none")
     over_1ms = sum(1 for us, _ in scripts if us >= 1000)
     over_5ms = sum(1 for us, _ in scripts if us >= 5000)
     lags = [t - end for t in completed]
@@ -88,7 +96,7 @@ async def run(h: Harness) -> None:
     h.say(window.text())
     h.note(
         f"crowded: {len(completed):,} of {n:,} job.completed; copy's end -> first {min(lags or [0]):.1f} s, "
-        f"median {pct(lags or [0.0], 0.5):.1f} s, last {max(lags or [0]):.1f} s; {polls['polls']} monitor polls; "
+        f"median {pct(lags or [0.0], 0.5):.1f} s, last {max(lags or [0]):.1f} s; {sim_op['polls']} monitor polls; "
         f"scripts of 1 ms or more: {over_1ms:,}, of 5 ms or more: {over_5ms:,}; longest {longest_us / 1000:.1f} ms "
         f"({longest}); Redis {window.share('redis'):.0%} of a core, worker {window.share('worker'):.0%}; "
         f"Redis memory per job {per_job:,.0f} B registered, {memory_end:,.0f} B at the end (events kept); scripts "
@@ -105,12 +113,12 @@ async def run(h: Harness) -> None:
         done,
     )
     h.add(
-        "10 crowded monitor: longest Redis script meanwhile (SLOWLOG)",
-        f"{longest_us / 1000:.1f} ms",
-        f"{over_1ms:,} scripts >= 1 ms",
+        "10 crowded monitor: longest script of its polls vs of anything else (SLOWLOG)",
+        f"{poll_us / 1000:.1f} ms ({poll_name})",
+        f"{other_us / 1000:.1f} ms ({other_name})",
         None,
         "<= 10 ms (a few)",
-        done and longest_us <= 10_000,
+        done and poll_us <= 10_000,
     )
 
 
