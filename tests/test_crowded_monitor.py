@@ -5,6 +5,7 @@ a time (a poll cut short resumes with the answer it had), and a monitor takes at
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import uuid
 from collections.abc import Callable
@@ -13,8 +14,9 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from relay.core.monitor import Kind, PollResult
-from relay.core.tracking import plan_answer, plan_jobs
+from relay.core.monitor import Kind, PollResult, classify
+from relay.core.schema import Monitor
+from relay.core.tracking import Outcome, plan_answer, plan_jobs
 from relay.settings import Settings
 from relay.simulator import Simulator
 from relay.store import keys
@@ -35,6 +37,16 @@ async def _register(store: Store, count: int, url: str = URL) -> list[str]:
 async def _calls(redis: Redis, *commands: str) -> int:
     stats = await redis.info("commandstats")
     return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in commands)
+
+
+def test_a_polls_answer_is_kept_whole_for_a_poll_cut_short() -> None:
+    """What a poll in chunks stores in the monitor reads back as the same outcome, error object included."""
+    failed = {"error": {"message": "Errors occurred", "details": [{"code": "nameAlreadyExists"}] * 2}}
+    answer = classify(200, {"Retry-After": "3"}, json.dumps({"status": "failed", **failed}).encode())
+    assert answer.error is not None and answer.error.details
+    monitor = Monitor.from_hash("m", {"status": "inProgress", "invalid": "1", "e5": "5"})
+    _, outcome = plan_answer(answer, monitor, 1_000_000, Settings(), random.Random(0), jobs=3)
+    assert Outcome.from_json(outcome.to_json()) == outcome
 
 
 async def test_a_jobs_start_and_end_do_not_read_the_monitors_other_jobs(redis: Redis) -> None:
