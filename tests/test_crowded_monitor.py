@@ -166,9 +166,9 @@ async def test_a_crowded_monitor_is_polled_in_chunks_and_every_job_completes(
     jobs = [(await api.create(**body))["id"] for _ in range(45)]
     async with start_worker(with_settings(settings, monitor_chunk=8)):
         await receiver.wait_for(lambda: all(receiver.terminal(j) for j in jobs), timeout=15)
-    for job_id in jobs:
+    for job_id in jobs:  # (a progress event the completion overtook is not sent: it may be the only event)
         events = receiver.events(job_id)
-        assert events[0]["type"] == "job.progress" and events[-1]["type"] == "job.completed"
+        assert events[-1]["type"] == "job.completed" and sum(e["type"] == "job.completed" for e in events) == 1
         assert [e["data"]["sequence"] for e in events] == sorted({e["data"]["sequence"] for e in events})
     assert op.polls <= 30, "the monitor was polled once per round, not once per chunk"
 
