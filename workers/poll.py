@@ -1,14 +1,14 @@
 """Poll one claimed monitor and record what it means for every job sharing it.
 
 A monitor shared by more jobs than one Redis script should read or write is polled in chunks
-(:func:`poll_in_chunks`): its claim brought its own fields only; the monitor is asked once, and what its
-answer means is decided before any job is looked at (``plan_answer``); then successive steps of
-poll_chunk.lua each write the changes planned from the previous chunk of jobs and read the next one, until
-the last step lets the monitor go. Each step is guarded by the claim token (and each change by its job's
-sequence) and renews the lease, so the monitor stays with this worker until every chunk is written. The first
-step also stores the answer in the monitor (``outcome``), and the last deletes it: a worker that dies between
-them leaves the lease to run out, and the next to claim the monitor writes that answer again to every job
-(those already written are not changed twice) without asking the monitor again.
+(:func:`poll_in_chunks`): its claim brought it without its jobs; its own fields are read, the monitor is
+asked once, and what its answer means is decided before any job is looked at (``plan_answer``); then
+successive steps of poll_chunk.lua each write the changes planned from the previous chunk of jobs and read
+the next one, until the last step lets the monitor go. Each step is guarded by the claim token (and each
+change by its job's sequence) and renews the lease, so the monitor stays with this worker until every chunk
+is written. The first step also stores the answer in the monitor (``outcome``), and the last deletes it: a
+worker that dies between them leaves the lease to run out, and the next to claim the monitor writes that
+answer again to every job (those already written are not changed twice) without asking the monitor again.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def _monitor_target(url: str, allowed_hosts: tuple[str, ...]) -> URL | str:
 
 
 async def poll_claimed(deps: Deps, claim: Claim) -> None:
-    """Poll a claimed monitor (the claim read its state and its jobs', or its own fields only)."""
+    """Poll a claimed monitor (the claim read its state and its jobs', or marked it crowded)."""
     monitor, jobs = deps.store.monitor_state(claim)
     if jobs is None:  # too many jobs to read with a claim
         await poll_in_chunks(deps, claim, await deps.store.monitor(claim.member))

@@ -24,10 +24,10 @@ from relay.store.scripts import LuaScript
 __all__ = ["CHUNK_JOBS", "ChunkRead", "DeliveryInfo", "PollInfo", "Registration", "Store", "monitor_key"]
 
 #: a monitor shared by more jobs than this is polled a chunk of about this many jobs at a time (poll_chunk.lua),
-#: so that no script reads or writes more; its claim brings only its own fields. Inside Redis a job costs ~10 µs
+#: so that no script reads or writes more; its claim brings it without its jobs. Inside Redis a job costs ~10 µs
 #: to read and a change with its event ~50-90 µs to write (AMD EPYC, 2 cores, busy): a step takes a few ms
 CHUNK_JOBS = 32
-#: the jobs one claim of monitors reads at most with them (beyond it, monitors come with their own fields only)
+#: the jobs one claim of monitors reads at most with them (beyond it, monitors come without their jobs)
 CLAIM_JOBS = 400
 #: the job changes one batched write of polls carries at most (a call carrying more goes alone)
 WRITE_OPS = 128
