@@ -11,7 +11,7 @@ import hypothesis
 import pytest
 from redis.asyncio import Redis
 
-from relay.settings import Settings
+from relay.config.settings import Settings
 from relay.store.embedded import EmbeddedRedis
 from tests.cluster import LoopbackCluster
 from tests.helpers import ENCRYPTION_KEY, SECRET, Api, Receiver, running_api, running_worker

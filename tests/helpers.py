@@ -28,8 +28,8 @@ from standardwebhooks.webhooks import Webhook
 
 from relay.api.app import ROUTES, create_app
 from relay.api.openapi import openapi_document
+from relay.config.settings import Settings
 from relay.core.schema import EventType
-from relay.settings import Settings
 from relay.store.embedded import free_port
 from workers.main import create_worker
 

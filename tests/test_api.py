@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from relay.settings import Settings
+from relay.config.settings import Settings
 from tests.helpers import Api, running_api, two_tenants, with_settings
 
 MONITOR = "http://127.0.0.1:1029/monitor/4A3407B5-88FC-4504-8B21-0AABD3412717"

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from relay.config.settings import Settings
 from relay.core.monitor import Kind, classify
 from relay.core.schema import EventType, Monitor
 from relay.core.tracking import plan_poll
-from relay.settings import Settings
 from relay.simulator import Simulator
 from relay.store.jobs import Store
 from tests.helpers import Api, Receiver

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from relay.settings import Settings
+from relay.config.settings import Settings
 from relay.store.embedded import EmbeddedRedis
 from tests.helpers import (
     Api,

@@ -15,8 +15,8 @@ import pytest
 import trustme
 from redis.asyncio import Redis
 
-from relay.credentials.specs import load_credentials
-from relay.settings import Settings
+from relay.config.credentials import load_credentials
+from relay.config.settings import Settings
 from relay.simulator import Simulator
 from tests.helpers import BETA_SECRET, Receiver, Trap, running_api, running_worker, two_tenants, with_settings
 from tests.helpers import SECRET as SIGNING_SECRET

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from relay.credentials.specs import (
+from relay.config.credentials import (
     GRAPH_SCOPE,
     ClientCertificateSpec,
     ClientSecretSpec,
@@ -17,7 +17,7 @@ from relay.credentials.specs import (
     find,
     load_credentials,
 )
-from relay.settings import ConfigError, Settings
+from relay.config.settings import ConfigError, Settings
 
 SECRET = "s3cr3t-Value~never.shown"
 

@@ -21,9 +21,9 @@ import pytest
 import trustme
 
 from relay import logs
+from relay.config.credentials import CredentialSpec, load_credentials
+from relay.config.settings import ConfigError
 from relay.credentials.broker import CredentialBroker, CredentialError
-from relay.credentials.specs import CredentialSpec, load_credentials
-from relay.settings import ConfigError
 from tests.test_deploy import env as container_env
 from tests.test_deploy import one, relay_containers, render
 from tests.token_double import App, TokenDouble, certificate_pem, jwt_claims

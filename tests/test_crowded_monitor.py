@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from relay.config.settings import Settings
 from relay.core.monitor import Kind, PollResult, classify
 from relay.core.schema import Monitor
 from relay.core.tracking import Outcome, plan_answer, plan_jobs
-from relay.settings import Settings
 from relay.simulator import Simulator
 from relay.store import keys
 from relay.store.calls import ChunkCall

@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 from redis.asyncio import Redis
 
-from relay.settings import Settings
+from relay.config.settings import Settings
 from tests.helpers import Api, Receiver, eventually, with_settings
 
 COMPLETED = {"status": "completed", "percentageComplete": 100.0, "resourceId": "01ABC"}

@@ -14,8 +14,8 @@ import pytest
 import trustme
 from aiohttp import web
 
+from relay.config.settings import Settings
 from relay.outbound.ssrf import address_allowed
-from relay.settings import Settings
 from tests.helpers import Api, Receiver, eventually, free_port, running_api, with_settings
 
 COMPLETED = {"status": "completed", "percentageComplete": 100.0, "resourceId": "01ABC"}

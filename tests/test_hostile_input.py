@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
+from relay.config.settings import Settings
 from relay.outbound.client import create_session, fetch
 from relay.outbound.ssrf import Blocked
-from relay.settings import Settings
 from tests.helpers import Api, Receiver, running_api, with_settings
 
 MONITOR = "http://127.0.0.1:1029/monitor/1"

@@ -6,7 +6,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from relay.settings import DEFAULT_ITEM_HOSTS, Settings
+from relay.config.settings import DEFAULT_ITEM_HOSTS, Settings
 from relay.simulator import Simulator
 from tests.helpers import Api, Receiver, running_worker, with_settings
 

@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 from redis.asyncio import Redis
 
-from relay.settings import Settings
+from relay.config.settings import Settings
 from relay.simulator import Simulator
 from tests.helpers import BETA_SECRET, RELAY, SECRET, Api, Receiver, eventually, running_api, two_tenants, with_settings
 from tests.helpers import relay_env as clean_env

@@ -17,7 +17,7 @@ import aiohttp
 from standardwebhooks.webhooks import Webhook
 
 from relay.cli.devstate import dev_state
-from relay.settings import Settings
+from relay.config.settings import Settings
 from tests.helpers import RELAY, SECRET, Api, eventually, relay_env, running_api, running_worker
 
 OTHER_SECRET = "whsec_" + "QUJD" * 8

@@ -13,7 +13,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 from standardwebhooks.webhooks import Webhook
 
-from relay.settings import Settings
+from relay.config.settings import Settings
 from relay.simulator import Simulator
 from tests.helpers import Api, Receiver, auth, eventually, read_sse, running_api, two_tenants
 

@@ -18,7 +18,7 @@ from aiohttp.test_utils import make_mocked_request
 from relay import logs
 from relay.api.middlewares import api_middleware
 from relay.api.typedefs import SETTINGS
-from relay.settings import ConfigError, Settings
+from relay.config.settings import ConfigError, Settings
 from relay.simulator import Simulator
 from tests.helpers import SECRET, Api, Receiver, eventually
 

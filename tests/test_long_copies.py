@@ -11,8 +11,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from relay.config.settings import Settings
 from relay.core.authorization import MAX_ASKS, bearer_expired
-from relay.settings import Settings
 from relay.simulator import Simulator
 from tests.helpers import Api, Receiver, ensure_stopped, with_settings
 from tests.test_crash import worker_process

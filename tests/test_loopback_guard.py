@@ -9,7 +9,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from relay.settings import Settings
+from relay.config.settings import Settings
 from tests.helpers import Api, running_api, with_settings
 
 JOB = {"monitorUrl": "http://127.0.0.1:1029/monitor/1", "callbackUrl": "http://127.0.0.1:1029/hook"}

@@ -7,7 +7,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from relay.settings import Settings
+from relay.config.settings import Settings
 from tests.helpers import (
     ENCRYPTION_KEY,
     SECRET,

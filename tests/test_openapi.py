@@ -23,7 +23,7 @@ from relay.api.app import ROUTES, create_app
 from relay.api.middlewares import is_public
 from relay.api.openapi import openapi_document
 from relay.api.schemas import EVENT_MODELS
-from relay.settings import Settings
+from relay.config.settings import Settings
 from tests.helpers import Api, document_validator
 
 MONITOR = "http://127.0.0.1:1029/monitor/4A3407B5-88FC-4504-8B21-0AABD3412717"

@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from relay.config.settings import Settings
+from relay.config.tenants import owner_of
 from relay.core.ops import JobOp
 from relay.core.schema import DeliveryOutcome
-from relay.settings import Settings
 from relay.store.connections import redis_client
 from relay.store.jobs import Store
-from relay.tenants import owner_of
 from tests.helpers import Api, auth, read_sse, running_api, two_tenants
 
 A, B = auth("token-a"), auth("token-b")

@@ -15,7 +15,7 @@ import pytest
 from redis.asyncio import Redis
 
 from relay.cli.dev import start_api
-from relay.settings import Settings
+from relay.config.settings import Settings
 from tests.helpers import free_port, with_settings
 
 LIMIT = 0.5

@@ -13,11 +13,11 @@ from typing import Any
 from aiohttp import web
 from multidict import CIMultiDict
 
+from relay.config.settings import Settings
 from relay.core.monitor import Kind, PollResult, classify
 from relay.core.schema import Monitor
 from relay.core.tracking import plan_poll
 from relay.outbound.client import Response
-from relay.settings import Settings
 from relay.simulator import Simulator
 from tests.helpers import Api, Receiver
 from workers.resolve import retry_defer

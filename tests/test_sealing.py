@@ -16,8 +16,8 @@ from redis.asyncio import Redis
 
 from relay.api.app import create_app
 from relay.cli.devstate import dev_state, dev_state_path, load_dev_state
+from relay.config.settings import ConfigError, Settings
 from relay.core.crypto import InvalidToken, Vault
-from relay.settings import ConfigError, Settings
 from relay.simulator import Simulator
 from relay.store.connections import redis_client
 from relay.store.jobs import Store

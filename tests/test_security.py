@@ -12,11 +12,11 @@ import pytest
 from cryptography.fernet import Fernet
 from redis.asyncio import Redis
 
+from relay.config.settings import Settings
 from relay.core.crypto import InvalidToken, Vault, _fernet_key
 from relay.core.monitor import Kind
 from relay.outbound.client import create_session
 from relay.outbound.ssrf import address_allowed
-from relay.settings import Settings
 from tests.helpers import SECRET, Api, Receiver, eventually, running_worker, with_settings
 from tests.hostile import start_hostile
 from workers.poll import request_monitor

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from relay.settings import ConfigError, Settings
+from relay.config.redis_url import parse_sentinel_url
+from relay.config.settings import ConfigError, Settings
 from relay.simulator import Simulator
 from relay.store import keys
-from relay.store.redis_url import parse_sentinel_url
 from tests.helpers import Receiver, eventually, running_api, running_worker, with_settings
 from tests.sentinels import SentinelSetup
 from tests.test_end_to_end import job_fields

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from relay.config_parsing import variables
-from relay.settings import DEFAULT_MONITOR_HOSTS, ConfigError, Settings
+from relay.config.parsing import variables
+from relay.config.settings import DEFAULT_MONITOR_HOSTS, ConfigError, Settings
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from relay.settings import Settings
+from relay.config.settings import Settings
 from tests.helpers import Api, Receiver, ensure_stopped, free_port, loopback_env, start_relay
 from tests.test_crash import COMPLETED, worker_process
 

@@ -109,7 +109,7 @@ def test_dev_with_a_wrong_redis_password_is_refused_without_showing_it(locked_re
 async def test_a_worker_says_what_it_ran_on_which_redis_and_what_it_did(
     locked_redis: EmbeddedRedis, simulator: Any, receiver: Receiver
 ) -> None:
-    from relay.settings import Settings
+    from relay.config.settings import Settings
     from tests.helpers import running_api
 
     url = f"redis://:pw@127.0.0.1:{locked_redis.port}/0"

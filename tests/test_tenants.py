@@ -11,9 +11,9 @@ import pytest
 from redis.asyncio import Redis
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from relay.config.settings import ConfigError, Settings
 from relay.core.events import build_event
 from relay.core.signing import signature_headers
-from relay.settings import ConfigError, Settings
 from relay.simulator import Simulator
 from tests.helpers import (
     BETA_SECRET,

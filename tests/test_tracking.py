@@ -6,10 +6,10 @@ import json
 import random
 from typing import Any
 
+from relay.config.settings import Settings
 from relay.core.monitor import Kind, PollResult
 from relay.core.schema import Job, Monitor
 from relay.core.tracking import RESOLVE_RECHECK, completed_from_monitor, plan_poll
-from relay.settings import Settings
 
 S = Settings(poll_initial_interval=1.0, poll_max_interval=60.0, job_timeout=100.0, max_invalid_responses=3)
 NOW = 1_000_000

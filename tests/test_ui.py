@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 from redis.asyncio import Redis
 
-from relay.settings import Settings
+from relay.config.settings import Settings
 from relay.simulator import Simulator
 from tests.helpers import Api, Receiver, running_api, with_settings
 

@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 import aiohttp
 from arq.connections import ArqRedis
 
+from relay.config.settings import Settings
+from relay.config.tenants import Signing
 from relay.core.crypto import Vault
 from relay.credentials.broker import CredentialBroker
-from relay.settings import Settings
 from relay.store.jobs import Store
-from relay.tenants import Signing
 
 __all__ = ["Deps"]
 

@@ -18,7 +18,7 @@ import structlog
 from prometheus_client import Counter
 
 from relay import __version__, metrics
-from relay.settings import Settings
+from relay.config.settings import Settings
 
 __all__ = ["ArqLines", "Lifecycle", "quiet_arq"]
 

@@ -21,15 +21,15 @@ from arq.worker import Worker
 from redis.asyncio import Redis
 
 from relay import metrics
+from relay.config.redis_url import is_sentinel_url, redis_where
+from relay.config.settings import Settings
+from relay.config.tenants import Signing
 from relay.core.crypto import Vault
 from relay.credentials.broker import CredentialBroker
 from relay.outbound.client import create_session
-from relay.settings import Settings
 from relay.store import keys
 from relay.store.connections import arq_sentinel_pool, arq_settings, redis_client
 from relay.store.jobs import Store
-from relay.store.redis_url import is_sentinel_url, redis_where
-from relay.tenants import Signing
 from workers.context import Deps
 from workers.deliver import deliver_claimed
 from workers.lifecycle import Lifecycle, quiet_arq
@@ -194,7 +194,7 @@ def _arq_redis(url: str) -> dict[str, Any]:
 
 
 def create_worker(settings: Settings, **overrides: Any) -> Worker:
-    """A worker; :class:`relay.settings.ConfigError` without a sealing key (RELAY_ENCRYPTION_KEY)."""
+    """A worker; :class:`relay.config.settings.ConfigError` without a sealing key (RELAY_ENCRYPTION_KEY)."""
     settings.check_sealing()
     quiet_arq()
     kwargs = worker_kwargs()

@@ -23,6 +23,7 @@ import structlog
 from yarl import URL
 
 from relay import logs, metrics
+from relay.config.settings import Settings
 from relay.core.crypto import InvalidToken
 from relay.core.monitor import MAX_BODY, Kind, PollResult, classify
 from relay.core.ops import JobOp
@@ -39,7 +40,6 @@ from relay.core.tracking import (
 )
 from relay.outbound.client import fetch
 from relay.outbound.ssrf import Blocked, host_matches
-from relay.settings import Settings
 from relay.store.calls import ChunkCall
 from relay.store.jobs import ChunkRead
 from relay.store.scheduler import Claim

@@ -11,12 +11,12 @@ from relay.api.middlewares import api_middleware
 from relay.api.openapi import documented_queries, openapi_document
 from relay.api.routing import ApiRoutes
 from relay.api.typedefs import BROKER, OPENAPI, QUERY_PARAMETERS, REDIS, SESSION, SETTINGS, SIGNING, STORE, VAULT
+from relay.config.settings import Settings
+from relay.config.tenants import Signing
 from relay.core.crypto import Vault
 from relay.outbound.client import create_session
-from relay.settings import Settings
 from relay.store.connections import redis_client
 from relay.store.jobs import Store
-from relay.tenants import Signing
 
 __all__ = ["MAX_BODY", "ROUTES", "create_app"]
 
@@ -27,7 +27,7 @@ ROUTES: tuple[ApiRoutes, ...] = (jobs.routes, deliveries.routes, streams.routes,
 
 
 def create_app(settings: Settings) -> web.Application:
-    """The API; :class:`relay.settings.ConfigError` without a sealing key (RELAY_ENCRYPTION_KEY)."""
+    """The API; :class:`relay.config.settings.ConfigError` without a sealing key (RELAY_ENCRYPTION_KEY)."""
     settings.check_sealing()
     app = web.Application(
         middlewares=[api_middleware],

@@ -15,8 +15,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from relay.api.models import ValidationError, validation_errors
 from relay.api.problems import ProblemError, problem_response
 from relay.api.typedefs import QUERY_PARAMETERS, SETTINGS
+from relay.config.tenants import owner_of
 from relay.store.durable import NotReplicated
-from relay.tenants import owner_of
 
 __all__ = ["OWNER", "TENANT", "api_middleware", "is_public", "loopback_guard"]
 

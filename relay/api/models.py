@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import PydanticCustomError
 from yarl import URL
 
-from relay.config_parsing import check_secret
+from relay.config.parsing import check_secret
 from relay.core import jsonfast
 from relay.core.graph_paths import item_url_problem
 from relay.outbound.actions import Action

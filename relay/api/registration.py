@@ -22,12 +22,12 @@ from relay.api.models import JobCreate, check_destinations
 from relay.api.problems import ProblemError
 from relay.api.schemas import job_view
 from relay.api.typedefs import BROKER, SESSION, SETTINGS, STORE, VAULT
-from relay.config_parsing import ConfigError
+from relay.config.credentials import find
+from relay.config.parsing import ConfigError
 from relay.core.changes import finished_op
 from relay.core.crypto import Vault
 from relay.core.schema import JOB, Job
 from relay.credentials.broker import CredentialBroker, CredentialError
-from relay.credentials.specs import find
 from relay.outbound.actions import ActionRefused, action_host_allowed, derived_item_url, start_action
 from relay.outbound.ssrf import Blocked, check_url, host_matches
 from relay.store.jobs import Registration

@@ -8,11 +8,11 @@ import aiohttp
 from aiohttp import web
 from redis.asyncio import Redis
 
+from relay.config.settings import Settings
+from relay.config.tenants import Signing
 from relay.core.crypto import Vault
 from relay.credentials.broker import CredentialBroker
-from relay.settings import Settings
 from relay.store.jobs import Store
-from relay.tenants import Signing
 
 __all__ = ["BROKER", "OPENAPI", "QUERY_PARAMETERS", "REDIS", "SESSION", "SETTINGS", "SIGNING", "STORE", "VAULT"]
 

@@ -30,8 +30,8 @@ from standardwebhooks.webhooks import Webhook
 from relay import logs
 from relay.cli.dev import run_dev
 from relay.cli.devstate import new_secret
+from relay.config.settings import Settings
 from relay.core.schema import EventType
-from relay.settings import Settings
 from relay.simulator import Simulator
 from relay.store.embedded import EmbeddedRedis, free_port
 

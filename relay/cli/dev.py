@@ -14,7 +14,7 @@ from relay import __version__, logs
 from relay.api.app import create_app
 from relay.api.server import ApiRunner
 from relay.cli.devstate import new_secret
-from relay.settings import Settings
+from relay.config.settings import Settings
 
 __all__ = ["API_SHUTDOWN_TIMEOUT", "access_log", "new_secret", "run_dev", "start_api"]
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet
 
-from relay.config_parsing import ConfigError, check_secret
+from relay.config.parsing import ConfigError, check_secret
 
 __all__ = ["DevState", "dev_state", "dev_state_path", "load_dev_state", "new_secret"]
 

@@ -26,7 +26,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from relay.cli.devstate import load_dev_state
 from relay.cli.startup import listen
-from relay.config_parsing import ConfigError, check_secret
+from relay.config.parsing import ConfigError, check_secret
 
 __all__ = ["add_listen_parser", "summary"]
 

@@ -24,9 +24,9 @@ from relay.cli.devstate import dev_state
 from relay.cli.jobs import add_jobs_parser
 from relay.cli.listen import add_listen_parser
 from relay.cli.startup import StartupError, bind_refusal, check_redis, listen
-from relay.settings import ConfigError, Settings
+from relay.config.redis_url import redis_where
+from relay.config.settings import ConfigError, Settings
 from relay.store.embedded import EmbeddedRedis
-from relay.store.redis_url import redis_where
 
 __all__ = ["main"]
 

@@ -17,8 +17,8 @@ from typing import Any
 import redis
 import redis.sentinel
 
+from relay.config.redis_url import redis_where
 from relay.store.connections import sync_client
-from relay.store.redis_url import redis_where
 
 __all__ = ["StartupError", "bind_refusal", "check_redis", "listen"]
 

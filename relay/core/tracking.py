@@ -17,6 +17,7 @@ import random
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from relay.config.settings import Settings
 from relay.core.backoff import parse_retry_after, poll_delay
 from relay.core.changes import completion_op, failure_op, job_event
 from relay.core.graph_error import GraphError
@@ -24,7 +25,6 @@ from relay.core.monitor import Kind, PollResult, job_status
 from relay.core.ops import JobOp
 from relay.core.schema import JOB, MONITOR, EventType, Job, JobStatus, Monitor, Phase
 from relay.core.stretches import Stretches, overdue_error, track
-from relay.settings import Settings
 
 __all__ = [
     "RESOLVE_RECHECK",

@@ -34,14 +34,14 @@ from azure.identity.aio import (
     WorkloadIdentityCredential,
 )
 
-from relay.config_parsing import ConfigError
-from relay.credentials.specs import (
+from relay.config.credentials import (
     ClientCertificateSpec,
     ClientSecretSpec,
     CredentialSpec,
     ManagedIdentitySpec,
     WorkloadIdentitySpec,
 )
+from relay.config.parsing import ConfigError
 from relay.outbound.ssrf import host_matches
 
 __all__ = ["CredentialBroker", "CredentialError"]

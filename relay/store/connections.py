@@ -1,6 +1,6 @@
 """Redis clients that ride out a Redis restart or a Sentinel failover: commands are retried with
 backoff for about a minute, and a Sentinel URL's clients ask the Sentinels for the primary again
-whenever a connection to the old one fails (see :mod:`relay.store.redis_url` for the URL forms)."""
+whenever a connection to the old one fails (see :mod:`relay.config.redis_url` for the URL forms)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
 from redis.sentinel import Sentinel as SyncSentinel
 
+from relay.config.redis_url import SentinelURL, is_sentinel_url, parse_sentinel_url
 from relay.store.durable import DurableRedis
-from relay.store.redis_url import SentinelURL, is_sentinel_url, parse_sentinel_url
 
 __all__ = ["RETRY_ON", "arq_sentinel_pool", "arq_settings", "redis_client", "sync_client"]
 

@@ -1,6 +1,6 @@
 """How relay's settings read an environment: comma-separated values, the checks they need, one-line errors.
 
-:class:`relay.settings.Settings` declares the fields (each default and variable written there once);
+:class:`relay.config.settings.Settings` declares the fields (each default and variable written there once);
 this module holds what it is made of, so that the model reads as the table of settings it is.
 """
 
@@ -16,7 +16,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 from standardwebhooks.webhooks import Webhook
 
-from relay.store.redis_url import (
+from relay.config.redis_url import (
     PLAIN_SCHEMES,
     SENTINEL_SCHEMES,
     is_sentinel_url,
@@ -75,7 +75,7 @@ def check_secret(secret: str) -> str:
 
 
 def check_redis_url(url: str | None) -> str | None:
-    """A plain Redis URL or a Sentinel URL (store/redis_url.py); no message repeats it (it may hold a password)."""
+    """A plain Redis URL or a Sentinel URL (redis_url.py); no message repeats it (it may hold a password)."""
     if url is None or is_sentinel_url(url):
         if url is not None:
             parse_sentinel_url(url)  # its ValueError names the part that is wrong, not the URL

@@ -15,7 +15,8 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from relay.config_parsing import (
+from relay.config.credentials import CredentialSpec, load_credentials
+from relay.config.parsing import (
     CommaSeparated,
     ConfigError,
     EnvironmentSource,
@@ -30,7 +31,6 @@ from relay.config_parsing import (
     named_tokens,
     tenants_unsigned,
 )
-from relay.credentials.specs import CredentialSpec, load_credentials
 
 __all__ = [
     "DEFAULT_ACTION_HOSTS",
@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     #: (token, tenant name) for the tokens RELAY_API_TOKENS names (``name:token``): credentials grant by name
     token_names: tuple[tuple[str, str], ...] = Field((), repr=False)
     signing_secrets: Secrets = Field((), validation_alias="RELAY_SIGNING_SECRETS", repr=False)
-    #: (tenant name, secret): each tenant's own signing secrets (relay/tenants.py)
+    #: (tenant name, secret): each tenant's own signing secrets (relay/config/tenants.py)
     tenant_signing_secrets: TenantSecrets = Field((), validation_alias="RELAY_TENANT_SIGNING_SECRETS", repr=False)
     monitor_allowed_hosts: CommaSeparated = Field(
         DEFAULT_MONITOR_HOSTS, min_length=1, validation_alias="RELAY_MONITOR_ALLOWED_HOSTS"
@@ -132,7 +132,7 @@ class Settings(BaseSettings):
     metrics_token: str | None = Field(None, validation_alias="RELAY_METRICS_TOKEN", repr=False)
     #: one line per deprecated setting that was used, for the entry point to log
     deprecations: tuple[str, ...] = ()
-    #: the named credentials relay holds itself (relay/credentials/specs.py)
+    #: the named credentials relay holds itself (relay/config/credentials.py)
     credentials: tuple[CredentialSpec, ...] = Field((), validation_alias="RELAY_CREDENTIALS", repr=False)
     #: fair share, per API token (not without tokens: one app on loopback has no one to share with)
     tenant_max_active_jobs: int = Field(100_000, ge=0, validation_alias="RELAY_TENANT_MAX_ACTIVE_JOBS")

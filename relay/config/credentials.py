@@ -34,7 +34,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from yarl import URL
 
-from relay.config_parsing import ConfigError
+from relay.config.parsing import ConfigError
 
 __all__ = [
     "GRAPH_SCOPE",

@@ -5,7 +5,7 @@ Each tenant signs with its own secrets, so that nothing one tenant's receiver ho
 * without ``RELAY_API_TOKENS`` (one app on loopback, owner ``public``), and with tokens that all make one
   tenant, events are signed with ``RELAY_SIGNING_SECRETS``, unless that tenant has secrets of its own;
 * with several tenants, each signs with its ``RELAY_TENANT_SIGNING_SECRETS`` (settings refuse to start without
-  them: :meth:`relay.settings.Settings._tenants_sign_apart`);
+  them: :meth:`relay.config.settings.Settings._tenants_sign_apart`);
 * a job registered with its own ``secret`` is signed with that secret alone: it replaces its tenant's.
 
 Jobs of an owner the settings no longer name (a token since removed) sign with ``RELAY_SIGNING_SECRETS``; with
@@ -19,7 +19,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from relay.settings import Settings
+from relay.config.settings import Settings
 
 __all__ = ["PUBLIC", "Signing", "owner_of"]
 
