@@ -5,7 +5,8 @@ import socket
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from relay.outbound.ssrf import Blocked, GuardedResolver, address_allowed, check_url, host_matches
+from relay.core.hosts import host_matches
+from relay.outbound.ssrf import Blocked, GuardedResolver, address_allowed, check_url
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,7 @@ from yarl import URL
 from relay import logs, metrics
 from relay.config.settings import Settings
 from relay.core.crypto import InvalidToken
+from relay.core.hosts import host_matches
 from relay.core.monitor import MAX_BODY, Kind, PollResult, classify
 from relay.core.ops import JobOp
 from relay.core.schema import MONITOR, Job, Monitor
@@ -39,7 +40,7 @@ from relay.core.tracking import (
     plan_poll,
 )
 from relay.outbound.client import fetch
-from relay.outbound.ssrf import Blocked, host_matches
+from relay.outbound.ssrf import Blocked
 from relay.store.calls import ChunkCall
 from relay.store.jobs import ChunkRead
 from relay.store.scheduler import Claim

@@ -28,11 +28,12 @@ from relay.core.backoff import parse_retry_after
 from relay.core.changes import completion_op
 from relay.core.crypto import InvalidToken
 from relay.core.graph_paths import InvalidItemId, fill_item_url, item_url_problem
+from relay.core.hosts import host_matches
 from relay.core.monitor import MAX_BODY
 from relay.core.schema import Job, Phase
 from relay.credentials.broker import CredentialError
 from relay.outbound.client import Response, fetch
-from relay.outbound.ssrf import Blocked, host_matches
+from relay.outbound.ssrf import Blocked
 from relay.store import keys
 from workers.context import Deps
 

@@ -11,8 +11,9 @@ from yarl import URL
 from relay.config.parsing import check_secret
 from relay.core import jsonfast
 from relay.core.graph_paths import item_url_problem
+from relay.core.hosts import host_matches
 from relay.outbound.actions import Action
-from relay.outbound.ssrf import Blocked, check_url, host_matches
+from relay.outbound.ssrf import Blocked, check_url
 
 __all__ = [
     "MAX_METADATA",

@@ -26,10 +26,11 @@ from relay.config.credentials import find
 from relay.config.parsing import ConfigError
 from relay.core.changes import finished_op
 from relay.core.crypto import Vault
+from relay.core.hosts import host_matches
 from relay.core.schema import JOB, Job
 from relay.credentials.broker import CredentialBroker, CredentialError
 from relay.outbound.actions import ActionRefused, action_host_allowed, derived_item_url, start_action
-from relay.outbound.ssrf import Blocked, check_url, host_matches
+from relay.outbound.ssrf import Blocked, check_url
 from relay.store.jobs import Registration
 
 __all__ = ["destination_errors", "register", "vault"]

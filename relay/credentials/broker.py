@@ -42,7 +42,7 @@ from relay.config.credentials import (
     WorkloadIdentitySpec,
 )
 from relay.config.parsing import ConfigError
-from relay.outbound.ssrf import host_matches
+from relay.core.hosts import host_matches
 
 __all__ = ["CredentialBroker", "CredentialError"]
 

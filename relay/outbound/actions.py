@@ -31,8 +31,9 @@ from yarl import URL
 from relay.core.backoff import parse_retry_after
 from relay.core.graph_error import GraphError, graph_error
 from relay.core.graph_paths import ActionPath, action_path, item_id_problem, upload_body_problem
+from relay.core.hosts import host_matches
 from relay.outbound.client import fetch
-from relay.outbound.ssrf import Blocked, host_matches
+from relay.outbound.ssrf import Blocked
 
 __all__ = ["SAFE_HEADERS", "Action", "ActionRefused", "Started", "derived_item_url", "start_action"]
 

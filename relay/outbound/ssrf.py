@@ -8,7 +8,6 @@ resolver for IP-literal hosts, which is why :func:`check_url` checks those itsel
 
 from __future__ import annotations
 
-import fnmatch
 import functools
 import ipaddress
 import re
@@ -19,7 +18,9 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 from yarl import URL
 
-__all__ = ["ALLOWED_PORTS", "Blocked", "GuardedResolver", "address_allowed", "check_url", "host_matches"]
+from relay.core.hosts import host_matches
+
+__all__ = ["ALLOWED_PORTS", "Blocked", "GuardedResolver", "address_allowed", "check_url"]
 
 _LOOPBACK_NAMES = ("localhost", "*.localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback")
 #: refused although Python's ``ipaddress`` (3.11) counts them global: shared (carrier-grade NAT), the
@@ -68,16 +69,6 @@ def address_allowed(ip: str) -> bool:
         or addr.is_unspecified
         or not addr.is_global
     )
-
-
-def host_matches(host: str, patterns: Iterable[str]) -> bool:
-    """``host`` matches an exact name or a ``*.example.com`` pattern (case-insensitive)."""
-    host = host.lower().rstrip(".")
-    for pattern in patterns:
-        pattern = pattern.lower().rstrip(".")
-        if pattern == host or ("*" in pattern and fnmatch.fnmatchcase(host, pattern)):
-            return True
-    return False
 
 
 def _literal_address(host: str) -> str | None:
