@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from relay.config.settings import Settings
 from relay.core.monitor import Kind, classify
 from relay.core.schema import EventType, Monitor
-from relay.core.tracking import plan_poll
+from relay.core.tracking import PollPolicy, plan_poll
 from relay.simulator import Simulator
 from relay.store.jobs import Store
 from tests.helpers import Api, Receiver
@@ -124,6 +124,6 @@ def test_the_published_throttle_holds_the_next_poll_back_by_its_fractional_retry
     """Graph's throttling guidance answers ``Retry-After: 2.128``: the next poll waits at least that (issue 27)."""
     answer = load(CORPUS / "graph-throttling-429-fractional-retry-after.json")["answers"][0]
     result = classify(answer["status"], answer["headers"], json.dumps(answer["body"]).encode())
-    defaults = Settings(poll_initial_interval=1.0)
+    defaults = PollPolicy.of(Settings(poll_initial_interval=1.0))
     plan = plan_poll(result, Monitor.from_hash("m", {}), [], 1_000_000, defaults, random.Random(0))
     assert result.kind is Kind.RETRY and plan.delay >= 2.128

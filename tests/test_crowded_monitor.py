@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from relay.config.settings import Settings
 from relay.core.monitor import Kind, PollResult, classify
 from relay.core.schema import Monitor
-from relay.core.tracking import Outcome, plan_answer, plan_jobs
+from relay.core.tracking import Outcome, PollPolicy, plan_answer, plan_jobs
 from relay.simulator import Simulator
 from relay.store import keys
 from relay.store.calls import ChunkCall
@@ -45,7 +45,7 @@ def test_a_polls_answer_is_kept_whole_for_a_poll_cut_short() -> None:
     answer = classify(200, {"Retry-After": "3"}, json.dumps({"status": "failed", **failed}).encode())
     assert answer.error is not None and answer.error.details
     monitor = Monitor.from_hash("m", {"status": "inProgress", "invalid": "1", "e5": "5"})
-    _, outcome = plan_answer(answer, monitor, 1_000_000, Settings(), random.Random(0), jobs=3)
+    _, outcome = plan_answer(answer, monitor, 1_000_000, PollPolicy.of(Settings()), random.Random(0), jobs=3)
     assert Outcome.from_json(outcome.to_json()) == outcome
 
 
@@ -131,7 +131,7 @@ async def test_a_polls_steps_read_about_a_chunk_each_and_cover_every_job(
     (claim,) = await store.monitors.claim(1, lease=30)
     monitor = await store.monitor(claim.member)
     answer = PollResult(Kind.PROGRESS, http_status=202, status="inProgress", percentage=10.0)
-    plan, outcome = plan_answer(answer, monitor, claim.now_ms, settings, random.Random(0), jobs=100)
+    plan, outcome = plan_answer(answer, monitor, claim.now_ms, PollPolicy.of(settings), random.Random(0), jobs=100)
     fields = {**plan.monitor_fields, "outcome": outcome.to_json()}
     seen: list[str] = []
     ops: list[dict[str, Any]] = []
@@ -143,7 +143,7 @@ async def test_a_polls_steps_read_about_a_chunk_each_and_cover_every_job(
         fields, cursor, steps = {}, read.cursor, steps + 1
         fresh = [job for job in read.jobs if job.id not in seen]
         seen += [job.id for job in fresh]
-        ops = [op.as_json() for op in plan_jobs(outcome, fresh, settings).ops]
+        ops = [op.as_json() for op in plan_jobs(outcome, fresh, PollPolicy.of(settings)).ops]
         if cursor == "0":
             break
     assert set(seen) == ids and steps >= 5
@@ -190,11 +190,11 @@ async def test_a_poll_cut_short_resumes_with_its_answer_without_asking_the_monit
     monitor = await store.monitor(claim.member)
     # a worker saw the copy completed, wrote its answer and the first chunk, then died
     done = PollResult(Kind.COMPLETED, http_status=303, status="completed", percentage=100.0, resource_id="01R")
-    plan, outcome = plan_answer(done, monitor, claim.now_ms, settings, random.Random(0), jobs=30)
+    plan, outcome = plan_answer(done, monitor, claim.now_ms, PollPolicy.of(settings), random.Random(0), jobs=30)
     fields = {**plan.monitor_fields, "outcome": outcome.to_json()}
     read = await store.poll_chunk(ChunkCall(claim.member, claim.token, fields, [], [], "0", 8, 1000))
     assert read is not None and read.jobs
-    ops = [op.as_json() for op in plan_jobs(outcome, read.jobs, settings).ops]
+    ops = [op.as_json() for op in plan_jobs(outcome, read.jobs, PollPolicy.of(settings)).ops]
     read = await store.poll_chunk(ChunkCall(claim.member, claim.token, {}, [], ops, read.cursor, 8, 1000))
     assert read is not None and read.applied == ["ok"] * len(ops)
     async with start_worker(with_settings(settings, monitor_chunk=8)):

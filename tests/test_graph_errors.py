@@ -18,12 +18,14 @@ from relay.config.settings import Settings
 from relay.core.graph_error import MAX_DETAILS, graph_error
 from relay.core.monitor import Kind, classify
 from relay.core.schema import JOB, Job, Monitor
-from relay.core.tracking import plan_poll
+from relay.core.tracking import PollPolicy, plan_poll
 from relay.simulator import Simulator
 from tests.helpers import Api, Receiver
 
 JSON = {"Content-Type": "application/json"}
-S = Settings(poll_initial_interval=1.0, poll_max_interval=60.0, job_timeout=100.0, max_invalid_responses=3)
+S = PollPolicy.of(
+    Settings(poll_initial_interval=1.0, poll_max_interval=60.0, job_timeout=100.0, max_invalid_responses=3)
+)
 NOW = 1_000_000
 
 CORPUS = Path(__file__).parent / "corpus"

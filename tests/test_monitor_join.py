@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from relay.config.settings import Settings
 from relay.core.monitor import Kind, PollResult
 from relay.core.schema import Job, Monitor
-from relay.core.tracking import plan_poll
+from relay.core.tracking import PollPolicy, plan_poll
 from relay.simulator import Simulator
 from relay.store.jobs import Store
 from tests.helpers import Api, Receiver
@@ -100,7 +100,9 @@ async def test_a_job_joining_a_monitor_that_waits_out_a_retry_after_waits_for_it
     # the monitor answered 429 with Retry-After: 2; the poll is written as the worker writes it
     throttled = PollResult(Kind.RETRY, http_status=429, retry_after="2")
     jobs = [Job.from_hash(first["id"], {"created": str(claim.now_ms)})]
-    plan = plan_poll(throttled, Monitor.from_hash(claim.member, {}), jobs, claim.now_ms, settings, random.Random(0))
+    plan = plan_poll(
+        throttled, Monitor.from_hash(claim.member, {}), jobs, claim.now_ms, PollPolicy.of(settings), random.Random(0)
+    )
     assert await store.submit_poll(claim, plan.monitor_fields, plan.ops, LATER, jobs=1) == []
     joined = await api.create(**_fields(simulator, op.monitor_url, receiver))
     due = await _due_in_ms(store, redis, joined["id"])

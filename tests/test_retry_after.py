@@ -16,13 +16,13 @@ from multidict import CIMultiDict
 from relay.config.settings import Settings
 from relay.core.monitor import Kind, PollResult, classify
 from relay.core.schema import Monitor
-from relay.core.tracking import plan_poll
+from relay.core.tracking import PollPolicy, plan_poll
 from relay.outbound.client import Response
 from relay.simulator import Simulator
 from tests.helpers import Api, Receiver
 from workers.resolve import retry_defer
 
-S = Settings(poll_initial_interval=1.0, poll_max_interval=60.0, job_timeout=100.0)
+S = PollPolicy.of(Settings(poll_initial_interval=1.0, poll_max_interval=60.0, job_timeout=100.0))
 NOW_MS = 1_000_000  # relay's clock in these plans: 1970, far from the machine's
 COMPLETED = {"percentageComplete": 100.0, "resourceId": "01R", "status": "completed"}
 #: Graph's throttling guidance (concepts/throttling.md at 28dd02d3)

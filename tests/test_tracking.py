@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import asdict
 from typing import Any
 
 from relay.config.settings import Settings
 from relay.core.monitor import Kind, PollResult
 from relay.core.schema import Job, Monitor
-from relay.core.tracking import RESOLVE_RECHECK, completed_from_monitor, plan_poll
+from relay.core.tracking import RESOLVE_RECHECK, PollPolicy, completed_from_monitor, plan_poll
 
-S = Settings(poll_initial_interval=1.0, poll_max_interval=60.0, job_timeout=100.0, max_invalid_responses=3)
+S = PollPolicy.of(
+    Settings(poll_initial_interval=1.0, poll_max_interval=60.0, job_timeout=100.0, max_invalid_responses=3)
+)
 NOW = 1_000_000
-DEFAULTS = Settings()
+DEFAULTS = PollPolicy.of(Settings())
 
 
 def job(**fields: Any) -> Job:
@@ -28,6 +31,19 @@ def job(**fields: Any) -> Job:
     }
     base.update({k: str(v) for k, v in fields.items()})
     return Job.from_hash(base.pop("id"), base)
+
+
+def test_the_poll_policy_is_the_settings_of_the_same_names() -> None:
+    given = {
+        "RELAY_POLL_INITIAL_INTERVAL": ("poll_initial_interval", 2.0),
+        "RELAY_POLL_MAX_INTERVAL": ("poll_max_interval", 30.0),
+        "RELAY_JOB_TIMEOUT": ("job_timeout", 50.0),
+        "RELAY_POLL_MAX_ERROR_TIME": ("poll_max_error_time", 70.0),
+        "RELAY_POLL_MAX_INVALID": ("max_invalid_responses", 4),
+    }
+    policy = asdict(PollPolicy.of(Settings.from_env({variable: str(value) for variable, (_, value) in given.items()})))
+    assert {name: policy[name] for name, _ in given.values()} == dict(given.values())
+    assert policy["retry_after_cap"] == Settings().retry_after_cap
 
 
 def progress(pct: float, status: str = "inProgress") -> PollResult:
@@ -137,7 +153,7 @@ def test_jobs_already_resolving_are_resolved_again_not_replanned() -> None:
     assert p.ops == [] and p.resolve == ["j1"]
 
 
-def simulate(duration: float, settings: Settings = DEFAULTS, seed: int = 0) -> tuple[int, float]:
+def simulate(duration: float, policy: PollPolicy = DEFAULTS, seed: int = 0) -> tuple[int, float]:
     """Drive plan_poll against a steadily progressing copy: (polls until completion seen, lag in s)."""
     rng = random.Random(seed)
     monitor: dict[str, str] = {}
@@ -149,7 +165,7 @@ def simulate(duration: float, settings: Settings = DEFAULTS, seed: int = 0) -> t
         if t >= duration:
             return polls, t - duration
         result = progress(100.0 * t / duration)
-        p = plan_poll(result, Monitor.from_hash("m", monitor), [], now, settings, rng)
+        p = plan_poll(result, Monitor.from_hash("m", monitor), [], now, policy, rng)
         monitor.update(p.monitor_fields)
         t += p.delay
 

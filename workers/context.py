@@ -12,6 +12,7 @@ from arq.connections import ArqRedis
 from relay.config.settings import Settings
 from relay.config.tenants import Signing
 from relay.core.crypto import Vault
+from relay.core.tracking import PollPolicy
 from relay.credentials.broker import CredentialBroker
 from relay.store.jobs import Store
 
@@ -34,6 +35,11 @@ class Deps:
     resolve_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(100))
     #: the jobs of those resolutions (a completed monitor's recheck does not start a second one here)
     resolving: set[str] = field(default_factory=set)
+    #: what planning a poll takes of the settings
+    poll_policy: PollPolicy = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.poll_policy = PollPolicy.of(self.settings)
 
     @property
     def trusted_hosts(self) -> tuple[str, ...]:

@@ -116,7 +116,7 @@ async def poll_monitor(deps: Deps, claim: Claim, monitor: Monitor, jobs: list[Jo
     if result is None:
         result = await _poll(deps, monitor)
     now_ms = claim.now_ms + int((time.monotonic() - started) * 1000)
-    plan = plan_poll(result, monitor, jobs, now_ms, deps.settings, deps.rng, polled=polled)
+    plan = plan_poll(result, monitor, jobs, now_ms, deps.poll_policy, deps.rng, polled=polled)
     pending = deps.store.submit_poll(claim, plan.monitor_fields, plan.ops, plan.delay, jobs=len(jobs))
     landed = partial(_applied, deps, plan, result if polled else None, len(jobs))
     await after_write(deps.store, pending, landed, what="poll result", member=claim.member)
@@ -151,7 +151,7 @@ def _applied(deps: Deps, plan: PollPlan, polled: PollResult | None, jobs: int, a
 async def poll_in_chunks(deps: Deps, claim: Claim, monitor: Monitor) -> None:
     """Poll a monitor whose jobs are read and written a chunk at a time (see the module's docstring)."""
     structlog.contextvars.bind_contextvars(monitor=claim.member[:12])
-    store, settings = deps.store, deps.settings
+    store, policy = deps.store, deps.poll_policy
     fields: dict[str, str] = {}
     warnings: tuple[tuple[str, dict[str, Any]], ...] = ()
     outcome = _stored_outcome(monitor)  # a poll cut short: its answer, written again to every job
@@ -162,9 +162,9 @@ async def poll_in_chunks(deps: Deps, claim: Claim, monitor: Monitor) -> None:
         if result is None:
             result = await _poll(deps, monitor)
         now_ms = claim.now_ms + int((time.monotonic() - started) * 1000)
-        plan, outcome = plan_answer(result, monitor, now_ms, settings, deps.rng, polled=polled, jobs=monitor.jobs)
+        plan, outcome = plan_answer(result, monitor, now_ms, policy, deps.rng, polled=polled, jobs=monitor.jobs)
         fields, warnings = {**plan.monitor_fields, MONITOR.outcome: outcome.to_json()}, plan.warnings
-    lease_ms = int(settings.lease * 1000)
+    lease_ms = int(deps.settings.lease * 1000)
     asks, seen = JobsPlan(), set[str]()
     planned = JobsPlan()
     cursor = "0"
@@ -180,7 +180,7 @@ async def poll_in_chunks(deps: Deps, claim: Claim, monitor: Monitor) -> None:
         fields, warnings = {}, ()
         fresh = [job for job in read.jobs if job.id not in seen]  # a job can come twice while the hash resizes
         seen.update(job.id for job in fresh)
-        planned = plan_jobs(outcome, fresh, settings)
+        planned = plan_jobs(outcome, fresh, policy)
         asks.merge(planned)
         cursor = read.cursor
         if cursor == "0":

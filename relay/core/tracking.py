@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from relay.config.settings import Settings
 from relay.core.backoff import parse_retry_after, poll_delay
 from relay.core.changes import completion_op, failure_op, job_event
 from relay.core.graph_error import GraphError
@@ -31,6 +30,7 @@ __all__ = [
     "JobsPlan",
     "Outcome",
     "PollPlan",
+    "PollPolicy",
     "completed_from_monitor",
     "next_delay",
     "plan_answer",
@@ -40,6 +40,24 @@ __all__ = [
 
 #: a completed monitor is looked at again after this long, to re-enqueue resolutions a crash lost
 RESOLVE_RECHECK = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class PollPolicy:
+    """What planning a poll takes from the configuration: each field is the setting of the same name
+    (:class:`relay.config.settings.Settings`), whose docs say what it means and whose bounds apply."""
+
+    poll_initial_interval: float
+    poll_max_interval: float
+    job_timeout: float
+    poll_max_error_time: float
+    max_invalid_responses: int
+    retry_after_cap: float
+
+    @classmethod
+    def of(cls, settings: object) -> PollPolicy:
+        """The policy ``settings`` set: each field read by its name (core never imports the configuration)."""
+        return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
 
 
 @dataclass(slots=True)
@@ -118,13 +136,13 @@ def plan_poll(
     monitor: Monitor,
     jobs: list[Job],
     now_ms: int,
-    settings: Settings,
+    policy: PollPolicy,
     rng: random.Random,
     *,
     polled: bool = True,
 ) -> PollPlan:
-    plan, outcome = plan_answer(result, monitor, now_ms, settings, rng, polled=polled, jobs=len(jobs))
-    planned = plan_jobs(outcome, jobs, settings)
+    plan, outcome = plan_answer(result, monitor, now_ms, policy, rng, polled=polled, jobs=len(jobs))
+    planned = plan_jobs(outcome, jobs, policy)
     plan.ops, plan.resolve = planned.ops, planned.resolve
     plan.delay = next_delay(outcome, planned)
     return plan
@@ -134,7 +152,7 @@ def plan_answer(
     result: PollResult,
     monitor: Monitor,
     now_ms: int,
-    settings: Settings,
+    policy: PollPolicy,
     rng: random.Random,
     *,
     polled: bool = True,
@@ -150,18 +168,18 @@ def plan_answer(
     operation = result.operation or monitor.operation or None
     outcome = Outcome(result, now_ms, invalid, operation, stretches)
     if result.kind is not Kind.COMPLETED:
-        outcome.delay = _base_delay(plan, result, monitor, pct, now_ms, settings, rng)
+        outcome.delay = _base_delay(plan, result, monitor, pct, now_ms, policy, rng)
         # Retry-After is the monitor's own floor, on any answer: a throttled 429/503, and also a running operation's
         # 200/202 (Graph's long-running-operation pattern answers "200 OK, Retry-After: 30" while running)
         retry_after = parse_retry_after(result.retry_after, now_ms / 1000.0)  # an HTTP-date counts from relay's clock
         if retry_after is not None:
-            outcome.retry_after = min(retry_after, settings.retry_after_cap)
+            outcome.retry_after = min(retry_after, policy.retry_after_cap)
             # kept, so that a job joining the monitor meanwhile is not polled before it either (register.lua)
             plan.monitor_fields[MONITOR.not_before] = str(now_ms + int(outcome.retry_after * 1000))
     return plan, outcome
 
 
-def plan_jobs(outcome: Outcome, jobs: list[Job], settings: Settings) -> JobsPlan:
+def plan_jobs(outcome: Outcome, jobs: list[Job], policy: PollPolicy) -> JobsPlan:
     """Each job's change for the outcome (any number of the monitor's jobs: a chunk of them, or all)."""
     planned = JobsPlan()
     result, now_ms = outcome.result, outcome.now_ms
@@ -177,7 +195,7 @@ def plan_jobs(outcome: Outcome, jobs: list[Job], settings: Settings) -> JobsPlan
             else:
                 planned.ops.append(wait_over)
             continue
-        op = _plan_job(result, job, now_ms, settings, outcome.invalid, outcome.operation, outcome.stretches)
+        op = _plan_job(result, job, now_ms, policy, outcome.invalid, outcome.operation, outcome.stretches)
         if op is not None:
             planned.ops.append(op)
         if job.phase is Phase.RESOLVING or (op is not None and op.set.get(JOB.phase) == Phase.RESOLVING):
@@ -253,16 +271,16 @@ def _base_delay(
     monitor: Monitor,
     pct: float,
     now_ms: int,
-    settings: Settings,
+    policy: PollPolicy,
     rng: random.Random,
 ) -> float:
     """Seconds until a monitor still running is polled again, before its jobs' progressInterval and its
     Retry-After (:func:`next_delay`): backoff, or halfway to the predicted end."""
     streak = 0 if plan.changed else monitor.streak + 1
     plan.monitor_fields[MONITOR.streak] = str(streak)
-    delay = poll_delay(streak, settings.poll_initial_interval, settings.poll_max_interval, rng)
+    delay = poll_delay(streak, policy.poll_initial_interval, policy.poll_max_interval, rng)
     if result.kind is Kind.PROGRESS:
-        predicted = _predicted_delay(monitor, pct, plan.monitor_fields, now_ms, settings, rng, changed=plan.changed)
+        predicted = _predicted_delay(monitor, pct, plan.monitor_fields, now_ms, policy, rng, changed=plan.changed)
         if predicted is not None:
             delay = predicted
     return delay
@@ -273,7 +291,7 @@ def _predicted_delay(
     pct: float,
     fields: dict[str, str],
     now_ms: int,
-    settings: Settings,
+    policy: PollPolicy,
     rng: random.Random,
     *,
     changed: bool,
@@ -294,7 +312,7 @@ def _predicted_delay(
     if not changed or gained <= 0 or elapsed <= 0:
         return None
     remaining = (100.0 - pct) * elapsed / gained
-    delay = min(settings.poll_max_interval, max(settings.poll_initial_interval, remaining / 2.0))
+    delay = min(policy.poll_max_interval, max(policy.poll_initial_interval, remaining / 2.0))
     return delay * rng.uniform(0.9, 1.0)
 
 
@@ -311,7 +329,7 @@ def _plan_job(
     result: PollResult,
     job: Job,
     now_ms: int,
-    settings: Settings,
+    policy: PollPolicy,
     invalid: int,
     operation: str | None,
     stretches: Stretches,
@@ -320,11 +338,11 @@ def _plan_job(
         return None
     if operation and job.operation != operation:
         job = job.replace(operation=operation)
-    if now_ms - job.created > settings.job_timeout * 1000 and result.kind is not Kind.COMPLETED:
-        timeout = {"code": "timeout", "message": f"still not finished after {settings.job_timeout:g} s"}
+    if now_ms - job.created > policy.job_timeout * 1000 and result.kind is not Kind.COMPLETED:
+        timeout = {"code": "timeout", "message": f"still not finished after {policy.job_timeout:g} s"}
         return _ended(failure_op(job, now_ms, timeout), result)
 
-    overdue = overdue_error(result, stretches, now_ms, settings.poll_max_error_time)
+    overdue = overdue_error(result, stretches, now_ms, policy.poll_max_error_time)
     if overdue is not None:
         return _ended(failure_op(job, now_ms, overdue), result)
 
@@ -341,7 +359,7 @@ def _plan_job(
             sets[JOB.drive_item] = json.dumps(result.drive_item)
         return _ended(JobOp.on(job, set=sets), result, default="completed")
 
-    error = _failure(result, invalid, settings)
+    error = _failure(result, invalid, policy)
     return _ended(failure_op(job, now_ms, error), result) if error is not None else None
 
 
@@ -356,7 +374,7 @@ def _ended(op: JobOp, result: PollResult, default: str = "") -> JobOp:
     return op
 
 
-def _failure(result: PollResult, invalid: int, settings: Settings) -> dict[str, Any] | None:
+def _failure(result: PollResult, invalid: int, policy: PollPolicy) -> dict[str, Any] | None:
     """The ``job.failed`` error an answer means, if it means one."""
     extras = result.error.extras() if result.error is not None else {}
     if result.kind is Kind.FAILED:
@@ -375,7 +393,7 @@ def _failure(result: PollResult, invalid: int, settings: Settings) -> dict[str, 
         if result.error_code or result.error is not None:
             gone.update(errorCode=result.error_code, message=result.error_message, **extras)
         return gone
-    if result.kind is Kind.INVALID and invalid >= settings.max_invalid_responses:
+    if result.kind is Kind.INVALID and invalid >= policy.max_invalid_responses:
         detail = f"{invalid} answers in a row were not AsyncJobStatus; last: {result.detail}"
         invalid_error: dict[str, Any] = {"code": "invalidMonitorResponse", "message": detail}
         if result.http_status is not None:  # the last answer's status (a 401, a 200 of HTML...)
