@@ -19,8 +19,8 @@ from relay.config.settings import Settings
 from relay.config.tenants import owner_of
 from relay.core.ops import JobOp
 from relay.core.schema import DeliveryOutcome
-from relay.store.connections import redis_client
 from relay.store.jobs import Store
+from relay.store.open import open_store
 from tests.helpers import Api, auth, read_sse, running_api, two_tenants
 
 A, B = auth("token-a"), auth("token-b")
@@ -33,9 +33,9 @@ OTHER_DEAD = 300
 
 @pytest.fixture
 async def store(settings: Settings, redis: Redis) -> AsyncIterator[Store]:
-    client = redis_client(settings.effective_redis_url)
-    yield Store(client, retention=settings.job_retention, job_timeout=settings.job_timeout)
-    await client.aclose()
+    opened = open_store(settings)
+    yield opened
+    await opened.redis.aclose()
 
 
 async def register(store: Store, owner: str, count: int) -> list[str]:

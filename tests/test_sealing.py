@@ -19,8 +19,7 @@ from relay.cli.devstate import dev_state, dev_state_path, load_dev_state
 from relay.config.settings import ConfigError, Settings
 from relay.core.crypto import InvalidToken, Vault
 from relay.simulator import Simulator
-from relay.store.connections import redis_client
-from relay.store.jobs import Store
+from relay.store.open import open_store
 from tests.helpers import (
     BETA_SECRET,
     SECRET,
@@ -71,7 +70,7 @@ async def test_what_the_signing_secret_sealed_before_stays_readable_with_it_list
     job_id = secrets.token_hex(16)
     hook = Receiver(secrets=(JOB_SECRET,))
     await hook.start()
-    client = redis_client(settings.effective_redis_url)
+    store = open_store(settings)
     try:
         fields = {
             "owner": "public",
@@ -80,10 +79,9 @@ async def test_what_the_signing_secret_sealed_before_stays_readable_with_it_list
             "authorization": old.encrypt("Bearer sim-token"),
             "secret": JOB_SECRET,  # stored in clear by the version before
         }
-        store = Store(client, retention=settings.job_retention, job_timeout=settings.job_timeout)
         await store.register(job_id, fields, op.monitor_url, sealed_url=old.seal(op.monitor_url))
     finally:
-        await client.aclose()
+        await store.redis.aclose()
     try:
         async with running_worker(with_settings(upgraded, signing_secrets=(SECRET,))):
             await hook.wait_for(lambda: hook.terminal(job_id) is not None)

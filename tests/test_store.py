@@ -6,9 +6,12 @@ import uuid
 
 from redis.asyncio import Redis
 
+from relay.config.settings import Settings
 from relay.core.ops import JobOp
 from relay.core.schema import DeliveryOutcome
+from relay.store.durable import DurableRedis
 from relay.store.jobs import Store
+from relay.store.open import open_store
 
 
 def _event(kind: str) -> dict[str, str]:
@@ -46,3 +49,20 @@ async def test_a_job_being_delivered_keeps_its_lease(redis: Redis) -> None:
     other = (await _jobs(store, 1))[0]
     await store.apply_job(JobOp(job=other, prev_seq=0, events=[_event("job.progress")]))
     assert [c.member for c in await store.deliveries.claim(2, lease=30)] == [jid, other]
+
+
+async def test_the_store_opened_from_the_settings_is_on_their_redis_for_as_long_as_they_say(
+    settings: Settings, redis: Redis
+) -> None:
+    """The API and the worker open the store this one way (relay/store/open.py)."""
+    store = open_store(settings.replace(job_retention=120.0, job_timeout=60.0, redis_min_replicas=1, monitor_chunk=8))
+    try:
+        assert isinstance(store.redis, DurableRedis) and store.redis.min_replicas == 1
+        assert (store.retention, store.event_ttl, store.chunk) == (120, 180, 8)
+        await store.redis.set("test:opened", "1")  # not a key of relay's: only which server it reached matters
+        assert await redis.get("test:opened") == "1"
+    finally:
+        await store.redis.aclose()
+    plain = open_store(settings)
+    assert type(plain.redis) is Redis  # no WAIT round trip unless replicas are asked for
+    await plain.redis.aclose()

@@ -28,8 +28,8 @@ from relay.core.crypto import Vault
 from relay.credentials.broker import CredentialBroker
 from relay.outbound.client import create_session
 from relay.store import keys
-from relay.store.connections import arq_sentinel_pool, arq_settings, redis_client
-from relay.store.jobs import Store
+from relay.store.connections import arq_sentinel_pool, arq_settings
+from relay.store.open import open_store
 from workers.context import Deps
 from workers.deliver import deliver_claimed
 from workers.lifecycle import Lifecycle, quiet_arq
@@ -91,16 +91,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx.get("settings") or Settings.from_env()
     settings.check_sealing()
     ctx["settings"] = settings
-    redis = redis_client(
-        settings.effective_redis_url, min_replicas=settings.redis_min_replicas, wait_timeout=settings.redis_wait_timeout
-    )
-    store = Store(
-        redis,
-        retention=settings.job_retention,
-        job_timeout=settings.job_timeout,
-        first_poll=settings.poll_initial_interval,
-        chunk=settings.monitor_chunk,
-    )
+    store = open_store(settings)
+    redis = store.redis
     session = create_session(settings.internal_hosts, limit=settings.poll_concurrency + settings.delivery_concurrency)
     vault = Vault(settings.vault_keys)
     credentials = CredentialBroker(settings.credentials, timeout=settings.request_timeout)

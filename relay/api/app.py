@@ -15,8 +15,7 @@ from relay.config.settings import Settings
 from relay.config.tenants import Signing
 from relay.core.crypto import Vault
 from relay.outbound.client import create_session
-from relay.store.connections import redis_client
-from relay.store.jobs import Store
+from relay.store.open import open_store
 
 __all__ = ["MAX_BODY", "ROUTES", "create_app"]
 
@@ -47,19 +46,11 @@ def create_app(settings: Settings) -> web.Application:
 
 
 async def _redis(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    redis = redis_client(
-        settings.effective_redis_url, min_replicas=settings.redis_min_replicas, wait_timeout=settings.redis_wait_timeout
-    )
-    app[REDIS] = redis
-    app[STORE] = Store(
-        redis,
-        retention=settings.job_retention,
-        job_timeout=settings.job_timeout,
-        first_poll=settings.poll_initial_interval,
-    )
+    store = open_store(app[SETTINGS])
+    app[STORE] = store
+    app[REDIS] = store.redis
     yield
-    await redis.aclose()
+    await store.redis.aclose()
 
 
 async def _session(app: web.Application) -> AsyncIterator[None]:
