@@ -31,6 +31,8 @@ test: $(DEV_STAMP)
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check relay workers tests
 	$(BIN)/ruff format --check relay workers tests
+	# who may import whom: the contracts in pyproject.toml ([tool.importlinter]), CONTRIBUTING's table
+	$(BIN)/lint-imports --no-cache --no-logo
 
 format: $(DEV_STAMP)
 	$(BIN)/ruff format relay workers tests
