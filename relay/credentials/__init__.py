@@ -1,1 +1,2 @@
-"""Credentials relay holds itself (RELAY_CREDENTIALS): their configuration, and tokens from azure-identity."""
+"""Tokens from azure-identity for the credentials relay holds (``RELAY_CREDENTIALS``, read by
+:mod:`relay.config.credentials`)."""
