@@ -126,6 +126,9 @@ async def startup(ctx: dict[str, Any]) -> None:
     lifecycle = Lifecycle(settings, redis_where(settings.effective_redis_url))
     ctx.update(deps=deps, loops=loops, own_redis=redis, waker=waker, lifecycle=lifecycle)
     lifecycle.running()
+    started: asyncio.Event | None = ctx.get("started")
+    if started is not None:  # relay dev waits for this before closing the worker (see relay/cli/dev.py)
+        started.set()
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:

@@ -22,6 +22,8 @@ log = structlog.stdlib.get_logger("relay.cli")
 
 #: the API gets this long to finish in-flight requests on SIGTERM; keep under the pod's grace period
 API_SHUTDOWN_TIMEOUT = 20.0
+#: on a stop, how long relay dev waits for a worker that is still starting (connecting to Redis) before closing it
+WORKER_START_WAIT = 15.0
 
 
 def access_log(settings: Settings) -> dict[str, Any]:
@@ -64,6 +66,8 @@ async def run_dev(
         from workers.main import create_worker  # the composition root starts the worker
 
         worker = create_worker(settings, handle_signals=False)
+        started = asyncio.Event()
+        worker.ctx["started"] = started
         worker_task = asyncio.create_task(worker.async_run())
         log.info("relay dev running", listen=f"http://{settings.host}:{settings.port}", version=__version__)
         if ready is not None:
@@ -71,6 +75,11 @@ async def run_dev(
         try:
             await stop.wait()
         finally:
+            # a stop that comes while the worker is still starting (the API answers first) waits for its start,
+            # so its shutdown runs whole: loops stopped, writes drained, its summary line logged
+            waiting = asyncio.ensure_future(started.wait())
+            await asyncio.wait({worker_task, waiting}, timeout=WORKER_START_WAIT, return_when=asyncio.FIRST_COMPLETED)
+            waiting.cancel()
             await worker.close()
             worker_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
