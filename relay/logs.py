@@ -5,7 +5,10 @@ method that returns at once) whose processors render the line and write it strai
 without stdlib logging's records and handlers. Stdlib logs (aiohttp, arq) still go through a root
 handler that renders them with the same processors, so both come out as the same lines.
 
-Secrets never reach a line: :func:`redact` drops values under sensitive keys, whatever logs them.
+Secrets never reach a line: :func:`redact` drops values under sensitive keys, whatever logs them; a
+traceback never shows its frames' local variables (in the console format, rich would render them: a job's
+decrypted token, the signing secrets, a request's body); and the secrets of the configuration
+(:func:`keep_out`) are replaced in every rendered line, exception text included.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import MutableMapping
+from collections.abc import Iterable, MutableMapping
 from typing import Any, TextIO
 
 import orjson
@@ -23,7 +26,16 @@ import structlog
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
-__all__ = ["ACCESS_LOG", "SENSITIVE_KEYS", "AccessLogger", "configure", "enabled", "get_logger", "redact"]
+__all__ = [
+    "ACCESS_LOG",
+    "SENSITIVE_KEYS",
+    "AccessLogger",
+    "configure",
+    "enabled",
+    "get_logger",
+    "keep_out",
+    "redact",
+]
 
 SENSITIVE_KEYS = frozenset(
     {"authorization", "monitor_url", "monitorurl", "secret", "secrets", "token", "signing_secrets", "url", "password"}
@@ -71,6 +83,32 @@ class _Sink:
 
 _sink = _Sink()
 
+#: values no line may hold (the configuration's secrets), as rendered in a line: set by :func:`keep_out`
+_KEPT_OUT: tuple[str, ...] = ()
+#: shorter values are not looked for: a two-letter password would blank every word it is part of
+MIN_KEPT_OUT = 5
+_REDACTED = "[redacted]"
+
+
+def keep_out(values: Iterable[str]) -> None:
+    """Replace each of ``values`` (tokens, signing secrets, keys, passwords) wherever it would appear in a line,
+    in its JSON spelling too: the last line of defence for text that can echo one (an exception's message)."""
+    global _KEPT_OUT
+    spellings: set[str] = set(_KEPT_OUT)
+    for value in values:
+        if len(value) >= MIN_KEPT_OUT:
+            spellings.add(value)
+            spellings.add(json.dumps(value)[1:-1])  # as a JSON line writes it
+            spellings.add(repr(value)[1:-1])  # as a console line (or a traceback's repr) writes it
+    _KEPT_OUT = tuple(sorted(spellings, key=len, reverse=True))  # the longest first: one may hold another
+
+
+def _scrubbed(line: str) -> str:
+    for value in _KEPT_OUT:
+        if value in line:
+            line = line.replace(value, _REDACTED)
+    return line
+
 
 class _LineLogger:
     """What structlog wraps: it writes the rendered line. ``name`` is the logger name in the line."""
@@ -81,7 +119,7 @@ class _LineLogger:
         self.name = name
 
     def msg(self, line: str) -> None:
-        _sink.write(line)
+        _sink.write(_scrubbed(line) if _KEPT_OUT else line)
 
     debug = info = warning = warn = error = critical = fatal = exception = msg
 
@@ -209,14 +247,19 @@ class _ForeignHandler(logging.Handler):
         except Exception:
             self.handleError(record)
             return
-        _sink.write(line)
+        _sink.write(_scrubbed(line) if _KEPT_OUT else line)
 
 
 def configure(fmt: str = "json", level: int = logging.INFO, stream: TextIO | None = None) -> None:
     """Lines in ``fmt`` ("json" or "console") of ``level`` and above, on ``stream`` (stderr by default)."""
     _sink.stream = stream or sys.stderr
     _set_level(level)
-    renderer: Any = _render_json if fmt == "json" else structlog.dev.ConsoleRenderer()
+    # a traceback without its frames' locals (rich's default shows them: tokens, secrets, request bodies)
+    renderer: Any = (
+        _render_json
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.RichTracebackFormatter(show_locals=False))
+    )
     exc_info: Any = _format_exc_info if fmt == "json" else _identity
     _PROCESSORS[:] = [
         structlog.contextvars.merge_contextvars,

@@ -23,6 +23,7 @@ from arq.connections import ArqRedis
 from yarl import URL
 
 from relay import metrics
+from relay.core import jsonfast
 from relay.core.authorization import ask_op, bearer_expired, is_refusal
 from relay.core.backoff import parse_retry_after
 from relay.core.changes import completion_op
@@ -115,7 +116,7 @@ def _item_answer(resp: Response, job_try: int, cap: float) -> tuple[Any, dict[st
         return None, {"code": "tooLarge", "httpStatus": resp.status, "message": "the DriveItem response is over 1 MiB"}
     if resp.status == 200:
         try:
-            item = json.loads(resp.body)
+            item = jsonfast.loads_peer(resp.body)  # lone surrogates scrubbed, nesting bounded
         except ValueError:
             item = None
         if isinstance(item, dict):

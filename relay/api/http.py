@@ -26,13 +26,20 @@ async def json_body(request: web.Request) -> Any:
         raise ProblemError(415, "Unsupported Media Type", "send the body as application/json")
     raw = await request.read() if request.content.is_eof() else await _read_in_time(request)
     try:
-        return jsonfast.loads_request(raw)
+        body = jsonfast.loads_request(raw)
     except jsonfast.HostileJson as exc:
         raise ProblemError(
             422, "Invalid request body", str(exc), errors=[{"field": "body", "message": str(exc)}]
         ) from None
     except (ValueError, UnicodeDecodeError):
         raise ProblemError(400, "Malformed JSON", "the request body is not valid JSON") from None
+    field = jsonfast.surrogate_at(raw, body)
+    if field is not None:  # UTF-8 cannot carry it, nor Redis' cjson store it: it would fail every write later
+        message = "holds a lone surrogate (an unpaired \\ud800-\\udfff escape), which is not text"
+        raise ProblemError(
+            422, "Invalid request body", f"{field} {message}", errors=[{"field": field, "message": message}]
+        )
+    return body
 
 
 async def _read_in_time(request: web.Request) -> bytes:

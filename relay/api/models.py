@@ -11,8 +11,8 @@ from yarl import URL
 from relay.config.parsing import check_secret
 from relay.core import jsonfast
 from relay.core.graph_paths import item_url_problem
-from relay.core.hosts import host_matches
-from relay.outbound.actions import Action
+from relay.core.hosts import host_matches, host_name_problem
+from relay.outbound.actions import Action, has_control_character
 from relay.outbound.ssrf import Blocked, check_url
 
 __all__ = [
@@ -47,11 +47,25 @@ _URL: dict[str, Any] = {"format": "uri", "pattern": "^https?://[^/?#@]+"}
 def _http_url(value: str, field: str) -> URL:
     try:
         url = URL(value)
+        host = url.host  # decoded lazily: an xn-- label that is not IDNA raises here
     except ValueError:
         raise PydanticCustomError("url", "{field} is not a valid URL", {"field": field}) from None
-    if url.scheme not in ("http", "https") or not url.host:
+    if url.scheme not in ("http", "https") or not host:
         raise PydanticCustomError("url", "{field} must be an absolute http(s) URL", {"field": field})
+    problem = host_name_problem(host)  # else every request to it would fail with a UnicodeError
+    if problem is not None:
+        raise PydanticCustomError("url", "{field}: {problem}", {"field": field, "problem": problem})
     return url
+
+
+def _header_value(value: str | None, field: str) -> str | None:
+    """A value relay sends as an HTTP header: one line, no control character (CR, LF, NUL... a header cannot
+    carry them, and a request with one fails every time)."""
+    if value is not None and has_control_character(value):
+        raise PydanticCustomError(
+            "header", "{field} holds a control character (U+0000-U+001F or U+007F)", {"field": field}
+        )
+    return value
 
 
 class _CheckedJson(dict[str, Any]):
@@ -119,6 +133,11 @@ class JobCreate(_Strict):
         _http_url(value, "callbackUrl")
         return value
 
+    @field_validator("authorization")
+    @classmethod
+    def _authorization(cls, value: str | None) -> str | None:
+        return _header_value(value, "authorization")
+
     @field_validator("drive_item_url")
     @classmethod
     def _drive_item(cls, value: str | None) -> str | None:
@@ -184,6 +203,11 @@ class JobPatch(_Strict):
         if value is not None:
             _http_url(value, "callbackUrl")
         return value
+
+    @field_validator("authorization")
+    @classmethod
+    def _authorization(cls, value: str | None) -> str | None:
+        return _header_value(value, "authorization")
 
     @model_validator(mode="after")
     def _not_empty(self) -> JobPatch:

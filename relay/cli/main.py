@@ -36,6 +36,7 @@ log = structlog.stdlib.get_logger("relay.cli")
 def _settings() -> Settings:
     settings = Settings.from_env()
     logs.configure(settings.log_format)
+    logs.keep_out(settings.secret_values())
     for line in settings.deprecations:
         log.warning("deprecated setting", detail=line)
     for line in settings.warnings:
@@ -159,6 +160,7 @@ def _dev_secrets(settings: Settings) -> Settings:
             f"  {state.signing_secret}",
             flush=True,
         )
+    logs.keep_out(settings.secret_values())  # the key and secret it made: printed once above, never logged
     return settings
 
 

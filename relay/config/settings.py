@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from typing import Any, Literal
+from urllib.parse import unquote
 
 from pydantic import AliasChoices, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -267,6 +268,35 @@ class Settings(BaseSettings):
         """
         return self.request_timeout + 5.0
 
+    def secret_values(self) -> tuple[str, ...]:
+        """Every secret this configuration holds, for the logs to keep out of every line (relay/logs.py):
+        API and metrics tokens, signing and sealing keys, credential secrets, the Redis password."""
+        found: list[str] = [*self.api_tokens, *self.signing_secrets, *self.encryption_keys]
+        found += [secret for _, secret in self.tenant_signing_secrets]
+        if self.metrics_token:
+            found.append(self.metrics_token)
+        for spec in self.credentials:
+            secret = getattr(spec, "client_secret", None)
+            if secret is not None:
+                found.append(secret.get_secret_value())
+        found += _redis_passwords(self.effective_redis_url)
+        return tuple(dict.fromkeys(found))
+
     @property
     def effective_redis_url(self) -> str:
         return self.redis_url or "redis://localhost:6379/0"
+
+
+def _redis_passwords(url: str) -> list[str]:
+    """The password of a Redis URL as written and decoded (and a Sentinel URL's own), for the logs to keep out."""
+    rest = url.split("://", 1)[-1]
+    authority = rest.rsplit("@", 1)[0] if "@" in rest else ""
+    found = [authority, authority.partition(":")[2]] if authority else []
+    if ":" in authority:
+        found.append(unquote(authority.partition(":")[2]))
+    for part in rest.split("?", 1)[1:]:  # sentinel_password=... in the query
+        for pair in part.split("&"):
+            name, _, value = pair.partition("=")
+            if "password" in name.lower() and value:
+                found += [value, unquote(value)]
+    return [value for value in found if value]

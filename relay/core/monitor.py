@@ -180,8 +180,9 @@ def classify(
     *,
     too_large: bool = False,
 ) -> PollResult:
-    location = headers.get("Location") or headers.get("location")
-    retry_after = headers.get("Retry-After") or headers.get("retry-after")
+    # header values are read as UTF-8 with surrogateescape: bytes that are not UTF-8 come as lone surrogates
+    location = _header(headers, "Location")
+    retry_after = _header(headers, "Retry-After")
     base: dict[str, Any] = {"http_status": http_status, "location": location, "retry_after": retry_after}
 
     if too_large:
@@ -190,8 +191,8 @@ def classify(
     doc: Any = None
     if body:
         try:
-            doc = jsonfast.loads(body)
-        except (ValueError, UnicodeDecodeError):
+            doc = jsonfast.loads_peer(body)  # lone surrogates scrubbed, nesting bounded: nothing relay cannot store
+        except ValueError:
             doc = None
 
     if isinstance(doc, dict) and isinstance(doc.get("status"), str) and doc["status"]:
@@ -222,6 +223,11 @@ def classify(
             return PollResult(Kind.PROGRESS, percentage=pct, operation=_operation(doc), detail="no status", **base)
     what = "JSON without AsyncJobStatus fields" if doc is not None else "a body that is not JSON"
     return PollResult(Kind.INVALID, detail=f"HTTP {http_status} with {what}", **base)
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name) or headers.get(name.lower())
+    return jsonfast.scrub(value) if value else None
 
 
 def _final_error(http_status: int, doc: Any, base: dict[str, Any]) -> PollResult | None:

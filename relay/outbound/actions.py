@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote
@@ -28,18 +29,36 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from pydantic_core import PydanticCustomError
 from yarl import URL
 
+from relay.core import jsonfast
 from relay.core.backoff import parse_retry_after
 from relay.core.graph_error import GraphError, graph_error
 from relay.core.graph_paths import ActionPath, action_path, item_id_problem, upload_body_problem
-from relay.core.hosts import host_matches
+from relay.core.hosts import host_matches, host_name_problem
 from relay.outbound.client import fetch
 from relay.outbound.ssrf import Blocked
 
-__all__ = ["SAFE_HEADERS", "Action", "ActionRefused", "Started", "derived_item_url", "start_action"]
+__all__ = [
+    "SAFE_HEADERS",
+    "Action",
+    "ActionRefused",
+    "Started",
+    "derived_item_url",
+    "has_control_character",
+    "start_action",
+]
 
 #: extra request headers an action may carry; everything else (Authorization included) relay sets itself
 SAFE_HEADERS = frozenset({"prefer", "if-match", "if-none-match", "accept-language"})
 _MAX_ANSWER = 1024 * 1024
+#: what no header value may hold: C0 controls (CR, LF, NUL...) and DEL
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
+def has_control_character(value: str) -> bool:
+    """Whether ``value`` holds a character no HTTP header value may carry (aiohttp refuses CR, LF and NUL)."""
+    return _CONTROL.search(value) is not None
+
+
 #: what a drive id keeps unencoded in a derived driveItemUrl (``b!...`` ids stay readable)
 _ID_SAFE = "!$&'()*+,;=@"
 
@@ -70,10 +89,14 @@ class Action(BaseModel):
     def _url(cls, value: str) -> str:
         try:
             url = URL(value)
+            url.host  # noqa: B018  decoded lazily: an xn-- label that is not IDNA raises here
         except ValueError:
             raise PydanticCustomError("url", "action.url is not a valid URL") from None
         if url.scheme not in ("http", "https") or not url.host:
             raise PydanticCustomError("url", "action.url must be an absolute http(s) URL")
+        problem = host_name_problem(url.host)
+        if problem is not None:
+            raise PydanticCustomError("url", "action.url: {problem}", {"problem": problem})
         read = action_path(value)
         if isinstance(read, str):  # the token goes only to the actions relay tracks
             raise PydanticCustomError("action", "{rule}", {"rule": read})
@@ -106,8 +129,12 @@ class Action(BaseModel):
                 raise PydanticCustomError(
                     "header", "action.headers may carry only {allowed}", {"allowed": ", ".join(sorted(SAFE_HEADERS))}
                 )
-            if "\r" in header or "\n" in header or len(header) > 1024:
-                raise PydanticCustomError("header", "action header values are one line of at most 1024 characters")
+            if has_control_character(header) or len(header) > 1024:
+                raise PydanticCustomError(
+                    "header",
+                    "action header values are one line of at most 1024 characters, without control characters "
+                    "(U+0000-U+001F, U+007F)",
+                )
         return value
 
 
@@ -189,10 +216,7 @@ async def start_action(
         raise ActionRefused(502, "Graph not reachable", type(exc).__name__) from None
     answer = _json_object(resp.body)
     if resp.status == 202:
-        location = resp.headers.get("Location")
-        if not location:
-            raise ActionRefused(502, "No monitor URL", "Graph answered 202 without a Location header")
-        return Started(202, monitor_url=str(URL(action.url).join(URL(location))))
+        return Started(202, monitor_url=_monitor_url(action, resp.headers.get("Location")))
     if resp.status in (200, 201) and answer is not None and isinstance(answer.get("id"), str):
         return Started(resp.status, drive_item=answer)
     if 300 <= resp.status < 400:
@@ -210,6 +234,22 @@ async def start_action(
     raise ActionRefused(502, "Graph failed the action", f"Graph answered {resp.status}", graph, retry_after=retry_after)
 
 
+def _monitor_url(action: Action, location: str | None) -> str:
+    """The monitor URL a 202 gives, or :class:`ActionRefused`: a Location that is missing, not UTF-8 (aiohttp reads
+    such bytes as lone surrogates) or whose host is no DNS name is Graph's fault, not a crash of relay's."""
+    if not location:
+        raise ActionRefused(502, "No monitor URL", "Graph answered 202 without a Location header")
+    try:
+        if jsonfast.scrub(location) != location:
+            raise ValueError("not UTF-8")
+        monitor_url = str(URL(action.url).join(URL(location)))
+        if host_name_problem(URL(monitor_url).host) is not None:
+            raise ValueError("no DNS name")
+    except ValueError:
+        raise ActionRefused(502, "No monitor URL", "Graph answered 202 with a Location that is not a URL") from None
+    return monitor_url
+
+
 def _graph_fields(status: int, error: GraphError | None, message: str, retry_after: float | None) -> dict[str, Any]:
     """``graphError`` of the problem: Graph's status, its error object's members, its Retry-After in seconds."""
     fields: dict[str, Any] = {"status": status, "code": error.code if error else None, "message": message}
@@ -222,8 +262,8 @@ def _graph_fields(status: int, error: GraphError | None, message: str, retry_aft
 
 def _json_object(body: bytes) -> dict[str, Any] | None:
     try:
-        value = json.loads(body) if body else None
-    except (ValueError, UnicodeDecodeError):
+        value = jsonfast.loads_peer(body) if body else None  # what relay cannot store is scrubbed or refused
+    except ValueError:
         return None
     return value if isinstance(value, dict) else None
 

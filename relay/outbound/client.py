@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -59,6 +60,9 @@ async def fetch(
     for transport failures.
     """
     target = check_url(url, trusted_hosts)
+    if headers is not None and any(_CONTROL.search(value) for value in headers.values()):
+        # aiohttp would raise ValueError on every try; the value itself (a token, maybe) is never said
+        raise Blocked("a header value holds a control character (U+0000-U+001F or U+007F)")
     started = time.monotonic()
     async with session.request(
         method,
@@ -82,6 +86,9 @@ async def fetch(
                 too_large = True
                 break
         return Response(resp.status, resp.headers, bytes(buffer), too_large, time.monotonic() - started)
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
 @functools.lru_cache(maxsize=16)

@@ -18,7 +18,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 from yarl import URL
 
-from relay.core.hosts import host_matches
+from relay.core.hosts import host_matches, host_name_problem
 
 __all__ = ["ALLOWED_PORTS", "Blocked", "GuardedResolver", "address_allowed", "check_url"]
 
@@ -92,10 +92,13 @@ def _port_allowed(port: int | None) -> bool:
 
 def check_url(url: str | URL, trusted_hosts: Iterable[str]) -> URL:
     """Parse and check a URL relay is about to request; raise :class:`Blocked` with a reason."""
-    parsed = url if isinstance(url, URL) else URL(url)
+    try:
+        parsed = url if isinstance(url, URL) else URL(url)
+        host = parsed.host  # decoded lazily: an xn-- label that is not IDNA raises here
+    except ValueError:
+        raise Blocked("the URL does not parse") from None
     if parsed.scheme not in ("http", "https"):
         raise Blocked("only http and https URLs are allowed")
-    host = parsed.host
     if not host:
         raise Blocked("the URL has no host")
     if parsed.user is not None or parsed.password is not None:
@@ -111,6 +114,9 @@ def check_url(url: str | URL, trusted_hosts: Iterable[str]) -> URL:
 @functools.lru_cache(maxsize=4096)
 def _host_refusal(host: str, trusted_hosts: tuple[str, ...]) -> str | None:
     """Why a host may not be requested, or None; a pure function of its arguments, so remembered."""
+    problem = host_name_problem(host)  # a name the resolver cannot encode fails every request with a UnicodeError
+    if problem is not None:
+        return problem
     if host_matches(host, trusted_hosts):
         return None
     literal = _literal_address(host)
