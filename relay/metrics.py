@@ -48,6 +48,12 @@ DELIVERY_LATENCY = Histogram("relay_delivery_duration_seconds", "Callback reques
 EVENT_LAG = Histogram(
     "relay_event_lag_seconds", "From the monitor change being recorded to the callback's 2xx", buckets=_LAG_BUCKETS
 )
+PARKED = Counter(
+    "relay_parked_total",
+    "Polls (their jobs failed), deliveries (their event dead-lettered) and resolutions (their job failed) parked "
+    "after failing with an unexpected error several times in a row",
+    ["kind"],
+)
 RESOLUTIONS = Counter("relay_resolutions_total", "DriveItem resolutions by outcome", ["outcome"])
 
 JOBS = Gauge("relay_jobs", "Jobs by state, from Redis (lifetime counts; active = not yet ended)", ["state"])

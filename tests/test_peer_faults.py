@@ -8,6 +8,7 @@ holding CR/LF (``ValueError`` at each DriveItem request).
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -45,6 +46,12 @@ class Peer:
 
 @pytest.fixture
 async def peer() -> AsyncIterator[Peer]:
+    async with running_peer() as p:
+        yield p
+
+
+@contextlib.asynccontextmanager
+async def running_peer() -> AsyncIterator[Peer]:
     p = Peer()
     app = web.Application()
     app.router.add_get("/monitor/{n}", p._monitor)

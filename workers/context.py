@@ -15,6 +15,7 @@ from relay.core.crypto import Vault
 from relay.core.tracking import PollPolicy
 from relay.credentials.broker import CredentialBroker
 from relay.store.jobs import Store
+from workers.backstop import Backstop
 
 __all__ = ["Deps"]
 
@@ -35,6 +36,8 @@ class Deps:
     resolve_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(100))
     #: the jobs of those resolutions (a completed monitor's recheck does not start a second one here)
     resolving: set[str] = field(default_factory=set)
+    #: the backstops of the poll, delivery and resolution (workers/backstop.py), by kind; none: failures are logged
+    backstops: dict[str, Backstop] = field(default_factory=dict)
     #: what planning a poll takes of the settings
     poll_policy: PollPolicy = field(init=False)
 

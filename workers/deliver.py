@@ -129,7 +129,9 @@ async def deliver_next(deps: Deps, claim: Claim, job: Job | None, found: list[Ev
         else None,
     )
     attempted = Attempt(job_id, event, attempt, outcome, status, error, duration, delay, len(superseded))
-    await after_write(store, pending, attempted.acked, what="delivery ack", member=job_id)
+    backstop = deps.backstops.get("delivery")  # a refused ack counts against the job's delivery
+    failed = backstop.on_write_failure(job_id, claim) if backstop is not None else None
+    await after_write(store, pending, attempted.acked, what="delivery ack", member=job_id, failed=failed)
 
 
 async def _post(

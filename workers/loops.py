@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from relay.store.scheduler import Claim, Scheduler
+from workers.backstop import Backstop
 
 __all__ = ["ClaimLoop", "Handler"]
 
@@ -40,10 +41,12 @@ class ClaimLoop:
         idle: float = 0.1,
         max_idle: float = 10.0,
         wake: asyncio.Event | None = None,
+        backstop: Backstop | None = None,
     ) -> None:
         """``idle``: the shortest pause after a claim that found less than it asked for while work is in
         flight; with nothing in flight the loop sleeps until the earliest member comes due (at most
-        ``max_idle``), or until ``wake`` is set (relay/workers/waker.py)."""
+        ``max_idle``), or until ``wake`` is set (relay/workers/waker.py). ``backstop``: counts a member's
+        unexpected failures and parks it after a few in a row (workers/backstop.py)."""
         self.name = name
         self.scheduler = scheduler
         self.handle = handle
@@ -53,6 +56,7 @@ class ClaimLoop:
         self.idle = idle
         self.max_idle = max_idle
         self.wake = wake or asyncio.Event()
+        self.backstop = backstop
         self._pause_until = 0.0  # monotonic: when the current pause ends
         scheduler.on_handed_back = self._handed_back
         self._busy = 0  # claims taken and not yet handled (queued or running)
@@ -119,12 +123,23 @@ class ClaimLoop:
                 await self.handle(claim)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # one bad member must never take the worker down; its lease makes it retry
-                log.exception("member failed", loop=self.name, member=claim.member[:12])
+            except Exception as exc:  # one bad member must never take the worker down, nor fail forever
+                await self._failed(claim, exc)
             finally:
                 self._busy -= 1
                 if self._capacity - self._busy >= self._min_claim or not self._busy:
                     self._slot_freed.set()
+
+    async def _failed(self, claim: Claim, exc: Exception) -> None:
+        """A member's handling raised: counted against it (parked at the last strike, else handed back after a
+        short pause); without a backstop, logged and left to its lease."""
+        if self.backstop is None:
+            log.exception("member failed", loop=self.name, member=claim.member[:12])
+            return
+        try:
+            await self.backstop.failed(claim.member, claim, exc, loop=self.name)
+        except Exception as again:  # never let the backstop take the runner down; the lease hands the member back
+            log.warning("member failed", loop=self.name, member=claim.member[:12], error=type(again).__name__)
 
     async def _pause(self, next_due_in: float | None) -> None:
         """Until the earliest member comes due (or ``max_idle``), woken earlier by a wake-up or a stop."""

@@ -30,6 +30,7 @@ from relay.outbound.client import create_session
 from relay.store import keys
 from relay.store.connections import arq_sentinel_pool, arq_settings
 from relay.store.open import open_store
+from workers.backstop import Backstop, park_delivery, park_poll, park_resolution
 from workers.context import Deps
 from workers.deliver import deliver_claimed
 from workers.lifecycle import Lifecycle, quiet_arq
@@ -107,9 +108,19 @@ async def startup(ctx: dict[str, Any]) -> None:
         rng=random.Random(),
     )
     lease = settings.lease
+    deps.backstops.update(
+        poll=Backstop(store, "poll", park_poll(store), scheduler=store.monitors, lease=lease),
+        delivery=Backstop(store, "delivery", park_delivery(store), scheduler=store.deliveries, lease=lease),
+        resolution=Backstop(store, "resolution", park_resolution(store), lease=lease),
+    )
     loops = [
         ClaimLoop(
-            "poll", store.monitors, partial(poll_claimed, deps), concurrency=settings.poll_concurrency, lease=lease
+            "poll",
+            store.monitors,
+            partial(poll_claimed, deps),
+            concurrency=settings.poll_concurrency,
+            lease=lease,
+            backstop=deps.backstops["poll"],
         ),
         ClaimLoop(
             "deliver",
@@ -117,6 +128,7 @@ async def startup(ctx: dict[str, Any]) -> None:
             partial(deliver_claimed, deps),
             concurrency=settings.delivery_concurrency,
             lease=lease,
+            backstop=deps.backstops["delivery"],
         ),
     ]
     waker = Waker(redis, {keys.sched_wake(loop.scheduler.key): loop.wake for loop in loops})

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from functools import lru_cache, partial
 from typing import Any
 
@@ -119,7 +120,13 @@ async def poll_monitor(deps: Deps, claim: Claim, monitor: Monitor, jobs: list[Jo
     plan = plan_poll(result, monitor, jobs, now_ms, deps.poll_policy, deps.rng, polled=polled)
     pending = deps.store.submit_poll(claim, plan.monitor_fields, plan.ops, plan.delay, jobs=len(jobs))
     landed = partial(_applied, deps, plan, result if polled else None, len(jobs))
-    await after_write(deps.store, pending, landed, what="poll result", member=claim.member)
+    await after_write(deps.store, pending, landed, what="poll result", member=claim.member, failed=_strike(deps, claim))
+
+
+def _strike(deps: Deps, claim: Claim) -> Callable[[BaseException], None] | None:
+    """A refused poll write counts against the monitor (workers/backstop.py)."""
+    backstop = deps.backstops.get("poll")
+    return backstop.on_write_failure(claim.member, claim) if backstop is not None else None
 
 
 def _applied(deps: Deps, plan: PollPlan, polled: PollResult | None, jobs: int, answer: list[Any]) -> None:

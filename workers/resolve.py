@@ -36,6 +36,7 @@ from relay.credentials.broker import CredentialError
 from relay.outbound.client import Response, fetch
 from relay.outbound.ssrf import Blocked
 from relay.store import keys
+from workers.backstop import counts
 from workers.context import Deps
 
 __all__ = ["RESOLVE_TASK", "enqueue_resolution", "resolve_item", "resolve_job", "resolve_soon"]
@@ -156,7 +157,23 @@ async def _authorization(deps: Deps, job: Job, host: str, job_try: int) -> tuple
 
 async def resolve_item(ctx: dict[str, Any], job_id: str) -> str:
     """The arq task: the durable path (a retry after a transient failure, or a recheck after a crash)."""
-    return await resolve_job(ctx["deps"], job_id, int(ctx.get("job_try", 1)))
+    return await resolve_guarded(ctx["deps"], job_id, int(ctx.get("job_try", 1)))
+
+
+async def resolve_guarded(deps: Deps, job_id: str, job_try: int) -> str:
+    """:func:`resolve_job`, its unexpected failures counted against the job and parked at the last strike
+    (workers/backstop.py): the completed monitor's recheck would otherwise enqueue it again every minute,
+    forever, with a traceback each time."""
+    try:
+        return await resolve_job(deps, job_id, job_try)
+    except Retry:
+        raise
+    except Exception as exc:
+        backstop = deps.backstops.get("resolution")
+        if backstop is None or not counts(exc):
+            raise
+        strike = await backstop.failed(job_id, None, exc)
+        return "parked" if strike >= backstop.strikes else "failed"
 
 
 def resolve_soon(deps: Deps, job_id: str) -> None:
@@ -181,7 +198,7 @@ async def _resolve_now(deps: Deps, job_id: str) -> None:
     structlog.contextvars.bind_contextvars(job_id=job_id)
     async with deps.resolve_slots:
         try:
-            await resolve_job(deps, job_id, 1)
+            await resolve_guarded(deps, job_id, 1)
         except Retry as retry:
             await enqueue_resolution(deps.arq, job_id, defer=retry.defer_score / 1000 if retry.defer_score else None)
         except Exception:  # the monitor's recheck enqueues the arq task later

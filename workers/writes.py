@@ -29,10 +29,17 @@ MAX_BACKLOG = 1000
 
 
 async def after_write(
-    store: Store, pending: asyncio.Future[Any], then: Callable[[Any], None] | None, *, what: str, member: str
+    store: Store,
+    pending: asyncio.Future[Any],
+    then: Callable[[Any], None] | None,
+    *,
+    what: str,
+    member: str,
+    failed: Callable[[BaseException], None] | None = None,
 ) -> None:
-    """``then(answer)`` (if any) once ``pending`` lands; waits for it here only when the store's backlog is long."""
-    landed = partial(_landed, then or _nothing, what, member)
+    """``then(answer)`` (if any) once ``pending`` lands, ``failed(exc)`` (if any) when it failed; waits for it here
+    only when the store's backlog is long."""
+    landed = partial(_landed, then or _nothing, failed or _nothing, what, member)
     if store.write_backlog > MAX_BACKLOG:
         await asyncio.wait((pending,))
         landed(pending)
@@ -44,12 +51,19 @@ def _nothing(_: object) -> None:
     return None
 
 
-def _landed(then: Callable[[Any], None], what: str, member: str, pending: asyncio.Future[Any]) -> None:
+def _landed(
+    then: Callable[[Any], None],
+    failed: Callable[[BaseException], None],
+    what: str,
+    member: str,
+    pending: asyncio.Future[Any],
+) -> None:
     if pending.cancelled():
         return
     exc = pending.exception()
-    if exc is not None:  # Redis went away mid-write: the lease runs out and the member comes due again
+    if exc is not None:  # Redis went away mid-write, or refused it: the lease runs out and the member comes due again
         log.warning(f"{what} not written", member=member[:12], error=f"{type(exc).__name__}: {exc}")
+        failed(exc)  # a refusal that comes back at every try is parked (workers/backstop.py)
         return
     try:
         then(pending.result())

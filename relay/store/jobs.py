@@ -339,6 +339,28 @@ class Store:
         values = await self.redis.hmget(keys.monitor(member), names)  # type: ignore[misc]  # redis-py 5 types sync|async
         return Monitor.from_hash(member, {n: v for n, v in zip(names, values, strict=True) if v is not None})
 
+    async def monitor_job_ids(self, member: str) -> list[str]:
+        """The ids of the jobs sharing a monitor (its ``j:`` fields), read a page at a time."""
+        found = []
+        async for field, _ in self.redis.hscan_iter(keys.monitor(member), match="j:*"):
+            found.append(str(field)[2:])
+        return found
+
+    async def job_fields(self, job_id: str) -> dict[str, str]:
+        """A job's stored fields as they are, unread (the backstop's last resort when one does not read)."""
+        fields: dict[str, str] = await self.redis.hgetall(keys.job(job_id))  # type: ignore[misc]
+        return fields
+
+    async def strike(self, kind: str, member: str, ttl: int) -> int:
+        """One more unexpected failure of ``member`` in a row (workers/backstop.py): how many now."""
+        key = keys.strikes(kind, member)
+        count = int(await self.redis.incr(key))  # only on the failure path: two round trips are no cost
+        await self.redis.expire(key, ttl)
+        return count
+
+    async def clear_strikes(self, kind: str, member: str) -> None:
+        await self.redis.delete(keys.strikes(kind, member))
+
     async def poll_chunk(self, call: ChunkCall) -> ChunkRead | None:
         """One step of a poll in chunks (poll_chunk.lua); None when the claim was taken over."""
         raw: list[Any] = await self._poll_chunk(self.redis, args=[jsonfast.dumps(call).decode(), *self._chunk_shared])

@@ -105,6 +105,12 @@ def monitor(monitor_key: str) -> str:
     return f"{PREFIX}monitor:{monitor_key}"
 
 
+def strikes(kind: str, member: str) -> str:
+    """Counter of a poll's, delivery's or resolution's unexpected failures in a row (workers/backstop.py); it
+    expires a day after the last one."""
+    return f"{PREFIX}strikes:{kind}:{member}"
+
+
 def owner_jobs(owner: str) -> str:
     """Stream of an owner's job ids (field ``j``) in creation order, for ``GET /v1/jobs`` and ``/v1/stream``: its
     entry ids are creation times, hence the listing's cursors; entries past the longest a job can live are trimmed.
