@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: install install-dev run test lint format typecheck bench chaos failover cluster-harness all clean
+.PHONY: install install-dev run test lint format typecheck bench chaos failover fuzz cluster-harness all clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ chaos: $(DEV_STAMP)
 
 failover: $(DEV_STAMP)
 	$(BIN)/python -m tests.failover
+
+# the worker-side fuzz (tests/test_worker_fuzz.py) with a longer budget than make test's 15 examples (~2 min)
+fuzz: $(DEV_STAMP)
+	RELAY_FUZZ_EXAMPLES=$${RELAY_FUZZ_EXAMPLES:-500} $(BIN)/python -m pytest -q tests/test_worker_fuzz.py --timeout 900
 
 # the loopback Redis Cluster (tests/cluster.py): its timings on this machine, then every harness test (--slow: 3+3)
 cluster-harness: $(DEV_STAMP)
