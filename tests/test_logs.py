@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import re
+import secrets
 from collections.abc import Iterator
 from typing import Any
 
@@ -288,3 +289,41 @@ async def test_each_stretch_of_bare_5xx_is_one_warning_without_the_monitor_url(
     assert all("5xx" in w["event"] and w["monitor"] for w in warnings)
     for needle in (op.monitor_url, op.tempauth, op.id):
         assert needle not in text
+
+
+@pytest.mark.parametrize("fmt", ["console", "json"])
+def test_a_traceback_shows_no_local_and_no_configured_secret(fmt: str) -> None:
+    """The console format used to render a traceback with rich's locals: a token held by any frame was shown."""
+    stream = io.StringIO()
+    logs.configure(fmt, logging.INFO, stream)
+    logs.keep_out([SECRET, "redis-password-1"])
+    graph_token = ""
+    try:
+        graph_token = f"Bearer {secrets.token_hex(12)}"  # a frame's local, as a decrypted authorization is
+        signing_secrets = (SECRET,)
+        try:
+            raise ValueError(f"a header echoed in a message: {signing_secrets[0]} redis-password-1 {len(graph_token)}")
+        except ValueError:
+            structlog.get_logger("relay.test").exception("member failed")
+    finally:
+        logs.keep_out(())
+        logs.configure("json", logging.WARNING)
+    text = stream.getvalue()
+    assert "ValueError" in text and "member failed" in text
+    assert graph_token not in text and graph_token[7:] not in text, text
+    assert SECRET not in text and "redis-password-1" not in text, text
+    assert "[redacted]" in text
+
+
+def test_secrets_are_kept_out_of_lines_in_their_json_spelling() -> None:
+    stream = io.StringIO()
+    logs.configure("json", logging.INFO, stream)
+    password = 'pa"ss\\word/1'
+    logs.keep_out([password, "abc"])  # too short to look for: it would blank every word holding it
+    try:
+        structlog.get_logger("relay.test").info("connect failed", error=f"AUTH {password} refused", note="abcdef")
+    finally:
+        logs.keep_out(())
+        logs.configure("json", logging.WARNING)
+    line = json.loads(stream.getvalue())
+    assert line["error"] == "AUTH [redacted] refused" and line["note"] == "abcdef"
