@@ -19,12 +19,14 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, MutableMapping
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
 import structlog
 from aiohttp.abc import AbstractAccessLogger
-from aiohttp.web import BaseRequest, StreamResponse
+
+if TYPE_CHECKING:  # aiohttp's server modules are the API's: a worker never imports them
+    from aiohttp.web import BaseRequest, StreamResponse
 
 __all__ = [
     "ACCESS_LOG",
@@ -234,6 +236,20 @@ def _identity(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableM
     return event_dict
 
 
+def _console_traceback(sio: TextIO, exc_info: Any) -> None:
+    """The console format's tracebacks, by rich as structlog's RichTracebackFormatter would, without the frames'
+    locals; rich is imported here, on the first one (relay imports structlog with rich hidden, see :mod:`relay`,
+    so structlog's own formatter has no rich to call); plain ones where rich is not installed."""
+    try:
+        from rich.console import Console
+        from rich.traceback import Traceback
+    except ImportError:
+        structlog.dev.plain_traceback(sio, exc_info)
+        return
+    sio.write("\n")
+    Console(file=sio, color_system="truecolor").print(Traceback.from_exception(*exc_info, show_locals=False))
+
+
 #: relay's own loggers hold this list (structlog caches loggers on first use): configure() changes it in place
 _PROCESSORS: list[Any] = []
 
@@ -256,9 +272,7 @@ def configure(fmt: str = "json", level: int = logging.INFO, stream: TextIO | Non
     _set_level(level)
     # a traceback without its frames' locals (rich's default shows them: tokens, secrets, request bodies)
     renderer: Any = (
-        _render_json
-        if fmt == "json"
-        else structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.RichTracebackFormatter(show_locals=False))
+        _render_json if fmt == "json" else structlog.dev.ConsoleRenderer(exception_formatter=_console_traceback)
     )
     exc_info: Any = _format_exc_info if fmt == "json" else _identity
     _PROCESSORS[:] = [

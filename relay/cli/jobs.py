@@ -18,13 +18,15 @@ import os
 import re
 import sys
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 import aiohttp
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+
+if TYPE_CHECKING:  # rich is imported by the commands that print, not by `relay serve` / `relay worker`
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
 
 __all__ = ["DEFAULT_API", "ApiError", "add_jobs_parser", "default_token"]
 
@@ -56,6 +58,8 @@ def _escaped(text: str) -> str:
 
 def _plain(value: Any, style: str = "") -> Text:
     """A value from the API as terminal text: no markup read in it, its control characters escaped."""
+    from rich.text import Text
+
     return Text(_escaped("" if value is None else str(value)), style=style)
 
 
@@ -132,6 +136,8 @@ def _in(iso: str, now: datetime | None = None) -> str:
 
 def _delivery(job: dict[str, Any]) -> Text:
     """Where the job's webhooks stand: the newest event's state, how its last attempt failed, when the next comes."""
+    from rich.text import Text
+
     delivery = job.get("delivery")
     if not delivery:
         return Text("no events yet", style="dim")
@@ -156,11 +162,15 @@ def _pct(job: dict[str, Any]) -> str:
 
 
 def _console() -> Console:
+    from rich.console import Console
+
     # a pipe gets wide tables too: ids are 32 characters and must never be cut
     return Console(width=None if sys.stdout.isatty() else max(160, int(os.environ.get("COLUMNS", "0") or 0)))
 
 
 def _jobs_table(jobs: list[dict[str, Any]]) -> Table:
+    from rich.table import Table
+
     table = Table(title="jobs", title_justify="left")
     table.add_column("id", no_wrap=True, min_width=32)
     table.add_column("status", no_wrap=True)
@@ -199,6 +209,8 @@ async def _list(args: argparse.Namespace) -> int:
 
 
 async def _show(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
     job = await _call(args, "GET", f"/v1/jobs/{_quoted(args)}")
     deliveries = await _call(args, "GET", f"/v1/jobs/{_quoted(args)}/deliveries")
     if args.json:
@@ -238,6 +250,8 @@ async def _show(args: argparse.Namespace) -> int:
 
 def _print_attempts(console: Console, records: list[dict[str, Any]]) -> None:
     """The delivery attempts; progress events superseded before they were tried are one line, not a row each."""
+    from rich.table import Table
+
     attempts = Table(title="deliveries", title_justify="left")
     for column in ("time", "type", "seq", "attempt", "outcome", "answer", "ms"):
         attempts.add_column(column, no_wrap=True)

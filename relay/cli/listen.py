@@ -17,16 +17,18 @@ import signal
 import socket
 from collections import OrderedDict
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
-from rich.console import Console
-from rich.text import Text
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from relay.cli.devstate import load_dev_state
 from relay.cli.startup import listen
 from relay.config.parsing import ConfigError, check_secret
+
+if TYPE_CHECKING:  # rich and aiohttp's server are imported when `relay listen` runs, not by the other commands
+    from aiohttp import web
+    from rich.console import Console
+    from rich.text import Text
 
 __all__ = ["add_listen_parser", "summary"]
 
@@ -96,6 +98,8 @@ class Listener:
         raise reason
 
     async def handle(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+
         body = await request.read()
         headers = dict(request.headers)
         webhook_id = request.headers.get("webhook-id", "")
@@ -103,6 +107,8 @@ class Listener:
             event = self.verify(body, headers)
         except WebhookVerificationError as exc:
             self.refused += 1
+            from rich.text import Text
+
             tried = f"{len(self.hooks)} secret{'s' if len(self.hooks) != 1 else ''}"
             line = Text(f"{_now()} ", style="dim")
             line.append("401 refused", style="bold red")
@@ -124,6 +130,8 @@ class Listener:
 
     @staticmethod
     def _line(event: dict[str, Any], again: bool) -> Text:
+        from rich.text import Text
+
         data = event.get("data") or {}
         kind = str(event.get("type"))
         line = Text(f"{_now()} ", style="dim")
@@ -162,6 +170,8 @@ def _secrets(args: argparse.Namespace) -> tuple[list[str], str]:
 
 
 async def _serve(listener: Listener, sockets: list[socket.socket], path: str) -> None:
+    from aiohttp import web
+
     app = web.Application(client_max_size=1024 * 1024)
     if path == "/":
         app.router.add_post("/{tail:.*}", listener.handle)
@@ -187,6 +197,8 @@ def cmd_listen(args: argparse.Namespace) -> int:
     port = sockets[0].getsockname()[1]
     host = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{host}:{port}{args.path}"
+    from rich.console import Console
+
     errors = Console(stderr=True, highlight=False)
     console = Console(highlight=False)
     listener = Listener(secrets, raw=args.json, console=console, errors=errors)

@@ -12,6 +12,9 @@ names no secret and no token.
 azure-identity's WorkloadIdentityCredential reads its token file again only when it needs a new token
 *and* its copy is over 10 minutes old; AKS's kubelet rotates that file well before it expires, so the
 copy it holds is always still valid. If the platform refuses it anyway, the rebuild reads the file at once.
+
+azure-identity (with azure-core, msal and requests: ~20 MiB resident) is imported when the first credential is
+built, not with this module: a worker or an API with no ``RELAY_CREDENTIALS`` never loads it.
 """
 
 from __future__ import annotations
@@ -22,17 +25,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
-
-from azure.core.credentials_async import AsyncSupportsTokenInfo
-from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError
-from azure.identity import CredentialUnavailableError
-from azure.identity.aio import (
-    CertificateCredential,
-    ClientSecretCredential,
-    ManagedIdentityCredential,
-    WorkloadIdentityCredential,
-)
+from typing import TYPE_CHECKING, Any
 
 from relay.config.credentials import (
     ClientCertificateSpec,
@@ -43,6 +36,9 @@ from relay.config.credentials import (
 )
 from relay.config.parsing import ConfigError
 from relay.core.hosts import host_matches
+
+if TYPE_CHECKING:
+    from azure.core.credentials_async import AsyncSupportsTokenInfo
 
 __all__ = ["CredentialBroker", "CredentialError"]
 
@@ -121,6 +117,10 @@ class CredentialBroker:
 
     async def _token(self, spec: CredentialSpec) -> str:
         credential = await self._credential(spec)
+        # loaded by the credential's build above
+        from azure.core.exceptions import ClientAuthenticationError
+        from azure.identity import CredentialUnavailableError
+
         try:
             return (await credential.get_token_info(spec.scope)).token
         except CredentialUnavailableError as exc:
@@ -181,6 +181,13 @@ def _read(path: str) -> str:
 
 def _build(spec: CredentialSpec, timeout: float) -> AsyncSupportsTokenInfo:
     """The azure-identity credential for ``spec``; files are read now."""
+    from azure.identity.aio import (
+        CertificateCredential,
+        ClientSecretCredential,
+        ManagedIdentityCredential,
+        WorkloadIdentityCredential,
+    )
+
     # one immediate retry in the library; relay's own resolution schedule retries after that
     options: dict[str, Any] = {"connection_timeout": timeout, "read_timeout": timeout, "retry_total": 1}
     if spec.ca_file is not None:
@@ -208,6 +215,9 @@ def _build(spec: CredentialSpec, timeout: float) -> AsyncSupportsTokenInfo:
 
 def _safe_error(name: str, exc: BaseException) -> CredentialError:
     """What went wrong, from codes only: the library's own messages may quote what the endpoint answered."""
+    from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError
+    from azure.identity import CredentialUnavailableError
+
     if isinstance(exc, CredentialUnavailableError):
         return CredentialError(name, "unavailable", "azure-identity found no way to get a token in this environment")
     if isinstance(exc, ClientAuthenticationError):

@@ -17,6 +17,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from pathlib import Path
 
 from redis.asyncio import Redis
 
@@ -31,6 +32,8 @@ SETTLE = 5.0
 #: the baseline beside the idle worker: a bare asyncio loop that wakes once a second and does nothing else
 BARE_WAKER = "import asyncio\nasync def main():\n    while True:\n        await asyncio.sleep(1.0)\nasyncio.run(main())"
 FIRST_POLL_INTERVAL = 1.0  # RELAY_POLL_INITIAL_INTERVAL's default
+#: resident memory at rest of each sidecar process, no credentials configured (issue 31)
+RSS_TARGET_MIB = 50
 
 
 def calls_text(calls: Counter[str], seconds: float) -> tuple[float, str]:
@@ -90,6 +93,7 @@ async def run(h: Harness) -> None:
         in_scripts = sum((await redis_calls(h.redis)).values()) - sum(stats0.values()) - sum(calls[0].values())
         window = Meter.between(a, b)
         rss = {"worker": rss_mib(worker.pid), "api": rss_mib(api.pid)}
+        parts = {name: rss_parts(pid) for name, pid in (("worker", worker.pid), ("api", api.pid))}
         first_poll = await pickup(h, sim, receiver)
     finally:
         h.stop(worker, api, sim_proc, rec_proc)
@@ -119,7 +123,20 @@ async def run(h: Harness) -> None:
     h.note(
         f"idle worker: besides its requests, Lua scripts ran {in_scripts / window.seconds:.1f} commands/s inside Redis"
     )
-    h.info("8 resident memory at rest (VmRSS)", f"serve {rss['api']:.0f} MiB, worker {rss['worker']:.0f} MiB")
+    for name, label in (("api", "relay serve"), ("worker", "relay worker")):
+        h.add(
+            f"8 idle {label}: resident memory at rest (VmRSS)",
+            f"{rss[name]:.1f} MiB",
+            f"{RSS_TARGET_MIB} MiB",
+            rss[name] / RSS_TARGET_MIB,
+            "<= 1.00",
+            rss[name] <= RSS_TARGET_MIB,
+        )
+    h.note(
+        "resident memory at rest: "
+        + "; ".join(f"{label} {parts[name]}" for name, label in (("api", "relay serve"), ("worker", "relay worker")))
+        + " (file-backed pages are the libraries' code: shared with other processes mapping the same files)"
+    )
     if first_poll is None:
         h.add("8 idle worker: first poll of a new job", "none within 10 s", "", None, "<= 1 s", False)
     else:
@@ -131,6 +148,16 @@ async def run(h: Harness) -> None:
             "<= 1.00",
             first_poll <= FIRST_POLL_INTERVAL,
         )
+
+
+def rss_parts(pid: int) -> str:
+    """Where a process's resident memory is: anonymous (its heap, Python's objects) and file-backed (code)."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("RssAnon", "RssFile", "RssShmem"):
+            fields[key] = int(value.split()[0]) / 1024
+    return f"anonymous {fields.get('RssAnon', 0):.1f} MiB, file-backed {fields.get('RssFile', 0):.1f} MiB"
 
 
 async def pickup(h: Harness, sim: str, receiver: str) -> float | None:
