@@ -63,6 +63,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         help="event loop of the bare baselines, load generators, servers and relay (RELAY_EVENT_LOOP); printed",
     )
     parser.add_argument("--relay-bin", default=str(Path(sys.executable).parent / "relay"), help="relay executable")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rows 1-3: windows of relay and of its floor, interleaved; each figure is their median (range printed)",
+    )
     parser.add_argument("--poll-jobs", type=int, default=2000)
     parser.add_argument("--deliveries", type=int, default=40000)
     parser.add_argument("--scale-jobs", type=int, default=10000)

@@ -16,12 +16,15 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
+import sys
 from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
 
 from relay.store import keys
-from tests.bench import deliver, peers, poll, register
-from tests.bench.harness import Harness
+from tests.bench import deliver, parts, peers, poll, register
+from tests.bench.costs import OWN_CODE_TARGET
+from tests.bench.harness import SECRET, Harness
+from tests.bench.report import ROOT
 
 __all__ = ["run"]
 
@@ -167,6 +170,30 @@ async def registrations(h: Harness, out: Path) -> tuple[float, float]:
         h.stop(api, hello_proc, floor_proc)
 
 
+PARTS_COUNT = 1000
+_COUNT_PARTS = (
+    "import sys; from tests.bench import parts; parts.count_parts(*sys.argv[1:4], int(sys.argv[4]), only=sys.argv[5])"
+)
+
+
+async def parts_instructions(h: Harness, out: Path, unit: str) -> dict[str, float]:
+    """Instructions per call of each part ``unit`` cannot skip (tests/bench/parts.py), each part counted alone in
+    a process of its own under callgrind, counting only its ``PARTS_COUNT`` calls."""
+    counts: dict[str, float] = {}
+    body, secret = register.BODY, SECRET
+    for name in parts.registration_calls(body, secret, 1):
+        # one process for each part, so each total is that part's alone
+        proc = await asyncio.create_subprocess_exec(
+            *callgrind(out), sys.executable, "-c",
+            _COUNT_PARTS,
+            unit, body, secret, str(PARTS_COUNT), name, cwd=ROOT,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        await proc.wait()
+        counts[name] = total_instructions(out, proc.pid) / PARTS_COUNT
+    return counts
+
+
 async def run(h: Harness, sections: Collection[int] = (1, 2, 3)) -> None:
     """Instructions per operation of rows 1-3 (``sections``: which of them)."""
     if not (shutil.which("valgrind") and shutil.which("callgrind_control")):
@@ -188,4 +215,14 @@ async def run(h: Harness, sections: Collection[int] = (1, 2, 3)) -> None:
         if floor:
             figure = f"{label} instructions per {unit}: relay vs floor server (one batched Redis write)"
             h.info(figure, f"{relay:,.0f}", f"{floor:,.0f}", relay / floor)
+            alone = await parts_instructions(h, out, unit)
+            own = relay - floor
+            h.add(
+                f"{label} relay's own code per {unit} in instructions (relay - floor) vs the parts it cannot skip",
+                f"{own:,.0f}",
+                f"{sum(alone.values()):,.0f} ({', '.join(f'{name} {n:,.0f}' for name, n in alone.items())})",
+                own / sum(alone.values()),
+                f"<= {OWN_CODE_TARGET:.2f}",
+                own <= OWN_CODE_TARGET * sum(alone.values()),
+            )
     h.note(f"instructions: counted over {WINDOW:g} s windows under callgrind; dumps in {out}")

@@ -2,15 +2,20 @@
 
 A registration must read its body, validate it, check its URLs (SSRF, allowlists), seal the authorization
 and the monitor URL, make an id and render its answer; a delivery must read its claimed state, sign the
-body (``standardwebhooks``) and build its ack. Timed here with nothing else running (no HTTP, no Redis, no
-log line, each monitor URL a new one as under load), they are a lower bound on what relay's own code
-costs per operation: set beside the room a row's target leaves above its floor (tests/bench/floors.py).
+body (``standardwebhooks``) and build its ack; a poll must read its claimed state (the monitor and its job),
+make sense of the answer, plan what follows (the next poll, the job's changes) and build its write. Timed
+here with nothing else running (no HTTP, no Redis, no log line, each monitor URL a new one as under load),
+they are a lower bound on what relay's own code costs per operation: set beside relay's CPU above its floor
+(tests/bench/floors.py).
 """
 
 from __future__ import annotations
 
 import itertools
+import os
+import random
 import secrets
+import subprocess
 import time
 import timeit
 from collections.abc import Callable
@@ -19,15 +24,18 @@ from typing import Any
 
 from relay.api.models import JobCreate, check_destinations
 from relay.api.schemas import job_view
+from relay.config.settings import Settings
 from relay.core import jsonfast
 from relay.core.crypto import Vault
+from relay.core.monitor import classify
 from relay.core.schema import DeliveryOutcome, Job
 from relay.core.signing import signature_headers
-from relay.store.calls import AckCall
+from relay.core.tracking import PollPolicy, plan_poll
+from relay.store.calls import AckCall, ApplyPollCall
 from relay.store.jobs import PollInfo, Store
 from relay.store.scheduler import Claim
 
-__all__ = ["delivery_parts", "registration_parts", "timed"]
+__all__ = ["delivery_parts", "poll_parts", "registration_parts", "timed"]
 
 HOSTS = ("127.0.0.1",)
 ROUNDS = 20_000
@@ -40,7 +48,13 @@ def timed(part: Callable[[], Any], rounds: int = ROUNDS) -> float:
 
 def registration_parts(body_template: str, secret: str, rounds: int = ROUNDS) -> dict[str, float]:
     """µs per registration of each part ``POST /v1/jobs`` cannot skip, for bodies like ``body_template``."""
-    raws = [body_template.replace("{n}", str(n)).encode() for n in range(3 * rounds + 10)]
+    calls = registration_calls(body_template, secret, 3 * rounds + 10)
+    return {name: timed(call, rounds) for name, call in calls.items()}
+
+
+def registration_calls(body_template: str, secret: str, count: int) -> dict[str, Callable[[], Any]]:
+    """Each part ``POST /v1/jobs`` cannot skip, ready to be called ``count`` times."""
+    raws = [body_template.replace("{n}", str(n)).encode() for n in range(count)]
     raw_cycle = itertools.cycle(raws)
     fresh = iter([jsonfast.loads(raw) for raw in raws])  # a new monitor URL each time, as under load
     # the checks and the sealing come right after validation parsed the same URLs: yarl's cache has them
@@ -75,17 +89,22 @@ def registration_parts(body_template: str, secret: str, rounds: int = ROUNDS) ->
     stored = Job.from_hash(secrets.token_hex(16), fields)
     info = PollInfo(0, 0, time.time() * 1000)
     return {
-        "read the body": timed(lambda: jsonfast.loads_request(next(raw_cycle)), rounds),
-        "validate": timed(lambda: JobCreate.model_validate(next(fresh)), rounds),
-        "check URLs": timed(checks, rounds),
-        "seal two values": timed(seal, rounds),
-        "make an id": timed(lambda: secrets.token_hex(16), rounds),
-        "render the answer": timed(lambda: jsonfast.dumps(job_view(stored, info)), rounds),
+        "read the body": lambda: jsonfast.loads_request(next(raw_cycle)),
+        "validate": lambda: JobCreate.model_validate(next(fresh)),
+        "check URLs": checks,
+        "seal two values": seal,
+        "make an id": lambda: secrets.token_hex(16),
+        "render the answer": lambda: jsonfast.dumps(job_view(stored, info)),
     }
 
 
 def delivery_parts(body: str, secret: str, rounds: int = ROUNDS) -> dict[str, float]:
     """µs per delivery of each part a delivery cannot skip, for an event body like ``body``."""
+    return {name: timed(call, rounds) for name, call in delivery_calls(body, secret).items()}
+
+
+def delivery_calls(body: str, secret: str) -> dict[str, Callable[[], Any]]:
+    """Each part a delivery cannot skip, for an event body like ``body``."""
     now_ms = int(time.time() * 1000)
     state = [
         ["http://127.0.0.1:9/hook", None, "public"],
@@ -103,7 +122,60 @@ def delivery_parts(body: str, secret: str, rounds: int = ROUNDS) -> dict[str, fl
         jsonfast.dumps(call)
 
     return {
-        "read the claimed state": timed(lambda: Store.outbox_state(claim), rounds),
-        "sign": timed(lambda: signature_headers(event.id, event.body, (secret,), datetime.now(UTC)), rounds),
-        "build the ack": timed(ack, rounds),
+        "read the claimed state": lambda: Store.outbox_state(claim),
+        "sign": lambda: signature_headers(event.id, event.body, (secret,), datetime.now(UTC)),
+        "build the ack": ack,
     }
+
+
+def poll_parts(
+    member: str, state: list[Any], answer: tuple[int, dict[str, str], bytes], rounds: int = ROUNDS
+) -> dict[str, float]:
+    """µs per poll of each part a poll cannot skip: ``state`` as a claim returns it (the monitor's fields, then
+    each job's id and fields), ``answer`` a monitor's (status, headers, body) as the worker receives it."""
+    now_ms = int(time.time() * 1000)
+    claim = Claim(member, "|claim:1", now_ms, state)
+    monitor, jobs = Store.monitor_state(claim)
+    assert jobs is not None
+    status, headers, body = answer
+    result = classify(status, headers, body)
+    policy = PollPolicy.of(Settings())  # the defaults
+    rng = random.Random(1)
+    plan = plan_poll(result, monitor, jobs, now_ms, policy, rng)
+
+    def write() -> None:
+        ops = [op.as_json() for op in plan.ops]
+        jsonfast.dumps(ApplyPollCall(member, claim.token, int(plan.delay * 1000), plan.monitor_fields, ops, len(jobs)))
+
+    return {
+        "read the claimed state": timed(lambda: Store.monitor_state(claim), rounds),
+        "classify the answer": timed(lambda: classify(status, headers, body), rounds),
+        "plan what follows": timed(lambda: plan_poll(result, monitor, jobs, now_ms, policy, rng), rounds),
+        "build the write": timed(write, rounds),
+    }
+
+
+def _toggle_own_counting(on: bool) -> None:
+    """Under callgrind (``--instr-atstart=no``): start or stop counting this process's instructions."""
+    subprocess.run(  # noqa: S603
+        ["callgrind_control", "-i", "on" if on else "off", str(os.getpid())],  # noqa: S607
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=False,
+    )
+    time.sleep(2)  # callgrind reads its command file between blocks of the program: a few ms, given time
+
+
+def count_parts(unit: str, body: str, secret: str, count: int, *, only: str = "") -> None:
+    """Call each part of ``unit`` (registration, delivery; ``only``: that part) ``count`` times with callgrind
+    counting only those calls (tests/bench/instructions.py divides the total by ``count``), not the set-up."""
+    calls = registration_calls(body, secret, count + 10) if unit == "registration" else delivery_calls(body, secret)
+    if only:
+        calls = {only: calls[only]}
+    for call in calls.values():  # warm: first-call caches and lazy imports are not what a part costs
+        call()
+    _toggle_own_counting(True)
+    for call in calls.values():
+        for _ in range(count):
+            call()
+    _toggle_own_counting(False)

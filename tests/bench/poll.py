@@ -2,7 +2,8 @@
 
 Both sides GET the same simulator monitors (stuck at 0%: no events after the first) and are counted
 by the simulator's own counter over the same kind of window; the bare loop runs before and after
-relay, so a machine busy in one of them is averaged out.
+relay, so a machine busy in one of them is averaged out, and relay's windows interleave with its floor's
+(``--rounds``), a worker started afresh for each.
 """
 
 from __future__ import annotations
@@ -11,11 +12,14 @@ import asyncio
 import subprocess
 import uuid
 from pathlib import Path
+from typing import Any
 
+from relay.store import keys
 from tests.bench import floors, peers
-from tests.bench.costs import floor_rows, throughput_rows
+from tests.bench.costs import floor_rows, interleave, throughput_rows
 from tests.bench.harness import Harness, Run
 from tests.bench.measure import Meter
+from tests.bench.parts import poll_parts
 from tests.bench.profile import profile
 
 __all__ = ["bare_get_loop", "polls_in_window", "run", "stuck_monitors"]
@@ -65,8 +69,9 @@ async def bare_get_loop(
 
 
 async def floor_window(h: Harness, sim_proc: subprocess.Popen[bytes], sim: str, urls: list[str]) -> Run:
-    """The poll floor (tests/bench/floors.py) over the same monitors, counted by the simulator like both sides."""
-    await h.fresh_redis()
+    """The poll floor (tests/bench/floors.py) over the same monitors, counted by the simulator like both sides.
+    Its keys are its own: relay's jobs stay in Redis for relay's next window."""
+    await h.redis.delete(floors.OUTBOX, "bench:floor:acks")
     await floors.seed_outbox(h.redis, urls)
     loop = await h.start_helper(
         "floorloop", "--method", "GET", "--redis-url", h.redis_server.url,
@@ -80,11 +85,21 @@ async def floor_window(h: Harness, sim_proc: subprocess.Popen[bytes], sim: str, 
     return result
 
 
+async def claimed_state(h: Harness) -> tuple[str, list[Any]]:
+    """One monitor and its job as the claim script hands them to a poll: (member, [fields, id, fields, ...])."""
+    member = (await h.redis.zrange(keys.MONITORS, 0, 0))[0]
+    fields = await h.redis.hgetall(keys.monitor(member))  # type: ignore[misc]  # redis-py 5 types sync|async
+    state: list[Any] = [[x for pair in fields.items() for x in pair]]
+    for jid in sorted(name[2:] for name in fields if name.startswith("j:")):
+        row = await h.redis.hgetall(keys.job(jid))  # type: ignore[misc]
+        state += [jid, [x for pair in row.items() for x in pair]]
+    return member, state
+
+
 async def run(h: Harness) -> None:
     n: int = h.args.poll_jobs
     sim_proc, sim = h.spawn_server("sim")
     rec_proc, receiver = h.spawn_server("receiver")
-    worker = None
     try:
         urls = await stuck_monitors(h, sim, receiver, n)
         urls_file = h.tmp / "monitor-urls.txt"
@@ -100,24 +115,37 @@ async def run(h: Harness) -> None:
         env = h.relay_env(
             RELAY_POLL_CONCURRENCY=CONCURRENCY, RELAY_POLL_INITIAL_INTERVAL=0.01, RELAY_POLL_MAX_INTERVAL=0.01
         )
-        worker = await h.start_worker(env)
+        state: list[tuple[str, list[Any]]] = []
 
         async def first_events_delivered() -> bool:
             return await peers.received_count(h.http, receiver) >= n
 
-        await h.wait_until(first_events_delivered, 60)
-        await asyncio.sleep(2)
-        relay = await polls_in_window(h, sim, h.meter(worker=worker.pid, simulator=sim_proc.pid), WINDOW)
-        h.say(f"relay: {relay.rate:,.0f} monitor GETs/s; {relay.window.text()}")
-        if h.args.profile:
-            await profile(h, worker.pid, 10, "section 1: polling", relay.us("worker"))
-        h.stop(worker)
-        worker = None
+        async def relay_window() -> Run:
+            worker = await h.start_worker(env)
+            try:
+                await h.wait_until(first_events_delivered, 60)
+                await asyncio.sleep(2)
+                run = await polls_in_window(h, sim, h.meter(worker=worker.pid, simulator=sim_proc.pid), WINDOW)
+                h.say(f"relay: {run.rate:,.0f} monitor GETs/s; {run.window.text()}")
+                if h.args.profile and not state:
+                    await profile(h, worker.pid, 10, "section 1: polling", run.us("worker"))
+            finally:
+                h.stop(worker)
+            if not state:  # a monitor as a claim reads it once polled at steady state (stuck at 0%)
+                state.append(await claimed_state(h))
+            return run
+
+        async def floor() -> Run:
+            run = await floor_window(h, sim_proc, sim, urls)
+            h.say(
+                f"floor (GET loop fed from Redis, writes batched): {run.rate:,.0f} monitor GETs/s; {run.window.text()}"
+            )
+            return run
+
+        relay, lowest = await interleave(h, relay_window, floor)
         bare.append(await baseline())  # before and after relay: a machine busy in one is averaged out
-        floor = await floor_window(h, sim_proc, sim, urls)
-        h.say(
-            f"floor (GET loop fed from Redis, writes batched): {floor.rate:,.0f} monitor GETs/s; {floor.window.text()}"
-        )
+        async with h.http.get(urls[0]) as resp:  # a monitor's answer, as the worker receives it
+            answer = (resp.status, dict(resp.headers), await resp.read())
         throughput_rows(
             h,
             key="poll",
@@ -131,7 +159,8 @@ async def run(h: Harness) -> None:
         )
         floor_rows(
             h, number="1", unit="poll", floor_is="GET loop fed from Redis, writes batched",
-            bare_is="bare GET loop", relay=relay, relay_proc="worker", floor=floor, bare=bare,
+            bare_is="bare GET loop", relay=relay, relay_proc="worker", floor=lowest, bare=bare,
+            parts=poll_parts(*state[0], answer),
         )  # fmt: skip
     finally:
-        h.stop(worker, sim_proc, rec_proc)
+        h.stop(sim_proc, rec_proc)
