@@ -1,4 +1,5 @@
-"""Section 5: polls and completion lag vs a fixed 1-second poller, and the same mix with progressInterval 5 s.
+"""Section 5: polls and completion lag vs a fixed 1-second poller, and the same mix with progressInterval 5 s;
+then the pollers users would run instead, run on the same copies (tests/bench/pollers.py).
 
 Time-scaled by 1/10: copies of 5 s-10 min last 0.5-60 s, poll intervals 0.1-6 s, the fixed poller polls
 every 0.1 s and ``progressInterval: 5`` becomes 0.5 s. Two sets of the same copies run at once on one
@@ -14,7 +15,7 @@ import random
 import uuid
 from typing import Any
 
-from tests.bench import peers
+from tests.bench import peers, pollers
 from tests.bench.harness import Harness
 from tests.bench.measure import pct
 
@@ -22,6 +23,8 @@ __all__ = ["progress_ages", "run"]
 
 SCALE = 10.0
 PROGRESS_INTERVAL = 5.0  # real seconds; 0.5 s scaled
+#: copies of the mix each poller of tests/bench/pollers.py waits for (the first of relay's, same durations)
+POLLER_JOBS = 100
 
 
 def progress_ages(info: dict[str, Any], seen: list[tuple[float, float]], step: float) -> list[float]:
@@ -78,6 +81,11 @@ async def run(h: Harness) -> None:
         done = await h.wait_until(all_completed, 60 + 30, 0.5)
         records = await peers.received(h.http, receiver, "cp")
         polls = (await peers.sim_polls(h.http, sim))["ops"]
+        h.stop(worker)
+        worker = None
+        subset = knobs[: min(n, POLLER_JOBS)]
+        runs = await pollers.run_pollers(h.http, sim, subset, SCALE, max(k["duration"] for k in subset) + 10)
+        verdicts = await pollers.forms(h.http, sim, SCALE)
     finally:
         h.stop(worker, sim_proc, rec_proc)
     completed = {row[2]: row[0] for row in records if row[1] == "c"}
@@ -89,6 +97,56 @@ async def run(h: Harness) -> None:
         h.note(f"mix: only {len(completed)} of {2 * n} jobs completed in time")
     plain_polls = plain_rows(h, n, polls, sets["plain"], completed, done)
     live_rows(h, polls, sets, progress, done, plain_polls)
+    poller_rows(h, polls, sets["plain"], runs, verdicts)
+
+
+def poller_rows(
+    h: Harness,
+    polls: dict[str, Any],
+    ops: dict[str, str],
+    runs: dict[str, pollers.PollerRun],
+    verdicts: dict[str, dict[str, str]],
+) -> None:
+    """relay beside each poller: monitor requests per job and detection lag (completion -> the poll that saw
+    it, x10 for real time). relay must make fewer requests than every poller as fast as it, and be faster
+    than every poller that makes as few."""
+    requests = [polls[op]["polls"] for op in ops]
+    lags = []
+    for op in ops:
+        info = polls[op]
+        after = [t for t in info["times"] if t >= info["created"] + info["duration"]]
+        if after:
+            lags.append(min(after) - info["created"] - info["duration"])
+    per_job = sum(requests) / len(requests) if requests else 0.0
+    mine = pct(lags, 0.5) if lags else math.inf
+    h.info(
+        f"5 relay: monitor requests per job; detection lag ({len(ops)} jobs)",
+        f"{per_job:.1f}; {pollers.lag_text(lags, SCALE)}",
+    )
+    for name, run in runs.items():
+        theirs = pollers.median_or_inf(run.lags)
+        as_fast, as_few = theirs <= mine, run.per_job() <= per_job
+        ok = (not as_fast or per_job < run.per_job()) and (not as_few or mine < theirs)
+        seen = ", ".join(f"{v} {c}" for v, c in sorted(run.verdicts.items()))
+        h.add(
+            f"5 {name}: monitor requests per job; detection lag ({len(run.requests)} of the same copies)",
+            f"relay {per_job:.1f}; {pollers.lag_text(lags, SCALE)}",
+            f"{run.per_job():.1f}; {pollers.lag_text(run.lags, SCALE)} ({seen})",
+            per_job / run.per_job() if run.per_job() else None,
+            "fewer if as fast; faster if as few",
+            ok,
+        )
+    forms = list(pollers.FORMS)
+    for name, by_form in verdicts.items():
+        h.note(f"5 {name}, by monitor form: " + "; ".join(f"{form} -> {by_form.get(form, '?')}" for form in forms))
+    h.note(
+        "5 pollers: fixed pollers read a 303, a 200 with the item or status completed as the end and status "
+        "failed as a failure (the best a hand-written poller does); azure-core's AsyncLROPoller (default "
+        "AsyncLROBasePolling: Retry-After, else 30 s) over redirect and retry policies, from the copy's 202, "
+        "its copies ending in a 200 with the item (the form it completes); "
+        "relay handles every form (tests/test_simulator_forms.py); lags are detection (completion -> the poll "
+        "that saw it), time-scaled 1/10 and shown x10"
+    )
 
 
 def plain_rows(
