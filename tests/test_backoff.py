@@ -4,7 +4,7 @@ import random
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
-from relay.core.backoff import delivery_delay, parse_retry_after, poll_delay
+from relay.core.backoff import parse_retry_after, poll_delay
 
 
 def test_poll_delay_grows_and_is_capped() -> None:
@@ -19,15 +19,6 @@ def test_poll_delay_grows_and_is_capped() -> None:
 def test_poll_delay_has_jitter() -> None:
     rng = random.Random(2)
     assert len({round(poll_delay(3, 1.0, 60.0, rng), 6) for _ in range(20)}) > 15
-
-
-def test_delivery_delay_follows_schedule_then_stops() -> None:
-    rng = random.Random(3)
-    schedule = (0.0, 5.0, 300.0)
-    assert delivery_delay(0, schedule, rng) == 0.0
-    assert 4.0 <= (delivery_delay(1, schedule, rng) or 0) <= 6.0
-    assert 240.0 <= (delivery_delay(2, schedule, rng) or 0) <= 360.0
-    assert delivery_delay(3, schedule, rng) is None
 
 
 def test_retry_after_seconds_and_dates() -> None:

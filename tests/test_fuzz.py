@@ -16,8 +16,9 @@ from schemathesis.checks import positive_data_acceptance
 
 from relay.api.app import ROUTES
 from relay.api.openapi import openapi_document
-from relay.core.backoff import delivery_delay, parse_retry_after, poll_delay
+from relay.core.backoff import parse_retry_after, poll_delay
 from relay.core.monitor import Kind, classify
+from relay.core.retry import delivery_delay
 from relay.store.embedded import EmbeddedRedis
 from tests.helpers import ENCRYPTION_KEY, SECRET, free_port, relay_env, start_relay, wait_http
 

@@ -11,19 +11,18 @@ from email.utils import format_datetime
 from typing import Any
 
 from aiohttp import web
-from multidict import CIMultiDict
 
 from relay.config.settings import Settings
 from relay.core.monitor import Kind, PollResult, classify
+from relay.core.retry import RetryPolicy, resolution_retry
 from relay.core.schema import Monitor
 from relay.core.tracking import PollPolicy, plan_poll
-from relay.outbound.client import Response
 from relay.simulator import Simulator
 from tests.helpers import Api, Receiver
-from workers.resolve import retry_defer
 
 S = PollPolicy.of(Settings(poll_initial_interval=1.0, poll_max_interval=60.0, job_timeout=100.0))
 NOW_MS = 1_000_000  # relay's clock in these plans: 1970, far from the machine's
+NOW = 1_000_000.0  # a worker's clock (Unix seconds) for a DriveItem answer's Retry-After
 COMPLETED = {"percentageComplete": 100.0, "resourceId": "01R", "status": "completed"}
 #: Graph's throttling guidance (concepts/throttling.md at 28dd02d3)
 THROTTLED_BODY = {
@@ -74,17 +73,13 @@ async def test_a_monitor_throttling_with_a_fraction_is_polled_again_only_after_i
 # -- the DriveItem request --------------------------------------------------------------------------
 
 
-def answered(status: int, retry_after: str | None) -> Response:
-    headers = CIMultiDict({"Retry-After": retry_after} if retry_after is not None else {})
-    return Response(status=status, headers=headers, body=b"", too_large=False, elapsed=0.01)
-
-
 def test_the_drive_item_retry_waits_at_least_what_graph_asks() -> None:
-    assert retry_defer(answered(429, "2.128"), 1, 3600) == 2.128  # more than the first backoff step (2 s)
-    assert retry_defer(answered(503, "1"), 1, 3600) == 2.0  # a floor: never sooner than the backoff
-    assert retry_defer(answered(503, None), 2, 3600) == 4.0
-    assert retry_defer(answered(429, "999999"), 1, 3600) == 3600  # capped
-    assert retry_defer(answered(429, http_date(1_000_030)), 1, 3600, now=1_000_000) == 30.0  # dates: the given clock
+    policy = RetryPolicy.of(Settings())  # the cap: 3600 s
+    assert resolution_retry(1, policy, 429, "2.128", NOW) == 2.128  # more than the first backoff step (2 s)
+    assert resolution_retry(1, policy, 503, "1", NOW) == 2.0  # a floor: never sooner than the backoff
+    assert resolution_retry(2, policy, 503, None, NOW) == 4.0
+    assert resolution_retry(1, policy, 429, "999999", NOW) == 3600  # capped
+    assert resolution_retry(1, policy, 429, http_date(NOW + 30), NOW) == 30.0  # dates: the given clock
 
 
 async def test_a_throttled_drive_item_request_is_retried_after_graph_s_retry_after(

@@ -12,6 +12,7 @@ from arq.connections import ArqRedis
 from relay.config.settings import Settings
 from relay.config.tenants import Signing
 from relay.core.crypto import Vault
+from relay.core.retry import RetryPolicy
 from relay.core.tracking import PollPolicy
 from relay.credentials.broker import CredentialBroker
 from relay.store.jobs import Store
@@ -40,9 +41,12 @@ class Deps:
     backstops: dict[str, Backstop] = field(default_factory=dict)
     #: what planning a poll takes of the settings
     poll_policy: PollPolicy = field(init=False)
+    #: when a failed delivery or resolution is tried again (relay/core/retry.py)
+    retry_policy: RetryPolicy = field(init=False)
 
     def __post_init__(self) -> None:
         self.poll_policy = PollPolicy.of(self.settings)
+        self.retry_policy = RetryPolicy.of(self.settings)
 
     @property
     def trusted_hosts(self) -> tuple[str, ...]:

@@ -19,9 +19,9 @@ import structlog
 from yarl import URL
 
 from relay import logs, metrics
-from relay.core.backoff import delivery_delay, parse_retry_after
 from relay.core.crypto import InvalidToken
 from relay.core.events import isoformat
+from relay.core.retry import delivery_decision
 from relay.core.schema import DeliveryOutcome, Event, EventType, Job
 from relay.core.signing import signature_headers
 from relay.outbound.client import fetch
@@ -80,30 +80,17 @@ async def deliver_next(deps: Deps, claim: Claim, job: Job | None, found: list[Ev
     attempt = event.attempts + 1
     secrets, error = _signing_secrets(deps, job)
     status: int | None = None
-    retry_after: float | None = None
+    retry_after: str | None = None
     started = time.monotonic()
     if error is None:  # nothing is sent unsigned, nor signed with another tenant's secret
         headers = signature_headers(event.id, event.body, secrets, datetime.fromtimestamp(now_s, UTC))
         headers["Content-Type"] = "application/json"
-        status, retry_after, error = await _post(deps, job, event, headers, now_s)
+        status, retry_after, error = await _post(deps, job, event, headers)
     duration = time.monotonic() - started
     metrics.DELIVERY_LATENCY.observe(duration)
-
-    delay = 0.0
-    if status is not None and 200 <= status < 300:
-        outcome = DeliveryOutcome.DELIVERED
-    elif status == 410:
-        outcome = DeliveryOutcome.GONE
-    else:
-        # a redelivery starts the schedule again; the attempt numbers go on
-        next_delay = delivery_delay(attempt - event.schedule_from, deps.settings.delivery_schedule, deps.rng)
-        if next_delay is None:
-            outcome = DeliveryOutcome.DEAD
-        else:
-            outcome = DeliveryOutcome.FAILED
-            delay = next_delay
-            if retry_after is not None:
-                delay = max(delay, min(retry_after, deps.settings.retry_after_cap))
+    # a redelivery starts the schedule again; the attempt numbers go on
+    decision = delivery_decision(status, attempt - event.schedule_from, retry_after, now_s, deps.retry_policy, deps.rng)
+    outcome, delay = decision.outcome, decision.delay
     records.append(
         {
             "eventId": event.id,
@@ -135,10 +122,9 @@ async def deliver_next(deps: Deps, claim: Claim, job: Job | None, found: list[Ev
 
 
 async def _post(
-    deps: Deps, job: Job, event: Event, headers: dict[str, str], now_s: float
-) -> tuple[int | None, float | None, str | None]:
-    """POST the event to the job's callback: the answer's status and ``Retry-After`` (429, 503; a date in it read
-    against ``now_s``), or what failed."""
+    deps: Deps, job: Job, event: Event, headers: dict[str, str]
+) -> tuple[int | None, str | None, str | None]:
+    """POST the event to the job's callback: the answer's status and ``Retry-After`` header, or what failed."""
     try:
         resp = await fetch(
             deps.session,
@@ -152,9 +138,8 @@ async def _post(
         )
     except (Blocked, TimeoutError, aiohttp.ClientError, OSError) as exc:
         return None, None, describe_failure(exc, URL(job.callback_url), deps.settings.request_timeout)
-    retry_after = parse_retry_after(resp.headers.get("Retry-After"), now_s) if resp.status in (429, 503) else None
     answered = None if 200 <= resp.status < 300 else describe_status(resp.status, URL(job.callback_url))
-    return resp.status, retry_after, answered
+    return resp.status, resp.headers.get("Retry-After"), answered
 
 
 def _signing_secrets(deps: Deps, job: Job) -> tuple[tuple[str, ...], str | None]:

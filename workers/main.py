@@ -25,6 +25,7 @@ from relay.config.redis_url import is_sentinel_url, redis_where
 from relay.config.settings import Settings
 from relay.config.tenants import Signing
 from relay.core.crypto import Vault
+from relay.core.retry import ARQ_MAX_TRIES
 from relay.credentials.broker import CredentialBroker
 from relay.outbound.client import create_session
 from relay.store import keys
@@ -36,7 +37,7 @@ from workers.deliver import deliver_claimed
 from workers.lifecycle import Lifecycle, quiet_arq
 from workers.loops import ClaimLoop
 from workers.poll import poll_claimed
-from workers.resolve import MAX_TRIES, RESOLVE_TASK, resolve_item
+from workers.resolve import RESOLVE_TASK, resolve_item
 from workers.waker import Waker
 
 __all__ = ["WorkerSettings", "create_worker", "job_deserializer", "job_serializer"]
@@ -167,7 +168,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 
 class WorkerSettings:
-    functions: ClassVar[list[Any]] = [func(resolve_item, name=RESOLVE_TASK, max_tries=MAX_TRIES + 1, timeout=60)]
+    functions: ClassVar[list[Any]] = [func(resolve_item, name=RESOLVE_TASK, max_tries=ARQ_MAX_TRIES, timeout=60)]
     on_startup = startup
     on_shutdown = shutdown
     queue_name = keys.ARQ_QUEUE

@@ -25,12 +25,12 @@ from yarl import URL
 from relay import metrics
 from relay.core import jsonfast
 from relay.core.authorization import ask_op, bearer_expired, is_refusal
-from relay.core.backoff import parse_retry_after
 from relay.core.changes import completion_op
 from relay.core.crypto import InvalidToken
 from relay.core.graph_paths import InvalidItemId, fill_item_url, item_url_problem
 from relay.core.hosts import host_matches
 from relay.core.monitor import MAX_BODY
+from relay.core.retry import RetryPolicy, resolution_retry
 from relay.core.schema import Job, Phase
 from relay.credentials.broker import CredentialError
 from relay.outbound.client import Response, fetch
@@ -44,7 +44,6 @@ __all__ = ["RESOLVE_TASK", "enqueue_resolution", "resolve_item", "resolve_job", 
 log = structlog.stdlib.get_logger("relay.resolve")
 
 RESOLVE_TASK = "resolve_item"
-MAX_TRIES = 4
 
 
 async def enqueue_resolution(pool: ArqRedis, job_id: str, *, defer: float | None = None) -> None:
@@ -54,7 +53,8 @@ async def enqueue_resolution(pool: ArqRedis, job_id: str, *, defer: float | None
 
 
 async def fetch_item(deps: Deps, job: Job, job_try: int) -> tuple[Any, dict[str, Any] | None]:
-    """(driveItem, None) or (None, resolutionError); raises ``Retry`` for transient failures.
+    """(driveItem, None) or (None, resolutionError); raises ``Retry`` when :func:`relay.core.retry.resolution_retry`
+    says to try again.
 
     With a wait for fresh authorizations configured, a ``Bearer`` JWT whose ``exp`` has passed is not
     sent at all: the error ``authorizationExpired`` asks for a new one at once.
@@ -96,22 +96,18 @@ async def fetch_item(deps: Deps, job: Job, job_try: int) -> tuple[Any, dict[str,
     except Blocked as exc:
         return None, {"code": "blocked", "message": str(exc)}
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-        if job_try < MAX_TRIES:
-            raise Retry(defer=2**job_try) from None
+        _retry_if(resolution_retry(job_try, deps.retry_policy))
         return None, {"code": "networkError", "message": type(exc).__name__}
-    return _item_answer(resp, job_try, deps.settings.retry_after_cap)
+    return _item_answer(resp, job_try, deps.retry_policy)
 
 
-def retry_defer(resp: Response, job_try: int, cap: float, now: float | None = None) -> float:
-    """Seconds before the next try: ``2**job_try``, at least the answer's ``Retry-After`` (capped at ``cap``)."""
-    delay = float(2**job_try)
-    retry_after = parse_retry_after(resp.headers.get("Retry-After"), time.time() if now is None else now)
-    if retry_after is not None:
-        delay = max(delay, min(retry_after, cap))
-    return delay
+def _retry_if(defer: float | None) -> None:
+    """Carry out a retry decision: arq's ``Retry`` after ``defer`` seconds; None: go on to record the error."""
+    if defer is not None:
+        raise Retry(defer=defer)
 
 
-def _item_answer(resp: Response, job_try: int, cap: float) -> tuple[Any, dict[str, Any] | None]:
+def _item_answer(resp: Response, job_try: int, policy: RetryPolicy) -> tuple[Any, dict[str, Any] | None]:
     """What the DriveItem request's answer means: the item, an error, or (transient) a ``Retry``."""
     if resp.too_large:
         return None, {"code": "tooLarge", "httpStatus": resp.status, "message": "the DriveItem response is over 1 MiB"}
@@ -123,8 +119,7 @@ def _item_answer(resp: Response, job_try: int, cap: float) -> tuple[Any, dict[st
         if isinstance(item, dict):
             return item, None
         return None, {"code": "invalidResponse", "httpStatus": 200, "message": "the DriveItem is not a JSON object"}
-    if (resp.status in (429, 503) or resp.status >= 500) and job_try < MAX_TRIES:
-        raise Retry(defer=retry_defer(resp, job_try, cap))
+    _retry_if(resolution_retry(job_try, policy, resp.status, resp.headers.get("Retry-After"), time.time()))
     return None, {"code": "httpError", "httpStatus": resp.status, "message": f"GET driveItemUrl answered {resp.status}"}
 
 
@@ -138,8 +133,8 @@ async def _authorization(deps: Deps, job: Job, host: str, job_try: int) -> tuple
         try:
             return await deps.credentials.authorization(name), None
         except CredentialError as exc:
-            if exc.reason in ("unavailable", "unreachable") and job_try < MAX_TRIES:
-                raise Retry(defer=2**job_try) from None
+            if exc.reason in ("unavailable", "unreachable"):  # no answer: transient
+                _retry_if(resolution_retry(job_try, deps.retry_policy))
             return None, {"code": "credentialError", "reason": exc.reason, "message": exc.detail}
     if not job.authorization:
         return None, None

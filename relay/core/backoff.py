@@ -1,4 +1,5 @@
-"""Pure timing rules: poll backoff, delivery retry delays and ``Retry-After`` parsing.
+"""Pure timing rules: poll backoff and ``Retry-After`` parsing (retrying deliveries and resolutions:
+:mod:`relay.core.retry`).
 
 No I/O here; randomness comes from the caller's :class:`random.Random` so tests are reproducible.
 """
@@ -11,7 +12,7 @@ import random
 import re
 from datetime import UTC, datetime
 
-__all__ = ["delivery_delay", "parse_retry_after", "poll_delay"]
+__all__ = ["parse_retry_after", "poll_delay"]
 
 #: delta-seconds, with the fraction Graph writes (``2.128``); ASCII digits only
 _DELTA_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?", re.ASCII)
@@ -26,17 +27,6 @@ def poll_delay(streak: int, initial: float, maximum: float, rng: random.Random) 
     """
     step = min(maximum, initial * 2.0 ** min(max(streak, 0), 62))
     return rng.uniform(step / 2.0, step)
-
-
-def delivery_delay(attempts_made: int, schedule: tuple[float, ...], rng: random.Random) -> float | None:
-    """Delay before delivery attempt ``attempts_made + 1``; ``None`` when the schedule is exhausted.
-
-    Each scheduled delay ``d`` becomes a uniform draw from ``[0.8 d, 1.2 d]``.
-    """
-    if attempts_made >= len(schedule):
-        return None
-    base = schedule[attempts_made]
-    return base * rng.uniform(0.8, 1.2)
 
 
 def parse_retry_after(value: str | None, now: datetime | float | None = None) -> float | None:
