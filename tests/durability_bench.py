@@ -2,7 +2,7 @@
 
 Outside ``make test``; ``make failover`` runs it last, or ``python -m tests.durability_bench``. A
 primary and one replica on loopback (real ``redis-server`` processes, REDIS_URL at the primary).
-Registrations: one ``relay serve`` driven by the load generator of tests/bench.py (64 connections,
+Registrations: one ``relay serve`` driven by the load generator of tests/bench/ (loadgen.py) (64 connections,
 POST /v1/jobs, 2 s warm-up, 8 s measured), as row 3 of ``make bench``. Polls: one ``relay worker``
 polling 2,000 monitors that are due every 10 ms (200 in flight), counted by the simulator over 10 s
 after a 3 s warm-up, as row 1. The two settings alternate, ``--rounds`` times each, and are averaged.

@@ -211,7 +211,7 @@ async def test_access_log_under_aiohttp(json_logs: io.StringIO) -> None:
     app = web.Application(middlewares=[api_middleware])
     app[SETTINGS] = Settings.from_env({})
     app.router.add_get("/hello", hello)
-    runner = web.AppRunner(app, access_log_class=logs.AccessLogger, access_log=logs.ACCESS_LOG)  # as workers/cli.py
+    runner = web.AppRunner(app, access_log_class=logs.AccessLogger, access_log=logs.ACCESS_LOG)  # as relay/cli/dev.py
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

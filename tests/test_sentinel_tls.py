@@ -1,6 +1,6 @@
 """rediss+sentinel:// against a real TLS Redis and a real TLS Sentinel, each with its own password.
 
-Skipped where the redis-server found (relay/embedded.py) was built without TLS.
+Skipped where the redis-server found (relay/store/embedded.py) was built without TLS.
 """
 
 from __future__ import annotations

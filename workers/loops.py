@@ -1,4 +1,4 @@
-"""A claim loop over one :class:`relay.scheduler.Scheduler`, with bounded concurrency.
+"""A claim loop over one :class:`relay.store.scheduler.Scheduler`, with bounded concurrency.
 
 Each worker process runs one loop for monitors and one for deliveries. Claims come in batches and
 carry their member's state (the scheduler's loader read it in the same step); ``concurrency``
@@ -45,7 +45,7 @@ class ClaimLoop:
     ) -> None:
         """``idle``: the shortest pause after a claim that found less than it asked for while work is in
         flight; with nothing in flight the loop sleeps until the earliest member comes due (at most
-        ``max_idle``), or until ``wake`` is set (relay/workers/waker.py). ``backstop``: counts a member's
+        ``max_idle``), or until ``wake`` is set (workers/waker.py). ``backstop``: counts a member's
         unexpected failures and parks it after a few in a row (workers/backstop.py)."""
         self.name = name
         self.scheduler = scheduler

@@ -6,7 +6,7 @@ arq task for any job still resolving; arq's ``_job_id`` keeps that task single, 
 guard makes a second resolution record nothing.
 
 A refused request (401, or a token whose ``exp`` has passed) does not end the job: it records
-``job.authorizationRequired`` and waits for a PATCHed authorization (:mod:`relay.authorization`).
+``job.authorizationRequired`` and waits for a PATCHed authorization (:mod:`relay.core.authorization`).
 """
 
 from __future__ import annotations

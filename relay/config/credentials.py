@@ -7,7 +7,7 @@ holds one object of named credentials::
                 "tenants": ["backup-app"]}}
 
 Only the structure is checked here. Files are read, and workload identity's environment defaults
-resolved, by :class:`relay.credentials.CredentialBroker` in the worker: the API, which needs only
+resolved, by :class:`relay.credentials.broker.CredentialBroker` in the worker: the API, which needs only
 names, tenants and item hosts, needs none of the secrets. Errors name RELAY_CREDENTIALS and the
 field, never a value.
 """

@@ -97,7 +97,7 @@ class Kind(StrEnum):
     INVALID = "invalid"  # an answer that is not AsyncJobStatus
 
 
-@dataclass(slots=True)  # not frozen: made on every operation, and frozen init is ~3x slower
+@dataclass(slots=True)  # not frozen: CONTRIBUTING.md (made on every operation)
 class PollResult:
     kind: Kind
     http_status: int | None = None

@@ -6,7 +6,7 @@ starts (never with the monitor URL):
 - **bare 5xx**: server errors without a status body. A network error neither extends nor ends the
   run (the fault may be on this side); any other answer ends it. When the run has lasted the bound,
   the jobs fail with ``monitorHttp<status>`` (the last status seen).
-- **unknown status words**: answers whose ``status`` relay cannot map (see relay/monitor.py). They
+- **unknown status words**: answers whose ``status`` relay cannot map (see relay/core/monitor.py). They
   are passed on as ``monitorStatus``; an answer with a known status ends the run, errors and junk
   leave it as it is. When it has lasted the bound, the jobs fail with ``unknownMonitorStatus``.
 
@@ -27,7 +27,7 @@ __all__ = ["Stretches", "overdue_error", "track"]
 _WORD_SHOWN = 64  # an unknown status word comes from the monitor: log at most this much of it
 
 
-@dataclass(slots=True)  # not frozen: made on every operation, and frozen init is ~3x slower
+@dataclass(slots=True)  # not frozen: CONTRIBUTING.md (made on every operation)
 class Stretches:
     """Start (ms) of the monitor's current run of bare 5xx and of unknown status words (0: none)."""
 

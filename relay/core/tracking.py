@@ -5,9 +5,10 @@ Given the classified monitor response, the monitor's stored state and the jobs' 
 the next poll, and which jobs now need their DriveItem resolved.
 
 It does so in three steps, which a monitor shared by more jobs than one Redis script should read takes
-apart (``workers/chunks.py``): :func:`plan_answer` decides what the answer means before any job is looked
-at (the monitor's fields and an :class:`Outcome`), :func:`plan_jobs` plans any number of its jobs from that
-outcome, a chunk at a time, and :func:`next_delay` says when to poll again from what the jobs asked for.
+apart (``poll_in_chunks`` in ``workers/poll.py``): :func:`plan_answer` decides what the answer means before any
+job is looked at (the monitor's fields and an :class:`Outcome`), :func:`plan_jobs` plans any number of its jobs
+from that outcome, a chunk at a time, and :func:`next_delay` says when to poll again from what the jobs asked
+for.
 """
 
 from __future__ import annotations

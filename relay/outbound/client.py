@@ -20,7 +20,7 @@ __all__ = ["Blocked", "Response", "create_session", "fetch"]
 USER_AGENT = f"relay/{__version__} (+https://github.com/relay-webhooks/relay)"
 
 
-@dataclass(slots=True)  # not frozen: made on every operation, and frozen init is ~3x slower
+@dataclass(slots=True)  # not frozen: CONTRIBUTING.md (made on every operation)
 class Response:
     status: int
     headers: CIMultiDictProxy[str] | CIMultiDict[str]
