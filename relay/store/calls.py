@@ -10,7 +10,7 @@ from relay.core.schema import DeliveryOutcome
 __all__ = ["AckCall", "ApplyPollCall", "ChunkCall", "RegisterCall"]
 
 
-@dataclass(slots=True)  # not frozen: made on every operation, and frozen init is ~3x slower
+@dataclass(slots=True)  # not frozen: CONTRIBUTING.md (made on every operation)
 class RegisterCall:
     """One call of register.lua."""
 
@@ -27,7 +27,7 @@ class RegisterCall:
     max_monitor_jobs: int = 0  # jobs the monitor may have at most, this one included (0: no limit)
 
 
-@dataclass(slots=True)  # not frozen: made on every operation, and frozen init is ~3x slower
+@dataclass(slots=True)  # not frozen: CONTRIBUTING.md (made on every operation)
 class ApplyPollCall:
     """One call of apply_poll.lua."""
 
@@ -56,7 +56,7 @@ class ChunkCall:
     jobs: int = 0  # the last step: how many jobs the poll read in all (0: the monitor may have none left)
 
 
-@dataclass(slots=True)  # not frozen: made on every operation, and frozen init is ~3x slower
+@dataclass(slots=True)  # not frozen: CONTRIBUTING.md (made on every operation)
 class AckCall:
     """One call of delivery_ack.lua."""
 

@@ -1,7 +1,7 @@
 """``RELAY_REDIS_MIN_REPLICAS``: a state change counts as done only once that many replicas have it.
 
-Every state change relay makes is a Lua script (``relay.lua``, ``relay.scheduler``, the batched
-scripts of ``relay.batched``), and every script reaches Redis through ``evalsha``. With the setting
+Every state change relay makes is a Lua script (``relay/store/lua/*.lua``, loaded by
+``relay.store.scripts``), and every script reaches Redis through ``evalsha``. With the setting
 above 0 the client is a :class:`DurableRedis`, whose ``evalsha`` sends ``EVALSHA`` and ``WAIT`` in one
 pipeline on one connection: Redis refuses ``WAIT`` inside a script, and ``WAIT`` covers only the
 writes of the connection it is sent on. When fewer replicas than asked confirm within the timeout,

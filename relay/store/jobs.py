@@ -86,7 +86,7 @@ class ChunkRead:
     jobs: list[Job]
 
 
-@dataclass(slots=True)  # not frozen: made on every operation, and frozen init is ~3x slower
+@dataclass(slots=True)  # not frozen: CONTRIBUTING.md (made on every operation)
 class Registration:
     created: bool
     job_id: str

@@ -101,7 +101,7 @@ def event(event_id: str) -> str:
 
 
 def monitor(monitor_key: str) -> str:
-    """The monitor's URL and poll state, and one field ``j:<job id>`` per job sharing it (see relay/lua.py)."""
+    """The monitor's URL and poll state, and one field ``j:<job id>`` per job sharing it (lua/lib/monitors.lua)."""
     return f"{PREFIX}monitor:{monitor_key}"
 
 
