@@ -8,6 +8,7 @@ import pytest
 from redis.asyncio import Redis
 
 from relay.config.settings import Settings
+from relay.store import keys
 from tests.helpers import Api, running_api, two_tenants, with_settings
 
 MONITOR = "http://127.0.0.1:1029/monitor/4A3407B5-88FC-4504-8B21-0AABD3412717"
@@ -127,10 +128,10 @@ async def test_idempotency_key_returns_the_same_job(api: Api) -> None:
 
 async def test_delete_stops_tracking(api: Api, redis: Redis) -> None:
     job = await api.create(**body())
-    assert await redis.zcard("relay:sched:monitors") == 1
+    assert await redis.zcard(keys.MONITORS) == 1
     status, _, _ = await api.request("DELETE", f"/v1/jobs/{job['id']}")
     assert status == 204
-    assert await redis.zcard("relay:sched:monitors") == 0
+    assert await redis.zcard(keys.MONITORS) == 0
     status, after, _ = await api.request("GET", f"/v1/jobs/{job['id']}")
     assert status == 200 and after["status"] == "cancelled" and after["nextPollDateTime"] is None
 
@@ -145,7 +146,7 @@ async def test_patch_replaces_callback_and_authorization(api: Api, redis: Redis)
         json={"callbackUrl": "http://127.0.0.1:1029/new", "authorization": "Bearer new"},
     )
     assert status == 200 and patched["callbackUrl"] == "http://127.0.0.1:1029/new"
-    stored = await redis.hget(f"relay:job:{job['id']}", "authorization")
+    stored = await redis.hget(keys.job(job["id"]), "authorization")
     assert stored is not None and "Bearer" not in stored  # encrypted at rest
     status, _, _ = await api.request("PATCH", f"/v1/jobs/{job['id']}", json={})
     assert status == 422
@@ -172,13 +173,13 @@ async def test_a_shared_monitor_is_tracked_until_its_last_job_goes(api: Api, red
     first = await api.create(**body())
     second = await api.create(**body())
     other = await api.create(**body(monitorUrl=MONITOR + "-other"))
-    assert await redis.zcard("relay:sched:monitors") == 2  # one schedule entry per monitor URL
-    (monitor,) = [k for k in await redis.keys("relay:monitor:*") if await redis.hexists(k, f"j:{first['id']}")]
+    assert await redis.zcard(keys.MONITORS) == 2  # one schedule entry per monitor URL
+    (monitor,) = [k for k in await redis.keys(keys.monitor("*")) if await redis.hexists(k, f"j:{first['id']}")]
     assert await redis.hexists(monitor, f"j:{second['id']}")
     assert (await api.request("DELETE", f"/v1/jobs/{first['id']}"))[0] == 204
-    assert await redis.exists(monitor) and await redis.zcard("relay:sched:monitors") == 2
+    assert await redis.exists(monitor) and await redis.zcard(keys.MONITORS) == 2
     assert (await api.request("DELETE", f"/v1/jobs/{second['id']}"))[0] == 204
-    assert not await redis.exists(monitor) and await redis.zcard("relay:sched:monitors") == 1
+    assert not await redis.exists(monitor) and await redis.zcard(keys.MONITORS) == 1
     assert (await api.request("GET", f"/v1/jobs/{other['id']}"))[1]["status"] == "notStarted"
 
 

@@ -36,6 +36,7 @@ from redis.exceptions import (
     ResponseError,
 )
 
+from relay.store import keys
 from relay.store.connections import RETRY_ON
 from relay.store.scripts import LuaScript
 from tests.cluster import LoopbackCluster, Node, TLSFiles, key_in_slot, server_has_tls, slot_of
@@ -196,8 +197,8 @@ async def test_publish_in_a_script_reaches_a_subscriber_on_another_node(redis_cl
     listener = next(node for node in redis_cluster.primary_nodes() if node.port != publisher.port)
     async with Redis(port=listener.port, decode_responses=True) as sub, Redis(port=publisher.port) as pub:
         pubsub = sub.pubsub(ignore_subscribe_messages=True)
-        await pubsub.subscribe("relay:sched:monitors:wake")
-        assert await pub.eval("return redis.call('PUBLISH', 'relay:sched:monitors:wake', '42')", 1, key) == 0
+        await pubsub.subscribe(keys.sched_wake(keys.MONITORS))
+        assert await pub.eval(f"return redis.call('PUBLISH', '{keys.sched_wake(keys.MONITORS)}', '42')", 1, key) == 0
         message = None
         deadline = time.monotonic() + 5
         while message is None and time.monotonic() < deadline:
@@ -429,7 +430,7 @@ async def test_arqs_enqueue_needs_a_transaction_which_a_cluster_client_refuses(r
     """``ArqRedis`` derives from the plain client; its enqueue is WATCH + MULTI/EXEC, run here on a cluster client."""
     await rc.initialize()
     with pytest.raises(RedisClusterException, match="transaction"):
-        await ArqRedis.enqueue_job(rc, "resolve_item", "job", _job_id="resolve:job", _queue_name="relay:arq:queue")  # type: ignore[arg-type]
+        await ArqRedis.enqueue_job(rc, "resolve_item", "job", _job_id="resolve:job", _queue_name=keys.ARQ_QUEUE)  # type: ignore[arg-type]
 
 
 #: arq's worker writes the fixed key ``arq:abort`` (ZREM at every job's start and end) whatever its settings: a
@@ -446,12 +447,12 @@ async def _ran(ctx: dict[str, Any], n: int) -> int:
 async def test_arq_on_one_slots_primary_runs_jobs_when_every_key_is_in_the_slot_of_arq_abort(
     redis_cluster: LoopbackCluster,
 ) -> None:
-    untagged_owner = redis_cluster.owner_of("relay:arq:queue")
+    untagged_owner = redis_cluster.owner_of(keys.ARQ_QUEUE)
     async with ArqRedis(port=untagged_owner.port) as pool:
         job_slot_owner = redis_cluster.owner_of("arq:job:resolve:x")
         if job_slot_owner.port != untagged_owner.port:  # arq's job key and relay's queue in different slots
             with pytest.raises(ResponseError, match="MOVED"):
-                await pool.enqueue_job("n", 1, _job_id="resolve:x", _queue_name="relay:arq:queue")
+                await pool.enqueue_job("n", 1, _job_id="resolve:x", _queue_name=keys.ARQ_QUEUE)
     owner = redis_cluster.owner_of(ARQ_TAG)
     assert slot_of(ARQ_TAG) == slot_of("arq:abort")
     async with ArqRedis(port=owner.port) as pool:

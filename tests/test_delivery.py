@@ -11,6 +11,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from relay.config.settings import Settings
+from relay.store import keys
 from tests.helpers import Api, Receiver, eventually, with_settings
 
 COMPLETED = {"status": "completed", "percentageComplete": 100.0, "resourceId": "01ABC"}
@@ -113,7 +114,7 @@ async def test_410_gone_stops_delivery_and_tracking(
     await asyncio.sleep(0.6)
     assert len(receiver.received) == 1
     assert op.polls <= polls + 1  # at most the poll already in flight
-    assert await redis.zcard("relay:sched:deliveries") == 0
+    assert await redis.zcard(keys.DELIVERIES) == 0
 
 
 async def test_retry_after_is_honoured(api: Api, simulator: Any, receiver: Receiver, worker: Any) -> None:
@@ -185,7 +186,7 @@ async def test_dead_letter_then_redeliver_with_the_same_webhook_id(
         return any(d["outcome"] == "dead" for d in await deliveries(api, job["id"]))
 
     await eventually(dead)
-    assert await redis.zcard("relay:dead") == 1
+    assert await redis.zcard(keys.DEAD_LETTERS) == 1
     _, body, _ = await api.request("GET", f"/v1/jobs/{job['id']}/deliveries")
     assert [e["state"] for e in body["events"]] == ["dead"]
     assert len(receiver.received) == 3  # the schedule has three entries
@@ -195,7 +196,7 @@ async def test_dead_letter_then_redeliver_with_the_same_webhook_id(
     await receiver.wait_for(lambda: len(receiver.received) == 4)
     assert {r.headers["webhook-id"] for r in receiver.received} == {redo["eventId"]}
     await eventually(lambda: _delivered(api, job["id"]))
-    assert await redis.zcard("relay:dead") == 0
+    assert await redis.zcard(keys.DEAD_LETTERS) == 0
 
 
 async def test_redeliver_before_the_end_is_a_conflict(api: Api) -> None:

@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ReadOnlyError
 
 from relay.config.settings import Settings
+from relay.store import keys
 from relay.store.connections import redis_client
 from relay.store.durable import DurableRedis, NotReplicated
 from relay.store.jobs import Store
@@ -49,7 +50,7 @@ async def test_a_job_is_on_the_replica_by_the_time_the_api_answers_201(
         status, job, _ = await api.request("POST", "/v1/jobs", json=BODY)
         assert status == 201
         # read from the replica at once: WAIT returned only after the replica had the write
-        assert await replica.hget(f"relay:job:{job['id']}", "callback_url") == BODY["callbackUrl"]
+        assert await replica.hget(keys.job(job["id"]), "callback_url") == BODY["callbackUrl"]
 
 
 async def test_with_the_replica_stalled_the_api_answers_503_and_at_zero_it_does_not_wait(
@@ -64,7 +65,7 @@ async def test_with_the_replica_stalled_the_api_answers_503_and_at_zero_it_does_
             status, _, _ = await fast.request("POST", "/v1/jobs", json=BODY)
             assert status == 201, "RELAY_REDIS_MIN_REPLICAS=0 never waits for a replica"
         status, job, _ = await api.request("POST", "/v1/jobs", json=BODY)
-        assert status == 201 and await replica.exists(f"relay:job:{job['id']}")
+        assert status == 201 and await replica.exists(keys.job(job["id"]))
 
 
 async def test_a_claim_a_replica_did_not_confirm_fails_and_its_lease_brings_the_member_back(

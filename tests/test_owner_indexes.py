@@ -19,6 +19,7 @@ from relay.config.settings import Settings
 from relay.config.tenants import owner_of
 from relay.core.ops import JobOp
 from relay.core.schema import DeliveryOutcome
+from relay.store import keys
 from relay.store.jobs import Store
 from relay.store.open import open_store
 from tests.helpers import Api, auth, read_sse, running_api, two_tenants
@@ -98,7 +99,7 @@ async def test_other_tenants_jobs_change_neither_what_a_tenant_sees_nor_what_it_
         # the cursor is A's own: it leads to A's next job and says nothing of B's
         rest, _ = await commands(redis, api, f"/v1/jobs?limit=2&cursor={page['nextCursor']}")
         assert [j["id"] for j in rest["jobs"]] == [mine[0]] and rest["nextCursor"] is None
-        newest_b = (await redis.hget(f"relay:job:{theirs[-1]}", "created")) or ""
+        newest_b = (await redis.hget(keys.job(theirs[-1]), "created")) or ""
         assert int(page["nextCursor"].split("-")[0]) < int(newest_b)
         everything, _ = await commands(redis, api, "/v1/jobs?limit=200")
         assert [j["id"] for j in everything["jobs"]] == mine[::-1]
@@ -124,15 +125,15 @@ async def test_jobs_and_dead_letters_of_the_previous_version_are_moved_at_start(
     for n in range(6):
         owner = owner_a if n % 2 == 0 else owner_b
         job_id = secrets.token_hex(16)
-        await redis.hset(f"relay:job:{job_id}", mapping={"owner": owner, "created": str(1_000 + n), "seq": "1"})
-        entry = await redis.xadd("relay:jobs", {"j": job_id})  # the shared index of the version before
+        await redis.hset(keys.job(job_id), mapping={"owner": owner, "created": str(1_000 + n), "seq": "1"})
+        entry = await redis.xadd(keys.JOBS_INDEX, {"j": job_id})  # the shared index of the version before
         jobs.append((job_id, owner, entry))
-    await redis.xadd("relay:jobs", {"j": secrets.token_hex(16)})  # a job that has since expired
+    await redis.xadd(keys.JOBS_INDEX, {"j": secrets.token_hex(16)})  # a job that has since expired
     for n, (job_id, _, _) in enumerate(jobs[:2]):
         await redis.hset(
-            f"relay:event:msg_{job_id}", mapping={"job": job_id, "type": "job.completed", "seq": "1", "state": "dead"}
+            keys.event(f"msg_{job_id}"), mapping={"job": job_id, "type": "job.completed", "seq": "1", "state": "dead"}
         )
-        await redis.zadd("relay:dead", {f"msg_{job_id}": 5_000 + n})
+        await redis.zadd(keys.DEAD_LETTERS, {f"msg_{job_id}": 5_000 + n})
 
     async with running_api(two_tenants(settings)) as api:
         for headers, owner in ((A, owner_a), (B, owner_b)):
@@ -145,13 +146,13 @@ async def test_jobs_and_dead_letters_of_the_previous_version_are_moved_at_start(
             _, letters, _ = await api.request("GET", "/v1/dead-letters", headers=headers)
             expected = [job_id for job_id, o, _ in jobs[:2] if o == owner]
             assert [d["jobId"] for d in letters["deadLetters"]] == expected
-    assert not await redis.exists("relay:jobs"), "the shared index was left behind"
+    assert not await redis.exists(keys.JOBS_INDEX), "the shared index was left behind"
     # a second start finds nothing left to move and changes nothing
-    before = {key: await redis.type(key) for key in await redis.keys("relay:*")}
+    before = {key: await redis.type(key) for key in await redis.keys(f"{keys.PREFIX}*")}
     async with running_api(two_tenants(settings)) as api:
         _, page, _ = await api.request("GET", "/v1/jobs", headers=A)
         assert len(page["jobs"]) == 3
-    assert {key: await redis.type(key) for key in await redis.keys("relay:*")} == before
+    assert {key: await redis.type(key) for key in await redis.keys(f"{keys.PREFIX}*")} == before
 
 
 async def test_a_long_poll_holds_one_of_the_tenants_streams(settings: Settings, redis: Redis, store: Store) -> None:
@@ -183,10 +184,10 @@ async def test_an_entry_an_older_api_wrote_beside_a_newer_one_is_moved_as_the_ne
     owner = owner_of("token-a")
     late, early = secrets.token_hex(16), secrets.token_hex(16)
     for job_id in (late, early):
-        await redis.hset(f"relay:job:{job_id}", mapping={"owner": owner, "seq": "0"})
-    await redis.xadd("relay:jobs", {"j": early}, id="1000-0")  # the older API's
-    await redis.xadd(f"relay:jobs:{owner}", {"j": late}, id="2000-0")  # the newer API's, later
+        await redis.hset(keys.job(job_id), mapping={"owner": owner, "seq": "0"})
+    await redis.xadd(keys.JOBS_INDEX, {"j": early}, id="1000-0")  # the older API's
+    await redis.xadd(keys.owner_jobs(owner), {"j": late}, id="2000-0")  # the newer API's, later
     await store.owner_indexes()
-    moved = await redis.xrange(f"relay:jobs:{owner}")
+    moved = await redis.xrange(keys.owner_jobs(owner))
     assert [entry["j"] for _, entry in moved] == [late, early] and int(moved[1][0].split("-")[0]) > 2000
-    assert not await redis.exists("relay:jobs")
+    assert not await redis.exists(keys.JOBS_INDEX)

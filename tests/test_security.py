@@ -17,6 +17,7 @@ from relay.core.crypto import InvalidToken, Vault, _fernet_key
 from relay.core.monitor import Kind
 from relay.outbound.client import create_session
 from relay.outbound.ssrf import address_allowed
+from relay.store import keys
 from tests.helpers import SECRET, Api, Receiver, eventually, running_worker, with_settings
 from tests.hostile import start_hostile
 from workers.poll import request_monitor
@@ -96,11 +97,11 @@ async def test_authorization_encrypted_at_rest_sent_only_to_item_host_and_delete
         authorization="Bearer sim-token",
         secret=JOB_SECRET,
     )
-    stored = await redis.hget(f"relay:job:{job['id']}", "authorization")
+    stored = await redis.hget(keys.job(job["id"]), "authorization")
     assert stored is not None and "sim-token" not in stored
     await receiver.wait_for(lambda: receiver.terminal(job["id"]) is not None)
     assert simulator.item_auth_headers == ["Bearer sim-token"]  # the monitor never got it: it answers 400 if it does
-    assert await redis.hget(f"relay:job:{job['id']}", "authorization") is None
+    assert await redis.hget(keys.job(job["id"]), "authorization") is None
 
     # nothing secret in any response or event
     texts = [r.body.decode() for r in receiver.received]
@@ -178,7 +179,7 @@ async def test_monitor_urls_are_sealed_at_rest_and_still_polled_after_a_key_rota
     op = simulator.create(duration=0.3, monitor_style="sharepoint")  # its URL carries a tempauth capability
     job = await api.create(monitorUrl=op.monitor_url, callbackUrl=receiver.url)
     values = []
-    for key in await redis.keys("relay:*"):
+    for key in await redis.keys(f"{keys.PREFIX}*"):
         if await redis.type(key) == "hash":
             values.extend((await redis.hgetall(key)).values())
     assert values and not any(op.tempauth in v or op.id in v for v in values), "a monitor URL is stored in clear"

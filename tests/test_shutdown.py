@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from relay.config.settings import Settings
+from relay.store import keys
 from tests.helpers import Api, Receiver, ensure_stopped, free_port, loopback_env, start_relay
 from tests.test_crash import COMPLETED, worker_process
 
@@ -39,7 +40,7 @@ async def test_sigterm_on_a_worker_finishes_the_delivery_in_flight(
     _, body, _ = await api.request("GET", f"/v1/jobs/{job['id']}/deliveries")
     assert [d["outcome"] for d in body["deliveries"]] == ["delivered"]
     assert len(receiver.received) == 1
-    assert await redis.zcard("relay:sched:deliveries") == 0
+    assert await redis.zcard(keys.DELIVERIES) == 0
 
 
 def api_process(redis_url: str, port: int) -> subprocess.Popen[bytes]:

@@ -15,6 +15,7 @@ from relay.config.settings import ConfigError, Settings
 from relay.core.events import build_event
 from relay.core.signing import signature_headers
 from relay.simulator import Simulator
+from relay.store import keys
 from tests.helpers import (
     BETA_SECRET,
     SECRET,
@@ -144,7 +145,7 @@ async def test_a_stream_frame_carries_the_events_first_signing_time(
         again = await frames()
     assert first == again
     for frame in first:
-        created = int(await redis.hget(f"relay:event:{frame['id']}", "created") or 0)
+        created = int(await redis.hget(keys.event(frame["id"]), "created") or 0)
         assert created and int(frame["webhook-timestamp"]) == created // 1000
         assert verifies(SECRET, frame["data"], {k: v for k, v in frame.items() if k.startswith("webhook-")})
     delivered = {r.headers["webhook-id"]: r for r in receiver.received}
@@ -212,7 +213,7 @@ async def test_an_owner_no_token_names_is_not_signed_with_anothers_secret(
             assert status == 401
 
             async def attempted() -> list[Any]:
-                return [json.loads(r) for r in await redis.lrange(f"relay:job:{job['id']}:attempts", 0, -1)]
+                return [json.loads(r) for r in await redis.lrange(keys.job_attempts(job["id"]), 0, -1)]
 
             for _ in range(200):
                 if await attempted():
