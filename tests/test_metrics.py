@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -14,6 +13,7 @@ from tests.helpers import (
     Api,
     Receiver,
     ensure_stopped,
+    eventually,
     free_port,
     relay_env,
     start_relay,
@@ -41,11 +41,17 @@ async def test_api_metrics_report_jobs_polls_deliveries_and_lag(
     await receiver.wait_for(
         lambda: receiver.terminal(ok["id"]) is not None and receiver.terminal(bad["id"]) is not None
     )
-    await asyncio.sleep(0.2)
-    async with api.session.get(api.base + "/metrics") as resp:
-        assert resp.status == 200
-        text = await resp.text()
-    got = samples(text)
+    got: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+
+    async def acked() -> bool:  # the webhooks came; the worker counts a delivery once its ack lands
+        async with api.session.get(api.base + "/metrics") as resp:
+            assert resp.status == 200
+            got.update(samples(await resp.text()))
+        return (
+            got.get(("relay_event_lag_seconds_count", ()), 0) >= 2 and got[("relay_jobs", (("state", "active"),))] == 0
+        )
+
+    await eventually(acked)
     assert got[("relay_jobs", (("state", "registered"),))] == 3
     assert got[("relay_jobs", (("state", "completed"),))] == 1
     assert got[("relay_jobs", (("state", "failed"),))] == 1
