@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -232,16 +233,38 @@ async def test_the_poll_floor_polls_every_stored_url_again_and_again_and_writes_
 
 
 def test_the_parts_an_operation_cannot_skip_are_timed_on_what_relay_really_takes() -> None:
+    from standardwebhooks.webhooks import Webhook
+
+    from relay.api.models import JobCreate
+    from relay.core.crypto import Vault
     from tests.bench.harness import SECRET
     from tests.bench.loadgen import padded_body
-    from tests.bench.parts import delivery_parts, registration_parts
+    from tests.bench.parts import delivery_calls, delivery_parts, registration_calls
     from tests.bench.register import BODY
 
-    registration = registration_parts(BODY, SECRET, rounds=50)
-    assert list(registration) == [
-        "read the body", "validate", "check URLs", "seal two values", "make an id", "render the answer"
-    ]  # fmt: skip
-    delivery = delivery_parts(padded_body(619), SECRET, rounds=50)
-    assert list(delivery) == ["read the claimed state", "sign", "build the ack"]
-    assert all(0 < us < 10_000 for us in [*registration.values(), *delivery.values()])
-    assert len(padded_body(619)) == 619
+    steps = registration_calls(BODY, SECRET, 5)
+    first_body = json.loads(BODY.replace("{n}", "0"))
+    assert steps["read the body"]() == first_body
+    validated = steps["validate"]()
+    assert isinstance(validated, JobCreate) and validated.monitor_url == first_body["monitorUrl"]
+    checked = steps["check URLs"]()  # the SSRF guard and the allowlists let the loopback bench hosts through
+    assert checked.callback_url == first_body["callbackUrl"]
+    job, authorization, monitor_url = steps["seal two values"]()
+    vault = Vault((SECRET,))
+    assert authorization != job.authorization and vault.decrypt(authorization) == job.authorization
+    assert monitor_url != job.monitor_url and vault.reveal(monitor_url) == job.monitor_url
+    assert re.fullmatch(r"[0-9a-f]{32}", steps["make an id"]())
+    assert json.loads(steps["render the answer"]())["callbackUrl"] == first_body["callbackUrl"]
+
+    body = padded_body(619)
+    assert len(body) == 619
+    delivering = delivery_calls(body, SECRET)
+    job_read, (event,) = delivering["read the claimed state"]()
+    assert job_read is not None and event.body == body
+    headers = delivering["sign"]()
+    assert Webhook(SECRET).verify(body, headers) == json.loads(body)  # what a receiver checks
+    ack = delivering["build the ack"]()
+    assert event.id in json.dumps(json.loads(ack))
+
+    timed = delivery_parts(body, SECRET, rounds=20)  # the figures are of those same calls
+    assert timed.keys() == delivering.keys() and all(us > 0 for us in timed.values())

@@ -55,7 +55,8 @@ def registration_parts(body_template: str, secret: str, rounds: int = ROUNDS) ->
 
 
 def registration_calls(body_template: str, secret: str, count: int) -> dict[str, Callable[[], Any]]:
-    """Each part ``POST /v1/jobs`` cannot skip, ready to be called ``count`` times."""
+    """Each part ``POST /v1/jobs`` cannot skip, ready to be called ``count`` times; each returns what it made, so
+    that a test can check the timed work is the real work."""
     raws = [body_template.replace("{n}", str(n)).encode() for n in range(count)]
     raw_cycle = itertools.cycle(raws)
     fresh = iter([jsonfast.loads(raw) for raw in raws])  # a new monitor URL each time, as under load
@@ -63,7 +64,7 @@ def registration_calls(body_template: str, secret: str, count: int) -> dict[str,
     jobs = itertools.cycle([JobCreate.model_validate(jsonfast.loads(raw)) for raw in raws[:100]])
     vault = Vault((secret,))
 
-    def checks() -> None:
+    def checks() -> JobCreate:
         job = next(jobs)
         check_destinations(
             monitor_url=job.monitor_url,
@@ -73,11 +74,11 @@ def registration_calls(body_template: str, secret: str, count: int) -> dict[str,
             item_hosts=HOSTS,
             trusted_hosts=HOSTS,
         )
+        return job
 
-    def seal() -> None:
+    def seal() -> tuple[JobCreate, str, str]:
         job = next(jobs)
-        vault.encrypt(job.authorization or "")
-        vault.seal(job.monitor_url or "")
+        return job, vault.encrypt(job.authorization or ""), vault.seal(job.monitor_url or "")
 
     sample = JobCreate.model_validate(jsonfast.loads(raws[0]))
     fields = {
@@ -106,7 +107,7 @@ def delivery_parts(body: str, secret: str, rounds: int = ROUNDS) -> dict[str, fl
 
 
 def delivery_calls(body: str, secret: str) -> dict[str, Callable[[], Any]]:
-    """Each part a delivery cannot skip, for an event body like ``body``."""
+    """Each part a delivery cannot skip, for an event body like ``body``; each returns what it made."""
     now_ms = int(time.time() * 1000)
     state = [
         ["http://127.0.0.1:9/hook", None, "public"],
@@ -118,10 +119,10 @@ def delivery_calls(body: str, secret: str) -> dict[str, Callable[[], Any]]:
     event = events[0]
     record = {"eventId": event.id, "type": event.type, "sequence": event.sequence, "attempt": 1, "time": "-"}
 
-    def ack() -> None:
+    def ack() -> bytes:
         call = AckCall(claim.member, claim.token, event.id, DeliveryOutcome.DELIVERED, 0, [], [], "{}")
         call.records = [jsonfast.dumps(record).decode()]
-        jsonfast.dumps(call)
+        return jsonfast.dumps(call)
 
     return {
         "read the claimed state": lambda: Store.outbox_state(claim),
