@@ -20,6 +20,7 @@ from prometheus_client.exposition import ThreadingWSGIServer
 __all__ = [
     "ARQ_QUEUE",
     "BACKLOG",
+    "CLOCK_OFFSET",
     "DEAD_LETTERS",
     "DELIVERIES",
     "DELIVERY_LATENCY",
@@ -29,6 +30,7 @@ __all__ = [
     "JOBS_REGISTERED",
     "POLLS",
     "POLL_LATENCY",
+    "REDIS_REFUSALS",
     "RESOLUTIONS",
     "WORKER_HEARTBEAT",
     "Heartbeat",
@@ -55,6 +57,14 @@ PARKED = Counter(
     ["kind"],
 )
 RESOLUTIONS = Counter("relay_resolutions_total", "DriveItem resolutions by outcome", ["outcome"])
+REDIS_REFUSALS = Counter(
+    "relay_redis_refusals_total",
+    "Commands Redis refused (out of memory, read-only, busy, loading...) by kind",
+    ["kind"],
+)
+CLOCK_OFFSET = Gauge(
+    "relay_clock_offset_seconds", "Redis' clock (TIME) minus this worker's, last measured; relay uses Redis' time"
+)
 
 JOBS = Gauge("relay_jobs", "Jobs by state, from Redis (lifetime counts; active = not yet ended)", ["state"])
 BACKLOG = Gauge("relay_backlog", "Scheduled work in Redis: monitors tracked, jobs with undelivered events", ["kind"])

@@ -39,6 +39,7 @@ from relay.core.changes import failure_op
 from relay.core.events import isoformat
 from relay.core.schema import DeliveryOutcome, Job
 from relay.store.jobs import Store
+from relay.store.refusals import SPELLS, refusal_kind
 from relay.store.scheduler import Claim, Scheduler
 from workers.writes import after_write
 
@@ -72,6 +73,8 @@ def counts(exc: BaseException) -> bool:
     """Whether ``exc`` is a strike against the member: a script that refused its call (cjson refusing a value, a
     field that does not read) is; Redis or the network in an outage, or a cancellation, is not."""
     if not isinstance(exc, Exception):
+        return False
+    if refusal_kind(exc) is not None:  # full, read-only, busy...: whatever the message (redis-py drops the code)
         return False
     if isinstance(exc, ResponseError):
         text = str(exc)
@@ -111,7 +114,8 @@ class Backstop:
         """Count ``exc`` against ``member`` and park it at the last strike: the strike's number (0: not counted;
         the strikes' number when it was parked)."""
         if not counts(exc):
-            log.warning("member failed", kind=self.kind, member=member[:12], error=what_failed(exc), **context)
+            if SPELLS.refused(exc, self.kind) is None:  # a refusal by Redis (OOM...) is logged once per spell
+                log.warning("member failed", kind=self.kind, member=member[:12], error=what_failed(exc), **context)
             return 0
         try:
             count = await self.store.strike(self.kind, member, self.window)

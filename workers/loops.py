@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
+from relay.store.refusals import SPELLS
 from relay.store.scheduler import Claim, Scheduler
 from workers.backstop import Backstop
 
@@ -26,6 +27,8 @@ log = structlog.stdlib.get_logger("relay.worker")
 
 #: handles one claim; its failures are logged and its lease makes the member come due again
 Handler = Callable[[Claim], Awaitable[None]]
+#: the pause after a failed claim, doubled while they keep failing, up to the second figure (seconds)
+CLAIM_BACKOFF = (1.0, 8.0)
 
 
 class ClaimLoop:
@@ -72,6 +75,8 @@ class ClaimLoop:
         self._runners: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._claims_failed = 0  # claims failed in a row
+        self._failing_since = 0.0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"relay-{self.name}-loop")
@@ -94,10 +99,11 @@ class ClaimLoop:
                 found = await self.scheduler.claim_batch(min(free, self.batch), self.lease)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # Redis down or restarting: wait and try again, never die
-                log.warning("claim failed", loop=self.name, error=f"{type(exc).__name__}: {exc}")
-                await self._wait(self._stopping, 1.0)
+            except Exception as exc:  # Redis down, restarting or refusing: back off and try again, never die
+                await self._wait(self._stopping, self._claim_failed(exc))
                 continue
+            if self._claims_failed:
+                self._claims_resumed()
             claims = found.claims
             if claims:
                 self._busy += len(claims)
@@ -108,6 +114,27 @@ class ClaimLoop:
                         parked.set_result(None)
             if len(claims) < min(free, self.batch):
                 await self._pause(self.scheduler.next_due_in(found))
+
+    def _claim_failed(self, exc: Exception) -> float:
+        """Count a failed claim, logged once per spell of them (a refusal by Redis: once per spell of the
+        process, see relay/store/refusals.py); the seconds to wait before the next."""
+        if not self._claims_failed:
+            self._failing_since = time.monotonic()
+        self._claims_failed += 1
+        if SPELLS.refused(exc, f"{self.name} claim") is None and self._claims_failed == 1:
+            log.warning("claim failed; retrying with backoff", loop=self.name, error=f"{type(exc).__name__}: {exc}")
+        low, high = CLAIM_BACKOFF
+        return min(high, low * 2.0 ** min(self._claims_failed - 1, 10))
+
+    def _claims_resumed(self) -> None:
+        SPELLS.accepted()  # a claim writes (its leases): a spell of Redis refusals is over
+        log.info(
+            "claims resumed",
+            loop=self.name,
+            failed=self._claims_failed,
+            for_s=round(time.monotonic() - self._failing_since, 1),
+        )
+        self._claims_failed = 0
 
     async def _runner(self) -> None:
         structlog.contextvars.bind_contextvars(loop=self.name)
@@ -134,7 +161,8 @@ class ClaimLoop:
         """A member's handling raised: counted against it (parked at the last strike, else handed back after a
         short pause); without a backstop, logged and left to its lease."""
         if self.backstop is None:
-            log.exception("member failed", loop=self.name, member=claim.member[:12])
+            if SPELLS.refused(exc, f"{self.name} member") is None:  # a refusal is logged once per spell
+                log.exception("member failed", loop=self.name, member=claim.member[:12])
             return
         try:
             await self.backstop.failed(claim.member, claim, exc, loop=self.name)

@@ -36,6 +36,7 @@ from relay.credentials.broker import CredentialError
 from relay.outbound.client import Response, fetch
 from relay.outbound.ssrf import Blocked
 from relay.store import keys
+from relay.store.refusals import SPELLS
 from workers.backstop import counts
 from workers.context import Deps
 
@@ -193,11 +194,14 @@ async def _resolve_now(deps: Deps, job_id: str) -> None:
     structlog.contextvars.bind_contextvars(job_id=job_id)
     async with deps.resolve_slots:
         try:
-            await resolve_guarded(deps, job_id, 1)
-        except Retry as retry:
-            await enqueue_resolution(deps.arq, job_id, defer=retry.defer_score / 1000 if retry.defer_score else None)
-        except Exception:  # the monitor's recheck enqueues the arq task later
-            log.exception("resolution failed; the completed monitor's recheck will retry it")
+            try:
+                await resolve_guarded(deps, job_id, 1)
+            except Retry as retry:
+                defer = retry.defer_score / 1000 if retry.defer_score else None
+                await enqueue_resolution(deps.arq, job_id, defer=defer)
+        except Exception as exc:  # the monitor's recheck starts it again
+            if SPELLS.refused(exc, "resolution") is None:  # a refusal (OOM...) is logged once per spell
+                log.exception("resolution failed; the completed monitor's recheck will retry it")
 
 
 async def resolve_job(deps: Deps, job_id: str, job_try: int) -> str:

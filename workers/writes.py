@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 
 from relay.store.jobs import Store
+from relay.store.refusals import SPELLS
 
 __all__ = ["MAX_BACKLOG", "after_write"]
 
@@ -62,6 +63,8 @@ def _landed(
         return
     exc = pending.exception()
     if exc is not None:  # Redis went away mid-write, or refused it: the lease runs out and the member comes due again
+        if SPELLS.refused(exc, what) is not None:  # a refusal (OOM...): counted, logged once per spell, no strike
+            return
         log.warning(f"{what} not written", member=member[:12], error=f"{type(exc).__name__}: {exc}")
         failed(exc)  # a refusal that comes back at every try is parked (workers/backstop.py)
         return

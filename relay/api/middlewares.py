@@ -17,8 +17,9 @@ from relay.api.problems import ProblemError, problem_response
 from relay.api.typedefs import QUERY_PARAMETERS, SETTINGS
 from relay.config.tenants import owner_of
 from relay.store.durable import NotReplicated
+from relay.store.refusals import SPELLS
 
-__all__ = ["OWNER", "TENANT", "api_middleware", "is_public", "loopback_guard"]
+__all__ = ["OWNER", "REFUSED_RETRY_AFTER", "TENANT", "api_middleware", "is_public", "loopback_guard"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 OWNER = web.RequestKey("owner", str)
@@ -29,6 +30,8 @@ PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
 _CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 log = structlog.stdlib.get_logger("relay.api")
+#: seconds a client is asked to wait when Redis refuses commands (a full Redis is an operator's fix, not a blip)
+REFUSED_RETRY_AFTER = 5
 
 
 @web.middleware
@@ -45,6 +48,9 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         response = refused if refused is not None else await handler(request)
     except Exception as exc:
         response = _failure(request, exc)
+    else:
+        if request.method in _CHANGING and response.status < 300:
+            SPELLS.accepted()  # a write went through: a spell of Redis refusals is over (a no-op without one)
     response.headers["X-Request-Id"] = request_id
     return response
 
@@ -64,6 +70,9 @@ def _failure(request: web.Request, exc: Exception) -> web.StreamResponse:
     if isinstance(exc, NotReplicated):
         log.warning("write not confirmed by replicas", path=request.path, error=str(exc))
         return _unavailable("the change was not confirmed by RELAY_REDIS_MIN_REPLICAS Redis replicas in time")
+    kind = SPELLS.refused(exc, "api")  # counted; logged once per spell, not per request
+    if kind is not None:
+        return _unavailable(f"Redis refuses commands ({kind}); nothing was recorded", retry_after=REFUSED_RETRY_AFTER)
     if isinstance(exc, RedisConnectionError | RedisTimeoutError):
         log.warning("redis unavailable", path=request.path, error=type(exc).__name__)
         return _unavailable(f"Redis is not reachable ({type(exc).__name__})")
@@ -71,9 +80,9 @@ def _failure(request: web.Request, exc: Exception) -> web.StreamResponse:
     return problem_response(500, "Internal Server Error", "the error was logged")
 
 
-def _unavailable(detail: str) -> web.Response:
+def _unavailable(detail: str, *, retry_after: int = 1) -> web.Response:
     """503: nothing was acknowledged, so the client may retry (with the same Idempotency-Key)."""
-    return problem_response(503, "Service Unavailable", detail, headers={"Retry-After": "1"})
+    return problem_response(503, "Service Unavailable", detail, headers={"Retry-After": str(retry_after)})
 
 
 def loopback_guard(request: web.Request) -> web.Response | None:

@@ -15,6 +15,8 @@ from relay.api.http import json_response
 from relay.api.problems import ProblemError
 from relay.api.routing import ApiRoutes, Operation, problem
 from relay.api.typedefs import OPENAPI, REDIS, SETTINGS, STORE
+from relay.store import keys
+from relay.store.refusals import SPELLS
 
 __all__ = ["READY_TIMEOUT", "routes"]
 
@@ -29,7 +31,7 @@ def _status(description: str, word: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-#: /readyz answers 503 when Redis does not answer a PING within this many seconds
+#: /readyz answers 503 when Redis does not answer its write probe within this many seconds
 READY_TIMEOUT = 2.0
 
 
@@ -40,13 +42,23 @@ async def healthz(_: web.Request) -> web.Response:
 
 @routes.get(
     "/readyz",
-    Operation("readyz", {"200": _status("Redis reachable", "ready"), "503": problem("Redis unreachable")}, public=True),
+    Operation(
+        "readyz",
+        {"200": _status("Redis accepts writes", "ready"), "503": problem("Redis unreachable or refusing writes")},
+        public=True,
+    ),
 )
 async def readyz(request: web.Request) -> web.Response:
+    """Ready when Redis takes a write: a full Redis (``maxmemory``), a read-only replica or a busy script answer
+    a PING but refuse every registration, so the probe is a write (a short-lived key), not a PING."""
     try:
-        await asyncio.wait_for(request.app[REDIS].ping(), READY_TIMEOUT)
+        await asyncio.wait_for(request.app[REDIS].set(keys.READY_PROBE, "1", px=10_000), READY_TIMEOUT)
     except Exception as exc:
+        kind = SPELLS.refused(exc, "readyz")
+        if kind is not None:
+            raise ProblemError(503, "Not Ready", f"Redis refuses writes ({kind})") from None
         raise ProblemError(503, "Not Ready", f"Redis is not reachable ({type(exc).__name__})") from None
+    SPELLS.accepted()
     return json_response({"status": "ready"})
 
 

@@ -24,9 +24,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
 
 from relay.core import jsonfast
+from relay.store.refusals import script_error
 from relay.store.scripts import LuaScript
 
 __all__ = ["BatchedScript"]
@@ -135,7 +135,7 @@ class BatchedScript:
             if future.done():
                 continue
             if isinstance(result, list) and len(result) == 2 and result[0] == _ERROR:
-                future.set_exception(ResponseError(f"relay script failed: {result[1]}"))
+                future.set_exception(script_error(str(result[1])))  # a refusal (OOM...) keeps its kind
             else:
                 future.set_result(result)
 

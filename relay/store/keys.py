@@ -15,6 +15,7 @@ __all__ = [
     "MIGRATIONS",
     "MONITORS",
     "PREFIX",
+    "READY_PROBE",
     "STATS",
     "event",
     "idempotency",
@@ -48,6 +49,8 @@ DEAD_LETTERS = f"{PREFIX}dead"
 STATS = f"{PREFIX}stats"
 #: hash of each owner's (API tenant's) active jobs: registered and not yet ended (RELAY_TENANT_MAX_ACTIVE_JOBS)
 ACTIVE = f"{PREFIX}active"
+#: a string /readyz writes (expiring in seconds) to learn whether Redis accepts writes
+READY_PROBE = f"{PREFIX}readyz"
 #: the arq queue that runs DriveItem resolution
 ARQ_QUEUE = f"{PREFIX}arq:queue"
 #: the stream of every owner's job ids that versions before per-owner indexes wrote (owner_jobs): what it still
