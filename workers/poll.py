@@ -120,7 +120,16 @@ async def poll_monitor(deps: Deps, claim: Claim, monitor: Monitor, jobs: list[Jo
     plan = plan_poll(result, monitor, jobs, now_ms, deps.poll_policy, deps.rng, polled=polled)
     pending = deps.store.submit_poll(claim, plan.monitor_fields, plan.ops, plan.delay, jobs=len(jobs))
     landed = partial(_applied, deps, plan, result if polled else None, len(jobs))
-    await after_write(deps.store, pending, landed, what="poll result", member=claim.member, failed=_strike(deps, claim))
+    unknown = partial(_resolve_stored, deps, plan.resolve)
+    await after_write(
+        deps.store,
+        pending,
+        landed,
+        what="poll result",
+        member=claim.member,
+        failed=_strike(deps, claim),
+        unknown=unknown,
+    )
 
 
 def _strike(deps: Deps, claim: Claim) -> Callable[[BaseException], None] | None:
@@ -133,7 +142,10 @@ def _applied(deps: Deps, plan: PollPlan, polled: PollResult | None, jobs: int, a
     """What follows a poll's write: count and log what it recorded, start the resolutions it calls for."""
     applied = [str(r) for r in answer]
     if applied == ["stale-claim"]:
-        log.info("poll result dropped: claim taken over by another worker")
+        log.info("poll result dropped: claim taken over by another worker, or the write landed and its reply was lost")
+        # redis-py sends a write again when the connection is lost before its reply: its second run finds the
+        # claim gone, if the first landed; the resolutions it called for are found again in the jobs' phase
+        _resolve_stored(deps, plan.resolve)
         return
     for message, fields in plan.warnings:  # the start of a stretch of bare 5xx or unknown status words
         log.warning(message, **fields)
@@ -152,6 +164,13 @@ def _applied(deps: Deps, plan: PollPlan, polled: PollResult | None, jobs: int, a
     for job_id in plan.resolve:
         # also on the recheck of a completed monitor (a resolution lost with a worker, or a job woken by a
         # fresh authorization): a second resolution of a job records nothing (its phase guard)
+        resolve_soon(deps, job_id)
+
+
+def _resolve_stored(deps: Deps, job_ids: list[str]) -> None:
+    """Start the resolutions a write may have recorded without its answer coming back: each reads its job, and
+    does nothing unless the job is resolving (a write that did not land leaves it tracking)."""
+    for job_id in job_ids:
         resolve_soon(deps, job_id)
 
 
@@ -215,7 +234,8 @@ def _chunk_landed(deps: Deps, planned: JobsPlan, read: ChunkRead | None) -> bool
     """What follows a step of a poll in chunks: count and log what the changes planned from the previous chunk
     recorded, and start the resolutions they call for; False when the claim was taken over."""
     if read is None:
-        log.info("poll result dropped: claim taken over by another worker")
+        log.info("poll result dropped: claim taken over by another worker, or the write landed and its reply was lost")
+        _resolve_stored(deps, planned.resolve)
         return False
     _recorded(planned.ops, read.applied)
     for job_id in planned.resolve:

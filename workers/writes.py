@@ -4,8 +4,9 @@ that made it moves on to its next HTTP request.
 The member stays leased until its write lands, so no other runner or worker takes it meanwhile; a worker
 killed before the write lands leaves the lease to run out, as a worker killed mid-request always did (the
 monitor is polled again; the event is sent again under the same ``webhook-id``). What follows the write
-(counting events, logging, starting a resolution) runs when its answer comes back. When Redis falls
-behind (more than ``MAX_BACKLOG`` writes unanswered), the runner waits for its own write after all, so
+(counting events, logging, starting a resolution) runs when its answer comes back; when the answer is lost
+(a connection cut mid-reply) what must follow is found again from the stored state at once (``unknown``).
+When Redis falls behind (more than ``MAX_BACKLOG`` writes unanswered), the runner waits for its own write after all, so
 the work in hand stays bounded.
 """
 
@@ -17,6 +18,7 @@ from functools import partial
 from typing import Any
 
 import structlog
+from redis.exceptions import RedisError
 
 from relay.store.jobs import Store
 from relay.store.refusals import SPELLS
@@ -37,10 +39,15 @@ async def after_write(
     what: str,
     member: str,
     failed: Callable[[BaseException], None] | None = None,
+    unknown: Callable[[], None] | None = None,
 ) -> None:
     """``then(answer)`` (if any) once ``pending`` lands, ``failed(exc)`` (if any) when it failed; waits for it here
-    only when the store's backlog is long."""
-    landed = partial(_landed, then or _nothing, failed or _nothing, what, member)
+    only when the store's backlog is long.
+
+    ``unknown()`` (if any) when no answer came back (a connection lost mid-reply): the write may have landed, so
+    what follows it must be found again in the stored state (it reads Redis, and does nothing if it did not land).
+    """
+    landed = partial(_landed, then or _nothing, failed or _nothing, what, member, unknown or _none)
     if store.write_backlog > MAX_BACKLOG:
         await asyncio.wait((pending,))
         landed(pending)
@@ -52,11 +59,16 @@ def _nothing(_: object) -> None:
     return None
 
 
+def _none() -> None:
+    return None
+
+
 def _landed(
     then: Callable[[Any], None],
     failed: Callable[[BaseException], None],
     what: str,
     member: str,
+    unknown: Callable[[], None],
     pending: asyncio.Future[Any],
 ) -> None:
     if pending.cancelled():
@@ -66,9 +78,15 @@ def _landed(
         if SPELLS.refused(exc, what) is not None:  # a refusal (OOM...): counted, logged once per spell, no strike
             return
         log.warning(f"{what} not written", member=member[:12], error=f"{type(exc).__name__}: {exc}")
-        failed(exc)  # a refusal that comes back at every try is parked (workers/backstop.py)
+        failed(exc)  # a failure that comes back at every try is parked (workers/backstop.py)
+        if isinstance(exc, ConnectionError | TimeoutError | RedisError):  # it may have landed all the same
+            _safely(unknown, what, member)
         return
+    _safely(partial(then, pending.result()), what, member)
+
+
+def _safely(follow: Callable[[], None], what: str, member: str) -> None:
     try:
-        then(pending.result())
+        follow()
     except Exception:  # what follows a write must never break the loop that answered it
         log.exception(f"after {what}", member=member[:12])
