@@ -17,6 +17,7 @@ from relay.core.tracking import PollPolicy
 from relay.credentials.broker import CredentialBroker
 from relay.store.jobs import Store
 from workers.backstop import Backstop
+from workers.clock import RedisClock
 
 __all__ = ["Deps"]
 
@@ -32,6 +33,8 @@ class Deps:
     #: which secrets sign each owner's events
     signing: Signing
     rng: random.Random = field(default_factory=random.Random)
+    #: Redis' clock, the one leases use: signing timestamps, token expiry, authorization waits, HTTP-dates
+    clock: RedisClock = field(default_factory=RedisClock)
     #: DriveItem resolutions running in this worker (the fast path), bounded by ``resolve_slots``
     background: set[asyncio.Task[None]] = field(default_factory=set)
     resolve_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(100))

@@ -64,7 +64,7 @@ async def deliver_next(deps: Deps, claim: Claim, job: Job | None, found: list[Ev
         )
         await after_write(store, pending, None, what="delivery ack", member=job_id)
         return
-    now_s = time.time()
+    now_s = deps.clock.now()  # Redis' clock: a receiver checks webhook-timestamp against the real time
     stamp = isoformat(now_s)
     records: list[dict[str, Any]] = [
         {
@@ -115,7 +115,8 @@ async def deliver_next(deps: Deps, claim: Claim, job: Job | None, found: list[Ev
         if outcome is DeliveryOutcome.GONE
         else None,
     )
-    attempted = Attempt(job_id, event, attempt, outcome, status, error, duration, delay, len(superseded))
+    answered = now_s + duration
+    attempted = Attempt(job_id, event, attempt, outcome, status, error, duration, delay, len(superseded), answered)
     backstop = deps.backstops.get("delivery")  # a refused ack counts against the job's delivery
     failed = backstop.on_write_failure(job_id, claim) if backstop is not None else None
     await after_write(store, pending, attempted.acked, what="delivery ack", member=job_id, failed=failed)
@@ -167,12 +168,13 @@ class Attempt:
     duration: float
     delay: float
     superseded: int
+    answered: float  # when the answer came, by the worker's Redis clock (the event's creation time's)
 
     def acked(self, answer: Any) -> None:
         ok = int(answer) == 1
         outcome, status, event = self.outcome, self.status, self.event
         if outcome is DeliveryOutcome.DELIVERED and event.created:
-            metrics.EVENT_LAG.observe(max(0.0, time.time() - event.created / 1000))
+            metrics.EVENT_LAG.observe(max(0.0, self.answered - event.created / 1000))
         status_class = f"{status // 100}xx" if status is not None else "none"
         _DELIVERIES(outcome, status_class).inc()
         # a success is counted in metrics and listed in /deliveries; the log line is for what went wrong

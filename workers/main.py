@@ -16,6 +16,7 @@ from functools import partial
 from signal import Signals
 from typing import Any, ClassVar
 
+import structlog
 from arq import func
 from arq.worker import Worker
 from redis.asyncio import Redis
@@ -41,6 +42,8 @@ from workers.resolve import RESOLVE_TASK, resolve_item
 from workers.waker import Waker
 
 __all__ = ["WorkerSettings", "create_worker", "job_deserializer", "job_serializer"]
+
+log = structlog.stdlib.get_logger("relay.worker")
 
 #: seconds from SIGTERM until in-flight polls and deliveries are cut off (their leases hand them on);
 #: arq's job_completion_wait runs in the same window. Keep both under the pod's grace period (30 s).
@@ -108,6 +111,11 @@ async def startup(ctx: dict[str, Any]) -> None:
         signing=Signing.of(settings),
         rng=random.Random(),
     )
+    try:
+        await deps.clock.measure(redis)
+    except Exception as exc:  # Redis not there yet: the claims wait for it; the clock is measured again soon
+        log.warning("clock not measured against Redis' yet", error=type(exc).__name__)
+    deps.clock.start(redis)
     lease = settings.lease
     deps.backstops.update(
         poll=Backstop(store, "poll", park_poll(store), scheduler=store.monitors, lease=lease),
@@ -153,6 +161,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         await waker.stop()
     deps: Deps | None = ctx.get("deps")
     if deps is not None:
+        await deps.clock.stop()
         with contextlib.suppress(Exception):  # writes handed over by the runners land before Redis is closed
             await asyncio.wait_for(deps.store.drain(), timeout=max(1.0, ctx["stop_deadline"] - time.monotonic()))
         if deps.background:

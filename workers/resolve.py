@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from typing import Any
 
 import aiohttp
@@ -99,7 +98,7 @@ async def fetch_item(deps: Deps, job: Job, job_try: int) -> tuple[Any, dict[str,
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         _retry_if(resolution_retry(job_try, deps.retry_policy))
         return None, {"code": "networkError", "message": type(exc).__name__}
-    return _item_answer(resp, job_try, deps.retry_policy)
+    return _item_answer(resp, job_try, deps.retry_policy, deps.clock.now())
 
 
 def _retry_if(defer: float | None) -> None:
@@ -108,7 +107,7 @@ def _retry_if(defer: float | None) -> None:
         raise Retry(defer=defer)
 
 
-def _item_answer(resp: Response, job_try: int, policy: RetryPolicy) -> tuple[Any, dict[str, Any] | None]:
+def _item_answer(resp: Response, job_try: int, policy: RetryPolicy, now: float) -> tuple[Any, dict[str, Any] | None]:
     """What the DriveItem request's answer means: the item, an error, or (transient) a ``Retry``."""
     if resp.too_large:
         return None, {"code": "tooLarge", "httpStatus": resp.status, "message": "the DriveItem response is over 1 MiB"}
@@ -120,7 +119,7 @@ def _item_answer(resp: Response, job_try: int, policy: RetryPolicy) -> tuple[Any
         if isinstance(item, dict):
             return item, None
         return None, {"code": "invalidResponse", "httpStatus": 200, "message": "the DriveItem is not a JSON object"}
-    _retry_if(resolution_retry(job_try, policy, resp.status, resp.headers.get("Retry-After"), time.time()))
+    _retry_if(resolution_retry(job_try, policy, resp.status, resp.headers.get("Retry-After"), now))
     return None, {"code": "httpError", "httpStatus": resp.status, "message": f"GET driveItemUrl answered {resp.status}"}
 
 
@@ -146,7 +145,7 @@ async def _authorization(deps: Deps, job: Job, host: str, job_try: int) -> tuple
             "code": "authorizationUnreadable",
             "message": "the stored authorization was encrypted with another key",
         }
-    if deps.settings.authorization_wait > 0 and bearer_expired(value, time.time()):
+    if deps.settings.authorization_wait > 0 and bearer_expired(value, deps.clock.now()):
         return None, {"code": "authorizationExpired", "message": "the authorization's exp claim has passed"}
     return value, None
 
@@ -211,7 +210,7 @@ async def resolve_job(deps: Deps, job_id: str, job_try: int) -> str:
         if not job or job.phase is not Phase.RESOLVING or job.terminal:
             return "skipped"
         item, error = await fetch_item(deps, job, job_try)
-        now_ms = int(time.time() * 1000)
+        now_ms = int(deps.clock.now() * 1000)  # Redis' clock: the authorization wait ends by the leases' time
         op = None
         if error is not None and is_refusal(error) and not job.credential:  # the app can mend its own token
             op = ask_op(job, now_ms, deps.settings.authorization_wait, error)
