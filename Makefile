@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: install install-dev run test lint format typecheck bench chaos failover fuzz cluster-harness all clean
+.PHONY: install install-dev run test lint format typecheck bench chaos faults failover fuzz cluster-harness all clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ bench: $(DEV_STAMP)
 
 chaos: $(DEV_STAMP)
 	$(BIN)/python -m tests.chaos
+
+# issue 32's faults, each with the audit table of make chaos (tests/fault_runs.py; FAULTS=name... for some)
+faults: $(DEV_STAMP)
+	$(BIN)/python -m tests.fault_runs $(FAULTS)
 
 failover: $(DEV_STAMP)
 	$(BIN)/python -m tests.failover

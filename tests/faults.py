@@ -55,6 +55,7 @@ class Receiver:
     answers: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     hook: Webhook = field(default_factory=lambda: Webhook(SECRET))
     arrivals: list[float] = field(default_factory=list)  # time.monotonic() of every POST
+    terminal_at: dict[str, float] = field(default_factory=dict)  # job id -> time.monotonic() its end arrived
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
@@ -92,6 +93,7 @@ class Receiver:
         self.order[data["jobId"]].append((data["sequence"], event["type"], event_id))
         if event["type"] in TERMINAL:
             self.terminal.add(data["jobId"])
+            self.terminal_at.setdefault(data["jobId"], time.monotonic())
 
 
 class Workers:
@@ -156,11 +158,16 @@ async def register(
     spread: float = 0.0,
     longest: float = 40.0,
     created: list[float] | None = None,
+    ends: dict[str, float] | None = None,
+    refusals: list[str | None] | None = None,
+    monitor: Any = None,
 ) -> list[str]:
     """Start ``n`` copies on the simulator and register each; the ids of the jobs the API acknowledged (201).
 
     A refused or failed attempt is tried again (a new job: nothing was acknowledged). ``spread``:
-    seconds over which the registrations are started; ``created``: gets the time of each 201.
+    seconds over which the registrations are started; ``created``: gets the time of each 201; ``ends``: each
+    job's copy's end (``time.monotonic()``); ``refusals``: the Retry-After of every 503 (None: it had none);
+    ``monitor``: one simulator operation every job shares (a crowded monitor) instead of one each.
     """
     rng = random.Random(7)
     sem = asyncio.Semaphore(parallel)
@@ -175,7 +182,7 @@ async def register(
             knobs["outcome"] = "failed"
         if i % 7 == 0:
             knobs["completion"] = "beta202"
-        op = sim.create(**knobs)
+        op = monitor if monitor is not None else sim.create(**knobs)
         body = {
             "monitorUrl": op.monitor_url,
             "callbackUrl": hook,
@@ -188,13 +195,22 @@ async def register(
                 try:
                     async with session.post(f"{api}/v1/jobs", json=body) as resp:
                         if resp.status == 201:
-                            ids.append((await resp.json())["id"])
+                            job_id = (await resp.json())["id"]
+                            ids.append(job_id)
                             if created is not None:
                                 created.append(time.monotonic())
+                            if ends is not None:
+                                ends[job_id] = op.created + op.options.duration
                             return
+                        wait = 0.2
+                        if resp.status == 503:  # as a client should: again after Retry-After
+                            retry_after = resp.headers.get("Retry-After")
+                            if refusals is not None:
+                                refusals.append(retry_after)
+                            wait = float(retry_after) if retry_after and retry_after.isdigit() else wait
                 except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.2)
+                    wait = 0.2
+                await asyncio.sleep(wait)
             raise RuntimeError("registration kept failing")
 
     await asyncio.gather(*(one(i) for i in range(n)))

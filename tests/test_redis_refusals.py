@@ -132,7 +132,8 @@ async def test_a_full_redis_is_a_503_with_retry_after_then_nothing_is_lost(
     settings: Settings, redis: Redis, simulator: Simulator, receiver: Receiver, captured: io.StringIO
 ) -> None:
     before = refusals("oom")
-    async with running_api(settings) as api, running_worker(settings):
+    # arq's health key written every 0.2 s: a write the full Redis refuses too (it used to end the worker)
+    async with running_api(settings) as api, running_worker(settings, health_check_interval=0.2):
         op = simulator.create(duration=1.0)
         acknowledged = await api.create(**job_fields(simulator, op.monitor_url, receiver))
         filled = await fill(redis)

@@ -32,6 +32,7 @@ from relay.outbound.client import create_session
 from relay.store import keys
 from relay.store.connections import arq_sentinel_pool, arq_settings
 from relay.store.open import open_store
+from relay.store.refusals import SPELLS
 from workers.backstop import Backstop, park_delivery, park_poll, park_resolution
 from workers.context import Deps
 from workers.deliver import deliver_claimed
@@ -60,7 +61,11 @@ class RelayWorker(Worker):
     :data:`relay.metrics.WORKER_HEARTBEAT` each time its loop goes round (the worker's ``/healthz``)."""
 
     async def heart_beat(self) -> None:
-        await super().heart_beat()
+        try:
+            await super().heart_beat()
+        except Exception as exc:  # arq's health key is a write: a full Redis must not end the worker (it did)
+            if SPELLS.refused(exc, "arq health check") is None:
+                raise
         metrics.WORKER_HEARTBEAT.beat()
 
     def handle_sig_wait_for_completion(self, signum: Signals) -> None:
