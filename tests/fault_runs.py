@@ -37,11 +37,22 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from redis.asyncio import Redis
-from redis.exceptions import OutOfMemoryError
 
 from relay.simulator import Simulator
 from relay.store.embedded import EmbeddedRedis
-from tests.faults import Receiver, Workers, audit, fault_env, print_audit, register, start_api, wait_drained, wait_ready
+from tests.faults import (
+    Receiver,
+    Workers,
+    audit,
+    fault_env,
+    fill_redis,
+    free_redis,
+    print_audit,
+    register,
+    start_api,
+    wait_drained,
+    wait_ready,
+)
 from tests.helpers import free_port
 from tests.proxy import CuttingProxy
 
@@ -78,16 +89,7 @@ class Scenario:
 
 async def _full_redis(run: Run) -> None:
     await asyncio.sleep(3)
-    redis = run.redis
-    used = int((await redis.info("memory"))["used_memory"])
-    await redis.config_set("maxmemory", str(used + 2 * 1024 * 1024))
-    block = "x" * 65536
-    filled = 0
-    with contextlib.suppress(OutOfMemoryError):
-        for filled in range(1, 1000):  # how many went in is what is freed after
-            await redis.set(f"filler:{filled}", block)
-    used = int((await redis.info("memory"))["used_memory"])
-    await redis.config_set("maxmemory", str(used - 256 * 1024))  # a refused write's buffers would let small ones in
+    filled = await fill_redis(run.redis)
     began = time.monotonic()
     ready: list[int] = []
     async with aiohttp.ClientSession() as session:
@@ -96,8 +98,7 @@ async def _full_redis(run: Run) -> None:
                 async with session.get(f"{run.notes['api']}/readyz") as resp:
                     ready.append(resp.status)
             await asyncio.sleep(1)
-    await redis.delete(*(f"filler:{i}" for i in range(1, filled + 1)))
-    await redis.config_set("maxmemory", "0")
+    await free_redis(run.redis, filled)
     run.notes["full for"] = f"{time.monotonic() - began:.1f} s"
     run.notes["/readyz while full"] = f"{sum(s == 503 for s in ready)}/{len(ready)} not ready"
 

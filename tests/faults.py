@@ -34,6 +34,8 @@ __all__ = [
     "Workers",
     "audit",
     "fault_env",
+    "fill_redis",
+    "free_redis",
     "print_audit",
     "register",
     "start_api",
@@ -284,6 +286,26 @@ def print_audit(job_ids: list[str], rec: Receiver, figures: dict[str, int]) -> N
     print(f"{'order violations':40} {figures['violations']}")
     print(f"{'duplicate deliveries (same webhook-id)':40} {rec.duplicates}")
     print(f"{'bad signatures':40} {rec.bad_signatures}")
+
+
+async def fill_redis(redis: Any, blocks: int = 32) -> int:
+    """Make Redis full (``noeviction``): ``blocks`` keys of 64 KB written, then ``maxmemory`` set below what it
+    uses, so that every write is refused from that moment (filling up to the limit instead leaves a window in
+    which a refused write's freed buffers let small ones in); the number of filler keys, for :func:`free_redis`."""
+    await redis.config_set("maxmemory-policy", "noeviction")
+    block = "x" * 65536
+    for i in range(blocks):
+        await redis.set(f"filler:{i}", block)
+    used = int((await redis.info("memory"))["used_memory"])
+    await redis.config_set("maxmemory", str(max(1, used - 256 * 1024)))
+    return blocks
+
+
+async def free_redis(redis: Any, blocks: int) -> None:
+    """Undo :func:`fill_redis`: no limit, the filler keys gone."""
+    await redis.config_set("maxmemory", "0")
+    if blocks:
+        await redis.delete(*(f"filler:{i}" for i in range(blocks)))
 
 
 def fault_env(redis_url: str, port: int, **settings: str) -> dict[str, str]:

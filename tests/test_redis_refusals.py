@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from aiohttp import web
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
@@ -22,10 +23,12 @@ from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 from relay import logs
 from relay.api.middlewares import REFUSED_RETRY_AFTER
 from relay.config.settings import Settings
+from relay.core.tracking import RESOLVE_RECHECK
 from relay.simulator import Simulator
 from relay.store.batched import BatchedScript
 from relay.store.embedded import EmbeddedRedis
 from relay.store.refusals import SPELLS, Spells, refusal_kind, script_error
+from tests.faults import fill_redis, free_redis
 from tests.helpers import Api, Receiver, running_api, running_worker, with_settings
 from tests.test_batched import _INCR, incr
 from tests.test_end_to_end import job_fields
@@ -70,28 +73,14 @@ async def spare(spare_redis: EmbeddedRedis) -> AsyncIterator[Redis]:
 
 
 async def fill(redis: Redis) -> int:
-    """``maxmemory`` just above what Redis uses (``noeviction``), written until it refuses, then lowered below what
-    it uses (a refused write frees its buffers, which would let the next small ones in): the filler keys' count."""
-    used = int((await redis.info("memory"))["used_memory"])
-    await redis.config_set("maxmemory-policy", "noeviction")
-    await redis.config_set("maxmemory", str(used + 2 * 1024 * 1024))
-    block = "x" * 65536
-    for written in range(1000):
-        try:
-            await redis.set(f"filler:{written}", block)
-        except OutOfMemoryError:
-            break
-    else:
-        raise AssertionError("Redis never refused a write")
-    used = int((await redis.info("memory"))["used_memory"])
-    await redis.config_set("maxmemory", str(used - 256 * 1024))
-    return written
+    blocks = await fill_redis(redis)
+    with pytest.raises(OutOfMemoryError):  # full: even a small write is refused
+        await redis.set("filler:probe", "x")
+    return blocks
 
 
 async def free(redis: Redis, filled: int) -> None:
-    if filled:
-        await redis.delete(*(f"filler:{i}" for i in range(filled)))
-    await redis.config_set("maxmemory", "0")
+    await free_redis(redis, filled)
 
 
 async def test_refusals_keep_their_kind_through_a_batched_script(spare: Redis) -> None:
@@ -203,3 +192,46 @@ async def test_every_refusal_is_a_503_and_not_ready(
     # a replica cut off refuses the probe's write as read-only before it says its primary is down
     assert ready == 503 and f"({'readonly' if kind == 'masterdown' else kind})" in body["detail"]
     assert refusals(kind) - before >= 1 and refusals(kind) - before + refusals("readonly") - before_all >= 2
+
+
+async def test_a_resolution_refused_by_a_full_redis_is_written_when_it_accepts_again(
+    settings: Settings, redis: Redis, simulator: Simulator, receiver: Receiver
+) -> None:
+    """The DriveItem is in hand when Redis is full: its write is tried again after a pause, not left to the
+    completed monitor's recheck a minute later (nor fetched again)."""
+    asked, release = asyncio.Event(), asyncio.Event()
+    fetched: list[str] = []
+
+    async def item(request: web.Request) -> web.Response:
+        fetched.append(request.match_info["item_id"])
+        asked.set()
+        await release.wait()
+        return web.json_response({"id": request.match_info["item_id"], "name": "LargeFolder1"})
+
+    app = web.Application()
+    app.router.add_get("/v1.0/me/drive/items/{item_id}", item)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    items = f"http://127.0.0.1:{runner.addresses[0][1]}/v1.0/me/drive/items/{{resourceId}}"
+    filled = 0
+    try:
+        async with running_api(settings) as api, running_worker(settings):
+            op = simulator.create(duration=0.3)
+            job = await api.create(**job_fields(simulator, op.monitor_url, receiver, driveItemUrl=items))
+            await asyncio.wait_for(asked.wait(), 15)  # the job is resolving; its DriveItem request waits
+            filled = await fill(redis)
+            release.set()  # the answer comes while Redis is full: the write of job.completed is refused
+            await asyncio.sleep(1.5)
+            assert receiver.terminal(job["id"]) is None
+            await free(redis, filled)
+            filled = 0
+            await receiver.wait_for(lambda: receiver.terminal(job["id"]) is not None, timeout=RESOLVE_RECHECK / 3)
+    finally:
+        release.set()
+        if filled:
+            await free(redis, filled)
+        await runner.cleanup()
+    done = receiver.terminal(job["id"])
+    assert done is not None and done["type"] == "job.completed" and done["data"]["driveItem"]["id"] == op.resource_id
+    assert fetched == [op.resource_id], "the DriveItem was fetched again"

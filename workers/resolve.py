@@ -19,6 +19,9 @@ import aiohttp
 import structlog
 from arq import Retry
 from arq.connections import ArqRedis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from yarl import URL
 
 from relay import metrics
@@ -29,6 +32,7 @@ from relay.core.crypto import InvalidToken
 from relay.core.graph_paths import InvalidItemId, fill_item_url, item_url_problem
 from relay.core.hosts import host_matches
 from relay.core.monitor import MAX_BODY
+from relay.core.ops import JobOp
 from relay.core.retry import RetryPolicy, resolution_retry
 from relay.core.schema import Job, Phase
 from relay.credentials.broker import CredentialError
@@ -203,6 +207,29 @@ async def _resolve_now(deps: Deps, job_id: str) -> None:
                 log.exception("resolution failed; the completed monitor's recheck will retry it")
 
 
+#: pauses (seconds) before writing a resolution again while Redis refuses or is unreachable: about half a minute,
+#: then the completed monitor's recheck takes over (a crash of the worker meanwhile: the recheck as well)
+APPLY_BACKOFF = (1.0, 2.0, 4.0, 8.0, 8.0, 8.0)
+
+
+async def _apply(deps: Deps, op: JobOp) -> str:
+    """Write a resolution's outcome; while Redis refuses it (full, read-only...) or cannot be reached, again after
+    a pause: the DriveItem in hand is not fetched again, and the job does not wait for the recheck a minute later.
+    A write that landed without its answer coming back is found by its sequence guard (``stale``)."""
+    for pause in (*APPLY_BACKOFF, None):
+        try:
+            return await deps.store.apply_job(op)
+        except RedisError as exc:
+            if pause is None or (SPELLS.refused(exc, "resolution") is None and not _unreachable(exc)):
+                raise
+        await asyncio.sleep(pause)
+    raise AssertionError("unreachable")
+
+
+def _unreachable(exc: RedisError) -> bool:
+    return isinstance(exc, RedisConnectionError | RedisTimeoutError)
+
+
 async def resolve_job(deps: Deps, job_id: str, job_try: int) -> str:
     # a second round when a PATCHed authorization arrived while a request with the old one was refused
     for _ in range(2):
@@ -217,7 +244,7 @@ async def resolve_job(deps: Deps, job_id: str, job_try: int) -> str:
         asked = op is not None
         if op is None:
             op = completion_op(job, now_ms, item, error, phase=Phase.RESOLVING)
-        outcome = await deps.store.apply_job(op)
+        outcome = await _apply(deps, op)
         if asked and outcome == "stale":
             continue
         label = "authorizationRequired" if asked else "resolved" if error is None else error["code"]

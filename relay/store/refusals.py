@@ -4,9 +4,9 @@ RDB save that stops writes (``MISCONF``), too few replicas (``NOREPLICAS``), a c
 
 None of these is a bug of relay's: the API answers 503 with ``Retry-After`` and workers back off. Each is
 counted (``relay_redis_refusals_total{kind}``) and logged once per spell, not once per request: a full Redis
-under load is thousands of refusals a second. A spell starts with its first refusal and ends when a write
-goes through again (the readiness probe, a write request, a worker's claim) or after :data:`QUIET` seconds
-without a refusal of its kind (the next one starts a new spell).
+under load is thousands of refusals a second. A spell starts with its first refusal and ends when writes go
+through again, twice with no refusal between (the readiness probe, a write request, a worker's claim), or after
+:data:`QUIET` seconds without a refusal of its kind (the next one starts a new spell).
 """
 
 from __future__ import annotations
@@ -78,6 +78,7 @@ class Spells:
         self._first: dict[str, float] = {}  # kind -> monotonic time of the spell's first refusal
         self._last: dict[str, float] = {}  # kind -> of its latest
         self._count: dict[str, int] = {}  # kind -> refusals in the spell
+        self._refused_since_accepted = False
 
     def refused(self, exc: BaseException, where: str) -> str | None:
         """Count ``exc`` if it is a refusal (and log it if it starts a spell); its kind, or None if it is not one."""
@@ -99,11 +100,17 @@ class Spells:
             )
         self._last[kind] = now
         self._count[kind] += 1
+        self._refused_since_accepted = True
         return kind
 
     def accepted(self) -> None:
-        """A write went through: every spell is over (logged, with how long it lasted and what it refused)."""
+        """A write went through. Twice in a row with no refusal between, every spell is over (logged, with how
+        long it lasted and what it refused): a Redis at its limit, or scripts whose first write is one a full Redis
+        still takes (a delete), let some writes through among the refused ones, which must not log a line each."""
         if not self._last:
+            return
+        if self._refused_since_accepted:
+            self._refused_since_accepted = False
             return
         for kind in list(self._last):
             self._ended(kind)
