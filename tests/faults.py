@@ -289,15 +289,16 @@ def print_audit(job_ids: list[str], rec: Receiver, figures: dict[str, int]) -> N
 
 
 async def fill_redis(redis: Any, blocks: int = 32) -> int:
-    """Make Redis full (``noeviction``): ``blocks`` keys of 64 KB written, then ``maxmemory`` set below what it
-    uses, so that every write is refused from that moment (filling up to the limit instead leaves a window in
+    """Make Redis full (``noeviction``): ``blocks`` keys of 64 KB written, then ``maxmemory`` set that much below
+    what it uses, so that every write is refused from that moment (filling up to the limit instead leaves a window in
     which a refused write's freed buffers let small ones in); the number of filler keys, for :func:`free_redis`."""
     await redis.config_set("maxmemory-policy", "noeviction")
     block = "x" * 65536
     for i in range(blocks):
         await redis.set(f"filler:{i}", block)
     used = int((await redis.info("memory"))["used_memory"])
-    await redis.config_set("maxmemory", str(max(1, used - 256 * 1024)))
+    # well below: the workers' scripts still free memory (a delete is not refused), which must not let writes in
+    await redis.config_set("maxmemory", str(max(1, used - blocks * 65536)))
     return blocks
 
 

@@ -82,6 +82,7 @@ def _landed(
         if isinstance(exc, ConnectionError | TimeoutError | RedisError):  # it may have landed all the same
             _safely(unknown, what, member)
         return
+    SPELLS.accepted()  # a write went through: a spell of Redis refusals may be over (a no-op without one)
     _safely(partial(then, pending.result()), what, member)
 
 
