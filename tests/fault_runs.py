@@ -9,7 +9,8 @@ receiver):
 - ``baseline``: no fault, for comparison;
 - ``full-redis``: ``maxmemory`` reached (``noeviction``) for 10 s while copies are being registered;
 - ``client-pause``: ``CLIENT PAUSE`` of 8 s, twice;
-- ``lost-replies``: the workers' Redis behind a proxy that adds 50-200 ms and loses 0.3% of replies;
+- ``lost-replies``: the workers' Redis behind a proxy that adds 50-200 ms, loses the replies to 5 polls that
+  saw a completion and 1% of all other replies;
 - ``crowded-monitor``: 1,500 jobs on one monitor, 50 others beside it;
 - ``skewed-worker``: one of the two workers' clock 10 minutes behind (libfaketime).
 
@@ -148,7 +149,10 @@ async def run_scenario(scn: Scenario) -> bool:
         stack.callback(_stop, api_proc)
         worker_env = dict(env)
         if scn.proxy:
-            run.proxy = CuttingProxy(redis_server.port, rate=0.003, delay=(0.05, 0.2))
+            # the replies to 5 polls that saw a completion (the issue's case), and 1% of all others, at random
+            run.proxy = CuttingProxy(
+                redis_server.port, cut_on=b'"resolving"', cuts_left=5, rate=0.01, delay=(0.05, 0.2)
+            )
             await run.proxy.start()
             stack.push_async_callback(run.proxy.stop)
             worker_env["REDIS_URL"] = run.proxy.url
@@ -258,7 +262,7 @@ def _scenario_checks(scn: Scenario, run: Run, logdir: Path) -> bool:
         run.notes["clock-offset error lines"] = f"{len(off)} (offset {off[0]['offset_s'] if off else '-'} s)"
         ok = ok and len(off) == 1
     if run.proxy is not None:
-        run.notes["replies lost by the proxy"] = len(run.proxy.cuts)
+        run.notes["replies lost by the proxy"] = f"{len(run.proxy.cuts)} ({run.proxy.marked} to completing polls)"
         ok = ok and bool(run.proxy.cuts)
     return ok
 

@@ -27,6 +27,8 @@ class CuttingProxy:
     rng: random.Random = field(default_factory=lambda: random.Random(11))
     #: monotonic times of the replies lost
     cuts: list[float] = field(default_factory=list)
+    #: of those, the replies to a request marked by ``cut_on``
+    marked: int = 0
     port: int = 0
     _server: asyncio.Server | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -71,8 +73,9 @@ class CuttingProxy:
                 lose = (self.cut_on and self.cuts_left > 0 and self.cut_on in data) or (
                     self.rate and self.rng.random() < self.rate
                 )
-                if lose and self.cut_on in data and self.cuts_left > 0:
+                if lose and self.cut_on and self.cut_on in data and self.cuts_left > 0:
                     self.cuts_left -= 1
+                    self.marked += 1
                 up_writer.write(data)
                 await up_writer.drain()
                 if lose:
