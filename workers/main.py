@@ -116,6 +116,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         signing=Signing.of(settings),
         rng=random.Random(),
     )
+    ctx["deps"] = deps  # before the first await: what holds the worker may look at its deps at once
     try:
         await deps.clock.measure(redis)
     except Exception as exc:  # Redis not there yet: the claims wait for it; the clock is measured again soon
