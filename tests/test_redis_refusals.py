@@ -32,6 +32,7 @@ from tests.faults import fill_redis, free_redis
 from tests.helpers import Api, Receiver, running_api, running_worker, with_settings
 from tests.test_batched import _INCR, incr
 from tests.test_end_to_end import job_fields
+from workers.backstop import counts
 
 REFUSING = "redis refuses commands; answering 503 and backing off until it accepts them again"
 
@@ -235,3 +236,13 @@ async def test_a_resolution_refused_by_a_full_redis_is_written_when_it_accepts_a
     done = receiver.terminal(job["id"])
     assert done is not None and done["type"] == "job.completed" and done["data"]["driveItem"]["id"] == op.resource_id
     assert fetched == [op.resource_id], "the DriveItem was fetched again"
+
+
+def test_a_refusal_is_never_a_strike_against_a_member() -> None:
+    """A full or read-only Redis is nobody's fault: the backstop (workers/backstop.py) must not park the monitors,
+    deliveries and resolutions it refuses. redis-py drops the code from a command's message (``OOM command...``
+    becomes ``command not allowed...``), which a check of the message's words missed."""
+    assert not counts(OutOfMemoryError("command not allowed when used memory > 'maxmemory'."))
+    assert not counts(ReadOnlyError("You can't write against a read only replica."))
+    assert not counts(script_error("MISCONF Redis is configured to save RDB snapshots, but it's not able to persist"))
+    assert counts(ResponseError("user_script:12: Script attempted to access nonexistent global variable 'x'"))
