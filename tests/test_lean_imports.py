@@ -1,6 +1,7 @@
 """The sidecar imports only what it uses: a running ``relay serve`` and ``relay worker`` (started, ready, at
-rest) never load the CLI's rich, azure-identity (no ``RELAY_CREDENTIALS``), the simulator, or, in the worker,
-aiohttp's server. Each such package is megabytes resident in every replica (docs/performance.md, "Memory").
+rest) never load the CLI's rich, azure-identity (no ``RELAY_CREDENTIALS``), the simulator, cryptography (until a
+value is sealed or opened), or, in the worker, aiohttp's server.
+Each such package is megabytes resident in every replica (docs/performance.md, "Memory").
 
 Python's own record of a process's imports (``PYTHONPROFILEIMPORTTIME``: one line per module imported, on
 stderr) is read from the real processes, so whatever their start-up runs counts, not only their entry modules.
@@ -29,6 +30,9 @@ NEVER = (
     "requests",
     "relay.simulator",
     "relay.cli.demo",
+    # sealing's library (its Rust extension ~8.5 MiB): imported by the first value sealed or opened, no sooner
+    "cryptography.hazmat.bindings._rust",
+    "cryptography.fernet",
 )
 #: and the worker serves no HTTP (its metrics port is prometheus-client's own server)
 NOT_IN_WORKER = ("aiohttp.web", "aiohttp.web_app", "aiohttp.web_protocol", "relay.api")

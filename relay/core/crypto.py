@@ -7,6 +7,10 @@ Fernet key is used as is; any other string is stretched with SHA-256 into one.
 Values are sealed with AES-256-GCM (``g1.`` + base64url of nonce, ciphertext and tag: one call of
 the cryptography library, a quarter of Fernet's cost on the registration path); the AES key is
 derived from the Fernet key. Fernet tokens written by earlier versions still decrypt.
+
+The cryptography library (its Rust extension: ~8.5 MiB resident) is imported on the first value sealed or
+opened, not when the vault is made: a ``relay serve`` or ``relay worker`` at rest holds no job and never loads it
+(docs/performance.md, "Memory").
 """
 
 from __future__ import annotations
@@ -17,12 +21,17 @@ import functools
 import hashlib
 import os
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from cryptography.exceptions import InvalidTag
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 __all__ = ["InvalidToken", "Vault"]
+
+
+class InvalidToken(Exception):  # the name cryptography's Fernet gives the same refusal
+    """A sealed value no current key opens (or not a sealed value at all)."""
+
 
 _PREFIX = "g1."
 _NONCE = 12
@@ -44,18 +53,28 @@ def _aes_key(fernet_key: bytes) -> bytes:
 
 class Vault:
     def __init__(self, materials: Iterable[str]) -> None:
-        fernet_keys = [_fernet_key(m) for m in materials]
-        self._fernet = MultiFernet([Fernet(k) for k in fernet_keys]) if fernet_keys else None
-        self._aead = [AESGCM(_aes_key(k)) for k in fernet_keys]
+        self._fernet_keys = [_fernet_key(m) for m in materials]
+        self._ciphers: list[AESGCM] | None = None  # made on first use (the import is ~8.5 MiB resident)
+        self._refused: tuple[type[Exception], ...] = (ValueError,)  # and cryptography's InvalidTag then
         # a worker polls the same monitors again and again: their URLs are opened once each
         self.reveal = functools.lru_cache(maxsize=16384)(self._reveal)
 
     @property
     def enabled(self) -> bool:
-        return bool(self._aead)
+        return bool(self._fernet_keys)
+
+    @property
+    def _aead(self) -> list[AESGCM]:
+        if self._ciphers is None:
+            from cryptography.exceptions import InvalidTag  # see the module doc
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+            self._refused = (InvalidTag, ValueError)
+            self._ciphers = [AESGCM(_aes_key(k)) for k in self._fernet_keys]
+        return self._ciphers
 
     def encrypt(self, value: str) -> str:
-        if not self._aead:
+        if not self._fernet_keys:
             raise RuntimeError("no key material to encrypt with")
         nonce = os.urandom(_NONCE)
         sealed = self._aead[0].encrypt(nonce, value.encode(), None)
@@ -64,9 +83,7 @@ class Vault:
     def decrypt(self, token: str) -> str:
         """Raises :class:`InvalidToken` for a value no current key encrypted."""
         if not token.startswith(_PREFIX):
-            if self._fernet is None:
-                raise InvalidToken
-            return self._fernet.decrypt(token.encode()).decode()
+            return self._decrypt_fernet(token)
         try:
             raw = base64.urlsafe_b64decode(token[len(_PREFIX) :])
         except (binascii.Error, ValueError):
@@ -75,13 +92,25 @@ class Vault:
         for aead in self._aead:
             try:
                 return aead.decrypt(nonce, sealed, None).decode()
-            except (InvalidTag, ValueError):
+            except self._refused:
                 continue
         raise InvalidToken
 
+    def _decrypt_fernet(self, token: str) -> str:
+        """A Fernet token, as versions before AES-GCM sealed values."""
+        if not self._fernet_keys:
+            raise InvalidToken
+        from cryptography.fernet import Fernet, MultiFernet  # rare: values sealed long ago
+        from cryptography.fernet import InvalidToken as FernetRefused
+
+        try:
+            return MultiFernet([Fernet(k) for k in self._fernet_keys]).decrypt(token.encode()).decode()
+        except FernetRefused:
+            raise InvalidToken from None
+
     def seal(self, value: str) -> str:
         """``value`` encrypted when there is key material, else as is (a monitor URL on an API without keys)."""
-        return self.encrypt(value) if self._aead else value
+        return self.encrypt(value) if self._fernet_keys else value
 
     def _reveal(self, stored: str) -> str:
         """What :meth:`seal` stored: decrypted when sealed, as is when written in clear (earlier versions)."""
