@@ -33,6 +33,9 @@ NEVER = (
     # sealing's library (its Rust extension ~8.5 MiB): imported by the first value sealed or opened, no sooner
     "cryptography.hazmat.bindings._rust",
     "cryptography.fernet",
+    # the settings are a pydantic model read by relay's own EnvironmentSource (pydantic-settings: ~1 MiB)
+    "pydantic_settings",
+    "dotenv",
 )
 #: and the worker serves no HTTP (its metrics port is prometheus-client's own server)
 NOT_IN_WORKER = ("aiohttp.web", "aiohttp.web_app", "aiohttp.web_protocol", "relay.api")

@@ -11,9 +11,8 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, AliasChoices, BeforeValidator, Field, ValidationError
+from pydantic import AfterValidator, AliasChoices, BaseModel, BeforeValidator, Field, ValidationError
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 from standardwebhooks.webhooks import Webhook
 
 from relay.config.redis_url import (
@@ -178,15 +177,15 @@ def variables(field: FieldInfo) -> list[str]:
     return [alias] if isinstance(alias, str) else []
 
 
-class EnvironmentSource(PydanticBaseSettingsSource):
+class EnvironmentSource:
     """The settings one environment mapping holds (the process's, or a test's dict), keyed by variable.
 
     A blank variable counts as unset. A field whose ``validation_alias`` is ``AliasChoices(new, old...)``
     is still read under an old name, and :attr:`deprecations` gets a line saying so.
     """
 
-    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
-        super().__init__(settings_cls)
+    def __init__(self, settings_cls: type[BaseModel], env: Mapping[str, str]) -> None:
+        self.settings_cls = settings_cls
         self.env = env
         self.deprecations: list[str] = []
 
@@ -219,7 +218,7 @@ class EnvironmentSource(PydanticBaseSettingsSource):
         return values
 
 
-def config_error(exc: ValidationError, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> ConfigError:
+def config_error(exc: ValidationError, settings_cls: type[BaseModel], env: Mapping[str, str]) -> ConfigError:
     """The first problem as one line naming its variable, with the value unless the field hides it (repr=False)."""
     errors = exc.errors(include_url=False, include_input=False)
     first = errors[0]

@@ -13,8 +13,16 @@ from collections.abc import Mapping
 from typing import Any, Literal
 from urllib.parse import unquote
 
-from pydantic import AliasChoices, Field, ValidationError, ValidationInfo, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from relay.config.credentials import CredentialSpec, load_credentials
 from relay.config.parsing import (
@@ -72,10 +80,12 @@ def _console_on_a_tty() -> Literal["json", "console"]:
         return "json"
 
 
-class Settings(BaseSettings):
+class Settings(BaseModel):
     """Every setting relay has. Secrets are left out of ``repr`` and out of error messages (``repr=False``)."""
 
-    model_config = SettingsConfigDict(frozen=True, validate_by_name=True, hide_input_in_errors=True)
+    model_config = ConfigDict(
+        frozen=True, validate_by_name=True, hide_input_in_errors=True, extra="forbid", validate_default=True
+    )
 
     redis_url: RedisURL = Field(None, validation_alias="REDIS_URL", repr=False)
     host: str = Field("127.0.0.1", validation_alias="RELAY_HOST")
@@ -149,18 +159,6 @@ class Settings(BaseSettings):
     redis_wait_timeout: Seconds = Field(1.0, ge=0.001, validation_alias="RELAY_REDIS_WAIT_TIMEOUT")
     #: how long relay serve / worker / dev wait at start for a Redis they cannot reach before exiting (code 2)
     redis_startup_wait: Seconds = Field(10.0, ge=0, validation_alias="RELAY_REDIS_STARTUP_WAIT")
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """``Settings(...)`` takes its arguments and the defaults only: never the process environment, no .env."""
-        return (init_settings,)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
