@@ -53,14 +53,16 @@ async def fetch(
     max_body: int,
     headers: Mapping[str, str] | None = None,
     data: bytes | str | None = None,
+    own_headers: bool = False,
 ) -> Response:
     """One request, no redirects followed, body read up to ``max_body`` bytes.
 
     Raises :class:`Blocked` for a refused URL and ``aiohttp.ClientError`` / ``TimeoutError``
-    for transport failures.
+    for transport failures. ``own_headers``: relay made every header value itself (a delivery's signature
+    headers), so none is searched for control characters.
     """
     target = check_url(url, trusted_hosts)
-    if headers is not None and any(_CONTROL.search(value) for value in headers.values()):
+    if headers is not None and not own_headers and any(_CONTROL.search(value) for value in headers.values()):
         # aiohttp would raise ValueError on every try; the value itself (a token, maybe) is never said
         raise Blocked("a header value holds a control character (U+0000-U+001F or U+007F)")
     started = time.monotonic()
@@ -74,6 +76,8 @@ async def fetch(
         max_line_size=16384,
         max_field_size=16384,
     ) as resp:
+        if resp.content.at_eof():  # no body (a 204, or Content-Length: 0): nothing to read
+            return Response(resp.status, resp.headers, b"", False, time.monotonic() - started)
         length = resp.content_length
         if length is not None and length <= max_body and not resp.headers.get("Content-Encoding"):
             body = await resp.read()  # declared and small: one read (aiohttp stops at Content-Length)
