@@ -21,6 +21,7 @@ same way and percent-encoded fully before they become a path segment.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -59,6 +60,10 @@ class InvalidItemId(ValueError):
     """A resourceId that cannot be a DriveItem id; the message says why, never repeating the id."""
 
 
+#: C0 and C1 control characters and DEL (one search instead of a test per character)
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
 def _segment_problem(segment: str) -> str | None:
     """Why a decoded path segment (or an id) would not stay one path segment, or None."""
     if segment in (".", ".."):
@@ -67,7 +72,7 @@ def _segment_problem(segment: str) -> str | None:
         return "is empty"
     if "/" in segment or "\\" in segment:
         return "holds '/' or '\\'"
-    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in segment):
+    if _CONTROL.search(segment):
         return "holds a control character"
     return None
 

@@ -7,6 +7,7 @@ the workers' checks before each request all match hosts this one way.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import ipaddress
 from collections.abc import Iterable
 
@@ -27,6 +28,7 @@ def host_matches(host: str, patterns: Iterable[str]) -> bool:
     return False
 
 
+@functools.lru_cache(maxsize=4096)  # a pure function of the name; a registration checks the same hosts again and again
 def host_name_problem(host: str | None) -> str | None:
     """Why ``host`` (a URL's host, IPv6 without brackets) cannot be looked up or connected to, or None.
 
