@@ -27,6 +27,7 @@ from typing import Any
 import aiohttp
 from redis.asyncio import Redis
 
+from relay.core.schema import Job
 from relay.store import keys
 from relay.store.jobs import Store
 from tests.bench import report
@@ -136,7 +137,7 @@ class DurabilityBench:
         await redis.flushall()
         store = Store(redis, retention=3600, job_timeout=3600)
         fields = {"owner": "public", "monitor_host": "127.0.0.1", "callback_url": f"{self.receiver}/hook"}
-        await asyncio.gather(*(store.register(uuid.uuid4().hex, dict(fields), url) for url in urls))
+        await asyncio.gather(*(store.register(uuid.uuid4().hex, Job.from_hash("", fields), url) for url in urls))
         env = self.env(
             replicas, RELAY_POLL_CONCURRENCY=200, RELAY_POLL_INITIAL_INTERVAL=0.01, RELAY_POLL_MAX_INTERVAL=0.01
         )

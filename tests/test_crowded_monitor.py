@@ -16,11 +16,11 @@ from redis.asyncio import Redis
 
 from relay.config.settings import Settings
 from relay.core.monitor import Kind, PollResult, classify
-from relay.core.schema import Monitor
+from relay.core.ops import JobOp
+from relay.core.schema import Job, Monitor
 from relay.core.tracking import Outcome, PollPolicy, plan_answer, plan_jobs
 from relay.simulator import Simulator
 from relay.store import keys
-from relay.store.calls import ChunkCall
 from relay.store.jobs import Store, monitor_key
 from tests.helpers import Api, Receiver, with_settings
 
@@ -29,8 +29,8 @@ URL = "https://graph.microsoft.com/monitor/crowded"
 
 async def _register(store: Store, count: int, url: str = URL) -> list[str]:
     ids = [uuid.uuid4().hex for _ in range(count)]
-    fields = {"owner": "public", "callback_url": "http://127.0.0.1:1029/h"}
-    await asyncio.gather(*(store.register(job_id, dict(fields), url) for job_id in ids))
+    fields = Job(owner="public", callback_url="http://127.0.0.1:1029/h")
+    await asyncio.gather(*(store.register(job_id, fields, url) for job_id in ids))
     return ids
 
 
@@ -83,7 +83,7 @@ async def test_a_monitor_written_before_job_counts_is_counted_once_and_ends_with
     await redis.delete(keys.job(lone))
     (claim,) = await store.monitors.claim(1, lease=30)
     assert store.monitor_state(claim)[1] == []
-    assert await store.submit_poll(claim, {}, [], 1.0, jobs=0) == []
+    assert await store.submit_poll(claim, Monitor(), [], 1.0, jobs=0) == []
     assert await store.monitors.size() == 0
 
 
@@ -108,7 +108,9 @@ async def test_a_claim_of_monitors_of_one_job_reads_every_job_with_them(redis: R
     store = Store(redis, retention=60, job_timeout=60)
     for i in range(100):
         await _register(store, 1, f"{URL}/{i}")
-    polled = {f: "1" for f in ("polls", "last_polled", "status", "pct", "streak", "base_ms", "base_pct", "operation")}
+    polled = Monitor(
+        polls=1, last_polled=1, status="1", percentage=1.0, streak=1, base_ms=1, base_percentage=1.0, operation="1"
+    )
     for claim in await store.monitors.claim(100, lease=30):
         assert await store.submit_poll(claim, polled, [], 0.0, jobs=1) == []
     claims = await store.monitors.claim(100, lease=30)
@@ -132,30 +134,29 @@ async def test_a_polls_steps_read_about_a_chunk_each_and_cover_every_job(
     monitor = await store.monitor(claim.member)
     answer = PollResult(Kind.PROGRESS, http_status=202, status="inProgress", percentage=10.0)
     plan, outcome = plan_answer(answer, monitor, claim.now_ms, PollPolicy.of(settings), random.Random(0), jobs=100)
-    fields = {**plan.monitor_fields, "outcome": outcome.to_json()}
+    change = plan.monitor_change
+    change.outcome = outcome.to_json()
     seen: list[str] = []
-    ops: list[dict[str, Any]] = []
+    ops: list[JobOp] = []
     cursor, steps = "0", 0
     while True:
-        read = await store.poll_chunk(ChunkCall(claim.member, claim.token, fields, [], ops, cursor, 10, 30_000))
+        read = await store.poll_chunk(claim, change, ops, cursor, 30_000)
         assert read is not None and read.applied == ["ok"] * len(ops)
         assert len(read.jobs) <= 20, "a step read far more than its chunk"
-        fields, cursor, steps = {}, read.cursor, steps + 1
+        change, cursor, steps = Monitor(), read.cursor, steps + 1
         fresh = [job for job in read.jobs if job.id not in seen]
         seen += [job.id for job in fresh]
-        ops = [op.as_json() for op in plan_jobs(outcome, fresh, PollPolicy.of(settings)).ops]
+        ops = plan_jobs(outcome, fresh, PollPolicy.of(settings)).ops
         if cursor == "0":
             break
     assert set(seen) == ids and steps >= 5
-    assert await redis.hget(keys.monitor(claim.member), "outcome"), "the answer is kept until the last step"
-    last = ChunkCall(claim.member, claim.token, {}, ["outcome"], ops, "0", 10, 30_000, last=True, delay_ms=5000)
-    last.jobs = len(seen)
-    read = await store.poll_chunk(last)
+    assert (await store.monitor(claim.member)).outcome, "the answer is kept until the last step"
+    read = await store.poll_chunk_last(claim, ops, 5.0, len(seen), 30_000)
     assert read is not None and read.applied == ["ok"] * len(ops)
-    assert not await redis.hget(keys.monitor(claim.member), "outcome")
+    assert not (await store.monitor(claim.member)).outcome
     jobs = await store.jobs(sorted(ids))
     assert {(job.sequence, job.status) for job in jobs} == {(1, "inProgress")}
-    assert await store.poll_chunk(last) is None, "the claim was let go"
+    assert await store.poll_chunk_last(claim, ops, 5.0, len(seen), 30_000) is None, "the claim was let go"
 
 
 async def test_a_crowded_monitor_is_polled_in_chunks_and_every_job_completes(
@@ -191,11 +192,12 @@ async def test_a_poll_cut_short_resumes_with_its_answer_without_asking_the_monit
     # a worker saw the copy completed, wrote its answer and the first chunk, then died
     done = PollResult(Kind.COMPLETED, http_status=303, status="completed", percentage=100.0, resource_id="01R")
     plan, outcome = plan_answer(done, monitor, claim.now_ms, PollPolicy.of(settings), random.Random(0), jobs=30)
-    fields = {**plan.monitor_fields, "outcome": outcome.to_json()}
-    read = await store.poll_chunk(ChunkCall(claim.member, claim.token, fields, [], [], "0", 8, 1000))
+    change = plan.monitor_change
+    change.outcome = outcome.to_json()
+    read = await store.poll_chunk(claim, change, [], "0", 1000)
     assert read is not None and read.jobs
-    ops = [op.as_json() for op in plan_jobs(outcome, read.jobs, PollPolicy.of(settings)).ops]
-    read = await store.poll_chunk(ChunkCall(claim.member, claim.token, {}, [], ops, read.cursor, 8, 1000))
+    ops = plan_jobs(outcome, read.jobs, PollPolicy.of(settings)).ops
+    read = await store.poll_chunk(claim, Monitor(), ops, read.cursor, 1000)
     assert read is not None and read.applied == ["ok"] * len(ops)
     async with start_worker(with_settings(settings, monitor_chunk=8)):
         await receiver.wait_for(lambda: all(receiver.terminal(j) for j in jobs), timeout=15)

@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ReadOnlyError
 
 from relay.config.settings import Settings
+from relay.core.schema import Job
 from relay.store import keys
 from relay.store.connections import redis_client
 from relay.store.durable import DurableRedis, NotReplicated
@@ -97,14 +98,14 @@ async def test_a_batched_script_on_a_demoted_primary_fails_as_readonly(pair: Pri
     store = Store(client, retention=3600, job_timeout=3600)
     try:
         await store.register(
-            uuid.uuid4().hex, {"callback_url": "http://127.0.0.1:1029/hook"}, "http://127.0.0.1:1029/m"
+            uuid.uuid4().hex, Job(callback_url="http://127.0.0.1:1029/hook"), "http://127.0.0.1:1029/m"
         )
         async with Redis.from_url(pair.replica.url) as promoted, Redis.from_url(pair.primary.url) as demoted:
             await promoted.replicaof("NO", "ONE")
             await demoted.replicaof("127.0.0.1", str(pair.replica.port))
         with pytest.raises(ReadOnlyError):
             await store.register(
-                uuid.uuid4().hex, {"callback_url": "http://127.0.0.1:1029/hook"}, "http://127.0.0.1:1029/n"
+                uuid.uuid4().hex, Job(callback_url="http://127.0.0.1:1029/hook"), "http://127.0.0.1:1029/n"
             )
     finally:
         await client.aclose()

@@ -17,7 +17,7 @@ from relay.api.schemas import JobError
 from relay.config.settings import Settings
 from relay.core.graph_error import MAX_DETAILS, graph_error
 from relay.core.monitor import Kind, classify
-from relay.core.schema import JOB, Job, Monitor
+from relay.core.schema import Job, Monitor
 from relay.core.tracking import PollPolicy, plan_poll
 from relay.simulator import Simulator
 from tests.helpers import Api, Receiver
@@ -141,7 +141,7 @@ def test_a_failed_copy_s_event_carries_code_message_and_every_detail() -> None:
     assert error["code"] == "monitorFailed" and error["errorCode"] == "nameAlreadyExists"
     assert error["message"] == "Errors occurred during copy/move operation." and error["httpStatus"] == 200
     assert len(error["details"]) == 4 and error["details"][3]["target"] == "01E4CGZM2XRHETBOUOYVA2OKZFMGGBQ6VU"
-    assert sets[JOB.monitor_status] == "failed"
+    assert sets.monitor_status == "failed"
 
 
 def test_a_gone_monitor_s_error_keeps_its_inner_error() -> None:
@@ -159,11 +159,11 @@ def test_a_gone_monitor_s_error_keeps_its_inner_error() -> None:
 def test_every_ending_keeps_the_status_word_the_monitor_last_said() -> None:
     for word in ("failed", "deleteFailed", "Canceled"):
         _, sets = ended({"status": word, "statusDescription": "why"})
-        assert (sets[JOB.monitor_status], sets[JOB.status_description]) == (word, "why")
+        assert (sets.monitor_status, sets.status_description) == (word, "why")
     # the completion keeps the monitor's own word too (Graph's longRunningOperation says succeeded)
     result = classify(200, JSON, body({"status": "succeeded", "resourceLocation": "https://x/items/01R"}))
     plan = plan_poll(result, Monitor.from_hash("m", {}), [job()], NOW, S, random.Random(0))
-    assert plan.ops[0].set[JOB.monitor_status] == "succeeded"
+    assert plan.ops[0].set.monitor_status == "succeeded"
 
 
 def test_an_error_that_came_from_an_http_status_carries_it() -> None:

@@ -60,7 +60,7 @@ async def test_a_job_joining_a_monitor_being_polled_is_polled_right_after_that_p
     (claim,) = await store.monitors.claim(1, lease=30)  # a worker is polling the monitor: its answer is on the way
     joined = await api.create(**_fields(simulator, op.monitor_url, receiver))
     assert await _due_in_ms(store, redis, joined["id"]) > 20_000, "the lease is kept: no second poller meanwhile"
-    polled = {"polls": "1", "last_polled": str(claim.now_ms)}
+    polled = Monitor(polls=1, last_polled=claim.now_ms)
     assert await store.submit_poll(claim, polled, [], LATER, jobs=1) == []  # that poll read only the first job
     assert await _due_in_ms(store, redis, joined["id"]) <= settings.poll_initial_interval * 1000
     async with start_worker():
@@ -103,7 +103,7 @@ async def test_a_job_joining_a_monitor_that_waits_out_a_retry_after_waits_for_it
     plan = plan_poll(
         throttled, Monitor.from_hash(claim.member, {}), jobs, claim.now_ms, PollPolicy.of(settings), random.Random(0)
     )
-    assert await store.submit_poll(claim, plan.monitor_fields, plan.ops, LATER, jobs=1) == []
+    assert await store.submit_poll(claim, plan.monitor_change, plan.ops, LATER, jobs=1) == []
     joined = await api.create(**_fields(simulator, op.monitor_url, receiver))
     due = await _due_in_ms(store, redis, joined["id"])
     retry_after_ends = time.monotonic() + due / 1000

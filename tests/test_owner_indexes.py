@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from relay.config.settings import Settings
 from relay.config.tenants import owner_of
 from relay.core.ops import JobOp
-from relay.core.schema import DeliveryOutcome
+from relay.core.schema import DeliveryOutcome, Job
 from relay.store import keys
 from relay.store.jobs import Store
 from relay.store.open import open_store
@@ -42,9 +42,9 @@ async def store(settings: Settings, redis: Redis) -> AsyncIterator[Store]:
 async def register(store: Store, owner: str, count: int) -> list[str]:
     """``count`` jobs of ``owner`` registered as the API registers them (the batched script), newest last."""
     ids = [secrets.token_hex(16) for _ in range(count)]
-    fields = {"owner": owner, "callback_url": "http://127.0.0.1:1029/h"}
+    fields = Job(owner=owner, callback_url="http://127.0.0.1:1029/h")
     await asyncio.gather(
-        *(store.register(i, dict(fields), f"http://127.0.0.1:1029/m/{i}") for i in ids)  # one monitor each
+        *(store.register(i, fields, f"http://127.0.0.1:1029/m/{i}") for i in ids)  # one monitor each
     )
     return ids
 

@@ -10,8 +10,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from relay.core.ops import JobOp
-from relay.core.schema import DeliveryOutcome, Event, Job, Migrations, Monitor
+from relay.core.ops import JobOp, NewEvent
+from relay.core.schema import DeliveryOutcome, Event, Job, JobStatus, Migrations, Monitor, Phase
 from relay.store import keys
 from relay.store.jobs import Store, monitor_key
 from relay.store.scheduler import Scheduler
@@ -21,13 +21,13 @@ TENANT_A = "aaaaaaaa" + "0" * 16  # owners are token digests: their first 8 char
 TENANT_B = "bbbbbbbb" + "0" * 16
 
 
-def _event(kind: str) -> dict[str, str]:
+def _event(kind: str) -> NewEvent:
     return {"id": f"msg_{uuid.uuid4().hex}", "type": kind, "body": "{}"}
 
 
 async def _register(store: Store, owner: str = "public", url: str | None = None) -> str:
     job_id = uuid.uuid4().hex
-    fields = {"owner": owner, "callback_url": "http://127.0.0.1:1029/h"}
+    fields = Job(owner=owner, callback_url="http://127.0.0.1:1029/h")
     await store.register(job_id, fields, url or f"https://graph.microsoft.com/monitor/{job_id}")
     return job_id
 
@@ -104,8 +104,8 @@ async def test_a_write_back_with_a_stale_token_changes_nothing(redis: Redis) -> 
     (claim,) = await store.monitors.claim(1, lease=0)  # the lease runs out at once
     (again,) = await store.monitors.claim(1, lease=30)  # another worker takes it over
     assert again.token != claim.token
-    assert await store.submit_poll(claim, {"status": "x"}, [], 1.0) == ["stale-claim"]
-    assert await store.submit_poll(again, {"status": "inProgress"}, [], 5.0) == []
+    assert await store.submit_poll(claim, Monitor(status="x"), [], 1.0) == ["stale-claim"]
+    assert await store.submit_poll(again, Monitor(status="inProgress"), [], 5.0) == []
     job = await store.job(job_id)
     assert job is not None
     info = await store.poll_info(job)
@@ -115,7 +115,7 @@ async def test_a_write_back_with_a_stale_token_changes_nothing(redis: Redis) -> 
 async def test_an_idempotency_key_finds_its_job_and_a_reservation_lets_only_its_holder_through(redis: Redis) -> None:
     store = Store(redis, retention=60, job_timeout=60)
     key = ("owner", "k" * 32, "d" * 32)
-    fields = {"owner": "owner", "callback_url": "http://127.0.0.1:1029/h"}
+    fields = Job(owner="owner", callback_url="http://127.0.0.1:1029/h")
     assert await store.reserve(key, "held-by-me", 30) is None
     earlier = await store.register("someone-else", fields, "https://graph.microsoft.com/m/1", idempotency=key)
     assert not earlier.created and earlier.pending and earlier.job_id == "held-by-me"
@@ -129,9 +129,10 @@ async def test_a_guarded_change_is_refused_when_a_field_it_expects_moved(redis: 
     store = Store(redis, retention=60, job_timeout=60)
     job_id = await _register(store)
     await redis.hset(keys.job(job_id), mapping={"phase": "resolving", "authorization": "old"})
-    stale = JobOp(job=job_id, prev_seq=0, phase="resolving", expect={"authorization": "older"}, set={"phase": "x"})
+    resolving = Phase.RESOLVING
+    stale = JobOp(job_id, 0, phase=resolving, expect=Job(authorization="older"), set=Job(phase=Phase.DONE))
     assert await store.apply_job(stale) == "stale"
-    fresh = JobOp(job=job_id, prev_seq=0, phase="resolving", expect={"authorization": "old"}, events=[_event("e")])
+    fresh = JobOp(job_id, 0, phase=resolving, expect=Job(authorization="old"), events=[_event("job.progress")])
     assert await store.apply_job(fresh) == "ok"
     assert await store.apply_job(fresh) == "stale", "the sequence moved on"
 
@@ -140,14 +141,15 @@ async def test_waking_a_job_brings_its_monitor_forward_and_a_patch_wakes_a_waiti
     store = Store(redis, retention=60, job_timeout=60)
     job_id = await _register(store, TENANT_A)
     (claim,) = await store.monitors.claim(1, lease=30)
-    await store.submit_poll(claim, {}, [], 3600.0)
+    await store.submit_poll(claim, Monitor(), [], 3600.0)
     job = await store.job(job_id)
     assert job is not None
     later = (await store.poll_info(job)).due
     assert later is not None
-    await store.apply_job(JobOp(job=job_id, prev_seq=0, set={"phase": "authorizing"}, wake_ms=int(later) - 1_000_000))
+    waiting = Job(phase=Phase.AUTHORIZING)
+    await store.apply_job(JobOp(job=job_id, prev_seq=0, set=waiting, wake_ms=int(later) - 1_000_000))
     assert (await store.poll_info(job)).due == later - 1_000_000
-    assert await store.patch(job_id, {"authorization": "fresh"}) == 2
+    assert await store.patch(job_id, Job(authorization="fresh")) == 2
     woken = await store.job(job_id)
     assert woken is not None and woken.phase == "resolving"
     assert [c.member for c in await store.monitors.claim(5, lease=30)] == [claim.member]
@@ -157,7 +159,7 @@ async def test_an_ending_job_keeps_its_monitors_poll_record_and_the_last_job_end
     store = Store(redis, retention=60, job_timeout=60)
     job_id = await _register(store, TENANT_B)
     (claim,) = await store.monitors.claim(1, lease=30)
-    await store.submit_poll(claim, {"polls": "3", "last_polled": "1700000000000"}, [], 0.0)
+    await store.submit_poll(claim, Monitor(polls=3, last_polled=1700000000000), [], 0.0)
     assert await store.cancel(job_id)
     job = await store.job(job_id)
     assert job is not None and (job.polls, job.last_polled, job.terminal) == (3, 1700000000000, True)
@@ -175,26 +177,26 @@ async def test_a_polls_write_ends_a_monitor_once_its_last_job_has_gone_and_not_b
     mk = monitor_key(url)
 
     def ended(job_id: str) -> JobOp:
-        done = {"status": "completed", "percentage": "100.0", "phase": "done"}
+        done = Job(status=JobStatus.COMPLETED, percentage=100.0, phase=Phase.DONE)
         return JobOp(job=job_id, prev_seq=0, set=done, events=[_event("job.completed")], terminal=True)
 
     (claim,) = await store.monitors.claim(1, lease=30)
-    assert await store.submit_poll(claim, {"status": "inProgress"}, [], 0.0, jobs=2) == []  # nothing new
+    assert await store.submit_poll(claim, Monitor(status="inProgress"), [], 0.0, jobs=2) == []  # nothing new
     assert await store.monitors.size() == 1
     (claim,) = await store.monitors.claim(1, lease=30)
-    assert await store.submit_poll(claim, {"status": "completed"}, [ended(first)], 0.0, jobs=2) == ["ok"]
+    assert await store.submit_poll(claim, Monitor(status="completed"), [ended(first)], 0.0, jobs=2) == ["ok"]
     assert await redis.exists(keys.monitor(mk)) and await store.monitors.size() == 1, "one job still shares it"
     (claim,) = await store.monitors.claim(1, lease=30)
-    assert len(store.monitor_state(claim)[1]) == 1
+    assert len(store.monitor_state(claim)[1] or ()) == 1
     await redis.delete(keys.job(second))  # the job's hash goes (expired) between the claim and the write
-    assert await store.submit_poll(claim, {}, [ended(second)], 0.0, jobs=1) == ["missing"]
+    assert await store.submit_poll(claim, Monitor(), [ended(second)], 0.0, jobs=1) == ["missing"]
     assert not await redis.exists(keys.monitor(mk)) and await store.monitors.size() == 0
 
     lone = await _register(store, url=url + "/2")
     await redis.delete(keys.job(lone))
     (claim,) = await store.monitors.claim(1, lease=30)
     assert store.monitor_state(claim)[1] == [], "the claim dropped the job that no longer exists"
-    assert await store.submit_poll(claim, {}, [], 1.0, jobs=0) == []
+    assert await store.submit_poll(claim, Monitor(), [], 1.0, jobs=0) == []
     assert await store.monitors.size() == 0, "a write with no jobs left ends the monitor"
 
 

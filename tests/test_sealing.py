@@ -18,6 +18,7 @@ from relay.api.app import create_app
 from relay.cli.devstate import dev_state, dev_state_path, load_dev_state
 from relay.config.settings import ConfigError, Settings
 from relay.core.crypto import InvalidToken, Vault
+from relay.core.schema import Job
 from relay.simulator import Simulator
 from relay.store.open import open_store
 from tests.helpers import (
@@ -79,7 +80,7 @@ async def test_what_the_signing_secret_sealed_before_stays_readable_with_it_list
             "authorization": old.encrypt("Bearer sim-token"),
             "secret": JOB_SECRET,  # stored in clear by the version before
         }
-        await store.register(job_id, fields, op.monitor_url, sealed_url=old.seal(op.monitor_url))
+        await store.register(job_id, Job.from_hash(job_id, fields), op.monitor_url, sealed_url=old.seal(op.monitor_url))
     finally:
         await store.redis.aclose()
     try:

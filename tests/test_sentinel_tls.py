@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from relay.core.schema import Job
 from relay.store.connections import redis_client, sync_client
 from relay.store.embedded import find_redis_server, free_port
 from relay.store.jobs import Store
@@ -129,7 +130,7 @@ async def test_tls_to_sentinel_and_primary_each_with_its_own_password(
         deadline = time.monotonic() + 10
         while True:  # the Sentinel needs a moment to see its primary
             try:
-                await store.register(job_id, {"callback_url": "http://127.0.0.1:1029/hook"}, "http://127.0.0.1:1029/m")
+                await store.register(job_id, Job(callback_url="http://127.0.0.1:1029/hook"), "http://127.0.0.1:1029/m")
                 break
             except RedisConnectionError:
                 assert time.monotonic() < deadline, "no primary through the TLS Sentinel"

@@ -8,7 +8,7 @@ from redis.asyncio import Redis
 
 from relay.config.settings import Settings
 from relay.core.ops import JobOp
-from relay.core.schema import DeliveryOutcome
+from relay.core.schema import DeliveryOutcome, Job
 from relay.store.durable import DurableRedis
 from relay.store.jobs import Store
 from relay.store.open import open_store
@@ -21,7 +21,7 @@ def _event(kind: str) -> dict[str, str]:
 async def _jobs(store: Store, count: int) -> list[str]:
     ids = [uuid.uuid4().hex for _ in range(count)]
     for i, jid in enumerate(ids):
-        await store.register(jid, {"owner": "public", "callback_url": "http://127.0.0.1:1029/h"}, f"http://m/{i}")
+        await store.register(jid, Job(owner="public", callback_url="http://127.0.0.1:1029/h"), f"http://m/{i}")
     return ids
 
 

@@ -76,23 +76,23 @@ def test_no_change_no_event_and_backoff_grows() -> None:
     monitor = {"status": "inProgress", "pct": "10.0", "streak": "3"}
     p = plan(progress(10.0), monitor, [job(status="inProgress", percentage=10.0)])
     assert p.ops == [] and not p.changed
-    assert p.monitor_fields["streak"] == "4"
+    assert p.monitor_change.fields["streak"] == "4"
     assert 8.0 <= p.delay <= 16.0
 
 
 def test_percentage_never_goes_down() -> None:
     p = plan(progress(5.0), {"status": "inProgress", "pct": "40.0"}, [job(status="inProgress", percentage=40.0)])
     assert p.ops == []
-    assert p.monitor_fields.get("pct", "40.0") == "40.0"  # unchanged: not written again, and not lowered
+    assert p.monitor_change.fields.get("pct", "40.0") == "40.0"  # unchanged: not written again, and not lowered
 
 
 def test_completion_marks_jobs_resolving_without_an_event() -> None:
     done = PollResult(Kind.COMPLETED, http_status=303, status="completed", percentage=100.0, resource_id="01R")
     p = plan(done)
     (op,) = p.ops
-    assert op.events == [] and op.set["phase"] == "resolving" and op.set["resource_id"] == "01R"
+    assert op.events == [] and op.set.fields["phase"] == "resolving" and op.set.fields["resource_id"] == "01R"
     assert p.resolve == ["j1"] and p.delay == RESOLVE_RECHECK
-    assert p.monitor_fields["completed"] == "1"
+    assert p.monitor_change.fields["completed"] == "1"
 
 
 def test_completed_monitor_is_not_polled_again() -> None:
@@ -166,7 +166,7 @@ def simulate(duration: float, policy: PollPolicy = DEFAULTS, seed: int = 0) -> t
             return polls, t - duration
         result = progress(100.0 * t / duration)
         p = plan_poll(result, Monitor.from_hash("m", monitor), [], now, policy, rng)
-        monitor.update(p.monitor_fields)
+        monitor.update(p.monitor_change.fields)
         t += p.delay
 
 
@@ -221,7 +221,7 @@ def test_status_description_travels_in_progress_and_its_change_alone_is_news() -
     folder = PollResult(Kind.PROGRESS, status="inProgress", percentage=0.0, status_description="Completed 1/9 files")
     (op,) = plan(folder, jobs=[job(status="inProgress")]).ops
     assert event_data(op)["statusDescription"] == "Completed 1/9 files"
-    assert op.set["status_description"] == "Completed 1/9 files"
+    assert op.set.fields["status_description"] == "Completed 1/9 files"
     same = job(status="inProgress", status_description="Completed 1/9 files")
     assert plan(folder, {"status": "inProgress", "desc": "Completed 1/9 files"}, [same]).ops == []
     later = PollResult(Kind.PROGRESS, status="inProgress", percentage=0.0, status_description="Completed 2/9 files")
@@ -273,7 +273,7 @@ def plan_at(result: PollResult, monitor: dict[str, str], now: int) -> Any:
 
 def test_bare_5xx_fail_the_job_naming_the_status_once_they_have_lasted_the_bound() -> None:
     first = plan_at(BARE_500, {}, NOW)
-    assert first.ops == [] and first.monitor_fields["e5"] == str(NOW)
+    assert first.ops == [] and first.monitor_change.fields["e5"] == str(NOW)
     assert [message for message, _ in first.warnings] and first.warnings[0][1]["http_status"] == 500
     monitor = {"e5": str(NOW)}
     later = plan_at(BARE_500, monitor, NOW + BOUND_MS - 1)
@@ -285,15 +285,15 @@ def test_bare_5xx_fail_the_job_naming_the_status_once_they_have_lasted_the_bound
 
 def test_a_valid_answer_ends_a_5xx_stretch_and_a_network_error_does_not() -> None:
     monitor = {"e5": str(NOW - BOUND_MS - 1)}
-    assert plan_at(NETWORK, monitor, NOW).ops == [] and "e5" not in plan_at(NETWORK, monitor, NOW).monitor_fields
+    assert plan_at(NETWORK, monitor, NOW).ops == [] and "e5" not in plan_at(NETWORK, monitor, NOW).monitor_change.fields
     (op,) = plan_at(BARE_500, monitor, NOW).ops  # the network error did not reset it
     assert event_data(op)["error"]["code"] == "monitorHttp500"
-    assert plan_at(progress(5.0), monitor, NOW).monitor_fields["e5"] == "0"
-    assert plan_at(PollResult(Kind.RETRY, http_status=429), monitor, NOW).monitor_fields["e5"] == "0"
+    assert plan_at(progress(5.0), monitor, NOW).monitor_change.fields["e5"] == "0"
+    assert plan_at(PollResult(Kind.RETRY, http_status=429), monitor, NOW).monitor_change.fields["e5"] == "0"
 
 
 def test_a_healthy_monitor_stores_no_stretch_fields() -> None:
-    fields = plan_at(progress(5.0), {}, NOW).monitor_fields
+    fields = plan_at(progress(5.0), {}, NOW).monitor_change.fields
     assert "e5" not in fields and "uk" not in fields
 
 
@@ -311,5 +311,5 @@ def test_an_unknown_status_word_is_passed_on_then_bounded_the_same_way() -> None
         "httpStatus": 200,
         "message": f"the monitor answered a status word relay does not know for {BOUND_MS / 1000:g} s",
     }
-    assert plan_at(progress(5.0), monitor, NOW).monitor_fields["uk"] == "0"  # a known word ends the stretch
-    assert "uk" not in plan_at(BARE_500, monitor, NOW).monitor_fields  # an error does not
+    assert plan_at(progress(5.0), monitor, NOW).monitor_change.fields["uk"] == "0"  # a known word ends the stretch
+    assert "uk" not in plan_at(BARE_500, monitor, NOW).monitor_change.fields  # an error does not

@@ -12,6 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from relay import logs
+from relay.core.schema import Monitor
 from relay.store.jobs import Store
 from relay.store.scheduler import Claim
 from workers import writes
@@ -25,7 +26,7 @@ def _stale_claim() -> Claim:
 async def test_a_runner_moves_on_and_the_follow_up_runs_once_the_write_lands(redis: Redis) -> None:
     store = Store(redis, retention=60, job_timeout=60)
     answers: list[Any] = []
-    pending = store.submit_poll(_stale_claim(), {}, [], 1.0)
+    pending = store.submit_poll(_stale_claim(), Monitor(), [], 1.0)
     await after_write(store, pending, answers.append, what="poll result", member="m")
     assert not pending.done() and answers == [], "the runner did not wait for its write"
     await store.drain()
@@ -36,9 +37,9 @@ async def test_a_runner_moves_on_and_the_follow_up_runs_once_the_write_lands(red
 async def test_with_a_long_backlog_the_runner_waits_for_its_own_write(redis: Redis, monkeypatch: Any) -> None:
     store = Store(redis, retention=60, job_timeout=60)
     monkeypatch.setattr(writes, "MAX_BACKLOG", 2)
-    others = [store.submit_poll(_stale_claim(), {}, [], 1.0) for _ in range(3)]
+    others = [store.submit_poll(_stale_claim(), Monitor(), [], 1.0) for _ in range(3)]
     answers: list[Any] = []
-    pending = store.submit_poll(_stale_claim(), {}, [], 1.0)
+    pending = store.submit_poll(_stale_claim(), Monitor(), [], 1.0)
     await after_write(store, pending, answers.append, what="poll result", member="m")
     assert pending.done() and answers == [["stale-claim"]], "waited, then followed up at once"
     await asyncio.gather(*others)

@@ -29,7 +29,7 @@ from relay.core.crypto import InvalidToken
 from relay.core.hosts import host_matches
 from relay.core.monitor import MAX_BODY, Kind, PollResult, classify
 from relay.core.ops import JobOp
-from relay.core.schema import MONITOR, Job, Monitor
+from relay.core.schema import Job, Monitor
 from relay.core.tracking import (
     JobsPlan,
     Outcome,
@@ -42,7 +42,6 @@ from relay.core.tracking import (
 )
 from relay.outbound.client import fetch
 from relay.outbound.ssrf import Blocked
-from relay.store.calls import ChunkCall
 from relay.store.jobs import ChunkRead
 from relay.store.scheduler import Claim
 from workers.context import Deps
@@ -109,7 +108,7 @@ async def poll_monitor(deps: Deps, claim: Claim, monitor: Monitor, jobs: list[Jo
     started = time.monotonic()
     structlog.contextvars.bind_contextvars(monitor=claim.member[:12])
     if not jobs:
-        pending = deps.store.submit_poll(claim, {}, [], 0.0)
+        pending = deps.store.submit_poll(claim, Monitor(), [], 0.0)
         await after_write(deps.store, pending, None, what="poll result", member=claim.member)
         return
     result = completed_from_monitor(monitor)
@@ -118,7 +117,7 @@ async def poll_monitor(deps: Deps, claim: Claim, monitor: Monitor, jobs: list[Jo
         result = await _poll(deps, monitor)
     now_ms = claim.now_ms + int((time.monotonic() - started) * 1000)
     plan = plan_poll(result, monitor, jobs, now_ms, deps.poll_policy, deps.rng, polled=polled)
-    pending = deps.store.submit_poll(claim, plan.monitor_fields, plan.ops, plan.delay, jobs=len(jobs))
+    pending = deps.store.submit_poll(claim, plan.monitor_change, plan.ops, plan.delay, jobs=len(jobs))
     landed = partial(_applied, deps, plan, result if polled else None, len(jobs))
     unknown = partial(_resolve_stored, deps, plan.resolve)
     await after_write(
@@ -178,7 +177,7 @@ async def poll_in_chunks(deps: Deps, claim: Claim, monitor: Monitor) -> None:
     """Poll a monitor whose jobs are read and written a chunk at a time (see the module's docstring)."""
     structlog.contextvars.bind_contextvars(monitor=claim.member[:12])
     store, policy = deps.store, deps.poll_policy
-    fields: dict[str, str] = {}
+    change = Monitor()
     warnings: tuple[tuple[str, dict[str, Any]], ...] = ()
     outcome = _stored_outcome(monitor)  # a poll cut short: its answer, written again to every job
     if outcome is None:
@@ -189,21 +188,20 @@ async def poll_in_chunks(deps: Deps, claim: Claim, monitor: Monitor) -> None:
             result = await _poll(deps, monitor)
         now_ms = claim.now_ms + int((time.monotonic() - started) * 1000)
         plan, outcome = plan_answer(result, monitor, now_ms, policy, deps.rng, polled=polled, jobs=monitor.jobs)
-        fields, warnings = {**plan.monitor_fields, MONITOR.outcome: outcome.to_json()}, plan.warnings
+        change, warnings = plan.monitor_change, plan.warnings
+        change.outcome = outcome.to_json()
     lease_ms = int(deps.settings.lease * 1000)
     asks, seen = JobsPlan(), set[str]()
     planned = JobsPlan()
     cursor = "0"
     while True:
-        ops = [op.as_json() for op in planned.ops]
-        step = ChunkCall(claim.member, claim.token, fields, [], ops, cursor, store.chunk, lease_ms)
-        read = await store.poll_chunk(step)
+        read = await store.poll_chunk(claim, change, planned.ops, cursor, lease_ms)
         if not _chunk_landed(deps, planned, read):
             return
         assert read is not None
         for message, extra in warnings:  # the start of a stretch of bare 5xx or unknown status words
             log.warning(message, **extra)
-        fields, warnings = {}, ()
+        change, warnings = Monitor(), ()
         fresh = [job for job in read.jobs if job.id not in seen]  # a job can come twice while the hash resizes
         seen.update(job.id for job in fresh)
         planned = plan_jobs(outcome, fresh, policy)
@@ -213,10 +211,7 @@ async def poll_in_chunks(deps: Deps, claim: Claim, monitor: Monitor) -> None:
             break
     delay = next_delay(outcome, asks)
     store.monitors.handed_back(delay)
-    ops = [op.as_json() for op in planned.ops]
-    last = ChunkCall(claim.member, claim.token, {}, [MONITOR.outcome], ops, "0", store.chunk, lease_ms)
-    last.last, last.delay_ms, last.jobs = True, max(0, int(delay * 1000)), len(seen)
-    _chunk_landed(deps, planned, await store.poll_chunk(last))
+    _chunk_landed(deps, planned, await store.poll_chunk_last(claim, planned.ops, delay, len(seen), lease_ms))
 
 
 def _stored_outcome(monitor: Monitor) -> Outcome | None:

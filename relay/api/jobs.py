@@ -20,7 +20,7 @@ from relay.api.schemas import job_view
 from relay.api.streams import wait_for_change
 from relay.api.typedefs import STORE
 from relay.core import jsonfast
-from relay.core.schema import JOB, Job
+from relay.core.schema import Job
 from relay.store import queries
 
 __all__ = ["routes"]
@@ -157,16 +157,16 @@ async def get_job(request: web.Request) -> web.Response:
 async def patch_job(request: web.Request) -> web.Response:
     job = await owned_job(request)
     patch = JobPatch.model_validate(await json_object(request))
-    fields: dict[str, str] = {}
+    fields = Job()
     if patch.callback_url is not None:
         destination_errors(request, callback_url=patch.callback_url)
-        fields[JOB.callback_url] = patch.callback_url
+        fields.callback_url = patch.callback_url
     if patch.authorization is not None:
         if not job.drive_item_url:
             raise ProblemError(422, "Invalid request body", "authorization is only used with a driveItemUrl")
-        fields[JOB.authorization] = vault(request).encrypt(patch.authorization)
+        fields.authorization = vault(request).encrypt(patch.authorization)
     if patch.progress_interval is not None:
-        fields[JOB.progress_interval] = repr(float(patch.progress_interval))
+        fields.progress_interval = float(patch.progress_interval)
     store = request.app[STORE]
     if await store.patch(job.id, fields) == -1:
         raise ProblemError(409, "Job has ended", "a finished job cannot be changed")

@@ -27,7 +27,7 @@ from relay.config.parsing import ConfigError
 from relay.core.changes import finished_op
 from relay.core.crypto import Vault
 from relay.core.hosts import host_matches
-from relay.core.schema import JOB, Job
+from relay.core.schema import Job
 from relay.credentials.broker import CredentialBroker, CredentialError
 from relay.outbound.actions import ActionRefused, action_host_allowed, derived_item_url, start_action
 from relay.outbound.ssrf import Blocked, check_url
@@ -94,23 +94,23 @@ async def register(request: web.Request, body: dict[str, Any]) -> web.Response:
     )
 
 
-def _fields(request: web.Request, job: JobCreate, drive_item_url: str | None) -> dict[str, str]:
+def _fields(request: web.Request, job: JobCreate, drive_item_url: str | None) -> Job:
     """The new job's stored fields (those at their defaults are left out: bytes per job count)."""
-    fields = {JOB.owner: request[OWNER], JOB.callback_url: job.callback_url}
+    fields = Job(owner=request[OWNER], callback_url=job.callback_url)
     if drive_item_url:
-        fields[JOB.drive_item_url] = drive_item_url
+        fields.drive_item_url = drive_item_url
     if job.authorization:
-        fields[JOB.authorization] = vault(request).encrypt(job.authorization)
+        fields.authorization = vault(request).encrypt(job.authorization)
     if job.credential:
-        fields[JOB.credential] = job.credential
+        fields.credential = job.credential
     metadata = job.metadata_json()
     if metadata is not None:
-        fields[JOB.metadata] = metadata
+        fields.metadata = metadata
     if job.secret:  # sealed like authorization: a receiver's key
-        fields[JOB.secret] = vault(request).encrypt(job.secret)
+        fields.secret = vault(request).encrypt(job.secret)
     progress_interval = job.progress_interval or request.app[SETTINGS].progress_interval
     if progress_interval:
-        fields[JOB.progress_interval] = repr(float(progress_interval))
+        fields.progress_interval = float(progress_interval)
     return fields
 
 
@@ -223,7 +223,7 @@ def _monitor_answer_allowed(request: web.Request, monitor_url: str) -> None:
 async def _store(
     request: web.Request,
     job_id: str,
-    fields: dict[str, str],
+    fields: Job,
     monitor_url: str | None,
     idempotency: Idempotency | None,
     *,
@@ -234,7 +234,7 @@ async def _store(
     # an action took its share of the limits before it was started (a refusal now would leave its copy untracked)
     limits = (0, 0) if started_action else tenant_limits(request)
     if monitor_url is not None:
-        fields[JOB.monitor_host] = URL(monitor_url).host or ""
+        fields.monitor_host = URL(monitor_url).host or ""
         sealed = request.app[VAULT].seal(monitor_url)
         registered = await store.register(
             job_id,
@@ -247,7 +247,7 @@ async def _store(
         )
     else:  # the action finished at once: the job is born completed, with its job.completed event
         assert finished is not None
-        first = finished_op(Job.from_hash(job_id, fields), int(time.time() * 1000), finished)
+        first = finished_op(Job.from_hash(job_id, fields.fields), int(time.time() * 1000), finished)
         registered = await store.register(job_id, fields, None, first_op=first, idempotency=idempotency, limits=limits)
     _refuse_over_limit(registered.limited)
     if registered.job is not None:

@@ -18,7 +18,7 @@ from typing import Any
 from relay.core.changes import job_event
 from relay.core.events import isoformat
 from relay.core.ops import JobOp
-from relay.core.schema import JOB, EventType, Job, Phase
+from relay.core.schema import EventType, Job, Phase
 
 __all__ = ["MAX_ASKS", "ask_op", "bearer_expired", "is_refusal"]
 
@@ -78,13 +78,8 @@ def ask_op(job: Job, now_ms: int, wait: float, error: dict[str, Any]) -> JobOp |
         job,
         phase=Phase.RESOLVING,
         # a PATCH that replaced the token meanwhile makes this ask stale: the new token is tried instead
-        expect={JOB.authorization: job.authorization},
-        set={
-            JOB.phase: Phase.AUTHORIZING.value,
-            JOB.auth_asks: str(asks + 1),
-            JOB.auth_wait_until: str(wait_until),
-            JOB.auth_error: json.dumps(error),
-        },
+        expect=Job(authorization=job.authorization),
+        set=Job(phase=Phase.AUTHORIZING, auth_asks=asks + 1, auth_wait_until=wait_until, auth_error=json.dumps(error)),
         events=[event],
         wake_ms=wait_until,
     )

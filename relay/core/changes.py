@@ -7,7 +7,7 @@ from typing import Any
 
 from relay.core.events import build_event, new_event_id
 from relay.core.ops import JobOp, NewEvent
-from relay.core.schema import JOB, EventType, Job, JobStatus, Phase
+from relay.core.schema import EventType, Job, JobStatus, Phase
 
 __all__ = ["completion_event", "completion_op", "failure_op", "finished_op", "job_event"]
 
@@ -35,7 +35,7 @@ def failure_op(job: Job, now_ms: int, error: dict[str, Any], *, phase: Phase | N
     return JobOp.on(
         job,
         phase=phase,
-        set={JOB.status: JobStatus.FAILED, JOB.error: json.dumps(error)},
+        set=Job(status=JobStatus.FAILED, error=json.dumps(error)),
         events=[event],
         terminal=True,
     )
@@ -52,18 +52,19 @@ def completion_op(
     job: Job, now_ms: int, drive_item: Any, resolution_error: dict[str, Any] | None, *, phase: Phase
 ) -> JobOp:
     """The terminal ``job.completed`` change of a job in ``phase`` (resolving, or waiting for authorization)."""
-    sets = {JOB.status: JobStatus.COMPLETED.value, JOB.percentage: "100.0"}
+    sets = Job(status=JobStatus.COMPLETED, percentage=100.0)
     if drive_item is not None:
-        sets[JOB.drive_item] = json.dumps(drive_item)
+        sets.drive_item = json.dumps(drive_item)
     if resolution_error is not None:
-        sets[JOB.resolution_error] = json.dumps(resolution_error)
+        sets.resolution_error = json.dumps(resolution_error)
     event = completion_event(job, now_ms, drive_item, resolution_error)
     return JobOp.on(job, phase=phase, set=sets, events=[event], terminal=True)
 
 
 def finished_op(job: Job, now_ms: int, drive_item: dict[str, Any]) -> JobOp:
     """The first change of a job whose action finished at once: completed, with the item Graph answered."""
-    job = job.replace(resource_id=drive_item["id"])
+    job = job.merged(Job(resource_id=drive_item["id"]))
     op = completion_op(job, now_ms, drive_item, None, phase=Phase.TRACKING)
-    op.set[JOB.resource_id] = drive_item["id"]
+    assert op.set is not None
+    op.set.resource_id = drive_item["id"]
     return op

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
-from relay.core.schema import Job
+from relay.core.schema import Job, Phase
 
 __all__ = ["JobOp", "NewEvent"]
 
@@ -21,41 +21,46 @@ class NewEvent(TypedDict):
 @dataclass(slots=True)
 class JobOp:
     """One job's guarded change: applied only if the job's sequence is still ``prev_seq`` (and its ``phase``
-    and ``expect`` fields still hold). ``set``, ``delete`` and ``expect`` name stored job fields (``JOB.*``)."""
+    and ``expect`` fields still hold). ``set`` and ``expect`` are job records made with keywords
+    (``Job(status=JobStatus.FAILED)``): only the fields they name."""
 
     job: str
     prev_seq: int
-    set: dict[str, str] = field(default_factory=dict)
-    delete: list[str] = field(default_factory=list)
+    set: Job | None = None
     events: list[NewEvent] = field(default_factory=list)
     terminal: bool = False
-    phase: str | None = None
+    phase: Phase | None = None
     #: fields that must still hold these values ('' for absent), else the op is stale
-    expect: dict[str, str] = field(default_factory=dict)
+    expect: Job | None = None
     #: the job's monitor comes due no later than this (ms, Redis clock)
     wake_ms: int | None = None
 
     def as_json(self) -> dict[str, Any]:
-        known = Job.stored_names
-        if not (known.issuperset(self.set) and known.issuperset(self.delete) and known.issuperset(self.expect)):
-            unknown = (set(self.set) | set(self.delete) | set(self.expect)) - known
-            raise ValueError(f"not job fields: {sorted(unknown)}")
+        """The op as lib/job_op.lua takes it."""
         out: dict[str, Any] = {"job": self.job, "prev_seq": self.prev_seq, "terminal": self.terminal}
-        if self.expect:
-            out["expect"] = self.expect
+        if self.expect is not None:
+            out["expect"] = self.expect.fields
         if self.wake_ms is not None:
             out["wake"] = self.wake_ms
-        if self.set:
-            out["set"] = self.set
-        if self.delete:
-            out["del"] = self.delete
+        if self.set is not None and self.set.fields:
+            out["set"] = self.set.fields
         if self.events:
             out["events"] = self.events
         if self.phase is not None:
-            out["phase"] = self.phase
+            out["phase"] = self.phase.value
         return out
 
     @classmethod
-    def on(cls, job: Job, **changes: Any) -> JobOp:
+    def on(
+        cls,
+        job: Job,
+        *,
+        set: Job | None = None,
+        events: list[NewEvent] | None = None,
+        terminal: bool = False,
+        phase: Phase | None = None,
+        expect: Job | None = None,
+        wake_ms: int | None = None,
+    ) -> JobOp:
         """A change of ``job`` guarded by the sequence it was read at."""
-        return cls(job=job.id, prev_seq=job.sequence, **changes)
+        return cls(job.id, job.sequence, set, events or [], terminal, phase, expect, wake_ms)

@@ -4,23 +4,25 @@ Each record's attributes are the hash's fields, declared once with their stored 
 where the stored name is shorter or older than the concept's (``pct`` for a monitor's percentage, ``seq``
 for a sequence), the attribute carries the concept's name. Used by:
 
-* readers: ``Job.from_hash(job_id, fields)`` is a typed view of a hash (a field is read when used; unknown
-  fields are ignored, absent ones are their defaults, so a record written by an older version still reads);
-* writers: ``JOB.status`` is the stored name of the field (``JobOp.set`` keys are checked against them);
-* the Lua scripts: ``tests/test_scripts.py`` checks every field name they use is declared here.
+* readers: ``Job.from_hash(job_id, fields)`` is a typed view of a hash (absent fields are their defaults,
+  unknown ones are ignored, so a record written by an older version still reads);
+* writers: a change is a record made with keywords, ``Job(status=JobStatus.FAILED, error=text)`` (``JobOp.set``,
+  a poll's monitor change, a registration, a PATCH): a misspelt field or a wrongly typed value fails mypy;
+* the Lua scripts: :mod:`relay.store.scripts` generates their prelude from :data:`LUA_RECORDS` and
+  :data:`LUA_ENUMS` (``JOB.terminal``, ``MONITOR.percentage`` is 'pct', ``EVENT_STATE.DELIVERED``...), as it
+  does key names from ``keys.py``: no field name or state word is written in a script.
 """
 
 from __future__ import annotations
 
-import types
 from collections.abc import Callable
 from enum import StrEnum
-from typing import Any, ClassVar, Generic, Self, TypeVar, overload
+from typing import Any, ClassVar, Generic, Self, TypeVar, cast, dataclass_transform
 
 __all__ = [
-    "EVENT",
-    "JOB",
-    "MONITOR",
+    "LUA_ENUMS",
+    "LUA_RECORDS",
+    "MONITOR_JOB_PREFIX",
     "DeliveryOutcome",
     "Event",
     "EventState",
@@ -31,7 +33,9 @@ __all__ = [
     "Migrations",
     "Monitor",
     "Phase",
+    "Stats",
     "Stored",
+    "stored_text",
 ]
 
 T = TypeVar("T")
@@ -110,7 +114,7 @@ class DeliveryOutcome(StrEnum):
 
 class Field(Generic[T]):
     """One field of a stored record, as declared: its stored name, how its text reads, its default when absent.
-    (On the record class it becomes the plain default; typed through ``__get__`` for the type checker.)"""
+    On the record class it becomes the plain default (so ``Job.status`` is ``JobStatus.NOT_STARTED``, typed so)."""
 
     __slots__ = ("default", "name", "read")
 
@@ -119,44 +123,41 @@ class Field(Generic[T]):
         self.read = read
         self.default = default
 
-    @overload
-    def __get__(self, record: None, owner: type[Any]) -> Field[T]: ...
 
-    @overload
-    def __get__(self, record: Stored, owner: type[Any]) -> T: ...
-
-    def __get__(self, record: Stored | None, owner: type[Any]) -> T | Field[T]:
-        if record is None:
-            return self
-        raw = record.fields.get(self.name)
-        return self.default if raw is None or raw == "" else self.read(raw)
+# The declarations below are typed as their values (as dataclasses.field is): a record's attribute is a T to the
+# type checker, on the class (its default) and on a record alike. Readers are builtins where they can be (a
+# record is read on every poll and delivery): str is kept as is.
+def _declare(field: Field[T]) -> T:
+    return cast(T, field)
 
 
-# readers are builtins where they can be (a record is read on every poll and delivery): str is kept as is
-def text(name: str) -> Field[str]:
-    return Field(name, str, "")
+def text(name: str) -> str:
+    return _declare(Field(name, str, ""))
 
 
-def number(name: str, default: int = 0) -> Field[int]:
-    return Field(name, int, default)
+def number(name: str, default: int = 0) -> int:
+    return _declare(Field(name, int, default))
 
 
-def decimal(name: str, default: float = 0.0) -> Field[float]:
-    return Field(name, float, default)
+def decimal(name: str, default: float = 0.0) -> float:
+    return _declare(Field(name, float, default))
 
 
-def flag(name: str) -> Field[bool]:
-    return Field(name, "1".__eq__, False)
+def flag(name: str) -> bool:
+    return _declare(Field(name, "1".__eq__, False))
 
 
-def choice(name: str, enum: type[E], default: E) -> Field[E]:
+def choice(name: str, enum: type[E], default: E) -> E:
     """A field holding an enum's value (read by a dict lookup: much cheaper than calling the enum)."""
-    return Field(name, {member.value: member for member in enum}.__getitem__, default)
+    return _declare(Field(name, {member.value: member for member in enum}.__getitem__, default))
 
 
-def _stored(value: Any) -> str:
-    if isinstance(value, bool):
-        return "1" if value else ""
+def stored_text(value: Any) -> str:
+    """A field's value as the hash holds it: a flag '1' or absent (''), a float's repr, an enum's value."""
+    if value is True:
+        return "1"
+    if value is False:
+        return ""
     if isinstance(value, float):
         return repr(value)
     if isinstance(value, StrEnum):
@@ -164,31 +165,48 @@ def _stored(value: Any) -> str:
     return str(value)
 
 
+@dataclass_transform(kw_only_default=True, eq_default=False)
 class Stored:
-    """A record read from a Redis hash. Each record class declares its fields once (:class:`Field`: stored name,
-    type, default); on the class they become plain defaults, and :meth:`from_hash` sets what the hash holds,
-    converted, so reading a field is a plain attribute read. ``names`` maps an attribute to its stored name,
-    ``stored_names`` are all of them; ``fields`` keeps the hash as read."""
+    """A record of a Redis hash. Each record class declares its fields once (stored name, type, default).
 
-    names: ClassVar[types.SimpleNamespace] = types.SimpleNamespace()
+    * Read: :meth:`from_hash` sets what the hash holds, converted, so reading a field is a plain attribute read
+      (absent fields are the class's defaults; unknown ones are ignored, so a hash an older version wrote reads).
+    * Written: a record made with keywords, ``Job(status=JobStatus.FAILED, error=...)``, is a change: the fields
+      it names, nothing else (its ``fields`` are their stored texts, what the store writes). Setting an attribute
+      of a change sets its stored text too. A misspelt field or a value of the wrong type fails the type check.
+    * Named: :meth:`name_of` gives a field's stored name, checked too (``Job.name_of(lambda j: j.terminal)``).
+    """
+
+    id: str
+    fields: dict[str, str]
     stored_names: ClassVar[frozenset[str]] = frozenset()
-    _attrs: ClassVar[dict[str, str]] = {}
+    #: attribute -> stored name
+    attrs: ClassVar[dict[str, str]] = {}
     _readers: ClassVar[dict[str, tuple[str, Callable[[str], Any]]]] = {}
+    _probe: ClassVar[Any] = None
 
-    def __init__(self, key_id: str, **values: Any) -> None:
-        """A record with these attribute values (the others absent: their defaults)."""
-        self.id = key_id
-        self.fields: dict[str, str] = {}
-        self._set(values)
+    def __init__(self, **values: Any) -> None:
+        """A change: these fields, the others absent (its id is '': the store knows whose it is)."""
+        own = self.__dict__
+        own["id"] = ""
+        attrs = self.attrs
+        own["fields"] = {attrs[attr]: stored_text(value) for attr, value in values.items()}
+        own.update(values)
+
+    def __setattr__(self, attr: str, value: Any) -> None:
+        self.__dict__[attr] = value
+        stored = self.attrs.get(attr)
+        if stored is not None:
+            self.fields[stored] = stored_text(value)
 
     @classmethod
     def from_hash(cls, key_id: str, fields: dict[str, str]) -> Self:
         """The record of a hash read from Redis (``key_id``: the id in its key); unknown fields are ignored."""
         record = cls.__new__(cls)
-        record.id = key_id
-        record.fields = fields
-        readers = cls._readers
         own = record.__dict__
+        own["id"] = key_id
+        own["fields"] = fields
+        readers = cls._readers
         for name, raw in fields.items():
             reader = readers.get(name)
             if reader is not None and raw != "":
@@ -196,16 +214,19 @@ class Stored:
                 own[attr] = raw if read is str else read(raw)
         return record
 
-    def _set(self, values: dict[str, Any]) -> None:
-        for attr, value in values.items():
-            self.fields[self._attrs[attr]] = _stored(value)
-            setattr(self, attr, value)
+    @classmethod
+    def name_of(cls, pick: Callable[[Self], object]) -> str:
+        """The stored name of the field ``pick`` reads: ``Monitor.name_of(lambda m: m.percentage)`` is 'pct'."""
+        return str(pick(cls._probe))
 
-    def replace(self, **values: Any) -> Self:
-        """A copy with these attributes changed."""
-        copy = self.from_hash(self.id, dict(self.fields))
-        copy._set(values)
-        return copy
+    @classmethod
+    def names_of(cls, pick: Callable[[Self], tuple[object, ...]]) -> list[str]:
+        """The stored names of the fields ``pick`` reads, in its order."""
+        return [str(name) for name in pick(cls._probe)]
+
+    def merged(self, change: Self) -> Self:
+        """A copy with ``change``'s fields set."""
+        return self.from_hash(self.id, {**self.fields, **change.fields})
 
     def __eq__(self, other: object) -> bool:
         return (
@@ -222,94 +243,121 @@ class Stored:
 
     def __init_subclass__(cls) -> None:
         declared = {attr: value for attr, value in vars(cls).items() if isinstance(value, Field)}
-        cls._attrs = {attr: field.name for attr, field in declared.items()}
+        cls.attrs = {attr: field.name for attr, field in declared.items()}
         cls._readers = {field.name: (attr, field.read) for attr, field in declared.items()}
-        cls.names = types.SimpleNamespace(**cls._attrs)
-        cls.stored_names = frozenset(cls._attrs.values())
+        cls.stored_names = frozenset(cls.attrs.values())
         for attr, field in declared.items():
             setattr(cls, attr, field.default)  # reads of an absent field find the default on the class
+        probe = cls.__new__(cls)  # each field's value is its stored name (name_of)
+        probe.__dict__.update(cls.attrs)
+        cls._probe = probe
 
 
 class Job(Stored):
     """``relay:job:<id>``. The id is the key, not a field. Absent fields are defaults (bytes per job count)."""
 
-    owner = text("owner")
-    created = number("created")  # ms since the epoch, Redis clock
-    callback_url = text("callback_url")
-    monitor_key = text("monitor_key")
-    monitor_host = text("monitor_host")
-    drive_item_url = text("drive_item_url")
-    authorization = text("authorization")  # sealed (relay/core/crypto.py)
-    credential = text("credential")
-    metadata = text("metadata")  # compact JSON
-    secret = text("secret")
-    progress_interval = decimal("progress_interval")
-    sequence = number("seq")
-    status = choice("status", JobStatus, JobStatus.NOT_STARTED)
-    phase = choice("phase", Phase, Phase.TRACKING)
-    percentage = decimal("percentage")
-    operation = text("operation")
-    monitor_status = text("monitor_status")
-    status_description = text("status_description")
-    resource_id = text("resource_id")
-    drive_item = text("drive_item")  # JSON
-    resolution_error = text("resolution_error")  # JSON
-    error = text("error")  # JSON
-    terminal = flag("terminal")
-    auth_asks = number("auth_asks")
-    auth_wait_until = number("auth_wait_until")  # ms
-    auth_error = text("auth_error")  # JSON: the refusal the job ends with if no usable authorization comes
-    polls = number("polls")  # the monitor's, kept when the job ends (its monitor may be gone)
-    last_polled = number("last_polled")
+    owner: str = text("owner")
+    created: int = number("created")  # ms since the epoch, Redis clock
+    callback_url: str = text("callback_url")
+    monitor_key: str = text("monitor_key")
+    monitor_host: str = text("monitor_host")
+    drive_item_url: str = text("drive_item_url")
+    authorization: str = text("authorization")  # sealed (relay/core/crypto.py)
+    credential: str = text("credential")
+    metadata: str = text("metadata")  # compact JSON
+    secret: str = text("secret")
+    progress_interval: float = decimal("progress_interval")
+    sequence: int = number("seq")
+    status: JobStatus = choice("status", JobStatus, JobStatus.NOT_STARTED)
+    phase: Phase = choice("phase", Phase, Phase.TRACKING)
+    percentage: float = decimal("percentage")
+    operation: str = text("operation")
+    monitor_status: str = text("monitor_status")
+    status_description: str = text("status_description")
+    resource_id: str = text("resource_id")
+    drive_item: str = text("drive_item")  # JSON
+    resolution_error: str = text("resolution_error")  # JSON
+    error: str = text("error")  # JSON
+    terminal: bool = flag("terminal")
+    auth_asks: int = number("auth_asks")
+    auth_wait_until: int = number("auth_wait_until")  # ms
+    auth_error: str = text("auth_error")  # JSON: the refusal the job ends with if no usable authorization comes
+    polls: int = number("polls")  # the monitor's, kept when the job ends (its monitor may be gone)
+    last_polled: int = number("last_polled")
 
 
 class Monitor(Stored):
     """``relay:monitor:<key>``: the URL (sealed), the poll state, and a field ``j:<job id>`` per job sharing it."""
 
-    url = text("url")
-    lane = text("lane")  # its lane of the monitors schedule: its first job's tenant ('' the default lane)
+    url: str = text("url")
+    lane: str = text("lane")  # its lane of the monitors schedule: its first job's tenant ('' the default lane)
     #: how many jobs share it, stored once it has had more than one (relay/store/lua/lib/monitors.lua)
-    jobs = number("jobs")
-    status = text("status")  # the monitor's own last status word
-    percentage = decimal("pct")
-    status_description = text("desc")
-    operation = text("operation")
-    polls = number("polls")
-    last_polled = number("last_polled")
-    streak = number("streak")  # polls in a row that brought nothing new
-    invalid = number("invalid")  # answers in a row that were not AsyncJobStatus
-    errors = number("errors")  # transient errors in a row
-    completed = flag("completed")
-    resource_id = text("resource_id")
-    drive_item = text("drive_item")
-    base_ms = number("base_ms")  # the baseline of the progress rate (relay/core/tracking.py); 0: none yet
-    base_percentage = decimal("base_pct")
-    server_errors_since = number("e5")  # relay/core/stretches.py
-    unknown_status_since = number("uk")
-    not_before = number("nb")  # ms: the end of the last answer's Retry-After (a job joining waits for it too)
+    jobs: int = number("jobs")
+    status: str = text("status")  # the monitor's own last status word
+    percentage: float = decimal("pct")
+    status_description: str = text("desc")
+    operation: str = text("operation")
+    polls: int = number("polls")
+    last_polled: int = number("last_polled")
+    streak: int = number("streak")  # polls in a row that brought nothing new
+    invalid: int = number("invalid")  # answers in a row that were not AsyncJobStatus
+    errors: int = number("errors")  # transient errors in a row
+    completed: bool = flag("completed")
+    resource_id: str = text("resource_id")
+    drive_item: str = text("drive_item")
+    base_ms: int = number("base_ms")  # the baseline of the progress rate (relay/core/tracking.py); 0: none yet
+    base_percentage: float = decimal("base_pct")
+    server_errors_since: int = number("e5")  # relay/core/stretches.py
+    unknown_status_since: int = number("uk")
+    not_before: int = number("nb")  # ms: the end of the last answer's Retry-After (a job joining waits for it too)
     #: a poll whose jobs are written a chunk at a time: its answer (relay/core/tracking.py Outcome) until the last
-    outcome = text("outcome")
+    outcome: str = text("outcome")
 
 
 class Event(Stored):
     """``relay:event:<id>``: one event, its body serialised once (every attempt sends the same bytes)."""
 
-    job = text("job")
-    type = text("type")
-    sequence = number("seq")
-    body = text("body")
-    attempts = number("attempts")  # every attempt made, redeliveries included
-    schedule_from = number("schedule_from")  # attempts made before the last redelivery started the schedule again
-    state = Field("state", str, EventState.PENDING.value)
-    created = number("created")  # ms
+    job: str = text("job")
+    type: str = text("type")
+    sequence: int = number("seq")
+    body: str = text("body")
+    attempts: int = number("attempts")  # every attempt made, redeliveries included
+    schedule_from: int = number("schedule_from")  # attempts made before the last redelivery started the schedule again
+    state: EventState = choice("state", EventState, EventState.PENDING)
+    created: int = number("created")  # ms
 
 
 class Migrations(Stored):
     """``relay:migrations``: how far moving what earlier versions stored into today's layout has come."""
 
-    dead = decimal("dead")  # dead letters up to this score (ms) are in their owners' indexes (migrate_indexes.lua)
+    #: dead letters up to this score (ms) are in their owners' indexes (migrate_indexes.lua)
+    dead: float = decimal("dead")
 
 
-JOB: Any = Job.names
-MONITOR: Any = Monitor.names
-EVENT: Any = Event.names
+class Stats(Stored):
+    """``relay:stats``: lifetime counters (a job's end counts under its status)."""
+
+    registered: int = number("registered")
+    completed: int = number("completed")
+    failed: int = number("failed")
+    cancelled: int = number("cancelled")
+
+
+#: a monitor's hash holds a field ``j:<job id>`` (empty) per job sharing it, beside its own (relay/store/lua)
+MONITOR_JOB_PREFIX = "j:"
+
+#: what the Lua scripts get as tables of stored names: ``JOB.sequence`` is 'seq' (relay/store/scripts.py)
+LUA_RECORDS: dict[str, type[Stored]] = {
+    "JOB": Job,
+    "MONITOR": Monitor,
+    "EVENT": Event,
+    "MIGRATIONS": Migrations,
+    "STATS": Stats,
+}
+#: and as tables of values: ``EVENT_STATE.DELIVERED`` is 'delivered'
+LUA_ENUMS: dict[str, type[StrEnum]] = {
+    "JOB_STATUS": JobStatus,
+    "PHASE": Phase,
+    "EVENT_STATE": EventState,
+    "OUTCOME": DeliveryOutcome,
+}

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from relay.core.monitor import Kind, PollResult
-from relay.core.schema import MONITOR, Monitor
+from relay.core.schema import Monitor
 
 __all__ = ["Stretches", "overdue_error", "track"]
 
@@ -36,31 +36,26 @@ class Stretches:
     warnings: tuple[tuple[str, dict[str, Any]], ...] = ()
 
 
-def _run(since: int, fields: dict[str, str], key: str, now_ms: int, *, on: bool, off: bool) -> int:
+def _run(since: int, now_ms: int, *, on: bool, off: bool) -> int:
     if on and not since:
-        fields[key] = str(now_ms)
         return now_ms
     if off and since:
-        fields[key] = "0"
         return 0
     return since
 
 
-def track(result: PollResult, monitor: Monitor, fields: dict[str, str], now_ms: int, jobs: int) -> Stretches:
-    """Extend, end or start the monitor's runs for this answer; ``fields`` gets what changed."""
+def track(result: PollResult, monitor: Monitor, change: Monitor, now_ms: int, jobs: int) -> Stretches:
+    """Extend, end or start the monitor's runs for this answer; ``change`` (the poll's) gets what changed."""
     bare_5xx = result.kind is Kind.RETRY and (result.http_status or 0) >= 500
     network = result.kind is Kind.RETRY and result.http_status is None
-    server = _run(
-        monitor.server_errors_since,
-        fields,
-        MONITOR.server_errors_since,
-        now_ms,
-        on=bare_5xx,
-        off=not (bare_5xx or network),
-    )
+    server = _run(monitor.server_errors_since, now_ms, on=bare_5xx, off=not (bare_5xx or network))
+    if server != monitor.server_errors_since:
+        change.server_errors_since = server
     unknown = result.kind is Kind.PROGRESS and result.unknown_status
     known = result.kind in (Kind.PROGRESS, Kind.COMPLETED, Kind.FAILED) and not result.unknown_status
-    odd = _run(monitor.unknown_status_since, fields, MONITOR.unknown_status_since, now_ms, on=unknown, off=known)
+    odd = _run(monitor.unknown_status_since, now_ms, on=unknown, off=known)
+    if odd != monitor.unknown_status_since:
+        change.unknown_status_since = odd
     warnings: list[tuple[str, dict[str, Any]]] = []
     if bare_5xx and server == now_ms:
         warnings.append(

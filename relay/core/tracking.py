@@ -23,7 +23,7 @@ from relay.core.changes import completion_op, failure_op, job_event
 from relay.core.graph_error import GraphError
 from relay.core.monitor import Kind, PollResult, job_status
 from relay.core.ops import JobOp
-from relay.core.schema import JOB, MONITOR, EventType, Job, JobStatus, Monitor, Phase
+from relay.core.schema import EventType, Job, JobStatus, Monitor, Phase
 from relay.core.stretches import Stretches, overdue_error, track
 
 __all__ = [
@@ -63,7 +63,7 @@ class PollPolicy:
 
 @dataclass(slots=True)
 class PollPlan:
-    monitor_fields: dict[str, str]  # stored names (``MONITOR.*``)
+    monitor_change: Monitor  # the fields of the monitor's own state this poll changes
     ops: list[JobOp] = field(default_factory=list)
     delay: float = 0.0
     resolve: list[str] = field(default_factory=list)
@@ -89,7 +89,7 @@ def completed_from_monitor(monitor: Monitor) -> PollResult | None:
 class Outcome:
     """What one answer means for every job of its monitor, decided before any job is looked at.
 
-    A monitor whose jobs are planned a chunk at a time keeps it (``MONITOR.outcome``, :meth:`to_json`) until
+    A monitor whose jobs are planned a chunk at a time keeps it (``Monitor.outcome``, :meth:`to_json`) until
     every chunk is written, so that a poll cut short by a crash resumes with the answer it had."""
 
     result: PollResult
@@ -161,11 +161,11 @@ def plan_answer(
 ) -> tuple[PollPlan, Outcome]:
     """The monitor's side of a poll (its fields, warnings) and the outcome its jobs are planned from.
     ``jobs``: how many jobs share the monitor (for the warnings)."""
-    plan = PollPlan({})
+    plan = PollPlan(Monitor())
     pct = _monitor_fields(plan, result, monitor, now_ms, polled=polled)
-    stretches = track(result, monitor, plan.monitor_fields, now_ms, jobs)
+    stretches = track(result, monitor, plan.monitor_change, now_ms, jobs)
     plan.warnings = stretches.warnings
-    invalid = int(plan.monitor_fields.get(MONITOR.invalid, monitor.invalid))
+    invalid = _invalid_after(result, monitor)
     operation = result.operation or monitor.operation or None
     outcome = Outcome(result, now_ms, invalid, operation, stretches)
     if result.kind is not Kind.COMPLETED:
@@ -176,7 +176,7 @@ def plan_answer(
         if retry_after is not None:
             outcome.retry_after = min(retry_after, policy.retry_after_cap)
             # kept, so that a job joining the monitor meanwhile is not polled before it either (register.lua)
-            plan.monitor_fields[MONITOR.not_before] = str(now_ms + int(outcome.retry_after * 1000))
+            plan.monitor_change.not_before = now_ms + int(outcome.retry_after * 1000)
     return plan, outcome
 
 
@@ -199,7 +199,7 @@ def plan_jobs(outcome: Outcome, jobs: list[Job], policy: PollPolicy) -> JobsPlan
         op = _plan_job(result, job, now_ms, policy, outcome.invalid, outcome.operation, outcome.stretches)
         if op is not None:
             planned.ops.append(op)
-        if job.phase is Phase.RESOLVING or (op is not None and op.set.get(JOB.phase) == Phase.RESOLVING):
+        if job.phase is Phase.RESOLVING or (op is not None and op.set is not None and op.set.phase is Phase.RESOLVING):
             planned.resolve.append(job.id)
     return planned
 
@@ -220,26 +220,35 @@ def next_delay(outcome: Outcome, jobs: JobsPlan) -> float:
 
 
 def _monitor_fields(plan: PollPlan, result: PollResult, monitor: Monitor, now_ms: int, *, polled: bool) -> float:
-    """What the answer changes of the monitor's own state (into ``plan.monitor_fields``: only the fields whose
+    """What the answer changes of the monitor's own state (into ``plan.monitor_change``: only the fields whose
     value changes, since the claim read them and the lease keeps other pollers off); its percentage now."""
-    fields = plan.monitor_fields
+    change = plan.monitor_change
     if polled:
-        fields[MONITOR.polls] = str(monitor.polls + 1)
-        fields[MONITOR.last_polled] = str(now_ms)
+        change.polls = monitor.polls + 1
+        change.last_polled = now_ms
     pct = monitor.percentage
     if result.kind in (Kind.PROGRESS, Kind.COMPLETED, Kind.FAILED):
         pct = _status_fields(plan, result, monitor)
     elif result.kind is Kind.INVALID:
-        fields[MONITOR.invalid] = str(monitor.invalid + 1)
+        change.invalid = monitor.invalid + 1
     elif result.kind is Kind.RETRY:
-        fields[MONITOR.errors] = str(monitor.errors + 1)
+        change.errors = monitor.errors + 1
     if result.kind is Kind.COMPLETED:
-        fields[MONITOR.completed] = "1"
+        change.completed = True
         if result.resource_id:
-            fields[MONITOR.resource_id] = result.resource_id
+            change.resource_id = result.resource_id
         if result.drive_item is not None:
-            fields[MONITOR.drive_item] = json.dumps(result.drive_item)
+            change.drive_item = json.dumps(result.drive_item)
     return pct
+
+
+def _invalid_after(result: PollResult, monitor: Monitor) -> int:
+    """Answers in a row that were not AsyncJobStatus, this one included (as :func:`_monitor_fields` stores it)."""
+    if result.kind is Kind.INVALID:
+        return monitor.invalid + 1
+    if result.kind in (Kind.PROGRESS, Kind.COMPLETED, Kind.FAILED):
+        return 0
+    return monitor.invalid
 
 
 def _status_fields(plan: PollPlan, result: PollResult, monitor: Monitor) -> float:
@@ -249,20 +258,20 @@ def _status_fields(plan: PollPlan, result: PollResult, monitor: Monitor) -> floa
     pct = max(monitor.percentage, result.percentage if result.percentage is not None else monitor.percentage)
     desc = result.status_description or ""
     plan.changed = result.status != prev_status or pct != monitor.percentage or desc != monitor.status_description
-    fields = plan.monitor_fields
+    change = plan.monitor_change
     if monitor.invalid:
-        fields[MONITOR.invalid] = "0"
+        change.invalid = 0
     if monitor.errors:
-        fields[MONITOR.errors] = "0"
+        change.errors = 0
     status = result.status or prev_status or JobStatus.IN_PROGRESS
     if status != monitor.status:
-        fields[MONITOR.status] = status
+        change.status = status
     if pct != monitor.percentage:
-        fields[MONITOR.percentage] = repr(pct)
+        change.percentage = pct
     if desc != monitor.status_description:
-        fields[MONITOR.status_description] = desc
+        change.status_description = desc
     if result.operation and result.operation != monitor.operation:
-        fields[MONITOR.operation] = result.operation
+        change.operation = result.operation
     return pct
 
 
@@ -278,10 +287,10 @@ def _base_delay(
     """Seconds until a monitor still running is polled again, before its jobs' progressInterval and its
     Retry-After (:func:`next_delay`): backoff, or halfway to the predicted end."""
     streak = 0 if plan.changed else monitor.streak + 1
-    plan.monitor_fields[MONITOR.streak] = str(streak)
+    plan.monitor_change.streak = streak
     delay = poll_delay(streak, policy.poll_initial_interval, policy.poll_max_interval, rng)
     if result.kind is Kind.PROGRESS:
-        predicted = _predicted_delay(monitor, pct, plan.monitor_fields, now_ms, policy, rng, changed=plan.changed)
+        predicted = _predicted_delay(monitor, pct, plan.monitor_change, now_ms, policy, rng, changed=plan.changed)
         if predicted is not None:
             delay = predicted
     return delay
@@ -290,7 +299,7 @@ def _base_delay(
 def _predicted_delay(
     monitor: Monitor,
     pct: float,
-    fields: dict[str, str],
+    change: Monitor,
     now_ms: int,
     policy: PollPolicy,
     rng: random.Random,
@@ -306,7 +315,7 @@ def _predicted_delay(
     Only a poll that saw progress predicts: a stalled job falls back to the plain backoff.
     """
     if not monitor.base_ms or (monitor.base_percentage == 0.0 and pct > 0):
-        fields[MONITOR.base_ms], fields[MONITOR.base_percentage] = str(now_ms), repr(pct)
+        change.base_ms, change.base_percentage = now_ms, pct
         return None
     elapsed = (now_ms - monitor.base_ms) / 1000.0
     gained = pct - monitor.base_percentage
@@ -338,7 +347,7 @@ def _plan_job(
     if job.terminal or job.phase is not Phase.TRACKING:
         return None
     if operation and job.operation != operation:
-        job = job.replace(operation=operation)
+        job = job.merged(Job(operation=operation))
     if now_ms - job.created > policy.job_timeout * 1000 and result.kind is not Kind.COMPLETED:
         timeout = {"code": "timeout", "message": f"still not finished after {policy.job_timeout:g} s"}
         return _ended(failure_op(job, now_ms, timeout), result)
@@ -351,13 +360,13 @@ def _plan_job(
         return _progress_op(result, job, now_ms, operation)
 
     if result.kind is Kind.COMPLETED:
-        sets = {JOB.phase: Phase.RESOLVING.value, JOB.percentage: "100.0"}
+        sets = Job(phase=Phase.RESOLVING, percentage=100.0)
         if operation:
-            sets[JOB.operation] = operation
+            sets.operation = operation
         if result.resource_id:
-            sets[JOB.resource_id] = result.resource_id
+            sets.resource_id = result.resource_id
         if result.drive_item is not None:
-            sets[JOB.drive_item] = json.dumps(result.drive_item)
+            sets.drive_item = json.dumps(result.drive_item)
         return _ended(JobOp.on(job, set=sets), result, default="completed")
 
     error = _failure(result, invalid, policy)
@@ -368,10 +377,12 @@ def _ended(op: JobOp, result: PollResult, default: str = "") -> JobOp:
     """An ending keeps what the monitor said last: its status word as it wrote it (``succeeded``, ``failed``...)
     and its description; an answer without a status word leaves the job's last one."""
     status = result.status or default
+    if op.set is None:
+        op.set = Job()
     if status:
-        op.set[JOB.monitor_status] = status
+        op.set.monitor_status = status
     if result.status_description:
-        op.set[JOB.status_description] = result.status_description
+        op.set.status_description = result.status_description
     return op
 
 
@@ -415,9 +426,9 @@ def _progress_op(result: PollResult, job: Job, now_ms: int, operation: str | Non
     if desc:
         extra["statusDescription"] = desc
     event = job_event(EventType.PROGRESS, job, job.sequence + 1, now_ms, status, pct, **extra)
-    sets = {JOB.status: status, JOB.percentage: repr(pct), JOB.monitor_status: result.status or ""}
+    sets = Job(status=status, percentage=pct, monitor_status=result.status or "")
     if desc or job.status_description:
-        sets[JOB.status_description] = desc
+        sets.status_description = desc
     if operation:
-        sets[JOB.operation] = operation
+        sets.operation = operation
     return JobOp.on(job, set=sets, events=[event])

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from relay.core import jsonfast
 from relay.core.ops import JobOp
-from relay.core.schema import EVENT, JOB, DeliveryOutcome, Event, EventState, Job, Monitor
+from relay.core.schema import DeliveryOutcome, Event, EventState, Job, Monitor
 from relay.store import keys
 from relay.store.batched import BatchedScript
 from relay.store.calls import AckCall, ApplyPollCall, ChunkCall, RegisterCall
@@ -156,7 +156,7 @@ class Store:
     async def register(
         self,
         job_id: str,
-        fields: dict[str, str],
+        fields: Job,
         monitor_url: str | None,
         *,
         sealed_url: str | None = None,
@@ -175,13 +175,13 @@ class Store:
         mkey = monitor_key(monitor_url) if monitor_url is not None else ""
         idem_key = keys.idempotency(idempotency[0], idempotency[1]) if idempotency else ""
         digest = idempotency[2] if idempotency else ""
-        fields = {k: v for k, v in fields.items() if k != "id"}  # the id is the key
+        stored_fields = dict(fields.fields)
         if mkey:
-            fields["monitor_key"] = mkey
+            stored_fields[_MONITOR_KEY] = mkey
         stored = monitor_url if sealed_url is None else sealed_url
         op = first_op.as_json() if first_op is not None else {}
         call = RegisterCall(
-            job_id, fields, mkey, stored or "", op, idem_key, idempotency_ttl, digest, *limits, max_monitor_jobs
+            job_id, stored_fields, mkey, stored or "", op, idem_key, idempotency_ttl, digest, *limits, max_monitor_jobs
         )
         raw = await self._register(call)
         if raw[0] == "limited":
@@ -193,7 +193,7 @@ class Store:
             assert created is not None
             return Registration(created=True, job_id=job_id, digest=digest, job=created)
         _, found_id, _, now, polls, last_polled, due = raw
-        job = Job.from_hash(found_id, {**fields, JOB.created: now})
+        job = Job.from_hash(found_id, {**stored_fields, _CREATED_AT: now})
         info = PollInfo(int(polls or 0), int(last_polled or 0), float(due) if due else None)
         return Registration(created=True, job_id=found_id, digest=digest, job=job, info=info)
 
@@ -258,9 +258,9 @@ class Store:
     async def cancel(self, job_id: str) -> bool:
         return bool(await self._cancel(self.redis, args=[job_id, self.retention]))
 
-    async def patch(self, job_id: str, fields: dict[str, str]) -> int:
+    async def patch(self, job_id: str, fields: Job) -> int:
         """1 changed, 2 changed and woke a job waiting for authorization, 0 no such job, -1 the job has ended."""
-        return int(await self._patch(self.redis, args=[job_id, json.dumps(fields)]))
+        return int(await self._patch(self.redis, args=[job_id, json.dumps(fields.fields)]))
 
     async def attempts(self, job_id: str) -> list[dict[str, Any]]:
         raw = await self.redis.lrange(keys.job_attempts(job_id), 0, -1)  # type: ignore[misc]  # redis-py 5 types sync|async
@@ -361,8 +361,28 @@ class Store:
     async def clear_strikes(self, kind: str, member: str) -> None:
         await self.redis.delete(keys.strikes(kind, member))
 
-    async def poll_chunk(self, call: ChunkCall) -> ChunkRead | None:
-        """One step of a poll in chunks (poll_chunk.lua); None when the claim was taken over."""
+    async def poll_chunk(
+        self, claim: Claim, change: Monitor, ops: list[JobOp], cursor: str, lease_ms: int
+    ) -> ChunkRead | None:
+        """One step of a poll in chunks (poll_chunk.lua): ``change`` written to the monitor (the poll's answer, in
+        its first step), ``ops`` (planned from the jobs the previous step read) applied, the next chunk read from
+        ``cursor``; None when the claim was taken over."""
+        call = ChunkCall(
+            claim.member, claim.token, change.fields, [], [op.as_json() for op in ops], cursor, self.chunk, lease_ms
+        )
+        return await self._chunk_step(call)
+
+    async def poll_chunk_last(
+        self, claim: Claim, ops: list[JobOp], delay: float, jobs: int, lease_ms: int
+    ) -> ChunkRead | None:
+        """The last step of a poll in chunks: ``ops`` applied, the stored answer cleared, the lease let go and the
+        monitor due after ``delay`` seconds (``jobs``: how many the poll read in all)."""
+        op_records = [op.as_json() for op in ops]
+        call = ChunkCall(claim.member, claim.token, {}, [_OUTCOME], op_records, "0", self.chunk, lease_ms)
+        call.last, call.delay_ms, call.jobs = True, max(0, int(delay * 1000)), jobs
+        return await self._chunk_step(call)
+
+    async def _chunk_step(self, call: ChunkCall) -> ChunkRead | None:
         raw: list[Any] = await self._poll_chunk(self.redis, args=[jsonfast.dumps(call).decode(), *self._chunk_shared])
         if raw == ["stale-claim"]:
             return None
@@ -386,19 +406,23 @@ class Store:
         ]
         if callback is None:
             return None, events
-        return Job.from_hash(
-            job_id, {JOB.callback_url: callback, JOB.secret: secret or "", JOB.owner: owner or ""}
-        ), events
+        job = dict(zip(_DELIVERY_FIELDS, (callback, secret or "", owner or ""), strict=True))
+        return Job.from_hash(job_id, job), events
 
     def submit_poll(
-        self, claim: Claim, monitor_fields: dict[str, str], ops: list[JobOp], delay: float, *, jobs: int = 0
+        self, claim: Claim, monitor_change: Monitor, ops: list[JobOp], delay: float, *, jobs: int = 0
     ) -> asyncio.Future[list[Any]]:
         """Write a poll's outcome if the claim is still ours, handed over without waiting (write-behind); the
         future gets the script's answer: ``['stale-claim']`` for a claim taken over, else what each op recorded.
         ``jobs``: how many jobs the claim read (0, the default: the script checks whether any are left)."""
         self.monitors.handed_back(delay)
         call = ApplyPollCall(
-            claim.member, claim.token, max(0, int(delay * 1000)), monitor_fields, [op.as_json() for op in ops], jobs
+            claim.member,
+            claim.token,
+            max(0, int(delay * 1000)),
+            monitor_change.fields,
+            [op.as_json() for op in ops],
+            jobs,
         )
         return self._apply_poll.submit(call, weight=max(1, len(ops)))
 
@@ -444,7 +468,12 @@ class Store:
 
 
 #: what lua/lib/outbox_state.lua reads of each undelivered event, in its order
-_OUTBOX_FIELDS = (EVENT.type, EVENT.sequence, EVENT.body, EVENT.attempts, EVENT.created, EVENT.schedule_from)
+_OUTBOX_FIELDS = Event.names_of(lambda e: (e.type, e.sequence, e.body, e.attempts, e.created, e.schedule_from))
+#: and of the job, in its order
+_DELIVERY_FIELDS = Job.names_of(lambda j: (j.callback_url, j.secret, j.owner))
+_MONITOR_KEY = Job.name_of(lambda j: j.monitor_key)
+_CREATED_AT = Job.name_of(lambda j: j.created)
+_OUTCOME = Monitor.name_of(lambda m: m.outcome)
 _TYPE, _SEQ, _BODY, _ATTEMPTS, _CREATED, _FROM = _OUTBOX_FIELDS
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from relay.core.schema import EVENT, JOB, EventState, Job
+from relay.core.schema import Event, EventState, Job
 from relay.store import keys
 from relay.store.jobs import Store
 
@@ -31,7 +31,10 @@ _MATCH_BATCH = 200
 #: dead letters read beyond those asked for, in case some are stale (expired, or redelivered by an older version)
 _DEAD_SLACK = 20
 #: what a change of a job shows in: the stream of a caller's jobs sends the job again when these differ
-_MARK_FIELDS = [JOB.owner, JOB.sequence, JOB.status, JOB.percentage, JOB.terminal, JOB.resource_id, JOB.phase]
+_MARK_FIELDS = Job.names_of(lambda j: (j.owner, j.sequence, j.status, j.percentage, j.terminal, j.resource_id, j.phase))
+_TERMINAL = Job.name_of(lambda j: j.terminal)
+_EVENT_SHOWN = Event.names_of(lambda e: (e.type, e.body, e.created))
+_DEAD_SHOWN = Event.names_of(lambda e: (e.job, e.type, e.sequence, e.attempts, e.state))
 
 
 async def owned_jobs(
@@ -140,7 +143,7 @@ async def event_position(store: Store, job_id: str, event_id: str) -> int:
 async def events_after(store: Store, job_id: str, position: int) -> EventPage:
     redis = store.redis
     async with redis.pipeline(transaction=True) as pipe:  # one snapshot: terminal flag and events agree
-        pipe.hget(keys.job(job_id), JOB.terminal)
+        pipe.hget(keys.job(job_id), _TERMINAL)
         pipe.exists(keys.job(job_id))
         pipe.lrange(keys.job_events(job_id), position, -1)
         terminal, exists, new_ids = await pipe.execute()
@@ -148,7 +151,7 @@ async def events_after(store: Store, job_id: str, position: int) -> EventPage:
     if new_ids:
         async with redis.pipeline(transaction=False) as pipe:
             for event_id in new_ids:
-                pipe.hmget(keys.event(event_id), [EVENT.type, EVENT.body, EVENT.created])
+                pipe.hmget(keys.event(event_id), _EVENT_SHOWN)
             rows = await pipe.execute()
     events = [
         (eid, kind or "", body, int(created or 0))
@@ -180,7 +183,7 @@ async def dead_letters(store: Store, owner: str, limit: int) -> list[DeadLetterR
         return []
     async with redis.pipeline(transaction=False) as pipe:
         for event_id, _ in dead:
-            pipe.hmget(keys.event(event_id), [EVENT.job, EVENT.type, EVENT.sequence, EVENT.attempts, EVENT.state])
+            pipe.hmget(keys.event(event_id), _DEAD_SHOWN)
         events = await pipe.execute()
     out: list[DeadLetterRow] = []
     for (event_id, score), (job_id, event_type, seq, attempts, state) in zip(dead, events, strict=True):

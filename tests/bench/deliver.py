@@ -13,7 +13,7 @@ import uuid
 
 from relay.core.changes import completion_event
 from relay.core.ops import JobOp
-from relay.core.schema import Job
+from relay.core.schema import Job, JobStatus, Phase
 from relay.store import keys
 from tests.bench import floors, peers
 from tests.bench.costs import floor_rows, interleave, median, throughput_rows
@@ -57,13 +57,13 @@ async def insert_terminal_events(h: Harness, count: int, receiver: str) -> int:
         nonlocal size
         for jid in it:
             metadata = json.dumps({"requestId": "r-000000"})
-            job = Job(jid, operation="ItemCopy", resource_id=str(item["id"]), metadata=metadata)
+            job = Job.from_hash(jid, Job(operation="ItemCopy", resource_id=str(item["id"]), metadata=metadata).fields)
             event = completion_event(job, int(time.time() * 1000), item, None)
             size = len(event["body"].encode())
             op = JobOp(
                 job=jid,
                 prev_seq=0,
-                set={"status": "completed", "percentage": "100.0", "phase": "done"},
+                set=Job(status=JobStatus.COMPLETED, percentage=100.0, phase=Phase.DONE),
                 events=[event],
                 terminal=True,
             )

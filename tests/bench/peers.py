@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 
 from relay.core.crypto import Vault
+from relay.core.schema import Job
 from relay.store.jobs import Store
 
 __all__ = [
@@ -41,7 +42,7 @@ async def register(store: Store, specs: Iterable[tuple[str, dict[str, str], str]
     async def run() -> None:
         nonlocal count
         for job_id, fields, url in it:
-            await store.register(job_id, fields, url)
+            await store.register(job_id, Job.from_hash(job_id, fields), url)
             count += 1
 
     await asyncio.gather(*(run() for _ in range(parallel)))
