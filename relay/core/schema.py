@@ -341,6 +341,7 @@ class Stats(Stored):
     completed: int = number("completed")
     failed: int = number("failed")
     cancelled: int = number("cancelled")
+    ended: int = number("ended")  # a job that ended without a status (written by no version today)
 
 
 #: a monitor's hash holds a field ``j:<job id>`` (empty) per job sharing it, beside its own (relay/store/lua)

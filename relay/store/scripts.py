@@ -2,7 +2,9 @@
 
 A script names the library files it uses on a first line ``--! uses lib/a.lua lib/b.lua`` (libraries may use
 others; each is included once, dependencies first). Before all of them comes a prelude generated from
-:mod:`relay.store.keys`, so key names are written once, in Python: ``KEY_MONITORS``, ``key_job(id)``...
+:mod:`relay.store.keys` and :mod:`relay.core.schema`, so key names, hash field names and state words are written
+once, in Python: ``KEY_MONITORS``, ``key_job(id)``, ``JOB.sequence`` ('seq'), ``EVENT_STATE.DELIVERED``...
+A name the schema does not declare fails the script that uses it (``relay: no JOB.sqe``), not silently nil.
 Nothing is substituted into a script's text.
 
 Every script atomically changes (or reads) several keys; they derive keys from ids, so relay supports
@@ -14,6 +16,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,11 +24,13 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
+from relay.core.schema import LUA_ENUMS, LUA_RECORDS, MONITOR_JOB_PREFIX
 from relay.store import keys
 
 __all__ = ["LUA_DIR", "LuaScript", "compose", "compose_source", "lua_prelude"]
 
 LUA_DIR = Path(__file__).parent / "lua"
+_TABLES = (*LUA_RECORDS, *LUA_ENUMS)
 _USES = "--! uses "
 _MARK = "\x00"
 
@@ -35,8 +40,10 @@ def _lua_string(text: str) -> str:
 
 
 @functools.cache
-def lua_prelude() -> str:
-    """Lua constants and functions for every key relay uses, generated from :mod:`relay.store.keys`."""
+def lua_prelude(tables: frozenset[str] | None = None) -> str:
+    """Lua constants and functions for every key relay uses, generated from :mod:`relay.store.keys`; and the
+    tables of field names and state words of :mod:`relay.core.schema` (those in ``tables``; None: all of them:
+    a script builds only those it uses, at each run)."""
     lines = ["-- generated from relay/store/keys.py: key names are written there, once"]
     for name, value in keys.LUA_CONSTANTS.items():
         lines.append(f"local KEY_{name} = {_lua_string(value)}")
@@ -50,7 +57,24 @@ def lua_prelude() -> str:
             elif piece:
                 parts.append(_lua_string(piece))
         lines.append(f"local function key_{function.__name__}({', '.join(params)}) return {' .. '.join(parts)} end")
+    lines.append("-- generated from relay/core/schema.py: hash field names and state words are written there, once")
+    lines.append(
+        "local function relay_names(what, names) return setmetatable(names, {__index = function(_, name) "
+        "error('relay: no ' .. what .. '.' .. tostring(name), 2) end}) end"
+    )
+    for table, record in LUA_RECORDS.items():
+        if tables is None or table in tables:
+            lines.append(_lua_table(table, record.attrs))
+    for table, enum in LUA_ENUMS.items():
+        if tables is None or table in tables:
+            lines.append(_lua_table(table, {member.name: member.value for member in enum}))
+    lines.append(f"local MONITOR_JOB = {_lua_string(MONITOR_JOB_PREFIX)}  -- a monitor's field per job: 'j:<job id>'")
     return "\n".join(lines) + "\n"
+
+
+def _lua_table(name: str, names: dict[str, str]) -> str:
+    entries = ", ".join(f"{attr} = {_lua_string(value)}" for attr, value in names.items())
+    return f"local {name} = relay_names('{name}', {{{entries}}})"
 
 
 def _uses(source: str) -> list[str]:
@@ -69,10 +93,11 @@ def compose_source(name: str, source: str) -> str:
     """The full text Redis runs for a script's ``source``: the prelude, the libraries it uses, the script."""
     libraries: list[str] = []
     _ordered(source, libraries)
-    parts = [lua_prelude()]
-    parts.extend(f"-- {lib}\n{(LUA_DIR / lib).read_text()}" for lib in libraries)
+    parts = [f"-- {lib}\n{(LUA_DIR / lib).read_text()}" for lib in libraries]
     parts.append(f"-- {name}\n{source}")
-    return "\n".join(parts)
+    body = "\n".join(parts)
+    used = frozenset(table for table in _TABLES if re.search(rf"\b{table}\b", body))
+    return lua_prelude(used) + "\n" + body
 
 
 @functools.cache

@@ -16,31 +16,31 @@ local function one(call)
   local outbox = key_job_outbox(job_id)
   for _, sid in ipairs(call.superseded) do
     redis.call('LREM', outbox, 0, sid)
-    redis.call('HSET', key_event(sid), 'state', 'superseded')
+    redis.call('HSET', key_event(sid), EVENT.state, EVENT_STATE.SUPERSEDED)
   end
   local ek = key_event(event_id)
-  if outcome ~= 'none' then redis.call('HINCRBY', ek, 'attempts', 1) end
-  if outcome == 'delivered' then
+  if outcome ~= OUTCOME.NONE then redis.call('HINCRBY', ek, EVENT.attempts, 1) end
+  if outcome == OUTCOME.DELIVERED then
     -- no ZREM from the dead letters: a dead event is sent again only after redeliver.lua took it out of them
     redis.call('LREM', outbox, 0, event_id)
-    redis.call('HSET', ek, 'state', 'delivered')
-  elseif outcome == 'failed' then
-    redis.call('HSET', ek, 'state', 'retrying')
-  elseif outcome == 'dead' then
+    redis.call('HSET', ek, EVENT.state, EVENT_STATE.DELIVERED)
+  elseif outcome == OUTCOME.FAILED then
+    redis.call('HSET', ek, EVENT.state, EVENT_STATE.RETRYING)
+  elseif outcome == OUTCOME.DEAD then
     redis.call('LREM', outbox, 0, event_id)
-    redis.call('HSET', ek, 'state', 'dead')
+    redis.call('HSET', ek, EVENT.state, EVENT_STATE.DEAD)
     redis.call('ZADD', KEY_DEAD_LETTERS, now, event_id)
-    local owned = key_owner_dead_letters(redis.call('HGET', jk, 'owner') or '')
+    local owned = key_owner_dead_letters(redis.call('HGET', jk, JOB.owner) or '')
     redis.call('ZADD', owned, now, event_id)
     redis.call('ZREMRANGEBYSCORE', owned, '-inf', now - event_ttl_ms)  -- those whose event has expired
-  elseif outcome == 'gone' then
-    redis.call('HSET', ek, 'state', 'gone')
+  elseif outcome == OUTCOME.GONE then
+    redis.call('HSET', ek, EVENT.state, EVENT_STATE.GONE)
     for _, eid in ipairs(redis.call('LRANGE', outbox, 0, -1)) do
-      if eid ~= event_id then redis.call('HSET', key_event(eid), 'state', 'cancelled') end
+      if eid ~= event_id then redis.call('HSET', key_event(eid), EVENT.state, EVENT_STATE.CANCELLED) end
     end
     redis.call('DEL', outbox)
-    if redis.call('HGET', jk, 'terminal') ~= '1' then
-      redis.call('HSET', jk, 'status', 'cancelled', 'error', call.error)
+    if redis.call('HGET', jk, JOB.terminal) ~= '1' then
+      redis.call('HSET', jk, JOB.status, JOB_STATUS.CANCELLED, JOB.error, call.error)
       end_job(job_id, retention)
     end
   end
@@ -52,7 +52,7 @@ local function one(call)
   local lane = lane_of_token(call.token)
   if redis.call('LLEN', outbox) == 0 then
     schedule_drop(KEY_DELIVERIES, lane, job_id)
-  elseif call.delay_ms == 0 and redis.call('HGET', jk, 'terminal') == '1' then
+  elseif call.delay_ms == 0 and redis.call('HGET', jk, JOB.terminal) == '1' then
     schedule_put(KEY_DELIVERIES, lane, job_id, now - TERMINAL_FIRST_MS, 'XX')  -- its terminal event is next
   else
     schedule_put(KEY_DELIVERIES, lane, job_id, now + call.delay_ms, 'XX')

@@ -7,17 +7,17 @@
 local mk_id, job_id = ARGV[1], ARGV[2]
 local out = {'', '', ''}
 if mk_id ~= '' then
-  local polled = redis.call('HMGET', key_monitor(mk_id), 'polls', 'last_polled', 'lane')
+  local polled = redis.call('HMGET', key_monitor(mk_id), MONITOR.polls, MONITOR.last_polled, MONITOR.lane)
   local due = redis.call('ZSCORE', lane_set(KEY_MONITORS, polled[3] or ''), mk_id)
   out = {polled[1] or '', polled[2] or '', due or ''}
 end
 local newest = redis.call('LINDEX', key_job_events(job_id), -1)
 if not newest then return out end
-local ev = redis.call('HMGET', key_event(newest), 'type', 'seq', 'state', 'attempts')
+local ev = redis.call('HMGET', key_event(newest), EVENT.type, EVENT.sequence, EVENT.state, EVENT.attempts)
 local waiting = redis.call('LLEN', key_job_outbox(job_id))
 local due, held = '', 0
 if waiting > 0 then
-  local lane = lane_of(redis.call('HGET', key_job(job_id), 'owner'))
+  local lane = lane_of(redis.call('HGET', key_job(job_id), JOB.owner))
   due = redis.call('ZSCORE', lane_set(KEY_DELIVERIES, lane), job_id) or ''
   held = redis.call('HEXISTS', key_sched_tokens(KEY_DELIVERIES), job_id)
 end

@@ -16,7 +16,7 @@ local function move_index()
   local moved = 0
   for _, entry in ipairs(entries) do
     local id, job = entry[1], job_of(entry[2])
-    local owner = job and redis.call('HGET', key_job(job), 'owner')
+    local owner = job and redis.call('HGET', key_job(job), JOB.owner)
     if owner then  -- else the job has expired: its entry goes
       local owned = key_owner_jobs(owner)
       -- its own id, unless the owner's index has newer entries already (an older API ran beside a newer one)
@@ -38,7 +38,7 @@ end
 -- dead letters are scored by when they died: those after the mark, then every one of the last score seen, so
 -- that the next call starts after it (many die in the same millisecond: one ack batch has one clock)
 local function move_dead_letters()
-  local mark = redis.call('HGET', KEY_MIGRATIONS, 'dead')
+  local mark = redis.call('HGET', KEY_MIGRATIONS, MIGRATIONS.dead)
   local dead = redis.call('ZRANGEBYSCORE', KEY_DEAD_LETTERS, mark and ('(' .. mark) or '-inf', '+inf',
                           'WITHSCORES', 'LIMIT', 0, limit)
   if #dead == 0 then return 0, false end
@@ -47,12 +47,12 @@ local function move_dead_letters()
   local moved = 0
   for _, found in ipairs({dead, tied}) do
     for i = 1, #found, 2 do
-      local job = redis.call('HGET', key_event(found[i]), 'job')
-      local owner = job and redis.call('HGET', key_job(job), 'owner')
+      local job = redis.call('HGET', key_event(found[i]), EVENT.job)
+      local owner = job and redis.call('HGET', key_job(job), JOB.owner)
       if owner then moved = moved + redis.call('ZADD', key_owner_dead_letters(owner), found[i + 1], found[i]) end
     end
   end
-  redis.call('HSET', KEY_MIGRATIONS, 'dead', last)
+  redis.call('HSET', KEY_MIGRATIONS, MIGRATIONS.dead, last)
   return moved, #dead == 2 * limit
 end
 

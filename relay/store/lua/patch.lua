@@ -7,11 +7,11 @@ local fields = cjson.decode(ARGV[2])
 local jk = key_job(job_id)
 
 if redis.call('EXISTS', jk) == 0 then return 0 end
-if redis.call('HGET', jk, 'terminal') == '1' then return -1 end
+if redis.call('HGET', jk, JOB.terminal) == '1' then return -1 end
 hset_fields(jk, fields)
-if fields.authorization and redis.call('HGET', jk, 'phase') == 'authorizing' then
-  redis.call('HSET', jk, 'phase', 'resolving')
-  redis.call('HDEL', jk, 'auth_wait_until')
+if fields[JOB.authorization] and redis.call('HGET', jk, JOB.phase) == PHASE.AUTHORIZING then
+  redis.call('HSET', jk, JOB.phase, PHASE.RESOLVING)
+  redis.call('HDEL', jk, JOB.auth_wait_until)
   wake_monitor(jk, now_ms())
   return 2
 end

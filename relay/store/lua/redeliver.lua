@@ -7,17 +7,17 @@ local job_id, event_id = ARGV[1], ARGV[2]
 local ek = key_event(event_id)
 local outbox = key_job_outbox(job_id)
 
-local found = redis.call('HMGET', ek, 'job', 'seq', 'attempts')
+local found = redis.call('HMGET', ek, EVENT.job, EVENT.sequence, EVENT.attempts)
 if found[1] ~= job_id then return 0 end
 local seq = tonumber(found[2]) or 0
-redis.call('HSET', ek, 'state', 'pending', 'schedule_from', tonumber(found[3]) or 0)
-local owner = redis.call('HGET', key_job(job_id), 'owner') or ''
+redis.call('HSET', ek, EVENT.state, EVENT_STATE.PENDING, EVENT.schedule_from, tonumber(found[3]) or 0)
+local owner = redis.call('HGET', key_job(job_id), JOB.owner) or ''
 redis.call('ZREM', KEY_DEAD_LETTERS, event_id)
 redis.call('ZREM', key_owner_dead_letters(owner), event_id)
 redis.call('LREM', outbox, 0, event_id)
 local placed = false
 for _, other in ipairs(redis.call('LRANGE', outbox, 0, -1)) do
-  if (tonumber(redis.call('HGET', key_event(other), 'seq')) or 0) > seq then
+  if (tonumber(redis.call('HGET', key_event(other), EVENT.sequence)) or 0) > seq then
     redis.call('LINSERT', outbox, 'BEFORE', other, event_id)
     placed = true
     break

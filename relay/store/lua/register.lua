@@ -14,7 +14,7 @@ local now = now_ms()
 -- that finished at once), monitor_url, first_op ({} or the finished action's job op), max_active, max_rate,
 -- max_monitor_jobs
 local function one(call)
-  local id, mkey, owner = call.job_id, call.monitor_key, call.fields.owner or ''
+  local id, mkey, owner = call.job_id, call.monitor_key, call.fields[JOB.owner] or ''
   if call.idempotency_key ~= '' then
     local existing = redis.call('GET', call.idempotency_key)
     if existing then
@@ -28,7 +28,7 @@ local function one(call)
     redis.call('SET', call.idempotency_key, id .. ' ' .. call.digest, 'EX', call.idempotency_ttl)
   end
   redis.call('HINCRBY', KEY_ACTIVE, owner, 1)
-  local args = {'created', now}
+  local args = {JOB.created, now}
   for k, v in pairs(call.fields) do
     args[#args + 1] = k
     args[#args + 1] = v
@@ -36,7 +36,7 @@ local function one(call)
   redis.call('HSET', key_job(id), unpack(args))
   -- the owner's own index (listing, cursors), trimmed of entries older than any job can live
   redis.call('XADD', key_owner_jobs(owner), 'MINID', '~', tostring(now - index_horizon_ms), '*', 'j', id)
-  redis.call('HINCRBY', KEY_STATS, 'registered', 1)
+  redis.call('HINCRBY', KEY_STATS, STATS.registered, 1)
   if mkey == '' then
     apply_job_op(call.first_op, now, event_ttl, retention)
     return {'created', id, '', tostring(now), '', '', ''}

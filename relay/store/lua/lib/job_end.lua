@@ -11,11 +11,11 @@ end
 
 local function end_job(job_id, retention)
   local jk = key_job(job_id)
-  redis.call('HSET', jk, 'terminal', '1', 'phase', 'done')
-  redis.call('HINCRBY', KEY_STATS, redis.call('HGET', jk, 'status') or 'ended', 1)
-  local owner = redis.call('HGET', jk, 'owner') or ''
+  redis.call('HSET', jk, JOB.terminal, '1', JOB.phase, PHASE.DONE)
+  redis.call('HINCRBY', KEY_STATS, redis.call('HGET', jk, JOB.status) or STATS.ended, 1)
+  local owner = redis.call('HGET', jk, JOB.owner) or ''
   if redis.call('HINCRBY', KEY_ACTIVE, owner, -1) <= 0 then redis.call('HDEL', KEY_ACTIVE, owner) end
-  redis.call('HDEL', jk, 'authorization')
+  redis.call('HDEL', jk, JOB.authorization)
   local mk_id, left = drop_from_monitor(jk, job_id)
   if mk_id and left <= 0 then drop_monitor_if_empty(mk_id) end
   expire_job(job_id, retention)

@@ -7,7 +7,7 @@
 local TERMINAL_FIRST_MS = 86400000
 
 local function schedule_delivery(jk, job_id, now, terminal)
-  local lane = lane_of(redis.call('HGET', jk, 'owner'))
+  local lane = lane_of(redis.call('HGET', jk, JOB.owner))
   if terminal and redis.call('HEXISTS', key_sched_tokens(KEY_DELIVERIES), job_id) == 0 then
     schedule_put(KEY_DELIVERIES, lane, job_id, now - TERMINAL_FIRST_MS, 'LT')
   else  -- a job being delivered is not touched: its worker reschedules it (one delivery at a time)
@@ -18,11 +18,11 @@ end
 local function apply_job_op(op, now, event_ttl, retention)
   local jk = key_job(op.job)
   if redis.call('EXISTS', jk) == 0 then return 'missing' end
-  local state = redis.call('HMGET', jk, 'terminal', 'seq', 'phase')
+  local state = redis.call('HMGET', jk, JOB.terminal, JOB.sequence, JOB.phase)
   if state[1] == '1' then return 'terminal' end
   local seq = tonumber(state[2] or '0')
   if op.prev_seq ~= nil and seq ~= tonumber(op.prev_seq) then return 'stale' end
-  if op.phase ~= nil and (state[3] or 'tracking') ~= op.phase then return 'stale' end
+  if op.phase ~= nil and (state[3] or PHASE.TRACKING) ~= op.phase then return 'stale' end
   if op.expect then
     for k, v in pairs(op.expect) do
       if (redis.call('HGET', jk, k) or '') ~= v then return 'stale' end
@@ -34,13 +34,13 @@ local function apply_job_op(op, now, event_ttl, retention)
     for _, ev in ipairs(op.events) do
       seq = seq + 1
       local ek = key_event(ev.id)
-      redis.call('HSET', ek, 'job', op.job, 'type', ev.type, 'seq', seq, 'body', ev.body,
-                 'attempts', 0, 'state', 'pending', 'created', now)
+      redis.call('HSET', ek, EVENT.job, op.job, EVENT.type, ev.type, EVENT.sequence, seq, EVENT.body, ev.body,
+                 EVENT.attempts, 0, EVENT.state, EVENT_STATE.PENDING, EVENT.created, now)
       redis.call('EXPIRE', ek, event_ttl)
       redis.call('RPUSH', key_job_events(op.job), ev.id)
       redis.call('RPUSH', key_job_outbox(op.job), ev.id)
     end
-    redis.call('HSET', jk, 'seq', seq)
+    redis.call('HSET', jk, JOB.sequence, seq)
     schedule_delivery(jk, op.job, now, op.terminal)
   end
   if op.terminal then

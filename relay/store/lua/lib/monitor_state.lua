@@ -7,8 +7,8 @@ local function load_monitor_state(member)
   local fields, out = {}, {false}
   for j = 1, #flat, 2 do
     local f = flat[j]
-    if string.sub(f, 1, 2) == 'j:' then
-      local id = string.sub(f, 3)
+    if string.sub(f, 1, #MONITOR_JOB) == MONITOR_JOB then
+      local id = string.sub(f, #MONITOR_JOB + 1)
       local job = redis.call('HGETALL', key_job(id))
       if #job == 0 then
         forget_job(mk, id)
@@ -32,7 +32,7 @@ end
 -- scan then starts again), never not at all if it was there throughout.
 local function job_fields_page(mk, cursor, count)
   local after = string.match(cursor, '^>(.+)$')
-  local found = redis.call('HSCAN', mk, after and '0' or cursor, 'MATCH', 'j:*', 'COUNT', count)
+  local found = redis.call('HSCAN', mk, after and '0' or cursor, 'MATCH', MONITOR_JOB .. '*', 'COUNT', count)
   local names = {}
   for j = 1, #found[2], 2 do names[#names + 1] = found[2][j] end
   if found[1] ~= '0' then return found[1], names end
@@ -56,7 +56,7 @@ local function load_jobs_chunk(member, cursor, count)
   local next_cursor, names = job_fields_page(mk, cursor, count)
   local out = {next_cursor}
   for _, name in ipairs(names) do
-    local id = string.sub(name, 3)
+    local id = string.sub(name, #MONITOR_JOB + 1)
     local job = redis.call('HGETALL', key_job(id))
     if #job == 0 then
       forget_job(mk, id)

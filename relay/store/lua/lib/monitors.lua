@@ -9,19 +9,19 @@
 -- version wrote has none either, and is counted from its fields once, at its first change.
 
 local function monitor_lane(mk_id)
-  return redis.call('HGET', key_monitor(mk_id), 'lane') or ''
+  return redis.call('HGET', key_monitor(mk_id), MONITOR.lane) or ''
 end
 
 -- the monitor's jobs counted from its fields; the count is stored when there are more than one
 local function recount_jobs(mk)
   local n = 0
   for _, f in ipairs(redis.call('HKEYS', mk)) do
-    if string.sub(f, 1, 2) == 'j:' then n = n + 1 end
+    if string.sub(f, 1, #MONITOR_JOB) == MONITOR_JOB then n = n + 1 end
   end
   if n > 1 then
-    redis.call('HSET', mk, 'jobs', n)
+    redis.call('HSET', mk, MONITOR.jobs, n)
   else
-    redis.call('HDEL', mk, 'jobs')
+    redis.call('HDEL', mk, MONITOR.jobs)
   end
   return n
 end
@@ -29,13 +29,13 @@ end
 -- how many jobs the monitor has after one of its 'j:' fields was added (delta 1) or removed (-1); `counted`
 -- is its `jobs` field as read before the change (nil or false: none stored, so it is counted)
 local function jobs_after(mk, counted, delta)
-  if counted then return redis.call('HINCRBY', mk, 'jobs', delta) end
+  if counted then return redis.call('HINCRBY', mk, MONITOR.jobs, delta) end
   return recount_jobs(mk)
 end
 
 -- how many jobs the monitor (its key) has: its count, or counted
 local function monitor_jobs(mk)
-  local counted = redis.call('HGET', mk, 'jobs')
+  local counted = redis.call('HGET', mk, MONITOR.jobs)
   if counted then return tonumber(counted) end
   return recount_jobs(mk)
 end
@@ -51,20 +51,20 @@ end
 
 -- the job's id leaves the monitor's fields (a job that has gone, or ended while its monitor was polled)
 local function forget_job(mk, job_id)
-  local counted = redis.call('HGET', mk, 'jobs')
-  if redis.call('HDEL', mk, 'j:' .. job_id) == 1 then jobs_after(mk, counted, -1) end
+  local counted = redis.call('HGET', mk, MONITOR.jobs)
+  if redis.call('HDEL', mk, MONITOR_JOB .. job_id) == 1 then jobs_after(mk, counted, -1) end
 end
 
 -- the job leaves its monitor's list, keeping the monitor's poll count and last poll time (an ended job
 -- still shows them after its monitor is gone); returns the monitor's key and how many jobs it has left
 -- (nil when the job was not on it)
 local function drop_from_monitor(jk, job_id)
-  local mk_id = redis.call('HGET', jk, 'monitor_key')
+  local mk_id = redis.call('HGET', jk, JOB.monitor_key)
   if not mk_id then return nil end
   local mk = key_monitor(mk_id)
-  local polled = redis.call('HMGET', mk, 'polls', 'last_polled', 'jobs')
-  if polled[1] then redis.call('HSET', jk, 'polls', polled[1], 'last_polled', polled[2] or '') end
-  if redis.call('HDEL', mk, 'j:' .. job_id) == 0 then return nil end
+  local polled = redis.call('HMGET', mk, MONITOR.polls, MONITOR.last_polled, MONITOR.jobs)
+  if polled[1] then redis.call('HSET', jk, JOB.polls, polled[1], JOB.last_polled, polled[2] or '') end
+  if redis.call('HDEL', mk, MONITOR_JOB .. job_id) == 0 then return nil end
   return mk_id, jobs_after(mk, polled[3], -1)
 end
 
@@ -76,17 +76,17 @@ end
 -- (hand_back_monitor), since the poll read its jobs before this one joined.
 local function join_monitor(mk_id, job_id, url, lane, now, first_ms)
   local mk = key_monitor(mk_id)
-  if redis.call('HSETNX', mk, 'url', url) == 1 then
+  if redis.call('HSETNX', mk, MONITOR.url, url) == 1 then
     if lane ~= '' then
-      redis.call('HSET', mk, 'j:' .. job_id, '', 'lane', lane)
+      redis.call('HSET', mk, MONITOR_JOB .. job_id, '', MONITOR.lane, lane)
     else
-      redis.call('HSET', mk, 'j:' .. job_id, '')
+      redis.call('HSET', mk, MONITOR_JOB .. job_id, '')
     end
     schedule_put(KEY_MONITORS, lane, mk_id, now, 'NX')
     return {'', '', tostring(now)}
   end
-  local state = redis.call('HMGET', mk, 'lane', 'polls', 'last_polled', 'nb', 'jobs')
-  if redis.call('HSET', mk, 'j:' .. job_id, '') == 1 then jobs_after(mk, state[5], 1) end
+  local state = redis.call('HMGET', mk, MONITOR.lane, MONITOR.polls, MONITOR.last_polled, MONITOR.not_before, MONITOR.jobs)
+  if redis.call('HSET', mk, MONITOR_JOB .. job_id, '') == 1 then jobs_after(mk, state[5], 1) end
   lane = state[1] or ''
   local tokens = key_sched_tokens(KEY_MONITORS)
   local held = redis.call('HGET', tokens, mk_id)
@@ -109,7 +109,7 @@ end
 
 -- the job's monitor comes due no later than `at` (ms): a job waiting for authorization ends on time
 local function wake_monitor(jk, at)
-  local mk_id = redis.call('HGET', jk, 'monitor_key')
+  local mk_id = redis.call('HGET', jk, JOB.monitor_key)
   if mk_id then schedule_put(KEY_MONITORS, monitor_lane(mk_id), mk_id, at, 'XXLT') end
 end
 
@@ -118,7 +118,7 @@ end
 -- whatever the stored count says (the poll read no jobs at all).
 local function drop_monitor_if_empty(mk_id, recount)
   local mk = key_monitor(mk_id)
-  local counted = not recount and redis.call('HGET', mk, 'jobs')
+  local counted = not recount and redis.call('HGET', mk, MONITOR.jobs)
   if counted and tonumber(counted) > 0 then return false end
   if recount_jobs(mk) > 0 then return false end
   schedule_drop(KEY_MONITORS, monitor_lane(mk_id), mk_id)
@@ -136,7 +136,7 @@ local function hand_back_monitor(member, token, delay_ms, now, first_ms, joined,
   if may_be_empty and drop_monitor_if_empty(member, read_none) then return end
   local due = now + delay_ms
   if joined then
-    local not_before = tonumber(redis.call('HGET', key_monitor(member), 'nb') or '0')
+    local not_before = tonumber(redis.call('HGET', key_monitor(member), MONITOR.not_before) or '0')
     due = math.min(due, math.max(now + first_ms, not_before))
   end
   schedule_put(KEY_MONITORS, lane_of_token(token), member, due, 'XX')
