@@ -645,7 +645,7 @@ async def _calls_through_failover(server: str) -> list[tuple[str, list[float]]]:
         delay = 0.05
         while True:
             try:
-                await script(client, [key])
+                await script.run(client, [key])
                 return
             except transient:
                 await asyncio.sleep(delay)
@@ -656,7 +656,7 @@ async def _calls_through_failover(server: str) -> list[tuple[str, list[float]]]:
             setup.start()
             client = setup.client(**client_kwargs)
             key = key_in_slot(0, "n")
-            await script(client, [key])
+            await script.run(client, [key])
             calls: list[tuple[float, float, bool]] = []  # (began, ended, succeeded)
             resumed = asyncio.Event()
             killed = math.inf
@@ -665,7 +665,7 @@ async def _calls_through_failover(server: str) -> list[tuple[str, list[float]]]:
                 while not resumed.is_set():
                     began = time.monotonic()
                     try:
-                        await (around(client, key) if wrapped else script(client, [key]))
+                        await (around(client, key) if wrapped else script.run(client, [key]))
                         calls.append((began, time.monotonic(), True))
                         if began > killed:
                             resumed.set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
@@ -14,14 +15,21 @@ from relay.store.scripts import LuaScript
 _INCR = LuaScript.from_source(
     "incr.lua",
     """--! uses lib/batch.lua
-local prefix = ARGV[1]
+local prefix = BATCH.prefix
 local function one(call)
   if call.key == 'bad' then error('refused ' .. call.key) end
-  return redis.call('INCRBY', prefix .. call.key, call.by)
+  return {value = redis.call('INCRBY', prefix .. call.key, call.by)}
 end
-return run_batch(2, one)
+return run_batch(one)
 """,
 )
+
+
+_SHARED = {"prefix": "relay:test:"}
+
+
+def _value(answer: dict[str, Any]) -> Any:
+    return answer["value"]
 
 
 def incr(key: str, by: int) -> dict[str, object]:
@@ -34,7 +42,7 @@ async def _evalsha_calls(redis: Redis) -> int:
 
 
 async def test_calls_in_one_loop_turn_are_one_evalsha(redis: Redis) -> None:
-    script = BatchedScript(redis, _INCR, shared=["relay:test:"])
+    script = BatchedScript(redis, _INCR, shared=_SHARED, answer=_value)
     await script(incr("warm", 1))  # loads the script (NOSCRIPT, then SCRIPT LOAD and a second EVALSHA)
     before = await _evalsha_calls(redis)
     results = await asyncio.gather(*(script(incr(f"k{i % 5}", i)) for i in range(100)))
@@ -45,7 +53,7 @@ async def test_calls_in_one_loop_turn_are_one_evalsha(redis: Redis) -> None:
 
 
 async def test_a_failing_call_fails_alone(redis: Redis) -> None:
-    script = BatchedScript(redis, _INCR, shared=["relay:test:"])
+    script = BatchedScript(redis, _INCR, shared=_SHARED, answer=_value)
     good, bad, other, broken = await asyncio.gather(
         script(incr("a", 2)), script(incr("bad", 1)), script(incr("b", 3)), script({"key": "c"}), return_exceptions=True
     )
@@ -55,14 +63,14 @@ async def test_a_failing_call_fails_alone(redis: Redis) -> None:
 
 
 async def test_a_redis_that_forgot_its_scripts_is_taught_again(redis: Redis) -> None:
-    script = BatchedScript(redis, _INCR, shared=["relay:test:"])
+    script = BatchedScript(redis, _INCR, shared=_SHARED, answer=_value)
     assert await script(incr("c", 1)) == 1
     await redis.script_flush()
     assert await script(incr("c", 1)) == 2
 
 
 async def test_large_bursts_are_split(redis: Redis) -> None:
-    script = BatchedScript(redis, _INCR, shared=["relay:test:"], max_batch=30)
+    script = BatchedScript(redis, _INCR, shared=_SHARED, answer=_value, max_batch=30)
     await script(incr("warm", 1))
     before = await _evalsha_calls(redis)
     results = await asyncio.gather(*(script(incr("n", 1)) for _ in range(100)))
@@ -72,7 +80,7 @@ async def test_large_bursts_are_split(redis: Redis) -> None:
 
 async def test_a_batch_carries_at_most_its_weight_and_a_heavy_call_goes_alone(redis: Redis) -> None:
     """A poll's write weighs its job changes: one crowded monitor's write does not ride with hundreds of others."""
-    script = BatchedScript(redis, _INCR, shared=["relay:test:"], max_weight=10, max_inflight=1)
+    script = BatchedScript(redis, _INCR, shared=_SHARED, answer=_value, max_weight=10, max_inflight=1)
     await script(incr("warm", 1))
     before = await _evalsha_calls(redis)
     weights = [3, 3, 3, 30, 1, 1]
@@ -85,19 +93,19 @@ async def test_a_batch_carries_at_most_its_weight_and_a_heavy_call_goes_alone(re
 _SLOW = LuaScript.from_source(
     "slow.lua",
     """--! uses lib/batch.lua
-local prefix = ARGV[1]
+local prefix = BATCH.prefix
 local function one(call)
   local n = 0
   for _ = 1, call.loops do n = n + 1 end
-  return redis.call('INCR', prefix .. call.key)
+  return {value = redis.call('INCR', prefix .. call.key)}
 end
-return run_batch(2, one)
+return run_batch(one)
 """,
 )
 
 
 async def test_calls_made_while_one_is_at_redis_go_together(redis: Redis) -> None:
-    script = BatchedScript(redis, _SLOW, shared=["relay:test:"], max_inflight=1)
+    script = BatchedScript(redis, _SLOW, shared=_SHARED, answer=_value, max_inflight=1)
     await script({"key": "warm", "loops": 0})
     before = await _evalsha_calls(redis)
     first = asyncio.ensure_future(script({"key": "slow", "loops": 3_000_000}))
@@ -112,7 +120,7 @@ async def test_calls_made_while_one_is_at_redis_go_together(redis: Redis) -> Non
 
 
 async def test_submitted_calls_are_answered_later_and_drain_waits_for_them(redis: Redis) -> None:
-    script = BatchedScript(redis, _SLOW, shared=["relay:test:"], max_inflight=1)
+    script = BatchedScript(redis, _SLOW, shared=_SHARED, answer=_value, max_inflight=1)
     await script({"key": "warm", "loops": 0})
     slow = script.submit({"key": "s", "loops": 2_000_000})
     quick = [script.submit({"key": "q", "loops": 0}) for _ in range(3)]
@@ -125,7 +133,7 @@ async def test_submitted_calls_are_answered_later_and_drain_waits_for_them(redis
 
 
 async def test_a_submitted_call_that_fails_says_so_on_its_future(redis: Redis) -> None:
-    script = BatchedScript(redis, _INCR, shared=["relay:test:"])
+    script = BatchedScript(redis, _INCR, shared=_SHARED, answer=_value)
     bad, good = script.submit(incr("bad", 1)), script.submit(incr("fine", 1))
     await script.drain()
     assert isinstance(bad.exception(), ResponseError)

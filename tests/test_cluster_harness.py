@@ -143,7 +143,7 @@ async def test_evalsha_goes_to_its_first_keys_slot_and_relays_loader_reloads_a_f
 ) -> None:
     script = LuaScript.from_text("count", "return redis.call('INCR', KEYS[1])")
     key = tagged("evalsha") + "n"
-    assert await script(rc, [key]) == 1
+    assert await script.run(rc, [key]) == 1
     # SCRIPT LOAD went to every primary (redis-py sends it to PRIMARIES), not only to the key's
     for node in redis_cluster.primary_nodes():
         with redis_cluster.admin(node) as admin:
@@ -152,7 +152,7 @@ async def test_evalsha_goes_to_its_first_keys_slot_and_relays_loader_reloads_a_f
         admin.script_flush()
     with pytest.raises(NoScriptError):  # what a node that forgot it answers (a restart; a promoted replica of Redis 7)
         await rc.evalsha(script.sha, 1, key)
-    assert await script(rc, [key]) == 2, "relay's LuaScript loads it again on NOSCRIPT, through the cluster client"
+    assert await script.run(rc, [key]) == 2, "relay's LuaScript loads it again on NOSCRIPT, through the cluster client"
 
 
 async def test_a_script_touches_undeclared_keys_of_its_own_node_and_is_refused_another_nodes(
@@ -513,13 +513,13 @@ async def test_a_failover_reaches_callers_as_connection_errors_until_the_replica
                 await client.evalsha(script.sha, 1, key)
             except NoScriptError:
                 errors["NoScriptError"] += 1
-                await script(client, [key])  # relay's loader: load it again where it is missing
+                await script.run(client, [key])  # relay's loader: load it again where it is missing
             except (ConnectionError, ClusterError) as exc:
                 errors[type(exc).__name__] += 1
             await asyncio.sleep(0.02)
 
     try:
-        await script(client, [key])
+        await script.run(client, [key])
         task = asyncio.create_task(write())
         async with killed_primary(failover_cluster, slot_of(key)):
             pass

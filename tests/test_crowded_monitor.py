@@ -21,7 +21,7 @@ from relay.core.schema import Job, Monitor
 from relay.core.tracking import Outcome, PollPolicy, plan_answer, plan_jobs
 from relay.simulator import Simulator
 from relay.store import keys
-from relay.store.jobs import Store, monitor_key
+from relay.store.jobs import PollWritten, Store, monitor_key
 from tests.helpers import Api, Receiver, with_settings
 
 URL = "https://graph.microsoft.com/monitor/crowded"
@@ -83,7 +83,7 @@ async def test_a_monitor_written_before_job_counts_is_counted_once_and_ends_with
     await redis.delete(keys.job(lone))
     (claim,) = await store.monitors.claim(1, lease=30)
     assert store.monitor_state(claim)[1] == []
-    assert await store.submit_poll(claim, Monitor(), [], 1.0, jobs=0) == []
+    assert await store.submit_poll(claim, Monitor(), [], 1.0, jobs=0) == PollWritten(False, [])
     assert await store.monitors.size() == 0
 
 
@@ -112,7 +112,7 @@ async def test_a_claim_of_monitors_of_one_job_reads_every_job_with_them(redis: R
         polls=1, last_polled=1, status="1", percentage=1.0, streak=1, base_ms=1, base_percentage=1.0, operation="1"
     )
     for claim in await store.monitors.claim(100, lease=30):
-        assert await store.submit_poll(claim, polled, [], 0.0, jobs=1) == []
+        assert await store.submit_poll(claim, polled, [], 0.0, jobs=1) == PollWritten(False, [])
     claims = await store.monitors.claim(100, lease=30)
     assert len(claims) == 100 and all(store.monitor_state(claim)[1] for claim in claims)
 

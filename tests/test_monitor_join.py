@@ -17,7 +17,7 @@ from relay.core.monitor import Kind, PollResult
 from relay.core.schema import Job, Monitor
 from relay.core.tracking import PollPolicy, plan_poll
 from relay.simulator import Simulator
-from relay.store.jobs import Store
+from relay.store.jobs import PollWritten, Store
 from tests.helpers import Api, Receiver
 
 #: the poll that did not see the new job said "again in a minute" (a long backoff, or a completed monitor's recheck)
@@ -61,7 +61,9 @@ async def test_a_job_joining_a_monitor_being_polled_is_polled_right_after_that_p
     joined = await api.create(**_fields(simulator, op.monitor_url, receiver))
     assert await _due_in_ms(store, redis, joined["id"]) > 20_000, "the lease is kept: no second poller meanwhile"
     polled = Monitor(polls=1, last_polled=claim.now_ms)
-    assert await store.submit_poll(claim, polled, [], LATER, jobs=1) == []  # that poll read only the first job
+    assert await store.submit_poll(claim, polled, [], LATER, jobs=1) == PollWritten(
+        False, []
+    )  # that poll read only the first job
     assert await _due_in_ms(store, redis, joined["id"]) <= settings.poll_initial_interval * 1000
     async with start_worker():
         await receiver.wait_for(lambda: bool(receiver.events(joined["id"])), timeout=5)
@@ -103,7 +105,7 @@ async def test_a_job_joining_a_monitor_that_waits_out_a_retry_after_waits_for_it
     plan = plan_poll(
         throttled, Monitor.from_hash(claim.member, {}), jobs, claim.now_ms, PollPolicy.of(settings), random.Random(0)
     )
-    assert await store.submit_poll(claim, plan.monitor_change, plan.ops, LATER, jobs=1) == []
+    assert (await store.submit_poll(claim, plan.monitor_change, plan.ops, LATER, jobs=1)).applied == []
     joined = await api.create(**_fields(simulator, op.monitor_url, receiver))
     due = await _due_in_ms(store, redis, joined["id"])
     retry_after_ends = time.monotonic() + due / 1000

@@ -25,7 +25,7 @@ from relay.core.schema import (
     Stats,
 )
 from relay.store import keys
-from relay.store.jobs import Store, monitor_key
+from relay.store.jobs import PollWritten, Store, monitor_key
 from relay.store.scheduler import Scheduler
 from relay.store.scripts import LuaScript
 
@@ -50,7 +50,7 @@ async def test_the_scripts_field_names_and_state_words_are_the_schemas(redis: Re
         "return {JOB.sequence, MONITOR.percentage, MONITOR.not_before, EVENT.state, MIGRATIONS.dead, STATS.registered, "
         "JOB_STATUS.CANCELLED, PHASE.AUTHORIZING, EVENT_STATE.SUPERSEDED, OUTCOME.NONE, MONITOR_JOB}",
     )
-    assert await probe(redis) == [
+    assert await probe.run(redis) == [
         Job.name_of(lambda j: j.sequence),
         Monitor.name_of(lambda m: m.percentage),
         Monitor.name_of(lambda m: m.not_before),
@@ -72,7 +72,7 @@ async def test_the_scripts_field_names_and_state_words_are_the_schemas(redis: Re
 async def test_a_field_name_the_schema_does_not_declare_fails_the_script(redis: Redis) -> None:
     misspelt = LuaScript.from_source("misspelt.lua", "return redis.call('HGET', key_job('j1'), JOB.sequense)")
     with pytest.raises(ResponseError, match=r"relay: no JOB\.sequense"):
-        await misspelt(redis)
+        await misspelt.run(redis)
 
 
 async def test_the_scripts_key_functions_are_keys_py(redis: Redis) -> None:
@@ -81,7 +81,7 @@ async def test_the_scripts_key_functions_are_keys_py(redis: Redis) -> None:
         "return {KEY_MONITORS, key_job('j1'), key_job_outbox('j1'), key_event('e1'), key_monitor('m1'), "
         "key_sched_lane('s', 'l'), key_sched_tokens('s')}",
     )
-    assert await probe(redis) == [
+    assert await probe.run(redis) == [
         keys.MONITORS,
         keys.job("j1"),
         keys.job_outbox("j1"),
@@ -126,8 +126,8 @@ async def test_a_write_back_with_a_stale_token_changes_nothing(redis: Redis) -> 
     (claim,) = await store.monitors.claim(1, lease=0)  # the lease runs out at once
     (again,) = await store.monitors.claim(1, lease=30)  # another worker takes it over
     assert again.token != claim.token
-    assert await store.submit_poll(claim, Monitor(status="x"), [], 1.0) == ["stale-claim"]
-    assert await store.submit_poll(again, Monitor(status="inProgress"), [], 5.0) == []
+    assert (await store.submit_poll(claim, Monitor(status="x"), [], 1.0)).stale
+    assert await store.submit_poll(again, Monitor(status="inProgress"), [], 5.0) == PollWritten(False, [])
     job = await store.job(job_id)
     assert job is not None
     info = await store.poll_info(job)
@@ -171,7 +171,7 @@ async def test_waking_a_job_brings_its_monitor_forward_and_a_patch_wakes_a_waiti
     waiting = Job(phase=Phase.AUTHORIZING)
     await store.apply_job(JobOp(job=job_id, prev_seq=0, set=waiting, wake_ms=int(later) - 1_000_000))
     assert (await store.poll_info(job)).due == later - 1_000_000
-    assert await store.patch(job_id, Job(authorization="fresh")) == 2
+    assert await store.patch(job_id, Job(authorization="fresh")) == "woken"
     woken = await store.job(job_id)
     assert woken is not None and woken.phase == "resolving"
     assert [c.member for c in await store.monitors.claim(5, lease=30)] == [claim.member]
@@ -203,22 +203,23 @@ async def test_a_polls_write_ends_a_monitor_once_its_last_job_has_gone_and_not_b
         return JobOp(job=job_id, prev_seq=0, set=done, events=[_event("job.completed")], terminal=True)
 
     (claim,) = await store.monitors.claim(1, lease=30)
-    assert await store.submit_poll(claim, Monitor(status="inProgress"), [], 0.0, jobs=2) == []  # nothing new
+    assert await store.submit_poll(claim, Monitor(status="inProgress"), [], 0.0, jobs=2) == PollWritten(False, [])
     assert await store.monitors.size() == 1
     (claim,) = await store.monitors.claim(1, lease=30)
-    assert await store.submit_poll(claim, Monitor(status="completed"), [ended(first)], 0.0, jobs=2) == ["ok"]
+    done = await store.submit_poll(claim, Monitor(status="completed"), [ended(first)], 0.0, jobs=2)
+    assert done == PollWritten(False, ["ok"])
     assert await redis.exists(keys.monitor(mk)) and await store.monitors.size() == 1, "one job still shares it"
     (claim,) = await store.monitors.claim(1, lease=30)
     assert len(store.monitor_state(claim)[1] or ()) == 1
     await redis.delete(keys.job(second))  # the job's hash goes (expired) between the claim and the write
-    assert await store.submit_poll(claim, Monitor(), [ended(second)], 0.0, jobs=1) == ["missing"]
+    assert await store.submit_poll(claim, Monitor(), [ended(second)], 0.0, jobs=1) == PollWritten(False, ["missing"])
     assert not await redis.exists(keys.monitor(mk)) and await store.monitors.size() == 0
 
     lone = await _register(store, url=url + "/2")
     await redis.delete(keys.job(lone))
     (claim,) = await store.monitors.claim(1, lease=30)
     assert store.monitor_state(claim)[1] == [], "the claim dropped the job that no longer exists"
-    assert await store.submit_poll(claim, Monitor(), [], 1.0, jobs=0) == []
+    assert await store.submit_poll(claim, Monitor(), [], 1.0, jobs=0) == PollWritten(False, [])
     assert await store.monitors.size() == 0, "a write with no jobs left ends the monitor"
 
 

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 from relay import logs
 from relay.core.schema import Monitor
-from relay.store.jobs import Store
+from relay.store.jobs import PollWritten, Store
 from relay.store.scheduler import Claim
 from workers import writes
 from workers.writes import after_write
@@ -31,7 +31,7 @@ async def test_a_runner_moves_on_and_the_follow_up_runs_once_the_write_lands(red
     assert not pending.done() and answers == [], "the runner did not wait for its write"
     await store.drain()
     await asyncio.sleep(0)  # done callbacks run in the next loop turn
-    assert answers == [["stale-claim"]]
+    assert answers == [PollWritten(True, [])]
 
 
 async def test_with_a_long_backlog_the_runner_waits_for_its_own_write(redis: Redis, monkeypatch: Any) -> None:
@@ -41,7 +41,7 @@ async def test_with_a_long_backlog_the_runner_waits_for_its_own_write(redis: Red
     answers: list[Any] = []
     pending = store.submit_poll(_stale_claim(), Monitor(), [], 1.0)
     await after_write(store, pending, answers.append, what="poll result", member="m")
-    assert pending.done() and answers == [["stale-claim"]], "waited, then followed up at once"
+    assert pending.done() and answers == [PollWritten(True, [])], "waited, then followed up at once"
     await asyncio.gather(*others)
 
 

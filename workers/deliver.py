@@ -171,8 +171,7 @@ class Attempt:
     superseded: int
     answered: float  # when the answer came, by the worker's Redis clock (the event's creation time's)
 
-    def acked(self, answer: Any) -> None:
-        ok = int(answer) == 1
+    def acked(self, ok: bool) -> None:
         outcome, status, event = self.outcome, self.status, self.event
         if outcome is DeliveryOutcome.DELIVERED and event.created:
             metrics.EVENT_LAG.observe(max(0.0, self.answered - event.created / 1000))

@@ -42,7 +42,7 @@ from relay.core.tracking import (
 )
 from relay.outbound.client import fetch
 from relay.outbound.ssrf import Blocked
-from relay.store.jobs import ChunkRead
+from relay.store.jobs import ChunkRead, PollWritten
 from relay.store.scheduler import Claim
 from workers.context import Deps
 from workers.resolve import resolve_soon
@@ -137,10 +137,9 @@ def _strike(deps: Deps, claim: Claim) -> Callable[[BaseException], None] | None:
     return backstop.on_write_failure(claim.member, claim) if backstop is not None else None
 
 
-def _applied(deps: Deps, plan: PollPlan, polled: PollResult | None, jobs: int, answer: list[Any]) -> None:
+def _applied(deps: Deps, plan: PollPlan, polled: PollResult | None, jobs: int, written: PollWritten) -> None:
     """What follows a poll's write: count and log what it recorded, start the resolutions it calls for."""
-    applied = [str(r) for r in answer]
-    if applied == ["stale-claim"]:
+    if written.stale:
         log.info("poll result dropped: claim taken over by another worker, or the write landed and its reply was lost")
         # redis-py sends a write again when the connection is lost before its reply: its second run finds the
         # claim gone, if the first landed; the resolutions it called for are found again in the jobs' phase
@@ -148,7 +147,7 @@ def _applied(deps: Deps, plan: PollPlan, polled: PollResult | None, jobs: int, a
         return
     for message, fields in plan.warnings:  # the start of a stretch of bare 5xx or unknown status words
         log.warning(message, **fields)
-    _recorded(plan.ops, applied)
+    _recorded(plan.ops, written.applied)
     if polled is not None and logs.enabled(logging.DEBUG):  # a line per poll is built only when it is written
         log.debug(
             "monitor polled",

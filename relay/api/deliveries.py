@@ -14,7 +14,6 @@ from relay.api.routing import AUTH, BODY, LIMIT, OWNED, ApiRoutes, Operation, js
 from relay.api.typedefs import STORE
 from relay.core.events import isoformat
 from relay.core.schema import Event, EventType, Job
-from relay.store import queries
 
 __all__ = ["routes"]
 
@@ -107,7 +106,7 @@ async def _chosen(request: web.Request, job: Job) -> Event:
 )
 async def dead_letters(request: web.Request) -> web.Response:
     """The caller's dead-lettered events (delivery schedule exhausted), newest first."""
-    rows = await queries.dead_letters(request.app[STORE], request[OWNER], params.limit(request))
+    rows = await request.app[STORE].dead_letters(request[OWNER], params.limit(request))
     return json_response(
         {
             "deadLetters": [

@@ -21,7 +21,6 @@ from relay.api.streams import wait_for_change
 from relay.api.typedefs import STORE
 from relay.core import jsonfast
 from relay.core.schema import Job
-from relay.store import queries
 
 __all__ = ["routes"]
 
@@ -123,7 +122,7 @@ async def list_jobs(request: web.Request) -> web.Response:
     count, end, wanted = params.limit(request), params.cursor_end(request), params.metadata_filter(request)
     store = request.app[STORE]
     match = partial(_has_metadata, wanted) if wanted else None
-    jobs, next_cursor = await queries.owned_jobs(store, request[OWNER], count, end, match)
+    jobs, next_cursor = await store.owned_jobs(request[OWNER], count, end, match)
     infos = await asyncio.gather(*(store.job_info(job) for job in jobs))
     views = [job_view(job, *info) for job, info in zip(jobs, infos, strict=True)]
     return json_response({"jobs": views, "nextCursor": next_cursor})
@@ -168,7 +167,7 @@ async def patch_job(request: web.Request) -> web.Response:
     if patch.progress_interval is not None:
         fields.progress_interval = float(patch.progress_interval)
     store = request.app[STORE]
-    if await store.patch(job.id, fields) == -1:
+    if await store.patch(job.id, fields) == "ended":
         raise ProblemError(409, "Job has ended", "a finished job cannot be changed")
     updated = await store.job(job.id)
     assert updated is not None

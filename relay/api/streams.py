@@ -25,7 +25,6 @@ from relay.api.typedefs import SIGNING, STORE, VAULT
 from relay.core.crypto import InvalidToken
 from relay.core.schema import EventType, Job
 from relay.core.signing import signature_headers
-from relay.store import queries
 
 __all__ = ["routes", "wait_for_change"]
 
@@ -81,7 +80,7 @@ async def job_events(request: web.Request) -> web.StreamResponse:
     store = request.app[STORE]
     secrets = request.app[SIGNING].secrets(job.owner, _job_secret(request, job))
     last_event_id = request.headers.get("Last-Event-ID")
-    position = await queries.event_position(store, job.id, last_event_id) if last_event_id else 0
+    position = await store.event_position(job.id, last_event_id) if last_event_id else 0
     with sse.slot(request, job.owner):
         return await _job_events(request, job, secrets, position)
 
@@ -103,7 +102,7 @@ async def _job_events(request: web.Request, job: Job, secrets: tuple[str, ...], 
     next_keepalive = loop.time() + sse.KEEPALIVE_INTERVAL
     try:
         while True:
-            page = await queries.events_after(store, job.id, position)
+            page = await store.events_after(job.id, position)
             position += page.read
             ended = page.ended
             for event_id, event_type, body, created in page.events:
@@ -156,8 +155,8 @@ async def _owner_stream(request: web.Request, count: int) -> web.StreamResponse:
     owner = request[OWNER]
     store = request.app[STORE]
     # everything registered up to the index's newest entry now is covered by the first listing
-    newest = await queries.index_top(store, owner)
-    jobs, _ = await queries.owned_jobs(store, owner, count, "+")
+    newest = await store.index_top(owner)
+    jobs, _ = await store.owned_jobs(owner, count, "+")
     watched: dict[str, float] = {job.id: float(job.created) for job in jobs}
     marks: dict[str, tuple[Any, ...]] = {}
     response = await sse.open_stream(request)
@@ -165,13 +164,13 @@ async def _owner_stream(request: web.Request, count: int) -> web.StreamResponse:
     next_keepalive = loop.time() + sse.KEEPALIVE_INTERVAL
     try:
         while True:
-            fresh, newest = await queries.owned_since(store, owner, newest)  # jobs registered since the last look
+            fresh, newest = await store.owned_since(owner, newest)  # jobs registered since the last look
             for job_id, entry_id in fresh:
                 watched[job_id] = float(entry_id.split("-", 1)[0])
             if len(watched) > count:
                 watched = dict(sorted(watched.items(), key=lambda item: item[1], reverse=True)[:count])
             order = sorted(watched, key=lambda jid: watched[jid])  # oldest first: the newest ends on top
-            for job_id, mark in zip(order, await queries.change_marks(store, order), strict=True):
+            for job_id, mark in zip(order, await store.change_marks(order), strict=True):
                 if mark[0] != owner:  # expired
                     watched.pop(job_id, None)
                     marks.pop(job_id, None)

@@ -1,15 +1,15 @@
 """Lua scripts called by many tasks at once, sent to Redis as one call per event-loop iteration.
 
-A batched script (``relay/store/lua/*.lua``) defines ``local function one(call)``, which handles one call
-(``call`` is a Lua table with named fields), and ends with ``return run_batch(first, one)``
-(``lib/batch.lua``): ``ARGV[1..first-1]`` are the arguments every call shares, the rest one JSON object per
-call. Every call made during one iteration of the event loop goes to Redis as a single EVALSHA. Under load
-that is one round trip, one command to encode and one script run for dozens of calls; when idle a call
-costs what a lone EVALSHA did. At most ``max_inflight`` calls of a script are at Redis at once: what comes
-in meanwhile waits for one to return and goes with the next (group commit), so batches grow with the load
-instead of with a timer. One call failing in Lua fails only that call. A batch holds at most ``max_batch``
-calls and ``max_weight`` of their weight (a poll's write weighs its job changes), so that no batch holds
-Redis long, however much one call carries.
+A batched script (``relay/store/lua/*.lua``) defines ``local function one(call)``, which handles one call (``call``
+is a Lua table with named fields) and answers a record, and ends with ``return run_batch(one)`` (``lib/batch.lua``):
+``ARGV[1]`` is the record every call shares (``BATCH`` in Lua), the rest one JSON record per call; the answers come
+back as one JSON list. Every call made during one iteration of the event loop goes to Redis as a single EVALSHA.
+Under load that is one round trip, one command to encode and one script run for dozens of calls; when idle a call
+costs what a lone EVALSHA did. At most ``max_inflight`` calls of a script are at Redis at once: what comes in
+meanwhile waits for one to return and goes with the next (group commit), so batches grow with the load instead of
+with a timer. One call failing in Lua fails only that call. A batch holds at most ``max_batch`` calls and
+``max_weight`` of their weight (a poll's write weighs its job changes), so that no batch holds Redis long, however
+much one call carries.
 
 ``submit`` hands a call over without waiting for it (write-behind): the worker's hot paths move on to
 their next HTTP request while the write joins the next batch, and ``backlog`` tells them when to wait
@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import orjson
 from redis.asyncio import Redis
 
 from relay.core import jsonfast
@@ -31,8 +32,8 @@ from relay.store.scripts import LuaScript
 
 __all__ = ["BatchedScript"]
 
-#: what lib/batch.lua answers for a call that failed in Lua
-_ERROR = "__relay_error__"
+#: what lib/batch.lua answers for a call that failed in Lua: {relay_error = why}
+_ERROR = "relay_error"
 
 
 class BatchedScript:
@@ -41,15 +42,18 @@ class BatchedScript:
         redis: Redis,
         script: LuaScript,
         *,
-        shared: Sequence[Any],
+        shared: Mapping[str, Any],
+        answer: Callable[[dict[str, Any]], Any] | None = None,
         max_batch: int = 500,
         max_weight: int = 500,
         max_inflight: int = 2,
     ) -> None:
-        """``shared``: the arguments every call of the script shares (its first ``ARGV``)."""
+        """``shared``: the record every call of the script shares (``BATCH``); ``answer``: what a call's answer (a
+        record) is made into for its caller (the record itself without one)."""
         self.script = script
         self.redis = redis
-        self.shared = [str(a) for a in shared]
+        self.shared = jsonfast.dumps(shared)
+        self.answer = answer
         self.max_batch = max_batch
         self.max_weight = max_weight
         self.max_inflight = max_inflight
@@ -119,7 +123,7 @@ class BatchedScript:
             asyncio.get_running_loop().call_soon(self._flush_soon)
 
     async def _flush(self, batch: list[tuple[bytes, asyncio.Future[Any]]]) -> None:
-        argv: list[Any] = [*self.shared, *(packed for packed, _ in batch)]
+        argv: list[Any] = [self.shared, *(packed for packed, _ in batch)]
         try:
             results = await self._run(argv)
         except BaseException as exc:
@@ -131,14 +135,19 @@ class BatchedScript:
                 raise
             return
         self.backlog -= len(batch)
+        answer = self.answer
         for (_, future), result in zip(batch, results, strict=True):
             if future.done():
                 continue
-            if isinstance(result, list) and len(result) == 2 and result[0] == _ERROR:
-                future.set_exception(script_error(str(result[1])))  # a refusal (OOM...) keeps its kind
+            failed = result.get(_ERROR) if type(result) is dict else None
+            if failed is not None:
+                future.set_exception(script_error(str(failed)))  # a refusal (OOM...) keeps its kind
             else:
-                future.set_result(result)
+                try:
+                    future.set_result(result if answer is None else answer(result))
+                except Exception as exc:  # an answer that does not read fails its call alone
+                    future.set_exception(exc)
 
     async def _run(self, argv: list[Any]) -> list[Any]:
-        results: list[Any] = await self.script(self.redis, args=argv)
+        results: list[Any] = orjson.loads(await self.script.run(self.redis, args=argv))
         return results

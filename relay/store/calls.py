@@ -1,4 +1,5 @@
-"""The calls of the batched scripts, typed: each one is sent as a JSON object, the script's ``call`` table."""
+"""The calls of the scripts that carry most, typed: each one is sent as a JSON record, the script's ``call`` table
+(the others' calls are small dicts, built where :class:`relay.store.jobs.Store` calls them)."""
 
 from __future__ import annotations
 
@@ -54,6 +55,9 @@ class ChunkCall:
     last: bool = False  # the last step: the lease is let go and the monitor comes due after delay_ms
     delay_ms: int = 0
     jobs: int = 0  # the last step: how many jobs the poll read in all (0: the monitor may have none left)
+    event_ttl: int = 0  # seconds an event lives
+    retention: int = 0  # seconds an ended job stays readable
+    first_ms: int = 0  # RELAY_POLL_INITIAL_INTERVAL: how soon a job that joined meanwhile is polled
 
 
 @dataclass(slots=True)  # not frozen: CONTRIBUTING.md (made on every operation)

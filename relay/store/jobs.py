@@ -18,10 +18,11 @@ from relay.core.schema import DeliveryOutcome, Event, EventState, Job, Monitor
 from relay.store import keys
 from relay.store.batched import BatchedScript
 from relay.store.calls import AckCall, ApplyPollCall, ChunkCall, RegisterCall
+from relay.store.listings import Listings
 from relay.store.scheduler import Claim, Scheduler
 from relay.store.scripts import LuaScript
 
-__all__ = ["CHUNK_JOBS", "ChunkRead", "DeliveryInfo", "PollInfo", "Registration", "Store", "monitor_key"]
+__all__ = ["CHUNK_JOBS", "ChunkRead", "DeliveryInfo", "PollInfo", "PollWritten", "Registration", "Store", "monitor_key"]
 
 #: a monitor shared by more jobs than this is polled a chunk of about this many jobs at a time (poll_chunk.lua),
 #: so that no script reads or writes more; its claim brings it without its jobs. Inside Redis a job costs ~10 µs
@@ -78,6 +79,22 @@ class DeliveryInfo:
 
 
 @dataclass(slots=True)
+class PollWritten:
+    """What a poll's write came to: nothing for a claim another worker took over (``stale``), else what each job
+    change recorded ('ok', or why not: 'missing', 'terminal', 'stale'), in the order of the ops."""
+
+    stale: bool
+    applied: list[str]
+
+    @classmethod
+    def of(cls, answer: dict[str, Any]) -> PollWritten:
+        """apply_poll.lua's answer (an empty list comes as ``{}``: Lua has one kind of table)."""
+        if "stale" in answer:
+            return cls(True, [])
+        return cls(False, list(answer["applied"] or ()))
+
+
+@dataclass(slots=True)
 class ChunkRead:
     """One step of a poll in chunks: what the ops of the previous step recorded, and the next chunk of jobs."""
 
@@ -97,7 +114,10 @@ class Registration:
     limited: str = ""  # nothing was created: the owner is over its limit of 'active' jobs or registration 'rate'
 
 
-class Store:
+class Store(Listings):
+    """The one door to Redis: every read and atomic write of jobs, monitors, events and schedules (listings
+    and streams: :class:`relay.store.listings.Listings`)."""
+
     def __init__(
         self,
         redis: Redis,
@@ -120,24 +140,25 @@ class Store:
             redis,
             keys.MONITORS,
             claim_script="claim_monitors.lua",
-            claim_args=[chunk + _OWN_FIELDS, claim_jobs],
+            claim_args={"inline": chunk + _OWN_FIELDS, "budget": claim_jobs},
         )
         self.deliveries = Scheduler(redis, keys.DELIVERIES, claim_script="claim_deliveries.lua")
         # the hot writes: every call made in one event-loop iteration is one EVALSHA
+        written = {"event_ttl": self.event_ttl, "retention": self.retention, "first_ms": first_ms}
+        self._first_ms = first_ms
         self._register = BatchedScript(
-            redis,
-            LuaScript.load("register.lua"),
-            shared=[self.event_ttl * 1000, self.event_ttl, self.retention, first_ms],
+            redis, LuaScript.load("register.lua"), shared={"index_horizon_ms": self.event_ttl * 1000, **written}
         )
         self._apply_poll = BatchedScript(
-            redis,
-            LuaScript.load("apply_poll.lua"),
-            shared=[self.event_ttl, self.retention, first_ms],
-            max_weight=WRITE_OPS,
+            redis, LuaScript.load("apply_poll.lua"), shared=written, answer=PollWritten.of, max_weight=WRITE_OPS
         )
         self._poll_chunk = LuaScript.load("poll_chunk.lua")
-        self._chunk_shared = [self.event_ttl, self.retention, first_ms]
-        self._ack = BatchedScript(redis, LuaScript.load("delivery_ack.lua"), shared=[self.retention, self.event_ttl])
+        self._ack = BatchedScript(
+            redis,
+            LuaScript.load("delivery_ack.lua"),
+            shared={"retention": self.retention, "event_ttl": self.event_ttl},
+            answer=_held,
+        )
         self._reserve = LuaScript.load("reserve.lua")
         self._release = LuaScript.load("release.lua")
         self._apply_job = LuaScript.load("apply_job.lua")
@@ -183,38 +204,41 @@ class Store:
         call = RegisterCall(
             job_id, stored_fields, mkey, stored or "", op, idem_key, idempotency_ttl, digest, *limits, max_monitor_jobs
         )
-        raw = await self._register(call)
-        if raw[0] == "limited":
-            return Registration(created=False, job_id="", digest="", limited=raw[1])
-        if raw[0] != "created":
-            return Registration(created=False, job_id=raw[1], digest=raw[2], pending=raw[3] == "pending")
+        answer = await self._register(call)
+        outcome = answer["outcome"]
+        if outcome == "limited":
+            return Registration(created=False, job_id="", digest="", limited=answer["limit"])
+        if outcome == "existing":
+            return Registration(
+                created=False, job_id=answer["job_id"], digest=answer["digest"], pending=answer["pending"]
+            )
         if first_op is not None:
             created = await self.job(job_id)
             assert created is not None
             return Registration(created=True, job_id=job_id, digest=digest, job=created)
-        _, found_id, _, now, polls, last_polled, due = raw
-        job = Job.from_hash(found_id, {**stored_fields, _CREATED_AT: now})
-        info = PollInfo(int(polls or 0), int(last_polled or 0), float(due) if due else None)
-        return Registration(created=True, job_id=found_id, digest=digest, job=job, info=info)
+        job = Job.from_hash(job_id, {**stored_fields, _CREATED_AT: str(answer["now"])})
+        return Registration(created=True, job_id=job_id, digest=digest, job=job, info=_poll_info(answer))
 
     async def reserve(self, idempotency: tuple[str, str, str], job_id: str, ttl: int) -> Registration | None:
         """Hold an idempotency key while an action is started under it; the earlier holder when taken."""
-        raw = await self._reserve(
-            self.redis, [keys.idempotency(idempotency[0], idempotency[1])], [job_id, idempotency[2], ttl]
+        key = keys.idempotency(idempotency[0], idempotency[1])
+        answer = await self._reserve(
+            self.redis, {"idempotency_key": key, "job_id": job_id, "digest": idempotency[2], "ttl": ttl}
         )
-        if not raw:
+        holder = answer.get("holder")
+        if holder is None:
             return None
-        found, digest, *rest = str(raw).split(" ")
-        return Registration(created=False, job_id=found, digest=digest, pending=rest == ["pending"])
+        return Registration(created=False, job_id=holder["job_id"], digest=holder["digest"], pending=holder["pending"])
 
     async def take_quota(self, owner: str, limits: tuple[int, int]) -> str:
         """'' when one more registration is within the owner's limits (and counted), else 'active' or 'rate'."""
-        limited = await self._quota(self.redis, args=[owner, *limits])
-        return str(limited or "")
+        answer = await self._quota(self.redis, {"owner": owner, "max_active": limits[0], "max_rate": limits[1]})
+        return str(answer.get("limit") or "")
 
     async def release(self, idempotency: tuple[str, str, str], job_id: str) -> None:
         """Let go of a reservation whose action started nothing."""
-        await self._release(self.redis, [keys.idempotency(idempotency[0], idempotency[1])], [job_id])
+        key = keys.idempotency(idempotency[0], idempotency[1])
+        await self._release(self.redis, {"idempotency_key": key, "job_id": job_id})
 
     async def job(self, job_id: str) -> Job | None:
         data: dict[str, str] = await self.redis.hgetall(keys.job(job_id))  # type: ignore[misc]  # redis-py 5 types sync|async
@@ -235,32 +259,34 @@ class Store:
     async def job_info(self, job: Job) -> tuple[PollInfo, DeliveryInfo | None]:
         """What the job's view shows besides the job: its monitor's polls, and where its deliveries stand (None
         before its first event), read in one step."""
-        raw: list[Any] = await self._job_info(self.redis, args=[job.monitor_key, job.id])
-        polls, last_polled, due = raw[:3]
-        info = PollInfo(int(polls or 0), int(last_polled or 0), float(due) if due else None)
-        if len(raw) == 3:
+        answer = await self._job_info(self.redis, {"monitor_key": job.monitor_key, "job_id": job.id})
+        info = _poll_info(answer["monitor"])
+        found = answer.get("delivery")
+        if found is None:
             return info, None
-        event_id, kind, seq, state, attempts, waiting, next_due, held, record, now = raw[3:]
         delivery = DeliveryInfo(
-            event_id,
-            kind,
-            int(seq or 0),
-            state or EventState.PENDING.value,
-            int(attempts or 0),
-            int(waiting),
-            float(next_due) if next_due else None,
-            bool(held),
-            json.loads(record) if record else None,
-            int(now),
+            event_id=found["event_id"],
+            type=found["type"],
+            sequence=int(found["sequence"] or 0),
+            state=found["state"] or EventState.PENDING.value,
+            attempts=int(found["attempts"] or 0),
+            waiting=int(found["waiting"]),
+            due=float(found["due"]) if found["due"] else None,
+            held=found["held"],
+            last=json.loads(found["record"]) if found["record"] else None,
+            now=int(found["now"]),
         )
         return info, delivery
 
     async def cancel(self, job_id: str) -> bool:
-        return bool(await self._cancel(self.redis, args=[job_id, self.retention]))
+        answer = await self._cancel(self.redis, {"job_id": job_id, "retention": self.retention})
+        return bool(answer["found"])
 
-    async def patch(self, job_id: str, fields: Job) -> int:
-        """1 changed, 2 changed and woke a job waiting for authorization, 0 no such job, -1 the job has ended."""
-        return int(await self._patch(self.redis, args=[job_id, json.dumps(fields.fields)]))
+    async def patch(self, job_id: str, fields: Job) -> str:
+        """'changed'; 'woken' (changed, and a job waiting for authorization woken); 'missing' (no such job); 'ended'
+        (the job has ended: nothing changed)."""
+        answer = await self._patch(self.redis, {"job_id": job_id, "fields": fields.fields})
+        return str(answer["result"])
 
     async def attempts(self, job_id: str) -> list[dict[str, Any]]:
         raw = await self.redis.lrange(keys.job_attempts(job_id), 0, -1)  # type: ignore[misc]  # redis-py 5 types sync|async
@@ -289,14 +315,15 @@ class Store:
             pipe.zcard(keys.DEAD_LETTERS)
             pipe.zcard(keys.ARQ_QUEUE)
             counters, dead, queued = await pipe.execute()
-        monitors = await self._backlog(self.redis, [keys.MONITORS])
-        deliveries = await self._backlog(self.redis, [keys.DELIVERIES])
+        monitors = await self.monitors.size()
+        deliveries = await self.deliveries.size()
         out = {name: int(value) for name, value in counters.items()}
         out.update(monitors=monitors, deliveries=deliveries, dead=dead, queued=queued)
         return out
 
     async def redeliver(self, job_id: str, event_id: str) -> bool:
-        return bool(await self._redeliver(self.redis, args=[job_id, event_id]))
+        answer = await self._redeliver(self.redis, {"job_id": job_id, "event_id": event_id})
+        return bool(answer["found"])
 
     async def owner_indexes(self) -> None:
         """Once per process, before its first listing: what versions before per-owner indexes left in the shared
@@ -313,8 +340,8 @@ class Store:
         jobs = dead = 0
         more = True
         while more:
-            moved_jobs, moved_dead, more = await self._migrate_indexes(self.redis, args=[batch])
-            jobs, dead = jobs + int(moved_jobs), dead + int(moved_dead)
+            moved = await self._migrate_indexes(self.redis, {"limit": batch})
+            jobs, dead, more = jobs + moved["jobs"], dead + moved["dead"], moved["more"]
         if jobs or dead:
             log.info("moved to per-owner indexes", jobs_index_entries=jobs, dead_letters=dead)
 
@@ -325,11 +352,11 @@ class Store:
         """A claimed monitor and the jobs sharing it, in id order (read by the claim itself); None for jobs too
         many to read with a claim: its poll reads the monitor's fields (:meth:`monitor`), then its jobs a chunk at
         a time (:meth:`poll_chunk`)."""
-        fields, *rest = claim.state
-        monitor = Monitor.from_hash(claim.member, _pairs(fields))
-        if len(rest) % 2:  # claim_monitors.lua: no fields, and the mark '*'
-            return monitor, None
-        jobs = [Job.from_hash(job_id, _pairs(row)) for job_id, row in zip(rest[0::2], rest[1::2], strict=True)]
+        state = claim.state
+        if "crowded" in state:  # claim_monitors.lua
+            return Monitor.from_hash(claim.member, {}), None
+        monitor = Monitor.from_hash(claim.member, state["monitor"])
+        jobs = [Job.from_hash(job_id, fields) for job_id, fields in state["jobs"].items()]
         jobs.sort(key=_by_id)
         return monitor, jobs
 
@@ -383,37 +410,29 @@ class Store:
         return await self._chunk_step(call)
 
     async def _chunk_step(self, call: ChunkCall) -> ChunkRead | None:
-        raw: list[Any] = await self._poll_chunk(self.redis, args=[jsonfast.dumps(call).decode(), *self._chunk_shared])
-        if raw == ["stale-claim"]:
+        call.event_ttl, call.retention, call.first_ms = self.event_ttl, self.retention, self._first_ms
+        answer = await self._poll_chunk(self.redis, call)
+        if answer.get("stale"):
             return None
-        applied, cursor, *rest = raw
-        jobs = [Job.from_hash(job_id, _pairs(row)) for job_id, row in zip(rest[0::2], rest[1::2], strict=True)]
-        return ChunkRead([str(a) for a in applied], str(cursor), jobs)
+        jobs = [Job.from_hash(job_id, fields) for job_id, fields in answer["jobs"].items()]
+        return ChunkRead(list(answer["applied"] or ()), answer["cursor"], jobs)
 
     @staticmethod
     def outbox_state(claim: Claim) -> tuple[Job | None, list[Event]]:
         """What delivering a claimed job needs of it (its callback, secret and owner) and its undelivered events
         in order, read by the claim itself; None for a job that has gone."""
-        (callback, secret, owner), *rest = claim.state
-        job_id = claim.member
-        events = [
-            Event.from_hash(
-                eid,
-                {_TYPE: kind, _SEQ: seq, _BODY: body, _ATTEMPTS: attempts, _CREATED: created, _FROM: since or ""},
-            )
-            for eid, (kind, seq, body, attempts, created, since) in zip(rest[0::2], rest[1::2], strict=True)
-            if kind is not None  # expired
-        ]
-        if callback is None:
+        state = claim.state
+        events = [Event.from_hash(event["id"], event["fields"]) for event in state["events"]]
+        job = state["job"]
+        if _CALLBACK not in job:  # gone
             return None, events
-        job = dict(zip(_DELIVERY_FIELDS, (callback, secret or "", owner or ""), strict=True))
-        return Job.from_hash(job_id, job), events
+        return Job.from_hash(claim.member, job), events
 
     def submit_poll(
         self, claim: Claim, monitor_change: Monitor, ops: list[JobOp], delay: float, *, jobs: int = 0
-    ) -> asyncio.Future[list[Any]]:
+    ) -> asyncio.Future[PollWritten]:
         """Write a poll's outcome if the claim is still ours, handed over without waiting (write-behind); the
-        future gets the script's answer: ``['stale-claim']`` for a claim taken over, else what each op recorded.
+        future gets what the write came to (:class:`PollWritten`).
         ``jobs``: how many jobs the claim read (0, the default: the script checks whether any are left)."""
         self.monitors.handed_back(delay)
         call = ApplyPollCall(
@@ -437,7 +456,8 @@ class Store:
         await self._ack.drain()
 
     async def apply_job(self, op: JobOp) -> str:
-        return str(await self._apply_job(self.redis, args=[json.dumps(op.as_json()), self.event_ttl, self.retention]))
+        call = {"op": op.as_json(), "event_ttl": self.event_ttl, "retention": self.retention}
+        return str((await self._apply_job(self.redis, call))["result"])
 
     # -- the delivery loop --------------------------------------------------------------------
 
@@ -451,8 +471,8 @@ class Store:
         superseded: list[str] | None = None,
         records: list[dict[str, Any]] | None = None,
         error: dict[str, Any] | None = None,
-    ) -> asyncio.Future[Any]:
-        """The ack handed over without waiting (write-behind); the future's answer is 1 if the claim was ours."""
+    ) -> asyncio.Future[bool]:
+        """The ack handed over without waiting (write-behind); the future's answer: whether the claim was ours."""
         self.deliveries.handed_back(delay)
         call = AckCall(
             claim.member,
@@ -467,19 +487,20 @@ class Store:
         return self._ack.submit(call)
 
 
-#: what lua/lib/outbox_state.lua reads of each undelivered event, in its order
-_OUTBOX_FIELDS = Event.names_of(lambda e: (e.type, e.sequence, e.body, e.attempts, e.created, e.schedule_from))
-#: and of the job, in its order
-_DELIVERY_FIELDS = Job.names_of(lambda j: (j.callback_url, j.secret, j.owner))
 _MONITOR_KEY = Job.name_of(lambda j: j.monitor_key)
 _CREATED_AT = Job.name_of(lambda j: j.created)
+_CALLBACK = Job.name_of(lambda j: j.callback_url)
 _OUTCOME = Monitor.name_of(lambda m: m.outcome)
-_TYPE, _SEQ, _BODY, _ATTEMPTS, _CREATED, _FROM = _OUTBOX_FIELDS
 
 
-def _pairs(flat: list[str]) -> dict[str, str]:
-    it = iter(flat)
-    return dict(zip(it, it, strict=True))
+def _poll_info(polled: dict[str, Any]) -> PollInfo:
+    """A monitor's {polls, last_polled, due} as a script answers them ('' for none)."""
+    due = polled["due"]
+    return PollInfo(int(polled["polls"] or 0), int(polled["last_polled"] or 0), float(due) if due else None)
+
+
+def _held(answer: dict[str, Any]) -> bool:
+    return bool(answer["held"])
 
 
 def _by_id(job: Job) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,15 +49,17 @@ class Scheduler:
     """
 
     def __init__(
-        self, redis: Redis, key: str, *, claim_script: str | None = None, claim_args: Sequence[Any] = ()
+        self, redis: Redis, key: str, *, claim_script: str | None = None, claim_args: Mapping[str, Any] | None = None
     ) -> None:
-        """``claim_args``: what ``claim_script`` takes after the limit, the lease and the claim's id."""
+        """``claim_args``: what ``claim_script``'s call holds beside the limit, the lease and the claim's id."""
         self.redis = redis
         self.key = key
         self.tokens_key = keys.sched_tokens(key)
         self._stateful = claim_script is not None
         self._claim = LuaScript.load(claim_script or "claim.lua")
-        self._claim_args = list(claim_args)
+        self._claim_args = dict(claim_args or {})
+        if not self._stateful:
+            self._claim_args["schedule"] = key
         #: when a member this process handed back comes due (monotonic seconds): a claimed member's new due
         #: time wakes no other worker (lua/lib/lanes.lua), so this process's claim loop wakes itself
         self.handed_back_due = math.inf
@@ -78,14 +80,12 @@ class Scheduler:
 
     async def claim_batch(self, limit: int, lease: float) -> ClaimBatch:
         """:meth:`claim`, and how long until the earliest member left comes due (for an idle claimer to sleep)."""
-        args = [limit, int(lease * 1000), uuid.uuid4().hex, *self._claim_args]
+        call = {"limit": limit, "lease_ms": int(lease * 1000), "claim_id": uuid.uuid4().hex, **self._claim_args}
         self.handed_back_due = math.inf  # what was handed back so far counts in the claim's next due time
-        raw: list[Any] = await self._claim(self.redis, [] if self._stateful else [self.key], args)
-        now_ms, next_due = int(raw[0]), _s(raw[1])
-        if self._stateful:
-            claims = [Claim(_s(raw[i]), _s(raw[i + 1]), now_ms, raw[i + 2]) for i in range(2, len(raw), 3)]
-        else:
-            claims = [Claim(_s(raw[i]), _s(raw[i + 1]), now_ms) for i in range(2, len(raw), 2)]
+        answer = await self._claim(self.redis, call)
+        now_ms, next_due = int(answer["now"]), answer["next_due"]
+        # (no claims come as {}: Lua has one kind of table)
+        claims = [Claim(c["member"], c["token"], now_ms, c.get("state")) for c in answer["claims"] or ()]
         wait = max(0.0, (float(next_due) - now_ms) / 1000) if next_due else None
         return ClaimBatch(claims, wait)
 
@@ -99,19 +99,21 @@ class Scheduler:
     async def reschedule(self, claim: Claim, delay: float) -> bool:
         """Release the lease, due again after ``delay`` seconds; False if the claim went stale."""
         self.handed_back(delay)
-        return bool(await _SCHEDULE(self.redis, [self.key], ["reschedule", claim.member, claim.token, _ms(delay), ""]))
+        call = {"schedule": self.key, "action": "reschedule", "member": claim.member, "token": claim.token}
+        return bool((await _SCHEDULE(self.redis, {**call, "delay_ms": _ms(delay)}))["done"])
 
     async def finish(self, claim: Claim) -> bool:
         """Release the lease and drop the member; False if the claim went stale."""
-        return bool(await _SCHEDULE(self.redis, [self.key], ["finish", claim.member, claim.token, 0, ""]))
+        call = {"schedule": self.key, "action": "finish", "member": claim.member, "token": claim.token}
+        return bool((await _SCHEDULE(self.redis, call))["done"])
 
     async def add(self, member: str, delay: float = 0.0, *, only_new: bool = False, lane: str = "") -> None:
-        how = "NX" if only_new else "SET"
-        await _SCHEDULE(self.redis, [self.key], ["add", member, lane, _ms(delay), how])
+        call = {"schedule": self.key, "action": "add", "member": member, "lane": lane, "delay_ms": _ms(delay)}
+        await _SCHEDULE(self.redis, {**call, "only_new": only_new})
 
     async def size(self) -> int:
         """Members scheduled, over all lanes."""
-        return int(await _BACKLOG(self.redis, [self.key]))
+        return int((await _BACKLOG(self.redis, {"schedule": self.key}))["members"])
 
     async def due_at(self, member: str, lane: str = "") -> float | None:
         """Due time in seconds since the epoch, or None when not scheduled."""
@@ -121,7 +123,3 @@ class Scheduler:
 
 def _ms(seconds: float) -> int:
     return max(0, int(seconds * 1000))
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

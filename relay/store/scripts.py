@@ -7,6 +7,13 @@ once, in Python: ``KEY_MONITORS``, ``key_job(id)``, ``JOB.sequence`` ('seq'), ``
 A name the schema does not declare fails the script that uses it (``relay: no JOB.sqe``), not silently nil.
 Nothing is substituted into a script's text.
 
+One calling convention for every script: it takes one named record, ``ARGV[1]`` as JSON (``local call =
+cjson.decode(ARGV[1])``: ``call.job_id``...), and answers one named record, JSON too (``return cjson.encode({found =
+true})``): no positional arguments, no reply slots. A batched script (:mod:`relay.store.batched`) takes the record
+its calls share and one record per call, and answers one record per call. A script's JSON answer is what relay's own
+Lua wrote, read by orjson; what goes in is JSON from :func:`relay.core.jsonfast.dumps` (Redis' cjson refuses the
+escape of a lone surrogate, so text that may carry one, such as metadata or an error, travels as JSON text already).
+
 Every script atomically changes (or reads) several keys; they derive keys from ids, so relay supports
 standalone Redis and Sentinel (as arq does), not Cluster.
 """
@@ -21,9 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
+from relay.core import jsonfast
 from relay.core.schema import LUA_ENUMS, LUA_RECORDS, MONITOR_JOB_PREFIX
 from relay.store import keys
 
@@ -128,7 +137,14 @@ class LuaScript:
     def from_text(cls, name: str, text: str) -> LuaScript:
         return cls(name, text, hashlib.sha1(text.encode()).hexdigest())  # noqa: S324 - the name Redis gives a script
 
-    async def __call__(self, redis: Redis, keys: list[str] | None = None, args: list[Any] | None = None) -> Any:
+    async def __call__(self, redis: Redis, call: Any = None) -> Any:
+        """Run the script on its one named record ``call`` (a dataclass or a dict; None: none) and read its named
+        answer."""
+        raw = await self.run(redis, args=[jsonfast.dumps(call)] if call is not None else None)
+        return orjson.loads(raw)
+
+    async def run(self, redis: Redis, keys: list[str] | None = None, args: list[Any] | None = None) -> Any:
+        """Run it with these KEYS and ARGV, its answer as Redis gives it (probes, benchmarks' floors)."""
         argv = [*(keys or ()), *(args or ())]
         try:
             return await redis.evalsha(self.sha, len(keys or ()), *argv)  # type: ignore[misc]

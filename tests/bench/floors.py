@@ -38,10 +38,10 @@ local function one(call)
   local key = 'bench:floor:' .. call.id
   redis.call('HSET', key, 'body', call.body)
   redis.call('EXPIRE', key, 86400)
-  return call.id
+  return {id = call.id}
 end
 
-return run_batch(1, one)
+return run_batch(one)
 """
 
 #: the stored deliveries: a due set of ids, each id's body in a hash of its own
@@ -65,22 +65,22 @@ return out
 #: one delivery acknowledged: the event is gone, the count of delivered ones grows
 _ACK = """--! uses lib/batch.lua
 local function one(call)
-  redis.call('DEL', ARGV[1] .. call.id)
-  return redis.call('HINCRBY', 'bench:floor:acks', 'delivered', 1)
+  redis.call('DEL', BATCH.events .. call.id)
+  return {acks = redis.call('HINCRBY', 'bench:floor:acks', 'delivered', 1)}
 end
 
-return run_batch(2, one)
+return run_batch(one)
 """
 
 #: one poll written: the monitor's answer kept beside its URL, the monitor due again
 _POLLED = """--! uses lib/batch.lua
 local function one(call)
-  redis.call('HSET', ARGV[1] .. call.id, 'answer', call.answer)
-  redis.call('ZADD', ARGV[2], call.due, call.id)
-  return redis.call('HINCRBY', 'bench:floor:acks', 'polled', 1)
+  redis.call('HSET', BATCH.events .. call.id, 'answer', call.answer)
+  redis.call('ZADD', BATCH.due, call.due, call.id)
+  return {acks = redis.call('HINCRBY', 'bench:floor:acks', 'polled', 1)}
 end
 
-return run_batch(3, one)
+return run_batch(one)
 """
 
 CLAIM_BATCH = 100
@@ -91,13 +91,13 @@ def floor_app(redis_url: str) -> web.Application:
     201 with JSON."""
     app = web.Application()
     redis = Redis.from_url(redis_url, decode_responses=True)
-    script = BatchedScript(redis, LuaScript.from_source("floor_store.lua", _STORE), shared=[])
+    script = BatchedScript(redis, LuaScript.from_source("floor_store.lua", _STORE), shared={})
 
     async def handle(request: web.Request) -> web.Response:
         body = orjson.loads(await request.read())
         job_id = os.urandom(16).hex()
         stored = await script({"id": job_id, "body": orjson.dumps(body).decode()})
-        return web.json_response({"id": stored, "status": "notStarted"}, status=201)
+        return web.json_response({"id": stored["id"], "status": "notStarted"}, status=201)
 
     async def close(_: web.Application) -> None:
         await redis.aclose()
@@ -131,8 +131,10 @@ def _headers(method: str) -> dict[str, str]:
 def _writes(method: str, redis: Redis) -> BatchedScript:
     """POST: the ack (the call's ``id``); GET: the answer written back (``id``, ``answer``, ``due``)."""
     if method == "POST":
-        return BatchedScript(redis, LuaScript.from_source("floor_ack.lua", _ACK), shared=[_EVENT])
-    return BatchedScript(redis, LuaScript.from_source("floor_polled.lua", _POLLED), shared=[_EVENT, OUTBOX])
+        return BatchedScript(redis, LuaScript.from_source("floor_ack.lua", _ACK), shared={"events": _EVENT})
+    return BatchedScript(
+        redis, LuaScript.from_source("floor_polled.lua", _POLLED), shared={"events": _EVENT, "due": OUTBOX}
+    )
 
 
 async def floor_loop(
@@ -160,7 +162,7 @@ async def floor_loop(
             async with claiming:  # one claim at a time; the others wait for what it brings
                 if queue or finished:
                     continue
-                raw = await _CLAIM(redis, [OUTBOX], [CLAIM_BATCH, _EVENT])
+                raw = await _CLAIM.run(redis, [OUTBOX], [CLAIM_BATCH, _EVENT])
                 queue.extend(zip(raw[0::2], raw[1::2], strict=True))
                 if not raw and method == "GET":
                     await asyncio.sleep(0.001)  # all polled and not yet written back

@@ -109,11 +109,10 @@ def delivery_parts(body: str, secret: str, rounds: int = ROUNDS) -> dict[str, fl
 def delivery_calls(body: str, secret: str) -> dict[str, Callable[[], Any]]:
     """Each part a delivery cannot skip, for an event body like ``body``; each returns what it made."""
     now_ms = int(time.time() * 1000)
-    state = [
-        ["http://127.0.0.1:9/hook", None, "public"],
-        "msg_" + "0" * 32,
-        ["job.completed", "1", body, "0", str(now_ms), None],
-    ]
+    # as claim_deliveries.lua answers it (lib/outbox_state.lua), decoded
+    job = {"callback_url": "http://127.0.0.1:9/hook", "owner": "public"}
+    fields = {"type": "job.completed", "seq": "1", "body": body, "attempts": "0", "created": str(now_ms)}
+    state = {"job": job, "events": [{"id": "msg_" + "0" * 32, "fields": fields}]}
     claim = Claim("0" * 32, "|claim:1", now_ms, state)
     _, events = Store.outbox_state(claim)
     event = events[0]

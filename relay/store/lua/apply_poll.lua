@@ -2,16 +2,16 @@
 -- Write a poll's whole outcome, if the claim is still the caller's: the monitor's fields, each job's change
 -- and events, and when the monitor comes due again (or its end, when its last job has gone). Batched.
 -- (A monitor with more jobs than one script should touch is written a chunk at a time: poll_chunk.lua.)
-local event_ttl = tonumber(ARGV[1])
-local retention = tonumber(ARGV[2])
-local first_ms = tonumber(ARGV[3])  -- RELAY_POLL_INITIAL_INTERVAL: how soon a job that joined meanwhile is polled
+-- BATCH: event_ttl, retention, first_ms (RELAY_POLL_INITIAL_INTERVAL: how soon a job that joined meanwhile is
+-- polled). call: relay/store/calls.py ApplyPollCall. Answers {stale = true} for a claim taken over, else
+-- {applied = what each op recorded}.
+local event_ttl, retention, first_ms = BATCH.event_ttl, BATCH.retention, BATCH.first_ms
 local now = now_ms()
 
--- call: member (the monitor key), token, delay_ms, monitor_fields, ops, jobs
 local function one(call)
   local member = call.member
   local held, joined = monitor_claim(member, call.token)
-  if not held then return {'stale-claim'} end
+  if not held then return {stale = true} end
   local mk = key_monitor(member)
   hset_fields(mk, call.monitor_fields)
   local results = {}
@@ -30,7 +30,7 @@ local function one(call)
     results[#results + 1] = r
   end
   hand_back_monitor(member, call.token, call.delay_ms, now, first_ms, joined, may_be_empty, read_none)
-  return results
+  return {applied = results}
 end
 
-return run_batch(4, one)
+return run_batch(one)

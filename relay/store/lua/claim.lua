@@ -1,6 +1,6 @@
 --! uses lib/clock.lua lib/claim.lua
 -- Claim due members of any schedule, without state (lib/claim.lua).
-local schedule = KEYS[1]
-local limit, lease_ms, claim_id = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+-- call: schedule (its key), limit, lease_ms, claim_id
+local call = cjson.decode(ARGV[1])
 
-return claim_due(schedule, limit, lease_ms, claim_id, now_ms(), nil)
+return cjson.encode(claim_due(call.schedule, call.limit, call.lease_ms, call.claim_id, now_ms(), nil))

@@ -1,17 +1,16 @@
 --! uses lib/clock.lua lib/lanes.lua lib/monitors.lua lib/job_op.lua lib/batch.lua
 -- Record a delivery attempt, if the claim on the job is still the caller's: the event's new state, the
 -- progress events it superseded, the attempt records, and when the job's next event is due (or its leaving
--- the schedule when none is left). 'gone' (410) ends the job as cancelled. Batched; 1: done, -1: stale claim.
-local retention = tonumber(ARGV[1])
-local event_ttl_ms = tonumber(ARGV[2]) * 1000
+-- the schedule when none is left). 'gone' (410) ends the job as cancelled. Batched. BATCH: retention, event_ttl.
+-- call: relay/store/calls.py AckCall. Answers {held}: false for a stale claim (nothing written).
+local retention = BATCH.retention
+local event_ttl_ms = BATCH.event_ttl * 1000
 local now = now_ms()
 local tokens = key_sched_tokens(KEY_DELIVERIES)
 
--- call: job, token, event, outcome (relay/core/schema.py DeliveryOutcome), delay_ms, superseded (event ids),
--- records (attempt records, JSON texts), error (JSON text, for 'gone')
 local function one(call)
   local job_id, event_id, outcome = call.job, call.event, call.outcome
-  if redis.call('HGET', tokens, job_id) ~= call.token then return -1 end
+  if redis.call('HGET', tokens, job_id) ~= call.token then return {held = false} end
   local jk = key_job(job_id)
   local outbox = key_job_outbox(job_id)
   for _, sid in ipairs(call.superseded) do
@@ -57,7 +56,7 @@ local function one(call)
   else
     schedule_put(KEY_DELIVERIES, lane, job_id, now + call.delay_ms, 'XX')
   end
-  return 1
+  return {held = true}
 end
 
-return run_batch(3, one)
+return run_batch(one)

@@ -1,8 +1,9 @@
 -- Move what versions before per-owner indexes left in the shared ones into each owner's: the jobs index's entries,
 -- oldest first, under their own entry ids (a cursor given out before still leads on), and the dead letters since
 -- the last move. Up to `limit` of each per call; an API process calls it until nothing is left, before it first
--- lists. Once done it changes nothing. Answers {index entries moved, dead letters moved, 1 if there is more}.
-local limit = tonumber(ARGV[1])
+-- lists. Once done it changes nothing. call: limit. Answers {jobs (index entries moved), dead (dead letters
+-- moved), more (whether there is more)}.
+local limit = cjson.decode(ARGV[1]).limit
 
 local function job_of(fields)
   for i = 1, #fields, 2 do
@@ -58,4 +59,4 @@ end
 
 local jobs, more_jobs = move_index()
 local dead, more_dead = move_dead_letters()
-return {jobs, dead, (more_jobs or more_dead) and 1 or 0}
+return cjson.encode({jobs = jobs, dead = dead, more = more_jobs or more_dead})

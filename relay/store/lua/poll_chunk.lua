@@ -4,17 +4,15 @@
 -- changes planned from the jobs the previous step read, keep the lease, and read the next chunk of jobs from
 -- `cursor`; or, in the last step (`last`), let the monitor go as apply_poll.lua does. Each step is bounded by
 -- the chunk's size; each is guarded (the claim token, each job's sequence), so a step repeated changes nothing.
--- Answers {'stale-claim'}, or {{what each op recorded}, next cursor, job id, job fields, ...}.
+-- call: relay/store/calls.py ChunkCall. Answers {stale = true} for a claim taken over, or {applied = what each op
+-- recorded, cursor = the next chunk's ('0': none left), jobs = {job id = job fields, ...}}.
 local call = cjson.decode(ARGV[1])
-local event_ttl, retention = tonumber(ARGV[2]), tonumber(ARGV[3])
-local first_ms = tonumber(ARGV[4])
+local event_ttl, retention, first_ms = call.event_ttl, call.retention, call.first_ms
 local now = now_ms()
 
--- call: member, token, monitor_fields, clear (monitor fields to delete), ops, cursor, count, lease_ms, last,
--- delay_ms, jobs (how many the poll read in all)
 local member = call.member
 local held, joined = monitor_claim(member, call.token)
-if not held then return {'stale-claim'} end
+if not held then return cjson.encode({stale = true}) end
 local mk = key_monitor(member)
 hset_fields(mk, call.monitor_fields)
 hdel_fields(mk, call.clear)
@@ -33,9 +31,8 @@ end
 if call.last then
   local read_none = call.jobs == 0
   hand_back_monitor(member, call.token, call.delay_ms, now, first_ms, joined, may_be_empty or read_none, read_none)
-  return {results, '0'}
+  return cjson.encode({applied = results, cursor = '0', jobs = {}})
 end
 redis.call('ZADD', lane_set(KEY_MONITORS, lane_of_token(call.token)), 'XX', now + call.lease_ms, member)
-local out = load_jobs_chunk(member, call.cursor, call.count)
-table.insert(out, 1, results)
-return out
+local cursor, jobs = load_jobs_chunk(member, call.cursor, call.count)
+return cjson.encode({applied = results, cursor = cursor, jobs = jobs})

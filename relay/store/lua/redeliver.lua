@@ -2,13 +2,14 @@
 -- Send one of a job's events again (POST /v1/jobs/{id}/redeliver), same webhook-id: out of the dead letters, into
 -- the outbox in sequence order (where a newer event waits, a progress event is superseded by it as usual), and the
 -- job due for delivery now. Its attempts go on counting; the delivery schedule starts again from the next one.
--- 0: no such event of this job (expired, or another job's).
-local job_id, event_id = ARGV[1], ARGV[2]
+-- call: job_id, event_id. Answers {found}: false for no such event of this job (expired, or another job's).
+local call = cjson.decode(ARGV[1])
+local job_id, event_id = call.job_id, call.event_id
 local ek = key_event(event_id)
 local outbox = key_job_outbox(job_id)
 
 local found = redis.call('HMGET', ek, EVENT.job, EVENT.sequence, EVENT.attempts)
-if found[1] ~= job_id then return 0 end
+if found[1] ~= job_id then return cjson.encode({found = false}) end
 local seq = tonumber(found[2]) or 0
 redis.call('HSET', ek, EVENT.state, EVENT_STATE.PENDING, EVENT.schedule_from, tonumber(found[3]) or 0)
 local owner = redis.call('HGET', key_job(job_id), JOB.owner) or ''
@@ -27,4 +28,4 @@ if not placed then redis.call('RPUSH', outbox, event_id) end
 local lane = lane_of(owner)
 local now = now_ms()
 schedule_put(KEY_DELIVERIES, lane, job_id, now, 'LT')
-return 1
+return cjson.encode({found = true})

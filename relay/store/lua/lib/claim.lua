@@ -2,8 +2,9 @@
 -- Take up to `limit` due members of `schedule`, lane by lane, and lease each for `lease_ms`: its score moves
 -- to now + lease (a crashed worker's claims come due again by themselves) and it gets a claim token that
 -- every write back must present (a stale worker cannot overwrite newer state). `load_state(member)`, when
--- given, reads each member's state in the same atomic step. Returns {now, next, member, token[, state], ...}:
--- `next` is when the earliest member left comes due ('' when none), for an idle worker to sleep until.
+-- given, reads each member's state in the same atomic step. Returns {now, next_due, claims = {{member, token,
+-- state?}, ...}}: `next_due` is when the earliest member left comes due ('' when none), for an idle worker to sleep
+-- until.
 local function claim_due(schedule, limit, lease_ms, claim_id, now, load_state)
   local lanes_key = key_sched_lanes(schedule)
   if not redis.call('ZSCORE', lanes_key, '') then  -- the default lane, as data written before lanes left it
@@ -11,9 +12,10 @@ local function claim_due(schedule, limit, lease_ms, claim_id, now, load_state)
     if #first > 0 then redis.call('ZADD', lanes_key, first[2], '') end
   end
   local lanes = redis.call('ZRANGEBYSCORE', lanes_key, '-inf', now, 'LIMIT', 0, limit)
-  local out = {tostring(now), ''}
+  local claims = {}
+  local out = {now = now, next_due = '', claims = claims}
   if #lanes == 0 then
-    out[2] = tostring(schedule_earliest(schedule) or '')
+    out.next_due = tostring(schedule_earliest(schedule) or '')
     return out
   end
   local tokens = key_sched_tokens(schedule)
@@ -30,15 +32,15 @@ local function claim_due(schedule, limit, lease_ms, claim_id, now, load_state)
         local token = lane .. '|' .. claim_id .. ':' .. (taken + i)
         redis.call('ZADD', set, now + lease_ms, member)
         redis.call('HSET', tokens, member, token)
-        out[#out + 1] = member
-        out[#out + 1] = token
-        if load_state then out[#out + 1] = load_state(member) end
+        local claim = {member = member, token = token}
+        if load_state then claim.state = load_state(member) end
+        claims[#claims + 1] = claim
       end
       taken = taken + #due
       lane_refresh(schedule, lane)  -- also puts right a lane whose entry no longer matches its set
     end
     if taken >= limit then break end
   end
-  out[2] = tostring(schedule_earliest(schedule) or '')
+  out.next_due = tostring(schedule_earliest(schedule) or '')
   return out
 end

@@ -1,10 +1,10 @@
---! uses lib/monitors.lua
--- What a poll needs, read in the claim's atomic step: {monitor fields (flat), job id, job fields (flat), ...};
--- ids of jobs that no longer exist are dropped from the monitor.
+--! uses lib/monitors.lua lib/hash.lua
+-- What a poll needs, read in the claim's atomic step: {monitor = its own fields, jobs = {job id = job fields, ...}},
+-- and how many jobs; ids of jobs that no longer exist are dropped from the monitor.
 local function load_monitor_state(member)
   local mk = key_monitor(member)
   local flat = redis.call('HGETALL', mk)
-  local fields, out = {}, {false}
+  local fields, jobs, n = {}, {}, 0
   for j = 1, #flat, 2 do
     local f = flat[j]
     if string.sub(f, 1, #MONITOR_JOB) == MONITOR_JOB then
@@ -13,16 +13,14 @@ local function load_monitor_state(member)
       if #job == 0 then
         forget_job(mk, id)
       else
-        out[#out + 1] = id
-        out[#out + 1] = job
+        jobs[id] = hash_record(job)
+        n = n + 1
       end
     else
-      fields[#fields + 1] = f
-      fields[#fields + 1] = flat[j + 1]
+      fields[f] = flat[j + 1]
     end
   end
-  out[1] = fields
-  return out
+  return {monitor = fields, jobs = jobs}, n
 end
 
 -- The next page of a monitor's job fields from `cursor`: {next cursor ('0': none left), field names}. A hashtable
@@ -48,22 +46,21 @@ local function job_fields_page(mk, cursor, count)
   return '0', page
 end
 
--- The jobs of a monitor, a chunk at a time: from `cursor` ('0' to start) about `count` of them, read whole
--- ({next cursor ('0': this was the last chunk), job id, job fields (flat), ...}); jobs that no longer exist are
--- dropped from the monitor. A job that joins meanwhile may not come (join_monitor brings the monitor due again).
+-- The jobs of a monitor, a chunk at a time: from `cursor` ('0' to start) about `count` of them, read whole: the
+-- next cursor ('0': this was the last chunk) and {job id = job fields, ...}; jobs that no longer exist are dropped
+-- from the monitor. A job that joins meanwhile may not come (join_monitor brings the monitor due again).
 local function load_jobs_chunk(member, cursor, count)
   local mk = key_monitor(member)
   local next_cursor, names = job_fields_page(mk, cursor, count)
-  local out = {next_cursor}
+  local jobs = {}
   for _, name in ipairs(names) do
     local id = string.sub(name, #MONITOR_JOB + 1)
     local job = redis.call('HGETALL', key_job(id))
     if #job == 0 then
       forget_job(mk, id)
     else
-      out[#out + 1] = id
-      out[#out + 1] = job
+      jobs[id] = hash_record(job)
     end
   end
-  return out
+  return next_cursor, jobs
 end

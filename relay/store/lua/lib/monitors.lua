@@ -83,7 +83,7 @@ local function join_monitor(mk_id, job_id, url, lane, now, first_ms)
       redis.call('HSET', mk, MONITOR_JOB .. job_id, '')
     end
     schedule_put(KEY_MONITORS, lane, mk_id, now, 'NX')
-    return {'', '', tostring(now)}
+    return {polls = '', last_polled = '', due = tostring(now)}
   end
   local state = redis.call('HMGET', mk, MONITOR.lane, MONITOR.polls, MONITOR.last_polled, MONITOR.not_before, MONITOR.jobs)
   if redis.call('HSET', mk, MONITOR_JOB .. job_id, '') == 1 then jobs_after(mk, state[5], 1) end
@@ -97,7 +97,7 @@ local function join_monitor(mk_id, job_id, url, lane, now, first_ms)
     schedule_put(KEY_MONITORS, lane, mk_id, due, 'LT')
   end
   local due = redis.call('ZSCORE', lane_set(KEY_MONITORS, lane), mk_id) or ''
-  return {state[2] or '', state[3] or '', due}
+  return {polls = state[2] or '', last_polled = state[3] or '', due = due}
 end
 
 -- whether the claim `token` still holds the monitor; and whether a job joined it meanwhile (join_monitor)

@@ -1,10 +1,15 @@
--- What a delivery needs, read in the claim's atomic step: {{callback_url, secret, owner}, event id, {type, seq,
--- body, attempts, created, schedule_from}, ...} in outbox order (nil for what is missing).
+--! uses lib/hash.lua
+-- What a delivery needs, read in the claim's atomic step: {job = {callback_url, secret, owner} (as stored; {} for a
+-- job that has gone), events = {{id, fields = {type, seq, body, attempts, created, schedule_from}}, ...}} in outbox
+-- order (an expired event left out).
+local JOB_DELIVERY = {JOB.callback_url, JOB.secret, JOB.owner}
+local EVENT_DELIVERY = {EVENT.type, EVENT.sequence, EVENT.body, EVENT.attempts, EVENT.created, EVENT.schedule_from}
+
 local function load_outbox_state(member)
-  local out = {redis.call('HMGET', key_job(member), JOB.callback_url, JOB.secret, JOB.owner)}
+  local events = {}
   for _, id in ipairs(redis.call('LRANGE', key_job_outbox(member), 0, -1)) do
-    out[#out + 1] = id
-    out[#out + 1] = redis.call('HMGET', key_event(id), EVENT.type, EVENT.sequence, EVENT.body, EVENT.attempts, EVENT.created, EVENT.schedule_from)
+    local fields = hmget_record(key_event(id), EVENT_DELIVERY)
+    if fields[EVENT.type] then events[#events + 1] = {id = id, fields = fields} end
   end
-  return out
+  return {job = hmget_record(key_job(member), JOB_DELIVERY), events = events}
 end

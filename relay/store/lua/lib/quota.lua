@@ -1,5 +1,5 @@
 -- Fair share: a tenant over its limits (max_active jobs at once, max_rate registrations a second; 0: no limit)
--- gets {'limited', 'active'|'rate'} and nothing is created.
+-- answers why ('active' or 'rate'), and nothing is created; nil when within them.
 local function over_limit(owner, max_active, max_rate, now)
   if max_active > 0 and tonumber(redis.call('HGET', KEY_ACTIVE, owner) or '0') >= max_active then
     return 'active'
