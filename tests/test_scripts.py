@@ -258,3 +258,16 @@ async def test_a_member_due_before_every_other_wakes_idle_workers(redis: Redis) 
         assert await _next_message(pubsub, 0.3) is None
     batch = await store.monitors.claim_batch(1, lease=30)
     assert len(batch.claims) == 1 and batch.next_due_in == 0.0, "the other monitor is due now"
+
+
+async def test_a_monitors_text_with_a_lone_surrogate_is_written_with_a_replacement_character(redis: Redis) -> None:
+    """Redis' cjson refuses the escape Python writes for a lone surrogate: the write would fail at every poll."""
+    store = Store(redis, retention=60, job_timeout=60)
+    job_id = await _register(store)
+    (claim,) = await store.monitors.claim(1, lease=30)
+    change = JobOp(job_id, 0, set=Job(status_description="half \ud800 a pair"), events=[_event("job.progress")])
+    written = await store.submit_poll(claim, Monitor(status_description="odd \udfff"), [change], 1.0, jobs=1)
+    assert written == PollWritten(False, ["ok"])
+    job, monitor = await store.job(job_id), await store.monitor(claim.member)
+    assert job is not None and job.status_description == "half \ufffd a pair"
+    assert monitor.status_description == "odd \ufffd"

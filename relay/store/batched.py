@@ -26,9 +26,8 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from relay.core import jsonfast
 from relay.store.refusals import script_error
-from relay.store.scripts import LuaScript
+from relay.store.scripts import LuaScript, encode_call
 
 __all__ = ["BatchedScript"]
 
@@ -52,7 +51,7 @@ class BatchedScript:
         record) is made into for its caller (the record itself without one)."""
         self.script = script
         self.redis = redis
-        self.shared = jsonfast.dumps(shared)
+        self.shared = encode_call(shared)
         self.answer = answer
         self.max_batch = max_batch
         self.max_weight = max_weight
@@ -74,7 +73,7 @@ class BatchedScript:
         how much work the call is, in the script's own unit (a batch of one call may be heavier than the most)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._pending.append((jsonfast.dumps(call), future))
+        self._pending.append((encode_call(call), future))
         self._weights.append(weight)
         self._pending_weight += weight
         self.backlog += 1

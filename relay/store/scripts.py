@@ -11,8 +11,10 @@ One calling convention for every script: it takes one named record, ``ARGV[1]`` 
 cjson.decode(ARGV[1])``: ``call.job_id``...), and answers one named record, JSON too (``return cjson.encode({found =
 true})``): no positional arguments, no reply slots. A batched script (:mod:`relay.store.batched`) takes the record
 its calls share and one record per call, and answers one record per call. A script's JSON answer is what relay's own
-Lua wrote, read by orjson; what goes in is JSON from :func:`relay.core.jsonfast.dumps` (Redis' cjson refuses the
-escape of a lone surrogate, so text that may carry one, such as metadata or an error, travels as JSON text already).
+Lua wrote, read by orjson; what goes in is :func:`encode_call`'s JSON. Redis' cjson refuses the escape of a lone
+surrogate (``\ud800``), which Python's JSON writes: text that may carry one from a caller (metadata, an error) is
+kept as JSON text already, and one that comes from elsewhere (a monitor's status description) has it replaced by
+U+FFFD, so that such a text cannot fail a write again and again.
 
 Every script atomically changes (or reads) several keys; they derive keys from ids, so relay supports
 standalone Redis and Sentinel (as arq does), not Cluster.
@@ -20,9 +22,11 @@ standalone Redis and Sentinel (as arq does), not Cluster.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import inspect
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,16 +36,34 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
-from relay.core import jsonfast
 from relay.core.schema import LUA_ENUMS, LUA_RECORDS, MONITOR_JOB_PREFIX
 from relay.store import keys
 
-__all__ = ["LUA_DIR", "LuaScript", "compose", "compose_source", "lua_prelude"]
+__all__ = ["LUA_DIR", "LuaScript", "compose", "compose_source", "encode_call", "lua_prelude"]
 
 LUA_DIR = Path(__file__).parent / "lua"
 _TABLES = (*LUA_RECORDS, *LUA_ENUMS)
 _USES = "--! uses "
 _MARK = "\x00"
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def encode_call(call: Any) -> bytes:
+    """A script's call record as JSON that Redis' cjson reads: orjson's, or (where orjson refuses: a lone
+    surrogate, an integer over 64 bits) the stdlib's, a lone surrogate replaced by U+FFFD."""
+    try:
+        return orjson.dumps(call)
+    except TypeError:  # orjson.JSONEncodeError
+        text = json.dumps(call, separators=(",", ":"), ensure_ascii=False, default=_fields_of)
+        return _LONE_SURROGATE.sub("\ufffd", text).encode()
+
+
+def _fields_of(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    raise TypeError(f"not JSON: {type(value).__name__}")
 
 
 def _lua_string(text: str) -> str:
@@ -140,7 +162,7 @@ class LuaScript:
     async def __call__(self, redis: Redis, call: Any = None) -> Any:
         """Run the script on its one named record ``call`` (a dataclass or a dict; None: none) and read its named
         answer."""
-        raw = await self.run(redis, args=[jsonfast.dumps(call)] if call is not None else None)
+        raw = await self.run(redis, args=[encode_call(call)] if call is not None else None)
         return orjson.loads(raw)
 
     async def run(self, redis: Redis, keys: list[str] | None = None, args: list[Any] | None = None) -> Any:
