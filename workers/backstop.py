@@ -238,8 +238,8 @@ def park_delivery(store: Store) -> Park:
                 (event.id, event.type, event.sequence, event.attempts) if event else ("", None, None, 0)
             )
         except Exception:  # the outbox itself does not read: its first event
-            rest = claim.state[1:] if isinstance(claim.state, list) else []
-            event_id, kind, sequence, attempts = (str(rest[0]) if rest else ""), None, None, 0
+            ids = store.outbox_event_ids(claim)
+            event_id, kind, sequence, attempts = (ids[0] if ids else ""), None, None, 0
         if not event_id:
             return
         record = {

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from relay.core import jsonfast
 from relay.core.ops import JobOp
-from relay.core.schema import DeliveryOutcome, Event, EventState, Job, Monitor
+from relay.core.schema import MONITOR_JOB_PREFIX, DeliveryOutcome, Event, EventState, Job, Monitor
 from relay.store import keys
 from relay.store.batched import BatchedScript
 from relay.store.calls import AckCall, ApplyPollCall, ChunkCall, RegisterCall
@@ -369,8 +369,9 @@ class Store(Listings):
     async def monitor_job_ids(self, member: str) -> list[str]:
         """The ids of the jobs sharing a monitor (its ``j:`` fields), read a page at a time."""
         found = []
-        async for field, _ in self.redis.hscan_iter(keys.monitor(member), match="j:*"):
-            found.append(str(field)[2:])
+        skip = len(MONITOR_JOB_PREFIX)
+        async for field, _ in self.redis.hscan_iter(keys.monitor(member), match=MONITOR_JOB_PREFIX + "*"):
+            found.append(str(field)[skip:])
         return found
 
     async def job_fields(self, job_id: str) -> dict[str, str]:
@@ -427,6 +428,14 @@ class Store(Listings):
         if _CALLBACK not in job:  # gone
             return None, events
         return Job.from_hash(claim.member, job), events
+
+    @staticmethod
+    def outbox_event_ids(claim: Claim) -> list[str]:
+        """The ids of a claimed job's undelivered events, in order, as the claim read them, whether they read or not
+        (the backstop's last resort when :meth:`outbox_state` fails)."""
+        state = claim.state
+        events = state.get("events") if isinstance(state, dict) else None
+        return [str(event["id"]) for event in events or ()]
 
     def submit_poll(
         self, claim: Claim, monitor_change: Monitor, ops: list[JobOp], delay: float, *, jobs: int = 0
