@@ -30,7 +30,7 @@ from relay.store.embedded import EmbeddedRedis
 from relay.store.refusals import SPELLS, Spells, refusal_kind, script_error
 from tests.faults import fill_redis, free_redis
 from tests.helpers import Api, Receiver, running_api, running_worker, with_settings
-from tests.test_batched import _INCR, incr
+from tests.test_batched import _INCR, _SHARED, _value, incr
 from tests.test_end_to_end import job_fields
 from workers.backstop import counts
 
@@ -86,7 +86,7 @@ async def free(redis: Redis, filled: int) -> None:
 
 async def test_refusals_keep_their_kind_through_a_batched_script(spare: Redis) -> None:
     """A refusal inside a script (a batched call under pcall) is raised with its class and kind, like a command's."""
-    script = BatchedScript(spare, _INCR, shared=["relay:test:"])
+    script = BatchedScript(spare, _INCR, shared=_SHARED, answer=_value)
     assert await script(incr("warm", 1)) == 1
     await spare.config_set("maxmemory", "1")
     try:
