@@ -29,6 +29,7 @@ import aiohttp
 from aiohttp import web
 
 from relay.simulator import Simulator
+from relay.store import keys
 from relay.store.connections import redis_client
 from tests.faults import (
     Receiver,
@@ -140,7 +141,7 @@ async def run(replicas: int, jobs: int, limit: float) -> Run:
 
         redis = redis_client(setup.url())
         try:
-            surviving = {j for j in job_ids if await redis.exists(f"relay:job:{j}")}
+            surviving = {j for j in job_ids if await redis.exists(keys.job(j))}
         finally:
             await redis.aclose()
         # a job whose registration was lost can never end: wait for the others

@@ -22,6 +22,7 @@ from standardwebhooks.webhooks import Webhook
 
 from relay.core.schema import EventType
 from relay.simulator import Simulator
+from relay.store import keys
 from relay.store.connections import redis_client
 from tests.helpers import RELAY, SECRET, loopback_env
 
@@ -236,7 +237,7 @@ async def wait_drained(redis_url: str, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
-            if await redis.zcard("relay:sched:deliveries") == 0:
+            if await redis.zcard(keys.DELIVERIES) == 0:
                 return True
             await asyncio.sleep(0.5)
         return False
@@ -256,13 +257,13 @@ async def audit(redis_url: str, job_ids: list[str], rec: Receiver) -> dict[str, 
     pending = 0
     vanished = 0
     for job_id in job_ids:
-        if not await redis.exists(f"relay:job:{job_id}"):
+        if not await redis.exists(keys.job(job_id)):
             vanished += 1
             lost += job_id not in rec.terminal
             continue
-        event_ids = await redis.lrange(f"relay:job:{job_id}:events", 0, -1)
+        event_ids = await redis.lrange(keys.job_events(job_id), 0, -1)
         for event_id in event_ids:
-            state = await redis.hget(f"relay:event:{event_id}", "state")
+            state = await redis.hget(keys.event(event_id), "state")
             if state == "delivered" and event_id not in rec.seen:
                 lost += 1
             elif state not in ("delivered", "superseded"):

@@ -1,5 +1,5 @@
 --! uses lib/clock.lua lib/lanes.lua lib/hash.lua lib/monitors.lua lib/job_op.lua lib/monitor_state.lua
--- One step of the poll of a monitor whose jobs are read and written a chunk at a time (workers/chunks.py), if
+-- One step of the poll of a monitor whose jobs are read and written a chunk at a time (workers/poll.py, poll_in_chunks), if
 -- the claim is still the caller's: write the monitor's fields (the poll's answer, in its first step), apply the
 -- changes planned from the jobs the previous step read, keep the lease, and read the next chunk of jobs from
 -- `cursor`; or, in the last step (`last`), let the monitor go as apply_poll.lua does. Each step is bounded by
