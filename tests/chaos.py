@@ -20,18 +20,16 @@ import time
 from pathlib import Path
 
 import aiohttp
-from aiohttp import web
 
-from relay.simulator import Simulator
 from relay.store.embedded import EmbeddedRedis
 from tests.faults import (
-    Receiver,
     Workers,
     audit,
     fault_env,
     print_audit,
     register,
     start_api,
+    start_peers,
     wait_drained,
     wait_ready,
 )
@@ -47,17 +45,7 @@ async def main(jobs: int, limit: float) -> int:
     async with contextlib.AsyncExitStack() as stack:  # what started is stopped, even when a later start fails
         redis_server.start()
         stack.callback(redis_server.stop)
-        sim = Simulator(seed=3)
-        await sim.start()
-        stack.push_async_callback(sim.stop)
-        rec = Receiver(random.Random(5))
-        app = web.Application()
-        app.router.add_post("/hook", rec.handle)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
-        await runner.setup()
-        stack.push_async_callback(runner.cleanup)
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        hook = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+        sim, rec, hook = await start_peers(stack)
 
         port = free_port()
         env = fault_env(redis_server.url, port)

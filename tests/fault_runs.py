@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import random
 import subprocess
 import sys
 import tempfile
@@ -36,13 +35,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 from redis.asyncio import Redis
 
-from relay.simulator import Simulator
 from relay.store.embedded import EmbeddedRedis
 from tests.faults import (
-    Receiver,
     Workers,
     audit,
     fault_env,
@@ -51,6 +47,7 @@ from tests.faults import (
     print_audit,
     register,
     start_api,
+    start_peers,
     wait_drained,
     wait_ready,
 )
@@ -130,17 +127,7 @@ async def run_scenario(scn: Scenario) -> bool:
         stack.callback(redis_server.cleanup)
         redis = Redis.from_url(redis_server.url, decode_responses=True)
         stack.push_async_callback(redis.aclose)
-        sim = Simulator(seed=3)
-        await sim.start()
-        stack.push_async_callback(sim.stop)
-        rec = Receiver(random.Random(5))
-        app = web.Application()
-        app.router.add_post("/hook", rec.handle)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
-        await runner.setup()
-        stack.push_async_callback(runner.cleanup)
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        hook = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+        sim, rec, hook = await start_peers(stack)
 
         port = free_port()
         env = fault_env(redis_server.url, port, RELAY_MONITOR_MAX_JOBS=str(max(1000, scn.crowd)))

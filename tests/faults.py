@@ -220,6 +220,21 @@ async def register(
     return ids
 
 
+async def start_peers(stack: contextlib.AsyncExitStack) -> tuple[Simulator, Receiver, str]:
+    """The Graph simulator and a verifying receiver on loopback, stopped by ``stack``; the receiver's hook URL."""
+    sim = Simulator(seed=3)
+    await sim.start()
+    stack.push_async_callback(sim.stop)
+    rec = Receiver(random.Random(5))
+    app = web.Application()
+    app.router.add_post("/hook", rec.handle)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
+    await runner.setup()
+    stack.push_async_callback(runner.cleanup)
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return sim, rec, f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+
+
 async def wait_ready(api: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as session:
