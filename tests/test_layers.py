@@ -26,7 +26,7 @@ WRONG_ARROWS = [
     ("workers", "relay.cli.main", "layers"),  # the composition root is imported by no one
     ("relay.outbound", "relay.config.settings", "outbound-values"),
     ("relay.core", "aiohttp.web", "core-pure"),
-    ("relay.core", "pydantic_settings", "core-pure"),
+    ("relay.core", "redis", "core-pure"),
     ("relay.simulator", "relay.core.schema", "simulator-apart"),
     ("relay.api", "relay.simulator", "product-without-simulator"),
 ]
