@@ -131,10 +131,10 @@ def delivery_calls(body: str, secret: str) -> dict[str, Callable[[], Any]]:
 
 
 def poll_parts(
-    member: str, state: list[Any], answer: tuple[int, dict[str, str], bytes], rounds: int = ROUNDS
+    member: str, state: dict[str, Any], answer: tuple[int, dict[str, str], bytes], rounds: int = ROUNDS
 ) -> dict[str, float]:
-    """µs per poll of each part a poll cannot skip: ``state`` as a claim returns it (the monitor's fields, then
-    each job's id and fields), ``answer`` a monitor's (status, headers, body) as the worker receives it."""
+    """µs per poll of each part a poll cannot skip: ``state`` as a claim returns it (``{monitor: its fields, jobs:
+    {id: fields}}``), ``answer`` a monitor's (status, headers, body) as the worker receives it."""
     now_ms = int(time.time() * 1000)
     claim = Claim(member, "|claim:1", now_ms, state)
     monitor, jobs = Store.monitor_state(claim)
@@ -147,7 +147,8 @@ def poll_parts(
 
     def write() -> None:
         ops = [op.as_json() for op in plan.ops]
-        jsonfast.dumps(ApplyPollCall(member, claim.token, int(plan.delay * 1000), plan.monitor_fields, ops, len(jobs)))
+        delay_ms = int(plan.delay * 1000)
+        jsonfast.dumps(ApplyPollCall(member, claim.token, delay_ms, plan.monitor_change.fields, ops, len(jobs)))
 
     return {
         "read the claimed state": timed(lambda: Store.monitor_state(claim), rounds),

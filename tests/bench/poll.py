@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from relay.core.schema import MONITOR_JOB_PREFIX
 from relay.store import keys
 from tests.bench import floors, peers
 from tests.bench.costs import floor_rows, interleave, throughput_rows
@@ -85,15 +86,15 @@ async def floor_window(h: Harness, sim_proc: subprocess.Popen[bytes], sim: str, 
     return result
 
 
-async def claimed_state(h: Harness) -> tuple[str, list[Any]]:
-    """One monitor and its job as the claim script hands them to a poll: (member, [fields, id, fields, ...])."""
+async def claimed_state(h: Harness) -> tuple[str, dict[str, Any]]:
+    """One monitor and its jobs as claim_monitors.lua hands them to a poll: (member, {monitor: its fields, jobs:
+    {id: fields}})."""
     member = (await h.redis.zrange(keys.MONITORS, 0, 0))[0]
     fields = await h.redis.hgetall(keys.monitor(member))  # type: ignore[misc]  # redis-py 5 types sync|async
-    state: list[Any] = [[x for pair in fields.items() for x in pair]]
-    for jid in sorted(name[2:] for name in fields if name.startswith("j:")):
-        row = await h.redis.hgetall(keys.job(jid))  # type: ignore[misc]
-        state += [jid, [x for pair in row.items() for x in pair]]
-    return member, state
+    jobs: dict[str, Any] = {}
+    for jid in sorted(name[len(MONITOR_JOB_PREFIX) :] for name in fields if name.startswith(MONITOR_JOB_PREFIX)):
+        jobs[jid] = await h.redis.hgetall(keys.job(jid))  # type: ignore[misc]
+    return member, {"monitor": fields, "jobs": jobs}
 
 
 async def run(h: Harness) -> None:
@@ -115,7 +116,7 @@ async def run(h: Harness) -> None:
         env = h.relay_env(
             RELAY_POLL_CONCURRENCY=CONCURRENCY, RELAY_POLL_INITIAL_INTERVAL=0.01, RELAY_POLL_MAX_INTERVAL=0.01
         )
-        state: list[tuple[str, list[Any]]] = []
+        state: list[tuple[str, dict[str, Any]]] = []
 
         async def first_events_delivered() -> bool:
             return await peers.received_count(h.http, receiver) >= n
