@@ -13,8 +13,10 @@ The examples drawn: ``RELAY_FUZZ_EXAMPLES`` (15 in ``make test``, 500 in ``make 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import tempfile
 import threading
@@ -248,6 +250,10 @@ def run() -> Iterator[Run]:
             wait_http(f"http://127.0.0.1:{port}/readyz", proc)
             yield Run(f"http://127.0.0.1:{port}", peer, log)
         finally:
+            # SIGTERM, so relay dev stops the Redis it started (a SIGKILL would leave that redis-server behind)
+            proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=30)
             ensure_stopped(proc)
             server.shutdown()
             server.server_close()
