@@ -14,21 +14,11 @@ local function one(call)
   if not held then return {stale = true} end
   local mk = key_monitor(member)
   hset_fields(mk, call.monitor_fields)
-  local results = {}
   -- the monitor can have lost its last job only at its claim (call.jobs: how many the claim read) or here:
   -- a job ended elsewhere takes its emptied monitor along itself (lib/job_end.lua), and its claim with it
   local read_none = (call.jobs or 0) == 0
-  local may_be_empty = read_none
-  for _, op in ipairs(call.ops) do
-    local r = apply_job_op(op, now, event_ttl, retention)
-    if r == 'missing' or r == 'terminal' then
-      forget_job(mk, op.job)
-      may_be_empty = true
-    elseif op.terminal then
-      may_be_empty = true
-    end
-    results[#results + 1] = r
-  end
+  local results, emptied = apply_poll_ops(mk, call.ops, now, event_ttl, retention)
+  local may_be_empty = read_none or emptied
   hand_back_monitor(member, call.token, call.delay_ms, now, first_ms, joined, may_be_empty, read_none)
   return {applied = results}
 end

@@ -16,18 +16,7 @@ if not held then return cjson.encode({stale = true}) end
 local mk = key_monitor(member)
 hset_fields(mk, call.monitor_fields)
 hdel_fields(mk, call.clear)
-local results = {}
-local may_be_empty = false
-for _, op in ipairs(call.ops) do
-  local r = apply_job_op(op, now, event_ttl, retention)
-  if r == 'missing' or r == 'terminal' then
-    forget_job(mk, op.job)
-    may_be_empty = true
-  elseif op.terminal then
-    may_be_empty = true
-  end
-  results[#results + 1] = r
-end
+local results, may_be_empty = apply_poll_ops(mk, call.ops, now, event_ttl, retention)
 if call.last then
   local read_none = call.jobs == 0
   hand_back_monitor(member, call.token, call.delay_ms, now, first_ms, joined, may_be_empty or read_none, read_none)

@@ -50,3 +50,21 @@ local function apply_job_op(op, now, event_ttl, retention)
   end
   return 'ok'
 end
+
+-- A poll's job changes (apply_poll.lua, poll_chunk.lua): each op applied, and a job gone or already ended
+-- forgotten by its monitor `mk`. Answers what each op recorded, and whether the monitor may have no job left.
+local function apply_poll_ops(mk, ops, now, event_ttl, retention)
+  local results = {}
+  local may_be_empty = false
+  for _, op in ipairs(ops) do
+    local r = apply_job_op(op, now, event_ttl, retention)
+    if r == 'missing' or r == 'terminal' then
+      forget_job(mk, op.job)
+      may_be_empty = true
+    elseif op.terminal then
+      may_be_empty = true
+    end
+    results[#results + 1] = r
+  end
+  return results, may_be_empty
+end
