@@ -40,7 +40,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from redis.exceptions import RedisError
 
-from relay.store.embedded import find_redis_server
+from relay.store.embedded import find_redis_server, stop_server
 
 __all__ = [
     "FAST_SYNC",
@@ -166,18 +166,7 @@ class Node:
     def stop(self, *, kill: bool = True) -> None:
         if self.process is None:
             return
-        if self.process.poll() is None:
-            if kill:
-                self.process.kill()
-            else:
-                self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self.process.stderr:
-            self.process.stderr.close()
+        stop_server(self.process, kill=kill)
         self.process = None
 
 

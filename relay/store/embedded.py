@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 
-__all__ = ["EmbeddedRedis", "find_redis_server", "free_port"]
+__all__ = ["EmbeddedRedis", "find_redis_server", "free_port", "stop_server"]
 
 
 def find_redis_server() -> str:
@@ -34,6 +34,23 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def stop_server(process: subprocess.Popen[Any], *, kill: bool = False) -> None:
+    """Stop a redis-server started by relay or its tests: SIGKILL (``kill``) or SIGTERM, then SIGKILL after 10 s;
+    its stderr pipe closed."""
+    if process.poll() is None:
+        if kill:
+            process.kill()
+        else:
+            process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    if process.stderr:
+        process.stderr.close()
 
 
 class EmbeddedRedis:
@@ -120,17 +137,7 @@ class EmbeddedRedis:
     def stop(self, *, kill: bool = False) -> None:
         if self.process is None:
             return
-        if kill:
-            self.process.kill()
-        else:
-            self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        if self.process.stderr:
-            self.process.stderr.close()
+        stop_server(self.process, kill=kill)
         self.process = None
 
     def cleanup(self) -> None:
