@@ -16,9 +16,12 @@ from pydantic.fields import FieldInfo
 from standardwebhooks.webhooks import Webhook
 
 from relay.config.redis_url import (
+    CLUSTER_SCHEMES,
     PLAIN_SCHEMES,
     SENTINEL_SCHEMES,
+    is_cluster_url,
     is_sentinel_url,
+    parse_cluster_url,
     parse_sentinel_url,
     plain_url_problem,
 )
@@ -74,13 +77,17 @@ def check_secret(secret: str) -> str:
 
 
 def check_redis_url(url: str | None) -> str | None:
-    """A plain Redis URL or a Sentinel URL (redis_url.py); no message repeats it (it may hold a password)."""
+    """A plain Redis URL, a Sentinel URL or a Cluster URL (redis_url.py); no message repeats it (it may hold a
+    password)."""
+    if url is not None and is_cluster_url(url):
+        parse_cluster_url(url)  # its ValueError names the part that is wrong, not the URL
+        return url
     if url is None or is_sentinel_url(url):
         if url is not None:
             parse_sentinel_url(url)  # its ValueError names the part that is wrong, not the URL
         return url
     if not url.startswith(tuple(f"{scheme}://" for scheme in PLAIN_SCHEMES)):
-        schemes = ", ".join(f"{scheme}://" for scheme in (*PLAIN_SCHEMES, *SENTINEL_SCHEMES))
+        schemes = ", ".join(f"{scheme}://" for scheme in (*PLAIN_SCHEMES, *SENTINEL_SCHEMES, *CLUSTER_SCHEMES))
         raise ValueError(f"must start with one of {schemes}")
     problem = plain_url_problem(url)
     if problem is not None:

@@ -1,11 +1,17 @@
-"""``REDIS_URL`` forms: a plain Redis URL, or a Sentinel URL naming the Sentinels and the service.
+"""``REDIS_URL`` forms: a plain Redis URL, a Sentinel URL naming the Sentinels and the service, or a Cluster URL
+naming some of the cluster's nodes.
 
 ``redis+sentinel://[[user]:password@]host1[:26379],host2[:26379]/<service>[/<db>][?options]``
 (``rediss+sentinel://`` for TLS). The user and password are the data nodes' (as in a plain URL);
 ``sentinel_username`` / ``sentinel_password`` in the query are the Sentinels' own, when they require
 one. Every other query option means what it means in a plain URL (redis-py's ``parse_url`` reads
 them: ``ssl_ca_certs``, ``ssl_cert_reqs``, ``socket_timeout``, ...) and applies to Sentinels and data
-nodes alike. Pure parsing, no I/O.
+nodes alike.
+
+``redis+cluster://[[user]:password@]host1[:6379],host2[:6379],...[/][?options]`` (``rediss+cluster://`` for
+TLS): the hosts are startup nodes (any one reachable is enough; listing every node survives losing some), the user
+and password are every node's, the query options are redis-py's connection options (:data:`CLUSTER_OPTIONS`). A
+cluster has only database 0: a path other than ``/`` or ``/0`` is an error. Pure parsing, no I/O.
 """
 
 from __future__ import annotations
@@ -18,10 +24,15 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 from redis.asyncio.connection import parse_url
 
 __all__ = [
+    "CLUSTER_OPTIONS",
+    "CLUSTER_SCHEMES",
     "PLAIN_SCHEMES",
     "SENTINEL_SCHEMES",
+    "ClusterURL",
     "SentinelURL",
+    "is_cluster_url",
     "is_sentinel_url",
+    "parse_cluster_url",
     "parse_sentinel_url",
     "plain_url_problem",
     "redis_where",
@@ -29,7 +40,28 @@ __all__ = [
 
 PLAIN_SCHEMES = ("redis", "rediss", "unix")
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 DEFAULT_SENTINEL_PORT = 26379
+DEFAULT_CLUSTER_PORT = 6379
+#: the query options a cluster URL takes: redis-py's connection options that its cluster client accepts (a plain
+#: URL's ``retry_on_timeout`` or ``timeout`` it does not; relay sets the retries and decoding itself)
+CLUSTER_OPTIONS = frozenset(
+    {
+        "socket_timeout",
+        "socket_connect_timeout",
+        "socket_keepalive",
+        "max_connections",
+        "health_check_interval",
+        "client_name",
+        "ssl_ca_certs",
+        "ssl_ca_data",
+        "ssl_cert_reqs",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "ssl_check_hostname",
+        "ssl_ciphers",
+    }
+)
 _DB_PATH = re.compile(r"^/?(\d+/?)?$")
 #: how each character that ends a URL's authority is written inside a user name or password
 _ENCODED = {"/": "%2F", "?": "%3F", "#": "%23"}
@@ -75,8 +107,33 @@ class SentinelURL:
         return out
 
 
+@dataclass(frozen=True, slots=True)
+class ClusterURL:
+    nodes: tuple[tuple[str, int], ...]
+    tls: bool = False
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    #: connection options from the query string (:data:`CLUSTER_OPTIONS`), as redis-py reads them from a plain URL
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def node_kwargs(self) -> dict[str, Any]:
+        """Connection arguments for every node of the cluster (redis-py's ``RedisCluster`` takes them)."""
+        out: dict[str, Any] = dict(self.options)
+        if self.tls:
+            out["ssl"] = True
+        if self.username:
+            out["username"] = self.username
+        if self.password:
+            out["password"] = self.password
+        return out
+
+
 def is_sentinel_url(url: str) -> bool:
     return url.split("://", 1)[0].lower() in SENTINEL_SCHEMES
+
+
+def is_cluster_url(url: str) -> bool:
+    return url.split("://", 1)[0].lower() in CLUSTER_SCHEMES
 
 
 def _userinfo_cut(rest: str, *, unix: bool = False) -> str | None:
@@ -134,7 +191,7 @@ def parse_sentinel_url(url: str) -> SentinelURL:
     if not at:
         userinfo, hosts = "", location
     username, colon, password = userinfo.partition(":")
-    sentinels = tuple(_host_port(item) for item in hosts.split(","))
+    sentinels = tuple(_host_port(item, DEFAULT_SENTINEL_PORT, "Sentinel") for item in hosts.split(","))
     segments = [unquote(s) for s in parts.path.split("/") if s]
     if not segments:
         raise ValueError("a Sentinel URL names the monitored service in its path: .../<service>[/<db>]")
@@ -165,7 +222,45 @@ def parse_sentinel_url(url: str) -> SentinelURL:
     )
 
 
-def _host_port(item: str) -> tuple[str, int]:
+def parse_cluster_url(url: str) -> ClusterURL:
+    """Read a Cluster URL; ``ValueError`` with a one-line reason (never echoing the password) if it is not one."""
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme not in CLUSTER_SCHEMES:
+        raise ValueError(f"a Cluster URL starts with {' or '.join(s + '://' for s in CLUSTER_SCHEMES)}")
+    cut = _userinfo_cut(rest)
+    if cut is not None:
+        raise ValueError(_cut_message(cut))
+    parts = urlsplit("//" + rest)
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    if not at:
+        userinfo, hosts = "", parts.netloc
+    username, colon, password = userinfo.partition(":")
+    nodes = tuple(_host_port(item, DEFAULT_CLUSTER_PORT, "node") for item in hosts.split(","))
+    if unquote(parts.path) not in ("", "/", "/0"):
+        raise ValueError("a Redis Cluster has only database 0: a Cluster URL's path is / or /0 (or none)")
+    query = dict(parse_qsl(parts.query, keep_blank_values=False))
+    if "db" in query:
+        raise ValueError("a Redis Cluster has only database 0: a Cluster URL takes no ?db=")
+    unknown = sorted(set(query) - CLUSTER_OPTIONS)
+    if unknown:
+        raise ValueError(
+            f"a Cluster URL does not take the option {unknown[0]!r}; it takes {', '.join(sorted(CLUSTER_OPTIONS))}"
+        )
+    plain = ("rediss" if scheme.startswith("rediss") else "redis") + "://localhost/"
+    options = {k: v for k, v in parse_url(plain + "?" + urlencode(query)).items() if k not in _LOCATION_KEYS}
+    return ClusterURL(
+        nodes=nodes,
+        tls=scheme.startswith("rediss"),
+        username=unquote(username) or None,
+        password=unquote(password) if colon and password else None,
+        options=options,
+    )
+
+
+def _host_port(item: str, default_port: int, what: str) -> tuple[str, int]:
+    kind = "Sentinel" if what == "Sentinel" else "Cluster"
+    listed = "Sentinels" if what == "Sentinel" else "nodes"
     item = item.strip()
     if item.startswith("["):  # [v6]:port
         host, _, tail = item[1:].partition("]")
@@ -173,11 +268,11 @@ def _host_port(item: str) -> tuple[str, int]:
     else:
         host, _, port_text = item.partition(":")
     if not host:
-        raise ValueError("a Sentinel URL lists its Sentinels as host[:port],host[:port],...; one host is empty")
+        raise ValueError(f"a {kind} URL lists its {listed} as host[:port],host[:port],...; one host is empty")
     if not port_text:
-        return host, DEFAULT_SENTINEL_PORT
+        return host, default_port
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError("a Sentinel's port must be 1-65535")
+        raise ValueError(f"a {what}'s port must be 1-65535")
     return host, int(port_text)
 
 
@@ -188,6 +283,10 @@ def redis_where(url: str) -> str:
         sentinels = ",".join(f"{host}:{port}" for host, port in target.sentinels)
         scheme = "rediss+sentinel" if target.tls else "redis+sentinel"
         return f"{scheme}://{sentinels}/{target.service}/{target.db}"
+    if is_cluster_url(url):
+        cluster = parse_cluster_url(url)
+        nodes = ",".join(f"[{host}]:{port}" if ":" in host else f"{host}:{port}" for host, port in cluster.nodes)
+        return f"{'rediss+cluster' if cluster.tls else 'redis+cluster'}://{nodes}/0"
     parts = urlsplit(url)
     if parts.scheme == "unix":
         return f"unix://{parts.path}"
