@@ -143,16 +143,17 @@ def check_redis(url: str, *, wait: float, waiting: Callable[[str, str], None] | 
     deadline = time.monotonic() + wait
     told = False
     while True:
-        client = sync_client(url, timeout=_PING_TIMEOUT)
         try:
-            client.ping()
-            return _version(client)
+            client = sync_client(url, timeout=_PING_TIMEOUT)  # a cluster's client reads the slot map here
+            try:
+                client.ping()
+                return _version(client)
+            finally:
+                client.close()  # type: ignore[no-untyped-call]  # untyped in redis-py 5.2
         except redis.RedisError as exc:
             reason = _unreachable(exc)
             if reason is None:
                 raise StartupError(_refusal(exc, where)) from None
-        finally:
-            client.close()  # type: ignore[no-untyped-call]  # untyped in redis-py 5.2
         if time.monotonic() + _RETRY_PAUSE > deadline:
             waited = f" (waited {wait:g} s: RELAY_REDIS_STARTUP_WAIT)" if wait else ""
             raise StartupError(

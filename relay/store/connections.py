@@ -1,6 +1,8 @@
 """Redis clients that ride out a Redis restart or a Sentinel failover: commands are retried with
 backoff for about a minute, and a Sentinel URL's clients ask the Sentinels for the primary again
-whenever a connection to the old one fails (see :mod:`relay.config.redis_url` for the URL forms)."""
+whenever a connection to the old one fails (see :mod:`relay.config.redis_url` for the URL forms).
+A Cluster URL's client is :class:`relay.store.cluster_client.RelayCluster`: one attempt per address and
+the same minute of retries around each call, through a failover or a slot move."""
 
 from __future__ import annotations
 
@@ -13,10 +15,19 @@ from redis.asyncio.connection import SSLConnection
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 from redis.backoff import ExponentialBackoff, NoBackoff
-from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
+from redis.cluster import ClusterNode as SyncClusterNode
+from redis.cluster import RedisCluster as SyncRedisCluster
+from redis.exceptions import AuthenticationError, BusyLoadingError, ConnectionError, RedisClusterException, TimeoutError
 from redis.sentinel import Sentinel as SyncSentinel
 
-from relay.config.redis_url import SentinelURL, is_sentinel_url, parse_sentinel_url
+from relay.config.redis_url import (
+    SentinelURL,
+    is_cluster_url,
+    is_sentinel_url,
+    parse_cluster_url,
+    parse_sentinel_url,
+)
+from relay.store.cluster_client import cluster_client
 from relay.store.durable import DurableRedis
 
 __all__ = ["RETRY_ON", "arq_sentinel_pool", "arq_settings", "redis_client", "sync_client"]
@@ -93,9 +104,15 @@ def _master_for(target: SentinelURL, redis_class: type[Any], kwargs: dict[str, A
 
 
 def redis_client(url: str, *, min_replicas: int = 0, wait_timeout: float = 1.0) -> Redis:
-    """relay's client (strings in, strings out); with ``min_replicas`` > 0 scripts wait for replicas (store.durable)."""
+    """relay's client (strings in, strings out); with ``min_replicas`` > 0 scripts wait for replicas (store.durable).
+
+    For a Cluster URL a :class:`relay.store.cluster_client.RelayCluster` (typed as ``Redis``: relay calls on it
+    what both have, and the cluster client sends each call to the node of its keys)."""
     cls: type[Redis] = DurableRedis if min_replicas > 0 else Redis
     kwargs = _connection_kwargs(decode=True)
+    if is_cluster_url(url):
+        cluster = cluster_client(parse_cluster_url(url), kwargs, min_replicas=min_replicas, wait_timeout=wait_timeout)
+        return cluster  # type: ignore[return-value]  # a RedisCluster, used through the calls it shares with Redis
     if is_sentinel_url(url):
         target = parse_sentinel_url(url)
         client: Redis = _master_for(target, cls, kwargs)
@@ -126,8 +143,12 @@ def arq_sentinel_pool(url: str) -> ArqRedis:
 
 
 def sync_client(url: str, *, timeout: float) -> redis.Redis:
-    """A blocking client for one-off checks (the worker's liveness probe), either URL form."""
+    """A blocking client for one-off checks (the start's PING), any URL form. For a Cluster URL redis-py's blocking
+    cluster client, which reads the slot map as it is made: a cluster none of whose nodes answer is a
+    ``ConnectionError`` here, a wrong password an ``AuthenticationError``, as from the other forms' ``ping()``."""
     limits = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    if is_cluster_url(url):
+        return _sync_cluster(url, limits)  # type: ignore[return-value]  # ping, info and close, as Redis
     if not is_sentinel_url(url):
         return redis.Redis.from_url(url, **limits)
     target = parse_sentinel_url(url)
@@ -135,3 +156,17 @@ def sync_client(url: str, *, timeout: float) -> redis.Redis:
     sentinel = SyncSentinel(list(target.sentinels), sentinel_kwargs={**limits, **target.sentinel_kwargs()})  # type: ignore[no-untyped-call]
     client: redis.Redis = sentinel.master_for(target.service, **{**limits, **target.data_kwargs()})  # type: ignore[no-untyped-call]
     return client
+
+
+def _sync_cluster(url: str, limits: dict[str, float]) -> SyncRedisCluster:
+    target = parse_cluster_url(url)
+    nodes = [SyncClusterNode(host, port) for host, port in target.nodes]  # type: ignore[no-untyped-call]
+    try:
+        return SyncRedisCluster(  # type: ignore[abstract]  # redis-py 5.2's abstract base, not ours
+            startup_nodes=nodes, cluster_error_retry_attempts=0, retry=None, **{**limits, **target.node_kwargs()}
+        )
+    except RedisClusterException as exc:
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, AuthenticationError | ConnectionError | TimeoutError):
+            raise cause from None
+        raise ConnectionError(str(exc).split(":", 1)[0]) from exc

@@ -1,0 +1,218 @@
+"""relay's client for a Redis Cluster (``REDIS_URL=redis+cluster://...``): redis-py's asyncio ``RedisCluster`` with
+one connection attempt per address and relay's retry around every call.
+
+Why this shape (docs/cluster-design.md, "The client"):
+
+- redis-py retries a connection with the connection's own retry policy before it re-reads the slot map. With
+  relay's plain policy (35 attempts, backoff to 2 s) a cluster client knocked at a SIGKILLed primary's address for
+  the whole budget: one call blocked 65 s. Here each address gets one attempt (``Retry(NoBackoff(), 0)``); a
+  failure makes redis-py re-read the slot map, and :meth:`RelayCluster.execute_command` (and a pipeline's
+  ``execute``) retries the call, 0.05 s doubling to 2 s, for :data:`RETRY_FOR` seconds: long enough for a replica
+  to be promoted (``cluster-node-timeout`` plus the election).
+- What is retried: no answer (``ConnectionError``, ``TimeoutError``), a cluster without a slot's owner
+  (``CLUSTERDOWN``, a slot map not covering every slot), redirections redis-py gave up on (``TTL exhausted``,
+  ``TRYAGAIN``, ``MOVED``/``ASK`` left in a pipeline), and a script refused because a key it touches has already
+  moved (``non local key``: the script runs again where its keys are). Past the budget the error reaches the
+  caller: the API answers 503 (relay/store/refusals.py), a worker backs off.
+- The startup nodes of the URL are put back before each retry: redis-py replaces them with the nodes it
+  discovered, and forgets a node that failed; a cluster whose every node came back at a new address (pods
+  rescheduled) is found again through the URL's names.
+- ``RELAY_REDIS_MIN_REPLICAS`` > 0: a script is sent as ``EVALSHA`` followed by ``WAIT`` on the same connection to
+  the node of its first key (one cluster pipeline, one send), as :class:`relay.store.durable.DurableRedis` does on
+  one Redis; :class:`NotReplicated` when fewer replicas confirm in time.
+- Scripts: ``SCRIPT LOAD`` goes to every primary; a replica promoted on Redis 7 has none loaded, and
+  :class:`relay.store.scripts.LuaScript` loads the script again on ``NOSCRIPT``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, PipelineCommand, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import (
+    AskError,
+    AuthenticationError,
+    BusyLoadingError,
+    ClusterError,
+    ConnectionError,
+    MovedError,
+    RedisClusterException,
+    ResponseError,
+    SlotNotCoveredError,
+    TimeoutError,
+    TryAgainError,
+)
+
+from relay.config.redis_url import ClusterURL
+from relay.store.durable import NotReplicated
+
+__all__ = ["RETRY_FOR", "RelayCluster", "cluster_client", "is_transient"]
+
+T = TypeVar("T")
+
+#: seconds a call is retried for before its error reaches the caller (as the plain client's ~60 s)
+RETRY_FOR = 60.0
+_FIRST_DELAY = 0.05
+_MAX_DELAY = 2.0
+#: errors that go away by themselves on a cluster: a node restarting or failed over, a slot moving
+_TRANSIENT: tuple[type[Exception], ...] = (
+    ConnectionError,
+    TimeoutError,
+    BusyLoadingError,
+    OSError,
+    ClusterError,  # TTL exhausted; ClusterDownError (CLUSTERDOWN, MASTERDOWN) derives from it
+    TryAgainError,
+    AskError,  # MovedError derives from it
+    SlotNotCoveredError,
+)
+#: what a script touching a key of a slot its node no longer serves is refused with
+_NON_LOCAL = "non local key"
+#: RedisClusterException's messages for a cluster that cannot be read yet (its other messages are a caller's bug)
+_UNREADY = ("Redis Cluster cannot be connected", "All slots are not covered", "startup_nodes could not agree")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is one a cluster client retries (see the module's docstring)."""
+    if isinstance(exc, _TRANSIENT):
+        return True
+    if isinstance(exc, ResponseError):
+        return _NON_LOCAL in str(exc)
+    if isinstance(exc, RedisClusterException):
+        return str(exc).startswith(_UNREADY) and not isinstance(exc.__cause__, AuthenticationError | ResponseError)
+    return False
+
+
+def _as_redis_error(exc: Exception) -> Exception:
+    """What reaches the caller: a cluster the client could not read at all is a ``ConnectionError`` (the API's 503,
+    the startup check's "cannot reach"), a wrong password its ``AuthenticationError``; the rest as they are."""
+    if isinstance(exc, RedisClusterException) and not isinstance(exc, SlotNotCoveredError):
+        cause = exc.__cause__
+        if isinstance(cause, AuthenticationError):
+            return cause
+        if str(exc).startswith(_UNREADY[0]):
+            return ConnectionError(f"no node of the cluster answered ({type(cause).__name__ if cause else 'none'})")
+        if str(exc).startswith(_UNREADY[1:]):
+            return ConnectionError("the cluster's nodes do not serve every slot yet")
+    return exc
+
+
+class RelayCluster(RedisCluster):
+    """A ``RedisCluster`` whose every call is retried through failovers and slot moves (module docstring)."""
+
+    #: with RELAY_REDIS_MIN_REPLICAS > 0 (set by :func:`cluster_client`): scripts wait for that many replicas
+    min_replicas: int = 0
+    wait_timeout_ms: int = 1000
+    retry_for: float = RETRY_FOR
+    #: the URL's nodes, put back among the startup nodes before each retry
+    configured_nodes: tuple[tuple[str, int], ...] = ()
+
+    async def retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """``attempt()``, again after each transient error, 0.05 s doubling to 2 s, for :attr:`retry_for` seconds."""
+        deadline = time.monotonic() + self.retry_for
+        delay = _FIRST_DELAY
+        while True:
+            try:
+                return await attempt()
+            except Exception as exc:
+                if not is_transient(exc) or time.monotonic() + delay > deadline:
+                    raise _as_redis_error(exc) from exc
+                if isinstance(exc, MovedError):  # left in a pipeline: the slot map is read again before the next
+                    self.nodes_manager._moved_exception = exc
+                self._restore_startup_nodes()
+            await asyncio.sleep(delay)
+            delay = min(_MAX_DELAY, delay * 2)
+
+    def _restore_startup_nodes(self) -> None:
+        known = self.nodes_manager.startup_nodes
+        for host, port in self.configured_nodes:
+            node = ClusterNode(host, port, **self.connection_kwargs)
+            known.setdefault(node.name, node)
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        return await self.retrying(lambda: RedisCluster.execute_command(self, *args, **dict(kwargs)))
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> ClusterPipeline:
+        super().pipeline(transaction, shard_hint)  # its refusals (a transaction, a shard hint)
+        return _RetryingPipeline(self)  # type: ignore[abstract]  # redis-py 5.2's abstract base, not ours
+
+    async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
+        if self.min_replicas <= 0:
+            return await self.execute_command("EVALSHA", sha, numkeys, *keys_and_args)
+        return await self.retrying(lambda: self._evalsha_replicated(sha, numkeys, *keys_and_args))
+
+    async def _evalsha_replicated(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
+        """EVALSHA then WAIT on the same connection to the script's node; a redirection is raised (and retried):
+        the WAIT must follow the write on the node that made it."""
+        if self._initialize:
+            await self.initialize()
+        # a script declaring no key runs on any primary: the WAIT goes where it ran
+        node = self.get_node_from_key(keys_and_args[0]) if numkeys else random.choice(self.get_primaries())
+        pipe = ClusterPipeline(self)  # type: ignore[abstract]  # redis-py 5.2's abstract base, not ours
+        pipe.execute_command("EVALSHA", sha, numkeys, *keys_and_args, target_nodes=node)
+        pipe.execute_command("WAIT", self.min_replicas, self.wait_timeout_ms, target_nodes=node)
+        # errors come back as values: raise_on_error would annotate them with every argument (monitor URLs
+        # among them), and those messages reach the logs
+        result, confirmed = await pipe.execute(raise_on_error=False, allow_redirections=False)
+        for value in (result, confirmed):
+            if isinstance(value, Exception):
+                raise value
+        if int(confirmed) < self.min_replicas:
+            raise NotReplicated(
+                f"WAIT: {confirmed} of {self.min_replicas} replicas confirmed the write within "
+                f"{self.wait_timeout_ms} ms (RELAY_REDIS_MIN_REPLICAS)"
+            )
+        return result
+
+
+class _RetryingPipeline(ClusterPipeline):
+    """A cluster pipeline sent again, whole, after a transient error (or one left among its answers)."""
+
+    _client: RelayCluster
+
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
+        queued = [(cmd.args, dict(cmd.kwargs)) for cmd in self._command_stack]
+
+        async def attempt() -> list[Any]:
+            # fresh commands each time: redis-py keeps answers on them (and pops their target_nodes)
+            self._command_stack = [PipelineCommand(i, *args, **dict(kw)) for i, (args, kw) in enumerate(queued)]
+            answers = await ClusterPipeline.execute(self, raise_on_error, allow_redirections)
+            for answer in answers:
+                if isinstance(answer, Exception) and is_transient(answer):
+                    raise answer
+            return answers
+
+        try:
+            return await self._client.retrying(attempt)
+        finally:
+            self._command_stack = []
+
+
+def cluster_client(
+    target: ClusterURL,
+    connection_kwargs: dict[str, Any],
+    *,
+    min_replicas: int = 0,
+    wait_timeout: float = 1.0,
+    retry_for: float = RETRY_FOR,
+) -> RelayCluster:
+    """relay's cluster client for ``target``, its connections made with ``connection_kwargs`` (the plain client's:
+    decoding, timeouts), one attempt per address."""
+    kwargs: dict[str, Any] = {k: v for k, v in connection_kwargs.items() if k not in ("retry", "retry_on_error")}
+    kwargs.setdefault("socket_timeout", 10)  # a primary gone silent (no RST) fails the call, which is retried
+    kwargs.update(target.node_kwargs())
+    client = RelayCluster(  # type: ignore[abstract]  # redis-py 5.2's abstract base, not ours
+        startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
+        retry=Retry(NoBackoff(), 0),
+        **kwargs,
+    )
+    client.configured_nodes = target.nodes
+    client.retry_for = retry_for
+    client.min_replicas = min_replicas
+    client.wait_timeout_ms = max(1, round(wait_timeout * 1000))
+    return client

@@ -1,0 +1,222 @@
+"""relay's client for REDIS_URL=redis+cluster://... (relay/store/cluster_client.py) on a real loopback cluster
+(tests/cluster.py): commands, pipelines and scripts routed to their nodes, scripts loaded again where a node lacks
+them, WAIT for RELAY_REDIS_MIN_REPLICAS on the script's own node, the start's check, TLS with a password, and a
+call waiting through a primary's SIGKILL (``--slow``: a 3+3 cluster)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import AuthenticationError, ConnectionError, ResponseError
+
+from relay.cli.startup import StartupError, check_redis
+from relay.store.cluster_client import RelayCluster, is_transient
+from relay.store.connections import redis_client, sync_client
+from relay.store.durable import NotReplicated
+from relay.store.scripts import LuaScript
+from tests.cluster import LoopbackCluster, TLSFiles, server_has_tls, slot_of
+
+
+def cluster_url(cluster: LoopbackCluster, *, scheme: str = "redis+cluster", auth: str = "", query: str = "") -> str:
+    return f"{scheme}://{auth}{cluster.hosts()}/{query}"
+
+
+def tagged(name: str) -> str:
+    """A hash tag of its own per test (its keys share one slot, apart from other tests')."""
+    return f"{{{name}-{uuid.uuid4().hex[:8]}}}"
+
+
+def spread_keys(cluster: LoopbackCluster, count: int = 30) -> list[str]:
+    """Keys of this test whose slots cover every primary."""
+    names = [f"{uuid.uuid4().hex}:{i}" for i in range(count)]
+    owners = {cluster.owner_of(name).port for name in names}
+    assert len(owners) == len(cluster.primary_nodes())
+    return names
+
+
+COUNT = LuaScript.from_text("count", "return redis.call('INCR', KEYS[1])")
+
+
+@pytest.fixture
+async def client(redis_cluster: LoopbackCluster) -> AsyncIterator[Redis]:
+    """What relay's store is given for a cluster URL (a RelayCluster, typed as the Redis it stands in for)."""
+    made = redis_client(cluster_url(redis_cluster))
+    assert isinstance(made, RelayCluster)
+    yield made
+    await made.aclose()
+
+
+async def test_commands_and_pipelines_reach_the_node_of_each_key(redis_cluster: LoopbackCluster, client: Redis) -> None:
+    names = spread_keys(redis_cluster)
+    for i, name in enumerate(names):
+        await client.set(name, i)
+    assert [await client.get(name) for name in names] == [str(i) for i in range(len(names))]
+    async with client.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.incr(name)
+        assert await pipe.execute() == [i + 1 for i in range(len(names))]
+    for name in names:  # each on its own node, as a plain client connected to that node reads it
+        with redis_cluster.admin(redis_cluster.owner_of(name)) as admin:
+            assert admin.get(name) is not None
+    await client.delete(*names[:1])
+
+
+async def test_a_script_runs_on_the_node_of_its_key_and_is_loaded_again_where_a_node_lacks_it(
+    redis_cluster: LoopbackCluster, client: Redis
+) -> None:
+    key = tagged("script") + "n"
+    assert await COUNT.run(client, [key]) == 1
+    owner = redis_cluster.owner_of(key)
+    with redis_cluster.admin(owner) as admin:
+        admin.script_flush()  # as a replica promoted on Redis 7 comes up: without the script
+    assert await COUNT.run(client, [key]) == 2, "LuaScript's NOSCRIPT reload through the cluster client"
+    with redis_cluster.admin(owner) as admin:
+        assert admin.script_exists(COUNT.sha) == [True]
+
+
+async def test_with_min_replicas_a_script_waits_on_its_own_nodes_connection_and_fails_without_replicas(
+    redis_cluster: LoopbackCluster,
+) -> None:
+    """The 3-primary cluster has no replica: WAIT 1 confirms nothing within the timeout, the write is not done."""
+    durable = redis_client(cluster_url(redis_cluster), min_replicas=1, wait_timeout=0.05)
+    key = tagged("durable") + "n"
+    try:
+        began = time.monotonic()
+        with pytest.raises(NotReplicated, match="0 of 1 replicas"):
+            await COUNT.run(durable, [key])
+        assert time.monotonic() - began < 5, "NotReplicated is not retried: it is an answer"
+        assert await durable.get(key) == "1", "the primary applied it; the caller treats it as not done"
+    finally:
+        await durable.aclose()
+
+
+async def test_a_script_refused_for_a_key_on_another_node_is_retried_until_the_budget_ends(
+    redis_cluster: LoopbackCluster,
+) -> None:
+    """``non local key`` is what a script meets mid-move (its bucket's keys on two nodes): retried, as transient.
+    Here the other key never comes: the call ends in the refusal once the budget (0.4 s here) is spent."""
+    made = redis_client(cluster_url(redis_cluster))
+    assert isinstance(made, RelayCluster)
+    made.retry_for = 0.4
+    here, elsewhere = tagged("here") + "k", ""
+    while not elsewhere or redis_cluster.owner_of(elsewhere).port == redis_cluster.owner_of(here).port:
+        elsewhere = tagged("elsewhere") + "k"
+    touch = LuaScript.from_text("touch", "return redis.call('GET', ARGV[1])")
+    try:
+        began = time.monotonic()
+        with pytest.raises(ResponseError, match="non local key") as caught:
+            await touch.run(made, [here], [elsewhere])
+        assert is_transient(caught.value)
+        assert 0.3 < time.monotonic() - began < 5
+    finally:
+        await made.aclose()
+
+
+async def test_the_start_check_pings_a_cluster_and_names_why_it_cannot(redis_cluster: LoopbackCluster) -> None:
+    assert check_redis(cluster_url(redis_cluster), wait=0).startswith(("6.", "7."))
+    with sync_client(cluster_url(redis_cluster), timeout=2) as probe:
+        assert probe.ping()
+    dead = "redis+cluster://127.0.0.1:1,127.0.0.1:2"
+    with pytest.raises(ConnectionError):
+        sync_client(dead, timeout=1)
+    with pytest.raises(
+        StartupError, match=re.escape("cannot reach Redis at redis+cluster://127.0.0.1:1,127.0.0.1:2/0")
+    ):
+        check_redis(dead, wait=0)
+
+
+async def test_a_cluster_none_of_whose_nodes_answer_is_a_connection_error_once_the_budget_is_spent() -> None:
+    made = redis_client("redis+cluster://127.0.0.1:1,127.0.0.1:2")
+    assert isinstance(made, RelayCluster)
+    made.retry_for = 0.3
+    try:
+        with pytest.raises(ConnectionError, match="no node of the cluster answered"):
+            await made.get("k")
+    finally:
+        await made.aclose()
+
+
+# ---- TLS and a password ------------------------------------------------------------------------
+
+
+async def test_tls_and_a_password_from_the_url_reach_every_node(tmp_path: Path) -> None:
+    if not server_has_tls():
+        pytest.skip("this redis-server is built without TLS")
+    files = TLSFiles.make(tmp_path)
+    with LoopbackCluster(primaries=3, password="s3cret", tls=files) as cluster:
+        url = cluster_url(cluster, scheme="rediss+cluster", auth=":s3cret@", query=f"?ssl_ca_certs={files.ca}")
+        made = redis_client(url)
+        try:
+            names = spread_keys(cluster, 20)
+            async with made.pipeline(transaction=False) as pipe:
+                for name in names:
+                    pipe.set(name, 1)
+                assert await pipe.execute() == [True] * len(names)
+            assert await COUNT.run(made, [tagged("tls") + "n"]) == 1
+        finally:
+            await made.aclose()
+        assert check_redis(url, wait=0)
+        wrong = cluster_url(cluster, scheme="rediss+cluster", auth=":wrong@", query=f"?ssl_ca_certs={files.ca}")
+        with pytest.raises(AuthenticationError):
+            sync_client(wrong, timeout=2)
+        with pytest.raises(StartupError, match="refused relay's credentials") as caught:
+            check_redis(wrong, wait=0)
+        assert "wrong" not in str(caught.value)
+
+
+# ---- slow: a primary SIGKILLed (3+3) ---------------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_a_call_waits_through_a_primarys_sigkill_and_succeeds_on_the_promoted_replica() -> None:
+    """Calls every 20 ms through the SIGKILL of their key's primary: none fails, the longest waits about as long as
+    the promotion takes (node timeout 1 s), the counter loses nothing; on Redis 7 the promoted replica gets the
+    script loaded again (NOSCRIPT, then SCRIPT LOAD) without the caller seeing it. Prints the figures."""
+    with LoopbackCluster(primaries=3, replicas=1) as cluster:
+        made = redis_client(cluster_url(cluster))
+        key = tagged("failover") + "n"
+        durations: list[float] = []
+        done = 0
+        stop = asyncio.Event()
+
+        async def calls() -> None:
+            nonlocal done
+            while not stop.is_set():
+                began = time.monotonic()
+                done = await COUNT.run(made, [key])  # raises if a call fails: the test fails
+                durations.append(time.monotonic() - began)
+                await asyncio.sleep(0.02)
+
+        durable = redis_client(cluster_url(cluster), min_replicas=1, wait_timeout=2)
+        try:
+            assert await COUNT.run(durable, [key]) == 1, "WAIT 1 on the key's node: its replica confirmed"
+            assert await COUNT.run(made, [key]) == 2
+            task = asyncio.create_task(calls())
+            await asyncio.sleep(0.3)
+            killed = time.monotonic()
+            old = await asyncio.to_thread(cluster.kill_primary_of, slot_of(key))
+            promoted = await asyncio.to_thread(cluster.wait_promoted, old)
+            calls_before = len(durations)
+            while len(durations) < calls_before + 5:  # calls succeed again on the promoted replica
+                assert not task.done(), task.exception()
+                await asyncio.sleep(0.05)
+            back = time.monotonic() - killed
+            stop.set()
+            await task
+            assert int(await made.get(key)) == done, "every call counted once"
+        finally:
+            await made.aclose()
+            await durable.aclose()
+    longest = max(durations)
+    print(
+        f"\nSIGKILL of a primary (3+3, node timeout 1 s): promoted after {promoted:.2f} s; calls never failed, "
+        f"the longest waited {longest:.2f} s; calls succeeding again {back:.2f} s after the kill"
+    )
+    assert longest > 0.5, "a call did wait through the failover"
