@@ -22,6 +22,7 @@ from relay.store.connections import redis_client, sync_client
 from relay.store.durable import NotReplicated
 from relay.store.scripts import LuaScript
 from tests.cluster import LoopbackCluster, TLSFiles, server_has_tls, slot_of
+from workers.waker import Waker
 
 
 def cluster_url(cluster: LoopbackCluster, *, scheme: str = "redis+cluster", auth: str = "", query: str = "") -> str:
@@ -220,3 +221,41 @@ async def test_a_call_waits_through_a_primarys_sigkill_and_succeeds_on_the_promo
         f"the longest waited {longest:.2f} s; calls succeeding again {back:.2f} s after the kill"
     )
     assert longest > 0.5, "a call did wait through the failover"
+
+
+# ---- wake channels --------------------------------------------------------------------------------
+
+
+async def _published_reaches(waker: Waker, cluster: LoopbackCluster, event: asyncio.Event, channel: str) -> None:
+    """A message published on a node other than the waker's reaches it."""
+    other = next(node for node in cluster.live_nodes() if f"127.0.0.1:{node.port}" != waker.node)
+    event.clear()
+    deadline = time.monotonic() + 5
+    while not event.is_set():  # published again until the subscription is made
+        assert time.monotonic() < deadline, "no wake-up"
+        with cluster.admin(other) as admin:
+            admin.publish(channel, "due")
+        await asyncio.sleep(0.05)
+
+
+async def test_the_waker_subscribes_on_one_node_hears_every_node_and_moves_when_its_node_drops_it(
+    redis_cluster: LoopbackCluster, client: Redis
+) -> None:
+    channel = f"relay:test:{uuid.uuid4().hex}:wake"
+    event = asyncio.Event()
+    waker = Waker(client, {channel: event})
+    waker.start()
+    try:
+        await _published_reaches(waker, redis_cluster, event, channel)
+        first = waker.node
+        assert first is not None
+        with redis_cluster.admin(redis_cluster.node_at(int(first.rsplit(":", 1)[1]))) as admin:
+            admin.client_kill_filter(_type="pubsub")  # the node drops the subscription, as a failing node would
+        deadline = time.monotonic() + 5
+        while waker.node == first:
+            assert time.monotonic() < deadline, "the waker did not move to another node"
+            await asyncio.sleep(0.05)
+        await _published_reaches(waker, redis_cluster, event, channel)
+        assert waker.node != first
+    finally:
+        await waker.stop()

@@ -4,6 +4,10 @@ A schedule publishes on its wake channel (``keys.sched_wake``) whenever a member
 did (a new job, a new event, a job woken for authorization: ``relay/store/lua/lib/lanes.lua``). One
 subscription per worker process sets the loops' events. If the subscription breaks (Redis restarting), the
 loops are woken at once and every time it is made again, so nothing waits longer than a loop's longest sleep.
+
+On a Redis Cluster (redis-py 5.2's asyncio cluster client has no pub/sub) the subscription is a plain client to
+one node: a ``PUBLISH`` on any node reaches the subscribers of every node. When that node fails, the next
+subscription is made to another (:meth:`relay.store.cluster_client.RelayCluster.subscriber`).
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import contextlib
 
 import structlog
 from redis.asyncio import Redis
+
+from relay.store.cluster_client import RelayCluster
 
 __all__ = ["Waker"]
 
@@ -25,6 +31,8 @@ class Waker:
         self.redis = redis
         self.events = events
         self._task: asyncio.Task[None] | None = None
+        #: on a cluster: the node subscribed to (``host:port``), or the last one that failed
+        self.node: str | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="relay-waker")
@@ -42,16 +50,29 @@ class Waker:
     async def _run(self) -> None:
         while True:
             try:
-                async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-                    await pubsub.subscribe(*self.events)
-                    self._wake_all()  # what was published while not subscribed is looked at now
-                    async for message in pubsub.listen():
-                        event = self.events.get(message.get("channel") or "")
-                        if event is not None:
-                            event.set()
+                await self._subscribe()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis away: the loops poll on their own meanwhile
-                log.warning("wake subscription lost", error=type(exc).__name__)
+                log.warning("wake subscription lost", error=type(exc).__name__, node=self.node)
                 self._wake_all()
                 await asyncio.sleep(1.0)
+
+    async def _subscribe(self) -> None:
+        if not isinstance(self.redis, RelayCluster):
+            await self._listen(self.redis)
+            return
+        client, self.node = await self.redis.subscriber(avoid=self.node)
+        try:
+            await self._listen(client)
+        finally:
+            await client.aclose()
+
+    async def _listen(self, redis: Redis) -> None:
+        async with redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+            await pubsub.subscribe(*self.events)
+            self._wake_all()  # what was published while not subscribed is looked at now
+            async for message in pubsub.listen():
+                event = self.events.get(message.get("channel") or "")
+                if event is not None:
+                    event.set()

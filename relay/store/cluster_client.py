@@ -22,16 +22,21 @@ Why this shape (docs/cluster-design.md, "The client"):
   one Redis; :class:`NotReplicated` when fewer replicas confirm in time.
 - Scripts: ``SCRIPT LOAD`` goes to every primary; a replica promoted on Redis 7 has none loaded, and
   :class:`relay.store.scripts.LuaScript` loads the script again on ``NOSCRIPT``.
+- Pub/sub: redis-py 5.2's asyncio ``RedisCluster`` has none. A ``PUBLISH`` (from a script too) reaches the
+  subscribers of every node of the cluster, so :meth:`RelayCluster.subscriber` gives a plain client to any one
+  node (workers/waker.py moves to another when that one fails).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, PipelineCommand, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -111,6 +116,20 @@ class RelayCluster(RedisCluster):
     retry_for: float = RETRY_FOR
     #: the URL's nodes, put back among the startup nodes before each retry
     configured_nodes: tuple[tuple[str, int], ...] = ()
+    #: connection options for a plain client to one node (:meth:`subscriber`): the URL's, decoding, timeouts
+    node_options: dict[str, Any] = {}  # noqa: RUF012  # replaced per client by cluster_client, never mutated
+
+    async def subscriber(self, avoid: str | None = None) -> tuple[Redis, str]:
+        """A plain client to one node of the cluster, chosen at random among those the slot map lists (the URL's
+        when none is known), other than ``avoid`` (a node's ``host:port`` that just failed) when there is another;
+        and that node's ``host:port``. For pub/sub: a subscription is idle by nature, so no read timeout."""
+        with contextlib.suppress(Exception):  # a cluster not reachable now: the URL's nodes, tried in turn
+            await self.initialize()
+        known = [(node.host, int(node.port)) for node in self.get_nodes()] or list(self.configured_nodes)
+        choices = [(host, port) for host, port in known if f"{host}:{port}" != avoid] or known
+        host, port = random.choice(choices)
+        options = {**self.node_options, "socket_timeout": None}
+        return Redis(host=host, port=port, **options), f"{host}:{port}"
 
     async def retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
         """``attempt()``, again after each transient error, 0.05 s doubling to 2 s, for :attr:`retry_for` seconds."""
@@ -212,6 +231,7 @@ def cluster_client(
         **kwargs,
     )
     client.configured_nodes = target.nodes
+    client.node_options = {**kwargs, "retry": Retry(NoBackoff(), 0)}
     client.retry_for = retry_for
     client.min_replicas = min_replicas
     client.wait_timeout_ms = max(1, round(wait_timeout * 1000))
