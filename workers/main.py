@@ -221,7 +221,7 @@ def create_worker(settings: Settings, **overrides: Any) -> Worker:
     settings.check_sealing()
     quiet_arq()
     kwargs = worker_kwargs()
-    kwargs.update(_arq_redis(settings.effective_redis_url))
+    kwargs.update(_arq_redis(settings.arq_redis_url or settings.effective_redis_url))
     kwargs.update(ctx={"settings": settings}, health_check_key=health_check_key())
     kwargs.update(overrides)
     return RelayWorker(**kwargs)

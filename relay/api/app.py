@@ -10,11 +10,23 @@ from relay.api import deliveries, jobs, ops, sse, streams, ui
 from relay.api.middlewares import api_middleware
 from relay.api.openapi import documented_queries, openapi_document
 from relay.api.routing import ApiRoutes
-from relay.api.typedefs import BROKER, OPENAPI, QUERY_PARAMETERS, REDIS, SESSION, SETTINGS, SIGNING, STORE, VAULT
+from relay.api.typedefs import (
+    ARQ_REDIS,
+    BROKER,
+    OPENAPI,
+    QUERY_PARAMETERS,
+    REDIS,
+    SESSION,
+    SETTINGS,
+    SIGNING,
+    STORE,
+    VAULT,
+)
 from relay.config.settings import Settings
 from relay.config.tenants import Signing
 from relay.core.crypto import Vault
 from relay.outbound.client import create_session
+from relay.store.connections import redis_client
 from relay.store.open import open_store
 
 __all__ = ["MAX_BODY", "ROUTES", "create_app"]
@@ -49,8 +61,13 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     store = open_store(app[SETTINGS])
     app[STORE] = store
     app[REDIS] = store.redis
+    arq_url = app[SETTINGS].arq_redis_url
+    if arq_url is not None:  # arq's queue on a Redis of its own (REDIS_URL a cluster's)
+        app[ARQ_REDIS] = redis_client(arq_url)
     yield
     await store.redis.aclose()
+    if ARQ_REDIS in app:
+        await app[ARQ_REDIS].aclose()
 
 
 async def _session(app: web.Application) -> AsyncIterator[None]:

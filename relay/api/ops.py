@@ -14,7 +14,7 @@ from relay import metrics
 from relay.api.http import json_response
 from relay.api.problems import ProblemError
 from relay.api.routing import ApiRoutes, Operation, problem
-from relay.api.typedefs import OPENAPI, REDIS, SETTINGS, STORE
+from relay.api.typedefs import ARQ_REDIS, OPENAPI, REDIS, SETTINGS, STORE
 from relay.store import keys
 from relay.store.refusals import SPELLS
 
@@ -83,7 +83,10 @@ async def metrics_view(request: web.Request) -> web.Response:
                 headers={"WWW-Authenticate": 'Bearer realm="relay-metrics"'},
             )
     try:
-        metrics.refresh_from_stats(await asyncio.wait_for(request.app[STORE].stats(), READY_TIMEOUT))
+        stats = await asyncio.wait_for(request.app[STORE].stats(), READY_TIMEOUT)
+        if ARQ_REDIS in request.app:  # arq's queue is on its own Redis (RELAY_ARQ_REDIS_URL)
+            stats["queued"] = await asyncio.wait_for(request.app[ARQ_REDIS].zcard(keys.ARQ_QUEUE), READY_TIMEOUT)
+        metrics.refresh_from_stats(stats)
     except Exception as exc:  # Redis away: still serve the process's own counters
         log.warning("metrics: Redis gauges not refreshed", error=type(exc).__name__)
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -14,10 +14,23 @@ from relay.core.crypto import Vault
 from relay.credentials.broker import CredentialBroker
 from relay.store.jobs import Store
 
-__all__ = ["BROKER", "OPENAPI", "QUERY_PARAMETERS", "REDIS", "SESSION", "SETTINGS", "SIGNING", "STORE", "VAULT"]
+__all__ = [
+    "ARQ_REDIS",
+    "BROKER",
+    "OPENAPI",
+    "QUERY_PARAMETERS",
+    "REDIS",
+    "SESSION",
+    "SETTINGS",
+    "SIGNING",
+    "STORE",
+    "VAULT",
+]
 
 SETTINGS = web.AppKey("settings", Settings)
 REDIS = web.AppKey("redis", Redis)
+#: arq's own Redis when RELAY_ARQ_REDIS_URL names one (its queue depth for /metrics); absent otherwise
+ARQ_REDIS = web.AppKey("arq_redis", Redis)
 STORE = web.AppKey("store", Store)
 VAULT = web.AppKey("vault", Vault)
 #: which secrets sign each owner's events (stream frames)

@@ -24,7 +24,7 @@ from relay.cli.devstate import dev_state
 from relay.cli.jobs import add_jobs_parser
 from relay.cli.listen import add_listen_parser
 from relay.cli.startup import StartupError, bind_refusal, check_redis, listen
-from relay.config.redis_url import redis_where
+from relay.config.redis_url import is_cluster_url, redis_where
 from relay.config.settings import ConfigError, Settings
 from relay.store.embedded import EmbeddedRedis
 
@@ -78,12 +78,25 @@ def _check_redis(settings: Settings) -> str:
     def waiting(where: str, reason: str) -> None:
         log.warning("waiting for redis", redis=where, reason=reason, gives_up_in_s=settings.redis_startup_wait)
 
-    return check_redis(settings.effective_redis_url, wait=settings.redis_startup_wait, waiting=waiting)
+    version = check_redis(settings.effective_redis_url, wait=settings.redis_startup_wait, waiting=waiting)
+    if settings.arq_redis_url is not None:
+        check_redis(settings.arq_redis_url, wait=settings.redis_startup_wait, waiting=waiting)
+    return version
+
+
+def _check_arq(settings: Settings) -> None:
+    """arq (DriveItem resolution retries) needs one Redis: on a cluster, a Redis of its own (docs/operations.md)."""
+    if settings.arq_redis_url is None and is_cluster_url(settings.effective_redis_url):
+        raise StartupError(
+            "REDIS_URL is a Redis Cluster's, where arq (DriveItem resolution retries) cannot run: set "
+            "RELAY_ARQ_REDIS_URL to a plain or Sentinel Redis for its queue (docs/operations.md#redis-cluster)"
+        )
 
 
 def cmd_serve(_: argparse.Namespace) -> int:
     settings = _settings()
     settings.check_serving()
+    _check_arq(settings)
     sockets = _listen(settings)
     version = _check_redis(settings)
     _tune_gc()
@@ -135,6 +148,7 @@ def cmd_worker(_: argparse.Namespace) -> int:
     settings = _settings()
     settings.check_signing()
     settings.check_sealing()
+    _check_arq(settings)
     _check_redis(settings)
     from workers.main import create_worker  # the composition root starts the worker (and registers its metrics)
 
@@ -180,6 +194,7 @@ def cmd_dev(_: argparse.Namespace) -> int:
 
     settings = _dev_secrets(_settings())
     settings.check_serving()
+    _check_arq(settings)
     sockets = _listen(settings)
     embedded: EmbeddedRedis | None = None
     if settings.redis_url is None:

@@ -27,6 +27,7 @@ from relay.config.redis_url import (
 )
 
 __all__ = [
+    "ArqRedisURL",
     "CommaSeparated",
     "ConfigError",
     "EnvironmentSource",
@@ -36,6 +37,7 @@ __all__ = [
     "Seconds",
     "Secrets",
     "TenantSecrets",
+    "check_arq_redis_url",
     "check_redis_url",
     "check_secret",
     "config_error",
@@ -95,8 +97,16 @@ def check_redis_url(url: str | None) -> str | None:
     return url
 
 
+def check_arq_redis_url(url: str | None) -> str | None:
+    """RELAY_ARQ_REDIS_URL: a plain or Sentinel URL (arq needs one Redis, not a cluster); no message repeats it."""
+    if url is not None and is_cluster_url(url):
+        raise ValueError("arq needs one Redis: a plain or Sentinel URL, not a cluster's")
+    return check_redis_url(url)
+
+
 Secrets = Annotated[CommaSeparated, AfterValidator(lambda secrets: tuple(check_secret(s) for s in secrets))]
 RedisURL = Annotated[str | None, AfterValidator(check_redis_url)]
+ArqRedisURL = Annotated[str | None, AfterValidator(check_arq_redis_url)]
 LowercaseHosts = Annotated[CommaSeparated, AfterValidator(lambda hosts: tuple(h.lower() for h in hosts))]
 
 

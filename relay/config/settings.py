@@ -26,6 +26,7 @@ from pydantic import (
 
 from relay.config.credentials import CredentialSpec, load_credentials
 from relay.config.parsing import (
+    ArqRedisURL,
     CommaSeparated,
     ConfigError,
     EnvironmentSource,
@@ -88,6 +89,9 @@ class Settings(BaseModel):
     )
 
     redis_url: RedisURL = Field(None, validation_alias="REDIS_URL", repr=False)
+    #: arq's queue (DriveItem resolution retries) on a Redis of its own, plain or Sentinel (None: REDIS_URL's);
+    #: needed when REDIS_URL is a cluster's, where arq cannot run (docs/operations.md)
+    arq_redis_url: ArqRedisURL = Field(None, validation_alias="RELAY_ARQ_REDIS_URL", repr=False)
     host: str = Field("127.0.0.1", validation_alias="RELAY_HOST")
     port: int = Field(8080, ge=0, le=65535, validation_alias="RELAY_PORT")
     api_tokens: CommaSeparated = Field((), validation_alias="RELAY_API_TOKENS", repr=False)
@@ -278,6 +282,7 @@ class Settings(BaseModel):
             if secret is not None:
                 found.append(secret.get_secret_value())
         found += _redis_passwords(self.effective_redis_url)
+        found += _redis_passwords(self.arq_redis_url or "")
         return tuple(dict.fromkeys(found))
 
     @property
