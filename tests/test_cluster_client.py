@@ -13,15 +13,21 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 from redis.exceptions import AuthenticationError, ConnectionError, ResponseError
 
+from relay.api.middlewares import REFUSED_RETRY_AFTER
 from relay.cli.startup import StartupError, check_redis
+from relay.config.settings import Settings
+from relay.store import cluster_client as cluster_client_module
+from relay.store import keys
 from relay.store.cluster_client import RelayCluster, is_transient
 from relay.store.connections import redis_client, sync_client
 from relay.store.durable import NotReplicated
 from relay.store.scripts import LuaScript
 from tests.cluster import LoopbackCluster, TLSFiles, server_has_tls, slot_of
+from tests.helpers import running_api, with_settings
 from workers.waker import Waker
 
 
@@ -46,9 +52,9 @@ COUNT = LuaScript.from_text("count", "return redis.call('INCR', KEYS[1])")
 
 
 @pytest.fixture
-async def client(redis_cluster: LoopbackCluster) -> AsyncIterator[Redis]:
+async def client(redis_cluster_url: str) -> AsyncIterator[Redis]:
     """What relay's store is given for a cluster URL (a RelayCluster, typed as the Redis it stands in for)."""
-    made = redis_client(cluster_url(redis_cluster))
+    made = redis_client(redis_cluster_url)
     assert isinstance(made, RelayCluster)
     yield made
     await made.aclose()
@@ -259,3 +265,43 @@ async def test_the_waker_subscribes_on_one_node_hears_every_node_and_moves_when_
         assert waker.node != first
     finally:
         await waker.stop()
+
+
+# ---- a cluster refusing: the API's 503 ------------------------------------------------------------
+
+
+async def test_a_cluster_down_past_the_retry_budget_is_a_503_with_retry_after_and_not_ready(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A primary without a replica SIGKILLed: the other nodes mark the cluster down (CLUSTERDOWN to every keyed
+    command) once the node timeout (1 s) passes. Past the client's retries (0.3 s here, a minute in production)
+    the API answers as for every refusal: 503 with Retry-After, /readyz not ready, counted by kind."""
+    monkeypatch.setattr(cluster_client_module, "RETRY_FOR", 0.3)
+    before = REGISTRY.get_sample_value("relay_redis_refusals_total", {"kind": "clusterdown"}) or 0.0
+    with LoopbackCluster(primaries=3) as cluster:
+        custom = with_settings(settings, redis_url=cluster_url(cluster))
+        async with running_api(custom) as api:
+            ready, _, _ = await api.request("GET", "/readyz")
+            assert ready == 200
+            # a primary other than the readiness probe's: the probe's node answers (CLUSTERDOWN)
+            survivor = cluster.owner_of(keys.READY_PROBE)
+            cluster.kill(next(node for node in cluster.primary_nodes() if node.port != survivor.port))
+            deadline = time.monotonic() + 10
+            while True:
+                with cluster.admin(survivor) as admin:
+                    if admin.execute_command("CLUSTER INFO")["cluster_state"] == "fail":
+                        break
+                assert time.monotonic() < deadline, "the cluster never said it was down"
+                await asyncio.sleep(0.05)
+            answers = []
+            for _ in range(20):  # a job on a live node answers CLUSTERDOWN; one on the dead node, no connection
+                status, problem, resp = await api.request("GET", f"/v1/jobs/{uuid.uuid4().hex}")
+                answers.append((status, resp.headers.get("Retry-After"), problem["detail"]))
+                if "(clusterdown)" in problem["detail"]:
+                    break
+            ready, body, _ = await api.request("GET", "/readyz")
+    assert answers[-1][:2] == (503, str(REFUSED_RETRY_AFTER)) and "(clusterdown)" in answers[-1][2], answers
+    assert all(status == 503 for status, _, _ in answers), answers
+    assert ready == 503 and "(clusterdown)" in body["detail"]
+    after = REGISTRY.get_sample_value("relay_redis_refusals_total", {"kind": "clusterdown"}) or 0.0
+    assert after - before >= 2

@@ -44,6 +44,7 @@ from redis.exceptions import (
     AskError,
     AuthenticationError,
     BusyLoadingError,
+    ClusterDownError,
     ClusterError,
     ConnectionError,
     MovedError,
@@ -96,7 +97,9 @@ def is_transient(exc: BaseException) -> bool:
 def _as_redis_error(exc: Exception) -> Exception:
     """What reaches the caller: a cluster the client could not read at all is a ``ConnectionError`` (the API's 503,
     the startup check's "cannot reach"), a wrong password its ``AuthenticationError``; the rest as they are."""
-    if isinstance(exc, RedisClusterException) and not isinstance(exc, SlotNotCoveredError):
+    if isinstance(exc, SlotNotCoveredError):  # a slot without an owner in the map redis-py holds: as CLUSTERDOWN
+        return ClusterDownError("a slot has no owner in the cluster's slot map")  # type: ignore[no-untyped-call]
+    if isinstance(exc, RedisClusterException):
         cause = exc.__cause__
         if isinstance(cause, AuthenticationError):
             return cause
@@ -130,6 +133,45 @@ class RelayCluster(RedisCluster):
         host, port = random.choice(choices)
         options = {**self.node_options, "socket_timeout": None}
         return Redis(host=host, port=port, **options), f"{host}:{port}"
+
+    async def initialize(self) -> RelayCluster:
+        """As redis-py's, except where it asks ``COMMAND`` (the key positions of commands, once): redis-py asks the
+        first primary of the slot map, and while that one is dead (SIGKILLed, not yet failed over) every
+        re-initialization failed with its ConnectionError, for keys of the live nodes too. Here the first primary
+        that answers is asked, and becomes the default node (keyless commands)."""
+        if self._initialize:
+            if not self._lock:
+                self._lock = asyncio.Lock()
+            async with self._lock:
+                if self._initialize:
+                    try:
+                        await self.nodes_manager.initialize()
+                        await self._command_table()
+                        self._initialize = False
+                    except BaseException:
+                        await self.nodes_manager.aclose()
+                        await self.nodes_manager.aclose("startup_nodes")
+                        raise
+        return self
+
+    async def _command_table(self) -> None:
+        default = self.nodes_manager.default_node
+        candidates = [default, *(node for node in self.get_primaries() if node is not default)]
+        failure: Exception | None = None
+        for node in candidates:
+            try:
+                if self.commands_parser.commands:  # read once already: only whether the node answers
+                    await node.execute_command("PING")
+                    self.commands_parser.node = node
+                else:
+                    await self.commands_parser.initialize(node)
+            except (ConnectionError, TimeoutError, OSError) as exc:
+                failure = exc
+                continue
+            self.nodes_manager.default_node = node
+            return
+        assert failure is not None
+        raise failure
 
     async def retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
         """``attempt()``, again after each transient error, 0.05 s doubling to 2 s, for :attr:`retry_for` seconds."""
@@ -218,7 +260,7 @@ def cluster_client(
     *,
     min_replicas: int = 0,
     wait_timeout: float = 1.0,
-    retry_for: float = RETRY_FOR,
+    retry_for: float | None = None,
 ) -> RelayCluster:
     """relay's cluster client for ``target``, its connections made with ``connection_kwargs`` (the plain client's:
     decoding, timeouts), one attempt per address."""
@@ -232,7 +274,7 @@ def cluster_client(
     )
     client.configured_nodes = target.nodes
     client.node_options = {**kwargs, "retry": Retry(NoBackoff(), 0)}
-    client.retry_for = retry_for
+    client.retry_for = RETRY_FOR if retry_for is None else retry_for
     client.min_replicas = min_replicas
     client.wait_timeout_ms = max(1, round(wait_timeout * 1000))
     return client

@@ -1,6 +1,8 @@
 """Redis refusing a command it understood: out of memory (``maxmemory`` with ``noeviction``), a read-only
 replica, a script still running (``BUSY``), a dataset still loading, a replica whose primary is down, a failed
-RDB save that stops writes (``MISCONF``), too few replicas (``NOREPLICAS``), a cluster without a slot's owner.
+RDB save that stops writes (``MISCONF``), too few replicas (``NOREPLICAS``), a cluster without a slot's owner
+(``CLUSTERDOWN``, a failover in progress) or with a slot moving (``TRYAGAIN``, a script's ``non local key``), once the
+cluster client's retries (relay/store/cluster_client.py) are spent.
 
 None of these is a bug of relay's: the API answers 503 with ``Retry-After`` and workers back off. Each is
 counted (``relay_redis_refusals_total{kind}``) and logged once per spell, not once per request: a full Redis
@@ -15,7 +17,16 @@ import time
 
 import structlog
 from redis._parsers.base import BaseParser
-from redis.exceptions import BusyLoadingError, MasterDownError, OutOfMemoryError, ReadOnlyError, RedisError
+from redis.exceptions import (
+    BusyLoadingError,
+    ClusterDownError,
+    ClusterError,
+    MasterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    TryAgainError,
+)
 
 from relay import metrics
 
@@ -44,7 +55,12 @@ _CLASSES: tuple[tuple[type[Exception], str], ...] = (
     (ReadOnlyError, "readonly"),
     (BusyLoadingError, "loading"),
     (MasterDownError, "masterdown"),
+    (ClusterDownError, "clusterdown"),
+    (TryAgainError, "tryagain"),
+    (ClusterError, "clusterdown"),  # redis-py's "TTL exhausted": redirections that never settled
 )
+#: a script refused for a key its node no longer serves: a slot moving (a key moved already) or a failover
+_NON_LOCAL = "non local key"
 _SCRIPT_FAILED = "relay script failed: "
 
 
@@ -58,6 +74,8 @@ def refusal_kind(exc: BaseException) -> str | None:
     message = str(exc)
     message = message.removeprefix(_SCRIPT_FAILED)
     code = message.split(" ", 1)[0]
+    if code not in _CODES and _NON_LOCAL in message:
+        return "tryagain"
     return _CODES.get(code)
 
 
