@@ -58,6 +58,12 @@ def redis_cluster() -> Iterator[LoopbackCluster]:
     cluster.cleanup()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster_url(redis_cluster: LoopbackCluster) -> str:
+    """``REDIS_URL`` for relay on the session's cluster (every node a startup node): ``redis+cluster://...``."""
+    return f"redis+cluster://{redis_cluster.hosts()}/"
+
+
 @pytest.fixture
 async def redis(redis_server: EmbeddedRedis) -> AsyncIterator[Redis]:
     client = Redis.from_url(redis_server.url, decode_responses=True)

