@@ -305,3 +305,28 @@ async def test_a_cluster_down_past_the_retry_budget_is_a_503_with_retry_after_an
     assert ready == 503 and "(clusterdown)" in body["detail"]
     after = REGISTRY.get_sample_value("relay_redis_refusals_total", {"kind": "clusterdown"}) or 0.0
     assert after - before >= 2
+
+
+async def test_a_pipeline_opened_while_no_node_answers_waits_for_the_cluster_as_a_call_does(
+    redis_cluster: LoopbackCluster,
+) -> None:
+    """The URL names a dead address first: the client reads the slot map from the next, inside the retry; with no
+    node answering at all, a pipeline's opening is retried too, then a ConnectionError (not redis-py's exception)."""
+    live = redis_client(f"redis+cluster://127.0.0.1:1,{redis_cluster.hosts()}")
+    dead = redis_client("redis+cluster://127.0.0.1:1")
+    assert isinstance(dead, RelayCluster)
+    dead.retry_for = 0.3
+    name = tagged("open") + "k"
+    try:
+        async with live.pipeline(transaction=False) as pipe:
+            pipe.set(name, 1)
+            pipe.get(name)
+            assert await pipe.execute() == [True, "1"]
+        began = time.monotonic()
+        with pytest.raises(ConnectionError, match="no node of the cluster answered"):
+            async with dead.pipeline(transaction=False) as pipe:
+                pipe.get(name)
+        assert time.monotonic() - began >= 0.1, "retried (0.05 s, then 0.1 s), not refused at once"
+    finally:
+        await live.aclose()
+        await dead.aclose()

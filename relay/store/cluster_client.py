@@ -236,6 +236,13 @@ class _RetryingPipeline(ClusterPipeline):
 
     _client: RelayCluster
 
+    async def initialize(self) -> ClusterPipeline:
+        """``async with client.pipeline()`` reads the slot map first when the client must: retried as a call is."""
+        if self._client._initialize:
+            await self._client.retrying(self._client.initialize)
+        self._command_stack = []
+        return self
+
     async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
         queued = [(cmd.args, dict(cmd.kwargs)) for cmd in self._command_stack]
 
