@@ -101,6 +101,9 @@ def check_arq_redis_url(url: str | None) -> str | None:
     """RELAY_ARQ_REDIS_URL: a plain or Sentinel URL (arq needs one Redis, not a cluster); no message repeats it."""
     if url is not None and is_cluster_url(url):
         raise ValueError("arq needs one Redis: a plain or Sentinel URL, not a cluster's")
+    if url is not None and not url.startswith(tuple(f"{s}://" for s in (*PLAIN_SCHEMES, *SENTINEL_SCHEMES))):
+        schemes = ", ".join(f"{scheme}://" for scheme in (*PLAIN_SCHEMES, *SENTINEL_SCHEMES))
+        raise ValueError(f"must start with one of {schemes}")
     return check_redis_url(url)
 
 
