@@ -14,9 +14,12 @@ Why this shape (docs/cluster-design.md, "The client"):
   ``TRYAGAIN``, ``MOVED``/``ASK`` left in a pipeline), and a script refused because a key it touches has already
   moved (``non local key``: the script runs again where its keys are). Past the budget the error reaches the
   caller: the API answers 503 (relay/store/refusals.py), a worker backs off.
-- The startup nodes of the URL are put back before each retry: redis-py replaces them with the nodes it
+- The startup nodes of the URL are put back each time the slot map is read: redis-py replaces them with the nodes it
   discovered, and forgets a node that failed; a cluster whose every node came back at a new address (pods
   rescheduled) is found again through the URL's names.
+- A connection another call is waiting on is not closed under it when redis-py re-reads the slot map
+  (:class:`_KeptConnection`): redis-py closed them all, and a healthy primary's answers were lost and the commands
+  run again by the retry.
 - ``RELAY_REDIS_MIN_REPLICAS`` > 0: a script is sent as ``EVALSHA`` followed by ``WAIT`` on the same connection to
   the node of its first key (one cluster pipeline, one send), as :class:`relay.store.durable.DurableRedis` does on
   one Redis; :class:`NotReplicated` when fewer replicas confirm in time.
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -38,6 +42,7 @@ from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, PipelineCommand, RedisCluster
+from redis.asyncio.connection import Connection, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import (
@@ -85,13 +90,27 @@ _UNREADY = ("Redis Cluster cannot be connected", "All slots are not covered", "s
 
 def is_transient(exc: BaseException) -> bool:
     """Whether ``exc`` is one a cluster client retries (see the module's docstring)."""
-    if isinstance(exc, _TRANSIENT):
+    if isinstance(exc, _TRANSIENT) or _closed_under_it(exc):
         return True
     if isinstance(exc, ResponseError):
         return _NON_LOCAL in str(exc)
     if isinstance(exc, RedisClusterException):
         return str(exc).startswith(_UNREADY) and not isinstance(exc.__cause__, AuthenticationError | ResponseError)
     return False
+
+
+def _closed_under_it(exc: BaseException) -> bool:
+    """A connection closed by another call while this one was using it: redis-py's cluster client disconnects every
+    connection (those in use too) to read the slot map again after an error, and a call writing on one of them
+    meets ``'NoneType' object has no attribute 'writelines'`` (35-49 of ~13,000 calls of 60 callers through a
+    failover, before :class:`_KeptConnection` kept in-flight connections open; none since). Nothing was written;
+    the call is made again."""
+    if not isinstance(exc, AttributeError) or "'NoneType' object" not in str(exc):
+        return False
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and f"{os.sep}redis{os.sep}" in tb.tb_frame.f_code.co_filename
 
 
 def _as_redis_error(exc: Exception) -> Exception:
@@ -107,6 +126,8 @@ def _as_redis_error(exc: Exception) -> Exception:
             return ConnectionError(f"no node of the cluster answered ({type(cause).__name__ if cause else 'none'})")
         if str(exc).startswith(_UNREADY[1:]):
             return ConnectionError("the cluster's nodes do not serve every slot yet")
+    if _closed_under_it(exc):
+        return ConnectionError("the connection was closed under the call (the cluster client re-reading its map)")
     return exc
 
 
@@ -145,6 +166,7 @@ class RelayCluster(RedisCluster):
             async with self._lock:
                 if self._initialize:
                     try:
+                        self._restore_startup_nodes()
                         await self.nodes_manager.initialize()
                         await self._command_table()
                         self._initialize = False
@@ -185,11 +207,12 @@ class RelayCluster(RedisCluster):
                     raise _as_redis_error(exc) from exc
                 if isinstance(exc, MovedError):  # left in a pipeline: the slot map is read again before the next
                     self.nodes_manager._moved_exception = exc
-                self._restore_startup_nodes()
             await asyncio.sleep(delay)
             delay = min(_MAX_DELAY, delay * 2)
 
     def _restore_startup_nodes(self) -> None:
+        """The URL's nodes back among the startup nodes (redis-py replaces them with those it discovered, and
+        forgets one that failed): a cluster whose every node moved (pods rescheduled) is found again by name."""
         known = self.nodes_manager.startup_nodes
         for host, port in self.configured_nodes:
             node = ClusterNode(host, port, **self.connection_kwargs)
@@ -229,6 +252,75 @@ class RelayCluster(RedisCluster):
                 f"{self.wait_timeout_ms} ms (RELAY_REDIS_MIN_REPLICAS)"
             )
         return result
+
+
+class _KeptConnection(Connection):
+    """A node's connection that another call does not close under a command in flight.
+
+    redis-py's cluster client re-reads the slot map after an error by disconnecting every connection of every
+    node, those other calls are using included, and it does so again when it replaces its node objects. A call
+    whose command a healthy primary had run then lost the answer, and relay's retry ran it again: through a
+    failover of one primary, 84 of ~13,000 calls of 60 callers were counted twice, all on the primaries that had
+    not failed. Here a disconnect from another task while answers are awaited is put off until they are read
+    (the connection is closed then); the connection's own failures close it at once, as before.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._packed = 0  # commands in the latest pack (one, or a pipeline's)
+        self._awaited = 0  # answers sent for and not read yet
+        self._user: asyncio.Task[Any] | None = None
+        self._close_after = False
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        self._packed = 1
+        return super().pack_command(*args)
+
+    def pack_commands(self, commands: Any) -> list[bytes]:
+        commands = list(commands)
+        packed = super().pack_commands(commands)
+        self._packed = len(commands)
+        return packed
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        # counted before the write: the write runs in a task of its own (socket_timeout), and a disconnect from
+        # elsewhere while it finishes would otherwise lose an answer to a command already sent
+        count, self._user = self._packed, asyncio.current_task()
+        self._awaited += count
+        try:
+            await super().send_packed_command(command, check_health)
+        except BaseException:
+            self._awaited = max(0, self._awaited - count)
+            if self._close_after and not self._awaited:
+                await self.disconnect()
+            raise
+
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().read_response(*args, **kwargs)
+        finally:
+            self._awaited = max(0, self._awaited - 1)
+            if self._close_after and not self._awaited:
+                await self.disconnect()
+
+    async def disconnect(self, nowait: bool = False) -> None:
+        if self._awaited and asyncio.current_task() is not self._user:
+            self._close_after = True  # closed by the call using it, once its answers are read
+            return
+        self._awaited, self._close_after = 0, False
+        await super().disconnect(nowait)
+
+
+class _KeptSSLConnection(_KeptConnection, SSLConnection):
+    pass
+
+
+class _StartupNodes(dict[str, ClusterNode]):
+    """The startup nodes, read over a snapshot: redis-py forgets a failed node (``pop``) in one call while another
+    may be reading the slot map from them (an ``await`` per node), which changed the dict under that loop."""
+
+    def values(self) -> list[ClusterNode]:  # type: ignore[override]
+        return list(super().values())
 
 
 class _RetryingPipeline(ClusterPipeline):
@@ -280,6 +372,11 @@ def cluster_client(
         **kwargs,
     )
     client.configured_nodes = target.nodes
+    # every node the client makes from here on (its kwargs are shared with the nodes manager) keeps its connections
+    # open under a command in flight; the startup nodes were made already: made again
+    client.connection_kwargs["connection_class"] = _KeptSSLConnection if target.tls else _KeptConnection
+    client.nodes_manager.startup_nodes = _StartupNodes()
+    client._restore_startup_nodes()
     client.node_options = {**kwargs, "retry": Retry(NoBackoff(), 0)}
     client.retry_for = RETRY_FOR if retry_for is None else retry_for
     client.min_replicas = min_replicas
