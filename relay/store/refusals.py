@@ -1,8 +1,8 @@
 """Redis refusing a command it understood: out of memory (``maxmemory`` with ``noeviction``), a read-only
 replica, a script still running (``BUSY``), a dataset still loading, a replica whose primary is down, a failed
-RDB save that stops writes (``MISCONF``), too few replicas (``NOREPLICAS``), a cluster without a slot's owner
-(``CLUSTERDOWN``, a failover in progress) or with a slot moving (``TRYAGAIN``, a script's ``non local key``), once the
-cluster client's retries (relay/store/cluster_client.py) are spent.
+RDB save that stops writes (``MISCONF``), too few replicas (``NOREPLICAS``), a cluster without a slot's owner, or
+a cluster moving a slot (``moving``: a script refused with ``non local key``, redirections run out): transient,
+never an answer.
 
 None of these is a bug of relay's: the API answers 503 with ``Retry-After`` and workers back off. Each is
 counted (``relay_redis_refusals_total{kind}``) and logged once per spell, not once per request: a full Redis
@@ -55,12 +55,12 @@ _CLASSES: tuple[tuple[type[Exception], str], ...] = (
     (ReadOnlyError, "readonly"),
     (BusyLoadingError, "loading"),
     (MasterDownError, "masterdown"),
-    (ClusterDownError, "clusterdown"),
     (TryAgainError, "tryagain"),
-    (ClusterError, "clusterdown"),  # redis-py's "TTL exhausted": redirections that never settled
+    (ClusterDownError, "clusterdown"),
 )
-#: a script refused for a key its node no longer serves: a slot moving (a key moved already) or a failover
-_NON_LOCAL = "non local key"
+#: a Redis Cluster moving a slot: a script whose keys are split between two nodes is refused with this (its anchor
+#: not moved yet, docs/cluster-design.md), and redis-py's redirections run out with ClusterError "TTL exhausted"
+_MOVING = ("non local key", "TTL exhausted")
 _SCRIPT_FAILED = "relay script failed: "
 
 
@@ -72,10 +72,10 @@ def refusal_kind(exc: BaseException) -> str | None:
         if isinstance(exc, cls):
             return kind
     message = str(exc)
+    if any(part in message for part in _MOVING) or type(exc) is ClusterError:
+        return "moving"
     message = message.removeprefix(_SCRIPT_FAILED)
     code = message.split(" ", 1)[0]
-    if code not in _CODES and _NON_LOCAL in message:
-        return "tryagain"
     return _CODES.get(code)
 
 
