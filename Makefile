@@ -55,10 +55,11 @@ failover: $(DEV_STAMP)
 fuzz: $(DEV_STAMP)
 	RELAY_FUZZ_EXAMPLES=$${RELAY_FUZZ_EXAMPLES:-500} $(BIN)/python -m pytest -q tests/test_worker_fuzz.py --timeout 900
 
-# the loopback Redis Cluster (tests/cluster.py): its timings on this machine, then every harness test (--slow: 3+3)
+# the loopback Redis Cluster (tests/cluster.py): its timings on this machine, then every harness and cluster client
+# test (--slow: 3+3, primaries SIGKILLed)
 cluster-harness: $(DEV_STAMP)
 	$(BIN)/python -m tests.cluster --runs 5 --both
-	$(BIN)/python -m pytest tests/test_cluster_harness.py --slow
+	$(BIN)/python -m pytest tests/test_cluster_harness.py tests/test_cluster_client.py --slow
 
 typecheck: $(DEV_STAMP)
 	$(BIN)/mypy
