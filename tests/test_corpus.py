@@ -10,6 +10,7 @@ How to add a case: CONTRIBUTING.md.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from pathlib import Path
@@ -45,7 +46,10 @@ def settings(settings: Settings) -> Settings:
     # RELAY_POLL_MAX_ERROR_TIME accepts (1 s), so an unvalidated copy rather than settings.replace
     # the monitor's Retry-After is honoured on every answer; capped at half a second, a published "Retry-After: 30"
     # slows its case down by that much instead of half a minute
-    return settings.model_copy(update={"poll_max_error_time": 0.5, "retry_after_cap": 0.5})
+    copy = dataclasses.replace(settings)
+    object.__setattr__(copy, "poll_max_error_time", 0.5)
+    object.__setattr__(copy, "retry_after_cap", 0.5)
+    return copy
 
 
 def subset(expected: dict[str, Any], actual: Any) -> bool:

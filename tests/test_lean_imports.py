@@ -1,6 +1,6 @@
 """The sidecar imports only what it uses: a running ``relay serve`` and ``relay worker`` (started, ready, at
 rest) never load the CLI's rich, azure-identity (no ``RELAY_CREDENTIALS``), the simulator, cryptography (until a
-value is sealed or opened), or, in the worker, aiohttp's server.
+value is sealed or opened), or, in the worker, aiohttp's server and pydantic.
 Each such package is megabytes resident in every replica (docs/performance.md, "Memory").
 
 Python's own record of a process's imports (``PYTHONPROFILEIMPORTTIME``: one line per module imported, on
@@ -33,12 +33,21 @@ NEVER = (
     # sealing's library (its Rust extension ~8.5 MiB): imported by the first value sealed or opened, no sooner
     "cryptography.hazmat.bindings._rust",
     "cryptography.fernet",
-    # the settings are a pydantic model read by relay's own EnvironmentSource (pydantic-settings: ~1 MiB)
+    # the settings are relay's own dataclass read by relay's own parsing (pydantic-settings: ~1 MiB)
     "pydantic_settings",
     "dotenv",
 )
-#: and the worker serves no HTTP (its metrics port is prometheus-client's own server)
-NOT_IN_WORKER = ("aiohttp.web", "aiohttp.web_app", "aiohttp.web_protocol", "relay.api")
+#: and the worker serves no HTTP (its metrics port is prometheus-client's own server), and validates no request:
+#: pydantic (~9 MiB with its models) is the API's, and the credential specs' when RELAY_CREDENTIALS holds some
+NOT_IN_WORKER = (
+    "aiohttp.web",
+    "aiohttp.web_app",
+    "aiohttp.web_protocol",
+    "relay.api",
+    "pydantic",
+    "pydantic_core",
+    "relay.config.credentials",
+)
 
 _IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s*([\w.]+)\s*$", re.MULTILINE)
 

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 
-from relay.config.parsing import variables
 from relay.config.settings import DEFAULT_MONITOR_HOSTS, ConfigError, Settings
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -151,7 +150,7 @@ def _documented_rows() -> list[tuple[list[str], str]]:
 
 def test_every_documented_variable_is_read_and_every_read_variable_documented() -> None:
     documented = {name for names, _ in _documented_rows() for name in names}
-    read = {name for field in Settings.model_fields.values() for name in variables(field)}
+    read = {name for setting in Settings.settings().values() for name in setting.variables}
     assert read == documented | {"RELAY_CALLBACK_ALLOWED_HOSTS"}  # the old name RELAY_INTERNAL_HOSTS' row mentions
 
 
@@ -167,3 +166,96 @@ def test_the_documented_defaults_are_the_defaults() -> None:
             assert Settings.from_env({name: value}) == unset, name
             checked += 1
     assert checked >= 18
+
+
+@pytest.mark.parametrize(
+    ("env", "line"),
+    [
+        (
+            {"RELAY_PORT": "eighty"},
+            "RELAY_PORT='eighty': Input should be a valid integer, unable to parse string as an integer",
+        ),
+        ({"RELAY_PORT": "70000"}, "RELAY_PORT='70000': Input should be less than or equal to 65535"),
+        (
+            {"RELAY_PORT": "\uff11\uff12"},  # fullwidth digits: Python's int() reads them, pydantic did not
+            "RELAY_PORT='\uff11\uff12': Input should be a valid integer, unable to parse string as an integer",
+        ),
+        ({"RELAY_JOB_TIMEOUT": "nan"}, "RELAY_JOB_TIMEOUT='nan': Input should be a finite number"),
+        (
+            {"RELAY_JOB_TIMEOUT": "0x1"},
+            "RELAY_JOB_TIMEOUT='0x1': Input should be a valid number, unable to parse string as a number",
+        ),
+        (
+            {"RELAY_REDIS_WAIT_TIMEOUT": "0"},
+            "RELAY_REDIS_WAIT_TIMEOUT='0': Input should be greater than or equal to 0.001",
+        ),
+        ({"RELAY_API_READ_TIMEOUT": "301"}, "RELAY_API_READ_TIMEOUT='301': Input should be less than or equal to 300"),
+        (
+            {"RELAY_ACCESS_LOG": "true "},
+            "RELAY_ACCESS_LOG='true ': Input should be a valid boolean, unable to interpret input",
+        ),
+        ({"RELAY_EVENT_LOOP": "x"}, "RELAY_EVENT_LOOP='x': Input should be 'auto', 'uvloop' or 'asyncio'"),
+        (
+            {"RELAY_DELIVERY_SCHEDULE": "0,-1,nan"},
+            "RELAY_DELIVERY_SCHEDULE='0,-1,nan' (item 2): Input should be greater than or equal to 0 (and 1 more)",
+        ),
+        (
+            {"RELAY_DELIVERY_SCHEDULE": ", ,"},
+            "RELAY_DELIVERY_SCHEDULE=', ,': Value should have at least 1 item after validation, not 0",
+        ),
+        (
+            {"RELAY_MONITOR_ALLOWED_HOSTS": ","},
+            "RELAY_MONITOR_ALLOWED_HOSTS=',': Tuple should have at least 1 item after validation, not 0",
+        ),
+        ({"RELAY_PROGRESS_INTERVAL": "0.5"}, "RELAY_PROGRESS_INTERVAL='0.5': must be 0 (off) or 1 to 3600 seconds"),
+        ({"RELAY_POLL_INITIAL_INTERVAL": "1e3"}, "RELAY_POLL_MAX_INTERVAL: must be >= RELAY_POLL_INITIAL_INTERVAL"),
+        (
+            {"RELAY_POLL_INITIAL_INTERVAL": "10", "RELAY_POLL_MAX_INTERVAL": "5", "RELAY_PORT": "x"},
+            "RELAY_PORT='x': Input should be a valid integer, unable to parse string as an integer (and 1 more)",
+        ),
+        (
+            {"RELAY_SIGNING_SECRETS": "whsec_!!!,plain"},
+            "RELAY_SIGNING_SECRETS: a secret is not valid base64 after 'whsec_'",
+        ),
+        ({"REDIS_URL": "redis://h:99999"}, "REDIS_URL: the port is not a number from 1 to 65535"),
+        (
+            {"RELAY_TENANT_SIGNING_SECRETS": "x"},
+            "RELAY_TENANT_SIGNING_SECRETS: each entry is name:whsec_..., the name a tenant's in RELAY_API_TOKENS",
+        ),
+        (
+            {"RELAY_API_TOKENS": "bad name:x", "RELAY_PORT": "x"},
+            "RELAY_API_TOKENS: a named token is name:token, the name 1-64 letters, digits, . _ -",
+        ),
+        (
+            {"RELAY_CREDENTIALS": "{", "RELAY_PORT": "x"},
+            "RELAY_PORT='x': Input should be a valid integer, unable to parse string as an integer (and 1 more)",
+        ),
+        (
+            {"RELAY_CREDENTIALS": "{"},
+            "RELAY_CREDENTIALS is not valid JSON: Expecting property name enclosed in double quotes at line 1 column 2",
+        ),
+        (
+            {"RELAY_CREDENTIALS": '{"a": {"type": "nope"}}'},
+            "RELAY_CREDENTIALS: a: type must be one of clientCertificate, clientSecret, managedIdentity, "
+            "workloadIdentity",
+        ),
+    ],
+)
+def test_each_error_is_the_line_it_always_was(env: dict[str, str], line: str) -> None:
+    """The lines pydantic's validation gave, kept when the settings became a plain dataclass (and the default
+    RELAY_POLL_MAX_INTERVAL's, which named the field, now names its variable)."""
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env(env)
+    assert str(info.value) == line
+
+
+def test_the_environment_and_the_arguments_read_a_value_alike() -> None:
+    """The forms pydantic accepted: whole numbers with a sign, underscores or a zero fraction, any-case words."""
+    s = Settings.from_env({"RELAY_PORT": " +8_0.0 ", "RELAY_ACCESS_LOG": "OfF", "RELAY_JOB_TIMEOUT": "1e3"})
+    assert (s.port, s.access_log, s.job_timeout) == (80, False, 1000.0)
+    assert Settings(port=80, access_log=False, job_timeout=1000) == s
+    assert isinstance(Settings(job_timeout=1000).job_timeout, float)
+    with pytest.raises(ConfigError, match=r"^port: Input should be less than or equal to 65535$"):
+        Settings(port=70000)
+    with pytest.raises(ConfigError, match=r"^poll_max_interval: must be >= RELAY_POLL_INITIAL_INTERVAL$"):
+        Settings(poll_initial_interval=2.0, poll_max_interval=1.0)

@@ -1,18 +1,20 @@
-"""How relay's settings read an environment: comma-separated values, the checks they need, one-line errors.
+"""How relay's settings read an environment: the value forms, the checks they need, one-line errors.
 
 :class:`relay.config.settings.Settings` declares the fields (each default and variable written there once);
-this module holds what it is made of, so that the model reads as the table of settings it is.
+this module holds what they are made of, so that the class reads as the table of settings it is. No pydantic:
+the worker, whose only model this was, does not load it (~9 MiB resident, docs/performance.md "Memory"); the
+messages are the ones pydantic gave for the same values.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
-from collections.abc import Mapping
-from typing import Annotated, Any
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
-from pydantic import AfterValidator, AliasChoices, BaseModel, BeforeValidator, Field, ValidationError
-from pydantic.fields import FieldInfo
 from standardwebhooks.webhooks import Webhook
 
 from relay.config.redis_url import (
@@ -27,25 +29,18 @@ from relay.config.redis_url import (
 )
 
 __all__ = [
-    "ArqRedisURL",
-    "CommaSeparated",
     "ConfigError",
-    "EnvironmentSource",
-    "LowercaseHosts",
-    "RedisURL",
-    "Schedule",
-    "Seconds",
-    "Secrets",
-    "TenantSecrets",
+    "Invalid",
+    "Setting",
     "check_arq_redis_url",
     "check_redis_url",
     "check_secret",
     "config_error",
     "is_loopback_host",
     "named_tokens",
+    "read_environment",
     "tenant_secrets",
     "tenants_unsigned",
-    "variables",
 ]
 
 
@@ -57,14 +52,6 @@ def _split(value: Any) -> Any:
     if isinstance(value, str):
         return tuple(part.strip() for part in value.split(",") if part.strip())
     return value
-
-
-#: a tuple given in the environment as comma-separated text (``a, b,`` is ``("a", "b")``), never as JSON
-CommaSeparated = Annotated[tuple[str, ...], BeforeValidator(_split)]
-#: a duration: a finite number of seconds (each field sets its own minimum)
-Seconds = Annotated[float, Field(allow_inf_nan=False)]
-#: a delay schedule: comma-separated non-negative seconds, at least one
-Schedule = Annotated[tuple[Annotated[Seconds, Field(ge=0)], ...], BeforeValidator(_split), Field(min_length=1)]
 
 
 def check_secret(secret: str) -> str:
@@ -107,12 +94,6 @@ def check_arq_redis_url(url: str | None) -> str | None:
     return check_redis_url(url)
 
 
-Secrets = Annotated[CommaSeparated, AfterValidator(lambda secrets: tuple(check_secret(s) for s in secrets))]
-RedisURL = Annotated[str | None, AfterValidator(check_redis_url)]
-ArqRedisURL = Annotated[str | None, AfterValidator(check_arq_redis_url)]
-LowercaseHosts = Annotated[CommaSeparated, AfterValidator(lambda hosts: tuple(h.lower() for h in hosts))]
-
-
 _TENANT_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -145,10 +126,6 @@ def tenant_secrets(value: Any) -> Any:
             raise ValueError("each entry is name:whsec_..., the name a tenant's in RELAY_API_TOKENS")
         pairs.append((name.strip(), check_secret(secret.strip())))
     return tuple(pairs)
-
-
-#: (tenant name, signing secret), in the order given
-TenantSecrets = Annotated[tuple[tuple[str, str], ...], BeforeValidator(tenant_secrets)]
 
 
 def tenants_unsigned(
@@ -189,66 +166,226 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
-def variables(field: FieldInfo) -> list[str]:
-    """The names a field is read under: its variable first, then older names still read."""
-    alias = field.validation_alias
-    if isinstance(alias, AliasChoices):
-        return [choice for choice in alias.choices if isinstance(choice, str)]
-    return [alias] if isinstance(alias, str) else []
+class Invalid(ValueError):
+    """A value a setting cannot take: its problems, each ``(item, message)`` (item: the 0-based position in a
+    list, or None), in the order found. ``whole``: the message names its variables itself (shown as is)."""
+
+    def __init__(self, *problems: tuple[int | None, str], whole: bool = False) -> None:
+        super().__init__(problems[0][1])
+        self.problems = problems
+        self.whole = whole
 
 
-class EnvironmentSource:
-    """The settings one environment mapping holds (the process's, or a test's dict), keyed by variable.
+#: a setting's form: the value given (text from the environment, or a Python value) to the value held
+Parse = Callable[[Any], Any]
 
-    A blank variable counts as unset. A field whose ``validation_alias`` is ``AliasChoices(new, old...)``
-    is still read under an old name, and :attr:`deprecations` gets a line saying so.
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """What a field of :class:`relay.config.settings.Settings` is read from and how (its ``metadata``)."""
+
+    parse: Parse
+    #: its variable first, then older names still read (none: not read from the environment)
+    variables: tuple[str, ...] = ()
+    #: what it is, for the line saying an old name is deprecated
+    description: str = ""
+
+
+_INTEGER = re.compile(r"\s*[+-]?[0-9]+(?:_[0-9]+)*(?:\.0+)?\s*", re.ASCII)
+_BOOLEANS = {
+    **dict.fromkeys(("0", "off", "f", "false", "n", "no"), False),
+    **dict.fromkeys(("1", "on", "t", "true", "y", "yes"), True),
+}
+
+
+def _bounded(value: float, ge: float | None, le: float | None) -> None:
+    if ge is not None and value < ge:
+        raise Invalid((None, f"Input should be greater than or equal to {ge}"))
+    if le is not None and value > le:
+        raise Invalid((None, f"Input should be less than or equal to {le}"))
+
+
+def integer(ge: int | None = None, le: int | None = None) -> Parse:
+    """A whole number (``8080``, ``+80``, ``1_000``, ``80.0``), within ``ge`` / ``le``."""
+
+    def parse(value: Any) -> int:
+        if isinstance(value, str):
+            if not _INTEGER.fullmatch(value):
+                raise Invalid((None, "Input should be a valid integer, unable to parse string as an integer"))
+            number = int(value.strip().split(".", 1)[0])
+        elif (isinstance(value, float) and value.is_integer()) or isinstance(value, int):
+            number = int(value)
+        else:
+            raise Invalid((None, "Input should be a valid integer"))
+        _bounded(number, ge, le)
+        return number
+
+    return parse
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, str):
+        try:
+            if not value.isascii():
+                raise ValueError(value)
+            number = float(value)
+        except ValueError:
+            raise Invalid((None, "Input should be a valid number, unable to parse string as a number")) from None
+    elif isinstance(value, int | float):
+        number = float(value)
+    else:
+        raise Invalid((None, "Input should be a valid number"))
+    if not math.isfinite(number):
+        raise Invalid((None, "Input should be a finite number"))
+    return number
+
+
+def seconds(ge: float | None = None, le: float | None = None) -> Parse:
+    """A duration: a finite number of seconds, within ``ge`` / ``le``."""
+
+    def parse(value: Any) -> float:
+        number = _number(value)
+        _bounded(number, ge, le)
+        return number
+
+    return parse
+
+
+def optional(parse: Parse) -> Parse:
+    """``parse``, or None for None."""
+    return lambda value: None if value is None else parse(value)
+
+
+def boolean(value: Any) -> bool:
+    """``true``/``false``, ``on``/``off``, ``yes``/``no``, ``1``/``0``, ``t``/``f``, ``y``/``n``, any case."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in _BOOLEANS:
+        return _BOOLEANS[value.lower()]
+    raise Invalid((None, "Input should be a valid boolean, unable to interpret input"))
+
+
+def one_of(*choices: str) -> Parse:
+    quoted = [repr(choice) for choice in choices]
+    message = f"Input should be {', '.join(quoted[:-1])} or {quoted[-1]}"
+
+    def parse(value: Any) -> str:
+        if value not in choices:
+            raise Invalid((None, message))
+        return str(value)
+
+    return parse
+
+
+def text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise Invalid((None, "Input should be a valid string"))
+    return value
+
+
+def checked(parse: Parse, check: Callable[[Any], Any]) -> Parse:
+    """``parse``, then ``check`` (its ValueError's message is the problem; a ConfigError's is shown as is)."""
+
+    def run(value: Any) -> Any:
+        parsed = parse(value)
+        try:
+            return check(parsed)
+        except ConfigError as exc:
+            raise Invalid((None, str(exc)), whole=True) from None
+        except Invalid:
+            raise
+        except ValueError as exc:
+            raise Invalid((None, str(exc))) from None
+
+    return run
+
+
+def comma_separated(min_length: int = 0) -> Parse:
+    """A tuple given in the environment as comma-separated text (``a, b,`` is ``("a", "b")``), never as JSON."""
+
+    def parse(value: Any) -> tuple[str, ...]:
+        items = _split(value)
+        if not isinstance(items, tuple | list) or not all(isinstance(item, str) for item in items):
+            raise Invalid((None, "Input should be a valid tuple"))
+        if len(items) < min_length:
+            raise Invalid((None, f"Tuple should have at least {min_length} item after validation, not {len(items)}"))
+        return tuple(items)
+
+    return parse
+
+
+def schedule(value: Any) -> tuple[float, ...]:
+    """A delay schedule: comma-separated non-negative seconds, at least one (each item's problem its own)."""
+    items = _split(value)
+    if not isinstance(items, tuple | list):
+        raise Invalid((None, "Input should be a valid tuple"))
+    delays: list[float] = []
+    problems: list[tuple[int | None, str]] = []
+    each = seconds(ge=0)
+    for index, item in enumerate(items):
+        try:
+            delays.append(each(item))
+        except Invalid as exc:
+            problems += [(index, message) for _, message in exc.problems]
+    if problems:
+        raise Invalid(*problems)
+    if not delays:
+        raise Invalid((None, "Value should have at least 1 item after validation, not 0"))
+    return tuple(delays)
+
+
+#: Standard Webhooks secrets, comma-separated
+secrets = checked(comma_separated(), lambda values: tuple(check_secret(secret) for secret in values))
+
+
+def lowercase_hosts(value: Any) -> tuple[str, ...]:
+    return tuple(host.lower() for host in comma_separated()(value))
+
+
+def read_environment(
+    settings: Mapping[str, Setting], env: Mapping[str, str]
+) -> tuple[dict[str, tuple[str, str]], list[str]]:
+    """The settings one environment mapping holds (the process's, or a test's dict): by field name, the variable
+    read and its text; and a line for each old name that was read or ignored.
+
+    A blank variable counts as unset. A setting still read under an old name (``variables`` after the first) is
+    read there when its variable is unset, with a line saying so.
     """
 
-    def __init__(self, settings_cls: type[BaseModel], env: Mapping[str, str]) -> None:
-        self.settings_cls = settings_cls
-        self.env = env
-        self.deprecations: list[str] = []
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        names = variables(field)
-        if not names:  # not a setting of the environment (derived, or tuning without a variable)
-            return None, field_name, False
-        variable, *old_names = names
-        value = self._get(variable)
-        for old in old_names:
-            if self._get(old) is None:
-                continue
-            if value is None:
-                value = self._get(old)
-                self.deprecations.append(f"{old} is deprecated: rename it {variable} ({field.description})")
-            else:
-                self.deprecations.append(f"{old} is ignored: {variable} is set")
-        return value, variable, False
-
-    def _get(self, name: str) -> str | None:
-        value = self.env.get(name)
+    def get(name: str) -> str | None:
+        value = env.get(name)
         return value if value is not None and value.strip() else None
 
-    def __call__(self) -> dict[str, Any]:
-        values: dict[str, Any] = {}
-        for field_name, field in self.settings_cls.model_fields.items():
-            value, variable, _ = self.get_field_value(field, field_name)
-            if value is not None:
-                values[variable] = value
-        return values
+    values: dict[str, tuple[str, str]] = {}
+    deprecations: list[str] = []
+    for name, setting in settings.items():
+        if not setting.variables:  # not a setting of the environment (derived, or tuning without a variable)
+            continue
+        variable, *old_names = setting.variables
+        value = get(variable)
+        for old in old_names:
+            if get(old) is None:
+                continue
+            if value is None:
+                value = get(old)
+                deprecations.append(f"{old} is deprecated: rename it {variable} ({setting.description})")
+            else:
+                deprecations.append(f"{old} is ignored: {variable} is set")
+        if value is not None:
+            values[name] = (variable, value)
+    return values, deprecations
 
 
-def config_error(exc: ValidationError, settings_cls: type[BaseModel], env: Mapping[str, str]) -> ConfigError:
-    """The first problem as one line naming its variable, with the value unless the field hides it (repr=False)."""
-    errors = exc.errors(include_url=False, include_input=False)
-    first = errors[0]
-    cause = first.get("ctx", {}).get("error")
-    message = str(cause) if isinstance(cause, Exception) else first["msg"]
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    if isinstance(cause, ConfigError) or not first["loc"]:  # the message names its variables itself
+def config_error(problems: Iterable[tuple[str, str | None, Invalid]]) -> ConfigError:
+    """The first problem as one line naming its variable, with the value when given (``None``: hidden), and how
+    many more there are. ``problems``: (the variable or field, the value to show or None, what is wrong)."""
+    found = [
+        (where, shown, item, message, exc.whole) for where, shown, exc in problems for item, message in exc.problems
+    ]
+    where, shown, item, message, whole = found[0]
+    more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+    if whole:
         return ConfigError(f"{message}{more}")
-    variable, *where = first["loc"]
-    field = next((f for f in settings_cls.model_fields.values() if str(variable) in variables(f)), None)
-    shown = f"={env[str(variable)]!r}" if field is not None and field.repr and str(variable) in env else ""
-    item = f" (item {int(where[0]) + 1})" if where and isinstance(where[0], int) else ""
-    return ConfigError(f"{variable}{shown}{item}: {message}{more}")
+    value = f"={shown!r}" if shown is not None else ""
+    position = f" (item {item + 1})" if item is not None else ""
+    return ConfigError(f"{where}{value}{position}: {message}{more}")

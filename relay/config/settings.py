@@ -1,46 +1,49 @@
 """Configuration from the environment, read once at the entry point and passed explicitly.
 
-Each setting is one field below: its default, its environment variable (``validation_alias``) and its bounds,
-written once. :meth:`Settings.from_env` reads one environment mapping; ``Settings(...)`` takes only its
-arguments and the defaults, never the process environment. Bad configuration raises :class:`ConfigError`
-whose message is one line naming the variable.
+Each setting is one field below: its default, its environment variable and its form (with its bounds),
+written once; a plain dataclass (no pydantic: the worker does not load it, docs/performance.md "Memory").
+:meth:`Settings.from_env` reads one environment mapping; ``Settings(...)`` takes only its arguments and the
+defaults, never the process environment. Bad configuration raises :class:`ConfigError` whose message is one
+line naming the variable, as pydantic's were.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote
 
-from pydantic import (
-    AliasChoices,
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
+from relay.config.parsing import (
+    ConfigError,
+    Invalid,
+    Parse,
+    Setting,
+    boolean,
+    check_arq_redis_url,
+    check_redis_url,
+    checked,
+    comma_separated,
+    config_error,
+    integer,
+    is_loopback_host,
+    lowercase_hosts,
+    named_tokens,
+    one_of,
+    optional,
+    read_environment,
+    schedule,
+    seconds,
+    secrets,
+    tenant_secrets,
+    tenants_unsigned,
+    text,
 )
 
-from relay.config.credentials import CredentialSpec, load_credentials
-from relay.config.parsing import (
-    ArqRedisURL,
-    CommaSeparated,
-    ConfigError,
-    EnvironmentSource,
-    LowercaseHosts,
-    RedisURL,
-    Schedule,
-    Seconds,
-    Secrets,
-    TenantSecrets,
-    config_error,
-    is_loopback_host,
-    named_tokens,
-    tenants_unsigned,
-)
+if TYPE_CHECKING:
+    from relay.config.credentials import CredentialSpec
 
 __all__ = [
     "DEFAULT_ACTION_HOSTS",
@@ -81,147 +84,175 @@ def _console_on_a_tty() -> Literal["json", "console"]:
         return "json"
 
 
-class Settings(BaseModel):
-    """Every setting relay has. Secrets are left out of ``repr`` and out of error messages (``repr=False``)."""
+def _setting(
+    default: Any,
+    variable: str | None,
+    parse: Parse,
+    *,
+    secret: bool = False,
+    old: tuple[str, ...] = (),
+    description: str = "",
+) -> Any:
+    """A field of :class:`Settings`: its default, the variable it is read from (and older names), its form."""
+    meta = {"setting": Setting(parse, (variable, *old) if variable else (), description)}
+    if callable(default):
+        return field(default_factory=default, repr=not secret, metadata=meta)
+    return field(default=default, repr=not secret, metadata=meta)
 
-    model_config = ConfigDict(
-        frozen=True, validate_by_name=True, hide_input_in_errors=True, extra="forbid", validate_default=True
-    )
 
-    redis_url: RedisURL = Field(None, validation_alias="REDIS_URL", repr=False)
+def _credentials(value: Any) -> Any:
+    if not isinstance(value, str):
+        return tuple(value)
+    from relay.config.credentials import load_credentials  # pydantic's models: only where credentials are given
+
+    return load_credentials(value)
+
+
+def _progress_interval(value: float | None) -> float | None:
+    if value and not 1.0 <= value <= 3600.0:
+        raise ValueError("must be 0 (off) or 1 to 3600 seconds")
+    return value or None
+
+
+def _pairs(value: Any) -> tuple[tuple[str, str], ...]:
+    return tuple((str(a), str(b)) for a, b in value)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting relay has. Secrets are left out of ``repr`` and out of error messages.
+
+    ``Settings(...)`` checks its arguments as :meth:`from_env` checks the environment's text (ConfigError, a
+    ValueError, naming the field); each field's ``metadata["setting"]`` says where it is read and how.
+    """
+
+    redis_url: str | None = _setting(None, "REDIS_URL", optional(checked(text, check_redis_url)), secret=True)
     #: arq's queue (DriveItem resolution retries) on a Redis of its own, plain or Sentinel (None: REDIS_URL's);
     #: needed when REDIS_URL is a cluster's, where arq cannot run (docs/operations.md)
-    arq_redis_url: ArqRedisURL = Field(None, validation_alias="RELAY_ARQ_REDIS_URL", repr=False)
-    host: str = Field("127.0.0.1", validation_alias="RELAY_HOST")
-    port: int = Field(8080, ge=0, le=65535, validation_alias="RELAY_PORT")
-    api_tokens: CommaSeparated = Field((), validation_alias="RELAY_API_TOKENS", repr=False)
+    arq_redis_url: str | None = _setting(
+        None, "RELAY_ARQ_REDIS_URL", optional(checked(text, check_arq_redis_url)), secret=True
+    )
+    host: str = _setting("127.0.0.1", "RELAY_HOST", text)
+    port: int = _setting(8080, "RELAY_PORT", integer(ge=0, le=65535))
+    api_tokens: tuple[str, ...] = _setting((), "RELAY_API_TOKENS", comma_separated(), secret=True)
     #: (token, tenant name) for the tokens RELAY_API_TOKENS names (``name:token``): credentials grant by name
-    token_names: tuple[tuple[str, str], ...] = Field((), repr=False)
-    signing_secrets: Secrets = Field((), validation_alias="RELAY_SIGNING_SECRETS", repr=False)
+    token_names: tuple[tuple[str, str], ...] = _setting((), None, _pairs, secret=True)
+    signing_secrets: tuple[str, ...] = _setting((), "RELAY_SIGNING_SECRETS", secrets, secret=True)
     #: (tenant name, secret): each tenant's own signing secrets (relay/config/tenants.py)
-    tenant_signing_secrets: TenantSecrets = Field((), validation_alias="RELAY_TENANT_SIGNING_SECRETS", repr=False)
-    monitor_allowed_hosts: CommaSeparated = Field(
-        DEFAULT_MONITOR_HOSTS, min_length=1, validation_alias="RELAY_MONITOR_ALLOWED_HOSTS"
-    )
-    item_allowed_hosts: CommaSeparated = Field(
-        DEFAULT_ITEM_HOSTS, min_length=1, validation_alias="RELAY_ITEM_ALLOWED_HOSTS"
-    )
-    action_allowed_hosts: CommaSeparated = Field(
-        DEFAULT_ACTION_HOSTS, min_length=1, validation_alias="RELAY_ACTION_ALLOWED_HOSTS"
-    )
-    internal_hosts: LowercaseHosts = Field(
+    tenant_signing_secrets: tuple[tuple[str, str], ...] = _setting(
         (),
-        validation_alias=AliasChoices("RELAY_INTERNAL_HOSTS", "RELAY_CALLBACK_ALLOWED_HOSTS"),
+        "RELAY_TENANT_SIGNING_SECRETS",
+        checked(lambda value: value, lambda v: _pairs(tenant_secrets(v))),
+        secret=True,
+    )
+    monitor_allowed_hosts: tuple[str, ...] = _setting(
+        DEFAULT_MONITOR_HOSTS, "RELAY_MONITOR_ALLOWED_HOSTS", comma_separated(min_length=1)
+    )
+    item_allowed_hosts: tuple[str, ...] = _setting(
+        DEFAULT_ITEM_HOSTS, "RELAY_ITEM_ALLOWED_HOSTS", comma_separated(min_length=1)
+    )
+    action_allowed_hosts: tuple[str, ...] = _setting(
+        DEFAULT_ACTION_HOSTS, "RELAY_ACTION_ALLOWED_HOSTS", comma_separated(min_length=1)
+    )
+    internal_hosts: tuple[str, ...] = _setting(
+        (),
+        "RELAY_INTERNAL_HOSTS",
+        lowercase_hosts,
+        old=("RELAY_CALLBACK_ALLOWED_HOSTS",),
         description="the hosts monitor, DriveItem and callback requests may reach on internal addresses",
     )
-    poll_initial_interval: Seconds = Field(1.0, ge=0.01, validation_alias="RELAY_POLL_INITIAL_INTERVAL")
-    poll_max_interval: Seconds = Field(60.0, ge=0.01, validation_alias="RELAY_POLL_MAX_INTERVAL")
-    job_timeout: Seconds = Field(259200.0, ge=1, validation_alias="RELAY_JOB_TIMEOUT")
-    delivery_schedule: Schedule = Field(
-        (0, 5, 300, 1800, 7200, 18000, 36000, 36000), validation_alias="RELAY_DELIVERY_SCHEDULE"
+    poll_initial_interval: float = _setting(1.0, "RELAY_POLL_INITIAL_INTERVAL", seconds(ge=0.01))
+    poll_max_interval: float = _setting(60.0, "RELAY_POLL_MAX_INTERVAL", seconds(ge=0.01))
+    job_timeout: float = _setting(259200.0, "RELAY_JOB_TIMEOUT", seconds(ge=1))
+    delivery_schedule: tuple[float, ...] = _setting(
+        (0, 5, 300, 1800, 7200, 18000, 36000, 36000), "RELAY_DELIVERY_SCHEDULE", schedule
     )
-    log_format: Literal["json", "console"] = Field(
-        default_factory=_console_on_a_tty, validation_alias="RELAY_LOG_FORMAT"
-    )
-    access_log: bool = Field(True, validation_alias="RELAY_ACCESS_LOG")
+    log_format: Literal["json", "console"] = _setting(_console_on_a_tty, "RELAY_LOG_FORMAT", one_of("json", "console"))
+    access_log: bool = _setting(True, "RELAY_ACCESS_LOG", boolean)
     #: auto: uvloop where it is installed, else asyncio's own loop
-    event_loop: Literal["auto", "uvloop", "asyncio"] = Field("auto", validation_alias="RELAY_EVENT_LOOP")
-    poll_concurrency: int = Field(200, ge=1, validation_alias="RELAY_POLL_CONCURRENCY")
-    delivery_concurrency: int = Field(200, ge=1, validation_alias="RELAY_DELIVERY_CONCURRENCY")
-    request_timeout: Seconds = Field(15.0, ge=0.1, validation_alias="RELAY_REQUEST_TIMEOUT")
+    event_loop: Literal["auto", "uvloop", "asyncio"] = _setting(
+        "auto", "RELAY_EVENT_LOOP", one_of("auto", "uvloop", "asyncio")
+    )
+    poll_concurrency: int = _setting(200, "RELAY_POLL_CONCURRENCY", integer(ge=1))
+    delivery_concurrency: int = _setting(200, "RELAY_DELIVERY_CONCURRENCY", integer(ge=1))
+    request_timeout: float = _setting(15.0, "RELAY_REQUEST_TIMEOUT", seconds(ge=0.1))
     #: how long the API waits for a request's head (line and headers), then for its body (slowloris)
-    api_read_timeout: Seconds = Field(10.0, ge=0.1, le=300, validation_alias="RELAY_API_READ_TIMEOUT")
-    max_invalid_responses: int = Field(5, ge=1, validation_alias="RELAY_POLL_MAX_INVALID")
-    poll_max_error_time: Seconds = Field(3600.0, ge=1, validation_alias="RELAY_POLL_MAX_ERROR_TIME")
-    job_retention: Seconds = Field(7 * 86400.0, ge=60, validation_alias="RELAY_JOB_RETENTION")
+    api_read_timeout: float = _setting(10.0, "RELAY_API_READ_TIMEOUT", seconds(ge=0.1, le=300))
+    max_invalid_responses: int = _setting(5, "RELAY_POLL_MAX_INVALID", integer(ge=1))
+    poll_max_error_time: float = _setting(3600.0, "RELAY_POLL_MAX_ERROR_TIME", seconds(ge=1))
+    job_retention: float = _setting(7 * 86400.0, "RELAY_JOB_RETENTION", seconds(ge=60))
     #: the longest Retry-After a monitor or callback may impose (seconds); not read from the environment
-    retry_after_cap: float = 3600.0
-    encryption_keys: CommaSeparated = Field((), validation_alias="RELAY_ENCRYPTION_KEY", repr=False)
-    worker_metrics_port: int = Field(9100, ge=0, le=65535, validation_alias="RELAY_WORKER_METRICS_PORT")
+    retry_after_cap: float = _setting(3600.0, None, seconds())
+    encryption_keys: tuple[str, ...] = _setting((), "RELAY_ENCRYPTION_KEY", comma_separated(), secret=True)
+    worker_metrics_port: int = _setting(9100, "RELAY_WORKER_METRICS_PORT", integer(ge=0, le=65535))
     #: how long a job whose DriveItem request was refused (401) waits for a PATCHed authorization; 0: no wait
-    authorization_wait: Seconds = Field(3600.0, ge=0, validation_alias="RELAY_AUTHORIZATION_WAIT")
+    authorization_wait: float = _setting(3600.0, "RELAY_AUTHORIZATION_WAIT", seconds(ge=0))
     #: the progressInterval of jobs registered without one (seconds); None (0 in the environment): poll as
     #: progress predicts
-    progress_interval: Seconds | None = Field(None, validation_alias="RELAY_PROGRESS_INTERVAL")
+    progress_interval: float | None = _setting(
+        None, "RELAY_PROGRESS_INTERVAL", optional(checked(seconds(), _progress_interval))
+    )
     #: when set, the API's /metrics answers only requests bearing this token
-    metrics_token: str | None = Field(None, validation_alias="RELAY_METRICS_TOKEN", repr=False)
+    metrics_token: str | None = _setting(None, "RELAY_METRICS_TOKEN", optional(text), secret=True)
     #: one line per deprecated setting that was used, for the entry point to log
-    deprecations: tuple[str, ...] = ()
+    deprecations: tuple[str, ...] = _setting((), None, comma_separated())
     #: the named credentials relay holds itself (relay/config/credentials.py)
-    credentials: tuple[CredentialSpec, ...] = Field((), validation_alias="RELAY_CREDENTIALS", repr=False)
+    credentials: tuple[CredentialSpec, ...] = _setting(
+        (), "RELAY_CREDENTIALS", checked(lambda value: value, _credentials), secret=True
+    )
     #: fair share, per API token (not without tokens: one app on loopback has no one to share with)
-    tenant_max_active_jobs: int = Field(100_000, ge=0, validation_alias="RELAY_TENANT_MAX_ACTIVE_JOBS")
-    tenant_registrations_per_second: int = Field(500, ge=0, validation_alias="RELAY_TENANT_REGISTRATIONS_PER_SECOND")
+    tenant_max_active_jobs: int = _setting(100_000, "RELAY_TENANT_MAX_ACTIVE_JOBS", integer(ge=0))
+    tenant_registrations_per_second: int = _setting(500, "RELAY_TENANT_REGISTRATIONS_PER_SECOND", integer(ge=0))
     #: open SSE streams, per API process
-    tenant_max_streams: int = Field(20, ge=0, validation_alias="RELAY_TENANT_MAX_STREAMS")
+    tenant_max_streams: int = _setting(20, "RELAY_TENANT_MAX_STREAMS", integer(ge=0))
     #: jobs that may share one monitor URL at once (0: no limit), whoever registered them
-    monitor_max_jobs: int = Field(1000, ge=0, validation_alias="RELAY_MONITOR_MAX_JOBS")
+    monitor_max_jobs: int = _setting(1000, "RELAY_MONITOR_MAX_JOBS", integer(ge=0))
     #: the jobs of a monitor one Redis script reads or writes, about (relay/store/jobs.py CHUNK_JOBS); not read
     #: from the environment (tests lower it)
-    monitor_chunk: int = Field(32, ge=1)
-    redis_min_replicas: int = Field(0, ge=0, validation_alias="RELAY_REDIS_MIN_REPLICAS")
-    redis_wait_timeout: Seconds = Field(1.0, ge=0.001, validation_alias="RELAY_REDIS_WAIT_TIMEOUT")
+    monitor_chunk: int = _setting(32, None, integer(ge=1))
+    redis_min_replicas: int = _setting(0, "RELAY_REDIS_MIN_REPLICAS", integer(ge=0))
+    redis_wait_timeout: float = _setting(1.0, "RELAY_REDIS_WAIT_TIMEOUT", seconds(ge=0.001))
     #: how long relay serve / worker / dev wait at start for a Redis they cannot reach before exiting (code 2)
-    redis_startup_wait: Seconds = Field(10.0, ge=0, validation_alias="RELAY_REDIS_STARTUP_WAIT")
+    redis_startup_wait: float = _setting(10.0, "RELAY_REDIS_STARTUP_WAIT", seconds(ge=0))
+
+    @classmethod
+    def settings(cls) -> dict[str, Setting]:
+        """Each field's name and how it is read (its variables first)."""
+        return {f.name: f.metadata["setting"] for f in dataclasses.fields(cls)}
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """The settings ``env`` holds (None: ``os.environ``), and nothing else; :class:`ConfigError` when unusable."""
         env = os.environ if env is None else env
-        source = EnvironmentSource(cls, env)
-        values = source()
-        try:
-            return cls.model_validate({**values, "deprecations": tuple(source.deprecations)})
-        except ValidationError as exc:
-            raise config_error(exc, cls, env) from None
+        read, deprecations = read_environment(cls.settings(), env)
+        given: dict[str, Any] = {name: value for name, (_, value) in read.items()}
+        if "api_tokens" in given:  # the names some tokens carry (``name:token``) become ``token_names``
+            try:
+                given["api_tokens"], given["token_names"] = named_tokens(given["api_tokens"])
+            except ValueError as exc:
+                raise ConfigError(f"RELAY_API_TOKENS: {exc}") from None
+        shown = {
+            name: value if cls.__dataclass_fields__[name].repr and env.get(variable) == value else None
+            for name, (variable, value) in read.items()
+        }
+        names = {name: variable for name, (variable, _) in read.items()}
+        for name, setting in cls.settings().items():
+            if setting.variables:
+                names.setdefault(name, setting.variables[0])
+        values = _checked({**given, "deprecations": tuple(deprecations)}, names, shown)
+        return cls(**values)
+
+    def __post_init__(self) -> None:
+        values = _checked({f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, {}, {})
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
 
     def replace(self, **changes: Any) -> Settings:
-        """A copy with ``changes`` (by field name), validated like any settings."""
-        return self.model_validate({**dict(self), **changes})
-
-    @model_validator(mode="before")
-    @classmethod
-    def _named_tokens(cls, data: Any) -> Any:
-        """RELAY_API_TOKENS as text: the names some tokens carry (``name:token``) become ``token_names``."""
-        if isinstance(data, dict) and isinstance(raw := data.get("RELAY_API_TOKENS"), str):
-            try:
-                tokens, names = named_tokens(raw)
-            except ValueError as exc:  # the model's own error has no field: name the variable here
-                raise ConfigError(f"RELAY_API_TOKENS: {exc}") from None
-            return {**data, "RELAY_API_TOKENS": tokens, "token_names": names}
-        return data
-
-    @model_validator(mode="after")
-    def _tenants_sign_apart(self) -> Settings:
-        """Several tenants each sign with their own secrets; the sealing key is never a signing secret."""
-        problem = tenants_unsigned(self.api_tokens, self.token_names, self.tenant_signing_secrets)
-        if problem:
-            raise ConfigError(problem)
-        if self.encryption_keys and self.encryption_keys[0].startswith("whsec_"):
-            raise ConfigError(
-                "RELAY_ENCRYPTION_KEY: its first key seals new values and must not be a signing secret (whsec_...), "
-                "which receivers hold: put a new key first; a signing secret after it still opens what it sealed"
-            )
-        return self
-
-    @field_validator("credentials", mode="before")
-    @classmethod
-    def _credentials(cls, value: Any) -> Any:
-        return load_credentials(value) if isinstance(value, str) else value
-
-    @field_validator("poll_max_interval")
-    @classmethod
-    def _max_after_initial(cls, value: float, info: ValidationInfo) -> float:
-        if value < info.data.get("poll_initial_interval", 0.0):
-            raise ValueError("must be >= RELAY_POLL_INITIAL_INTERVAL")
-        return value
-
-    @field_validator("progress_interval")
-    @classmethod
-    def _progress_interval(cls, value: float | None) -> float | None:
-        if value and not 1.0 <= value <= 3600.0:
-            raise ValueError("must be 0 (off) or 1 to 3600 seconds")
-        return value or None
+        """A copy with ``changes`` (by field name), checked like any settings."""
+        unknown = sorted(set(changes) - set(self.__dataclass_fields__))
+        if unknown:
+            raise ConfigError(f"{', '.join(unknown)}: no such setting")
+        return dataclasses.replace(self, **changes)
 
     def check_serving(self) -> None:
         """Refuse an API open to the network without tokens, or one with nothing to seal credentials with."""
@@ -288,6 +319,42 @@ class Settings(BaseModel):
     @property
     def effective_redis_url(self) -> str:
         return self.redis_url or "redis://localhost:6379/0"
+
+
+def _checked(given: Mapping[str, Any], names: Mapping[str, str], shown: Mapping[str, str | None]) -> dict[str, Any]:
+    """Each field's value from ``given`` (else its default) in its form, then the checks across fields.
+
+    A field's problem names its variable (``names``; else the field) and shows ``shown``'s text for it (secrets
+    never). Every field is checked, in order, so the one line says how many more problems there are.
+    """
+    values: dict[str, Any] = {}
+    problems: list[tuple[str, str | None, Invalid]] = []
+    for f in dataclasses.fields(Settings):
+        if f.name in given:
+            value = given[f.name]
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+        else:
+            value = f.default
+        setting: Setting = f.metadata["setting"]
+        try:
+            values[f.name] = setting.parse(value)
+            if f.name == "poll_max_interval" and values[f.name] < values.get("poll_initial_interval", 0.0):
+                raise Invalid((None, "must be >= RELAY_POLL_INITIAL_INTERVAL"))
+        except Invalid as exc:
+            values.pop(f.name, None)
+            problems.append((names.get(f.name, f.name), shown.get(f.name), exc))
+    if problems:
+        raise config_error(problems)
+    problem = tenants_unsigned(values["api_tokens"], values["token_names"], values["tenant_signing_secrets"])
+    if problem:
+        raise ConfigError(problem)
+    if values["encryption_keys"] and values["encryption_keys"][0].startswith("whsec_"):
+        raise ConfigError(
+            "RELAY_ENCRYPTION_KEY: its first key seals new values and must not be a signing secret (whsec_...), "
+            "which receivers hold: put a new key first; a signing secret after it still opens what it sealed"
+        )
+    return values
 
 
 def _redis_passwords(url: str) -> list[str]:

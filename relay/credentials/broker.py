@@ -27,18 +27,13 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from relay.config.credentials import (
-    ClientCertificateSpec,
-    ClientSecretSpec,
-    CredentialSpec,
-    ManagedIdentitySpec,
-    WorkloadIdentitySpec,
-)
 from relay.config.parsing import ConfigError
 from relay.core.hosts import host_matches
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncSupportsTokenInfo
+
+    from relay.config.credentials import CredentialSpec
 
 __all__ = ["CredentialBroker", "CredentialError"]
 
@@ -158,6 +153,9 @@ class CredentialBroker:
 
 def _resolved(spec: CredentialSpec, env: Mapping[str, str]) -> CredentialSpec:
     """``spec`` with workload identity's defaults filled in; :class:`ConfigError` for what cannot work."""
+    # the specs' pydantic models: loaded by the settings that hold a credential, so no sooner than one is configured
+    from relay.config.credentials import WorkloadIdentitySpec
+
     if isinstance(spec, WorkloadIdentitySpec):
         filled = {field: getattr(spec, field) or env.get(variable) for field, variable in _WORKLOAD_ENV.items()}
         missing = [variable for field, variable in _WORKLOAD_ENV.items() if not filled[field]]
@@ -186,6 +184,13 @@ def _build(spec: CredentialSpec, timeout: float) -> AsyncSupportsTokenInfo:
         ClientSecretCredential,
         ManagedIdentityCredential,
         WorkloadIdentityCredential,
+    )
+
+    from relay.config.credentials import (
+        ClientCertificateSpec,
+        ClientSecretSpec,
+        ManagedIdentitySpec,
+        WorkloadIdentitySpec,
     )
 
     # one immediate retry in the library; relay's own resolution schedule retries after that
