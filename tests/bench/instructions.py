@@ -21,9 +21,10 @@ from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
 
 from relay.store import keys
-from tests.bench import deliver, parts, peers, poll, register
+from tests.bench import deliver, floors, parts, peers, poll, register
 from tests.bench.costs import OWN_CODE_TARGET
 from tests.bench.harness import SECRET, Harness
+from tests.bench.loadgen import padded_body
 from tests.bench.report import ROOT
 
 __all__ = ["run"]
@@ -80,6 +81,11 @@ async def polls(h: Harness, out: Path) -> tuple[float, float]:
         h.stop(worker)
         relay = total_instructions(out, worker.pid) / max(relay_ops, 1)
         worker = None
+        # the parts, counted alone below: a monitor as a claim reads it once polled, and its answer
+        member, state = await poll.claimed_state(h)
+        async with h.http.get(urls[0]) as resp:
+            answer = (resp.status, dict(resp.headers), await resp.read())
+        parts.save_poll(str(h.tmp / "instructions-poll.json"), member, state, answer)
         loop = await h.start_helper(
             "getloop", "--urls-file", str(urls_file), "--concurrency", "200", "--duration", str(WINDOW + 60),
             wrapper=callgrind(out),
@@ -88,7 +94,18 @@ async def polls(h: Harness, out: Path) -> tuple[float, float]:
         bare_ops = await counted(loop.pid, lambda: peers.sim_total(h.http, sim))
         await loop.stop()
         bare = total_instructions(out, loop.pid) / max(bare_ops, 1)
-        h.say(f"polls: worker {relay_ops} polls in the window, bare loop {bare_ops}")
+        # the floor: the GET loop fed from Redis, each answer written back (tests/bench/floors.py)
+        await h.redis.delete(floors.OUTBOX, "bench:floor:acks")
+        await floors.seed_outbox(h.redis, urls)
+        loop = await h.start_helper(
+            "floorloop", "--method", "GET", "--redis-url", h.redis_server.url, "--concurrency", "200",
+            "--duration", str(START_TIMEOUT + WINDOW + 60), wrapper=callgrind(out),
+        )  # fmt: skip
+        await h.wait_until(_polled_since(h, sim, await peers.sim_total(h.http, sim)), START_TIMEOUT)
+        floor_ops = await counted(loop.pid, lambda: peers.sim_total(h.http, sim))
+        await loop.stop()
+        h.costs["instructions_floor"] = {"poll": total_instructions(out, loop.pid) / max(floor_ops, 1)}
+        h.say(f"polls: worker {relay_ops} polls in the window, bare loop {bare_ops}, floor {floor_ops}")
         return relay, bare
     finally:
         h.stop(worker, sim_proc, rec_proc)
@@ -136,7 +153,20 @@ async def deliveries(h: Harness, out: Path) -> tuple[float, float]:
         bare_ops = await counted(loop.pid, lambda: peers.received_count(h.http, receiver))
         await loop.stop()
         bare = total_instructions(out, loop.pid) / max(bare_ops, 1)
-        h.say(f"deliveries: worker {relay_ops} in the window, bare loop {bare_ops}")
+        # the floor: the POST loop fed from Redis, each delivery acknowledged with a batched write (floors.py)
+        await h.fresh_redis()
+        await peers.reset_receiver(h.http, receiver)
+        await floors.seed_outbox(h.redis, [padded_body(size)] * 8000)
+        loop = await h.start_helper(
+            "floorloop", "--method", "POST", "--url", f"{receiver}/hook", "--redis-url", h.redis_server.url,
+            "--concurrency", "200", wrapper=callgrind(out),
+        )  # fmt: skip
+        await h.wait_until(posting, START_TIMEOUT)
+        floor_ops = await counted(loop.pid, lambda: peers.received_count(h.http, receiver))
+        await loop.stop()
+        h.costs["instructions_floor"] = {"delivery": total_instructions(out, loop.pid) / max(floor_ops, 1)}
+        (h.tmp / "instructions-delivery-body.txt").write_text(padded_body(size))
+        h.say(f"deliveries: worker {relay_ops} in the window, bare loop {bare_ops}, floor {floor_ops}")
         return relay, bare
     finally:
         h.stop(worker, rec_proc)
@@ -170,18 +200,33 @@ async def registrations(h: Harness, out: Path) -> tuple[float, float]:
         h.stop(api, hello_proc, floor_proc)
 
 
+#: what each row's floor is (tests/bench/floors.py)
+_FLOORS = {
+    "poll": "GET loop fed from Redis, writes batched",
+    "delivery": "POST loop fed from Redis, acks batched",
+    "registration": "hello world + one batched Redis write",
+}
 PARTS_COUNT = 1000
 _COUNT_PARTS = (
     "import sys; from tests.bench import parts; parts.count_parts(*sys.argv[1:4], int(sys.argv[4]), only=sys.argv[5])"
 )
 
 
+def _parts_input(h: Harness, unit: str) -> str:
+    """What :func:`tests.bench.parts.unit_calls` makes ``unit``'s parts of (the same inputs as rows 1-3's)."""
+    if unit == "registration":
+        return register.BODY
+    if unit == "delivery":
+        return (h.tmp / "instructions-delivery-body.txt").read_text()
+    return str(h.tmp / "instructions-poll.json")
+
+
 async def parts_instructions(h: Harness, out: Path, unit: str) -> dict[str, float]:
     """Instructions per call of each part ``unit`` cannot skip (tests/bench/parts.py), each part counted alone in
     a process of its own under callgrind, counting only its ``PARTS_COUNT`` calls."""
     counts: dict[str, float] = {}
-    body, secret = register.BODY, SECRET
-    for name in parts.registration_calls(body, secret, 1):
+    body, secret = _parts_input(h, unit), SECRET
+    for name in parts.unit_calls(unit, body, secret, 1):
         # one process for each part, so each total is that part's alone
         proc = await asyncio.create_subprocess_exec(
             *callgrind(out), sys.executable, "-c",
@@ -213,7 +258,7 @@ async def run(h: Harness, sections: Collection[int] = (1, 2, 3)) -> None:
         h.info(f"{label} instructions per {unit}: {sides} (callgrind)", f"{relay:,.0f}", f"{bare:,.0f}", relay / bare)
         floor = h.costs.get("instructions_floor", {}).get(unit)
         if floor:
-            figure = f"{label} instructions per {unit}: relay vs floor server (one batched Redis write)"
+            figure = f"{label} instructions per {unit}: relay vs its floor ({_FLOORS[unit]})"
             h.info(figure, f"{relay:,.0f}", f"{floor:,.0f}", relay / floor)
             alone = await parts_instructions(h, out, unit)
             own = relay - floor

@@ -12,6 +12,7 @@ they are a lower bound on what relay's own code costs per operation: set beside 
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import random
 import secrets
@@ -35,7 +36,7 @@ from relay.store.calls import AckCall, ApplyPollCall
 from relay.store.jobs import PollInfo, Store
 from relay.store.scheduler import Claim
 
-__all__ = ["delivery_parts", "poll_parts", "registration_parts", "timed"]
+__all__ = ["delivery_parts", "poll_calls", "poll_parts", "registration_parts", "save_poll", "timed", "unit_calls"]
 
 HOSTS = ("127.0.0.1",)
 ROUNDS = 20_000
@@ -135,6 +136,13 @@ def poll_parts(
 ) -> dict[str, float]:
     """µs per poll of each part a poll cannot skip: ``state`` as a claim returns it (``{monitor: its fields, jobs:
     {id: fields}}``), ``answer`` a monitor's (status, headers, body) as the worker receives it."""
+    return {name: timed(call, rounds) for name, call in poll_calls(member, state, answer).items()}
+
+
+def poll_calls(
+    member: str, state: dict[str, Any], answer: tuple[int, dict[str, str], bytes]
+) -> dict[str, Callable[[], Any]]:
+    """Each part a poll cannot skip (see :func:`poll_parts`); each returns what it made."""
     now_ms = int(time.time() * 1000)
     claim = Claim(member, "|claim:1", now_ms, state)
     monitor, jobs = Store.monitor_state(claim)
@@ -145,17 +153,41 @@ def poll_parts(
     rng = random.Random(1)
     plan = plan_poll(result, monitor, jobs, now_ms, policy, rng)
 
-    def write() -> None:
+    def write() -> bytes:
         ops = [op.as_json() for op in plan.ops]
         delay_ms = int(plan.delay * 1000)
-        jsonfast.dumps(ApplyPollCall(member, claim.token, delay_ms, plan.monitor_change.fields, ops, len(jobs)))
+        return jsonfast.dumps(ApplyPollCall(member, claim.token, delay_ms, plan.monitor_change.fields, ops, len(jobs)))
 
     return {
-        "read the claimed state": timed(lambda: Store.monitor_state(claim), rounds),
-        "classify the answer": timed(lambda: classify(status, headers, body), rounds),
-        "plan what follows": timed(lambda: plan_poll(result, monitor, jobs, now_ms, policy, rng), rounds),
-        "build the write": timed(write, rounds),
+        "read the claimed state": lambda: Store.monitor_state(claim),
+        "classify the answer": lambda: classify(status, headers, body),
+        "plan what follows": lambda: plan_poll(result, monitor, jobs, now_ms, policy, rng),
+        "build the write": write,
     }
+
+
+def save_poll(path: str, member: str, state: dict[str, Any], answer: tuple[int, dict[str, str], bytes]) -> None:
+    """A poll's inputs as a file for :func:`count_parts` (another process): the body as Latin-1 text."""
+    status, headers, body = answer
+    with open(path, "w", encoding="utf-8") as out:
+        json.dump({"member": member, "state": state, "answer": [status, headers, body.decode("latin-1")]}, out)
+
+
+def _load_poll(path: str) -> tuple[str, dict[str, Any], tuple[int, dict[str, str], bytes]]:
+    with open(path, encoding="utf-8") as source:
+        saved = json.load(source)
+    status, headers, body = saved["answer"]
+    return saved["member"], saved["state"], (status, headers, body.encode("latin-1"))
+
+
+def unit_calls(unit: str, body: str, secret: str, count: int) -> dict[str, Callable[[], Any]]:
+    """The parts of ``unit``: a registration's for bodies like ``body``, a delivery's for an event body ``body``,
+    a poll's for the inputs :func:`save_poll` wrote to the file ``body``."""
+    if unit == "registration":
+        return registration_calls(body, secret, count)
+    if unit == "delivery":
+        return delivery_calls(body, secret)
+    return poll_calls(*_load_poll(body))
 
 
 def _toggle_own_counting(on: bool) -> None:
@@ -170,9 +202,10 @@ def _toggle_own_counting(on: bool) -> None:
 
 
 def count_parts(unit: str, body: str, secret: str, count: int, *, only: str = "") -> None:
-    """Call each part of ``unit`` (registration, delivery; ``only``: that part) ``count`` times with callgrind
-    counting only those calls (tests/bench/instructions.py divides the total by ``count``), not the set-up."""
-    calls = registration_calls(body, secret, count + 10) if unit == "registration" else delivery_calls(body, secret)
+    """Call each part of ``unit`` (registration, delivery, poll: :func:`unit_calls`; ``only``: that part) ``count``
+    times with callgrind counting only those calls (tests/bench/instructions.py divides the total by ``count``),
+    not the set-up."""
+    calls = unit_calls(unit, body, secret, count + 10)
     if only:
         calls = {only: calls[only]}
     for call in calls.values():  # warm: first-call caches and lazy imports are not what a part costs
