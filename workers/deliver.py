@@ -31,32 +31,32 @@ from relay.store.scheduler import Claim
 from workers.context import Deps
 from workers.writes import after_write
 
-__all__ = ["deliver_claimed", "deliver_next", "pick_event"]
+__all__ = ["deliver_claimed", "pick_event"]
 
 log = structlog.stdlib.get_logger("relay.deliver")
 
 MAX_RESPONSE = 64 * 1024
-_DELIVERIES = metrics.labelled(metrics.DELIVERIES)
 _TERMINAL = EventType.terminal_types()
 
 
 def pick_event(events: list[Event]) -> tuple[Event | None, list[Event]]:
     """The event to send now and the progress events it supersedes."""
-    if not events:
-        return None, []
+    if len(events) < 2:  # the common case: one event, nothing superseded
+        return (events[0] if events else None), []
     target = next((e for e in events if e.type in _TERMINAL), events[-1])
     superseded = [e for e in events if e.sequence < target.sequence and e.type not in _TERMINAL]
     return target, superseded
 
 
 async def deliver_claimed(deps: Deps, claim: Claim) -> None:
-    """Deliver a claimed job's next event (the claim read the job and its outbox)."""
-    await deliver_next(deps, claim, *deps.store.outbox_state(claim))
+    """Deliver a claimed job's next event (the claim read the job and its outbox).
 
-
-async def deliver_next(deps: Deps, claim: Claim, job: Job | None, found: list[Event]) -> None:
+    One coroutine, the POST inline: every await of the request resumes each frame above it (a frame less is
+    ~1% of a delivery's instructions).
+    """
     job_id = claim.member
     store = deps.store
+    job, found = store.outbox_state(claim)
     event, superseded = pick_event(found)
     if job is None or event is None:
         pending = store.submit_ack(
@@ -85,7 +85,24 @@ async def deliver_next(deps: Deps, claim: Claim, job: Job | None, found: list[Ev
     if error is None:  # nothing is sent unsigned, nor signed with another tenant's secret
         headers = signature_headers(event.id, event.body, secrets, datetime.fromtimestamp(now_s, UTC))
         headers["Content-Type"] = "application/json"
-        status, retry_after, error = await _post(deps, job, event, headers)
+        try:  # POST the event to the job's callback; never raises for the receiver's faults
+            resp = await fetch(
+                deps.session,
+                "POST",
+                job.callback_url,
+                trusted_hosts=deps.trusted_hosts,
+                time_limit=deps.settings.request_timeout,
+                max_body=MAX_RESPONSE,
+                headers=headers,
+                data=event.body.encode(),
+                own_headers=True,  # the signature's, made by relay: no control characters to look for
+            )
+        except (Blocked, TimeoutError, aiohttp.ClientError, OSError) as exc:
+            error = describe_failure(exc, URL(job.callback_url), deps.settings.request_timeout)
+        else:
+            status, retry_after = resp.status, resp.headers.get("Retry-After")
+            if not 200 <= status < 300:
+                error = describe_status(status, URL(job.callback_url))
     duration = time.monotonic() - started
     metrics.DELIVERY_LATENCY.observe(duration)
     # a redelivery starts the schedule again; the attempt numbers go on
@@ -122,28 +139,6 @@ async def deliver_next(deps: Deps, claim: Claim, job: Job | None, found: list[Ev
     await after_write(store, pending, attempted.acked, what="delivery ack", member=job_id, failed=failed)
 
 
-async def _post(
-    deps: Deps, job: Job, event: Event, headers: dict[str, str]
-) -> tuple[int | None, str | None, str | None]:
-    """POST the event to the job's callback: the answer's status and ``Retry-After`` header, or what failed."""
-    try:
-        resp = await fetch(
-            deps.session,
-            "POST",
-            job.callback_url,
-            trusted_hosts=deps.trusted_hosts,
-            time_limit=deps.settings.request_timeout,
-            max_body=MAX_RESPONSE,
-            headers=headers,
-            data=event.body.encode(),
-            own_headers=True,  # the signature's, made by relay: no control characters to look for
-        )
-    except (Blocked, TimeoutError, aiohttp.ClientError, OSError) as exc:
-        return None, None, describe_failure(exc, URL(job.callback_url), deps.settings.request_timeout)
-    answered = None if 200 <= resp.status < 300 else describe_status(resp.status, URL(job.callback_url))
-    return resp.status, resp.headers.get("Retry-After"), answered
-
-
 def _signing_secrets(deps: Deps, job: Job) -> tuple[tuple[str, ...], str | None]:
     """What signs the job's events (its own secret, else its tenant's), or why there is nothing to sign with."""
     try:
@@ -176,7 +171,7 @@ class Attempt:
         if outcome is DeliveryOutcome.DELIVERED and event.created:
             metrics.EVENT_LAG.observe(max(0.0, self.answered - event.created / 1000))
         status_class = f"{status // 100}xx" if status is not None else "none"
-        _DELIVERIES(outcome, status_class).inc()
+        metrics.DELIVERIES.inc(outcome, status_class)
         # a success is counted in metrics and listed in /deliveries; the log line is for what went wrong
         # (and for a success only at debug level: not even built otherwise)
         delivered = outcome is DeliveryOutcome.DELIVERED

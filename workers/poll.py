@@ -53,8 +53,6 @@ __all__ = ["poll_claimed", "poll_in_chunks", "poll_monitor"]
 log = structlog.stdlib.get_logger("relay.poll")
 
 _MONITOR_HEADERS = {"Accept": "application/json"}
-_POLLS = metrics.labelled(metrics.POLLS)
-_EVENTS = metrics.labelled(metrics.EVENTS)
 
 
 async def request_monitor(session: aiohttp.ClientSession, settings: Settings, url: str) -> PollResult:
@@ -244,7 +242,7 @@ async def _poll(deps: Deps, monitor: Monitor) -> PollResult:
         result = PollResult(Kind.INVALID, detail="the stored monitor URL was sealed with a key no longer configured")
     else:
         result = await request_monitor(deps.session, deps.settings, url)
-    _POLLS(result.kind.value).inc()
+    metrics.POLLS.inc(result.kind.value)
     return result
 
 
@@ -253,5 +251,5 @@ def _recorded(ops: list[JobOp], outcomes: list[str]) -> None:
     for op, outcome in zip(ops, outcomes, strict=True):
         if outcome == "ok":
             for event in op.events:
-                _EVENTS(event["type"]).inc()
+                metrics.EVENTS.inc(event["type"])
                 log.info("event recorded", job_id=op.job, event_id=event["id"], type=event["type"])

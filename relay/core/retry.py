@@ -60,6 +60,11 @@ class DeliveryDecision:
     delay: float = 0.0
 
 
+#: the answers that need no delay, made once (frozen: shared by every attempt they describe)
+_DELIVERED = DeliveryDecision(DeliveryOutcome.DELIVERED)
+_GONE = DeliveryDecision(DeliveryOutcome.GONE)
+
+
 def delivery_delay(attempts_made: int, schedule: tuple[float, ...], rng: random.Random) -> float | None:
     """Delay before delivery attempt ``attempts_made + 1``; ``None`` when the schedule is exhausted.
 
@@ -82,9 +87,9 @@ def delivery_decision(
     attempt's number since the schedule (re)started (1: the first), ``retry_after`` the answer's header as written
     (a date in it counts from ``now``, Unix seconds)."""
     if status is not None and 200 <= status < 300:
-        return DeliveryDecision(DeliveryOutcome.DELIVERED)
+        return _DELIVERED
     if status == 410:
-        return DeliveryDecision(DeliveryOutcome.GONE)
+        return _GONE
     delay = delivery_delay(attempt, policy.delivery_schedule, rng)
     if delay is None:
         return DeliveryDecision(DeliveryOutcome.DEAD)
