@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.utils import floatToGoString
@@ -56,7 +56,13 @@ class LightHistogram:
     percent of a delivery). Read by the scrape (another thread) as prometheus-client's are: each figure whole,
     the buckets of one scrape possibly a few observations apart from its sum (as there)."""
 
-    def __init__(self, name: str, documentation: str, buckets: Iterable[float] = Histogram.DEFAULT_BUCKETS) -> None:
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        buckets: Iterable[float] = Histogram.DEFAULT_BUCKETS,
+        registry: CollectorRegistry = REGISTRY,
+    ) -> None:
         bounds = [float(bound) for bound in buckets]
         if bounds[-1] != math.inf:
             bounds.append(math.inf)
@@ -64,7 +70,7 @@ class LightHistogram:
         self._bounds = tuple(bounds)
         self._counts = [0] * len(bounds)
         self._sum = 0.0
-        REGISTRY.register(self)
+        registry.register(self)
 
     def observe(self, amount: float) -> None:
         self._counts[bisect.bisect_left(self._bounds, amount)] += 1
@@ -86,11 +92,13 @@ class Tally:
     is one dictionary update (prometheus-client's ``labels(...).inc()`` is four calls and a lock). ``labels(**)``
     gives the same as a child, for the other callers."""
 
-    def __init__(self, name: str, documentation: str, labelnames: Iterable[str]) -> None:
+    def __init__(
+        self, name: str, documentation: str, labelnames: Iterable[str], registry: CollectorRegistry = REGISTRY
+    ) -> None:
         self._name, self._documentation = name.removesuffix("_total"), documentation
         self._labelnames = tuple(labelnames)
         self._values: dict[tuple[str, ...], float] = {}
-        REGISTRY.register(self)
+        registry.register(self)
 
     def inc(self, *values: str) -> None:
         self._values[values] = self._values.get(values, 0) + 1
