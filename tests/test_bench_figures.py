@@ -268,3 +268,15 @@ def test_the_parts_an_operation_cannot_skip_are_timed_on_what_relay_really_takes
 
     timed = delivery_parts(body, SECRET, rounds=20)  # the figures are of those same calls
     assert timed.keys() == delivering.keys() and all(us > 0 for us in timed.values())
+
+
+def test_a_polls_inputs_reach_the_parts_process_intact(tmp_path: Path) -> None:
+    """``--instructions`` hands a poll's claimed state and answer to the process that counts its parts through a
+    file: every byte of the answer's body (any byte, not only UTF-8) and the state's fields come back as written."""
+    from tests.bench.parts import _load_poll, save_poll
+
+    state = {"monitor": {"url": "http://127.0.0.1:1/m", "j:abc": "1"}, "jobs": {"abc": {"status": "inProgress"}}}
+    answer = (202, {"Content-Type": "application/json", "Retry-After": "1"}, bytes(range(256)) + '{"é": 1}'.encode())
+    path = tmp_path / "poll.json"
+    save_poll(str(path), "member-1", state, answer)
+    assert _load_poll(str(path)) == ("member-1", state, answer)
