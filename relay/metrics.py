@@ -7,19 +7,15 @@ read from Redis when the API's ``/metrics`` is scraped, so every API replica rep
 
 from __future__ import annotations
 
-import bisect
-import itertools
-import math
+import functools
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client import Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
-from prometheus_client.utils import floatToGoString
 
 __all__ = [
     "ARQ_QUEUE",
@@ -38,103 +34,20 @@ __all__ = [
     "RESOLUTIONS",
     "WORKER_HEARTBEAT",
     "Heartbeat",
-    "LightHistogram",
-    "Tally",
+    "labelled",
     "refresh_from_stats",
     "serve_worker_metrics",
 ]
 
-
-def _go_float(value: float) -> str:
-    """A bucket bound as prometheus-client writes it (``0.005``, ``+Inf``)."""
-    return str(floatToGoString(value))  # type: ignore[no-untyped-call]
-
-
-class LightHistogram:
-    """A histogram observed on the event loop's thread only, for the hot paths: one ``bisect`` and two additions
-    an observation (prometheus-client's ``Histogram`` takes a lock per bucket and per sum, ~6x the cost: a few
-    percent of a delivery). Read by the scrape (another thread) as prometheus-client's are: each figure whole,
-    the buckets of one scrape possibly a few observations apart from its sum (as there)."""
-
-    def __init__(
-        self,
-        name: str,
-        documentation: str,
-        buckets: Iterable[float] = Histogram.DEFAULT_BUCKETS,
-        registry: CollectorRegistry = REGISTRY,
-    ) -> None:
-        bounds = [float(bound) for bound in buckets]
-        if bounds[-1] != math.inf:
-            bounds.append(math.inf)
-        self._name, self._documentation = name, documentation
-        self._bounds = tuple(bounds)
-        self._counts = [0] * len(bounds)
-        self._sum = 0.0
-        registry.register(self)
-
-    def observe(self, amount: float) -> None:
-        self._counts[bisect.bisect_left(self._bounds, amount)] += 1
-        self._sum += amount
-
-    def describe(self) -> list[Metric]:
-        return [HistogramMetricFamily(self._name, self._documentation)]
-
-    def collect(self) -> Iterator[Metric]:
-        family = HistogramMetricFamily(self._name, self._documentation)
-        cumulative = itertools.accumulate(list(self._counts))
-        buckets = [(_go_float(bound), n) for bound, n in zip(self._bounds, cumulative, strict=True)]
-        family.add_metric([], buckets, self._sum)
-        yield family
-
-
-class Tally:
-    """A labelled counter incremented on the event loop's thread only, for the hot paths: ``inc(*label values)``
-    is one dictionary update (prometheus-client's ``labels(...).inc()`` is four calls and a lock). ``labels(**)``
-    gives the same as a child, for the other callers."""
-
-    def __init__(
-        self, name: str, documentation: str, labelnames: Iterable[str], registry: CollectorRegistry = REGISTRY
-    ) -> None:
-        self._name, self._documentation = name.removesuffix("_total"), documentation
-        self._labelnames = tuple(labelnames)
-        self._values: dict[tuple[str, ...], float] = {}
-        registry.register(self)
-
-    def inc(self, *values: str) -> None:
-        self._values[values] = self._values.get(values, 0) + 1
-
-    def labels(self, **labels: str) -> _TallyChild:
-        return _TallyChild(self, tuple(str(labels[name]) for name in self._labelnames))
-
-    def describe(self) -> list[Metric]:
-        return [CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)]
-
-    def collect(self) -> Iterator[Metric]:
-        family = CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)
-        for values, count in dict(self._values).items():  # a copy made in one step: the loop may add a key meanwhile
-            family.add_metric([str(value) for value in values], count)
-        yield family
-
-
-class _TallyChild:
-    __slots__ = ("_tally", "_values")
-
-    def __init__(self, tally: Tally, values: tuple[str, ...]) -> None:
-        self._tally, self._values = tally, values
-
-    def inc(self) -> None:
-        self._tally.inc(*self._values)
-
-
 _LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 1800, 7200, 36000)
 
-JOBS_REGISTERED = Tally("relay_jobs_registered_total", "Jobs registered through this API process", ())
-POLLS = Tally("relay_polls_total", "Monitor polls by outcome", ["outcome"])
-POLL_LATENCY = LightHistogram("relay_poll_duration_seconds", "Monitor request duration")
-EVENTS = Tally("relay_events_total", "Events recorded by type", ["type"])
-DELIVERIES = Tally("relay_deliveries_total", "Delivery attempts by outcome and status class", ["outcome", "status"])
-DELIVERY_LATENCY = LightHistogram("relay_delivery_duration_seconds", "Callback request duration")
-EVENT_LAG = LightHistogram(
+JOBS_REGISTERED = Counter("relay_jobs_registered_total", "Jobs registered through this API process")
+POLLS = Counter("relay_polls_total", "Monitor polls by outcome", ["outcome"])
+POLL_LATENCY = Histogram("relay_poll_duration_seconds", "Monitor request duration")
+EVENTS = Counter("relay_events_total", "Events recorded by type", ["type"])
+DELIVERIES = Counter("relay_deliveries_total", "Delivery attempts by outcome and status class", ["outcome", "status"])
+DELIVERY_LATENCY = Histogram("relay_delivery_duration_seconds", "Callback request duration")
+EVENT_LAG = Histogram(
     "relay_event_lag_seconds", "From the monitor change being recorded to the callback's 2xx", buckets=_LAG_BUCKETS
 )
 PARKED = Counter(
@@ -157,6 +70,11 @@ JOBS = Gauge("relay_jobs", "Jobs by state, from Redis (lifetime counts; active =
 BACKLOG = Gauge("relay_backlog", "Scheduled work in Redis: monitors tracked, jobs with undelivered events", ["kind"])
 DEAD_LETTERS = Gauge("relay_dead_letters", "Events whose delivery schedule was exhausted and not redelivered")
 ARQ_QUEUE = Gauge("relay_arq_queue_depth", "Jobs waiting in the arq queue (DriveItem resolutions)")
+
+
+def labelled(metric: Counter) -> Callable[..., Counter]:
+    """``metric.labels`` remembered per label values: the hot paths count without a lock and a lookup each time."""
+    return functools.lru_cache(maxsize=256)(metric.labels)
 
 
 def refresh_from_stats(stats: dict[str, int]) -> None:

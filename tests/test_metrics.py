@@ -82,35 +82,3 @@ def test_worker_serves_its_own_metrics(settings: Settings) -> None:
         proc.terminate()
         proc.wait(20)
         ensure_stopped(proc)
-
-
-def test_the_light_collectors_expose_what_prometheus_clients_would() -> None:
-    """relay's own histogram and labelled counter (the hot paths' metrics) against prometheus-client's own
-    Histogram and Counter fed the same values: the same samples in the exposition, bucket by bucket."""
-    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-
-    from relay.metrics import LightHistogram, Tally
-    from workers.lifecycle import _total
-
-    theirs, mine = CollectorRegistry(), CollectorRegistry()
-    reference = Histogram("t_light_seconds", "h", registry=theirs, buckets=(0.1, 1, 5))
-    counter = Counter("t_light_total", "c", ["outcome", "status"], registry=theirs)
-    ours = LightHistogram("t_light_seconds", "h", buckets=(0.1, 1, 5), registry=mine)
-    tally = Tally("t_light_total", "c", ["outcome", "status"], registry=mine)
-    for amount in (0.0, 0.1, 0.10001, 1, 4.9, 5, 5.1, 1e9):  # on, above and beyond each bound
-        reference.observe(amount)
-        ours.observe(amount)
-    for outcome, status in (("delivered", "2xx"), ("delivered", "2xx"), ("failed", "5xx")):
-        counter.labels(outcome, status).inc()
-        tally.inc(outcome, status)
-    tally.labels(outcome="gone", status="4xx").inc()
-    counter.labels(outcome="gone", status="4xx").inc()
-
-    def exposed(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        text = generate_latest(registry).decode()
-        return {key: value for key, value in samples(text).items() if not key[0].endswith("_created")}
-
-    assert (
-        exposed(mine) == exposed(theirs) and len(exposed(mine)) == 4 + 2 + 3
-    )  # buckets, count and sum; three label sets
-    assert _total(tally) == 4 and _total(tally, outcome="delivered") == 2

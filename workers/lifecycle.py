@@ -42,7 +42,7 @@ def quiet_arq() -> None:
         logger.addFilter(ArqLines())
 
 
-def _total(counter: Counter | metrics.Tally, **match: str) -> int:
+def _total(counter: Counter, **match: str) -> int:
     """The sum of a labelled counter's ``_total`` samples whose labels include ``match``."""
     total = 0.0
     for family in counter.collect():

@@ -53,6 +53,8 @@ __all__ = ["poll_claimed", "poll_in_chunks", "poll_monitor"]
 log = structlog.stdlib.get_logger("relay.poll")
 
 _MONITOR_HEADERS = {"Accept": "application/json"}
+_POLLS = metrics.labelled(metrics.POLLS)
+_EVENTS = metrics.labelled(metrics.EVENTS)
 
 
 async def request_monitor(session: aiohttp.ClientSession, settings: Settings, url: str) -> PollResult:
@@ -242,7 +244,7 @@ async def _poll(deps: Deps, monitor: Monitor) -> PollResult:
         result = PollResult(Kind.INVALID, detail="the stored monitor URL was sealed with a key no longer configured")
     else:
         result = await request_monitor(deps.session, deps.settings, url)
-    metrics.POLLS.inc(result.kind.value)
+    _POLLS(result.kind.value).inc()
     return result
 
 
@@ -251,5 +253,5 @@ def _recorded(ops: list[JobOp], outcomes: list[str]) -> None:
     for op, outcome in zip(ops, outcomes, strict=True):
         if outcome == "ok":
             for event in op.events:
-                metrics.EVENTS.inc(event["type"])
+                _EVENTS(event["type"]).inc()
                 log.info("event recorded", job_id=op.job, event_id=event["id"], type=event["type"])
