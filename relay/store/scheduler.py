@@ -140,43 +140,55 @@ class Scheduler:
             self._due[bucket] = now + (float(first[0][1]) - wall_ms) / 1000 if first else math.inf
 
     async def _claim_buckets(self, call: dict[str, Any], limit: int) -> ClaimBatch:
-        """A cluster's claim round: one claim script to each bucket due in the view, the most overdue first, the
-        limit shared out between them; all of a node's in one pipeline."""
+        """A cluster's claim: one claim script to each bucket due in the view, the most overdue first, the limit
+        shared out between them, all of a node's in one pipeline (a round); a second round, only when some
+        buckets had more due than their share and the limit is not reached."""
         if time.monotonic() - self._swept >= SWEEP:
             await self.sweep()
-        now = time.monotonic()
-        due = sorted((at, b) for b, at in enumerate(self._due) if at <= now)
         claims: list[Claim] = []
-        if due:
-            share = max(1, math.ceil(limit / len(due)))
-            chosen = [b for _, b in due[: max(1, limit // share)]]
-            runs = []
-            for bucket in chosen:
-                one = {**call, "limit": share}
-                if not self._stateful:
-                    one["schedule"] = self.keyspace.in_bucket(self.key, bucket)
-                runs.append((self.keyspace.anchor(bucket), [encode_call(one)]))
-            answers = await run_many(self.redis, self._claim, runs)
-            self.round_trips += 1
-            failed: Exception | None = None
-            for bucket, raw in zip(chosen, answers, strict=True):
-                if isinstance(raw, Exception):  # a refused bucket (moving, failing over): the next round tries it
-                    failed = failed or raw
-                    continue
-                answer = orjson.loads(raw)
-                now_ms, next_due = int(answer["now"]), answer["next_due"]
-                self._clock_ms = now_ms - time.time() * 1000
-                for c in answer["claims"] or ():
-                    claims.append(Claim(c["member"], c["token"], now_ms, c.get("state"), bucket))
-                after = time.monotonic()
-                self._due[bucket] = after + max(0.0, (float(next_due) - now_ms) / 1000) if next_due else math.inf
-            if failed is not None and not claims:
-                raise failed
+        for _ in range(2):
+            now = time.monotonic()
+            due = [b for _, b in sorted((at, b) for b, at in enumerate(self._due) if at <= now)]
+            left = limit - len(claims)
+            if not due or left <= 0:
+                break
+            if not await self._claim_round(call, due[:left], left, claims):
+                break
         earliest = min(self._due)
         wait = None if earliest == math.inf else max(0.0, earliest - time.monotonic())
         # an idle process looks again at least every sweep (what a lost wake-up would have said)
-        wait = SWEEP if wait is None else min(wait, SWEEP)
-        return ClaimBatch(claims, wait)
+        return ClaimBatch(claims, SWEEP if wait is None else min(wait, SWEEP))
+
+    async def _claim_round(self, call: dict[str, Any], chosen: list[int], limit: int, claims: list[Claim]) -> bool:
+        """One round: ``limit`` shared out over the ``chosen`` buckets; whether some bucket filled its share."""
+        share, extra = divmod(limit, len(chosen))  # the most overdue buckets get the rest of the limit
+        runs, shares = [], []
+        for i, bucket in enumerate(chosen):
+            one = {**call, "limit": share + (i < extra)}
+            if not self._stateful:
+                one["schedule"] = self.keyspace.in_bucket(self.key, bucket)
+            runs.append((self.keyspace.anchor(bucket), [encode_call(one)]))
+            shares.append(one["limit"])
+        answers = await run_many(self.redis, self._claim, runs)
+        self.round_trips += 1
+        failed: Exception | None = None
+        filled = False
+        for bucket, wanted, raw in zip(chosen, shares, answers, strict=True):
+            if isinstance(raw, Exception):  # a refused bucket (moving, failing over): a later round tries it
+                failed = failed or raw
+                continue
+            answer = orjson.loads(raw)
+            now_ms, next_due = int(answer["now"]), answer["next_due"]
+            self._clock_ms = now_ms - time.time() * 1000
+            taken = answer["claims"] or ()
+            for c in taken:
+                claims.append(Claim(c["member"], c["token"], now_ms, c.get("state"), bucket))
+            filled = filled or (wanted > 0 and len(taken) == wanted)
+            after = time.monotonic()
+            self._due[bucket] = after + max(0.0, (float(next_due) - now_ms) / 1000) if next_due else math.inf
+        if failed is not None and not claims:
+            raise failed
+        return filled
 
     def next_due_in(self, claimed: ClaimBatch) -> float | None:
         """Seconds until something is due: the claim's answer, or sooner what this process handed back since."""
