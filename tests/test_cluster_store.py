@@ -6,22 +6,50 @@ round trip per node (docs/cluster-design.md)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from arq.connections import RedisSettings
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
+from relay.config.settings import Settings
 from relay.core.ops import JobOp
 from relay.core.schema import DeliveryOutcome, Job, Monitor
+from relay.simulator import Simulator
 from relay.store import keys
+from relay.store.connections import arq_settings
+from relay.store.embedded import EmbeddedRedis
 from relay.store.jobs import Store
 from relay.store.scheduler import Claim
 from relay.store.tags import TAGS, slot_of_bucket
 from tests.cluster import LoopbackCluster
+from tests.helpers import Receiver, running_api
+from tests.test_end_to_end import assert_well_formed, job_fields
+from workers.main import RelayWorker, health_check_key, worker_kwargs
+
+
+@contextlib.asynccontextmanager
+async def worker_beside(settings: Settings, arq: RedisSettings) -> AsyncIterator[RelayWorker]:
+    """A worker as relay worker makes it (workers/main.py create_worker) on the settings' Redis, its arq queue on
+    ``arq``'s (until RELAY_ARQ_REDIS_URL says so)."""
+    kwargs = worker_kwargs()
+    kwargs.update(ctx={"settings": settings}, health_check_key=health_check_key(), redis_settings=arq)
+    kwargs.update(handle_signals=False, poll_delay=0.05)
+    worker = RelayWorker(**kwargs)
+    task = asyncio.create_task(worker.async_run())
+    try:
+        yield worker
+    finally:
+        await worker.close()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
 
 OWNERS = {"alpha": 7, "beta": 3}  # jobs each registers
 DEAD = 3  # alpha's first jobs whose event dies
@@ -216,3 +244,32 @@ async def test_registration_on_a_cluster_keeps_idempotency_and_limits_in_the_own
     )
     assert made.created and made.job_id[2:] == reserved[2:]
     assert keys.PREFIX in ks.owner_jobs("alpha")
+
+
+async def test_a_copy_is_registered_polled_delivered_and_listed_through_the_api_and_a_worker_on_a_cluster(
+    settings: Settings,
+    redis_server: EmbeddedRedis,
+    redis_cluster: LoopbackCluster,
+    cluster_client: RedisCluster,
+    simulator: Simulator,
+    receiver: Receiver,
+) -> None:
+    """The real API and worker with REDIS_URL=redis+cluster://...; arq's queue on a Redis beside the cluster."""
+    on_cluster = settings.replace(redis_url=f"redis+cluster://{redis_cluster.hosts()}")
+    arq = arq_settings(redis_server.url)
+    async with running_api(on_cluster) as api, worker_beside(on_cluster, arq):
+        ops = [simulator.create(duration=0.4, completion="303") for _ in range(4)]
+        jobs = [await api.create(**job_fields(simulator, op.monitor_url, receiver)) for op in ops]
+        for job in jobs:
+            await receiver.wait_for(lambda job=job: receiver.terminal(job["id"]) is not None)
+            assert_well_formed(receiver.events(job["id"]), job["id"])
+        assert receiver.bad_signatures == 0
+        ks = Store(cluster_client, retention=1, job_timeout=1).keyspace
+        assert len({ks.bucket_of_job(job["id"]) for job in jobs}) > 1, "the jobs are spread over buckets"
+        status, listed, _ = await api.request("GET", "/v1/jobs?limit=3")
+        assert status == 200, listed
+        assert [j["id"] for j in listed["jobs"]] == [j["id"] for j in reversed(jobs)][:3]
+        status, rest, _ = await api.request("GET", f"/v1/jobs?limit=3&cursor={listed['nextCursor']}")
+        assert status == 200 and [j["id"] for j in rest["jobs"]] == [jobs[0]["id"]] and rest["nextCursor"] is None
+        status, one, _ = await api.request("GET", f"/v1/jobs/{jobs[0]['id']}")
+        assert status == 200 and one["status"] == "completed"

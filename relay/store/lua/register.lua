@@ -34,6 +34,8 @@ end
 -- the job itself, in its bucket
 register = function(call, id, mkey, owner)
   if call.admitted then
+    -- sent again (a cluster pipeline resends a batch after a transient error): made once
+    if redis.call('EXISTS', key_job(id)) == 1 then return {outcome = 'created', now = now, polls = '', last_polled = '', due = ''} end
     local full = monitor_full(mkey, call.max_monitor_jobs)
     if full then return {outcome = 'limited', limit = full} end
   end
