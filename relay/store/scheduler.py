@@ -30,10 +30,14 @@ from relay.store import keys
 from relay.store.keys import SINGLE, Keyspace
 from relay.store.scripts import LuaScript, encode_call, run_many
 
-__all__ = ["SWEEP", "Claim", "ClaimBatch", "Scheduler"]
+__all__ = ["ROUNDS", "SHARE", "SWEEP", "Claim", "ClaimBatch", "Scheduler"]
 
 #: seconds between two sweeps of a cluster's buckets (what a lost wake-up can delay work by at most)
 SWEEP = 2.0
+#: a cluster's claim asks each bucket for this many members at least (fewer scripts when many buckets are due)
+SHARE = 8
+#: claim rounds one claim makes at most (each one pipeline: one send per node)
+ROUNDS = 3
 
 _SCHEDULE = LuaScript.load("schedule.lua")
 _BACKLOG = LuaScript.load("backlog.lua")
@@ -140,27 +144,31 @@ class Scheduler:
             self._due[bucket] = now + (float(first[0][1]) - wall_ms) / 1000 if first else math.inf
 
     async def _claim_buckets(self, call: dict[str, Any], limit: int) -> ClaimBatch:
-        """A cluster's claim: one claim script to each bucket due in the view, the most overdue first, the limit
-        shared out between them, all of a node's in one pipeline (a round); a second round, only when some
-        buckets had more due than their share and the limit is not reached."""
+        """A cluster's claim: a round sends one claim script to each of the buckets due in the view, the most
+        overdue first, the limit shared out between them, all of a node's in one pipeline. The first round asks a
+        few buckets for :data:`SHARE` members each (a busy cluster's claim is a few scripts, not one per member);
+        while the limit is not reached, the next rounds (up to :data:`ROUNDS`) ask every bucket still due that this
+        claim has not emptied (a lightly loaded cluster's few members spread over many buckets)."""
         if time.monotonic() - self._swept >= SWEEP:
             await self.sweep()
         claims: list[Claim] = []
-        for _ in range(2):
+        emptied: set[int] = set()  # buckets that had less due than their share
+        for round_ in range(ROUNDS):
             now = time.monotonic()
-            due = [b for _, b in sorted((at, b) for b, at in enumerate(self._due) if at <= now)]
+            due = [b for at, b in sorted((at, b) for b, at in enumerate(self._due)) if at <= now and b not in emptied]
             left = limit - len(claims)
             if not due or left <= 0:
                 break
-            if not await self._claim_round(call, due[:left], left, claims):
-                break
+            # the first round asks a few buckets for several members each; the next ones every bucket still due
+            wide = left if round_ else max(1, left // SHARE)
+            emptied |= await self._claim_round(call, due[:wide], left, claims)
         earliest = min(self._due)
         wait = None if earliest == math.inf else max(0.0, earliest - time.monotonic())
         # an idle process looks again at least every sweep (what a lost wake-up would have said)
         return ClaimBatch(claims, SWEEP if wait is None else min(wait, SWEEP))
 
-    async def _claim_round(self, call: dict[str, Any], chosen: list[int], limit: int, claims: list[Claim]) -> bool:
-        """One round: ``limit`` shared out over the ``chosen`` buckets; whether some bucket filled its share."""
+    async def _claim_round(self, call: dict[str, Any], chosen: list[int], limit: int, claims: list[Claim]) -> set[int]:
+        """One round: ``limit`` shared out over the ``chosen`` buckets; those that had less due than their share."""
         share, extra = divmod(limit, len(chosen))  # the most overdue buckets get the rest of the limit
         runs, shares = [], []
         for i, bucket in enumerate(chosen):
@@ -172,10 +180,11 @@ class Scheduler:
         answers = await run_many(self.redis, self._claim, runs)
         self.round_trips += 1
         failed: Exception | None = None
-        filled = False
+        emptied: set[int] = set()
         for bucket, wanted, raw in zip(chosen, shares, answers, strict=True):
-            if isinstance(raw, Exception):  # a refused bucket (moving, failing over): a later round tries it
+            if isinstance(raw, Exception):  # a refused bucket (moving, failing over): the next claim tries it
                 failed = failed or raw
+                emptied.add(bucket)
                 continue
             answer = orjson.loads(raw)
             now_ms, next_due = int(answer["now"]), answer["next_due"]
@@ -183,12 +192,13 @@ class Scheduler:
             taken = answer["claims"] or ()
             for c in taken:
                 claims.append(Claim(c["member"], c["token"], now_ms, c.get("state"), bucket))
-            filled = filled or (wanted > 0 and len(taken) == wanted)
+            if len(taken) < wanted:
+                emptied.add(bucket)
             after = time.monotonic()
             self._due[bucket] = after + max(0.0, (float(next_due) - now_ms) / 1000) if next_due else math.inf
         if failed is not None and not claims:
             raise failed
-        return filled
+        return emptied
 
     def next_due_in(self, claimed: ClaimBatch) -> float | None:
         """Seconds until something is due: the claim's answer, or sooner what this process handed back since."""
