@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from aiohttp import web
 from arq.connections import RedisSettings
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
@@ -28,7 +29,8 @@ from relay.store.jobs import Store
 from relay.store.scheduler import ROUNDS, Claim
 from relay.store.tags import TAGS, slot_of_bucket
 from tests.cluster import LoopbackCluster
-from tests.helpers import Receiver, running_api
+from tests.helpers import Receiver, eventually, read_sse, running_api
+from tests.test_delivery import COMPLETED
 from tests.test_end_to_end import assert_well_formed, job_fields
 from workers.main import RelayWorker, health_check_key, worker_kwargs
 
@@ -273,3 +275,35 @@ async def test_a_copy_is_registered_polled_delivered_and_listed_through_the_api_
         assert status == 200 and [j["id"] for j in rest["jobs"]] == [jobs[0]["id"]] and rest["nextCursor"] is None
         status, one, _ = await api.request("GET", f"/v1/jobs/{jobs[0]['id']}")
         assert status == 200 and one["status"] == "completed"
+
+
+async def test_dead_letters_redelivery_and_a_jobs_event_stream_on_a_cluster(
+    settings: Settings,
+    redis_server: EmbeddedRedis,
+    redis_cluster: LoopbackCluster,
+    cluster_client: RedisCluster,
+    simulator: Simulator,
+    receiver: Receiver,
+) -> None:
+    on_cluster = settings.replace(redis_url=f"redis+cluster://{redis_cluster.hosts()}")
+    receiver.responder = lambda request, n: web.Response(status=500 if n <= 3 else 204)
+    async with running_api(on_cluster) as api, worker_beside(on_cluster, arq_settings(redis_server.url)):
+        op = simulator.create(script=[{"status": 202, "body": COMPLETED}])
+        job = await api.create(monitorUrl=op.monitor_url, callbackUrl=receiver.url)
+
+        async def dead() -> bool:
+            _, body, _ = await api.request("GET", f"/v1/jobs/{job['id']}/deliveries")
+            return [e["state"] for e in body["events"]] == ["dead"]
+
+        await eventually(dead)
+        status, letters, _ = await api.request("GET", "/v1/dead-letters")
+        assert status == 200 and [d["jobId"] for d in letters["deadLetters"]] == [job["id"]]
+        status, redo, _ = await api.request("POST", f"/v1/jobs/{job['id']}/redeliver")
+        assert status == 202 and redo["type"] == "job.completed"
+        await receiver.wait_for(lambda: len(receiver.received) == 4)
+        assert {r.headers["webhook-id"] for r in receiver.received} == {redo["eventId"]}
+        async with api.session.get(f"{api.base}/v1/jobs/{job['id']}/events") as resp:
+            messages = await asyncio.wait_for(read_sse(resp), 10)  # the terminal event ends it
+        assert [m["id"] for m in messages] == [redo["eventId"]]
+        status, letters, _ = await api.request("GET", "/v1/dead-letters")
+        assert status == 200 and letters["deadLetters"] == []
