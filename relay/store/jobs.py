@@ -271,7 +271,7 @@ class Store(Listings):
         if answer["outcome"] != "admitted":
             return answer
         call.admitted = True
-        if active:
+        if call.max_active > 0:  # this process's own admissions count until the next sum
             self._active[owner] = (self._active[owner][0], active + 1)
         return None
 
