@@ -189,7 +189,12 @@ class Store(Listings):
         self._backlog = LuaScript.load("backlog.lua")
         self._quota = LuaScript.load("quota.lua")
         self._migrate_indexes = LuaScript.load("migrate_indexes.lua")
-        self._admit = LuaScript.load("admit.lua")
+        self._admit = BatchedScript(
+            redis,
+            LuaScript.load("admit.lua"),
+            shared={"pending_ttl": _PENDING_TTL, "index_horizon_ms": self.event_ttl * 1000},
+            keyspace=ks,
+        )
         self._read_events = LuaScript.load("events_after.lua")
         self._active: dict[str, tuple[float, int]] = {}  # a cluster's owner -> (when summed, active jobs)
         self._indexed = False
@@ -261,13 +266,11 @@ class Store(Listings):
             "reserved_as": reserved_as,
             "idempotency_key": call.idempotency_key,
             "digest": call.digest,
-            "pending_ttl": _PENDING_TTL,
             "max_active": call.max_active,
             "active": active,
             "max_rate": call.max_rate,
-            "index_horizon_ms": self.event_ttl * 1000,
         }
-        answer: dict[str, Any] = await self._admit(self.redis, admit, anchor=ks.anchor(ks.bucket_of(owner)))
+        answer: dict[str, Any] = await self._admit(admit, ks.bucket_of(owner))
         if answer["outcome"] != "admitted":
             return answer
         call.admitted = True
