@@ -6,14 +6,12 @@ round trip per node (docs/cluster-design.md)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from aiohttp import web
-from arq.connections import RedisSettings
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
@@ -23,35 +21,14 @@ from relay.core.ops import JobOp
 from relay.core.schema import DeliveryOutcome, Job, Monitor
 from relay.simulator import Simulator
 from relay.store import keys
-from relay.store.connections import arq_settings
 from relay.store.embedded import EmbeddedRedis
 from relay.store.jobs import Store
 from relay.store.scheduler import ROUNDS, Claim
 from relay.store.tags import TAGS, slot_of_bucket
 from tests.cluster import LoopbackCluster
-from tests.helpers import Receiver, eventually, read_sse, running_api
+from tests.helpers import Receiver, eventually, read_sse, running_api, running_worker
 from tests.test_delivery import COMPLETED
 from tests.test_end_to_end import assert_well_formed, job_fields
-from workers.main import RelayWorker, health_check_key, worker_kwargs
-
-
-@contextlib.asynccontextmanager
-async def worker_beside(settings: Settings, arq: RedisSettings) -> AsyncIterator[RelayWorker]:
-    """A worker as relay worker makes it (workers/main.py create_worker) on the settings' Redis, its arq queue on
-    ``arq``'s (until RELAY_ARQ_REDIS_URL says so)."""
-    kwargs = worker_kwargs()
-    kwargs.update(ctx={"settings": settings}, health_check_key=health_check_key(), redis_settings=arq)
-    kwargs.update(handle_signals=False, poll_delay=0.05)
-    worker = RelayWorker(**kwargs)
-    task = asyncio.create_task(worker.async_run())
-    try:
-        yield worker
-    finally:
-        await worker.close()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
 
 OWNERS = {"alpha": 7, "beta": 3}  # jobs each registers
 DEAD = 3  # alpha's first jobs whose event dies
@@ -251,15 +228,15 @@ async def test_registration_on_a_cluster_keeps_idempotency_and_limits_in_the_own
 async def test_a_copy_is_registered_polled_delivered_and_listed_through_the_api_and_a_worker_on_a_cluster(
     settings: Settings,
     redis_server: EmbeddedRedis,
-    redis_cluster: LoopbackCluster,
+    redis_cluster_url: str,
     cluster_client: RedisCluster,
     simulator: Simulator,
     receiver: Receiver,
 ) -> None:
-    """The real API and worker with REDIS_URL=redis+cluster://...; arq's queue on a Redis beside the cluster."""
-    on_cluster = settings.replace(redis_url=f"redis+cluster://{redis_cluster.hosts()}")
-    arq = arq_settings(redis_server.url)
-    async with running_api(on_cluster) as api, worker_beside(on_cluster, arq):
+    """The real API and worker with REDIS_URL=redis+cluster://...; arq's queue on a Redis beside the cluster
+    (RELAY_ARQ_REDIS_URL)."""
+    on_cluster = settings.replace(redis_url=redis_cluster_url, arq_redis_url=redis_server.url)
+    async with running_api(on_cluster) as api, running_worker(on_cluster):
         ops = [simulator.create(duration=0.4, completion="303") for _ in range(4)]
         jobs = [await api.create(**job_fields(simulator, op.monitor_url, receiver)) for op in ops]
         for job in jobs:
@@ -280,14 +257,14 @@ async def test_a_copy_is_registered_polled_delivered_and_listed_through_the_api_
 async def test_dead_letters_redelivery_and_a_jobs_event_stream_on_a_cluster(
     settings: Settings,
     redis_server: EmbeddedRedis,
-    redis_cluster: LoopbackCluster,
+    redis_cluster_url: str,
     cluster_client: RedisCluster,
     simulator: Simulator,
     receiver: Receiver,
 ) -> None:
-    on_cluster = settings.replace(redis_url=f"redis+cluster://{redis_cluster.hosts()}")
+    on_cluster = settings.replace(redis_url=redis_cluster_url, arq_redis_url=redis_server.url)
     receiver.responder = lambda request, n: web.Response(status=500 if n <= 3 else 204)
-    async with running_api(on_cluster) as api, worker_beside(on_cluster, arq_settings(redis_server.url)):
+    async with running_api(on_cluster) as api, running_worker(on_cluster):
         op = simulator.create(script=[{"status": 202, "body": COMPLETED}])
         job = await api.create(monitorUrl=op.monitor_url, callbackUrl=receiver.url)
 
