@@ -22,7 +22,7 @@ from relay.core.schema import DeliveryOutcome, Job, Monitor
 from relay.simulator import Simulator
 from relay.store import keys
 from relay.store.embedded import EmbeddedRedis
-from relay.store.jobs import Store
+from relay.store.jobs import Store, monitor_key
 from relay.store.scheduler import ROUNDS, Claim
 from relay.store.tags import TAGS, slot_of_bucket
 from tests.cluster import LoopbackCluster
@@ -284,3 +284,31 @@ async def test_dead_letters_redelivery_and_a_jobs_event_stream_on_a_cluster(
         assert [m["id"] for m in messages] == [redo["eventId"]]
         status, letters, _ = await api.request("GET", "/v1/dead-letters")
         assert status == 200 and letters["deadLetters"] == []
+
+
+async def test_a_crowded_monitor_is_polled_a_chunk_at_a_time_in_its_bucket(cluster_client: RedisCluster) -> None:
+    store = Store(cluster_client, retention=600, job_timeout=600, chunk=10)
+    url = "http://127.0.0.1:1029/m/crowded"
+    fields = Job(owner="alpha", callback_url="http://127.0.0.1:1029/h")
+    made = await asyncio.gather(*(store.register(secrets.token_hex(16), fields, url) for _ in range(60)))
+    ids = {r.job_id for r in made}
+    bucket = store.keyspace.bucket_of(monitor_key(url))
+    assert {store.keyspace.bucket_of_job(job_id) for job_id in ids} == {bucket}
+    (claim,) = (await store.monitors.claim_batch(10, 30)).claims
+    assert claim.bucket == bucket and store.monitor_state(claim)[1] is None, "crowded: its jobs come in chunks"
+    seen: list[str] = []
+    ops: list[JobOp] = []
+    cursor = "0"
+    while True:
+        read = await store.poll_chunk(claim, Monitor(), ops, cursor, 30_000)
+        assert read is not None and read.applied == ["ok"] * len(ops)
+        fresh = [job for job in read.jobs if job.id not in seen]
+        seen += [job.id for job in fresh]
+        ops = [JobOp(job=job.id, prev_seq=0, set=Job(percentage=10.0)) for job in fresh]
+        cursor = read.cursor
+        if cursor == "0":
+            break
+    read = await store.poll_chunk_last(claim, ops, 5.0, len(seen), 30_000)
+    assert read is not None and read.applied == ["ok"] * len(ops)
+    assert set(seen) == ids
+    assert {job.percentage for job in await store.jobs(sorted(ids))} == {10.0}
