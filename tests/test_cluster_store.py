@@ -312,3 +312,19 @@ async def test_a_crowded_monitor_is_polled_a_chunk_at_a_time_in_its_bucket(clust
     assert read is not None and read.applied == ["ok"] * len(ops)
     assert set(seen) == ids
     assert {job.percentage for job in await store.jobs(sorted(ids))} == {10.0}
+
+
+async def test_a_job_born_finished_lives_in_the_bucket_its_random_id_carries(cluster_client: RedisCluster) -> None:
+    """An action Graph finished at once: no monitor, so the id chosen before Graph answered keeps its bucket."""
+    store = _store(cluster_client)
+    job_id = secrets.token_hex(16)
+    fields = Job(owner="alpha", callback_url="http://127.0.0.1:1029/h")
+    done = {"id": f"msg_{job_id}", "type": "job.completed", "body": "{}"}
+    made = await store.register(
+        job_id, fields, None, first_op=JobOp(job=job_id, prev_seq=0, events=[done], terminal=True)
+    )
+    assert made.created and made.job_id == job_id and made.job is not None and made.job.terminal
+    (claim,) = (await store.deliveries.claim_batch(10, 30)).claims
+    assert claim.member == job_id and claim.bucket == store.keyspace.bucket_of_job(job_id)
+    assert [e.id for e in store.outbox_state(claim)[1]] == [done["id"]]
+    assert [j.id for j in (await store.owned_jobs("alpha", 5, "+"))[0]] == [job_id]
