@@ -94,6 +94,8 @@ class ClaimLoop:
                 free = self._capacity - self._busy
                 if free <= 0:
                     continue
+            if self.wake.is_set():  # a cluster's claim looks at every bucket again first (relay/store/scheduler.py)
+                self.scheduler.woken()
             self.wake.clear()  # a wake-up that comes while claiming is not lost: the pause below ends at once
             try:
                 found = await self.scheduler.claim_batch(min(free, self.batch), self.lease)

@@ -31,7 +31,7 @@ _TERMINAL = EventType.terminal_types()
 async def list_deliveries(request: web.Request) -> web.Response:
     job = await owned_job(request)
     store = request.app[STORE]
-    events = [e for e in await store.events(await store.event_ids(job.id)) if e is not None]
+    events = [e for e in await store.events(await store.event_ids(job.id), job.id) if e is not None]
     _, delivery = await store.job_info(job)
     next_attempt = delivery.next_attempt if delivery is not None else None
     return json_response(
@@ -76,7 +76,7 @@ async def redeliver(request: web.Request) -> web.Response:
 async def _final(request: web.Request, job: Job) -> Event:
     store = request.app[STORE]
     event_ids = await store.event_ids(job.id)
-    last = await store.event(event_ids[-1]) if event_ids else None
+    last = await store.event(event_ids[-1], job.id) if event_ids else None
     if last is None or last.type not in _TERMINAL:
         raise ProblemError(
             409,
@@ -88,7 +88,7 @@ async def _final(request: web.Request, job: Job) -> Event:
 
 async def _chosen(request: web.Request, job: Job) -> Event:
     chosen = Redeliver.model_validate(await json_object(request))
-    event = await request.app[STORE].event(chosen.event_id)
+    event = await request.app[STORE].event(chosen.event_id, job.id)
     if event is None or event.job != job.id:
         message = "no event of this job has this id (GET /v1/jobs/{id}/deliveries lists them)"
         raise ProblemError(422, "Invalid request body", message, errors=[{"field": "eventId", "message": message}])

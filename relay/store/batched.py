@@ -14,6 +14,10 @@ much one call carries.
 ``submit`` hands a call over without waiting for it (write-behind): the worker's hot paths move on to
 their next HTTP request while the write joins the next batch, and ``backlog`` tells them when to wait
 after all. ``drain`` waits until every call handed over has been answered (a worker's shutdown).
+
+On a Redis Cluster each call names its bucket (:class:`relay.store.keys.Keyspace`): a batch's calls are grouped by
+bucket, one EVALSHA per bucket declaring the bucket's anchor, all sent as one pipeline (one round trip per node). On
+one Redis every call is in bucket 0 and a batch is one EVALSHA, as ever.
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from relay.store.keys import SINGLE, Keyspace
 from relay.store.refusals import script_error
-from relay.store.scripts import LuaScript, encode_call
+from relay.store.scripts import LuaScript, encode_call, run_many
 
 __all__ = ["BatchedScript"]
 
@@ -46,34 +51,37 @@ class BatchedScript:
         max_batch: int = 500,
         max_weight: int = 500,
         max_inflight: int = 2,
+        keyspace: Keyspace = SINGLE,
     ) -> None:
         """``shared``: the record every call of the script shares (``BATCH``); ``answer``: what a call's answer (a
         record) is made into for its caller (the record itself without one)."""
         self.script = script
         self.redis = redis
+        self.keyspace = keyspace
         self.shared = encode_call(shared)
         self.answer = answer
         self.max_batch = max_batch
         self.max_weight = max_weight
         self.max_inflight = max_inflight
         self._inflight = 0
-        self._pending: list[tuple[bytes, asyncio.Future[Any]]] = []
+        self._pending: list[tuple[bytes, asyncio.Future[Any], int]] = []  # (call, its future, its bucket)
         self._weights: list[int] = []  # of the pending calls, in their order
         self._pending_weight = 0
         self.backlog = 0  # calls handed over and not yet answered
         self._scheduled = False
         self._flushing: set[asyncio.Task[None]] = set()
 
-    async def __call__(self, call: Any) -> Any:
+    async def __call__(self, call: Any, bucket: int = 0) -> Any:
         """Run one call (a dataclass or dict: the script's ``call`` table); its answer, or its Lua error raised."""
-        return await self.submit(call)
+        return await self.submit(call, bucket=bucket)
 
-    def submit(self, call: Any, weight: int = 1) -> asyncio.Future[Any]:
+    def submit(self, call: Any, weight: int = 1, bucket: int = 0) -> asyncio.Future[Any]:
         """Hand one call over; the future gets its answer (or its Lua error) once its batch returns. ``weight``:
-        how much work the call is, in the script's own unit (a batch of one call may be heavier than the most)."""
+        how much work the call is, in the script's own unit (a batch of one call may be heavier than the most);
+        ``bucket``: the call's (a cluster's; 0 on one Redis)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._pending.append((encode_call(call), future))
+        self._pending.append((encode_call(call), future, bucket))
         self._weights.append(weight)
         self._pending_weight += weight
         self.backlog += 1
@@ -121,13 +129,15 @@ class BatchedScript:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._flush_soon)
 
-    async def _flush(self, batch: list[tuple[bytes, asyncio.Future[Any]]]) -> None:
-        argv: list[Any] = [self.shared, *(packed for packed, _ in batch)]
+    async def _flush(self, batch: list[tuple[bytes, asyncio.Future[Any], int]]) -> None:
         try:
-            results = await self._run(argv)
+            if self.keyspace.clustered:
+                results = await self._run_buckets(batch)
+            else:
+                results = await self._run([self.shared, *(packed for packed, _, _ in batch)])
         except BaseException as exc:
             self.backlog -= len(batch)
-            for _, future in batch:
+            for _, future, _ in batch:
                 if not future.done():
                     future.set_exception(exc)
             if isinstance(exc, asyncio.CancelledError):
@@ -135,8 +145,11 @@ class BatchedScript:
             return
         self.backlog -= len(batch)
         answer = self.answer
-        for (_, future), result in zip(batch, results, strict=True):
+        for (_, future, _), result in zip(batch, results, strict=True):
             if future.done():
+                continue
+            if isinstance(result, Exception):  # its bucket's script failed as a whole (a cluster refusing it)
+                future.set_exception(result)
                 continue
             failed = result.get(_ERROR) if type(result) is dict else None
             if failed is not None:
@@ -148,5 +161,21 @@ class BatchedScript:
                     future.set_exception(exc)
 
     async def _run(self, argv: list[Any]) -> list[Any]:
-        results: list[Any] = orjson.loads(await self.script.run(self.redis, args=argv))
+        results: list[Any] = orjson.loads(await self.script.run(self.redis, [self.keyspace.anchor(0)], argv))
+        return results
+
+    async def _run_buckets(self, batch: list[tuple[bytes, asyncio.Future[Any], int]]) -> list[Any]:
+        """A cluster's batch: one EVALSHA per bucket, in one pipeline; each call's answer, or its bucket's error."""
+        groups: dict[int, list[int]] = {}
+        for i, (_, _, bucket) in enumerate(batch):
+            groups.setdefault(bucket, []).append(i)
+        runs = [
+            (self.keyspace.anchor(bucket), [self.shared, *(batch[i][0] for i in members)])
+            for bucket, members in groups.items()
+        ]
+        results: list[Any] = [None] * len(batch)
+        for members, raw in zip(groups.values(), await run_many(self.redis, self.script, runs), strict=True):
+            answers = [raw] * len(members) if isinstance(raw, Exception) else orjson.loads(raw)
+            for i, one in zip(members, answers, strict=True):
+                results[i] = one
         return results

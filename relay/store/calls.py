@@ -26,6 +26,7 @@ class RegisterCall:
     max_active: int = 0  # the owner's active jobs at most (0: no limit)
     max_rate: int = 0  # the owner's registrations a second at most (0: no limit)
     max_monitor_jobs: int = 0  # jobs the monitor may have at most, this one included (0: no limit)
+    admitted: bool = False  # a cluster's: admit.lua did the owner's part (idempotency, limits, index)
 
 
 @dataclass(slots=True)  # not frozen: CONTRIBUTING.md (made on every operation)

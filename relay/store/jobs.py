@@ -6,11 +6,13 @@ import asyncio
 import base64
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from relay.core import jsonfast
 from relay.core.ops import JobOp
@@ -18,6 +20,7 @@ from relay.core.schema import MONITOR_JOB_PREFIX, DeliveryOutcome, Event, EventS
 from relay.store import keys
 from relay.store.batched import BatchedScript
 from relay.store.calls import AckCall, ApplyPollCall, ChunkCall, RegisterCall
+from relay.store.keys import SINGLE, Keyspace
 from relay.store.listings import Listings
 from relay.store.scheduler import Claim, Scheduler
 from relay.store.scripts import LuaScript
@@ -127,10 +130,15 @@ class Store(Listings):
         first_poll: float = 1.0,
         chunk: int = CHUNK_JOBS,
         claim_jobs: int = CLAIM_JOBS,
+        keyspace: Keyspace | None = None,
     ) -> None:
         """``first_poll``: RELAY_POLL_INITIAL_INTERVAL (a job joining a monitor is polled within it); ``chunk``:
-        the jobs a poll reads or writes in one script at most (about); ``claim_jobs``: those a claim reads."""
+        the jobs a poll reads or writes in one script at most (about); ``claim_jobs``: those a claim reads;
+        ``keyspace``: where keys live (by default: one bucket, or a cluster's buckets for a cluster client)."""
         self.redis = redis
+        if keyspace is None:
+            keyspace = Keyspace.cluster() if isinstance(redis, RedisCluster) else SINGLE
+        self.keyspace = ks = keyspace
         self.retention = int(retention)
         self.event_ttl = int(retention + job_timeout)
         self.chunk = chunk
@@ -141,16 +149,27 @@ class Store(Listings):
             keys.MONITORS,
             claim_script="claim_monitors.lua",
             claim_args={"inline": chunk + _OWN_FIELDS, "budget": claim_jobs},
+            keyspace=ks,
         )
-        self.deliveries = Scheduler(redis, keys.DELIVERIES, claim_script="claim_deliveries.lua")
+        self.deliveries = Scheduler(
+            redis, keys.DELIVERIES, claim_script="claim_deliveries.lua", keyspace=ks, bucket_of=ks.bucket_of_job
+        )
         # the hot writes: every call made in one event-loop iteration is one EVALSHA
         written = {"event_ttl": self.event_ttl, "retention": self.retention, "first_ms": first_ms}
         self._first_ms = first_ms
         self._register = BatchedScript(
-            redis, LuaScript.load("register.lua"), shared={"index_horizon_ms": self.event_ttl * 1000, **written}
+            redis,
+            LuaScript.load("register.lua"),
+            shared={"index_horizon_ms": self.event_ttl * 1000, **written},
+            keyspace=ks,
         )
         self._apply_poll = BatchedScript(
-            redis, LuaScript.load("apply_poll.lua"), shared=written, answer=PollWritten.of, max_weight=WRITE_OPS
+            redis,
+            LuaScript.load("apply_poll.lua"),
+            shared=written,
+            answer=PollWritten.of,
+            max_weight=WRITE_OPS,
+            keyspace=ks,
         )
         self._poll_chunk = LuaScript.load("poll_chunk.lua")
         self._ack = BatchedScript(
@@ -158,6 +177,7 @@ class Store(Listings):
             LuaScript.load("delivery_ack.lua"),
             shared={"retention": self.retention, "event_ttl": self.event_ttl},
             answer=_held,
+            keyspace=ks,
         )
         self._reserve = LuaScript.load("reserve.lua")
         self._release = LuaScript.load("release.lua")
@@ -169,6 +189,14 @@ class Store(Listings):
         self._backlog = LuaScript.load("backlog.lua")
         self._quota = LuaScript.load("quota.lua")
         self._migrate_indexes = LuaScript.load("migrate_indexes.lua")
+        self._admit = BatchedScript(
+            redis,
+            LuaScript.load("admit.lua"),
+            shared={"pending_ttl": _PENDING_TTL, "index_horizon_ms": self.event_ttl * 1000},
+            keyspace=ks,
+        )
+        self._read_events = LuaScript.load("events_after.lua")
+        self._active: dict[str, tuple[float, int]] = {}  # a cluster's owner -> (when summed, active jobs)
         self._indexed = False
         self._indexing = asyncio.Lock()
 
@@ -194,17 +222,25 @@ class Store(Listings):
         action that finished at once) the job has no monitor, and ``first_op`` records its events.
         """
         mkey = monitor_key(monitor_url) if monitor_url is not None else ""
-        idem_key = keys.idempotency(idempotency[0], idempotency[1]) if idempotency else ""
+        ks = self.keyspace
+        idem_key = ks.idempotency(idempotency[0], idempotency[1]) if idempotency else ""
         digest = idempotency[2] if idempotency else ""
         stored_fields = dict(fields.fields)
         if mkey:
             stored_fields[_MONITOR_KEY] = mkey
         stored = monitor_url if sealed_url is None else sealed_url
+        if ks.clustered:  # the id carries its bucket: its monitor's
+            reserved_as = job_id
+            job_id = ks.job_id_in(job_id, ks.bucket_of(mkey)) if mkey else job_id  # without: its own, random
         op = first_op.as_json() if first_op is not None else {}
         call = RegisterCall(
             job_id, stored_fields, mkey, stored or "", op, idem_key, idempotency_ttl, digest, *limits, max_monitor_jobs
         )
-        answer = await self._register(call)
+        if ks.clustered:
+            admitted = await self._admitted(call, stored_fields.get(_OWNER, ""), reserved_as)
+            answer = admitted or await self._register_in_bucket(call)
+        else:
+            answer = await self._register(call)
         outcome = answer["outcome"]
         if outcome == "limited":
             return Registration(created=False, job_id="", digest="", limited=answer["limit"])
@@ -219,11 +255,76 @@ class Store(Listings):
         job = Job.from_hash(job_id, {**stored_fields, _CREATED_AT: str(answer["now"])})
         return Registration(created=True, job_id=job_id, digest=digest, job=job, info=_poll_info(answer))
 
+    async def _admitted(self, call: RegisterCall, owner: str, reserved_as: str) -> dict[str, Any] | None:
+        """A cluster's registration, its owner's part (admit.lua, in the owner's bucket): None when admitted, else
+        the answer (an earlier job, or a limit). The job's own part then goes with ``call.admitted``."""
+        ks = self.keyspace
+        active = await self._owner_active(owner) if call.max_active > 0 else 0
+        admit = {
+            "owner": owner,
+            "job_id": call.job_id,
+            "reserved_as": reserved_as,
+            "idempotency_key": call.idempotency_key,
+            "digest": call.digest,
+            "max_active": call.max_active,
+            "active": active,
+            "max_rate": call.max_rate,
+        }
+        answer: dict[str, Any] = await self._admit(admit, ks.bucket_of(owner))
+        if answer["outcome"] != "admitted":
+            return answer
+        call.admitted = True
+        if call.max_active > 0:  # this process's own admissions count until the next sum
+            self._active[owner] = (self._active[owner][0], active + 1)
+        return None
+
+    async def _register_in_bucket(self, call: RegisterCall) -> dict[str, Any]:
+        """A cluster's registration, the job's part (register.lua, admitted), then its Idempotency-Key confirmed
+        (released when the job was not made)."""
+        made = False
+        try:
+            answer: dict[str, Any] = await self._register(call, self.keyspace.bucket_of_job(call.job_id))
+            made = answer["outcome"] == "created"
+        finally:
+            if call.idempotency_key and not made:
+                await self._release(
+                    self.redis,
+                    {"idempotency_key": call.idempotency_key, "job_id": call.job_id},
+                    anchor=self._idem_anchor(call.idempotency_key),
+                )
+        if call.idempotency_key:
+            await self.redis.set(call.idempotency_key, f"{call.job_id} {call.digest}", ex=call.idempotency_ttl)
+        return answer
+
+    def _idem_anchor(self, key: str) -> str:
+        """The anchor of an idempotency key's bucket (its owner's): the key's own prefix."""
+        return key[: key.index("}:") + 2] + "~" if self.keyspace.clustered else keys.ANCHOR
+
+    async def _owner_active(self, owner: str) -> int:
+        """A cluster's count of the owner's active jobs: the sum over every bucket, read at most once a second
+        per owner (one pipelined HGET per bucket: a round trip per node). RELAY_TENANT_MAX_ACTIVE_JOBS is
+        approximate on a cluster: registrations within that second may pass it."""
+        now = time.monotonic()
+        seen = self._active.get(owner)
+        if seen is not None and now - seen[0] < 1.0:
+            return seen[1]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for active in self.keyspace.every(keys.ACTIVE):
+                pipe.hget(active, owner)
+            counts = await pipe.execute()
+        total = sum(int(n or 0) for n in counts)
+        if len(self._active) > 10_000:
+            self._active.clear()
+        self._active[owner] = (now, total)
+        return total
+
     async def reserve(self, idempotency: tuple[str, str, str], job_id: str, ttl: int) -> Registration | None:
         """Hold an idempotency key while an action is started under it; the earlier holder when taken."""
-        key = keys.idempotency(idempotency[0], idempotency[1])
+        key = self.keyspace.idempotency(idempotency[0], idempotency[1])
         answer = await self._reserve(
-            self.redis, {"idempotency_key": key, "job_id": job_id, "digest": idempotency[2], "ttl": ttl}
+            self.redis,
+            {"idempotency_key": key, "job_id": job_id, "digest": idempotency[2], "ttl": ttl},
+            anchor=self._idem_anchor(key),
         )
         holder = answer.get("holder")
         if holder is None:
@@ -232,23 +333,26 @@ class Store(Listings):
 
     async def take_quota(self, owner: str, limits: tuple[int, int]) -> str:
         """'' when one more registration is within the owner's limits (and counted), else 'active' or 'rate'."""
-        answer = await self._quota(self.redis, {"owner": owner, "max_active": limits[0], "max_rate": limits[1]})
+        call: dict[str, Any] = {"owner": owner, "max_active": limits[0], "max_rate": limits[1]}
+        if self.keyspace.clustered and limits[0] > 0:
+            call["active"] = await self._owner_active(owner)
+        answer = await self._quota(self.redis, call, anchor=self.keyspace.anchor(self.keyspace.bucket_of(owner)))
         return str(answer.get("limit") or "")
 
     async def release(self, idempotency: tuple[str, str, str], job_id: str) -> None:
         """Let go of a reservation whose action started nothing."""
-        key = keys.idempotency(idempotency[0], idempotency[1])
-        await self._release(self.redis, {"idempotency_key": key, "job_id": job_id})
+        key = self.keyspace.idempotency(idempotency[0], idempotency[1])
+        await self._release(self.redis, {"idempotency_key": key, "job_id": job_id}, anchor=self._idem_anchor(key))
 
     async def job(self, job_id: str) -> Job | None:
-        data: dict[str, str] = await self.redis.hgetall(keys.job(job_id))  # type: ignore[misc]  # redis-py 5 types sync|async
+        data: dict[str, str] = await self.redis.hgetall(self.keyspace.job(job_id))  # type: ignore[misc]  # redis-py 5 types sync|async
         return Job.from_hash(job_id, data) if data else None
 
     async def jobs(self, job_ids: list[str]) -> list[Job]:
         """The jobs that still exist, in the order asked, in one round trip."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id in job_ids:
-                pipe.hgetall(keys.job(job_id))
+                pipe.hgetall(self.keyspace.job(job_id))
             rows = await pipe.execute()
         return [Job.from_hash(job_id, row) for job_id, row in zip(job_ids, rows, strict=True) if row]
 
@@ -259,7 +363,9 @@ class Store(Listings):
     async def job_info(self, job: Job) -> tuple[PollInfo, DeliveryInfo | None]:
         """What the job's view shows besides the job: its monitor's polls, and where its deliveries stand (None
         before its first event), read in one step."""
-        answer = await self._job_info(self.redis, {"monitor_key": job.monitor_key, "job_id": job.id})
+        answer = await self._job_info(
+            self.redis, {"monitor_key": job.monitor_key, "job_id": job.id}, anchor=self._anchor_of_job(job.id)
+        )
         info = _poll_info(answer["monitor"])
         found = answer.get("delivery")
         if found is None:
@@ -279,57 +385,86 @@ class Store(Listings):
         return info, delivery
 
     async def cancel(self, job_id: str) -> bool:
-        answer = await self._cancel(self.redis, {"job_id": job_id, "retention": self.retention})
+        answer = await self._cancel(
+            self.redis, {"job_id": job_id, "retention": self.retention}, anchor=self._anchor_of_job(job_id)
+        )
         return bool(answer["found"])
 
     async def patch(self, job_id: str, fields: Job) -> str:
         """'changed'; 'woken' (changed, and a job waiting for authorization woken); 'missing' (no such job); 'ended'
         (the job has ended: nothing changed)."""
-        answer = await self._patch(self.redis, {"job_id": job_id, "fields": fields.fields})
+        answer = await self._patch(
+            self.redis, {"job_id": job_id, "fields": fields.fields}, anchor=self._anchor_of_job(job_id)
+        )
         return str(answer["result"])
 
     async def attempts(self, job_id: str) -> list[dict[str, Any]]:
-        raw = await self.redis.lrange(keys.job_attempts(job_id), 0, -1)  # type: ignore[misc]  # redis-py 5 types sync|async
+        raw = await self.redis.lrange(self.keyspace.job_attempts(job_id), 0, -1)  # type: ignore[misc]  # redis-py 5 types sync|async
         return [json.loads(r) for r in raw]
 
     async def event_ids(self, job_id: str) -> list[str]:
-        return list(await self.redis.lrange(keys.job_events(job_id), 0, -1))  # type: ignore[misc]  # redis-py 5 types sync|async
+        return list(await self.redis.lrange(self.keyspace.job_events(job_id), 0, -1))  # type: ignore[misc]  # redis-py 5 types sync|async
 
-    async def event(self, event_id: str) -> Event | None:
-        data = await self.redis.hgetall(keys.event(event_id))  # type: ignore[misc]  # redis-py 5 types sync|async
-        return Event.from_hash(event_id, data) if data else None
+    async def event(self, event_id: str, job_id: str = "") -> Event | None:
+        """An event (in ``job_id``'s bucket; on a cluster without it, looked for in every bucket)."""
+        return (await self.events([event_id], job_id))[0]
 
-    async def events(self, event_ids: list[str]) -> list[Event | None]:
+    async def events(self, event_ids: list[str], job_id: str = "") -> list[Event | None]:
+        """Events by id, in the order asked (in ``job_id``'s bucket; on a cluster without it, looked for in every
+        bucket: a round trip per node)."""
         if not event_ids:
             return []
+        ks = self.keyspace
+        if ks.clustered and not job_id:
+            return [await self._event_anywhere(eid) for eid in event_ids]
         async with self.redis.pipeline(transaction=False) as pipe:
             for eid in event_ids:
-                pipe.hgetall(keys.event(eid))
+                pipe.hgetall(ks.event(eid, job_id))
             rows = await pipe.execute()
         return [Event.from_hash(eid, row) if row else None for eid, row in zip(event_ids, rows, strict=True)]
 
-    async def stats(self) -> dict[str, int]:
-        """Counters and backlog sizes for /metrics, read in one round trip."""
+    async def _event_anywhere(self, event_id: str) -> Event | None:
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(keys.STATS)
-            pipe.zcard(keys.DEAD_LETTERS)
+            for key in self.keyspace.every(keys.event(event_id)):
+                pipe.hgetall(key)
+            rows = await pipe.execute()
+        data = next((row for row in rows if row), None)
+        return Event.from_hash(event_id, data) if data else None
+
+    async def stats(self) -> dict[str, int]:
+        """Counters and backlog sizes for /metrics, read in one round trip (a cluster's summed over its buckets:
+        a round trip per node)."""
+        ks = self.keyspace
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in ks.every(keys.STATS):
+                pipe.hgetall(key)
+            for key in ks.every(keys.DEAD_LETTERS):
+                pipe.zcard(key)
             pipe.zcard(keys.ARQ_QUEUE)
-            counters, dead, queued = await pipe.execute()
+            replies = await pipe.execute()
+        n = ks.buckets
+        queued = replies[-1]
+        dead = sum(replies[n : 2 * n])
         monitors = await self.monitors.size()
         deliveries = await self.deliveries.size()
-        out = {name: int(value) for name, value in counters.items()}
+        out: dict[str, int] = {}
+        for counters in replies[:n]:
+            for name, value in counters.items():
+                out[name] = out.get(name, 0) + int(value)
         out.update(monitors=monitors, deliveries=deliveries, dead=dead, queued=queued)
         return out
 
     async def redeliver(self, job_id: str, event_id: str) -> bool:
-        answer = await self._redeliver(self.redis, {"job_id": job_id, "event_id": event_id})
+        answer = await self._redeliver(
+            self.redis, {"job_id": job_id, "event_id": event_id}, anchor=self._anchor_of_job(job_id)
+        )
         return bool(answer["found"])
 
     async def owner_indexes(self) -> None:
         """Once per process, before its first listing: what versions before per-owner indexes left in the shared
         ones (the jobs index, dead letters) is moved into each owner's (``migrate_indexes.lua``). A failure (Redis
         unreachable) fails this listing and the next one tries again."""
-        if self._indexed:
+        if self._indexed or self.keyspace.clustered:  # a cluster never had the shared indexes
             return
         async with self._indexing:
             if not self._indexed:
@@ -363,20 +498,20 @@ class Store(Listings):
     async def monitor(self, member: str) -> Monitor:
         """A monitor's own fields (not its jobs'), read by the worker holding its lease."""
         names = sorted(Monitor.stored_names)
-        values = await self.redis.hmget(keys.monitor(member), names)  # type: ignore[misc]  # redis-py 5 types sync|async
+        values = await self.redis.hmget(self.keyspace.monitor(member), names)  # type: ignore[misc]  # redis-py 5 types sync|async
         return Monitor.from_hash(member, {n: v for n, v in zip(names, values, strict=True) if v is not None})
 
     async def monitor_job_ids(self, member: str) -> list[str]:
         """The ids of the jobs sharing a monitor (its ``j:`` fields), read a page at a time."""
         found = []
         skip = len(MONITOR_JOB_PREFIX)
-        async for field, _ in self.redis.hscan_iter(keys.monitor(member), match=MONITOR_JOB_PREFIX + "*"):
+        async for field, _ in self.redis.hscan_iter(self.keyspace.monitor(member), match=MONITOR_JOB_PREFIX + "*"):
             found.append(str(field)[skip:])
         return found
 
     async def job_fields(self, job_id: str) -> dict[str, str]:
         """A job's stored fields as they are, unread (the backstop's last resort when one does not read)."""
-        fields: dict[str, str] = await self.redis.hgetall(keys.job(job_id))  # type: ignore[misc]
+        fields: dict[str, str] = await self.redis.hgetall(self.keyspace.job(job_id))  # type: ignore[misc]
         return fields
 
     async def strike(self, kind: str, member: str, ttl: int) -> int:
@@ -412,7 +547,8 @@ class Store(Listings):
 
     async def _chunk_step(self, call: ChunkCall) -> ChunkRead | None:
         call.event_ttl, call.retention, call.first_ms = self.event_ttl, self.retention, self._first_ms
-        answer = await self._poll_chunk(self.redis, call)
+        anchor = self.keyspace.anchor(self.keyspace.bucket_of(call.member))
+        answer = await self._poll_chunk(self.redis, call, anchor=anchor)
         if answer.get("stale"):
             return None
         jobs = [Job.from_hash(job_id, fields) for job_id, fields in answer["jobs"].items()]
@@ -443,7 +579,7 @@ class Store(Listings):
         """Write a poll's outcome if the claim is still ours, handed over without waiting (write-behind); the
         future gets what the write came to (:class:`PollWritten`).
         ``jobs``: how many jobs the claim read (0, the default: the script checks whether any are left)."""
-        self.monitors.handed_back(delay)
+        self.monitors.handed_back(delay, claim.bucket)
         call = ApplyPollCall(
             claim.member,
             claim.token,
@@ -452,7 +588,7 @@ class Store(Listings):
             [op.as_json() for op in ops],
             jobs,
         )
-        return self._apply_poll.submit(call, weight=max(1, len(ops)))
+        return self._apply_poll.submit(call, weight=max(1, len(ops)), bucket=claim.bucket)
 
     @property
     def write_backlog(self) -> int:
@@ -466,7 +602,8 @@ class Store(Listings):
 
     async def apply_job(self, op: JobOp) -> str:
         call = {"op": op.as_json(), "event_ttl": self.event_ttl, "retention": self.retention}
-        return str((await self._apply_job(self.redis, call))["result"])
+        anchor = self._anchor_of_job(op.job)
+        return str((await self._apply_job(self.redis, call, anchor=anchor))["result"])
 
     # -- the delivery loop --------------------------------------------------------------------
 
@@ -482,7 +619,7 @@ class Store(Listings):
         error: dict[str, Any] | None = None,
     ) -> asyncio.Future[bool]:
         """The ack handed over without waiting (write-behind); the future's answer: whether the claim was ours."""
-        self.deliveries.handed_back(delay)
+        self.deliveries.handed_back(delay, claim.bucket)
         call = AckCall(
             claim.member,
             claim.token,
@@ -493,9 +630,15 @@ class Store(Listings):
             [jsonfast.dumps(r).decode() for r in records or ()],  # stored as JSON texts
             jsonfast.dumps(error or {}).decode(),
         )
-        return self._ack.submit(call)
+        return self._ack.submit(call, bucket=claim.bucket)
+
+    def _anchor_of_job(self, job_id: str) -> str:
+        return self.keyspace.anchor(self.keyspace.bucket_of_job(job_id))
 
 
+#: seconds a cluster's Idempotency-Key stays pending between its admission and its job's registration
+_PENDING_TTL = 60
+_OWNER = Job.name_of(lambda j: j.owner)
 _MONITOR_KEY = Job.name_of(lambda j: j.monitor_key)
 _CREATED_AT = Job.name_of(lambda j: j.created)
 _CALLBACK = Job.name_of(lambda j: j.callback_url)

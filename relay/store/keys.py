@@ -6,8 +6,14 @@ All keys share the ``relay:`` prefix so a Redis shared with other software stays
 
 from __future__ import annotations
 
+import hashlib
+import secrets
+
+from relay.store.tags import BUCKETS, TAGS
+
 __all__ = [
     "ACTIVE",
+    "ANCHOR",
     "ARQ_QUEUE",
     "DEAD_LETTERS",
     "DELIVERIES",
@@ -17,6 +23,7 @@ __all__ = [
     "PREFIX",
     "READY_PROBE",
     "STATS",
+    "Keyspace",
     "event",
     "idempotency",
     "job",
@@ -49,6 +56,10 @@ DEAD_LETTERS = f"{PREFIX}dead"
 STATS = f"{PREFIX}stats"
 #: hash of each owner's (API tenant's) active jobs: registered and not yet ended (RELAY_TENANT_MAX_ACTIVE_JOBS)
 ACTIVE = f"{PREFIX}active"
+#: the anchor of a bucket (its tag after ``relay:``): every script declares it as ``KEYS[1]``, and its Lua key
+#: functions take their tag from it (docs/cluster-design.md, "Resharding: the anchor key"). Never deleted; named
+#: to sort after every other key of its bucket (``~`` after every letter), so that a slot's keys move before it
+ANCHOR = f"{PREFIX}~"
 #: a string /readyz writes (expiring in seconds) to learn whether Redis accepts writes
 READY_PROBE = f"{PREFIX}readyz"
 #: the arq queue that runs DriveItem resolution
@@ -160,3 +171,110 @@ LUA_FUNCTIONS = (
     owner_jobs,
     owner_dead_letters,
 )
+
+
+class Keyspace:
+    """Where each key lives: one bucket on a standalone or Sentinel Redis (``buckets=1``: every key exactly as the
+    functions above name it), or :data:`relay.store.tags.BUCKETS` buckets on a Redis Cluster, each key of bucket
+    ``b`` written ``relay:{<TAGS[b]>}:...`` (docs/cluster-design.md, "Buckets and hash tags").
+
+    A monitor's bucket is a digest of its key (every job sharing it is in it); a job's id carries its bucket (its
+    first two hex digits); an event is in its job's bucket; an owner's own keys (its listing index, idempotency
+    keys, registration counters) are in the bucket of a digest of the owner. What a test or a tool needs to find a
+    job's keys from its id: :meth:`job`, :meth:`job_events`... and :meth:`bucket_of_job`.
+    """
+
+    __slots__ = ("_prefixes", "buckets")
+
+    def __init__(self, buckets: int = 1) -> None:
+        if not 1 <= buckets <= len(TAGS):
+            raise ValueError(f"buckets: 1 to {len(TAGS)}")
+        self.buckets = buckets
+        self._prefixes = (PREFIX,) if buckets == 1 else tuple(f"{PREFIX}{{{TAGS[b]}}}:" for b in range(buckets))
+
+    @classmethod
+    def cluster(cls) -> Keyspace:
+        return cls(BUCKETS)
+
+    @property
+    def clustered(self) -> bool:
+        return self.buckets > 1
+
+    # -- buckets -------------------------------------------------------------------------------
+
+    def bucket_of(self, name: str) -> int:
+        """The bucket of a monitor key or an owner: the first 4 bytes of its SHA-256, modulo the buckets."""
+        if self.buckets == 1:
+            return 0
+        return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big") % self.buckets
+
+    def bucket_of_job(self, job_id: str) -> int:
+        """The bucket a job id carries (its first two hex digits); 0 with one bucket (and for a malformed id)."""
+        if self.buckets == 1:
+            return 0
+        try:
+            return int(job_id[:2], 16) % self.buckets
+        except ValueError:
+            return 0
+
+    def job_id_in(self, job_id: str, bucket: int) -> str:
+        """``job_id`` made to carry ``bucket`` (unchanged with one bucket)."""
+        return job_id if self.buckets == 1 else f"{bucket:02x}{job_id[2:]}"
+
+    def new_job_id(self, monitor_key: str = "") -> str:
+        """A new job id: 32 hex digits, in its monitor's bucket (a random one without a monitor)."""
+        job_id = secrets.token_hex(16)
+        return self.job_id_in(job_id, self.bucket_of(monitor_key)) if monitor_key else job_id
+
+    def prefix(self, bucket: int) -> str:
+        """``relay:`` or ``relay:{<tag>}:``."""
+        return self._prefixes[bucket]
+
+    def anchor(self, bucket: int) -> str:
+        """The bucket's anchor, every script's ``KEYS[1]`` (``relay:~`` with one bucket)."""
+        return self._prefixes[bucket] + "~"
+
+    def in_bucket(self, key: str, bucket: int) -> str:
+        """One of the names above (``relay:...``) as it is in ``bucket``."""
+        return key if self.buckets == 1 else self._prefixes[bucket] + key[len(PREFIX) :]
+
+    def every(self, key: str) -> list[str]:
+        """A per-bucket key (``STATS``, ``DEAD_LETTERS``, a schedule...) in every bucket, in bucket order."""
+        return [self.in_bucket(key, b) for b in range(self.buckets)]
+
+    # -- a job's keys, from its id ---------------------------------------------------------------
+
+    def job(self, job_id: str) -> str:
+        return self.in_bucket(job(job_id), self.bucket_of_job(job_id))
+
+    def job_events(self, job_id: str) -> str:
+        return self.in_bucket(job_events(job_id), self.bucket_of_job(job_id))
+
+    def job_outbox(self, job_id: str) -> str:
+        return self.in_bucket(job_outbox(job_id), self.bucket_of_job(job_id))
+
+    def job_attempts(self, job_id: str) -> str:
+        return self.in_bucket(job_attempts(job_id), self.bucket_of_job(job_id))
+
+    def event(self, event_id: str, job_id: str) -> str:
+        """An event's hash: in its job's bucket."""
+        return self.in_bucket(event(event_id), self.bucket_of_job(job_id))
+
+    def monitor(self, monitor_key: str) -> str:
+        return self.in_bucket(monitor(monitor_key), self.bucket_of(monitor_key))
+
+    # -- an owner's keys, in the owner's bucket ----------------------------------------------------
+
+    def owner_jobs(self, owner: str) -> str:
+        return self.in_bucket(owner_jobs(owner), self.bucket_of(owner))
+
+    def idempotency(self, owner: str, key_digest: str) -> str:
+        return self.in_bucket(idempotency(owner, key_digest), self.bucket_of(owner))
+
+    def owner_dead_letters(self, owner: str, bucket: int) -> str:
+        """An owner's dead letters of one bucket (written by the bucket's delivery acks)."""
+        return self.in_bucket(owner_dead_letters(owner), bucket)
+
+
+#: the keyspace of a standalone or Sentinel Redis
+SINGLE = Keyspace(1)

@@ -1,7 +1,9 @@
 """The reads behind listings and streams: the jobs index, event streams, change fingerprints, dead letters.
 
 Part of the one door to Redis, :class:`relay.store.jobs.Store` (which is a :class:`Listings`): reads only; every
-write is a script of the store's.
+write is a script of the store's. On a Redis Cluster they answer as on one Redis (same order, cursors, limits): an
+owner's index is one stream in the owner's bucket, a job's keys are in its bucket, and an owner's dead letters, kept
+per bucket, are merged (the newest of each bucket, one pipelined read: a round trip per node).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from redis.asyncio import Redis
 
 from relay.core.schema import Event, EventState, Job
 from relay.store import keys
+from relay.store.keys import Keyspace
+from relay.store.scripts import LuaScript
 
 __all__ = ["DeadLetterRow", "EventPage", "Listings"]
 
@@ -53,8 +57,10 @@ class Listings:
     """The store's listing reads (:class:`relay.store.jobs.Store` is one)."""
 
     redis: Redis
+    keyspace: Keyspace
 
     if TYPE_CHECKING:
+        _read_events: LuaScript
 
         async def jobs(self, job_ids: list[str]) -> list[Job]: ...
 
@@ -69,10 +75,10 @@ class Listings:
         names. Other owners' jobs are in indexes of their own: neither what this reads nor the cursor it gives depends
         on them."""
         await self.owner_indexes()
+        index = self.keyspace.owner_jobs(owner)
         if match is not None:
-            return await self._matching(keys.owner_jobs(owner), limit, end, match)
+            return await self._matching(index, limit, end, match)
         redis = self.redis
-        index = keys.owner_jobs(owner)
         found: list[Job] = []
         last: str | None = None
         scanned = 0
@@ -121,14 +127,14 @@ class Listings:
     async def index_top(self, owner: str) -> str:
         """The newest entry id of ``owner``'s index ('0-0' when empty)."""
         await self.owner_indexes()
-        top: list[tuple[str, dict[str, str]]] = await self.redis.xrevrange(keys.owner_jobs(owner), "+", "-", 1)
+        top: list[tuple[str, dict[str, str]]] = await self.redis.xrevrange(self.keyspace.owner_jobs(owner), "+", "-", 1)
         return top[0][0] if top else "0-0"
 
     async def owned_since(self, owner: str, after: str) -> tuple[list[tuple[str, str]], str]:
         """``owner``'s jobs registered after entry ``after`` of its index: (job id, entry id) pairs, and the newest
         entry."""
         fresh: list[tuple[str, dict[str, str]]] = await self.redis.xrange(
-            keys.owner_jobs(owner), f"({after}", "+", MAX_SCAN
+            self.keyspace.owner_jobs(owner), f"({after}", "+", MAX_SCAN
         )
         if not fresh:
             return [], after
@@ -138,17 +144,19 @@ class Listings:
         """Per job, what a change shows in (owner first: None when the job has expired) and its attempt count."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id in job_ids:
-                pipe.hmget(keys.job(job_id), _MARK_FIELDS)
-                pipe.llen(keys.job_attempts(job_id))
+                pipe.hmget(self.keyspace.job(job_id), _MARK_FIELDS)
+                pipe.llen(self.keyspace.job_attempts(job_id))
             replies = await pipe.execute()
         return [(*replies[2 * i], replies[2 * i + 1]) for i in range(len(job_ids))]
 
     async def event_position(self, job_id: str, event_id: str) -> int:
         """The position just after ``event_id`` in the job's event list (0 when it is not there)."""
-        ids: list[str] = await self.redis.lrange(keys.job_events(job_id), 0, -1)  # type: ignore[misc]  # redis-py 5 types sync|async
+        ids: list[str] = await self.redis.lrange(self.keyspace.job_events(job_id), 0, -1)  # type: ignore[misc]  # redis-py 5 types sync|async
         return ids.index(event_id) + 1 if event_id in ids else 0
 
     async def events_after(self, job_id: str, position: int) -> EventPage:
+        if self.keyspace.clustered:  # a cluster refuses MULTI: one read script in the job's bucket
+            return await self._events_after_script(job_id, position)
         redis = self.redis
         async with redis.pipeline(transaction=True) as pipe:  # one snapshot: terminal flag and events agree
             pipe.hget(keys.job(job_id), _TERMINAL)
@@ -168,24 +176,49 @@ class Listings:
         ]
         return EventPage(events, len(new_ids), terminal == "1" or not exists)
 
+    async def _events_after_script(self, job_id: str, position: int) -> EventPage:
+        call = {"job_id": job_id, "position": position, "fields": _EVENT_SHOWN}
+        ks = self.keyspace
+        answer = await self._read_events(self.redis, call, anchor=ks.anchor(ks.bucket_of_job(job_id)))
+        events = [
+            (found["id"], kind, body, int(created or 0))
+            for found in answer["events"] or ()
+            for kind, body, created in (found["values"],)
+            if body
+        ]
+        return EventPage(events, int(answer["read"]), bool(answer["ended"]))
+
     async def dead_letters(self, owner: str, limit: int) -> list[DeadLetterRow]:
         """``owner``'s dead-lettered events, newest first (from its own index: others' cost nothing here)."""
         await self.owner_indexes()
         redis = self.redis
+        ks = self.keyspace
         # a few more than asked: one redelivered by an older version, or expired, is skipped
-        dead: list[tuple[str, float]] = await redis.zrevrange(
-            keys.owner_dead_letters(owner), 0, limit + _DEAD_SLACK - 1, withscores=True
-        )
+        wanted = limit + _DEAD_SLACK
+        async with redis.pipeline(transaction=False) as pipe:
+            for bucket in range(ks.buckets):
+                pipe.zrevrange(ks.owner_dead_letters(owner, bucket), 0, wanted - 1, withscores=True)
+            per_bucket: list[list[tuple[str, float]]] = await pipe.execute()
+        # merged as ZREVRANGE orders one set: by score, then by member, both descending
+        dead = sorted(
+            ((event_id, score, bucket) for bucket, rows in enumerate(per_bucket) for event_id, score in rows),
+            key=_newest_first,
+            reverse=True,
+        )[:wanted]
         if not dead:
             return []
         async with redis.pipeline(transaction=False) as pipe:
-            for event_id, _ in dead:
-                pipe.hmget(keys.event(event_id), _DEAD_SHOWN)
+            for event_id, _, bucket in dead:
+                pipe.hmget(ks.in_bucket(keys.event(event_id), bucket), _DEAD_SHOWN)
             events = await pipe.execute()
         out: list[DeadLetterRow] = []
-        for (event_id, score), (job_id, event_type, seq, attempts, state) in zip(dead, events, strict=True):
+        for (event_id, score, _), (job_id, event_type, seq, attempts, state) in zip(dead, events, strict=True):
             if job_id and state == EventState.DEAD:
                 out.append(DeadLetterRow(event_id, job_id, event_type or "", int(seq or 0), int(attempts or 0), score))
                 if len(out) == limit:
                     break
         return out
+
+
+def _newest_first(row: tuple[str, float, int]) -> tuple[float, str]:
+    return row[1], row[0]

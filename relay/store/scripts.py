@@ -16,8 +16,9 @@ surrogate (``\ud800``), which Python's JSON writes: text that may carry one from
 kept as JSON text already, and one that comes from elsewhere (a monitor's status description) has it replaced by
 U+FFFD, so that such a text cannot fail a write again and again.
 
-Every script atomically changes (or reads) several keys; they derive keys from ids, so relay supports
-standalone Redis and Sentinel (as arq does), not Cluster.
+Every script atomically changes (or reads) several keys; it derives them from ids, each in the bucket whose anchor it
+declares as ``KEYS[1]`` (:class:`relay.store.keys.Keyspace`): every key it touches carries that bucket's hash tag on
+a Redis Cluster, and none on a standalone or Sentinel Redis (keys exactly as :mod:`relay.store.keys` names them).
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ from redis.exceptions import NoScriptError
 
 from relay.core.schema import LUA_ENUMS, LUA_RECORDS, MONITOR_JOB_PREFIX
 from relay.store import keys
+from relay.store.keys import ANCHOR
 
-__all__ = ["LUA_DIR", "LuaScript", "compose", "compose_source", "encode_call", "lua_prelude"]
+__all__ = ["LUA_DIR", "LuaScript", "compose", "compose_source", "encode_call", "lua_prelude", "run_many"]
 
 LUA_DIR = Path(__file__).parent / "lua"
 _TABLES = (*LUA_RECORDS, *LUA_ENUMS)
@@ -75,10 +77,18 @@ def lua_prelude(tables: frozenset[str] | None = None) -> str:
     """Lua constants and functions for every key relay uses, generated from :mod:`relay.store.keys`; and the
     tables of field names and state words of :mod:`relay.core.schema` (those in ``tables``; None: all of them:
     a script builds only those it uses, at each run)."""
-    lines = ["-- generated from relay/store/keys.py: key names are written there, once"]
+    lines = [
+        "-- generated from relay/store/keys.py: key names are written there, once. Every key carries the tag of the",
+        "-- bucket whose anchor is KEYS[1] ('relay:~': none; 'relay:{<tag>}:~' on a cluster: '{<tag>}:'), so that",
+        "-- every key a script touches is in its bucket; a cluster's anchor is written before any other key of it",
+        f"local TAG = string.sub(KEYS[1], {len(keys.PREFIX) + 1}, -2)",
+        "if TAG ~= '' and redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SET', KEYS[1], '') end",
+    ]
     for name, value in keys.LUA_CONSTANTS.items():
-        lines.append(f"local KEY_{name} = {_lua_string(value)}")
+        lines.append(f"local KEY_{name} = {_tagged(value)}")
     for function in keys.LUA_FUNCTIONS:
+        if function is keys.sched_wake:
+            continue  # below
         params = list(inspect.signature(function).parameters)
         rendered = function(*(f"{_MARK}{i}{_MARK}" for i in range(len(params))))
         parts = []
@@ -86,8 +96,13 @@ def lua_prelude(tables: frozenset[str] | None = None) -> str:
             if i % 2:  # a parameter's place
                 parts.append(params[int(piece)])
             elif piece:
-                parts.append(_lua_string(piece))
+                parts.append(_tagged(piece))
         lines.append(f"local function key_{function.__name__}({', '.join(params)}) return {' .. '.join(parts)} end")
+    # a wake channel has no slot: every bucket's schedule publishes on the one its workers subscribe to
+    lines.append(
+        "local function key_sched_wake(schedule) return "
+        f"{_lua_string(keys.PREFIX)} .. string.sub(schedule, {len(keys.PREFIX) + 1} + #TAG) .. ':wake' end"
+    )
     lines.append("-- generated from relay/core/schema.py: hash field names and state words are written there, once")
     lines.append(
         "local function relay_names(what, names) return setmetatable(names, {__index = function(_, name) "
@@ -101,6 +116,14 @@ def lua_prelude(tables: frozenset[str] | None = None) -> str:
             lines.append(_lua_table(table, {member.name: member.value for member in enum}))
     lines.append(f"local MONITOR_JOB = {_lua_string(MONITOR_JOB_PREFIX)}  -- a monitor's field per job: 'j:<job id>'")
     return "\n".join(lines) + "\n"
+
+
+def _tagged(text: str) -> str:
+    """A piece of a key name as Lua: one starting ``relay:`` gets the bucket's tag after it."""
+    if text.startswith(keys.PREFIX):
+        rest = text[len(keys.PREFIX) :]
+        return f"{_lua_string(keys.PREFIX)} .. TAG" + (f" .. {_lua_string(rest)}" if rest else "")
+    return _lua_string(text)
 
 
 def _lua_table(name: str, names: dict[str, str]) -> str:
@@ -159,17 +182,43 @@ class LuaScript:
     def from_text(cls, name: str, text: str) -> LuaScript:
         return cls(name, text, hashlib.sha1(text.encode()).hexdigest())  # noqa: S324 - the name Redis gives a script
 
-    async def __call__(self, redis: Redis, call: Any = None) -> Any:
-        """Run the script on its one named record ``call`` (a dataclass or a dict; None: none) and read its named
-        answer."""
-        raw = await self.run(redis, args=[encode_call(call)] if call is not None else None)
+    async def __call__(self, redis: Redis, call: Any = None, *, anchor: str = ANCHOR) -> Any:
+        """Run the script on its one named record ``call`` (a dataclass or a dict; None: none) in the bucket whose
+        ``anchor`` it declares (:meth:`relay.store.keys.Keyspace.anchor`), and read its named answer."""
+        raw = await self.run(redis, [anchor], [encode_call(call)] if call is not None else None)
         return orjson.loads(raw)
 
     async def run(self, redis: Redis, keys: list[str] | None = None, args: list[Any] | None = None) -> Any:
-        """Run it with these KEYS and ARGV, its answer as Redis gives it (probes, benchmarks' floors)."""
-        argv = [*(keys or ()), *(args or ())]
+        """Run it with these KEYS and ARGV, its answer as Redis gives it (probes, benchmarks' floors). relay's own
+        scripts declare their bucket's anchor as ``KEYS[1]`` (their key names take its tag): without ``keys``, one
+        Redis's (``relay:~``)."""
+        declared = [ANCHOR] if keys is None else keys
+        argv = [*declared, *(args or ())]
         try:
-            return await redis.evalsha(self.sha, len(keys or ()), *argv)  # type: ignore[misc]
+            return await redis.evalsha(self.sha, len(declared), *argv)  # type: ignore[misc]
         except NoScriptError:
             await redis.script_load(self.text)
-            return await redis.evalsha(self.sha, len(keys or ()), *argv)  # type: ignore[misc]
+            return await redis.evalsha(self.sha, len(declared), *argv)  # type: ignore[misc]
+
+
+async def run_many(redis: Redis, script: LuaScript, runs: list[tuple[str, list[Any]]]) -> list[Any]:
+    """Run ``script`` once per ``(anchor, args)`` in one pipeline (on a cluster: one round trip per node, each run
+    sent to its anchor's node); each run's answer as Redis gives it, or its error as a value (never raised: the
+    caller decides per run). A Redis that had forgotten the script loads it and those runs go again."""
+    results = await _pipelined(redis, script, runs)
+    again = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+    if again:
+        await redis.script_load(script.text)
+        for i, result in zip(again, await _pipelined(redis, script, [runs[i] for i in again]), strict=True):
+            results[i] = result
+    return results
+
+
+async def _pipelined(redis: Redis, script: LuaScript, runs: list[tuple[str, list[Any]]]) -> list[Any]:
+    async with redis.pipeline(transaction=False) as pipe:
+        for anchor, args in runs:
+            # by command name: a cluster pipeline refuses pipe.evalsha (docs/cluster-design.md)
+            pipe.execute_command("EVALSHA", script.sha, 1, anchor, *args)
+        # errors come back as values: raise_on_error would annotate them with every argument (monitor URLs)
+        results: list[Any] = await pipe.execute(raise_on_error=False)
+    return results

@@ -9,9 +9,11 @@
 -- Answers {outcome = 'created', now, polls, last_polled, due} (its monitor's, for the job's view), or
 -- {outcome = 'existing', job_id, digest, pending} (the job the key made), or {outcome = 'limited', limit}.
 local now = now_ms()
+local register
 
 local function one(call)
   local id, mkey, owner = call.job_id, call.monitor_key, call.fields[JOB.owner] or ''
+  if call.admitted then return register(call, id, mkey, owner) end  -- a cluster's: admit.lua did the owner's part
   if call.idempotency_key ~= '' then
     local holder = idempotency_holder(call.idempotency_key)
     if holder and holder.job_id ~= id then
@@ -24,6 +26,19 @@ local function one(call)
   if call.idempotency_key ~= '' then
     redis.call('SET', call.idempotency_key, id .. ' ' .. call.digest, 'EX', call.idempotency_ttl)
   end
+  -- the owner's own index (listing, cursors), trimmed of entries older than any job can live
+  redis.call('XADD', key_owner_jobs(owner), 'MINID', '~', tostring(now - BATCH.index_horizon_ms), '*', 'j', id)
+  return register(call, id, mkey, owner)
+end
+
+-- the job itself, in its bucket
+register = function(call, id, mkey, owner)
+  if call.admitted then
+    -- sent again (a cluster pipeline resends a batch after a transient error): made once
+    if redis.call('EXISTS', key_job(id)) == 1 then return {outcome = 'created', now = now, polls = '', last_polled = '', due = ''} end
+    local full = monitor_full(mkey, call.max_monitor_jobs)
+    if full then return {outcome = 'limited', limit = full} end
+  end
   redis.call('HINCRBY', KEY_ACTIVE, owner, 1)
   local args = {JOB.created, now}
   for k, v in pairs(call.fields) do
@@ -31,8 +46,6 @@ local function one(call)
     args[#args + 1] = v
   end
   redis.call('HSET', key_job(id), unpack(args))
-  -- the owner's own index (listing, cursors), trimmed of entries older than any job can live
-  redis.call('XADD', key_owner_jobs(owner), 'MINID', '~', tostring(now - BATCH.index_horizon_ms), '*', 'j', id)
   redis.call('HINCRBY', KEY_STATS, STATS.registered, 1)
   if mkey == '' then
     apply_job_op(call.first_op, now, BATCH.event_ttl, BATCH.retention)

@@ -1,7 +1,8 @@
 -- Fair share: a tenant over its limits (max_active jobs at once, max_rate registrations a second; 0: no limit)
--- answers why ('active' or 'rate'), and nothing is created; nil when within them.
-local function over_limit(owner, max_active, max_rate, now)
-  if max_active > 0 and tonumber(redis.call('HGET', KEY_ACTIVE, owner) or '0') >= max_active then
+-- answers why ('active' or 'rate'), and nothing is created; nil when within them. `active`: the owner's active jobs
+-- as counted elsewhere (a cluster's sum over its buckets); nil: this Redis's count.
+local function over_limit(owner, max_active, max_rate, now, active)
+  if max_active > 0 and (active or tonumber(redis.call('HGET', KEY_ACTIVE, owner) or '0')) >= max_active then
     return 'active'
   end
   if max_rate > 0 then
