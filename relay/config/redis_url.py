@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urlsplit
 
 from redis.asyncio.connection import parse_url
 
@@ -178,19 +178,7 @@ def plain_url_problem(url: str) -> str | None:
 
 def parse_sentinel_url(url: str) -> SentinelURL:
     """Read a Sentinel URL; ``ValueError`` with a one-line reason (never echoing the password) if it is not one."""
-    scheme, sep, rest = url.partition("://")
-    scheme = scheme.lower()
-    if not sep or scheme not in SENTINEL_SCHEMES:
-        raise ValueError(f"a Sentinel URL starts with {' or '.join(s + '://' for s in SENTINEL_SCHEMES)}")
-    cut = _userinfo_cut(rest)
-    if cut is not None:
-        raise ValueError(_cut_message(cut))
-    parts = urlsplit("//" + rest)
-    location = parts.netloc
-    userinfo, at, hosts = location.rpartition("@")
-    if not at:
-        userinfo, hosts = "", location
-    username, colon, password = userinfo.partition(":")
+    scheme, parts, username, password, hosts = _multi_host(url, SENTINEL_SCHEMES, "a Sentinel URL")
     sentinels = tuple(_host_port(item, DEFAULT_SENTINEL_PORT, "Sentinel") for item in hosts.split(","))
     segments = [unquote(s) for s in parts.path.split("/") if s]
     if not segments:
@@ -214,8 +202,8 @@ def parse_sentinel_url(url: str) -> SentinelURL:
         service=segments[0],
         db=db,
         tls=scheme.startswith("rediss"),
-        username=unquote(username) or None,
-        password=unquote(password) if colon and password else None,
+        username=username,
+        password=password,
         sentinel_username=sentinel_username or None,
         sentinel_password=sentinel_password or None,
         options=options,
@@ -224,18 +212,7 @@ def parse_sentinel_url(url: str) -> SentinelURL:
 
 def parse_cluster_url(url: str) -> ClusterURL:
     """Read a Cluster URL; ``ValueError`` with a one-line reason (never echoing the password) if it is not one."""
-    scheme, sep, rest = url.partition("://")
-    scheme = scheme.lower()
-    if not sep or scheme not in CLUSTER_SCHEMES:
-        raise ValueError(f"a Cluster URL starts with {' or '.join(s + '://' for s in CLUSTER_SCHEMES)}")
-    cut = _userinfo_cut(rest)
-    if cut is not None:
-        raise ValueError(_cut_message(cut))
-    parts = urlsplit("//" + rest)
-    userinfo, at, hosts = parts.netloc.rpartition("@")
-    if not at:
-        userinfo, hosts = "", parts.netloc
-    username, colon, password = userinfo.partition(":")
+    scheme, parts, username, password, hosts = _multi_host(url, CLUSTER_SCHEMES, "a Cluster URL")
     nodes = tuple(_host_port(item, DEFAULT_CLUSTER_PORT, "node") for item in hosts.split(","))
     if unquote(parts.path) not in ("", "/", "/0"):
         raise ValueError("a Redis Cluster has only database 0: a Cluster URL's path is / or /0 (or none)")
@@ -252,10 +229,28 @@ def parse_cluster_url(url: str) -> ClusterURL:
     return ClusterURL(
         nodes=nodes,
         tls=scheme.startswith("rediss"),
-        username=unquote(username) or None,
-        password=unquote(password) if colon and password else None,
+        username=username,
+        password=password,
         options=options,
     )
+
+
+def _multi_host(url: str, schemes: tuple[str, ...], what: str) -> tuple[str, SplitResult, str | None, str | None, str]:
+    """The parts a Sentinel or Cluster URL shares: its scheme (lower case), the URL split, the user name and password
+    (unquoted; None when absent) and the comma-separated hosts; ``ValueError`` (never echoing the password)."""
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme not in schemes:
+        raise ValueError(f"{what} starts with {' or '.join(s + '://' for s in schemes)}")
+    cut = _userinfo_cut(rest)
+    if cut is not None:
+        raise ValueError(_cut_message(cut))
+    parts = urlsplit("//" + rest)
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    if not at:
+        userinfo, hosts = "", parts.netloc
+    username, colon, password = userinfo.partition(":")
+    return scheme, parts, unquote(username) or None, unquote(password) if colon and password else None, hosts
 
 
 def _host_port(item: str, default_port: int, what: str) -> tuple[str, int]:
