@@ -323,8 +323,21 @@ class _StartupNodes(dict[str, ClusterNode]):
         return list(super().values())
 
 
+#: a command's place in a pipeline not answered yet (never sent, or to be sent again)
+_UNANSWERED: Any = object()
+
+
 class _RetryingPipeline(ClusterPipeline):
-    """A cluster pipeline sent again, whole, after a transient error (or one left among its answers)."""
+    """A cluster pipeline whose commands that failed transiently (or were never sent: a node that could not be
+    reached) are sent again, and only those: the answers of the others are kept, in their order. redis-py's own
+    pipeline sent every command again after an error on one node (and, its nodes' sends being gathered, could send
+    again those of a healthy node still in flight): a healthy node's scripts ran twice (a claim's members then
+    waited out a lease, an admission counted twice).
+
+    A command whose outcome is unknown (the connection dropped after it was sent) is sent again, as a lone call is:
+    relay's scripts sent this way are guarded so that running one again does no harm (register.lua's and admit.lua's
+    admitted part, claim tokens, sequences).
+    """
 
     _client: RelayCluster
 
@@ -336,21 +349,89 @@ class _RetryingPipeline(ClusterPipeline):
         return self
 
     async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
+        """Each command's answer, in order; past the client's retry budget a command still failing transiently
+        answers its error. ``raise_on_error``: the first error is raised instead (unannotated: a message naming
+        every argument would carry monitor URLs to the logs). Redirections are followed by sending the command
+        again once the slot map is read again (``allow_redirections`` is accepted for redis-py's signature)."""
         queued = [(cmd.args, dict(cmd.kwargs)) for cmd in self._command_stack]
-
-        async def attempt() -> list[Any]:
-            # fresh commands each time: redis-py keeps answers on them (and pops their target_nodes)
-            self._command_stack = [PipelineCommand(i, *args, **dict(kw)) for i, (args, kw) in enumerate(queued)]
-            answers = await ClusterPipeline.execute(self, raise_on_error, allow_redirections)
+        self._command_stack = []
+        answers: list[Any] = [_UNANSWERED] * len(queued)
+        client = self._client
+        deadline = time.monotonic() + client.retry_for
+        delay = _FIRST_DELAY
+        while True:
+            todo = [i for i, answer in enumerate(answers) if answer is _UNANSWERED or _again(answer)]
+            if not todo:
+                break
+            try:
+                await self._send(queued, todo, answers)
+            except Exception as exc:  # the slot map could not be read, or a command maps to no node
+                if not is_transient(exc) or time.monotonic() + delay > deadline:
+                    raise _as_redis_error(exc) from exc
+                for i in todo:
+                    if answers[i] is _UNANSWERED:
+                        answers[i] = exc
+            failed = [answers[i] for i in todo if _again(answers[i])]
+            if not failed:
+                break
+            if time.monotonic() + delay > deadline:
+                answers = [_as_redis_error(answer) if _again(answer) else answer for answer in answers]
+                break
+            await self._before_again(failed)
+            await asyncio.sleep(delay)
+            delay = min(_MAX_DELAY, delay * 2)
+        if raise_on_error:
             for answer in answers:
-                if isinstance(answer, Exception) and is_transient(answer):
+                if isinstance(answer, Exception):
                     raise answer
-            return answers
+        return answers
 
-        try:
-            return await self._client.retrying(attempt)
-        finally:
-            self._command_stack = []
+    async def _before_again(self, failed: list[Exception]) -> None:
+        """After a node could not be reached the slot map is read again before the next send (as redis-py's
+        pipeline does); after a MOVED, the moved slot's owner is updated."""
+        if any(isinstance(exc, ClusterPipeline.ERRORS_ALLOW_RETRY) for exc in failed):
+            await self._client.aclose()
+        moved = next((exc for exc in failed if isinstance(exc, MovedError)), None)
+        if moved is not None:
+            self._client.nodes_manager._moved_exception = moved
+
+    async def _send(self, queued: list[tuple[Any, dict[str, Any]]], todo: list[int], answers: list[Any]) -> None:
+        """Send the commands ``todo`` (their places in ``queued``), one pipeline per node, all nodes at once; each
+        one's answer (or error) in ``answers``."""
+        client = self._client
+        if client._initialize:
+            await client.initialize()
+        nodes: dict[str, tuple[ClusterNode, list[PipelineCommand]]] = {}
+        for i in todo:
+            args, kwargs = queued[i]
+            kwargs = dict(kwargs)
+            node = await self._node_of(args, kwargs.pop("target_nodes", None))
+            nodes.setdefault(node.name, (node, []))[1].append(PipelineCommand(i, *args, **kwargs))
+        sends = await asyncio.gather(
+            *(node.execute_pipeline(commands) for node, commands in nodes.values()), return_exceptions=True
+        )
+        for (_, commands), sent in zip(nodes.values(), sends, strict=True):
+            if isinstance(sent, BaseException) and not isinstance(sent, Exception):
+                raise sent  # cancelled
+            for cmd in commands:
+                answers[cmd.position] = sent if isinstance(sent, Exception) else cmd.result
+
+    async def _node_of(self, args: Any, passed: Any) -> ClusterNode:
+        """The node a command goes to: the one it names (``target_nodes``), else its key's (redis-py's rules)."""
+        client = self._client
+        if passed and not client._is_node_flag(passed):
+            targets = client._parse_target_nodes(passed)
+        else:
+            targets = await client._determine_nodes(*args, node_flag=passed)
+        if len(targets) != 1:
+            raise RedisClusterException(f"a pipeline's command goes to one node, not {len(targets)}: {args[0]}")
+        node: ClusterNode = targets[0]
+        return node
+
+
+def _again(answer: Any) -> bool:
+    """Whether a command answered ``answer`` is sent again: a transient error (a node unreachable, a slot moving)."""
+    return isinstance(answer, Exception) and is_transient(answer)
 
 
 def cluster_client(

@@ -142,6 +142,13 @@ def registrations(owner: str, second: str) -> str:
     return f"{PREFIX}rate:{owner}:{second}"
 
 
+def admitted(job_id: str) -> str:
+    """A cluster's mark that admit.lua did a registration's owner part (in the owner's bucket): a run sent again
+    (its answer lost with a connection) does not list the job twice; lives as long as a pending Idempotency-Key
+    (RETRY_FOR, the time a call is sent again for)."""
+    return f"{PREFIX}admitted:{job_id}"
+
+
 def idempotency(owner: str, key_digest: str) -> str:
     return f"{PREFIX}idem:{owner}:{key_digest}"
 
@@ -168,6 +175,7 @@ LUA_FUNCTIONS = (
     event,
     monitor,
     registrations,
+    admitted,
     owner_jobs,
     owner_dead_letters,
 )

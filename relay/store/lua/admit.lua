@@ -12,6 +12,8 @@ local now = now_ms()
 
 local function one(call)
   local key, id = call.idempotency_key, call.job_id
+  -- sent again (a cluster pipeline resends a run whose answer was lost): admitted once
+  if redis.call('EXISTS', key_admitted(id)) == 1 then return {outcome = 'admitted'} end
   if key ~= '' then
     local holder = idempotency_holder(key)
     if holder and holder.job_id ~= call.reserved_as and holder.job_id ~= id then
@@ -23,6 +25,7 @@ local function one(call)
   if limited then return {outcome = 'limited', limit = limited} end
   if key ~= '' then redis.call('SET', key, id .. ' ' .. call.digest .. ' pending', 'EX', BATCH.pending_ttl) end
   redis.call('XADD', key_owner_jobs(call.owner), 'MINID', '~', tostring(now - BATCH.index_horizon_ms), '*', 'j', id)
+  redis.call('SET', key_admitted(id), '', 'EX', BATCH.pending_ttl)
   return {outcome = 'admitted'}
 end
 

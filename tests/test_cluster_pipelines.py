@@ -1,0 +1,169 @@
+"""relay's cluster pipeline (relay/store/cluster_client.py ``_RetryingPipeline``) on the real loopback cluster
+(tests/cluster.py): after one node's connection drops mid-pipeline only what that node did not answer is sent again
+(a healthy node's scripts run once: an owner's listing has each job once, a claim round claims each member once);."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+
+from relay.core.schema import Job
+from relay.store.batched import BatchedScript
+from relay.store.cluster_client import RelayCluster
+from relay.store.connections import redis_client
+from relay.store.jobs import Store
+from relay.store.keys import Keyspace
+from relay.store.scripts import LuaScript, encode_call, run_many
+from tests.cluster import LoopbackCluster
+
+COUNT = LuaScript.from_text("count", "return redis.call('INCR', KEYS[1])")
+
+
+def spread_keys(cluster: LoopbackCluster, count: int = 30) -> list[str]:
+    """Keys of this test whose slots cover every primary."""
+    names = [f"{{{uuid.uuid4().hex}}}:{i}" for i in range(count)]
+    assert len({cluster.owner_of(name).port for name in names}) == len(cluster.primary_nodes())
+    return names
+
+
+def drop_connections(cluster: LoopbackCluster, client: RelayCluster, port: int) -> int:
+    """Close, from the server's side (``CLIENT KILL``), every connection ``client`` holds to the node at ``port``:
+    the client's next send there meets a closed connection. The node's count of connections received so far."""
+    node = client.get_node("127.0.0.1", port)
+    assert node is not None
+    local = [c._writer.get_extra_info("sockname") for c in node._connections if c.is_connected and c._writer]
+    assert local, "the client holds no connection to that node yet"
+    with cluster.admin(cluster.node_at(port)) as admin:
+        for host, local_port in (address[:2] for address in local):
+            admin.execute_command("CLIENT", "KILL", "ADDR", f"{host}:{local_port}")
+        received: int = admin.info("stats")["total_connections_received"]
+    return received
+
+
+def connections_received(cluster: LoopbackCluster, port: int) -> int:
+    with cluster.admin(cluster.node_at(port)) as admin:
+        received: int = admin.info("stats")["total_connections_received"]
+    return received
+
+
+@pytest.fixture
+async def client(redis_cluster: LoopbackCluster, redis_cluster_url: str) -> AsyncIterator[RelayCluster]:
+    admin = redis_cluster.client()
+    await admin.flushall()
+    await admin.aclose()
+    made = redis_client(redis_cluster_url)
+    assert isinstance(made, RelayCluster)
+    yield made
+    await made.aclose()
+
+
+async def test_a_dropped_node_has_its_commands_sent_again_and_the_others_run_once(
+    redis_cluster: LoopbackCluster, client: RelayCluster
+) -> None:
+    names = spread_keys(redis_cluster)
+    runs: list[tuple[str, list[Any]]] = [(name, []) for name in names]
+    assert await run_many(client, COUNT, runs) == [1] * len(names)  # a connection to every node
+    victim = redis_cluster.owner_of(names[0]).port
+    before = drop_connections(redis_cluster, client, victim)
+    assert await run_many(client, COUNT, runs) == [2] * len(names)
+    assert connections_received(redis_cluster, victim) > before, "the victim's connection failed and was made again"
+    assert [int(await client.get(name)) for name in names] == [2] * len(names), "a script ran twice"
+
+
+async def test_admissions_sent_again_after_a_dropped_node_list_each_job_once(
+    redis_cluster: LoopbackCluster, client: RelayCluster
+) -> None:
+    """admit.lua (a cluster registration's owner part: the owner's listing entry) for owners on every node, one
+    pipeline; one node's connection dropped before it: every owner's listing has each of its jobs once."""
+    ks = Keyspace.cluster()
+    owners: dict[int, str] = {}
+    while len(owners) < len(redis_cluster.primary_nodes()):
+        owner = f"owner-{uuid.uuid4().hex[:8]}"
+        owners.setdefault(redis_cluster.owner_of(ks.owner_jobs(owner)).port, owner)
+    admit = BatchedScript(
+        client, LuaScript.load("admit.lua"), shared={"pending_ttl": 60, "index_horizon_ms": 3_600_000}, keyspace=ks
+    )
+
+    def call(owner: str) -> dict[str, Any]:
+        job_id = ks.new_job_id()
+        return {
+            "owner": owner,
+            "job_id": job_id,
+            "reserved_as": job_id,
+            "idempotency_key": "",
+            "digest": "",
+            "max_active": 0,
+            "active": 0,
+            "max_rate": 0,
+        }
+
+    async def admit_all(per_owner: int) -> list[dict[str, Any]]:
+        calls = [call(owner) for owner in owners.values() for _ in range(per_owner)]
+        answers = await asyncio.gather(*(admit(c, ks.bucket_of(c["owner"])) for c in calls))
+        assert [a["outcome"] for a in answers] == ["admitted"] * len(calls)
+        return calls
+
+    made = await admit_all(1)
+    victim = next(iter(owners))
+    before = drop_connections(redis_cluster, client, victim)
+    made += await admit_all(5)
+    assert connections_received(redis_cluster, victim) > before
+    for owner in owners.values():
+        listed = [fields["j"] for _, fields in await client.xrange(ks.owner_jobs(owner))]
+        assert sorted(listed) == sorted(c["job_id"] for c in made if c["owner"] == owner), "a job listed twice"
+
+
+async def test_admit_run_again_for_the_same_job_lists_it_once(client: RelayCluster) -> None:
+    """An admission whose answer was lost (the connection dropped after the send) is sent again: admit.lua makes the
+    owner's part once."""
+    ks = Keyspace.cluster()
+    owner = f"owner-{uuid.uuid4().hex[:8]}"
+    job_id = ks.new_job_id()
+    one = {
+        "owner": owner,
+        "job_id": job_id,
+        "reserved_as": job_id,
+        "idempotency_key": "",
+        "digest": "",
+        "max_active": 0,
+        "active": 0,
+        "max_rate": 10,
+    }
+    shared = encode_call({"pending_ttl": 60, "index_horizon_ms": 3_600_000})
+    script = LuaScript.load("admit.lua")
+    run = (ks.anchor(ks.bucket_of(owner)), [shared, encode_call(one)])
+    for _ in range(2):
+        (raw,) = await run_many(client, script, [run])
+        assert orjson.loads(raw) == [{"outcome": "admitted"}]
+    assert [f["j"] for _, f in await client.xrange(ks.owner_jobs(owner))] == [job_id]
+
+
+async def test_a_claim_round_after_a_dropped_node_claims_each_due_monitor_once(
+    redis_cluster: LoopbackCluster, client: RelayCluster
+) -> None:
+    """Monitors due in buckets of every node; one node's connection dropped before the claim: every monitor is
+    claimed at once (a healthy node's claim script run twice would lease its members to an answer thrown away)."""
+    store = Store(client, retention=600, job_timeout=600, first_poll=0.0)
+    total = 24
+    for n in range(total):
+        fields = Job(owner="alpha", callback_url=f"http://127.0.0.1:1029/{n}")
+        assert (await store.register(secrets.token_hex(16), fields, f"http://127.0.0.1:1029/m/{n}")).created
+    await asyncio.sleep(0.05)
+    victims = {redis_cluster.owner_of(store.keyspace.anchor(b)).port for b in range(store.keyspace.buckets)}
+    assert len(victims) == len(redis_cluster.primary_nodes())
+    victim = min(victims)
+    await store.monitors.sweep()  # the view of due buckets read now (a pipeline to every node): not in the claim
+    await client.script_load(store.monitors._claim.text)  # every primary has it: each node runs its claims at once
+    before = drop_connections(redis_cluster, client, victim)
+    claimed = []
+    for _ in range(3):  # a claim answers what is due; each member once
+        claimed += (await store.monitors.claim_batch(100, 30)).claims
+    assert connections_received(redis_cluster, victim) > before
+    assert sorted(c.member for c in claimed) == sorted({c.member for c in claimed})
+    assert len(claimed) == total, f"{total - len(claimed)} monitors leased to answers thrown away"
