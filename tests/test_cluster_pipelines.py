@@ -1,22 +1,29 @@
 """relay's cluster pipeline (relay/store/cluster_client.py ``_RetryingPipeline``) on the real loopback cluster
 (tests/cluster.py): after one node's connection drops mid-pipeline only what that node did not answer is sent again
-(a healthy node's scripts run once: an owner's listing has each job once, a claim round claims each member once);."""
+(a healthy node's scripts run once: an owner's listing has each job once, a claim round claims each member once);
+with ``RELAY_REDIS_MIN_REPLICAS`` every node that ran scripts is asked ``WAIT`` after them on the same connection,
+and a node whose replicas do not confirm fails its calls with ``NotReplicated``, as a lone script does
+(``--slow``: a 3+3 cluster, one replica stopped)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
+import signal
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 import pytest
+from redis.asyncio import Redis
 
 from relay.core.schema import Job
 from relay.store.batched import BatchedScript
 from relay.store.cluster_client import RelayCluster
 from relay.store.connections import redis_client
+from relay.store.durable import NotReplicated
 from relay.store.jobs import Store
 from relay.store.keys import Keyspace
 from relay.store.scripts import LuaScript, encode_call, run_many
@@ -167,3 +174,69 @@ async def test_a_claim_round_after_a_dropped_node_claims_each_due_monitor_once(
     assert connections_received(redis_cluster, victim) > before
     assert sorted(c.member for c in claimed) == sorted({c.member for c in claimed})
     assert len(claimed) == total, f"{total - len(claimed)} monitors leased to answers thrown away"
+
+
+# ---- RELAY_REDIS_MIN_REPLICAS: WAIT after each node's scripts ------------------------------------------------
+
+
+async def test_with_min_replicas_batched_scripts_fail_not_replicated_on_a_cluster_without_replicas(
+    redis_cluster: LoopbackCluster, redis_cluster_url: str
+) -> None:
+    """The 3-primary cluster has no replica: each node's WAIT confirms nothing, so every run of a pipeline of
+    scripts (registrations, poll results, acks go so) answers NotReplicated; the primaries applied them."""
+    durable = redis_client(redis_cluster_url, min_replicas=1, wait_timeout=0.05)
+    assert isinstance(durable, RelayCluster)
+    names = spread_keys(redis_cluster)
+    try:
+        answers = await run_many(durable, COUNT, [(name, []) for name in names])
+        assert all(isinstance(a, NotReplicated) for a in answers), answers
+        assert "0 of 1 replicas" in str(answers[0])
+        assert [await durable.get(name) for name in names] == ["1"] * len(names)
+        # a batched script (BatchedScript groups by bucket) fails its calls with it too
+        ks = Keyspace.cluster()
+        admit = BatchedScript(
+            durable, LuaScript.load("admit.lua"), shared={"pending_ttl": 60, "index_horizon_ms": 60_000}, keyspace=ks
+        )
+        job_id = ks.new_job_id()
+        one = {"owner": "o", "job_id": job_id, "reserved_as": job_id, "idempotency_key": "", "digest": ""}
+        with pytest.raises(NotReplicated):
+            await admit({**one, "max_active": 0, "active": 0, "max_rate": 0}, ks.bucket_of("o"))
+    finally:
+        await durable.aclose()
+
+
+@pytest.mark.slow
+async def test_with_min_replicas_only_the_node_whose_replica_stopped_fails_its_batched_scripts() -> None:
+    """3+3: every node's scripts confirmed by its replica; one replica stopped (SIGSTOP, its link to the primary
+    cut): that primary's runs answer NotReplicated, the others' their result."""
+    cluster = LoopbackCluster(primaries=3, replicas=1)
+    cluster.start()
+    durable: Redis | None = None
+    stopped: int | None = None
+    try:
+        durable = redis_client(f"redis+cluster://{cluster.hosts()}/", min_replicas=1, wait_timeout=0.3)
+        names = spread_keys(cluster)
+        runs: list[tuple[str, list[Any]]] = [(name, []) for name in names]
+        assert await run_many(durable, COUNT, runs) == [1] * len(names)
+        primary = cluster.owner_of(names[0])
+        with cluster.admin(primary) as admin:
+            replica_ports = [int(r["port"]) for r in admin.info("replication").values() if isinstance(r, dict)]
+        (replica_port,) = replica_ports
+        replica = cluster.node_at(replica_port)
+        assert replica.process is not None
+        stopped = replica.process.pid
+        os.kill(stopped, signal.SIGSTOP)
+        with cluster.admin(primary) as admin:
+            admin.execute_command("CLIENT", "KILL", "TYPE", "replica")
+        answers = await run_many(durable, COUNT, runs)
+        for name, answer in zip(names, answers, strict=True):
+            if cluster.owner_of(name).port == primary.port:
+                assert isinstance(answer, NotReplicated), (name, answer)
+            else:
+                assert answer == 2, (name, answer)
+    finally:
+        if stopped is not None:
+            os.kill(stopped, signal.SIGCONT)
+        if durable is not None:
+            await durable.aclose()
+        cluster.cleanup()

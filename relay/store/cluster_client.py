@@ -228,30 +228,31 @@ class RelayCluster(RedisCluster):
     async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
         if self.min_replicas <= 0:
             return await self.execute_command("EVALSHA", sha, numkeys, *keys_and_args)
-        return await self.retrying(lambda: self._evalsha_replicated(sha, numkeys, *keys_and_args))
+        # a pipeline of one: its script followed by WAIT on the same connection to the script's node
+        pipe = self.pipeline()
+        pipe.execute_command("EVALSHA", sha, numkeys, *keys_and_args)
+        # errors come back as values: raise_on_error would annotate them with every argument (monitor URLs among
+        # them), and those messages reach the logs
+        (result,) = await pipe.execute(raise_on_error=False)
+        if isinstance(result, Exception):
+            raise result
+        return result
 
-    async def _evalsha_replicated(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
-        """EVALSHA then WAIT on the same connection to the script's node; a redirection is raised (and retried):
-        the WAIT must follow the write on the node that made it."""
-        if self._initialize:
-            await self.initialize()
-        # a script declaring no key runs on any primary: the WAIT goes where it ran
-        node = self.get_node_from_key(keys_and_args[0]) if numkeys else random.choice(self.get_primaries())
-        pipe = ClusterPipeline(self)  # type: ignore[abstract]  # redis-py 5.2's abstract base, not ours
-        pipe.execute_command("EVALSHA", sha, numkeys, *keys_and_args, target_nodes=node)
-        pipe.execute_command("WAIT", self.min_replicas, self.wait_timeout_ms, target_nodes=node)
-        # errors come back as values: raise_on_error would annotate them with every argument (monitor URLs
-        # among them), and those messages reach the logs
-        result, confirmed = await pipe.execute(raise_on_error=False, allow_redirections=False)
-        for value in (result, confirmed):
-            if isinstance(value, Exception):
-                raise value
+    def not_replicated(self, confirmed: Any) -> NotReplicated | None:
+        """What a node's scripts answer when its ``WAIT`` answered ``confirmed``: None when enough replicas
+        confirmed them, else :class:`NotReplicated` (the scripts ran on the primary; their callers treat them as
+        not done)."""
+        if isinstance(confirmed, Exception):  # the WAIT's answer was lost: whether any replica has them is unknown
+            return NotReplicated(
+                f"WAIT: no answer ({type(confirmed).__name__}): the write is not known to be on "
+                f"{self.min_replicas} replicas (RELAY_REDIS_MIN_REPLICAS)"
+            )
         if int(confirmed) < self.min_replicas:
-            raise NotReplicated(
+            return NotReplicated(
                 f"WAIT: {confirmed} of {self.min_replicas} replicas confirmed the write within "
                 f"{self.wait_timeout_ms} ms (RELAY_REDIS_MIN_REPLICAS)"
             )
-        return result
+        return None
 
 
 class _KeptConnection(Connection):
@@ -325,6 +326,7 @@ class _StartupNodes(dict[str, ClusterNode]):
 
 #: a command's place in a pipeline not answered yet (never sent, or to be sent again)
 _UNANSWERED: Any = object()
+_SCRIPTS = frozenset({"EVALSHA", "EVAL"})
 
 
 class _RetryingPipeline(ClusterPipeline):
@@ -334,9 +336,13 @@ class _RetryingPipeline(ClusterPipeline):
     again those of a healthy node still in flight): a healthy node's scripts ran twice (a claim's members then
     waited out a lease, an admission counted twice).
 
-    A command whose outcome is unknown (the connection dropped after it was sent) is sent again, as a lone call is:
-    relay's scripts sent this way are guarded so that running one again does no harm (register.lua's and admit.lua's
-    admitted part, claim tokens, sequences).
+    With ``RELAY_REDIS_MIN_REPLICAS`` > 0 each node that runs a script gets ``WAIT`` after its commands, on the same
+    connection (one send per node, as :meth:`RelayCluster.evalsha` for one script); the scripts of a node whose
+    replicas did not confirm in time (or whose ``WAIT`` got no answer) answer :class:`NotReplicated`, as a lone
+    script does, and are not sent again (they ran). A command whose outcome
+    is unknown (the connection dropped after it was sent) is sent again, as a lone call is: relay's scripts sent
+    this way are guarded so that running one again does no harm (register.lua's and admit.lua's admitted part,
+    claim tokens, sequences).
     """
 
     _client: RelayCluster
@@ -407,14 +413,28 @@ class _RetryingPipeline(ClusterPipeline):
             kwargs = dict(kwargs)
             node = await self._node_of(args, kwargs.pop("target_nodes", None))
             nodes.setdefault(node.name, (node, []))[1].append(PipelineCommand(i, *args, **kwargs))
+        waits: dict[str, PipelineCommand] = {}
+        if client.min_replicas > 0:
+            for name, (_, commands) in nodes.items():
+                if any(str(cmd.args[0]).upper() in _SCRIPTS for cmd in commands):
+                    waits[name] = PipelineCommand(-1, "WAIT", client.min_replicas, client.wait_timeout_ms)
+                    commands.append(waits[name])
         sends = await asyncio.gather(
             *(node.execute_pipeline(commands) for node, commands in nodes.values()), return_exceptions=True
         )
-        for (_, commands), sent in zip(nodes.values(), sends, strict=True):
+        for (name, (_, commands)), sent in zip(nodes.items(), sends, strict=True):
             if isinstance(sent, BaseException) and not isinstance(sent, Exception):
                 raise sent  # cancelled
+            wait = waits.get(name)
+            refused = None if wait is None or isinstance(sent, Exception) else client.not_replicated(wait.result)
             for cmd in commands:
-                answers[cmd.position] = sent if isinstance(sent, Exception) else cmd.result
+                if cmd is wait:
+                    continue
+                answer = sent if isinstance(sent, Exception) else cmd.result
+                if refused is not None and not isinstance(answer, Exception):
+                    # ran on the primary, not confirmed by its replicas: not done (not sent again either)
+                    answer = refused if str(cmd.args[0]).upper() in _SCRIPTS else answer
+                answers[cmd.position] = answer
 
     async def _node_of(self, args: Any, passed: Any) -> ClusterNode:
         """The node a command goes to: the one it names (``target_nodes``), else its key's (redis-py's rules)."""
