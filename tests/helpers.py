@@ -356,17 +356,34 @@ async def running_api(settings: Settings) -> AsyncIterator[Api]:
     await runner.cleanup()
 
 
+#: seconds running_worker waits for a worker's startup (its deps, loops and waker made) before the test fails
+WORKER_START_WAIT = 20.0
+
+
 @contextlib.asynccontextmanager
 async def running_worker(settings: Settings, **overrides: Any) -> AsyncIterator[Any]:
+    """An arq worker of relay's in this process, yielded once its startup ran (``ctx["deps"]``, its claim loops
+    and waker exist: a test may use them at once); closed at the end, its shutdown run whole."""
     worker = create_worker(settings, handle_signals=False, poll_delay=0.05, **overrides)
+    started = asyncio.Event()
+    worker.ctx["started"] = started
     task = asyncio.create_task(worker.async_run())
     try:
+        waiting = asyncio.ensure_future(started.wait())
+        await asyncio.wait({task, waiting}, timeout=WORKER_START_WAIT, return_when=asyncio.FIRST_COMPLETED)
+        waiting.cancel()
+        if task.done():
+            task.result()  # its startup's error, raised here
+            raise AssertionError("the worker ended during its startup")
+        assert started.is_set(), f"the worker's startup did not finish within {WORKER_START_WAIT} s"
         yield worker
     finally:
-        await worker.close()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        try:
+            await worker.close()
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 def with_settings(settings: Settings, **changes: Any) -> Settings:

@@ -227,7 +227,7 @@ async def test_a_monitor_takes_at_most_its_limit_of_jobs(
 
 
 async def test_a_recheck_does_not_resolve_again_a_job_this_worker_is_resolving(
-    simulator: Simulator, receiver: Receiver, redis: Redis, worker: Any
+    simulator: Simulator, receiver: Receiver, redis: Redis, start_worker: Callable[..., Any]
 ) -> None:
     """A crowded monitor's jobs wait their turn for a DriveItem request; its once-a-minute recheck finds them still
     resolving and must not send a second request for each."""
@@ -240,16 +240,17 @@ async def test_a_recheck_does_not_resolve_again_a_job_this_worker_is_resolving(
     template = f"{simulator.base_url}/v1.0/me/drive/items/{{resourceId}}"
     resolving = {"phase": "resolving", "resource_id": op.resource_id, "drive_item_url": template}
     await redis.hset(keys.job(job_id), mapping={**resolving, "callback_url": receiver.url})
-    deps = worker.ctx["deps"]
-    resolve_soon(deps, job_id)
-    resolve_soon(deps, job_id)  # the recheck, while the first is under way
-    await asyncio.wait(set(deps.background))
-    assert simulator.item_requests == 1
-    # it had no authorization: the refusal asks the app for one (job.authorizationRequired), and the job waits
-    await receiver.wait_for(lambda: bool(receiver.events(job_id)))
-    resolve_soon(deps, job_id)  # a job no longer being resolved here is looked at again (and left: it waits)
-    await asyncio.wait(set(deps.background))
-    assert simulator.item_requests == 1
+    async with start_worker() as worker:  # started once the job is set up: its loops find nothing due
+        deps = worker.ctx["deps"]
+        resolve_soon(deps, job_id)
+        resolve_soon(deps, job_id)  # the recheck, while the first is under way
+        await asyncio.wait(set(deps.background))
+        assert simulator.item_requests == 1
+        # it had no authorization: the refusal asks the app for one (job.authorizationRequired), and the job waits
+        await receiver.wait_for(lambda: bool(receiver.events(job_id)))
+        resolve_soon(deps, job_id)  # a job no longer being resolved here is looked at again (and left: it waits)
+        await asyncio.wait(set(deps.background))
+        assert simulator.item_requests == 1
 
 
 async def test_a_stored_answer_that_does_not_read_is_dropped_and_the_monitor_polled_again(

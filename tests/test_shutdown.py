@@ -8,10 +8,11 @@ import subprocess
 from typing import Any
 
 from aiohttp import web
+from arq import func
 
 from relay.config.settings import Settings
 from relay.store import keys
-from tests.helpers import Api, Receiver, ensure_stopped, free_port, loopback_env, start_relay
+from tests.helpers import Api, Receiver, ensure_stopped, free_port, loopback_env, running_worker, start_relay
 from tests.test_crash import COMPLETED, worker_process
 
 
@@ -78,3 +79,25 @@ async def test_sigterm_on_the_api_drains_requests_in_flight(settings: Settings, 
     finally:
         ensure_stopped(proc)
     assert code == 0
+
+
+async def test_a_worker_closed_while_an_arq_job_ends_shuts_down_whole(settings: Settings, redis: Any) -> None:
+    """arq's close() cancels the jobs in flight, then gathers them: a job cancelled in arq's own Redis writes (here
+    its finish, held by ``CLIENT PAUSE WRITE``) raised CancelledError out of close() before the worker's shutdown
+    ran, and its claim loops, clock and waker went on writing into the next test's just-flushed Redis. Here
+    close() returns and the shutdown ran: the loops are stopped."""
+    ended = asyncio.Event()
+
+    async def pausing_job(ctx: dict[str, Any]) -> None:
+        await redis.execute_command("CLIENT", "PAUSE", "1500", "WRITE")  # arq's finish of this job waits
+        ended.set()
+
+    async with running_worker(settings, functions=[func(pausing_job, name="pausing_job")]) as worker:
+        assert "loops" in worker.ctx, "running_worker yields the worker once its startup ran"
+        loops = worker.ctx["loops"]
+        await worker.pool.enqueue_job("pausing_job")
+        await asyncio.wait_for(ended.wait(), 10)
+        await asyncio.sleep(0.1)  # arq is writing the job's end
+        assert worker.tasks, "the job's task is still in arq's hands"
+    assert all(loop._task is None or loop._task.done() for loop in loops), "the claim loops still run"
+    assert worker._pool is None, "close() did not finish"

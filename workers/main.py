@@ -77,6 +77,24 @@ class RelayWorker(Worker):
         _begin_stop(self.ctx, Signals(signum).name if self._handle_signals else None)
         super().handle_sig(signum)
 
+    async def close(self) -> None:
+        """arq's, except that the jobs it cancels are waited for whatever they end with. arq gathers them: a job
+        cancelled in arq's own Redis writes (its start or its finish, not its function) ended close() with its
+        CancelledError before the shutdown ran, and the claim loops, clock and waker went on (tests/test_shutdown.py).
+        The shutdown runs even when the health key cannot be deleted (Redis gone)."""
+        if not self._handle_signals:
+            self.handle_sig(Signals.SIGUSR1)
+        if not self._pool:
+            return
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        try:
+            await self.pool.delete(self.health_check_key)
+        finally:
+            if self.on_shutdown:
+                await self.on_shutdown(self.ctx)
+            await self.pool.close(close_connection_pool=True)
+            self._pool = None
+
 
 def _begin_stop(ctx: dict[str, Any], signal: str | None = None) -> None:
     lifecycle: Lifecycle | None = ctx.get("lifecycle")
