@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: install install-dev run test lint format typecheck bench chaos faults failover fuzz cluster-harness all clean
+.PHONY: install install-dev run test lint format typecheck bench chaos faults failover cluster cluster-reshard fuzz cluster-harness all clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,14 @@ faults: $(DEV_STAMP)
 
 failover: $(DEV_STAMP)
 	$(BIN)/python -m tests.failover
+
+# make failover's audit on a Redis Cluster (3 primaries + 3 replicas, tests/cluster_failover.py): a primary SIGKILLed
+# mid-run, for RELAY_REDIS_MIN_REPLICAS=0 and =1; cluster-reshard moves a third of the slots while jobs run instead
+cluster: $(DEV_STAMP)
+	$(BIN)/python -m tests.cluster_failover
+
+cluster-reshard: $(DEV_STAMP)
+	$(BIN)/python -m tests.cluster_failover --reshard
 
 # the worker-side fuzz (tests/test_worker_fuzz.py) with a longer budget than make test's 15 examples (~2 min)
 fuzz: $(DEV_STAMP)

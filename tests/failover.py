@@ -22,6 +22,7 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,16 +30,15 @@ import aiohttp
 from aiohttp import web
 
 from relay.simulator import Simulator
-from relay.store import keys
-from relay.store.connections import redis_client
 from tests.faults import (
     Receiver,
     Workers,
     audit,
+    audit_lines,
     fault_env,
-    print_audit,
     register,
     start_api,
+    surviving,
     wait_drained,
     wait_ready,
 )
@@ -58,7 +58,14 @@ class Run:
     replicas: int
     ok: bool = False
     lost: int = -1
-    lines: list[str] = field(default_factory=list)
+    wrong: int = 0  # answers of the API that differ from what the receiver got (make cluster)
+    lines: list[str] = field(default_factory=list)  # the table
+
+    def print(self) -> None:
+        print()
+        for line in self.lines:
+            print(line)
+        print(flush=True)
 
 
 def first_after(times: list[float], moment: float) -> float | None:
@@ -80,6 +87,81 @@ def polls_resumed(samples: list[tuple[float, int]], moment: float, origin: float
 
 def seconds(value: float | None) -> str:
     return "never" if value is None else f"{value:.1f} s"
+
+
+@dataclass
+class Timeline:
+    """When a run began, its primary was killed and the replica promoted (seconds after the kill), and what came
+    after: every 201's time, the simulator's poll count sampled every 50 ms."""
+
+    started: float
+    killed: float
+    promoted: float | None
+    created: list[float]
+    polls: list[tuple[float, int]]
+
+    def lines(self, promoted_by: str) -> list[str]:
+        if self.promoted is None:  # no failover in this run (a reshard)
+            return []
+        promoted_at = self.killed + self.promoted
+        return [
+            f"{'failover: ' + promoted_by + ' after':40} {seconds(self.promoted)}",
+            f"{'failover: API answered 201 again after':40} {seconds(first_after(self.created, self.killed))}",
+            f"{'failover: monitors polled again after':40} "
+            f"{seconds(polls_resumed(self.polls, promoted_at, self.killed))}",
+        ]
+
+
+async def settle_and_audit(
+    result: Run,
+    source: str | Mapping[str, str],
+    job_ids: list[str],
+    rec: Receiver,
+    workers: Workers,
+    timeline: Timeline,
+    limit: float,
+    promoted_by: str,
+    extra: Sequence[str] = (),
+    *,
+    print_table: bool = True,
+) -> None:
+    """Wait for every surviving job's end and the delivery schedule to drain, audit (``source``: as
+    :func:`tests.faults.opened_store`), set ``result`` (its table in ``lines``) and print the table."""
+    started = timeline.started
+    known = await surviving(source, job_ids)
+    # a job whose registration was lost can never end: wait for the others
+    while not known <= rec.terminal and time.monotonic() - started < limit:
+        await asyncio.sleep(0.5)
+        workers.check()
+    drained = await wait_drained(source, min(120.0, max(10.0, limit - (time.monotonic() - started))))
+    print(f"  delivery schedule {'drained' if drained else 'NOT drained'}", flush=True)
+    workers.check()
+    figures = await audit(source, job_ids, rec)
+    lines = [
+        f"{'jobs acknowledged, then forgotten':40} {figures['vanished']}",
+        *timeline.lines(promoted_by),
+    ]
+    if timeline.promoted is not None:
+        resumed = later(rec.arrivals, timeline.killed + timeline.promoted, timeline.killed)
+        lines.append(f"{'failover: callbacks called again after':40} {seconds(resumed)}")
+    lines += [
+        *extra,
+        f"{'worker crashes':40} {workers.crashes}",
+        f"{'receiver answers':40} {dict(rec.answers)}",
+        f"{'wall time':40} {time.monotonic() - started:.0f} s",
+    ]
+    result.lost = figures["lost"]
+    result.lines = audit_lines(job_ids, rec, figures) + lines
+    if print_table:
+        result.print()
+    result.ok = (
+        known <= rec.terminal
+        and figures["lost"] == 0
+        and figures["violations"] == 0
+        and figures["vanished"] == 0
+        and rec.bad_signatures == 0
+        and workers.crashes == 0
+    )
 
 
 async def run(replicas: int, jobs: int, limit: float) -> Run:
@@ -139,44 +221,8 @@ async def run(replicas: int, jobs: int, limit: float) -> Run:
             job_ids = await registering
         print(f"  registered {len(job_ids)} jobs in {time.monotonic() - started:.0f} s", flush=True)
 
-        redis = redis_client(setup.url())
-        try:
-            surviving = {j for j in job_ids if await redis.exists(keys.job(j))}
-        finally:
-            await redis.aclose()
-        # a job whose registration was lost can never end: wait for the others
-        while not surviving <= rec.terminal and time.monotonic() - started < limit:
-            await asyncio.sleep(0.5)
-            workers.check()
-        drained = await wait_drained(setup.url(), min(120.0, max(10.0, limit - (time.monotonic() - started))))
-        print(f"  delivery schedule {'drained' if drained else 'NOT drained'}", flush=True)
-        workers.check()
-        figures = await audit(setup.url(), job_ids, rec)
-        promoted_at = killed + promoted
-        lines = [
-            f"{'jobs acknowledged, then forgotten':40} {figures['vanished']}",
-            f"{'failover: Sentinels promoted after':40} {seconds(promoted)}",
-            f"{'failover: API answered 201 again after':40} {seconds(first_after(created, killed))}",
-            f"{'failover: monitors polled again after':40} {seconds(polls_resumed(polls, promoted_at, killed))}",
-            f"{'failover: callbacks called again after':40} {seconds(later(rec.arrivals, promoted_at, killed))}",
-            f"{'worker crashes':40} {workers.crashes}",
-            f"{'receiver answers':40} {dict(rec.answers)}",
-            f"{'wall time':40} {time.monotonic() - started:.0f} s",
-        ]
-        print()
-        print_audit(job_ids, rec, figures)
-        for line in lines:
-            print(line)
-        print(flush=True)
-        result.lost = figures["lost"]
-        result.ok = (
-            surviving <= rec.terminal
-            and figures["lost"] == 0
-            and figures["violations"] == 0
-            and figures["vanished"] == 0
-            and rec.bad_signatures == 0
-            and workers.crashes == 0
-        )
+        timeline = Timeline(started, killed, promoted, created, polls)
+        await settle_and_audit(result, setup.url(), job_ids, rec, workers, timeline, limit, "Sentinels promoted")
     finally:
         if sampler is not None:
             sampler.cancel()

@@ -44,6 +44,7 @@ from tests.faults import (
     fault_env,
     fill_redis,
     free_redis,
+    opened_store,
     print_audit,
     register,
     start_api,
@@ -190,7 +191,7 @@ async def run_scenario(scn: Scenario) -> bool:
         workers.stop_all()
         _stop(api_proc)
         lags = sorted(rec.terminal_at[j] - ends[j] for j in job_ids if j in rec.terminal_at and j in ends)
-        recorded = await _record_lags(redis, job_ids, ends)
+        recorded = await _record_lags(redis_server.url, job_ids, ends)
         stuck = len(set(job_ids) - rec.terminal)
         print(f"\n== {scn.name} ({len(job_ids)} jobs; logs in {logdir})")
         print_audit(job_ids, rec, figures)
@@ -218,15 +219,16 @@ async def run_scenario(scn: Scenario) -> bool:
     return False
 
 
-async def _record_lags(redis: Redis, job_ids: list[str], ends: dict[str, float]) -> list[float]:
+async def _record_lags(redis_url: str, job_ids: list[str], ends: dict[str, float]) -> list[float]:
     """Each job's copy end to its terminal event's record in Redis (its ``created``, Redis' clock), sorted."""
     to_wall = time.time() - time.monotonic()
     lags = []
-    for job_id in job_ids:
-        last = await redis.lindex(f"relay:job:{job_id}:events", -1)
-        created = await redis.hget(f"relay:event:{last}", "created") if last else None
-        if created and job_id in ends:
-            lags.append(int(created) / 1000 - (ends[job_id] + to_wall))
+    async with opened_store(redis_url) as store:
+        for job_id in job_ids:
+            event_ids = await store.event_ids(job_id)
+            last = await store.event(event_ids[-1], job_id) if event_ids else None
+            if last is not None and last.created and job_id in ends:
+                lags.append(last.created / 1000 - (ends[job_id] + to_wall))
     return sorted(lags)
 
 

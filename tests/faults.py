@@ -11,7 +11,8 @@ import random
 import signal
 import subprocess
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,11 @@ import aiohttp
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
-from relay.core.schema import EventType
+from relay.config.settings import Settings
+from relay.core.schema import EventState, EventType
 from relay.simulator import Simulator
-from relay.store import keys
-from relay.store.connections import redis_client
+from relay.store.jobs import Store
+from relay.store.open import open_store
 from tests.helpers import RELAY, SECRET, loopback_env
 
 TERMINAL = EventType.terminal_types()
@@ -34,12 +36,16 @@ __all__ = [
     "Receiver",
     "Workers",
     "audit",
+    "audit_lines",
     "fault_env",
     "fill_redis",
     "free_redis",
+    "opened_store",
     "print_audit",
     "register",
     "start_api",
+    "start_peers",
+    "surviving",
     "wait_drained",
     "wait_ready",
 ]
@@ -164,13 +170,15 @@ async def register(
     ends: dict[str, float] | None = None,
     refusals: list[str | None] | None = None,
     monitor: Any = None,
+    answers: Counter[int] | None = None,
 ) -> list[str]:
     """Start ``n`` copies on the simulator and register each; the ids of the jobs the API acknowledged (201).
 
     A refused or failed attempt is tried again (a new job: nothing was acknowledged). ``spread``:
     seconds over which the registrations are started; ``created``: gets the time of each 201; ``ends``: each
     job's copy's end (``time.monotonic()``); ``refusals``: the Retry-After of every 503 (None: it had none);
-    ``monitor``: one simulator operation every job shares (a crowded monitor) instead of one each.
+    ``monitor``: one simulator operation every job shares (a crowded monitor) instead of one each; ``answers``:
+    counts every status the API answered (0: no answer, a connection error).
     """
     rng = random.Random(7)
     sem = asyncio.Semaphore(parallel)
@@ -195,29 +203,39 @@ async def register(
         }
         async with sem:
             for _ in range(50):
-                try:
-                    async with session.post(f"{api}/v1/jobs", json=body) as resp:
-                        if resp.status == 201:
-                            job_id = (await resp.json())["id"]
-                            ids.append(job_id)
-                            if created is not None:
-                                created.append(time.monotonic())
-                            if ends is not None:
-                                ends[job_id] = op.created + op.options.duration
-                            return
-                        wait = 0.2
-                        if resp.status == 503:  # as a client should: again after Retry-After
-                            retry_after = resp.headers.get("Retry-After")
-                            if refusals is not None:
-                                refusals.append(retry_after)
-                            wait = float(retry_after) if retry_after and retry_after.isdigit() else wait
-                except aiohttp.ClientError:
-                    wait = 0.2
+                status, job_id, retry_after = await _post_job(session, api, body)
+                if answers is not None:
+                    answers[status] += 1
+                if job_id is not None:
+                    ids.append(job_id)
+                    if created is not None:
+                        created.append(time.monotonic())
+                    if ends is not None:
+                        ends[job_id] = op.created + op.options.duration
+                    return
+                wait = 0.2
+                if status == 503:  # as a client should: again after Retry-After
+                    if refusals is not None:
+                        refusals.append(retry_after)
+                    wait = float(retry_after) if retry_after and retry_after.isdigit() else wait
                 await asyncio.sleep(wait)
             raise RuntimeError("registration kept failing")
 
     await asyncio.gather(*(one(i) for i in range(n)))
     return ids
+
+
+async def _post_job(
+    session: aiohttp.ClientSession, api: str, body: dict[str, Any]
+) -> tuple[int, str | None, str | None]:
+    """One ``POST /v1/jobs``: (status, 0 without an answer; the job id of a 201; the Retry-After of a 503)."""
+    try:
+        async with session.post(f"{api}/v1/jobs", json=body) as resp:
+            if resp.status == 201:
+                return resp.status, str((await resp.json())["id"]), None
+            return resp.status, None, resp.headers.get("Retry-After")
+    except aiohttp.ClientError:
+        return 0, None, None
 
 
 async def start_peers(stack: contextlib.AsyncExitStack) -> tuple[Simulator, Receiver, str]:
@@ -247,43 +265,62 @@ async def wait_ready(api: str, timeout: float = 30) -> None:
     raise RuntimeError("the API did not become ready")
 
 
-async def wait_drained(redis_url: str, timeout: float) -> bool:
-    redis = redis_client(redis_url)
-    deadline = time.monotonic() + timeout
+@contextlib.asynccontextmanager
+async def opened_store(source: str | Mapping[str, str]) -> AsyncIterator[Store]:
+    """The store as relay's processes open it (:func:`relay.store.open.open_store`): ``source`` is a Redis URL, or
+    the relay processes' environment (a cluster URL needs settings beside REDIS_URL). The audit reads through it,
+    never literal keys, so it reads a cluster's hash-tagged keys as relay does."""
+    env = {"REDIS_URL": source} if isinstance(source, str) else dict(source)
+    store = open_store(Settings.from_env(env))
     try:
+        yield store
+    finally:
+        await store.redis.aclose()
+
+
+async def wait_drained(source: str | Mapping[str, str], timeout: float) -> bool:
+    """Until the delivery schedule is empty (every lane, every bucket), at most ``timeout`` s; whether it was."""
+    deadline = time.monotonic() + timeout
+    async with opened_store(source) as store:
         while time.monotonic() < deadline:
-            if await redis.zcard(keys.DELIVERIES) == 0:
+            if await store.deliveries.size() == 0:
                 return True
             await asyncio.sleep(0.5)
         return False
-    finally:
-        await redis.aclose()
 
 
-async def audit(redis_url: str, job_ids: list[str], rec: Receiver) -> dict[str, int]:
-    """Every acknowledged job's events in Redis against what the receiver got.
+async def surviving(source: str | Mapping[str, str], job_ids: list[str]) -> set[str]:
+    """The jobs of ``job_ids`` the store still knows."""
+    async with opened_store(source) as store:
+        found = await store.jobs(job_ids)
+    return {job.id for job in found}
+
+
+async def audit(source: str | Mapping[str, str], job_ids: list[str], rec: Receiver) -> dict[str, int]:
+    """Every acknowledged job's events in Redis against what the receiver got (``source``: as
+    :func:`opened_store`).
 
     Lost: an event Redis holds as delivered that the receiver never got, and the terminal event of
     an acknowledged job that Redis no longer knows (a registration answered 201, then forgotten),
     unless the receiver got it before.
     """
-    redis = redis_client(redis_url)
     lost = 0
     pending = 0
     vanished = 0
-    for job_id in job_ids:
-        if not await redis.exists(keys.job(job_id)):
-            vanished += 1
-            lost += job_id not in rec.terminal
-            continue
-        event_ids = await redis.lrange(keys.job_events(job_id), 0, -1)
-        for event_id in event_ids:
-            state = await redis.hget(keys.event(event_id), "state")
-            if state == "delivered" and event_id not in rec.seen:
-                lost += 1
-            elif state not in ("delivered", "superseded"):
-                pending += 1
-    await redis.aclose()
+    done = (EventState.DELIVERED, EventState.SUPERSEDED)
+    async with opened_store(source) as store:
+        for job_id in job_ids:
+            if await store.job(job_id) is None:
+                vanished += 1
+                lost += job_id not in rec.terminal
+                continue
+            event_ids = await store.event_ids(job_id)
+            for event_id, found in zip(event_ids, await store.events(event_ids, job_id), strict=True):
+                state = found.state if found is not None else None
+                if state == EventState.DELIVERED and event_id not in rec.seen:
+                    lost += 1
+                elif state not in done:
+                    pending += 1
     violations = 0
     for events in rec.order.values():
         seqs = [seq for seq, _, _ in events]
@@ -294,14 +331,22 @@ async def audit(redis_url: str, job_ids: list[str], rec: Receiver) -> dict[str, 
     return {"lost": lost, "pending": pending, "violations": violations, "vanished": vanished}
 
 
+def audit_lines(job_ids: list[str], rec: Receiver, figures: dict[str, int]) -> list[str]:
+    """The audit's table: one line per figure."""
+    return [
+        f"{'jobs registered':40} {len(job_ids)}",
+        f"{'jobs whose terminal event arrived':40} {len(rec.terminal & set(job_ids))}",
+        f"{'events lost':40} {figures['lost']}",
+        f"{'events still pending':40} {figures['pending']}",
+        f"{'order violations':40} {figures['violations']}",
+        f"{'duplicate deliveries (same webhook-id)':40} {rec.duplicates}",
+        f"{'bad signatures':40} {rec.bad_signatures}",
+    ]
+
+
 def print_audit(job_ids: list[str], rec: Receiver, figures: dict[str, int]) -> None:
-    print(f"{'jobs registered':40} {len(job_ids)}")
-    print(f"{'jobs whose terminal event arrived':40} {len(rec.terminal & set(job_ids))}")
-    print(f"{'events lost':40} {figures['lost']}")
-    print(f"{'events still pending':40} {figures['pending']}")
-    print(f"{'order violations':40} {figures['violations']}")
-    print(f"{'duplicate deliveries (same webhook-id)':40} {rec.duplicates}")
-    print(f"{'bad signatures':40} {rec.bad_signatures}")
+    for line in audit_lines(job_ids, rec, figures):
+        print(line)
 
 
 async def fill_redis(redis: Any, blocks: int = 32) -> int:

@@ -12,6 +12,7 @@ loop, and CPU per operation); 4 10,000 jobs' completion lag and Redis memory per
 vs a fixed 1 s poller, and the same mix with progressInterval; 6 a monitor shared by 100 jobs; 7 two
 workers and the one-Redis ceiling; 8 the idle cost of a worker and an API (the sidecar case); 9
 fairness: one tenant's 50,000 jobs against another's one; 10 a crowded monitor: 10,000 jobs sharing one, from
-the copy's end to the last completion, and the longest Redis script meanwhile. ``--instructions`` counts
+the copy's end to the last completion, and the longest Redis script meanwhile; 11 a Redis Cluster of 1 shard vs 3
+under the same latency-bound load (polls/s, lag, Redis CPU per poll per shard). ``--instructions`` counts
 instructions per operation under callgrind instead; ``--profile`` samples relay's processes with py-spy.
 """

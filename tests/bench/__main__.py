@@ -11,7 +11,20 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from tests.bench import ceiling, crowded, dedupe, deliver, fairness, idle, instructions, mix, poll, register, scale
+from tests.bench import (
+    ceiling,
+    crowded,
+    dedupe,
+    deliver,
+    fairness,
+    idle,
+    instructions,
+    mix,
+    poll,
+    register,
+    scale,
+    shards,
+)
 from tests.bench.harness import Harness
 from tests.bench.report import ROOT, code_root, code_state, machine, print_table
 
@@ -28,6 +41,7 @@ SECTIONS: dict[int, tuple[str, Section]] = {
     8: ("idle cost (the sidecar case)", idle.run),
     9: ("fairness between tenants", fairness.run),
     10: ("a crowded monitor", crowded.run),
+    11: ("a Redis Cluster: 1 shard vs 3", shards.run),
 }
 
 
@@ -78,6 +92,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--idle-seconds", type=float, default=30.0)
     parser.add_argument("--fair-jobs", type=int, default=50000, help="tenant A's jobs in section 9")
     parser.add_argument("--crowded-jobs", type=int, default=10000, help="jobs sharing one monitor in section 10")
+    parser.add_argument("--shard-jobs", type=int, default=1000, help="copies on the cluster in section 11")
     args = parser.parse_args(argv)
     if args.instructions and not any(n <= 3 for n in args.only):
         parser.error("--instructions counts rows 1-3: give --only 1, 2 and/or 3 (or no --only)")
