@@ -67,7 +67,7 @@ fuzz: $(DEV_STAMP)
 # test (--slow: 3+3, primaries SIGKILLed)
 cluster-harness: $(DEV_STAMP)
 	$(BIN)/python -m tests.cluster --runs 5 --both
-	$(BIN)/python -m pytest tests/test_cluster_harness.py tests/test_cluster_client.py --slow
+	$(BIN)/python -m pytest tests/test_cluster_harness.py tests/test_cluster_client.py tests/test_cluster_pipelines.py --slow
 
 typecheck: $(DEV_STAMP)
 	$(BIN)/mypy
