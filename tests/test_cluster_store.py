@@ -328,3 +328,26 @@ async def test_a_job_born_finished_lives_in_the_bucket_its_random_id_carries(clu
     assert claim.member == job_id and claim.bucket == store.keyspace.bucket_of_job(job_id)
     assert [e.id for e in store.outbox_state(claim)[1]] == [done["id"]]
     assert [j.id for j in (await store.owned_jobs("alpha", 5, "+"))[0]] == [job_id]
+
+
+async def test_a_jobs_created_time_is_its_listing_entrys_on_a_cluster(cluster_client: RedisCluster) -> None:
+    """A cluster lists a job (admit.lua, the owner's node) before it registers it (register.lua, its bucket's): the
+    job's created time is the listing entry's, so newest-first pages and createdDateTime agree (it was the second
+    step's own clock reading: adjacent jobs were listed out of createdDateTime order by up to seconds in make
+    cluster)."""
+    store = _store(cluster_client)
+    fields = Job(owner="alpha", callback_url="http://127.0.0.1:1029/h")
+    made = await asyncio.gather(
+        *(store.register(secrets.token_hex(16), fields, f"http://127.0.0.1:1029/m/c{n}") for n in range(40))
+    )
+    assert all(m.created for m in made)
+    entries = await cluster_client.xrange(store.keyspace.owner_jobs("alpha"))
+    listed = {values["j"]: int(entry.split("-")[0]) for entry, values in entries}
+    assert len(listed) == 40
+    for m in made:
+        assert m.job is not None and m.job.created == listed[m.job_id]  # the registration's own answer
+        stored = await store.job(m.job_id)
+        assert stored is not None and stored.created == listed[m.job_id], (stored.created, listed[m.job_id])
+    page, _ = await store.owned_jobs("alpha", 40, "+")
+    created = [job.created for job in page]
+    assert created == sorted(created, reverse=True)

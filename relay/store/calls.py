@@ -27,6 +27,9 @@ class RegisterCall:
     max_rate: int = 0  # the owner's registrations a second at most (0: no limit)
     max_monitor_jobs: int = 0  # jobs the monitor may have at most, this one included (0: no limit)
     admitted: bool = False  # a cluster's: admit.lua did the owner's part (idempotency, limits, index)
+    # a cluster's: when admit.lua listed the job (ms, the owner's node): its created time, so that the listing's
+    # order (the index entry's id) and createdDateTime agree
+    admitted_at: int = 0
 
 
 @dataclass(slots=True)  # not frozen: CONTRIBUTING.md (made on every operation)

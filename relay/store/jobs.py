@@ -273,7 +273,7 @@ class Store(Listings):
         answer: dict[str, Any] = await self._admit(admit, ks.bucket_of(owner))
         if answer["outcome"] != "admitted":
             return answer
-        call.admitted = True
+        call.admitted, call.admitted_at = True, int(answer.get("created") or 0)
         if call.max_active > 0:  # this process's own admissions count until the next sum
             self._active[owner] = (self._active[owner][0], active + 1)
         return None

@@ -40,7 +40,9 @@ register = function(call, id, mkey, owner)
     if full then return {outcome = 'limited', limit = full} end
   end
   redis.call('HINCRBY', KEY_ACTIVE, owner, 1)
-  local args = {JOB.created, now}
+  -- a cluster's job was listed by admit.lua on its owner's node: created then, so the listing's order holds
+  local created = (call.admitted and (call.admitted_at or 0) > 0) and call.admitted_at or now
+  local args = {JOB.created, created}
   for k, v in pairs(call.fields) do
     args[#args + 1] = k
     args[#args + 1] = v
@@ -49,10 +51,10 @@ register = function(call, id, mkey, owner)
   redis.call('HINCRBY', KEY_STATS, STATS.registered, 1)
   if mkey == '' then
     apply_job_op(call.first_op, now, BATCH.event_ttl, BATCH.retention)
-    return {outcome = 'created', now = now, polls = '', last_polled = '', due = ''}
+    return {outcome = 'created', now = created, polls = '', last_polled = '', due = ''}
   end
   local polled = join_monitor(mkey, id, call.monitor_url, lane_of(owner), now, BATCH.first_ms)
-  polled.outcome, polled.now = 'created', now
+  polled.outcome, polled.now = 'created', created
   return polled
 end
 
