@@ -28,15 +28,9 @@ from relay.store.jobs import Store
 from relay.store.keys import Keyspace
 from relay.store.scripts import LuaScript, encode_call, run_many
 from tests.cluster import LoopbackCluster
+from tests.test_cluster_client import spread_keys
 
 COUNT = LuaScript.from_text("count", "return redis.call('INCR', KEYS[1])")
-
-
-def spread_keys(cluster: LoopbackCluster, count: int = 30) -> list[str]:
-    """Keys of this test whose slots cover every primary."""
-    names = [f"{{{uuid.uuid4().hex}}}:{i}" for i in range(count)]
-    assert len({cluster.owner_of(name).port for name in names}) == len(cluster.primary_nodes())
-    return names
 
 
 def drop_connections(cluster: LoopbackCluster, client: RelayCluster, port: int) -> int:
