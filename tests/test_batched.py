@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from relay.store.batched import BatchedScript
@@ -139,3 +140,35 @@ async def test_a_submitted_call_that_fails_says_so_on_its_future(redis: Redis) -
     assert isinstance(bad.exception(), ResponseError)
     assert good.result() == 1
     assert script.backlog == 0
+
+
+async def test_what_follows_a_call_runs_in_the_turn_that_answered_it_and_cannot_break_the_batch(redis: Redis) -> None:
+    script = BatchedScript(redis, _INCR, shared=_SHARED, answer=_value)
+    followed: list[tuple[str, Any]] = []
+
+    def note(name: str) -> Any:
+        def landed(future: asyncio.Future[Any]) -> None:
+            followed.append((name, future.exception() or future.result()))
+            if name == "raises":
+                raise RuntimeError("a follow-up that fails")
+
+        return landed
+
+    calls = {name: script.submit(incr(key, 1), landed=note(name)) for name, key in [("raises", "x"), ("bad", "bad")]}
+    calls["after"] = script.submit(incr("y", 5), landed=note("after"))
+    await script.drain()  # no loop turn after the batch's own: each follow-up ran as its future was set
+    assert [name for name, _ in followed] == ["raises", "bad", "after"]
+    assert followed[0][1] == 1 and isinstance(followed[1][1], ResponseError) and followed[2][1] == 5
+    assert calls["after"].result() == 5, "the follow-up that raised did not keep the next call from its answer"
+
+
+async def test_what_follows_a_call_runs_when_its_batch_fails_as_a_whole(redis: Redis) -> None:
+    script = BatchedScript(redis, _INCR, shared=_SHARED, answer=_value)
+    await script(incr("warm", 1))
+    gone = Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)  # nothing listens there
+    script.redis = gone
+    seen: list[BaseException | None] = []
+    pending = script.submit(incr("k", 1), landed=lambda future: seen.append(future.exception()))
+    await script.drain()
+    await gone.aclose()
+    assert pending.done() and len(seen) == 1 and isinstance(seen[0], RedisConnectionError)

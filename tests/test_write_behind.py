@@ -66,3 +66,21 @@ async def test_a_failed_write_is_logged_and_its_follow_up_skipped(
     (line,) = [json.loads(text) for text in lines.getvalue().splitlines()]
     assert line["event"] == "delivery ack not written"
     assert line["error"] == "ConnectionError: Redis went away"
+
+
+@pytest.mark.parametrize("max_backlog", [1000, -1], ids=["handed-over", "waited-for"])
+async def test_a_write_handed_over_with_what_follows_it_runs_that_once_as_it_lands(
+    redis: Redis, monkeypatch: Any, max_backlog: int
+) -> None:
+    store = Store(redis, retention=60, job_timeout=60)
+    monkeypatch.setattr(writes, "MAX_BACKLOG", max_backlog)  # -1: the runner waits for its write, as when backlogged
+    answers: list[Any] = []
+    then = writes.landing(answers.append, what="poll result", member="m")
+    pending = store.submit_poll(_stale_claim(), Monitor(), [], 1.0, landed=then)
+    await writes.behind(store, pending)
+    if max_backlog < 0:
+        assert pending.done() and answers == [PollWritten(True, [])], "waited, and followed up as it landed"
+    else:
+        assert not pending.done() and answers == [], "the runner did not wait for its write"
+        await store.drain()  # no loop turn after the batch's: the follow-up ran as the answer came
+        assert answers == [PollWritten(True, [])]

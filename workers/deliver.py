@@ -29,7 +29,7 @@ from relay.outbound.failures import describe_failure, describe_status
 from relay.outbound.ssrf import Blocked
 from relay.store.scheduler import Claim
 from workers.context import Deps
-from workers.writes import after_write
+from workers.writes import behind, landing
 
 __all__ = ["deliver_claimed", "pick_event"]
 
@@ -61,23 +61,31 @@ async def deliver_claimed(deps: Deps, claim: Claim) -> None:
     event, superseded = pick_event(found)
     if job is None or event is None:
         pending = store.submit_ack(
-            claim, event_id="", outcome=DeliveryOutcome.NONE, superseded=[e.id for e in superseded]
+            claim,
+            event_id="",
+            outcome=DeliveryOutcome.NONE,
+            superseded=[e.id for e in superseded],
+            landed=landing(None, what="delivery ack", member=job_id),
         )
-        await after_write(store, pending, None, what="delivery ack", member=job_id)
+        await behind(store, pending)
         return
     now_s = deps.clock.now()  # Redis' clock: a receiver checks webhook-timestamp against the real time
     stamp = isoformat(now_s)
-    records: list[dict[str, Any]] = [
-        {
-            "eventId": e.id,
-            "type": e.type,
-            "sequence": e.sequence,
-            "attempt": e.attempts,
-            "outcome": DeliveryOutcome.SUPERSEDED,
-            "time": stamp,
-        }
-        for e in superseded
-    ]
+    records: list[dict[str, Any]] = (
+        [
+            {
+                "eventId": e.id,
+                "type": e.type,
+                "sequence": e.sequence,
+                "attempt": e.attempts,
+                "outcome": DeliveryOutcome.SUPERSEDED,
+                "time": stamp,
+            }
+            for e in superseded
+        ]
+        if superseded
+        else []
+    )
     attempt = event.attempts + 1
     secrets, error = _signing_secrets(deps, job)
     status: int | None = None
@@ -122,22 +130,23 @@ async def deliver_claimed(deps: Deps, claim: Claim) -> None:
             "time": stamp,
         }
     )
+    answered = now_s + duration
+    attempted = Attempt(job_id, event, attempt, outcome, status, error, duration, delay, len(superseded), answered)
+    backstop = deps.backstops.get("delivery")  # a refused ack counts against the job's delivery
+    failed = backstop.on_write_failure(job_id, claim) if backstop is not None else None
     pending = store.submit_ack(
         claim,
         event_id=event.id,
         outcome=outcome,
         delay=delay,
-        superseded=[e.id for e in superseded],
+        superseded=[e.id for e in superseded] if superseded else None,
         records=records,
         error={"code": "callbackGone", "httpStatus": 410, "message": "the callback answered 410 Gone"}
         if outcome is DeliveryOutcome.GONE
         else None,
+        landed=landing(attempted.acked, what="delivery ack", member=job_id, failed=failed),
     )
-    answered = now_s + duration
-    attempted = Attempt(job_id, event, attempt, outcome, status, error, duration, delay, len(superseded), answered)
-    backstop = deps.backstops.get("delivery")  # a refused ack counts against the job's delivery
-    failed = backstop.on_write_failure(job_id, claim) if backstop is not None else None
-    await after_write(store, pending, attempted.acked, what="delivery ack", member=job_id, failed=failed)
+    await behind(store, pending)
 
 
 def _signing_secrets(deps: Deps, job: Job) -> tuple[tuple[str, ...], str | None]:

@@ -46,7 +46,7 @@ from relay.store.jobs import ChunkRead, PollWritten
 from relay.store.scheduler import Claim
 from workers.context import Deps
 from workers.resolve import resolve_soon
-from workers.writes import after_write
+from workers.writes import after_write, behind, landing
 
 __all__ = ["poll_claimed", "poll_in_chunks", "poll_monitor"]
 
@@ -117,18 +117,15 @@ async def poll_monitor(deps: Deps, claim: Claim, monitor: Monitor, jobs: list[Jo
         result = await _poll(deps, monitor)
     now_ms = claim.now_ms + int((time.monotonic() - started) * 1000)
     plan = plan_poll(result, monitor, jobs, now_ms, deps.poll_policy, deps.rng, polled=polled)
-    pending = deps.store.submit_poll(claim, plan.monitor_change, plan.ops, plan.delay, jobs=len(jobs))
-    landed = partial(_applied, deps, plan, result if polled else None, len(jobs))
-    unknown = partial(_resolve_stored, deps, plan.resolve)
-    await after_write(
-        deps.store,
-        pending,
-        landed,
+    then = landing(
+        partial(_applied, deps, plan, result if polled else None, len(jobs)),
         what="poll result",
         member=claim.member,
         failed=_strike(deps, claim),
-        unknown=unknown,
+        unknown=partial(_resolve_stored, deps, plan.resolve),
     )
+    pending = deps.store.submit_poll(claim, plan.monitor_change, plan.ops, plan.delay, jobs=len(jobs), landed=then)
+    await behind(deps.store, pending)
 
 
 def _strike(deps: Deps, claim: Claim) -> Callable[[BaseException], None] | None:

@@ -7,6 +7,7 @@ import base64
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -574,11 +575,19 @@ class Store(Listings):
         return [str(event["id"]) for event in events or ()]
 
     def submit_poll(
-        self, claim: Claim, monitor_change: Monitor, ops: list[JobOp], delay: float, *, jobs: int = 0
+        self,
+        claim: Claim,
+        monitor_change: Monitor,
+        ops: list[JobOp],
+        delay: float,
+        *,
+        jobs: int = 0,
+        landed: Callable[[asyncio.Future[Any]], None] | None = None,
     ) -> asyncio.Future[PollWritten]:
         """Write a poll's outcome if the claim is still ours, handed over without waiting (write-behind); the
         future gets what the write came to (:class:`PollWritten`).
-        ``jobs``: how many jobs the claim read (0, the default: the script checks whether any are left)."""
+        ``jobs``: how many jobs the claim read (0, the default: the script checks whether any are left);
+        ``landed``: called with the future once it is set (:meth:`BatchedScript.submit`)."""
         self.monitors.handed_back(delay, claim.bucket)
         call = ApplyPollCall(
             claim.member,
@@ -588,7 +597,7 @@ class Store(Listings):
             [op.as_json() for op in ops],
             jobs,
         )
-        return self._apply_poll.submit(call, weight=max(1, len(ops)), bucket=claim.bucket)
+        return self._apply_poll.submit(call, weight=max(1, len(ops)), bucket=claim.bucket, landed=landed)
 
     @property
     def write_backlog(self) -> int:
@@ -617,8 +626,10 @@ class Store(Listings):
         superseded: list[str] | None = None,
         records: list[dict[str, Any]] | None = None,
         error: dict[str, Any] | None = None,
+        landed: Callable[[asyncio.Future[Any]], None] | None = None,
     ) -> asyncio.Future[bool]:
-        """The ack handed over without waiting (write-behind); the future's answer: whether the claim was ours."""
+        """The ack handed over without waiting (write-behind); the future's answer: whether the claim was ours.
+        ``landed``: called with the future once it is set (:meth:`BatchedScript.submit`)."""
         self.deliveries.handed_back(delay, claim.bucket)
         call = AckCall(
             claim.member,
@@ -627,10 +638,10 @@ class Store(Listings):
             outcome,
             max(0, int(delay * 1000)),
             superseded or [],
-            [jsonfast.dumps(r).decode() for r in records or ()],  # stored as JSON texts
-            jsonfast.dumps(error or {}).decode(),
+            [jsonfast.dumps(r).decode() for r in records] if records else [],  # stored as JSON texts
+            jsonfast.dumps(error).decode() if error else "{}",
         )
-        return self._ack.submit(call, bucket=claim.bucket)
+        return self._ack.submit(call, bucket=claim.bucket, landed=landed)
 
     def _anchor_of_job(self, job_id: str) -> str:
         return self.keyspace.anchor(self.keyspace.bucket_of_job(job_id))
