@@ -69,6 +69,17 @@ _ENCODED = {"/": "%2F", "?": "%3F", "#": "%23"}
 _LOCATION_KEYS = frozenset({"host", "port", "db", "path", "username", "password", "connection_class"})
 
 
+def _with_auth(out: dict[str, Any], tls: bool, username: str | None, password: str | None) -> dict[str, Any]:
+    """``out`` with TLS turned on and the user name and password set, each only where the URL gave it."""
+    if tls:
+        out["ssl"] = True
+    if username:
+        out["username"] = username
+    if password:
+        out["password"] = password
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class SentinelURL:
     sentinels: tuple[tuple[str, int], ...]
@@ -84,27 +95,12 @@ class SentinelURL:
 
     def data_kwargs(self) -> dict[str, Any]:
         """Connection arguments for the data nodes (the primary Sentinel names)."""
-        out: dict[str, Any] = {**self.options, "db": self.db}
-        if self.tls:
-            out["ssl"] = True
-        if self.username:
-            out["username"] = self.username
-        if self.password:
-            out["password"] = self.password
-        return out
+        return _with_auth({**self.options, "db": self.db}, self.tls, self.username, self.password)
 
     def sentinel_kwargs(self) -> dict[str, Any]:
         """Connection arguments for the Sentinels themselves: the same TLS and socket options, their own auth."""
-        out: dict[str, Any] = {
-            k: v for k, v in self.options.items() if k.startswith(("ssl_", "socket_")) or k == "retry_on_timeout"
-        }
-        if self.tls:
-            out["ssl"] = True
-        if self.sentinel_username:
-            out["username"] = self.sentinel_username
-        if self.sentinel_password:
-            out["password"] = self.sentinel_password
-        return out
+        shared = {k: v for k, v in self.options.items() if k.startswith(("ssl_", "socket_")) or k == "retry_on_timeout"}
+        return _with_auth(shared, self.tls, self.sentinel_username, self.sentinel_password)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,14 +114,7 @@ class ClusterURL:
 
     def node_kwargs(self) -> dict[str, Any]:
         """Connection arguments for every node of the cluster (redis-py's ``RedisCluster`` takes them)."""
-        out: dict[str, Any] = dict(self.options)
-        if self.tls:
-            out["ssl"] = True
-        if self.username:
-            out["username"] = self.username
-        if self.password:
-            out["password"] = self.password
-        return out
+        return _with_auth(dict(self.options), self.tls, self.username, self.password)
 
 
 def is_sentinel_url(url: str) -> bool:
