@@ -28,7 +28,7 @@ from relay.api.schemas import (
     Redelivered,
 )
 
-__all__ = ["documented_queries", "openapi_document"]
+__all__ = ["documented_queries", "openapi_document", "route_paths"]
 
 _REF = "#/components/schemas/"
 
@@ -74,8 +74,9 @@ def _rename_refs(node: Any, renamed: dict[str, str]) -> Any:
     return node
 
 
-def _paths(tables: Sequence[ApiRoutes]) -> dict[str, Any]:
-    """The document's paths, from the route tables the app serves: a path's template parameters from its route."""
+def route_paths(tables: Sequence[ApiRoutes]) -> dict[str, Any]:
+    """The document's paths, from the route tables the app serves: a path's template parameters from its route
+    (without the answers every operation shares, which :func:`openapi_document` adds; no model's schema)."""
     paths: dict[str, Any] = {}
     for route in (route for table in tables for route in table.documented):
         path = openapi_path(route.path)
@@ -127,7 +128,7 @@ def openapi_document(tables: tuple[ApiRoutes, ...]) -> dict[str, Any]:
         },
         "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}, "schemas": _schemas()},
         "security": [{"bearer": []}],
-        "paths": _with_guard(_with_unreadable(_paths(tables))),
+        "paths": _with_guard(_with_unreadable(route_paths(tables))),
         "webhooks": _webhooks(),
     }
 
@@ -152,11 +153,11 @@ def _with_unreadable(paths: dict[str, Any]) -> dict[str, Any]:
     return paths
 
 
-def documented_queries(document: dict[str, Any]) -> dict[tuple[str, str], frozenset[str]]:
-    """(path, method) -> the names of the query parameters the document gives that operation; a deepObject
-    parameter ``name`` (written ``name[key]=value``) as ``name[``."""
+def documented_queries(paths: dict[str, Any]) -> dict[tuple[str, str], frozenset[str]]:
+    """(path, method) -> the names of the query parameters the document's ``paths`` give that operation; a
+    deepObject parameter ``name`` (written ``name[key]=value``) as ``name[``."""
     out: dict[tuple[str, str], frozenset[str]] = {}
-    for path, item in document["paths"].items():
+    for path, item in paths.items():
         for method, operation in item.items():
             if isinstance(operation, dict) and "responses" in operation:
                 params = [*item.get("parameters", []), *operation.get("parameters", [])]

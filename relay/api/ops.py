@@ -94,4 +94,4 @@ async def metrics_view(request: web.Request) -> web.Response:
 
 @routes.get("/openapi.json", Operation("openapi", {"200": _JSON_OBJECT}, public=True))
 async def openapi(request: web.Request) -> web.Response:
-    return json_response(request.app[OPENAPI])
+    return json_response(request.app[OPENAPI]())

@@ -22,7 +22,6 @@ from relay.api.models import JobCreate, check_destinations
 from relay.api.problems import ProblemError
 from relay.api.schemas import job_view
 from relay.api.typedefs import BROKER, SESSION, SETTINGS, STORE, VAULT
-from relay.config.credentials import find
 from relay.config.parsing import ConfigError
 from relay.core.changes import finished_op
 from relay.core.crypto import Vault
@@ -162,6 +161,8 @@ def destination_errors(request: web.Request, *, action_url: str | None = None, *
 
 def _credential_allowed(request: web.Request, name: str, item_url: str | None, action_url: str | None) -> None:
     """A job may name a credential its API token is granted, and only aim it at that credential's hosts."""
+    from relay.config.credentials import find  # its pydantic models: loaded by a job naming a credential, no sooner
+
     spec = find(request.app[SETTINGS].credentials, name)
     if spec is None or not spec.allows(request[TENANT]):
         message = "no such credential is granted to this API token (RELAY_CREDENTIALS tenants)"

@@ -38,7 +38,7 @@ __all__ = [
 
 
 class _Out(BaseModel):
-    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+    model_config = ConfigDict(populate_by_name=True, extra="forbid", defer_build=True)
 
 
 class ErrorDetail(_Out):
@@ -262,7 +262,7 @@ class FieldProblem(_Out):
 class GraphRefusal(BaseModel):
     """``graphError`` of a problem: what Graph answered the ``action`` relay sent for the app."""
 
-    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+    model_config = ConfigDict(populate_by_name=True, extra="forbid", defer_build=True)
 
     status: int = Field(description="Graph's HTTP status")
     code: str | None = Field(description="its error.code, else the code its error.details agree on")
@@ -278,7 +278,7 @@ class GraphRefusal(BaseModel):
 class Problem(BaseModel):
     """RFC 9457 problem details; extension members (``graphError``...) may follow."""
 
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    model_config = ConfigDict(extra="allow", populate_by_name=True, defer_build=True)
 
     type: str
     title: str
@@ -292,7 +292,7 @@ class Problem(BaseModel):
 
 
 class _EventData(_Out):
-    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+    model_config = ConfigDict(populate_by_name=True, extra="forbid", defer_build=True)
 
     job_id: str = Field(alias="jobId")
     sequence: int = Field(ge=1, description="1, 2, 3... per job; events of a job arrive in this order")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -39,7 +40,7 @@ SIGNING = web.AppKey("signing", Signing)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 #: tokens from the credentials relay holds, for actions the API starts: {"api": broker}, made on first use
 BROKER = web.AppKey("broker", dict[str, CredentialBroker])
-#: the OpenAPI document of the routes this app serves (built from the same tables)
-OPENAPI = web.AppKey("openapi", dict[str, Any])
+#: the OpenAPI document of the routes this app serves (built from the same tables when first asked for, then kept)
+OPENAPI = web.AppKey("openapi", Callable[[], dict[str, Any]])
 #: (path, method) -> the query parameters the document gives that operation (others are refused with 422)
 QUERY_PARAMETERS = web.AppKey("query_parameters", dict[tuple[str, str], frozenset[str]])

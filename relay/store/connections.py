@@ -6,10 +6,9 @@ the same minute of retries around each call, through a failover or a slot move."
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
-from arq.connections import ArqRedis, RedisSettings
 from redis.asyncio import Redis
 from redis.asyncio.connection import SSLConnection
 from redis.asyncio.retry import Retry
@@ -27,8 +26,10 @@ from relay.config.redis_url import (
     parse_cluster_url,
     parse_sentinel_url,
 )
-from relay.store.cluster_client import cluster_client
 from relay.store.durable import DurableRedis
+
+if TYPE_CHECKING:  # arq is the worker's (its queue), the cluster client a Cluster URL's: imported where used
+    from arq.connections import ArqRedis, RedisSettings
 
 __all__ = ["RETRY_ON", "arq_sentinel_pool", "arq_settings", "redis_client", "sync_client"]
 
@@ -111,6 +112,8 @@ def redis_client(url: str, *, min_replicas: int = 0, wait_timeout: float = 1.0) 
     cls: type[Redis] = DurableRedis if min_replicas > 0 else Redis
     kwargs = _connection_kwargs(decode=True)
     if is_cluster_url(url):
+        from relay.store.cluster_client import cluster_client
+
         cluster = cluster_client(parse_cluster_url(url), kwargs, min_replicas=min_replicas, wait_timeout=wait_timeout)
         return cluster  # type: ignore[return-value]  # a RedisCluster, used through the calls it shares with Redis
     if is_sentinel_url(url):
@@ -126,6 +129,8 @@ def redis_client(url: str, *, min_replicas: int = 0, wait_timeout: float = 1.0) 
 
 def arq_settings(url: str) -> RedisSettings:
     """arq's settings for a plain URL (arq makes the pool); a Sentinel URL goes to :func:`arq_sentinel_pool`."""
+    from arq.connections import RedisSettings
+
     settings = RedisSettings.from_dsn(url)
     settings.conn_retries = 30
     settings.retry_on_error = RETRY_ON
@@ -137,6 +142,8 @@ def arq_sentinel_pool(url: str) -> ArqRedis:
     """arq's pool for a Sentinel URL, made here rather than by arq: arq's own Sentinel path gives its
     connections no retry, no timeouts, no Sentinel password and no TLS options, so a failover would
     end the worker. The caller sets the pool's serializers and queue name, as arq's ``create_pool`` does."""
+    from arq.connections import ArqRedis
+
     target = parse_sentinel_url(url)
     pool: ArqRedis = _master_for(target, ArqRedis, _connection_kwargs(decode=False))
     return pool
