@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
 from relay.api import deliveries, jobs, ops, sse, streams, ui
 from relay.api.middlewares import api_middleware
-from relay.api.openapi import documented_queries, openapi_document, route_paths
-from relay.api.routing import ApiRoutes
+from relay.api.routing import ApiRoutes, documented_queries, route_paths
 from relay.api.typedefs import (
     ARQ_REDIS,
     BROKER,
@@ -52,12 +51,18 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_session)
     for table in ROUTES:
         app.add_routes(table)
-    # the document (every model's JSON schema, ~0.5 MiB of dicts) is built by the first GET /openapi.json; the
-    # query parameters each operation takes come from the same route tables, without the models
-    app[OPENAPI] = functools.partial(openapi_document, ROUTES)
+    # the document (every model's JSON schema: pydantic and ~0.5 MiB of dicts) is built by the first GET
+    # /openapi.json; the query parameters each operation takes come from the same route tables, without the models
+    app[OPENAPI] = _openapi_document
     app[QUERY_PARAMETERS] = documented_queries(route_paths(ROUTES))
     sse.setup(app)
     return app
+
+
+def _openapi_document() -> dict[str, Any]:
+    from relay.api.openapi import openapi_document  # the models' JSON schemas: pydantic
+
+    return openapi_document(ROUTES)
 
 
 async def _redis(app: web.Application) -> AsyncIterator[None]:

@@ -8,7 +8,6 @@ from relay.api import params
 from relay.api.access import owned_job
 from relay.api.http import json_object, json_response
 from relay.api.middlewares import OWNER
-from relay.api.models import Redeliver
 from relay.api.problems import ProblemError
 from relay.api.routing import AUTH, BODY, LIMIT, OWNED, ApiRoutes, Operation, json_answer, json_body, problem
 from relay.api.typedefs import STORE
@@ -87,6 +86,8 @@ async def _final(request: web.Request, job: Job) -> Event:
 
 
 async def _chosen(request: web.Request, job: Job) -> Event:
+    from relay.api.models import Redeliver  # pydantic: loaded by the first request that validates a body
+
     chosen = Redeliver.model_validate(await json_object(request))
     event = await request.app[STORE].event(chosen.event_id, job.id)
     if event is None or event.job != job.id:

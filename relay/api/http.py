@@ -8,8 +8,8 @@ from typing import Any
 from aiohttp import web
 
 from relay.api.problems import ProblemError
-from relay.api.schemas import job_view
 from relay.api.typedefs import SETTINGS, STORE
+from relay.api.views import job_view
 from relay.core import jsonfast
 from relay.core.schema import Job
 

@@ -12,13 +12,12 @@ from relay.api import params, sse
 from relay.api.access import owned_job
 from relay.api.http import json_object, json_response, render_job
 from relay.api.middlewares import OWNER
-from relay.api.models import JobPatch
 from relay.api.problems import ProblemError
 from relay.api.registration import destination_errors, register, vault
 from relay.api.routing import AUTH, BODY, LIMIT, OWNED, ApiRoutes, Operation, json_answer, problem, query
-from relay.api.schemas import job_view
 from relay.api.streams import wait_for_change
 from relay.api.typedefs import STORE
+from relay.api.views import job_view
 from relay.core import jsonfast
 from relay.core.schema import Job
 
@@ -155,6 +154,8 @@ async def get_job(request: web.Request) -> web.Response:
 @routes.patch("/v1/jobs/{job_id}", _PATCH)
 async def patch_job(request: web.Request) -> web.Response:
     job = await owned_job(request)
+    from relay.api.models import JobPatch  # pydantic: loaded by the first request that validates a body
+
     patch = JobPatch.model_validate(await json_object(request))
     fields = Job()
     if patch.callback_url is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hmac
 import os
+import sys
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -12,7 +13,6 @@ from aiohttp import web
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from relay.api.models import ValidationError, validation_errors
 from relay.api.problems import ProblemError, problem_response
 from relay.api.typedefs import QUERY_PARAMETERS, SETTINGS
 from relay.config.tenants import owner_of
@@ -59,7 +59,10 @@ def _failure(request: web.Request, exc: Exception) -> web.StreamResponse:
     """The problem+json answer for what a handler raised (a redirect is raised on)."""
     if isinstance(exc, ProblemError):
         return exc.response()
-    if isinstance(exc, ValidationError):
+    pydantic_core = sys.modules.get("pydantic_core")  # none before a request body was validated: no such error
+    if pydantic_core is not None and isinstance(exc, pydantic_core.ValidationError):
+        from relay.api.models import validation_errors
+
         return problem_response(422, "Invalid request body", "some fields are invalid", errors=validation_errors(exc))
     if isinstance(exc, web.HTTPException):
         if exc.status < 400:

@@ -8,8 +8,6 @@ model's docstring) from :mod:`relay.api.models` and :mod:`relay.api.schemas`.
 from __future__ import annotations
 
 import functools
-import re
-from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel
@@ -17,7 +15,7 @@ from pydantic.json_schema import models_json_schema
 
 from relay import __version__
 from relay.api.models import JobCreate, JobPatch, Redeliver
-from relay.api.routing import ApiRoutes, json_body, openapi_path, problem
+from relay.api.routing import ApiRoutes, json_body, problem, route_paths
 from relay.api.schemas import (
     EVENT_MODELS,
     DeadLetters,
@@ -28,7 +26,7 @@ from relay.api.schemas import (
     Redelivered,
 )
 
-__all__ = ["documented_queries", "openapi_document", "route_paths"]
+__all__ = ["openapi_document"]
 
 _REF = "#/components/schemas/"
 
@@ -72,25 +70,6 @@ def _rename_refs(node: Any, renamed: dict[str, str]) -> Any:
     if isinstance(node, list):
         return [_rename_refs(item, renamed) for item in node]
     return node
-
-
-def route_paths(tables: Sequence[ApiRoutes]) -> dict[str, Any]:
-    """The document's paths, from the route tables the app serves: a path's template parameters from its route
-    (without the answers every operation shares, which :func:`openapi_document` adds; no model's schema)."""
-    paths: dict[str, Any] = {}
-    for route in (route for table in tables for route in table.documented):
-        path = openapi_path(route.path)
-        item = paths.setdefault(path, {})
-        names = re.findall(r"\{(\w+)\}", path)
-        if names and "parameters" not in item:
-            item["parameters"] = [
-                {"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in names
-            ]
-        method = route.method.lower()
-        if method in item:
-            raise ValueError(f"{route.method} {path} is routed twice")
-        item[method] = route.operation.render()
-    return paths
 
 
 def _webhooks() -> dict[str, Any]:
@@ -151,22 +130,6 @@ def _with_unreadable(paths: dict[str, Any]) -> dict[str, Any]:
                 merged = {**own, "content": {**own.get("content", {}), **text}}
                 operation["responses"]["400"] = {**merged, "description": f"{own['description']}; or: {_UNREADABLE}"}
     return paths
-
-
-def documented_queries(paths: dict[str, Any]) -> dict[tuple[str, str], frozenset[str]]:
-    """(path, method) -> the names of the query parameters the document's ``paths`` give that operation; a
-    deepObject parameter ``name`` (written ``name[key]=value``) as ``name[``."""
-    out: dict[tuple[str, str], frozenset[str]] = {}
-    for path, item in paths.items():
-        for method, operation in item.items():
-            if isinstance(operation, dict) and "responses" in operation:
-                params = [*item.get("parameters", []), *operation.get("parameters", [])]
-                out[(path, method)] = frozenset(
-                    p["name"] + "[" if p.get("style") == "deepObject" else p["name"]
-                    for p in params
-                    if p.get("in") == "query"
-                )
-    return out
 
 
 #: the loopback guard's answer (relay.api.middlewares.loopback_guard), before any route sees the request

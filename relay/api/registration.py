@@ -10,7 +10,7 @@ import hashlib
 import json
 import secrets
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from yarl import URL
@@ -18,19 +18,23 @@ from yarl import URL
 from relay import metrics
 from relay.api.http import json_response, render_job
 from relay.api.middlewares import OWNER, TENANT
-from relay.api.models import JobCreate, check_destinations
 from relay.api.problems import ProblemError
-from relay.api.schemas import job_view
 from relay.api.typedefs import BROKER, SESSION, SETTINGS, STORE, VAULT
+from relay.api.views import job_view
 from relay.config.parsing import ConfigError
 from relay.core.changes import finished_op
 from relay.core.crypto import Vault
 from relay.core.hosts import host_matches
 from relay.core.schema import Job
 from relay.credentials.broker import CredentialBroker, CredentialError
-from relay.outbound.actions import ActionRefused, action_host_allowed, derived_item_url, start_action
 from relay.outbound.ssrf import Blocked, check_url
 from relay.store.jobs import Registration
+
+if TYPE_CHECKING:
+    from relay.api.models import JobCreate
+
+# The request models (pydantic, ~8 MiB resident with the action model) and what takes their values are imported by
+# the first request that needs them, not at start: a relay serve at rest holds none (docs/performance.md, "Memory").
 
 __all__ = ["destination_errors", "register", "vault"]
 
@@ -39,6 +43,9 @@ Idempotency = tuple[str, str, str]  # (owner, key digest, request digest)
 
 
 async def register(request: web.Request, body: dict[str, Any]) -> web.Response:
+    from relay.api.models import JobCreate
+    from relay.outbound.actions import ActionRefused, action_host_allowed, derived_item_url, start_action
+
     job = JobCreate.model_validate(body)
     settings = request.app[SETTINGS]
     drive_item_url = job.drive_item_url
@@ -141,6 +148,8 @@ def _refuse_over_limit(limited: str) -> None:
 
 def destination_errors(request: web.Request, *, action_url: str | None = None, **urls: str | None) -> None:
     """422 for URLs relay may not send to (checked again at request time)."""
+    from relay.api.models import check_destinations
+
     settings = request.app[SETTINGS]
     errors = check_destinations(
         monitor_url=urls.get("monitor_url"),
@@ -179,6 +188,8 @@ def _credential_allowed(request: web.Request, name: str, item_url: str | None, a
 
 async def _credential_token(request: web.Request, name: str) -> str:
     """A token from a credential relay holds, for an action the API sends (the broker is made on first use)."""
+    from relay.outbound.actions import ActionRefused
+
     brokers = request.app[BROKER]
     broker = brokers.get("api")
     if broker is None:
@@ -205,6 +216,9 @@ def _idempotency(request: web.Request, body: dict[str, Any]) -> Idempotency | No
 
 def _monitor_answer_allowed(request: web.Request, monitor_url: str) -> None:
     """The monitor URL Graph answered must be one relay may poll, like a registered one."""
+    from relay.api.models import check_destinations
+    from relay.outbound.actions import ActionRefused
+
     settings = request.app[SETTINGS]
     errors = check_destinations(
         monitor_url=monitor_url,

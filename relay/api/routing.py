@@ -24,11 +24,13 @@ __all__ = [
     "SSE",
     "ApiRoutes",
     "Operation",
+    "documented_queries",
     "json_answer",
     "json_body",
     "openapi_path",
     "problem",
     "query",
+    "route_paths",
 ]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -157,3 +159,38 @@ BODY = {
     "422": problem("Invalid fields, hostile JSON, or a URL relay may not send to"),
 }
 SSE = {"text/event-stream": {"schema": {"type": "string"}}}
+
+
+def route_paths(tables: Sequence[ApiRoutes]) -> dict[str, Any]:
+    """The document's paths, from the route tables the app serves: a path's template parameters from its route
+    (without the answers every operation shares, which :func:`openapi_document` adds; no model's schema)."""
+    paths: dict[str, Any] = {}
+    for route in (route for table in tables for route in table.documented):
+        path = openapi_path(route.path)
+        item = paths.setdefault(path, {})
+        names = re.findall(r"\{(\w+)\}", path)
+        if names and "parameters" not in item:
+            item["parameters"] = [
+                {"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in names
+            ]
+        method = route.method.lower()
+        if method in item:
+            raise ValueError(f"{route.method} {path} is routed twice")
+        item[method] = route.operation.render()
+    return paths
+
+
+def documented_queries(paths: dict[str, Any]) -> dict[tuple[str, str], frozenset[str]]:
+    """(path, method) -> the names of the query parameters the document's ``paths`` give that operation; a
+    deepObject parameter ``name`` (written ``name[key]=value``) as ``name[``."""
+    out: dict[tuple[str, str], frozenset[str]] = {}
+    for path, item in paths.items():
+        for method, operation in item.items():
+            if isinstance(operation, dict) and "responses" in operation:
+                params = [*item.get("parameters", []), *operation.get("parameters", [])]
+                out[(path, method)] = frozenset(
+                    p["name"] + "[" if p.get("style") == "deepObject" else p["name"]
+                    for p in params
+                    if p.get("in") == "query"
+                )
+    return out

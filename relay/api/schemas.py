@@ -12,10 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from relay.core import jsonfast
-from relay.core.events import isoformat
-from relay.core.schema import DeliveryOutcome, EventState, EventType, Job, JobStatus, Phase
-from relay.store.jobs import DeliveryInfo, PollInfo
+from relay.api.views import delivery_state, job_view
+from relay.core.schema import DeliveryOutcome, EventState, EventType, JobStatus
 
 __all__ = [
     "EVENT_MODELS",
@@ -104,25 +102,6 @@ class DeliveryState(_Out):
     last_attempt_date_time: str | None = Field(alias="lastAttemptDateTime", json_schema_extra={"format": "date-time"})
 
 
-def delivery_state(delivery: DeliveryInfo | None) -> dict[str, Any] | None:
-    """:class:`DeliveryState` of what the store read (None before the job's first event)."""
-    if delivery is None:
-        return None
-    last = delivery.last or {}
-    next_attempt = delivery.next_attempt
-    return {
-        "eventId": delivery.event_id,
-        "type": delivery.type,
-        "sequence": delivery.sequence,
-        "state": delivery.state,
-        "attempts": delivery.attempts,
-        "waiting": delivery.waiting,
-        "nextAttemptDateTime": isoformat(next_attempt / 1000) if next_attempt is not None else None,
-        "lastError": last.get("error") if last.get("outcome") != DeliveryOutcome.DELIVERED else None,
-        "lastAttemptDateTime": last.get("time"),
-    }
-
-
 class JobView(_Out):
     """A job as ``GET /v1/jobs/{id}`` shows it: never its monitor URL, authorization, credential or secret."""
 
@@ -160,42 +139,6 @@ class JobView(_Out):
         description="where its webhooks stand (a completed job whose job.completed is not delivered yet shows it "
         "here); null before its first event, and in the answer to its registration"
     )
-
-
-def job_view(job: Job, info: PollInfo, delivery: DeliveryInfo | None = None) -> dict[str, Any]:
-    """:class:`JobView` of a stored job (a dict, built without validation: the hot path of every answer)."""
-    if job.polls:  # an ended job keeps what its monitor had when it left it
-        info = PollInfo(job.polls, job.last_polled, info.due)
-    waiting = job.phase is Phase.AUTHORIZING and job.auth_wait_until
-    return {
-        "id": job.id,
-        "status": job.status.value,
-        "operation": job.operation or None,
-        "percentageComplete": job.percentage,
-        "monitorStatus": job.monitor_status or None,
-        "statusDescription": job.status_description or None,
-        "resourceId": job.resource_id or None,
-        "driveItem": _json(job.drive_item),
-        "resolutionError": _json(job.resolution_error),
-        "error": _json(job.error),
-        "metadata": _json(job.metadata),
-        "createdDateTime": isoformat(job.created / 1000),
-        "lastPolledDateTime": isoformat(info.last_polled / 1000) if info.last_polled else None,
-        "nextPollDateTime": isoformat(info.due / 1000) if info.due is not None and not job.terminal else None,
-        "pollCount": info.polls,
-        "callbackUrl": job.callback_url,
-        "driveItemUrl": job.drive_item_url or None,
-        "monitorHost": job.monitor_host or None,
-        "sequence": job.sequence,
-        "progressInterval": job.progress_interval or None,
-        "phase": job.phase.api_name,
-        "authorizationWaitUntil": isoformat(job.auth_wait_until / 1000) if waiting else None,
-        "delivery": delivery_state(delivery),
-    }
-
-
-def _json(raw: str) -> Any:
-    return jsonfast.loads(raw.encode()) if raw else None
 
 
 class JobPage(_Out):
