@@ -41,6 +41,6 @@ SESSION = web.AppKey("session", aiohttp.ClientSession)
 #: tokens from the credentials relay holds, for actions the API starts: {"api": broker}, made on first use
 BROKER = web.AppKey("broker", dict[str, CredentialBroker])
 #: the OpenAPI document of the routes this app serves (built from the same tables when first asked for, then kept)
-OPENAPI = web.AppKey("openapi", Callable[[], dict[str, Any]])
+OPENAPI: web.AppKey[Callable[[], dict[str, Any]]] = web.AppKey("openapi")
 #: (path, method) -> the query parameters the document gives that operation (others are refused with 422)
 QUERY_PARAMETERS = web.AppKey("query_parameters", dict[tuple[str, str], frozenset[str]])
