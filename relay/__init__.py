@@ -13,8 +13,8 @@ def _structlog_without_rich() -> None:
     write JSON lines and never use it. relay's console format renders tracebacks with rich itself
     (:func:`relay.logs.configure`), imported then; the CLI commands that print tables import rich when they run.
     Its deprecated ``threadlocal`` module (imported by ``structlog`` too, never used by relay, which binds context
-    with contextvars) imports greenlet whenever it is installed (playwright, a test dependency, brings it): ~1.1 MiB
-    resident, its extension's pages mostly.
+    with contextvars) imports greenlet whenever it is installed (playwright, a test dependency, brings it): ~0.2 MiB
+    of a ``relay serve`` (the C++ runtime its extension links is loaded by others anyway).
     """
     if "structlog" in _sys.modules:
         return
