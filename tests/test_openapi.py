@@ -22,6 +22,7 @@ from referencing.jsonschema import DRAFT202012
 from relay.api.app import ROUTES, create_app
 from relay.api.middlewares import is_public
 from relay.api.openapi import openapi_document
+from relay.api.routing import documented_queries, route_paths
 from relay.api.schemas import EVENT_MODELS
 from relay.config.settings import Settings
 from tests.helpers import Api, document_validator
@@ -34,6 +35,16 @@ async def test_the_served_document_is_valid_openapi(api: Api) -> None:
     status, document, _ = await api.request("GET", "/openapi.json")
     assert status == 200 and document == json.loads(json.dumps(openapi_document(ROUTES)))
     validate(document)  # openapi-spec-validator: the structure and every $ref
+
+
+def test_the_query_parameters_checked_are_the_documents() -> None:
+    """The app checks query parameters against the route tables' paths (the document is built when first asked
+    for): the same names, operation by operation, as the served document gives, and some to check."""
+    checked = documented_queries(route_paths(ROUTES))
+    assert checked == documented_queries(openapi_document(ROUTES)["paths"])
+    assert checked[("/v1/jobs", "get")] and len(checked) == sum(
+        1 for item in openapi_document(ROUTES)["paths"].values() for key in item if key != "parameters"
+    )
 
 
 def test_every_reference_in_the_document_resolves() -> None:
