@@ -280,3 +280,38 @@ def test_a_polls_inputs_reach_the_parts_process_intact(tmp_path: Path) -> None:
     path = tmp_path / "poll.json"
     save_poll(str(path), "member-1", state, answer)
     assert _load_poll(str(path)) == ("member-1", state, answer)
+
+
+async def test_the_benchs_jobs_hold_the_fields_the_api_stores(
+    api: Any, redis: Any, settings: Any, simulator: Any, receiver: Any
+) -> None:
+    """Row 4 counts the bytes of the jobs the bench registers through Store.register: they must be the API's, field
+    for field (an 'id' field the API never writes cost 64 B a job: the job hash's listpack crossed a size class)."""
+    import uuid
+
+    from relay.core.crypto import Vault
+    from relay.store import keys
+    from relay.store.jobs import Store
+    from tests.bench import peers
+
+    item_url = f"{simulator.base_url}/v1.0/drives/d/items/{{resourceId}}"
+    metadata = {"requestId": "r-00000001", "tenant": "contoso"}
+    job = await api.create(
+        monitorUrl=simulator.create(duration=30).monitor_url,
+        callbackUrl=receiver.url,
+        driveItemUrl=item_url,
+        metadata=metadata,
+    )
+    through_api = await redis.hgetall(keys.job(job["id"]))
+
+    bench_id = uuid.uuid4().hex
+    record = peers.job_fields(Vault(settings.encryption_keys), receiver.url, drive_item_url=item_url, metadata=metadata)
+    store = Store(redis, retention=60, job_timeout=60)
+    await peers.register(store, [(bench_id, record, simulator.create(duration=30).monitor_url)])
+    through_bench = await redis.hgetall(keys.job(bench_id))
+
+    assert sorted(through_bench) == sorted(through_api)
+    differ = {"created", "monitor_key"}  # the registration's time and its own monitor's digest
+    assert {k: v for k, v in through_bench.items() if k not in differ} == {
+        k: v for k, v in through_api.items() if k not in differ
+    }

@@ -22,12 +22,10 @@ async def run(h: Harness) -> None:
         shared, single = ops[:pairs], ops[pairs:]
         specs = []
         for op in shared:
-            specs += [(jid := uuid.uuid4().hex, peers.job_fields(h.vault, jid, f"{receiver}/hook"), op["monitorUrl"])
+            specs += [(uuid.uuid4().hex, peers.job_fields(h.vault, f"{receiver}/hook"), op["monitorUrl"])
                       for _ in range(sharing)]  # fmt: skip
         for op in single:
-            specs.append(
-                (jid := uuid.uuid4().hex, peers.job_fields(h.vault, jid, f"{receiver}/hook"), op["monitorUrl"])
-            )
+            specs.append((uuid.uuid4().hex, peers.job_fields(h.vault, f"{receiver}/hook"), op["monitorUrl"]))
         await peers.register(h.store, specs)
         expected = pairs * sharing + pairs
 

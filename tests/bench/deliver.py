@@ -45,7 +45,7 @@ async def insert_terminal_events(h: Harness, count: int, receiver: str) -> int:
         (
             (
                 jid,
-                peers.job_fields(h.vault, jid, f"{receiver}/hook", metadata={"requestId": f"r-{i:06d}"}),
+                peers.job_fields(h.vault, f"{receiver}/hook", metadata={"requestId": f"r-{i:06d}"}),
                 f"http://127.0.0.1:1029/monitor/{jid}",
             )
             for i, jid in enumerate(ids)

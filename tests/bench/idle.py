@@ -196,7 +196,7 @@ async def pickup(h: Harness, sim: str, receiver: str) -> float | None:
     (op,) = await peers.sim_create(h.http, sim, [{"duration": 2.0}], record=True)
     jid = uuid.uuid4().hex
     registered = time.time()
-    await peers.register(h.store, [(jid, peers.job_fields(h.vault, jid, f"{receiver}/hook"), op["monitorUrl"])])
+    await peers.register(h.store, [(jid, peers.job_fields(h.vault, f"{receiver}/hook"), op["monitorUrl"])])
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         times = (await peers.sim_polls(h.http, sim, [op["id"]]))["ops"][op["id"]]["times"]

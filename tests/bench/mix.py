@@ -66,7 +66,6 @@ async def run(h: Harness) -> None:
                 jid = sets[name][op["id"]] = uuid.uuid4().hex
                 fields = peers.job_fields(
                     h.vault,
-                    jid,
                     f"{receiver}/hook",
                     drive_item_url=f"{sim}/v1.0/me/drive/items/{{resourceId}}",
                     authorization=f"Bearer {peers.SIM_TOKEN}",

@@ -7,12 +7,12 @@ part: sections that need thousands of jobs quickly (4, 5, 6) use it; section 3 m
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Iterable
 from typing import Any
 
 import aiohttp
 
+from relay.core import jsonfast
 from relay.core.crypto import Vault
 from relay.core.schema import Job
 from relay.store.jobs import Store
@@ -34,15 +34,18 @@ SIM_TOKEN = "sim-token"
 DRIVE_ID = "b!Sim5ulatedDr1ve-kXd9JpQ0bN2cVtY7wL4aZe8RgU3fHs6iOmT"
 
 
-async def register(store: Store, specs: Iterable[tuple[str, dict[str, str], str]], parallel: int = 32) -> int:
-    """Store.register each (job id, fields, monitor URL), ``parallel`` at a time: what the API does."""
+async def register(
+    store: Store, specs: Iterable[tuple[str, Job, str]], parallel: int = 32, *, seal: Vault | None = None
+) -> int:
+    """Store.register each (job id, fields, monitor URL), ``parallel`` at a time: what the API does (with ``seal``,
+    the monitor URL stored sealed as ``relay serve`` stores it; without, in clear)."""
     it = iter(specs)
     count = 0
 
     async def run() -> None:
         nonlocal count
         for job_id, fields, url in it:
-            await store.register(job_id, Job.from_hash(job_id, fields), url)
+            await store.register(job_id, fields, url, sealed_url=seal.seal(url) if seal is not None else None)
             count += 1
 
     await asyncio.gather(*(run() for _ in range(parallel)))
@@ -51,7 +54,6 @@ async def register(store: Store, specs: Iterable[tuple[str, dict[str, str], str]
 
 def job_fields(
     vault: Vault,
-    job_id: str,
     callback: str,
     monitor_host: str = "127.0.0.1",
     *,
@@ -60,17 +62,18 @@ def job_fields(
     metadata: dict[str, Any] | None = None,
     owner: str = "public",
     progress_interval: float | None = None,
-) -> dict[str, str]:
-    """The fields ``POST /v1/jobs`` stores (see relay/api/jobs.py create_job)."""
-    fields = {"id": job_id, "owner": owner, "monitor_host": monitor_host, "callback_url": callback}
+) -> Job:
+    """The record ``POST /v1/jobs`` stores (relay/api/registration.py ``_fields`` and ``_store``), made with keywords
+    as the API makes it: nothing it would not store (the id is the key, not a field), metadata as compact JSON."""
+    fields = Job(owner=owner, callback_url=callback, monitor_host=monitor_host)
     if drive_item_url:
-        fields["drive_item_url"] = drive_item_url
+        fields.drive_item_url = drive_item_url
     if authorization:
-        fields["authorization"] = vault.encrypt(authorization)
+        fields.authorization = vault.encrypt(authorization)
     if metadata is not None:
-        fields["metadata"] = json.dumps(metadata)
+        fields.metadata = jsonfast.dumps(metadata).decode()
     if progress_interval is not None:
-        fields["progress_interval"] = repr(float(progress_interval))
+        fields.progress_interval = float(progress_interval)
     return fields
 
 

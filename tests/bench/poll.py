@@ -34,7 +34,7 @@ async def stuck_monitors(h: Harness, sim: str, receiver: str, n: int, **knobs: o
     await h.fresh_redis()
     await peers.register(
         h.store,
-        ((jid := uuid.uuid4().hex, peers.job_fields(h.vault, jid, f"{receiver}/hook"), op["monitorUrl"]) for op in ops),
+        ((uuid.uuid4().hex, peers.job_fields(h.vault, f"{receiver}/hook"), op["monitorUrl"]) for op in ops),
     )
     return [op["monitorUrl"] for op in ops]
 

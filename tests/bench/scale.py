@@ -48,7 +48,6 @@ async def run(h: Harness) -> None:
                 job_of_op[op["id"]] = jid
                 fields = peers.job_fields(
                     h.vault,
-                    jid,
                     f"{receiver}/hook",
                     drive_item_url=f"{sim}/v1.0/me/drive/items/{{resourceId}}",
                     authorization=f"Bearer {peers.SIM_TOKEN}",

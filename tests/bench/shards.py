@@ -116,7 +116,6 @@ async def measure(h: Harness, sim_proc: subprocess.Popen[bytes], sim: str, recei
                 job_of_op[op["id"]] = jid
                 fields = peers.job_fields(
                     h.vault,
-                    jid,
                     f"{receiver}/hook",
                     drive_item_url=f"{sim}/v1.0/me/drive/items/{{resourceId}}",
                     authorization=f"Bearer {peers.SIM_TOKEN}",
