@@ -7,7 +7,10 @@ read from Redis when the API's ``/metrics`` is scraped, so every API replica rep
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -110,14 +113,62 @@ class Heartbeat:
 WORKER_HEARTBEAT = Heartbeat(stale_after=60.0)
 
 
+_TIMED_OUT = b"HTTP/1.0 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+
+
+class _Deadline(io.RawIOBase):
+    """A connection's reads, each given what is left of its time (a client trickling bytes gets no more)."""
+
+    def __init__(self, sock: socket.socket, seconds: float) -> None:
+        self._sock = sock
+        self._deadline = time.monotonic() + seconds
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request did not arrive in time")
+        self._sock.settimeout(left)
+        return self._sock.recv_into(buffer)
+
+
 class _QuietHandler(WSGIRequestHandler):
+    """One connection of the metrics server (HTTP/1.0: one request each). As the API's server does, it gives the
+    request's line and headers ``timeout`` seconds from the connection's start: a client that sends nothing, half
+    a request or a trickle gets ``408`` and is closed instead of holding a thread and a file descriptor for ever
+    (slowloris); the answer's writes get ``timeout`` seconds each. ``timeout`` (socketserver's, None there) is set
+    for each server: serve_worker_metrics' ``read_timeout``."""
+
+    def setup(self) -> None:
+        super().setup()  # sets the socket's timeout
+        if self.timeout is not None:
+            self.rfile = io.BufferedReader(_Deadline(self.connection, self.timeout))
+
+    def parse_request(self) -> bool:
+        parsed = super().parse_request()  # the head has arrived: the answer's writes get the whole timeout
+        self.connection.settimeout(self.timeout)
+        return parsed
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except TimeoutError:
+            self.close_connection = True
+            with contextlib.suppress(OSError):  # a client gone or not reading: the connection closes all the same
+                self.wfile.write(_TIMED_OUT)
+
     def log_message(self, format: str, *args: Any) -> None:
         """Probes and scrapes every few seconds: no line each."""
 
 
-def serve_worker_metrics(port: int, addr: str, heartbeat: Heartbeat = WORKER_HEARTBEAT) -> ThreadingWSGIServer:
+def serve_worker_metrics(
+    port: int, addr: str, heartbeat: Heartbeat = WORKER_HEARTBEAT, *, read_timeout: float = 10.0
+) -> ThreadingWSGIServer:
     """Prometheus text on every path of ``addr:port``, except ``/healthz``: 200 while ``heartbeat`` is alive,
-    else 503 (the worker's liveness probe, an HTTP GET: no interpreter started per probe). Runs in a thread."""
+    else 503 (the worker's liveness probe, an HTTP GET: no interpreter started per probe). Runs in a thread.
+    A connection has ``read_timeout`` seconds (``RELAY_API_READ_TIMEOUT``, as the API) for each read and write."""
     metrics_app = make_wsgi_app()
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -129,6 +180,7 @@ def serve_worker_metrics(port: int, addr: str, heartbeat: Heartbeat = WORKER_HEA
         start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
         return [b"the worker's arq loop has not gone round for %d s\n" % heartbeat.stale_after]
 
-    server = make_server(addr, port, app, ThreadingWSGIServer, handler_class=_QuietHandler)
+    handler = type("_MetricsHandler", (_QuietHandler,), {"timeout": read_timeout})
+    server = make_server(addr, port, app, ThreadingWSGIServer, handler_class=handler)
     threading.Thread(target=server.serve_forever, name="worker-metrics", daemon=True).start()
     return server

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import select
+import socket
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -71,6 +73,7 @@ def test_worker_serves_its_own_metrics(settings: Settings) -> None:
         RELAY_SIGNING_SECRETS=SECRET,
         RELAY_ENCRYPTION_KEY=ENCRYPTION_KEY,
         RELAY_WORKER_METRICS_PORT=str(port),
+        RELAY_API_READ_TIMEOUT="0.5",
     )
     proc = start_relay("worker", env)
     try:
@@ -78,7 +81,32 @@ def test_worker_serves_its_own_metrics(settings: Settings) -> None:
         assert "relay_polls_total" in text and "relay_deliveries_total" in text
         # and its liveness: /healthz answers from the heartbeat of its arq loop (tests/test_deploy.py runs the probe)
         assert wait_http(f"http://127.0.0.1:{port}/healthz", proc) == b"ok\n"
+        # a client that sends nothing, half a request, or a trickle is answered 408 and closed within
+        # RELAY_API_READ_TIMEOUT, as the API's are (before: held open for ever)
+        for sent in (b"", b"GET /metrics HTTP/1.1\r\nHost: x\r\n"):
+            assert _answer_to(port, sent).startswith(b"HTTP/1.0 408 ")
+        assert _answer_to(port, b"GET /metrics HTTP/1.1\r\nHost: abc", trickle=True).startswith(b"HTTP/1.0 408 ")
+        assert b"relay_polls_total" in _answer_to(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
     finally:
         proc.terminate()
         proc.wait(20)
         ensure_stopped(proc)
+
+
+def _answer_to(port: int, sent: bytes, *, trickle: bool = False) -> bytes:
+    """What the server answers on a raw socket to ``sent`` before it closes the connection (fails if it holds it 5
+    s). With ``trickle``, a byte every 0.2 s, the server's answer coming before the last one (4 s for 20 bytes)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        if trickle:
+            for byte in sent:
+                if select.select([sock], [], [], 0.2)[0]:
+                    break  # the server answered (and closed) while the head was still arriving
+                sock.sendall(bytes([byte]))
+            else:
+                raise AssertionError("the server waited for a trickled head to the end")
+        else:
+            sock.sendall(sent)
+        answer = b""
+        while chunk := sock.recv(65536):  # socket.timeout (5 s) fails the test: the connection was held
+            answer += chunk
+        return answer

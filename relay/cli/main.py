@@ -145,7 +145,9 @@ def _worker_metrics(settings: Settings) -> None:
     if not settings.worker_metrics_port:
         return
     try:
-        metrics.serve_worker_metrics(settings.worker_metrics_port, settings.host)  # and /healthz
+        metrics.serve_worker_metrics(  # and /healthz
+            settings.worker_metrics_port, settings.host, read_timeout=settings.api_read_timeout
+        )
     except OSError as exc:
         refusal = bind_refusal(
             exc,
