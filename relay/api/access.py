@@ -19,7 +19,7 @@ JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 async def owned_job(request: web.Request) -> Job:
     """The job named by ``{job_id}``; 404 when it does not exist or belongs to another token (no difference shown)."""
     job_id = request.match_info["job_id"]
-    job = await request.app[STORE].job(job_id) if JOB_ID.match(job_id) else None
+    job = await request.app[STORE].job(job_id, lenient=True) if JOB_ID.match(job_id) else None
     if job is None or job.owner != request[OWNER]:
         raise ProblemError(404, "Not Found", "no such job")
     return job

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from relay.api import params
@@ -13,6 +15,7 @@ from relay.api.routing import AUTH, BODY, LIMIT, OWNED, ApiRoutes, Operation, js
 from relay.api.typedefs import STORE
 from relay.core.events import isoformat
 from relay.core.schema import Event, EventType, Job
+from relay.store.listings import DeadLetterRow
 
 __all__ = ["routes"]
 
@@ -33,17 +36,30 @@ async def list_deliveries(request: web.Request) -> web.Response:
     events = [e for e in await store.events(await store.event_ids(job.id), job.id) if e is not None]
     _, delivery = await store.job_info(job)
     next_attempt = delivery.next_attempt if delivery is not None else None
-    return json_response(
-        {
-            "jobId": job.id,
-            "deliveries": await store.attempts(job.id),
-            "events": [
-                {"eventId": e.id, "type": e.type, "sequence": e.sequence, "state": e.state, "attempts": e.attempts}
-                for e in events
-            ],
-            "nextAttemptDateTime": isoformat(next_attempt / 1000) if next_attempt is not None else None,
-        }
-    )
+    attempts = await store.attempts(job.id)
+    readable = [a for a in attempts if a is not None]
+    answer: dict[str, Any] = {
+        "jobId": job.id,
+        "deliveries": readable,
+        "events": [_event_summary(e) for e in events],
+        "nextAttemptDateTime": isoformat(next_attempt / 1000) if next_attempt is not None else None,
+    }
+    if len(readable) < len(attempts):  # records damaged in Redis: the rest is answered, these counted
+        answer["unreadableAttempts"] = len(attempts) - len(readable)
+    return json_response(answer)
+
+
+def _event_summary(event: Event) -> dict[str, Any]:
+    summary: dict[str, Any] = {
+        "eventId": event.id,
+        "type": event.type,
+        "sequence": event.sequence,
+        "state": event.state,
+        "attempts": event.attempts,
+    }
+    if event.unreadable:  # fields damaged in Redis: shown at their defaults, named
+        summary["unreadable"] = list(event.unreadable)
+    return summary
 
 
 @routes.post(
@@ -108,19 +124,19 @@ async def _chosen(request: web.Request, job: Job) -> Event:
 async def dead_letters(request: web.Request) -> web.Response:
     """The caller's dead-lettered events (delivery schedule exhausted), newest first."""
     rows = await request.app[STORE].dead_letters(request[OWNER], params.limit(request))
-    return json_response(
-        {
-            "deadLetters": [
-                {
-                    "eventId": row.event_id,
-                    "jobId": row.job_id,
-                    "type": row.type,
-                    "terminal": row.type in _TERMINAL,
-                    "sequence": row.sequence,
-                    "attempts": row.attempts,
-                    "deadDateTime": isoformat(row.dead_ms / 1000),
-                }
-                for row in rows
-            ]
-        }
-    )
+    return json_response({"deadLetters": [_dead_letter(row) for row in rows]})
+
+
+def _dead_letter(row: DeadLetterRow) -> dict[str, Any]:
+    letter: dict[str, Any] = {
+        "eventId": row.event_id,
+        "jobId": row.job_id,
+        "type": row.type,
+        "terminal": row.type in _TERMINAL,
+        "sequence": row.sequence,
+        "attempts": row.attempts,
+        "deadDateTime": isoformat(row.dead_ms / 1000),
+    }
+    if row.unreadable:  # fields damaged in Redis: shown at their defaults, named
+        letter["unreadable"] = list(row.unreadable)
+    return letter

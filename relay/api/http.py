@@ -9,7 +9,7 @@ from aiohttp import web
 
 from relay.api.problems import ProblemError
 from relay.api.typedefs import SETTINGS, STORE
-from relay.api.views import job_view
+from relay.api.views import job_view, stored_job_view
 from relay.core import jsonfast
 from relay.core.schema import Job
 
@@ -62,4 +62,4 @@ async def json_object(request: web.Request) -> dict[str, Any]:
 
 async def render_job(request: web.Request, job: Job) -> dict[str, Any]:
     """The job as the API shows it, with its monitor's poll count and next due time and its deliveries' state."""
-    return job_view(job, *await request.app[STORE].job_info(job))
+    return stored_job_view(job, *await request.app[STORE].job_info(job))

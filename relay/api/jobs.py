@@ -17,7 +17,7 @@ from relay.api.registration import destination_errors, register, vault
 from relay.api.routing import AUTH, BODY, LIMIT, OWNED, ApiRoutes, Operation, json_answer, problem, query
 from relay.api.streams import wait_for_change
 from relay.api.typedefs import STORE
-from relay.api.views import job_view
+from relay.api.views import job_view, stored_job_view
 from relay.core import jsonfast
 from relay.core.schema import Job
 
@@ -123,14 +123,17 @@ async def list_jobs(request: web.Request) -> web.Response:
     match = partial(_has_metadata, wanted) if wanted else None
     jobs, next_cursor = await store.owned_jobs(request[OWNER], count, end, match)
     infos = await asyncio.gather(*(store.job_info(job) for job in jobs))
-    views = [job_view(job, *info) for job, info in zip(jobs, infos, strict=True)]
+    views = [stored_job_view(job, *info) for job, info in zip(jobs, infos, strict=True)]
     return json_response({"jobs": views, "nextCursor": next_cursor})
 
 
 def _has_metadata(wanted: dict[str, str], job: Job) -> bool:
     if not job.metadata:
         return False
-    metadata = jsonfast.loads(job.metadata.encode())
+    try:
+        metadata = jsonfast.loads(job.metadata.encode())
+    except ValueError:  # damaged in Redis: matches no filter (the job's view names it unreadable)
+        return False
     for key, value in wanted.items():
         have = metadata.get(key) if isinstance(metadata, dict) else None
         if have is None or (have if isinstance(have, str) else json.dumps(have)) != value:
@@ -170,7 +173,7 @@ async def patch_job(request: web.Request) -> web.Response:
     store = request.app[STORE]
     if await store.patch(job.id, fields) == "ended":
         raise ProblemError(409, "Job has ended", "a finished job cannot be changed")
-    updated = await store.job(job.id)
+    updated = await store.job(job.id, lenient=True)
     assert updated is not None
     return json_response(await render_job(request, updated))
 

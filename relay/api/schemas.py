@@ -84,7 +84,7 @@ class DeliveryState(_Out):
 
     event_id: str = Field(alias="eventId")
     type: EventType
-    sequence: int = Field(ge=1)
+    sequence: int = Field(ge=0, description="1, 2, 3...; 0 only when it could not be read (the job's unreadable)")
     state: EventState = Field(
         description="delivered; pending or retrying (not yet: see nextAttemptDateTime); dead (the schedule is "
         "exhausted: redeliver it); gone (the callback answered 410); cancelled"
@@ -139,6 +139,12 @@ class JobView(_Out):
         description="where its webhooks stand (a completed job whose job.completed is not delivered yet shows it "
         "here); null before its first event, and in the answer to its registration"
     )
+    unreadable: list[str] | None = Field(
+        default=None,
+        description="only when some of what relay stored for the job could not be read (a value damaged in Redis): "
+        "the stored fields shown at their defaults or null ('seq', 'metadata', 'event.state', 'attempt', "
+        "'monitor'...)",
+    )
 
 
 class JobPage(_Out):
@@ -164,11 +170,22 @@ class EventSummary(_Out):
     sequence: int
     state: EventState
     attempts: int
+    unreadable: list[str] | None = Field(
+        default=None,
+        description="only when some of the event's stored fields could not be read (a value damaged in Redis): "
+        "those shown at their defaults ('seq', 'state', 'attempts'...)",
+    )
 
 
 class Deliveries(_Out):
     job_id: str = Field(alias="jobId")
     deliveries: list[DeliveryAttempt] = Field(description="the newest 1,000 attempts, oldest first")
+    unreadable_attempts: int | None = Field(
+        default=None,
+        alias="unreadableAttempts",
+        ge=1,
+        description="only when some attempt records could not be read (damaged in Redis): how many, left out",
+    )
     events: list[EventSummary]
     next_attempt_date_time: str | None = Field(
         alias="nextAttemptDateTime",
@@ -191,6 +208,11 @@ class DeadLetter(_Out):
     sequence: int
     attempts: int
     dead_date_time: str = Field(alias="deadDateTime", json_schema_extra={"format": "date-time"})
+    unreadable: list[str] | None = Field(
+        default=None,
+        description="only when some of the event's stored fields could not be read (a value damaged in Redis): "
+        "those shown at their defaults ('seq', 'attempts'...)",
+    )
 
 
 class DeadLetters(_Out):

@@ -49,7 +49,7 @@ async def wait_for_change(request: web.Request, job: Job, seconds: float, sequen
             break
         if await sse.pause(request.app, min(sse.POLL_INTERVAL / 2, remaining)):
             break
-        current = await store.job(job.id)
+        current = await store.job(job.id, lenient=True)
     return current
 
 
@@ -177,7 +177,7 @@ async def _owner_stream(request: web.Request, count: int) -> web.StreamResponse:
                     continue
                 if marks.get(job_id) == mark:
                     continue
-                job = await store.job(job_id)
+                job = await store.job(job_id, lenient=True)
                 if job is None:
                     continue
                 marks[job_id] = mark

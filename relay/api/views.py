@@ -11,7 +11,7 @@ from relay.core.events import isoformat
 from relay.core.schema import DeliveryOutcome, Job, Phase
 from relay.store.jobs import DeliveryInfo, PollInfo
 
-__all__ = ["delivery_state", "job_view"]
+__all__ = ["delivery_state", "job_view", "stored_job_view"]
 
 
 def delivery_state(delivery: DeliveryInfo | None) -> dict[str, Any] | None:
@@ -67,3 +67,34 @@ def job_view(job: Job, info: PollInfo, delivery: DeliveryInfo | None = None) -> 
 
 def _json(raw: str) -> Any:
     return jsonfast.loads(raw.encode()) if raw else None
+
+
+#: the job's fields job_view parses as JSON
+_JSON_FIELDS = Job.names_of(lambda j: (j.drive_item, j.resolution_error, j.error, j.metadata))
+
+
+def stored_job_view(job: Job, info: PollInfo, delivery: DeliveryInfo | None = None) -> dict[str, Any]:
+    """:func:`job_view` of a job read from Redis (leniently: :meth:`Job.from_hash_lenient`): a JSON field that does
+    not parse shows null, and whatever did not read is named in ``unreadable``, where it would answer 500."""
+    unreadable = [*job.unreadable, *info.unreadable, *(delivery.unreadable if delivery is not None else ())]
+    try:
+        view = job_view(job, info, delivery)
+    except ValueError:  # orjson's JSONDecodeError: a JSON field damaged in Redis
+        damaged = [name for name in _JSON_FIELDS if not _parses(job.fields.get(name, ""))]
+        if not damaged:
+            raise
+        unreadable += damaged
+        view = job_view(
+            job.from_hash(job.id, {k: v for k, v in job.fields.items() if k not in damaged}), info, delivery
+        )
+    if unreadable:
+        view["unreadable"] = unreadable
+    return view
+
+
+def _parses(raw: str) -> bool:
+    try:
+        _json(raw)
+    except ValueError:
+        return False
+    return True

@@ -179,6 +179,8 @@ class Stored:
 
     id: str
     fields: dict[str, str]
+    #: the stored names of the fields :meth:`from_hash_lenient` could not read (they read as their defaults)
+    unreadable: ClassVar[tuple[str, ...]] = ()
     stored_names: ClassVar[frozenset[str]] = frozenset()
     #: attribute -> stored name
     attrs: ClassVar[dict[str, str]] = {}
@@ -217,6 +219,29 @@ class Stored:
             if reader is not None and raw != "":
                 attr, read = reader
                 own[attr] = raw if read is str else read(raw)
+        return record
+
+    @classmethod
+    def from_hash_lenient(cls, key_id: str, fields: dict[str, str]) -> Self:
+        """:meth:`from_hash` for what the API shows: a field whose text does not read (a damaged or foreign value
+        in Redis) is left out, so it reads as its default, and its stored name is in ``unreadable``."""
+        try:
+            return cls.from_hash(key_id, fields)
+        except (ValueError, KeyError, TypeError):
+            pass
+        readable: dict[str, str] = {}
+        unreadable: list[str] = []
+        for name, raw in fields.items():
+            reader = cls._readers.get(name)
+            if reader is not None and raw != "":
+                try:
+                    reader[1](raw)
+                except (ValueError, KeyError, TypeError):
+                    unreadable.append(name)
+                    continue
+            readable[name] = raw
+        record = cls.from_hash(key_id, readable)
+        record.__dict__["unreadable"] = tuple(unreadable)
         return record
 
     @classmethod

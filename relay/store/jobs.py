@@ -17,7 +17,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from relay.core import jsonfast
 from relay.core.ops import JobOp
-from relay.core.schema import MONITOR_JOB_PREFIX, DeliveryOutcome, Event, EventState, Job, Monitor
+from relay.core.schema import MONITOR_JOB_PREFIX, DeliveryOutcome, Event, Job, Monitor
 from relay.store import keys
 from relay.store.batched import BatchedScript
 from relay.store.calls import AckCall, ApplyPollCall, ChunkCall, RegisterCall
@@ -57,6 +57,7 @@ class PollInfo:
     polls: int = 0
     last_polled: int = 0
     due: float | None = None
+    unreadable: tuple[str, ...] = ()  # what of it did not read (read as 0 / None): 'monitor.polls'...
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +74,7 @@ class DeliveryInfo:
     held: bool  # a worker holds it: an attempt is under way
     last: dict[str, Any] | None  # the newest attempt record
     now: int  # ms, Redis clock
+    unreadable: tuple[str, ...] = ()  # what of it did not read (read as defaults): 'event.seq', 'attempt'...
 
     @property
     def next_attempt(self) -> float | None:
@@ -345,17 +347,21 @@ class Store(Listings):
         key = self.keyspace.idempotency(idempotency[0], idempotency[1])
         await self._release(self.redis, {"idempotency_key": key, "job_id": job_id}, anchor=self._idem_anchor(key))
 
-    async def job(self, job_id: str) -> Job | None:
+    async def job(self, job_id: str, *, lenient: bool = False) -> Job | None:
+        """The job; ``lenient`` (what the API shows): a field that does not read is left at its default and named
+        in the job's ``unreadable``, where it would raise."""
         data: dict[str, str] = await self.redis.hgetall(self.keyspace.job(job_id))  # type: ignore[misc]  # redis-py 5 types sync|async
-        return Job.from_hash(job_id, data) if data else None
+        if not data:
+            return None
+        return Job.from_hash_lenient(job_id, data) if lenient else Job.from_hash(job_id, data)
 
     async def jobs(self, job_ids: list[str]) -> list[Job]:
-        """The jobs that still exist, in the order asked, in one round trip."""
+        """The jobs that still exist, in the order asked, in one round trip; read leniently (the API's listings)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id in job_ids:
                 pipe.hgetall(self.keyspace.job(job_id))
             rows = await pipe.execute()
-        return [Job.from_hash(job_id, row) for job_id, row in zip(job_ids, rows, strict=True) if row]
+        return [Job.from_hash_lenient(job_id, row) for job_id, row in zip(job_ids, rows, strict=True) if row]
 
     async def poll_info(self, job: Job) -> PollInfo:
         """The poll count, last poll and next due time of the job's monitor."""
@@ -367,21 +373,34 @@ class Store(Listings):
         answer = await self._job_info(
             self.redis, {"monitor_key": job.monitor_key, "job_id": job.id}, anchor=self._anchor_of_job(job.id)
         )
-        info = _poll_info(answer["monitor"])
+        try:
+            info = _poll_info(answer["monitor"])
+        except ValueError:  # a damaged poll count or time in the monitor's hash: the view shows the rest
+            info = PollInfo(unreadable=("monitor",))
         found = answer.get("delivery")
         if found is None:
             return info, None
+        # the newest event's fields, read as its record reads them (one that does not read: its default, named)
+        event = Event.from_hash_lenient(
+            found["event_id"],
+            {k: v for k, v in zip(_EVENT_SHOWN, _shown_of(found), strict=True) if v},
+        )
+        unreadable = [f"event.{name}" for name in event.unreadable]
+        last = _json_object(found["record"]) if found["record"] else None
+        if found["record"] and last is None:
+            unreadable.append("attempt")
         delivery = DeliveryInfo(
             event_id=found["event_id"],
-            type=found["type"],
-            sequence=int(found["sequence"] or 0),
-            state=found["state"] or EventState.PENDING.value,
-            attempts=int(found["attempts"] or 0),
+            type=event.type,
+            sequence=event.sequence,
+            state=event.state.value,
+            attempts=event.attempts,
             waiting=int(found["waiting"]),
             due=float(found["due"]) if found["due"] else None,
             held=found["held"],
-            last=json.loads(found["record"]) if found["record"] else None,
+            last=last,
             now=int(found["now"]),
+            unreadable=tuple(unreadable),
         )
         return info, delivery
 
@@ -399,9 +418,10 @@ class Store(Listings):
         )
         return str(answer["result"])
 
-    async def attempts(self, job_id: str) -> list[dict[str, Any]]:
+    async def attempts(self, job_id: str) -> list[dict[str, Any] | None]:
+        """The job's delivery attempt records, oldest first; None for one that does not read (not a JSON object)."""
         raw = await self.redis.lrange(self.keyspace.job_attempts(job_id), 0, -1)  # type: ignore[misc]  # redis-py 5 types sync|async
-        return [json.loads(r) for r in raw]
+        return [_json_object(r) for r in raw]
 
     async def event_ids(self, job_id: str) -> list[str]:
         return list(await self.redis.lrange(self.keyspace.job_events(job_id), 0, -1))  # type: ignore[misc]  # redis-py 5 types sync|async
@@ -422,7 +442,7 @@ class Store(Listings):
             for eid in event_ids:
                 pipe.hgetall(ks.event(eid, job_id))
             rows = await pipe.execute()
-        return [Event.from_hash(eid, row) if row else None for eid, row in zip(event_ids, rows, strict=True)]
+        return [Event.from_hash_lenient(eid, row) if row else None for eid, row in zip(event_ids, rows, strict=True)]
 
     async def _event_anywhere(self, event_id: str) -> Event | None:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -430,7 +450,7 @@ class Store(Listings):
                 pipe.hgetall(key)
             rows = await pipe.execute()
         data = next((row for row in rows if row), None)
-        return Event.from_hash(event_id, data) if data else None
+        return Event.from_hash_lenient(event_id, data) if data else None
 
     async def stats(self) -> dict[str, int]:
         """Counters and backlog sizes for /metrics, read in one round trip (a cluster's summed over its buckets:
@@ -654,6 +674,22 @@ _MONITOR_KEY = Job.name_of(lambda j: j.monitor_key)
 _CREATED_AT = Job.name_of(lambda j: j.created)
 _CALLBACK = Job.name_of(lambda j: j.callback_url)
 _OUTCOME = Monitor.name_of(lambda m: m.outcome)
+
+
+#: the newest event's fields job_info.lua answers (type, sequence, state, attempts), by their stored names
+_EVENT_SHOWN = Event.names_of(lambda e: (e.type, e.sequence, e.state, e.attempts))
+
+
+def _shown_of(found: dict[str, Any]) -> tuple[str, str, str, str]:
+    return (found["type"], found["sequence"], found["state"], found["attempts"])
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _poll_info(polled: dict[str, Any]) -> PollInfo:

@@ -51,6 +51,7 @@ class DeadLetterRow:
     sequence: int
     attempts: int
     dead_ms: float
+    unreadable: tuple[str, ...] = ()  # the event's stored fields that did not read (shown at their defaults)
 
 
 class Listings:
@@ -170,7 +171,7 @@ class Listings:
                     pipe.hmget(keys.event(event_id), _EVENT_SHOWN)
                 rows = await pipe.execute()
         events = [
-            (eid, kind or "", body, int(created or 0))
+            (eid, kind or "", body, _ms(created))
             for eid, (kind, body, created) in zip(new_ids, rows, strict=True)
             if body
         ]
@@ -181,7 +182,7 @@ class Listings:
         ks = self.keyspace
         answer = await self._read_events(self.redis, call, anchor=ks.anchor(ks.bucket_of_job(job_id)))
         events = [
-            (found["id"], kind, body, int(created or 0))
+            (found["id"], kind, body, _ms(created))
             for found in answer["events"] or ()
             for kind, body, created in (found["values"],)
             if body
@@ -212,12 +213,26 @@ class Listings:
                 pipe.hmget(ks.in_bucket(keys.event(event_id), bucket), _DEAD_SHOWN)
             events = await pipe.execute()
         out: list[DeadLetterRow] = []
-        for (event_id, score, _), (job_id, event_type, seq, attempts, state) in zip(dead, events, strict=True):
-            if job_id and state == EventState.DEAD:
-                out.append(DeadLetterRow(event_id, job_id, event_type or "", int(seq or 0), int(attempts or 0), score))
+        for (event_id, score, _), values in zip(dead, events, strict=True):
+            # read leniently: a field damaged in Redis shows its default and is named, the rest is listed
+            stored = {k: v for k, v in zip(_DEAD_SHOWN, values, strict=True) if v is not None}
+            event = Event.from_hash_lenient(event_id, stored)
+            if event.job and event.state is EventState.DEAD:
+                row = DeadLetterRow(
+                    event_id, event.job, event.type, event.sequence, event.attempts, score, event.unreadable
+                )
+                out.append(row)
                 if len(out) == limit:
                     break
         return out
+
+
+def _ms(created: str | None) -> int:
+    """An event's creation time (ms); 0 when absent or damaged in Redis (a stream goes on without it)."""
+    try:
+        return int(created or 0)
+    except ValueError:
+        return 0
 
 
 def _newest_first(row: tuple[str, float, int]) -> tuple[float, str]:
