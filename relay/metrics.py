@@ -25,6 +25,7 @@ __all__ = [
     "BACKLOG",
     "CLOCK_OFFSET",
     "DEAD_LETTERS",
+    "DEAD_LETTERS_DROPPED",
     "DELIVERIES",
     "DELIVERY_LATENCY",
     "EVENTS",
@@ -71,7 +72,13 @@ CLOCK_OFFSET = Gauge(
 
 JOBS = Gauge("relay_jobs", "Jobs by state, from Redis (lifetime counts; active = not yet ended)", ["state"])
 BACKLOG = Gauge("relay_backlog", "Scheduled work in Redis: monitors tracked, jobs with undelivered events", ["kind"])
-DEAD_LETTERS = Gauge("relay_dead_letters", "Events whose delivery schedule was exhausted and not redelivered")
+DEAD_LETTERS = Gauge(
+    "relay_dead_letters", "Events whose delivery schedule was exhausted and not redelivered (unexpired, bounded)"
+)
+DEAD_LETTERS_DROPPED = Gauge(
+    "relay_dead_letters_dropped",
+    "Dead letters dropped from the count and listings, the oldest, over RELAY_DEAD_LETTERS_MAX (lifetime, from Redis)",
+)
 ARQ_QUEUE = Gauge("relay_arq_queue_depth", "Jobs waiting in the arq queue (DriveItem resolutions)")
 
 
@@ -91,6 +98,7 @@ def refresh_from_stats(stats: dict[str, int]) -> None:
     BACKLOG.labels(kind="monitors").set(stats.get("monitors", 0))
     BACKLOG.labels(kind="deliveries").set(stats.get("deliveries", 0))
     DEAD_LETTERS.set(stats.get("dead", 0))
+    DEAD_LETTERS_DROPPED.set(stats.get("dead_dropped", 0))
     ARQ_QUEUE.set(stats.get("queued", 0))
 
 

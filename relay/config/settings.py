@@ -181,6 +181,8 @@ class Settings:
     max_invalid_responses: int = _setting(5, "RELAY_POLL_MAX_INVALID", integer(ge=1))
     poll_max_error_time: float = _setting(3600.0, "RELAY_POLL_MAX_ERROR_TIME", seconds(ge=1))
     job_retention: float = _setting(7 * 86400.0, "RELAY_JOB_RETENTION", seconds(ge=60))
+    #: dead letters kept listed and counted (relay:dead, and each owner's): the oldest beyond are dropped; 0: no bound
+    dead_letters_max: int = _setting(100_000, "RELAY_DEAD_LETTERS_MAX", integer(ge=0))
     #: the longest Retry-After a monitor or callback may impose (seconds); not read from the environment
     retry_after_cap: float = _setting(3600.0, None, seconds())
     encryption_keys: tuple[str, ...] = _setting((), "RELAY_ENCRYPTION_KEY", comma_separated(), secret=True)

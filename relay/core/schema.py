@@ -372,6 +372,7 @@ class Stats(Stored):
     failed: int = number("failed")
     cancelled: int = number("cancelled")
     ended: int = number("ended")  # a job that ended without a status (written by no version today)
+    dead_dropped: int = number("dead_dropped")  # dead letters dropped, the oldest, over RELAY_DEAD_LETTERS_MAX
 
 
 #: a monitor's hash holds a field ``j:<job id>`` (empty) per job sharing it, beside its own (relay/store/lua)

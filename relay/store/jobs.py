@@ -134,10 +134,12 @@ class Store(Listings):
         chunk: int = CHUNK_JOBS,
         claim_jobs: int = CLAIM_JOBS,
         keyspace: Keyspace | None = None,
+        dead_letters_max: int = 100_000,
     ) -> None:
         """``first_poll``: RELAY_POLL_INITIAL_INTERVAL (a job joining a monitor is polled within it); ``chunk``:
         the jobs a poll reads or writes in one script at most (about); ``claim_jobs``: those a claim reads;
-        ``keyspace``: where keys live (by default: one bucket, or a cluster's buckets for a cluster client)."""
+        ``keyspace``: where keys live (by default: one bucket, or a cluster's buckets for a cluster client);
+        ``dead_letters_max``: RELAY_DEAD_LETTERS_MAX (on a cluster, each bucket keeps its share)."""
         self.redis = redis
         if keyspace is None:
             keyspace = Keyspace.cluster() if isinstance(redis, RedisCluster) else SINGLE
@@ -178,7 +180,11 @@ class Store(Listings):
         self._ack = BatchedScript(
             redis,
             LuaScript.load("delivery_ack.lua"),
-            shared={"retention": self.retention, "event_ttl": self.event_ttl},
+            shared={
+                "retention": self.retention,
+                "event_ttl": self.event_ttl,
+                "dead_max": -(-dead_letters_max // ks.buckets),
+            },
             answer=_held,
             keyspace=ks,
         )

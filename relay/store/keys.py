@@ -50,7 +50,8 @@ MONITORS = f"{PREFIX}sched:monitors"
 #: backlog, completions go out before progress (which a later event would supersede anyway). Lanes as monitors
 DELIVERIES = f"{PREFIX}sched:deliveries"
 #: sorted set of dead-lettered event ids, scored by when they died (ms): every owner's, for their count
-#: (``relay_dead_letters``); each owner's are listed from its own (owner_dead_letters)
+#: (``relay_dead_letters``); each owner's are listed from its own (owner_dead_letters). Both lose those whose event
+#: has expired, and the oldest beyond RELAY_DEAD_LETTERS_MAX, when a dead letter is added (delivery_ack.lua)
 DEAD_LETTERS = f"{PREFIX}dead"
 #: hash of lifetime counters: registered, completed, failed, cancelled
 STATS = f"{PREFIX}stats"
@@ -133,7 +134,8 @@ def owner_jobs(owner: str) -> str:
 
 
 def owner_dead_letters(owner: str) -> str:
-    """Sorted set of an owner's dead-lettered event ids, scored by when they died (ms); expired ones are trimmed."""
+    """Sorted set of an owner's dead-lettered event ids, scored by when they died (ms); expired ones are trimmed, and
+    the oldest beyond RELAY_DEAD_LETTERS_MAX."""
     return f"{PREFIX}dead:{owner}"
 
 

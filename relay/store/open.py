@@ -21,4 +21,5 @@ def open_store(settings: Settings) -> Store:
         job_timeout=settings.job_timeout,
         first_poll=settings.poll_initial_interval,
         chunk=settings.monitor_chunk,
+        dead_letters_max=settings.dead_letters_max,
     )

@@ -1,10 +1,12 @@
 --! uses lib/clock.lua lib/lanes.lua lib/monitors.lua lib/job_op.lua lib/batch.lua
 -- Record a delivery attempt, if the claim on the job is still the caller's: the event's new state, the
 -- progress events it superseded, the attempt records, and when the job's next event is due (or its leaving
--- the schedule when none is left). 'gone' (410) ends the job as cancelled. Batched. BATCH: retention, event_ttl.
+-- the schedule when none is left). 'gone' (410) ends the job as cancelled. Batched. BATCH: retention, event_ttl,
+-- dead_max (RELAY_DEAD_LETTERS_MAX, a cluster bucket's share; 0: no bound).
 -- call: relay/store/calls.py AckCall. Answers {held}: false for a stale claim (nothing written).
 local retention = BATCH.retention
 local event_ttl_ms = BATCH.event_ttl * 1000
+local dead_max = BATCH.dead_max or 0
 local now = now_ms()
 local tokens = key_sched_tokens(KEY_DELIVERIES)
 
@@ -28,10 +30,17 @@ local function one(call)
   elseif outcome == OUTCOME.DEAD then
     redis.call('LREM', outbox, 0, event_id)
     redis.call('HSET', ek, EVENT.state, EVENT_STATE.DEAD)
-    redis.call('ZADD', KEY_DEAD_LETTERS, now, event_id)
+    -- every owner's (counted: relay_dead_letters) and the owner's own (listed), each without those whose event has
+    -- expired, and bounded: the oldest beyond dead_max dropped (the shared set's drops counted in STATS)
     local owned = key_owner_dead_letters(redis.call('HGET', jk, JOB.owner) or '')
-    redis.call('ZADD', owned, now, event_id)
-    redis.call('ZREMRANGEBYSCORE', owned, '-inf', now - event_ttl_ms)  -- those whose event has expired
+    for _, set in ipairs({KEY_DEAD_LETTERS, owned}) do
+      redis.call('ZADD', set, now, event_id)
+      redis.call('ZREMRANGEBYSCORE', set, '-inf', now - event_ttl_ms)
+      if dead_max > 0 then
+        local dropped = redis.call('ZREMRANGEBYRANK', set, 0, -dead_max - 1)
+        if dropped > 0 and set == KEY_DEAD_LETTERS then redis.call('HINCRBY', KEY_STATS, STATS.dead_dropped, dropped) end
+      end
+    end
   elseif outcome == OUTCOME.GONE then
     redis.call('HSET', ek, EVENT.state, EVENT_STATE.GONE)
     for _, eid in ipairs(redis.call('LRANGE', outbox, 0, -1)) do
