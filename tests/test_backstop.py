@@ -70,6 +70,22 @@ async def test_a_poll_that_keeps_failing_fails_its_jobs_with_an_internal_error(
     assert len(failures) == 1 and "Traceback" in failures[0]["exception"]  # the traceback once, not every lease
 
 
+async def test_a_poll_whose_job_holds_a_word_no_version_writes_is_parked_too(
+    api: Api, worker: Any, receiver: Receiver, peer: Peer, redis: Redis, json_logs: io.StringIO
+) -> None:
+    # a choice field (phase, status...) with an unknown value raises KeyError, not ValueError: the park read the
+    # job's fields through a filter that let it through, and failed ('park failed') at every lease, for ever
+    peer.monitor = (202, ascii_json({"status": "inProgress", "percentageComplete": 5}))
+    job = await api.create(monitorUrl=f"{peer.base}/monitor/2", callbackUrl=receiver.url)
+    before = parked("poll")
+    await redis.hset(keys.job(job["id"]), "phase", "bogus")
+    await receiver.wait_for(lambda: receiver.terminal(job["id"]) is not None, timeout=20)
+    event = receiver.terminal(job["id"])
+    assert event is not None and event["data"]["error"]["code"] == "internalError", event
+    assert parked("poll") == before + 1
+    assert lines(json_logs, "park failed") == []
+
+
 async def test_a_delivery_that_keeps_failing_dead_letters_its_event(
     api: Api, worker: Any, receiver: Receiver, peer: Peer, redis: Redis, json_logs: io.StringIO
 ) -> None:

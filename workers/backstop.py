@@ -185,17 +185,8 @@ async def _job(store: Store, job_id: str) -> Job | None:
         return await store.job(job_id)
     except Exception:
         fields = await store.job_fields(job_id)
-        if not fields:
-            return None
-        return Job.from_hash(job_id, {name: raw for name, raw in fields.items() if _reads(name, raw)})
-
-
-def _reads(name: str, raw: str) -> bool:
-    try:
-        Job.from_hash("", {name: raw})
-    except (ValueError, TypeError):
-        return False
-    return True
+        # the fields that read (a number that is not one, a status no version writes: left out, read as defaults)
+        return Job.from_hash_lenient(job_id, fields) if fields else None
 
 
 def park_poll(store: Store) -> Park:
