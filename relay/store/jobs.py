@@ -57,7 +57,7 @@ class PollInfo:
     polls: int = 0
     last_polled: int = 0
     due: float | None = None
-    unreadable: tuple[str, ...] = ()  # what of it did not read (read as 0 / None): 'monitor.polls'...
+    unreadable: tuple[str, ...] = ()  # ('monitor',) when its monitor's poll count or times did not read (0, None)
 
 
 @dataclass(frozen=True, slots=True)
