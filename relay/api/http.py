@@ -9,7 +9,7 @@ from aiohttp import web
 
 from relay.api.problems import ProblemError
 from relay.api.typedefs import SETTINGS, STORE
-from relay.api.views import job_view, stored_job_view
+from relay.api.views import stored_job_view
 from relay.core import jsonfast
 from relay.core.schema import Job
 

@@ -17,7 +17,7 @@ from relay.api.registration import destination_errors, register, vault
 from relay.api.routing import AUTH, BODY, LIMIT, OWNED, ApiRoutes, Operation, json_answer, problem, query
 from relay.api.streams import wait_for_change
 from relay.api.typedefs import STORE
-from relay.api.views import job_view, stored_job_view
+from relay.api.views import stored_job_view
 from relay.core import jsonfast
 from relay.core.schema import Job
 
