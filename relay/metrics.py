@@ -67,7 +67,7 @@ REDIS_REFUSALS = Counter(
     ["kind"],
 )
 CLOCK_OFFSET = Gauge(
-    "relay_clock_offset_seconds", "Redis' clock (TIME) minus this worker's, last measured; relay uses Redis' time"
+    "relay_clock_offset_seconds", "Redis' clock (TIME) minus this process's, last measured; relay uses Redis' time"
 )
 
 JOBS = Gauge("relay_jobs", "Jobs by state, from Redis (lifetime counts; active = not yet ended)", ["state"])

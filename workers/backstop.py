@@ -27,7 +27,6 @@ or out of memory, cluster redirections, the network (``OSError``), a cancellatio
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -189,11 +188,12 @@ async def _job(store: Store, job_id: str) -> Job | None:
         return Job.from_hash_lenient(job_id, fields) if fields else None
 
 
-def park_poll(store: Store) -> Park:
-    """Fail every job of the monitor with internalError (the monitor ends with its last job)."""
+def park_poll(store: Store, now: Callable[[], float]) -> Park:
+    """Fail every job of the monitor with internalError (the monitor ends with its last job). ``now``: the
+    worker's clock (Redis', relay/store/clock.py), as every event's time."""
 
     async def park(member: str, _: Claim | None, error: str) -> None:
-        now_ms = int(time.time() * 1000)
+        now_ms = int(now() * 1000)
         for job_id in await store.monitor_job_ids(member):
             job = await _job(store, job_id)
             if job is None or job.terminal:
@@ -203,20 +203,21 @@ def park_poll(store: Store) -> Park:
     return park
 
 
-def park_resolution(store: Store) -> Park:
-    """Fail the job with internalError."""
+def park_resolution(store: Store, now: Callable[[], float]) -> Park:
+    """Fail the job with internalError (``now``: the worker's clock, as for :func:`park_poll`)."""
 
     async def park(job_id: str, _: Claim | None, error: str) -> None:
         job = await _job(store, job_id)
         if job is None or job.terminal:
             return
-        await store.apply_job(failure_op(job, int(time.time() * 1000), internal_error("DriveItem resolution", error)))
+        await store.apply_job(failure_op(job, int(now() * 1000), internal_error("DriveItem resolution", error)))
 
     return park
 
 
-def park_delivery(store: Store) -> Park:
-    """Dead-letter the event the delivery would send (the first undelivered one when even that does not read)."""
+def park_delivery(store: Store, now: Callable[[], float]) -> Park:
+    """Dead-letter the event the delivery would send (the first undelivered one when even that does not read);
+    ``now``: the worker's clock, as for :func:`park_poll`."""
 
     async def park(job_id: str, claim: Claim | None, error: str) -> None:
         assert claim is not None
@@ -242,7 +243,7 @@ def park_delivery(store: Store) -> Park:
             "status": None,
             "error": f"internal error: relay's delivery failed with an unexpected error ({error}); parked",
             "durationMs": 0.0,
-            "time": isoformat(time.time()),
+            "time": isoformat(now()),
         }
         pending = store.submit_ack(claim, event_id=event_id, outcome=DeliveryOutcome.DEAD, records=[record])
         await after_write(store, pending, None, what="parked delivery", member=job_id)

@@ -15,9 +15,9 @@ from relay.core.crypto import Vault
 from relay.core.retry import RetryPolicy
 from relay.core.tracking import PollPolicy
 from relay.credentials.broker import CredentialBroker
+from relay.store.clock import RedisClock
 from relay.store.jobs import Store
 from workers.backstop import Backstop
-from workers.clock import RedisClock
 
 __all__ = ["Deps"]
 

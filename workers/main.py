@@ -140,11 +140,11 @@ async def startup(ctx: dict[str, Any]) -> None:
     except Exception as exc:  # Redis not there yet: the claims wait for it; the clock is measured again soon
         log.warning("clock not measured against Redis' yet", error=type(exc).__name__)
     deps.clock.start(redis)
-    lease = settings.lease
+    lease, now = settings.lease, deps.clock.now
     deps.backstops.update(
-        poll=Backstop(store, "poll", park_poll(store), scheduler=store.monitors, lease=lease),
-        delivery=Backstop(store, "delivery", park_delivery(store), scheduler=store.deliveries, lease=lease),
-        resolution=Backstop(store, "resolution", park_resolution(store), lease=lease),
+        poll=Backstop(store, "poll", park_poll(store, now), scheduler=store.monitors, lease=lease),
+        delivery=Backstop(store, "delivery", park_delivery(store, now), scheduler=store.deliveries, lease=lease),
+        resolution=Backstop(store, "resolution", park_resolution(store, now), lease=lease),
     )
     loops = [
         ClaimLoop(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,6 +14,7 @@ from relay.api.routing import ApiRoutes, documented_queries, route_paths
 from relay.api.typedefs import (
     ARQ_REDIS,
     BROKER,
+    CLOCK,
     OPENAPI,
     QUERY_PARAMETERS,
     REDIS,
@@ -26,6 +28,7 @@ from relay.config.settings import Settings
 from relay.config.tenants import Signing
 from relay.core.crypto import Vault
 from relay.outbound.client import create_session
+from relay.store.clock import RedisClock
 from relay.store.connections import redis_client
 from relay.store.open import open_store
 
@@ -72,7 +75,12 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     arq_url = app[SETTINGS].arq_redis_url
     if arq_url is not None:  # arq's queue on a Redis of its own (REDIS_URL a cluster's)
         app[ARQ_REDIS] = redis_client(arq_url)
+    clock = app[CLOCK] = RedisClock()
+    with contextlib.suppress(Exception):  # Redis not there yet: measured again within 30 s (until then, this clock)
+        await clock.measure(store.redis)
+    clock.start(store.redis)
     yield
+    await clock.stop()
     await store.redis.aclose()
     if ARQ_REDIS in app:
         await app[ARQ_REDIS].aclose()

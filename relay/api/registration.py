@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-import time
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -19,7 +18,7 @@ from relay import metrics
 from relay.api.http import json_response, render_job
 from relay.api.middlewares import OWNER, TENANT
 from relay.api.problems import ProblemError
-from relay.api.typedefs import BROKER, SESSION, SETTINGS, STORE, VAULT
+from relay.api.typedefs import BROKER, CLOCK, SESSION, SETTINGS, STORE, VAULT
 from relay.api.views import job_view
 from relay.config.parsing import ConfigError
 from relay.core.changes import finished_op
@@ -262,7 +261,8 @@ async def _store(
         )
     else:  # the action finished at once: the job is born completed, with its job.completed event
         assert finished is not None
-        first = finished_op(Job.from_hash(job_id, fields.fields), int(time.time() * 1000), finished)
+        now_ms = int(request.app[CLOCK].now() * 1000)  # Redis' clock, as the job's createdDateTime
+        first = finished_op(Job.from_hash(job_id, fields.fields), now_ms, finished)
         registered = await store.register(job_id, fields, None, first_op=first, idempotency=idempotency, limits=limits)
     _refuse_over_limit(registered.limited)
     if registered.job is not None:

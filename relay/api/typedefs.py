@@ -13,11 +13,13 @@ from relay.config.settings import Settings
 from relay.config.tenants import Signing
 from relay.core.crypto import Vault
 from relay.credentials.broker import CredentialBroker
+from relay.store.clock import RedisClock
 from relay.store.jobs import Store
 
 __all__ = [
     "ARQ_REDIS",
     "BROKER",
+    "CLOCK",
     "OPENAPI",
     "QUERY_PARAMETERS",
     "REDIS",
@@ -33,6 +35,8 @@ REDIS = web.AppKey("redis", Redis)
 #: arq's own Redis when RELAY_ARQ_REDIS_URL names one (its queue depth for /metrics); absent otherwise
 ARQ_REDIS = web.AppKey("arq_redis", Redis)
 STORE = web.AppKey("store", Store)
+#: Redis' clock (TIME), the one the scripts stamp jobs with: the time of what the API writes itself
+CLOCK = web.AppKey("clock", RedisClock)
 VAULT = web.AppKey("vault", Vault)
 #: which secrets sign each owner's events (stream frames)
 SIGNING = web.AppKey("signing", Signing)

@@ -1,12 +1,13 @@
-"""One clock for a worker: Redis' (``TIME``), the clock leases and due times already use.
+"""One clock for a process: Redis' (``TIME``), the clock leases and due times already use.
 
-A worker's own clock may be off: a receiver checks ``webhook-timestamp`` against its clock (Standard Webhooks
-refuses more than 5 minutes off), a JWT's ``exp`` and an authorization wait are compared with now, a
-``Retry-After`` HTTP-date counts from now. So a worker measures how far Redis' clock is from its own when it
-starts and every :data:`EVERY` seconds after (half the round trip is the error bound), and its ``now()`` is its
-own clock plus that offset. An offset over :data:`MAX_OFFSET` is logged as an error (relay still uses Redis'
-time, but the machine's clock wants fixing: its logs and anything else on it are off) and shown by the
-``relay_clock_offset_seconds`` gauge.
+A process's own clock may be off: a receiver checks ``webhook-timestamp`` against its clock (Standard
+Webhooks refuses more than 5 minutes off), a JWT's ``exp`` and an authorization wait are compared with now, a
+``Retry-After`` HTTP-date counts from now, an event a process builds itself (a parked job's ``job.failed``, the
+``job.completed`` of an action that finished at once) carries now. So a worker, and ``relay serve``, measures
+how far Redis' clock is from its own when it starts and every :data:`EVERY` seconds after (half the round trip
+is the error bound), and its ``now()`` is its own clock plus that offset. An offset over :data:`MAX_OFFSET` is
+logged as an error (relay still uses Redis' time, but the machine's clock wants fixing: its logs and anything
+else on it are off) and shown by the ``relay_clock_offset_seconds`` gauge.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from relay import metrics
 
 __all__ = ["EVERY", "MAX_OFFSET", "RedisClock"]
 
-log = structlog.stdlib.get_logger("relay.worker")
+log = structlog.stdlib.get_logger("relay.clock")
 
 #: seconds between two measures of the offset
 EVERY = 30.0
