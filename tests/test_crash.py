@@ -92,3 +92,52 @@ async def test_redis_restart_with_aof_loses_no_job_and_no_event(
         seqs = [e["data"]["sequence"] for e in events]
         assert seqs == sorted(seqs)
         assert events[-1]["type"] == "job.completed"
+
+
+async def test_worker_killed_between_the_completing_write_and_the_resolution_costs_a_lease_not_a_minute(
+    api: Api, receiver: Receiver, settings: Settings
+) -> None:
+    """The poll's write marks the job resolving, then the same worker's GET of the DriveItem hangs and the worker
+    is SIGKILLed: the resolution was lost with it. The completed monitor comes back at the lease (the killed
+    worker's: 2 + 5 s), where it waited for the minute's recheck (RESOLVE_RECHECK) before."""
+    item_asked, killed = asyncio.Event(), asyncio.Event()
+    item = {"id": "01ITEM", "name": "copied.txt"}
+
+    async def monitor(_: web.Request) -> web.Response:
+        return web.json_response({**COMPLETED, "resourceId": item["id"]}, status=202)
+
+    async def drive_item(_: web.Request) -> web.Response:
+        if not item_asked.is_set():  # the first worker's request: it dies waiting for the answer
+            item_asked.set()
+            await killed.wait()
+        return web.json_response(item)
+
+    app = web.Application()
+    app.router.add_get("/monitor", monitor)
+    app.router.add_get("/v1.0/me/drive/items/{id}", drive_item)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    assert settings.redis_url is not None
+    proc = worker_process(settings.redis_url, request_timeout=2.0)
+    try:
+        job = await api.create(
+            monitorUrl=f"{base}/monitor",
+            callbackUrl=receiver.url,
+            driveItemUrl=f"{base}/v1.0/me/drive/items/{{resourceId}}",
+        )
+        await asyncio.wait_for(item_asked.wait(), 20)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        killed.set()
+        async with running_worker(with_settings(settings, request_timeout=1.0)):
+            # well under the minute's recheck: a job left to it fails here
+            await receiver.wait_for(lambda: receiver.terminal(job["id"]) is not None, timeout=20)
+    finally:
+        ensure_stopped(proc)
+        killed.set()
+        await runner.cleanup()
+    done = receiver.terminal(job["id"])
+    assert done is not None and done["type"] == "job.completed", done
+    assert done["data"]["driveItem"] == item and "resolutionError" not in done["data"]

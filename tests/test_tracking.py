@@ -10,7 +10,17 @@ from typing import Any
 from relay.config.settings import Settings
 from relay.core.monitor import Kind, PollResult
 from relay.core.schema import Job, Monitor
-from relay.core.tracking import RESOLVE_RECHECK, PollPolicy, completed_from_monitor, plan_poll
+from relay.core.stretches import Stretches
+from relay.core.tracking import (
+    RESOLVE_RECHECK,
+    JobsPlan,
+    Outcome,
+    PollPolicy,
+    completed_from_monitor,
+    next_delay,
+    plan_jobs,
+    plan_poll,
+)
 
 S = PollPolicy.of(
     Settings(poll_initial_interval=1.0, poll_max_interval=60.0, job_timeout=100.0, max_invalid_responses=3)
@@ -44,6 +54,7 @@ def test_the_poll_policy_is_the_settings_of_the_same_names() -> None:
     policy = asdict(PollPolicy.of(Settings.from_env({variable: str(value) for variable, (_, value) in given.items()})))
     assert {name: policy[name] for name, _ in given.values()} == dict(given.values())
     assert policy["retry_after_cap"] == Settings().retry_after_cap
+    assert policy["lease"] == Settings().lease
 
 
 def progress(pct: float, status: str = "inProgress") -> PollResult:
@@ -91,8 +102,22 @@ def test_completion_marks_jobs_resolving_without_an_event() -> None:
     p = plan(done)
     (op,) = p.ops
     assert op.events == [] and op.set.fields["phase"] == "resolving" and op.set.fields["resource_id"] == "01R"
-    assert p.resolve == ["j1"] and p.delay == RESOLVE_RECHECK
+    # the write that starts the resolution brings the monitor back at the lease, as a claim would: a worker
+    # killed before recording the resolution costs that, not the minute's recheck
+    assert p.resolve == ["j1"] and p.delay == S.lease < RESOLVE_RECHECK
     assert p.monitor_change.fields["completed"] == "1"
+
+
+def test_a_completed_monitors_recheck_of_jobs_still_resolving_is_a_minute_later() -> None:
+    done = PollResult(Kind.COMPLETED, status="completed", percentage=100.0, resource_id="01R")
+    still = plan(done, {"completed": "1"}, [job(phase="resolving", status="completed", percentage=100.0)])
+    assert still.ops == [] and still.resolve == ["j1"] and still.delay == RESOLVE_RECHECK
+    joined = [job(phase="resolving", status="completed", percentage=100.0), job(id="j2")]
+    assert plan(done, {"completed": "1"}, joined).delay == S.lease, "a job set resolving by this write"
+    asks = JobsPlan()  # a monitor polled in chunks: any chunk's write that starts a resolution counts
+    for chunk in ([joined[0]], [joined[1]], []):
+        asks.merge(plan_jobs(Outcome(done, NOW, 0, None, Stretches()), chunk, S))
+    assert asks.started and next_delay(Outcome(done, NOW, 0, None, Stretches()), asks, S.lease) == S.lease
 
 
 def test_completed_monitor_is_not_polled_again() -> None:
@@ -206,7 +231,7 @@ def test_a_progress_interval_caps_the_delay_at_the_smallest_among_the_monitors_j
     throttled = PollResult(Kind.RETRY, http_status=429, retry_after="30")
     assert plan(throttled, stalled, jobs).delay == 30.0, "Retry-After still wins"
     done = PollResult(Kind.COMPLETED, http_status=303, status="completed", percentage=100.0, resource_id="r")
-    assert plan(done, {}, jobs).delay == RESOLVE_RECHECK, "a completed monitor is not polled for progress"
+    assert plan(done, {}, jobs).delay == S.lease, "a completed monitor is not polled for progress"
 
 
 # -- statusDescription, failure reasons, bounded stretches (tests/corpus has the published answers) ------

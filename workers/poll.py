@@ -205,7 +205,7 @@ async def poll_in_chunks(deps: Deps, claim: Claim, monitor: Monitor) -> None:
         cursor = read.cursor
         if cursor == "0":
             break
-    delay = next_delay(outcome, asks)
+    delay = next_delay(outcome, asks, policy.lease)
     store.monitors.handed_back(delay, claim.bucket)
     _chunk_landed(deps, planned, await store.poll_chunk_last(claim, planned.ops, delay, len(seen), lease_ms))
 

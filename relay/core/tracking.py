@@ -39,7 +39,8 @@ __all__ = [
     "plan_poll",
 ]
 
-#: a completed monitor is looked at again after this long, to re-enqueue resolutions a crash lost
+#: a completed monitor is looked at again after this long, to start again resolutions a crash or a lost arq task
+#: left waiting; the first look after the write that starts them comes sooner, at the lease (:func:`next_delay`)
 RESOLVE_RECHECK = 60.0
 
 
@@ -54,6 +55,7 @@ class PollPolicy:
     poll_max_error_time: float
     max_invalid_responses: int
     retry_after_cap: float
+    lease: float  # how long a claim stays with its worker (derived from RELAY_REQUEST_TIMEOUT)
 
     @classmethod
     def of(cls, settings: object) -> PollPolicy:
@@ -123,6 +125,7 @@ class JobsPlan:
     resolve: list[str] = field(default_factory=list)
     interval: float | None = None  # the smallest progressInterval among them
     wait_until: int | None = None  # the earliest end (ms) of a wait for authorization among them
+    started: bool = False  # whether these changes set a job resolving (its resolution starts with their write)
 
     def merge(self, other: JobsPlan) -> None:
         """Take ``other``'s asks into this plan's (its ops and resolutions are handled on their own)."""
@@ -130,6 +133,7 @@ class JobsPlan:
             self.interval = other.interval if self.interval is None else min(self.interval, other.interval)
         if other.wait_until is not None:
             self.wait_until = other.wait_until if self.wait_until is None else min(self.wait_until, other.wait_until)
+        self.started = self.started or other.started
 
 
 def plan_poll(
@@ -145,7 +149,7 @@ def plan_poll(
     plan, outcome = plan_answer(result, monitor, now_ms, policy, rng, polled=polled, jobs=len(jobs))
     planned = plan_jobs(outcome, jobs, policy)
     plan.ops, plan.resolve = planned.ops, planned.resolve
-    plan.delay = next_delay(outcome, planned)
+    plan.delay = next_delay(outcome, planned, policy.lease)
     return plan
 
 
@@ -199,17 +203,25 @@ def plan_jobs(outcome: Outcome, jobs: list[Job], policy: PollPolicy) -> JobsPlan
         op = _plan_job(result, job, now_ms, policy, outcome.invalid, outcome.operation, outcome.stretches)
         if op is not None:
             planned.ops.append(op)
-        if job.phase is Phase.RESOLVING or (op is not None and op.set is not None and op.set.phase is Phase.RESOLVING):
+        starts = op is not None and op.set is not None and op.set.phase is Phase.RESOLVING
+        if job.phase is Phase.RESOLVING or starts:
             planned.resolve.append(job.id)
+        planned.started = planned.started or starts
     return planned
 
 
-def next_delay(outcome: Outcome, jobs: JobsPlan) -> float:
-    """Seconds until the monitor is polled again, given what all its jobs asked for."""
+def next_delay(outcome: Outcome, jobs: JobsPlan, lease: float) -> float:
+    """Seconds until the monitor is polled again, given what all its jobs asked for.
+
+    A completed monitor is only looked at again for its jobs still resolving (its last job's end removes it).
+    The write that sets jobs resolving brings it back after ``lease``, as a claim's lease would: the worker that
+    wrote it resolves them at once (``resolve_soon``), within one request's time; one still resolving then was
+    lost with that worker (killed before recording it), or waits for a retry. Later looks are a minute apart."""
     if outcome.result.kind is Kind.COMPLETED:
         waiting_until = [] if jobs.wait_until is None else [jobs.wait_until]
+        recheck = min(lease, RESOLVE_RECHECK) if jobs.started else RESOLVE_RECHECK
         # a job waiting for authorization ends when its wait does, not at the next minute's recheck
-        return max(0.0, min([RESOLVE_RECHECK, *((until - outcome.now_ms) / 1000.0 for until in waiting_until)]))
+        return max(0.0, min([recheck, *((until - outcome.now_ms) / 1000.0 for until in waiting_until)]))
     delay = outcome.delay
     # jobs that asked for live progress: the monitor is polled at the smallest of their intervals
     if jobs.interval is not None:
