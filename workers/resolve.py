@@ -1,9 +1,10 @@
 """Resolve the new DriveItem of a completed job (an arq task) and record ``job.completed``.
 
 Durability: the poller marks the job ``resolving`` (in the same script that records the completion)
-before anything is fetched, and a completed monitor is looked at again every minute, enqueuing the
-arq task for any job still resolving; arq's ``_job_id`` keeps that task single, and the job's phase
-guard makes a second resolution record nothing.
+before anything is fetched, and the completed monitor is looked at again a lease after that script (a worker
+killed before recording the resolution costs that, as any claim it held), then every minute, resolving again
+any job still resolving (a retry that fails goes to arq); arq's ``_job_id`` keeps that task single, and the
+job's phase guard makes a second resolution record nothing.
 
 A refused request (401, or a token whose ``exp`` has passed) does not end the job: it records
 ``job.authorizationRequired`` and waits for a PATCHed authorization (:mod:`relay.core.authorization`).
