@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -75,10 +74,9 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     arq_url = app[SETTINGS].arq_redis_url
     if arq_url is not None:  # arq's queue on a Redis of its own (REDIS_URL a cluster's)
         app[ARQ_REDIS] = redis_client(arq_url)
+    # measured in the background: the API starts (and answers /readyz 503) without waiting for Redis
     clock = app[CLOCK] = RedisClock()
-    with contextlib.suppress(Exception):  # Redis not there yet: measured again within 30 s (until then, this clock)
-        await clock.measure(store.redis)
-    clock.start(store.redis)
+    clock.start(store.redis, at_once=True)
     yield
     await clock.stop()
     await store.redis.aclose()

@@ -64,14 +64,18 @@ class RedisClock:
             log.warning("this machine's clock agrees with Redis' again", offset_s=round(offset, 1))
             self._reported = False
 
-    def start(self, redis: Redis, every: float = EVERY) -> None:
-        self._task = asyncio.create_task(self._run(redis, every), name="relay-clock")
+    def start(self, redis: Redis, every: float = EVERY, *, at_once: bool = False) -> None:
+        """Measure every ``every`` seconds in the background, the first time at once with ``at_once`` (a process
+        that must not wait for Redis to start: until then its offset is 0)."""
+        self._task = asyncio.create_task(self._run(redis, every, at_once), name="relay-clock")
 
-    async def _run(self, redis: Redis, every: float) -> None:
-        while True:
+    async def _run(self, redis: Redis, every: float, at_once: bool) -> None:
+        if not at_once:
             await asyncio.sleep(every)
+        while True:
             with contextlib.suppress(Exception):  # Redis away: the last offset stands (the claims say the rest)
                 await self.measure(redis)
+            await asyncio.sleep(every)
 
     async def stop(self) -> None:
         if self._task is not None:
