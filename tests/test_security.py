@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import os
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -10,10 +12,11 @@ from typing import Any
 import aiohttp
 import pytest
 from cryptography.fernet import Fernet
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from redis.asyncio import Redis
 
 from relay.config.settings import Settings
-from relay.core.crypto import InvalidToken, Vault, _fernet_key
+from relay.core.crypto import InvalidToken, Vault, _aes_key, _fernet_key
 from relay.core.monitor import Kind
 from relay.outbound.client import create_session
 from relay.outbound.ssrf import address_allowed
@@ -133,6 +136,30 @@ def test_vault_still_reads_fernet_tokens() -> None:
     assert Vault(["second", "first-key-material"]).decrypt(legacy) == "Bearer old"
     with pytest.raises(InvalidToken):
         Vault(["other"]).decrypt(legacy)
+
+
+def test_vault_seals_without_base64_padding_and_still_reads_padded_values() -> None:
+    """New values carry no ``=`` padding (two characters of a 120-character monitor URL's 203, and the monitor hash's
+    listpack a jemalloc size class, 64 B a job: docs/performance.md "Memory"); what earlier versions sealed, padded,
+    still opens. The padded values are made here as they were made, from the same key: nonce, AES-256-GCM, base64."""
+    vault = Vault(["first-key-material"])
+    aead = AESGCM(_aes_key(_fernet_key("first-key-material")))
+    for length in (0, 1, 2, 3, 4, 5, 120, 121, 122):  # every length mod 3 of nonce + ciphertext + tag
+        value = "u" * length
+        sealed = vault.encrypt(value)
+        raw = 12 + length + 16  # the 12-byte random nonce and the full 16-byte tag are still all there
+        assert "=" not in sealed and len(sealed) == 3 + -(-raw * 4 // 3)
+        assert vault.decrypt(sealed) == value and vault.reveal(sealed) == value
+        nonce = os.urandom(12)
+        padded = "g1." + base64.urlsafe_b64encode(nonce + aead.encrypt(nonce, value.encode(), None)).decode()
+        assert padded.endswith("=") == (raw % 3 != 0)
+        assert vault.decrypt(padded) == value and Vault(["second", "first-key-material"]).decrypt(padded) == value
+        with pytest.raises(InvalidToken):
+            Vault(["other"]).decrypt(padded)
+    assert len(vault.encrypt("u" * 120)) == 201  # the bench's monitor URL (row 4): 203 padded
+    for bad in ("g1.A", "g1.AAAAA", "g1." + "A" * 37, "g1.!!!!"):  # 1 mod 4 is no base64; too short; not base64
+        with pytest.raises(InvalidToken):
+            vault.decrypt(bad)
 
 
 @pytest.mark.parametrize(
