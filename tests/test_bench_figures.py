@@ -305,10 +305,21 @@ async def test_the_benchs_jobs_hold_the_fields_the_api_stores(
     through_api = await redis.hgetall(keys.job(job["id"]))
 
     bench_id = uuid.uuid4().hex
-    record = peers.job_fields(Vault(settings.encryption_keys), receiver.url, drive_item_url=item_url, metadata=metadata)
+    vault = Vault(settings.encryption_keys)
+    record = peers.job_fields(vault, receiver.url, drive_item_url=item_url, metadata=metadata)
     store = Store(redis, retention=60, job_timeout=60)
-    await peers.register(store, [(bench_id, record, simulator.create(duration=30).monitor_url)])
+    bench_monitor = simulator.create(duration=30).monitor_url
+    await peers.register(store, [(bench_id, record, bench_monitor)], seal=vault)  # the row's target: sealed
     through_bench = await redis.hgetall(keys.job(bench_id))
+
+    # and its monitor hash holds what the API's holds: the URL sealed as relay serve seals it, and j:<id>
+    api_monitor = await redis.hgetall(keys.monitor(through_api["monitor_key"]))
+    bench_monitor_hash = await redis.hgetall(keys.monitor(through_bench["monitor_key"]))
+    assert sorted(api_monitor) == sorted(["url", f"j:{job['id']}"]) and sorted(bench_monitor_hash) == ["j:" + bench_id, "url"]
+    assert api_monitor["url"].startswith("g1.") and bench_monitor_hash["url"].startswith("g1.")
+    assert "=" not in api_monitor["url"] + bench_monitor_hash["url"]  # sealed without base64 padding, both
+    assert vault.reveal(bench_monitor_hash["url"]) == bench_monitor
+    assert len(api_monitor["url"]) == len(vault.seal(vault.reveal(api_monitor["url"])))
 
     assert sorted(through_bench) == sorted(through_api)
     differ = {"created", "monitor_key"}  # the registration's time and its own monitor's digest
