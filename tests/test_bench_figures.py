@@ -315,7 +315,8 @@ async def test_the_benchs_jobs_hold_the_fields_the_api_stores(
     # and its monitor hash holds what the API's holds: the URL sealed as relay serve seals it, and j:<id>
     api_monitor = await redis.hgetall(keys.monitor(through_api["monitor_key"]))
     bench_monitor_hash = await redis.hgetall(keys.monitor(through_bench["monitor_key"]))
-    assert sorted(api_monitor) == sorted(["url", f"j:{job['id']}"]) and sorted(bench_monitor_hash) == ["j:" + bench_id, "url"]
+    assert sorted(api_monitor) == sorted(["url", f"j:{job['id']}"])
+    assert sorted(bench_monitor_hash) == ["j:" + bench_id, "url"]
     assert api_monitor["url"].startswith("g1.") and bench_monitor_hash["url"].startswith("g1.")
     assert "=" not in api_monitor["url"] + bench_monitor_hash["url"]  # sealed without base64 padding, both
     assert vault.reveal(bench_monitor_hash["url"]) == bench_monitor
