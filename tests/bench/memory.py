@@ -115,7 +115,8 @@ async def memory_breakdown(h: Harness, count: int, delta: int) -> list[str]:
     job = await h.store.job(jid[0])
     assert job is not None
     mkey = job.monitor_key
-    url_chars = len(await h.redis.hget(keys.monitor(mkey), "url") or "")
+    url: str | None = await h.redis.hget(keys.monitor(mkey), "url")  # type: ignore[misc]  # redis-py types sync and async
+    url_chars = len(url or "")
     samples = {
         "job hash relay:job:<id>": keys.job(jid[0]),
         f"monitor hash relay:monitor:<key> (url {url_chars} ch, j:<id>)": keys.monitor(mkey),
