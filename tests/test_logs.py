@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -21,6 +22,7 @@ from relay.api.middlewares import api_middleware
 from relay.api.typedefs import SETTINGS
 from relay.config.settings import ConfigError, Settings
 from relay.simulator import Simulator
+from relay.store.jobs import monitor_key
 from tests.helpers import SECRET, Api, Receiver, eventually
 
 JOB_SECRET = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
@@ -327,3 +329,18 @@ def test_secrets_are_kept_out_of_lines_in_their_json_spelling() -> None:
         logs.configure("json", logging.WARNING)
     line = json.loads(stream.getvalue())
     assert line["error"] == "AUTH [redacted] refused" and line["note"] == "abcdef"
+
+
+async def test_a_polls_warnings_name_its_own_monitor_when_polls_are_written_together(
+    json_logs: io.StringIO, api: Api, simulator: Simulator, receiver: Receiver, worker: Any
+) -> None:
+    """A poll's follow-up runs in the context of the batch that wrote it (another runner's): its lines name their
+    monitor themselves, so two monitors answering 5xx at once each get their own warnings."""
+    done = {"status": 202, "body": {"percentageComplete": 100.0, "resourceId": "01DONE", "status": "completed"}}
+    script = [{"status": 500}, {"status": 503}, {"status": 502}, done]
+    ops = [simulator.create(script=script, monitor_style="sharepoint") for _ in range(4)]
+    jobs = await asyncio.gather(*(api.create(monitorUrl=op.monitor_url, callbackUrl=receiver.url) for op in ops))
+    await receiver.wait_for(lambda: all(receiver.terminal(job["id"]) is not None for job in jobs))
+    warnings = [line for line in _lines(json_logs) if line["level"] == "warning" and "5xx" in line["event"]]
+    named = sorted(w["monitor"] for w in warnings)
+    assert named == sorted(monitor_key(op.monitor_url)[:12] for op in ops)  # one stretch each, each its own

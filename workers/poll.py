@@ -106,7 +106,8 @@ async def poll_claimed(deps: Deps, claim: Claim) -> None:
 
 async def poll_monitor(deps: Deps, claim: Claim, monitor: Monitor, jobs: list[Job]) -> None:
     started = time.monotonic()
-    structlog.contextvars.bind_contextvars(monitor=claim.member[:12])
+    # no monitor bound to the runner's context: what is logged about this poll is logged after its write lands, in
+    # the batch's context (another runner's), so those lines name their monitor themselves
     if not jobs:
         pending = deps.store.submit_poll(claim, Monitor(), [], 0.0)
         await after_write(deps.store, pending, None, what="poll result", member=claim.member)
@@ -118,7 +119,7 @@ async def poll_monitor(deps: Deps, claim: Claim, monitor: Monitor, jobs: list[Jo
     now_ms = claim.now_ms + int((time.monotonic() - started) * 1000)
     plan = plan_poll(result, monitor, jobs, now_ms, deps.poll_policy, deps.rng, polled=polled)
     then = landing(
-        partial(_applied, deps, plan, result if polled else None, len(jobs)),
+        partial(_applied, deps, plan, result if polled else None, len(jobs), claim.member[:12]),
         what="poll result",
         member=claim.member,
         failed=_strike(deps, claim),
@@ -134,20 +135,27 @@ def _strike(deps: Deps, claim: Claim) -> Callable[[BaseException], None] | None:
     return backstop.on_write_failure(claim.member, claim) if backstop is not None else None
 
 
-def _applied(deps: Deps, plan: PollPlan, polled: PollResult | None, jobs: int, written: PollWritten) -> None:
-    """What follows a poll's write: count and log what it recorded, start the resolutions it calls for."""
+def _applied(
+    deps: Deps, plan: PollPlan, polled: PollResult | None, jobs: int, monitor: str, written: PollWritten
+) -> None:
+    """What follows a poll's write: count and log what it recorded, start the resolutions it calls for. It runs in
+    the context of the batch that wrote it, so its lines name ``monitor`` (the member's first 12 characters)."""
     if written.stale:
-        log.info("poll result dropped: claim taken over by another worker, or the write landed and its reply was lost")
+        log.info(
+            "poll result dropped: claim taken over by another worker, or the write landed and its reply was lost",
+            monitor=monitor,
+        )
         # redis-py sends a write again when the connection is lost before its reply: its second run finds the
         # claim gone, if the first landed; the resolutions it called for are found again in the jobs' phase
         _resolve_stored(deps, plan.resolve)
         return
     for message, fields in plan.warnings:  # the start of a stretch of bare 5xx or unknown status words
-        log.warning(message, **fields)
-    _recorded(plan.ops, written.applied)
+        log.warning(message, monitor=monitor, **fields)
+    _recorded(plan.ops, written.applied, monitor)
     if polled is not None and logs.enabled(logging.DEBUG):  # a line per poll is built only when it is written
         log.debug(
             "monitor polled",
+            monitor=monitor,
             outcome=polled.kind.value,
             http_status=polled.http_status,
             status=polled.status,
@@ -228,7 +236,7 @@ def _chunk_landed(deps: Deps, planned: JobsPlan, read: ChunkRead | None) -> bool
         log.info("poll result dropped: claim taken over by another worker, or the write landed and its reply was lost")
         _resolve_stored(deps, planned.resolve)
         return False
-    _recorded(planned.ops, read.applied)
+    _recorded(planned.ops, read.applied)  # the runner's context names the monitor (poll_in_chunks binds it)
     for job_id in planned.resolve:
         resolve_soon(deps, job_id)
     return True
@@ -245,10 +253,14 @@ async def _poll(deps: Deps, monitor: Monitor) -> PollResult:
     return result
 
 
-def _recorded(ops: list[JobOp], outcomes: list[str]) -> None:
-    """Count and log the events the poll's write recorded."""
+def _recorded(ops: list[JobOp], outcomes: list[str], monitor: str | None = None) -> None:
+    """Count and log the events the poll's write recorded (``monitor``: named on each line, where the context
+    does not)."""
     for op, outcome in zip(ops, outcomes, strict=True):
         if outcome == "ok":
             for event in op.events:
                 _EVENTS(event["type"]).inc()
-                log.info("event recorded", job_id=op.job, event_id=event["id"], type=event["type"])
+                if monitor is None:
+                    log.info("event recorded", job_id=op.job, event_id=event["id"], type=event["type"])
+                else:
+                    log.info("event recorded", monitor=monitor, job_id=op.job, event_id=event["id"], type=event["type"])
