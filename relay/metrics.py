@@ -7,7 +7,6 @@ read from Redis when the API's ``/metrics`` is scraped, so every API replica rep
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import io
@@ -39,8 +38,6 @@ __all__ = [
     "RESOLUTIONS",
     "WORKER_HEARTBEAT",
     "Heartbeat",
-    "Tally",
-    "flush_tallies",
     "labelled",
     "refresh_from_stats",
     "serve_worker_metrics",
@@ -88,45 +85,6 @@ ARQ_QUEUE = Gauge("relay_arq_queue_depth", "Jobs waiting in the arq queue (Drive
 def labelled(metric: Counter) -> Callable[..., Counter]:
     """``metric.labels`` remembered per label values: the hot paths count without a lock and a lookup each time."""
     return functools.lru_cache(maxsize=256)(metric.labels)
-
-
-class Tally:
-    """Counts of a labelled counter added up over one turn of the event loop and handed to prometheus-client once
-    per label values (``Counter.inc(n)``) at its end: the worker's hot paths count a poll or a delivery with a dict
-    update instead of a lock and a lookup each (a batch of acks or poll writes lands in one turn). What a scrape
-    reads lags by at most that turn. Outside a running event loop the counter is incremented at once."""
-
-    __slots__ = ("_counts", "_labelled")
-
-    def __init__(self, metric: Counter) -> None:
-        self._labelled = labelled(metric)
-        self._counts: dict[tuple[str, ...], int] = {}
-        _TALLIES.append(self)
-
-    def __call__(self, *labels: str) -> None:
-        counts = self._counts
-        if not counts:  # the turn's first: its sum is handed over once the turn's callbacks have run
-            try:
-                asyncio.get_running_loop().call_soon(self.flush)
-            except RuntimeError:  # no event loop: nothing would hand it over
-                self._labelled(*labels).inc()
-                return
-        counts[labels] = counts.get(labels, 0) + 1
-
-    def flush(self) -> None:
-        """Hand what was counted so far to the counter."""
-        counts, self._counts = self._counts, {}
-        for labels, n in counts.items():
-            self._labelled(*labels).inc(n)
-
-
-_TALLIES: list[Tally] = []
-
-
-def flush_tallies() -> None:
-    """Every :class:`Tally`'s counts handed over now (before the counters are read in the same turn)."""
-    for tally in _TALLIES:
-        tally.flush()
 
 
 def refresh_from_stats(stats: dict[str, int]) -> None:

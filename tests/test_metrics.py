@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import select
 import socket
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.parser import text_string_to_metric_families
 
 from relay.config.settings import Settings
-from relay.metrics import Tally, flush_tallies
 from tests.helpers import (
     ENCRYPTION_KEY,
     SECRET,
@@ -113,30 +110,3 @@ def _answer_to(port: int, sent: bytes, *, trickle: bool = False) -> bytes:
         while chunk := sock.recv(65536):  # socket.timeout (5 s) fails the test: the connection was held
             answer += chunk
         return answer
-
-
-async def test_a_tally_hands_a_turns_counts_to_its_counter_once() -> None:
-    registry = CollectorRegistry()
-    tally = Tally(Counter("tally_test", "counts", ["outcome"], registry=registry))
-
-    def counted(outcome: str) -> float | None:
-        return registry.get_sample_value("tally_test_total", {"outcome": outcome})
-
-    for _ in range(3):
-        tally("delivered")
-    tally("failed")
-    assert counted("delivered") is None  # not yet: at the end of this turn of the loop
-    await asyncio.sleep(0)
-    assert counted("delivered") == 3
-    assert counted("failed") == 1
-    tally("delivered")
-    flush_tallies()  # the worker's summary reads the counters in the same turn
-    assert counted("delivered") == 4
-    await asyncio.sleep(0)  # the turn's flush finds nothing more to hand over
-    assert counted("delivered") == 4
-
-
-def test_a_tally_outside_an_event_loop_counts_at_once() -> None:
-    registry = CollectorRegistry()
-    Tally(Counter("tally_test_sync", "counts", ["outcome"], registry=registry))("delivered")
-    assert registry.get_sample_value("tally_test_sync_total", {"outcome": "delivered"}) == 1

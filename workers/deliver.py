@@ -36,7 +36,7 @@ __all__ = ["deliver_claimed", "pick_event"]
 log = structlog.stdlib.get_logger("relay.deliver")
 
 MAX_RESPONSE = 64 * 1024
-_DELIVERIES = metrics.Tally(metrics.DELIVERIES)  # a batch of acks lands in one turn: counted once
+_DELIVERIES = metrics.labelled(metrics.DELIVERIES)
 _TERMINAL = EventType.terminal_types()
 
 
@@ -181,7 +181,7 @@ class Attempt:
         if outcome is DeliveryOutcome.DELIVERED and event.created:
             metrics.EVENT_LAG.observe(max(0.0, self.answered - event.created / 1000))
         status_class = f"{status // 100}xx" if status is not None else "none"
-        _DELIVERIES(outcome, status_class)
+        _DELIVERIES(outcome, status_class).inc()
         # a success is counted in metrics and listed in /deliveries; the log line is for what went wrong
         # (and for a success only at debug level: not even built otherwise)
         delivered = outcome is DeliveryOutcome.DELIVERED

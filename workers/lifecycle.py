@@ -53,7 +53,6 @@ def _total(counter: Counter, **match: str) -> int:
 
 
 def _tally() -> dict[str, int]:
-    metrics.flush_tallies()  # counts of this turn of the event loop included
     return {
         "polls": _total(metrics.POLLS),
         "deliveries": _total(metrics.DELIVERIES),

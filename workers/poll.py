@@ -53,7 +53,7 @@ __all__ = ["poll_claimed", "poll_in_chunks", "poll_monitor"]
 log = structlog.stdlib.get_logger("relay.poll")
 
 _MONITOR_HEADERS = {"Accept": "application/json"}
-_POLLS = metrics.Tally(metrics.POLLS)  # counted once per turn of the event loop
+_POLLS = metrics.labelled(metrics.POLLS)
 _EVENTS = metrics.labelled(metrics.EVENTS)
 
 
@@ -249,7 +249,7 @@ async def _poll(deps: Deps, monitor: Monitor) -> PollResult:
         result = PollResult(Kind.INVALID, detail="the stored monitor URL was sealed with a key no longer configured")
     else:
         result = await request_monitor(deps.session, deps.settings, url)
-    _POLLS(result.kind.value)
+    _POLLS(result.kind.value).inc()
     return result
 
 
