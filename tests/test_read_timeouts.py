@@ -115,3 +115,33 @@ async def test_a_stream_outlives_the_read_timeout(port: int) -> None:
         assert writer.transport is not None and not writer.transport.is_closing()
     finally:
         writer.close()
+
+
+async def test_requests_in_quick_succession_are_not_cut_off_by_an_earlier_heads_timer(port: int) -> None:
+    """One timer watches a connection's heads and is not cancelled when a head completes: firing while a later
+    head is under way, it must move on to that head's deadline, not cut it off; a head that then stalls is."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        step = LIMIT / 4
+        ends = time.monotonic() + 4 * LIMIT
+        answered = 0
+        while time.monotonic() < ends:  # each head sent in two halves, the second step later: under way often
+            writer.write(b"GET /healthz HTTP/1.1\r\n")
+            await writer.drain()
+            await asyncio.sleep(step)
+            writer.write(b"Host: 127.0.0.1\r\n\r\n")
+            status = await asyncio.wait_for(reader.readline(), 5)
+            assert status.startswith(b"HTTP/1.1 200 "), (answered, status)
+            while (await asyncio.wait_for(reader.readline(), 5)) != b"\r\n":
+                pass
+            assert await asyncio.wait_for(reader.readexactly(len(b'{"status":"ok"}')), 5) == b'{"status":"ok"}'
+            answered += 1
+        assert answered >= 8
+        started = time.monotonic()
+        writer.write(b"GET /healthz HTTP/1.1\r\n")  # and one that never ends
+        await writer.drain()
+        rest = await asyncio.wait_for(reader.read(65536), LIMIT + SLACK + 5)
+        assert rest.endswith(b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"), rest
+        assert LIMIT * 0.9 < time.monotonic() - started < LIMIT + SLACK
+    finally:
+        writer.close()
