@@ -20,7 +20,6 @@ decrypted token, the signing secrets, a request's body); and the secrets of the 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import sys
@@ -104,8 +103,10 @@ class _Line(structlog.WriteLogger):
         self.name = name
 
     def msg(self, message: str) -> None:
-        with contextlib.suppress(OSError, ValueError):
+        try:  # noqa: SIM105 (contextlib.suppress is a context manager a line; a try costs nothing until it catches)
             super().msg(message)
+        except (OSError, ValueError):
+            pass
 
     log = debug = info = warn = warning = fatal = failure = err = error = critical = exception = msg
 
@@ -158,9 +159,19 @@ _lines = _Lines(sys.stderr)
 _processors: list[Any] = []  # what configure() gave structlog (the access log runs them itself)
 
 
+def _render_json(_: Any, event_dict: MutableMapping[str, Any]) -> str:
+    """What the json format's renderer (``JSONRenderer(serializer=_json)``, scrubbed) makes of ``event_dict``,
+    without structlog's call in between: the access line's renderer."""
+    line = _json(event_dict)
+    return _scrubbed(line) if _KEPT_OUT else line
+
+
+_render_access: Any = _render_json  # the access line's renderer: set by configure()
+
+
 def configure(fmt: str = "json", level: int = logging.INFO, stream: TextIO | None = None) -> None:
     """Lines in ``fmt`` ("json" or "console") of ``level`` and above, on ``stream`` (stderr by default)."""
-    global _level, _lines, _processors
+    global _level, _lines, _processors, _render_access
     _level = level
     _lines = _Lines(stream or sys.stderr)
     stamp: list[Any] = [
@@ -177,6 +188,11 @@ def configure(fmt: str = "json", level: int = logging.INFO, stream: TextIO | Non
         else [_scrubbing(structlog.dev.ConsoleRenderer(exception_formatter=_console_traceback))]
     )
     _processors = [*stamp, *render]
+    if fmt == "json":
+        _render_access = _render_json
+    else:
+        console = render[-1]
+        _render_access = lambda logger, event_dict: console(logger, "info", event_dict)  # noqa: E731
     structlog.configure(
         processors=_processors,
         wrapper_class=structlog.make_filtering_bound_logger(level),
@@ -241,8 +257,11 @@ class AccessLogger(AbstractAccessLogger):
             "logger": "relay.access",
             "timestamp": _clock.now(),
         }
-        redact(line, "info", structlog.contextvars.merge_contextvars(line, "info", event_dict))
-        line.msg(_processors[-1](line, "info", event_dict))
+        own = len(event_dict)
+        structlog.contextvars.merge_contextvars(line, "info", event_dict)
+        if len(event_dict) > own:  # the context added keys: redacted like any line's (the line's own never are)
+            redact(line, "info", event_dict)
+        line.msg(_render_access(line, event_dict))
 
 
 class _Clock:

@@ -189,6 +189,43 @@ def test_access_line_has_no_query_string(json_logs: io.StringIO) -> None:
     assert "hunter2" not in json_logs.getvalue()
 
 
+def test_an_access_line_carries_the_context_redacted_and_no_kept_out_value(
+    json_logs: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The access line renders itself (relay/logs.py, AccessLogger): what the context holds is still merged and
+    redacted, and the configuration's secrets still kept out, as in any line."""
+    request = make_mocked_request("POST", "/v1/jobs")
+    response = web.Response(status=201, headers={"X-Request-Id": "rid-2"})
+    monkeypatch.setattr(logs, "_KEPT_OUT", logs._KEPT_OUT)  # restored after the test
+    logs.keep_out(["hunter2-api-token"])
+    structlog.contextvars.bind_contextvars(job_id="j9", authorization="Bearer abc", request_id="from-context")
+    try:
+        logs.AccessLogger(logs.ACCESS_LOG, "").log(request, response, 0.002)
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(note="sent hunter2-api-token")
+        logs.AccessLogger(logs.ACCESS_LOG, "").log(request, response, 0.002)
+    finally:
+        structlog.contextvars.clear_contextvars()
+    first, second = _lines(json_logs)
+    assert (first["job_id"], first["authorization"], first["request_id"]) == ("j9", "[redacted]", "rid-2")
+    assert second["note"] == "sent [redacted]" and "hunter2" not in json_logs.getvalue()
+
+
+def test_an_access_line_in_the_console_format() -> None:
+    stream = io.StringIO()
+    structlog.contextvars.bind_contextvars(secret="whsec_y")
+    try:
+        logs.configure("console", logging.INFO, stream)
+        request = make_mocked_request("GET", "/v1/jobs/abc")
+        logs.AccessLogger(logs.ACCESS_LOG, "").log(request, web.Response(headers={"X-Request-Id": "rid-3"}), 0.001)
+    finally:
+        structlog.contextvars.clear_contextvars()
+        logs.configure("json", logging.WARNING)
+    out = stream.getvalue()
+    assert "request" in out and "/v1/jobs/abc" in out and "rid-3" in out and "relay.access" in out
+    assert "whsec_y" not in out and not out.startswith("{")
+
+
 def test_access_log_follows_the_level() -> None:
     stream = io.StringIO()
     access = logs.AccessLogger(logs.ACCESS_LOG, "")
