@@ -97,7 +97,7 @@ def loopback_guard(request: web.Request) -> web.Response | None:
     if settings.api_tokens:
         return None
     host = request.headers.get("Host")
-    if host is not None and _host_name(host) not in _loopback_names(settings.host):
+    if host is not None and not _loopback_host(host, settings.host):
         detail = "without RELAY_API_TOKENS relay answers only requests to localhost, 127.0.0.1, [::1] or RELAY_HOST"
         return problem_response(403, "Forbidden", detail)
     origin = request.headers.get("Origin")
@@ -115,6 +115,13 @@ def _host_name(host: str) -> str:
     return host.partition(":")[0].rstrip(".")
 
 
+@functools.lru_cache(maxsize=1024)
+def _loopback_host(host: str, bound: str) -> bool:
+    """Whether a ``Host`` header names this machine's loopback or the address relay is bound to (a client sends
+    the same one on every request: its verdict is remembered, for the 1,024 most recent)."""
+    return _host_name(host) in _loopback_names(bound)
+
+
 @functools.cache
 def _loopback_names(bound: str) -> frozenset[str]:
     bound = bound.lower().strip("[]")
@@ -123,7 +130,7 @@ def _loopback_names(bound: str) -> frozenset[str]:
 
 def _unknown_query(request: web.Request) -> web.Response | None:
     """Unknown query parameters are refused like unknown body fields: a typo should not pass silently."""
-    if not request.query:
+    if not request.rel_url.raw_query_string or not request.query:  # (the raw text first: no query parsed)
         return None
     route = request.match_info.route
     if route.resource is None:
