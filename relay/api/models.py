@@ -11,9 +11,8 @@ from yarl import URL
 from relay.config.parsing import check_secret
 from relay.core import jsonfast
 from relay.core.graph_paths import item_url_problem
-from relay.core.hosts import host_matches, host_name_problem
+from relay.core.hosts import host_name_problem
 from relay.outbound.actions import Action, has_control_character
-from relay.outbound.ssrf import Blocked, check_url
 
 __all__ = [
     "MAX_METADATA",
@@ -220,36 +219,6 @@ class Redeliver(_Strict):
     """Which of the job's events to send again (any, delivered or not); without a body: its final event."""
 
     event_id: str = Field(alias="eventId", min_length=1, max_length=128, description="an eventId of this job")
-
-
-def check_destinations(
-    *,
-    monitor_url: str | None,
-    callback_url: str | None,
-    drive_item_url: str | None,
-    monitor_hosts: tuple[str, ...],
-    item_hosts: tuple[str, ...],
-    trusted_hosts: tuple[str, ...],
-) -> list[dict[str, Any]]:
-    """Registration-time checks that need configuration; the same checks run again at request time."""
-    errors: list[dict[str, Any]] = []
-    if monitor_url is not None and not host_matches(URL(monitor_url).host or "", monitor_hosts):
-        errors.append({"field": "monitorUrl", "message": "the monitor host is not in RELAY_MONITOR_ALLOWED_HOSTS"})
-    if drive_item_url is not None and not host_matches(_item_host(drive_item_url), item_hosts):
-        # the DriveItem request carries a Graph token: it goes to Graph's hosts only
-        errors.append({"field": "driveItemUrl", "message": "the DriveItem host is not in RELAY_ITEM_ALLOWED_HOSTS"})
-    for field, url in (("monitorUrl", monitor_url), ("callbackUrl", callback_url), ("driveItemUrl", drive_item_url)):
-        if url is None:
-            continue
-        try:
-            check_url(url.replace("{resourceId}", "x"), trusted_hosts)
-        except Blocked as exc:
-            errors.append({"field": field, "message": str(exc)})
-    return errors
-
-
-def _item_host(template: str) -> str:
-    return URL(template.replace("{resourceId}", "x")).host or ""
 
 
 #: the field a whole-model check is about, by its error type

@@ -6,6 +6,7 @@ stores nothing (its Idempotency-Key reservation is let go).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import secrets
@@ -15,6 +16,7 @@ from aiohttp import web
 from yarl import URL
 
 from relay import metrics
+from relay.api.destinations import check_destinations
 from relay.api.http import json_response, render_job
 from relay.api.middlewares import OWNER, TENANT
 from relay.api.problems import ProblemError
@@ -41,14 +43,22 @@ _MAX_IDEMPOTENCY_KEY = 255
 Idempotency = tuple[str, str, str]  # (owner, key digest, request digest)
 
 
-async def register(request: web.Request, body: dict[str, Any]) -> web.Response:
+@functools.cache
+def _job_model() -> type[JobCreate]:
+    """The registration's request model, imported by the first registration and kept (an import statement run
+    by every registration costs it ~1 µs)."""
     from relay.api.models import JobCreate
-    from relay.outbound.actions import ActionRefused, action_host_allowed, derived_item_url, start_action
 
-    job = JobCreate.model_validate(body)
+    return JobCreate
+
+
+async def register(request: web.Request, body: dict[str, Any]) -> web.Response:
+    job = _job_model().model_validate(body)
     settings = request.app[SETTINGS]
     drive_item_url = job.drive_item_url
     if job.action is not None:
+        from relay.outbound.actions import action_host_allowed, derived_item_url
+
         if not action_host_allowed(job.action, settings.action_allowed_hosts):
             message = "the action host is not in RELAY_ACTION_ALLOWED_HOSTS"
             raise ProblemError(
@@ -71,6 +81,8 @@ async def register(request: web.Request, body: dict[str, Any]) -> web.Response:
     if job.action is None:
         assert job.monitor_url is not None
         return await _store(request, job_id, fields, job.monitor_url, idempotency)
+    from relay.outbound.actions import ActionRefused, start_action
+
     store = request.app[STORE]
     _refuse_over_limit(await store.take_quota(request[OWNER], tenant_limits(request)))
     if idempotency is not None:  # hold the key while Graph is asked: a retry must not start a second copy
@@ -147,8 +159,6 @@ def _refuse_over_limit(limited: str) -> None:
 
 def destination_errors(request: web.Request, *, action_url: str | None = None, **urls: str | None) -> None:
     """422 for URLs relay may not send to (checked again at request time)."""
-    from relay.api.models import check_destinations
-
     settings = request.app[SETTINGS]
     errors = check_destinations(
         monitor_url=urls.get("monitor_url"),
@@ -215,7 +225,6 @@ def _idempotency(request: web.Request, body: dict[str, Any]) -> Idempotency | No
 
 def _monitor_answer_allowed(request: web.Request, monitor_url: str) -> None:
     """The monitor URL Graph answered must be one relay may poll, like a registered one."""
-    from relay.api.models import check_destinations
     from relay.outbound.actions import ActionRefused
 
     settings = request.app[SETTINGS]

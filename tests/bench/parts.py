@@ -23,7 +23,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from relay.api.models import JobCreate, check_destinations
+from relay.api.destinations import check_destinations
+from relay.api.models import JobCreate
 from relay.api.schemas import job_view
 from relay.config.settings import Settings
 from relay.core import jsonfast
