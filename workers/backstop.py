@@ -179,13 +179,9 @@ def internal_error(what: str, error: str) -> dict[str, Any]:
 
 
 async def _job(store: Store, job_id: str) -> Job | None:
-    """The job, or what of it reads when a field does not (maybe what failed): enough to record its end."""
-    try:
-        return await store.job(job_id)
-    except Exception:
-        fields = await store.job_fields(job_id)
-        # the fields that read (a number that is not one, a status no version writes: left out, read as defaults)
-        return Job.from_hash_lenient(job_id, fields) if fields else None
+    """The job, or what of it reads when a field does not (maybe what failed): enough to record its end (a number
+    that is not one, a status no version writes: left out, read as defaults)."""
+    return await store.job(job_id, lenient=True)
 
 
 def park_poll(store: Store, now: Callable[[], float]) -> Park:

@@ -536,11 +536,6 @@ class Store(Listings):
             found.append(str(field)[skip:])
         return found
 
-    async def job_fields(self, job_id: str) -> dict[str, str]:
-        """A job's stored fields as they are, unread (the backstop's last resort when one does not read)."""
-        fields: dict[str, str] = await self.redis.hgetall(self.keyspace.job(job_id))  # type: ignore[misc]
-        return fields
-
     async def strike(self, kind: str, member: str, ttl: int) -> int:
         """One more unexpected failure of ``member`` in a row (workers/backstop.py): how many now."""
         key = keys.strikes(kind, member)
