@@ -44,12 +44,7 @@ async def run(h: Harness) -> None:
         specs = []
         for _ in range(n):
             jid = uuid.uuid4().hex
-            fields = peers.job_fields(
-                h.vault,
-                f"{receiver}/hook",
-                drive_item_url=f"{sim}/v1.0/me/drive/items/{{resourceId}}",
-                authorization=f"Bearer {peers.SIM_TOKEN}",
-            )
+            fields = peers.sim_job_fields(h.vault, sim, receiver)
             specs.append((jid, fields, op["monitorUrl"]))
         await peers.register(h.store, specs)
         per_job = (await _used_memory(h) - memory_before) / n

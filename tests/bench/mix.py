@@ -64,13 +64,7 @@ async def run(h: Harness) -> None:
         for name, interval in (("plain", None), ("live", PROGRESS_INTERVAL / SCALE)):
             for op in await peers.sim_create(h.http, sim, knobs, record=True):
                 jid = sets[name][op["id"]] = uuid.uuid4().hex
-                fields = peers.job_fields(
-                    h.vault,
-                    f"{receiver}/hook",
-                    drive_item_url=f"{sim}/v1.0/me/drive/items/{{resourceId}}",
-                    authorization=f"Bearer {peers.SIM_TOKEN}",
-                    progress_interval=interval,
-                )
+                fields = peers.sim_job_fields(h.vault, sim, receiver, progress_interval=interval)
                 specs.append((jid, fields, op["monitorUrl"]))
         await peers.register(h.store, specs)
 

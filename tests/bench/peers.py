@@ -77,6 +77,18 @@ def job_fields(
     return fields
 
 
+def sim_job_fields(vault: Vault, sim: str, receiver: str, **extra: Any) -> Job:
+    """:func:`job_fields` of a job on the simulator: its callback the receiver's ``/hook``, its DriveItem from the
+    simulator with the simulator's token (``extra``: metadata, progress_interval)."""
+    return job_fields(
+        vault,
+        f"{receiver}/hook",
+        drive_item_url=f"{sim}/v1.0/me/drive/items/{{resourceId}}",
+        authorization=f"Bearer {SIM_TOKEN}",
+        **extra,
+    )
+
+
 async def sim_create(
     http: aiohttp.ClientSession, sim: str, ops: list[dict[str, Any]], *, record: bool = False
 ) -> list[dict[str, Any]]:

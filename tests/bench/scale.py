@@ -46,13 +46,7 @@ async def run(h: Harness) -> None:
             for op in ops:
                 jid = uuid.uuid4().hex
                 job_of_op[op["id"]] = jid
-                fields = peers.job_fields(
-                    h.vault,
-                    f"{receiver}/hook",
-                    drive_item_url=f"{sim}/v1.0/me/drive/items/{{resourceId}}",
-                    authorization=f"Bearer {peers.SIM_TOKEN}",
-                    metadata={"i": i},
-                )
+                fields = peers.sim_job_fields(h.vault, sim, receiver, metadata={"i": i})
                 specs.append((jid, fields, op["monitorUrl"]))
             await peers.register(h.store, specs)
         h.say(f"{n:,} jobs registered in {time.monotonic() - started:.1f} s")

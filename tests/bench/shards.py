@@ -114,12 +114,7 @@ async def measure(h: Harness, sim_proc: subprocess.Popen[bytes], sim: str, recei
             for op in ops:
                 jid = space.new_job_id(monitor_key(op["monitorUrl"]))
                 job_of_op[op["id"]] = jid
-                fields = peers.job_fields(
-                    h.vault,
-                    f"{receiver}/hook",
-                    drive_item_url=f"{sim}/v1.0/me/drive/items/{{resourceId}}",
-                    authorization=f"Bearer {peers.SIM_TOKEN}",
-                )
+                fields = peers.sim_job_fields(h.vault, sim, receiver)
                 specs.append((jid, fields, op["monitorUrl"]))
             await peers.register(store, specs)
         finally:
