@@ -15,6 +15,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from relay.api.problems import ProblemError, problem_response
 from relay.api.typedefs import QUERY_PARAMETERS, SETTINGS
+from relay.config.settings import Settings
 from relay.config.tenants import owner_of
 from relay.store.durable import NotReplicated
 from relay.store.refusals import SPELLS
@@ -44,7 +45,8 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request_id)
     try:
-        refused = loopback_guard(request) or _authenticate(request) or _unknown_query(request)
+        settings = request.app[SETTINGS]  # read once: each request.app[...] is three Python calls
+        refused = loopback_guard(request, settings) or _authenticate(request, settings) or _unknown_query(request)
         response = refused if refused is not None else await handler(request)
     except Exception as exc:
         response = _failure(request, exc)
@@ -88,12 +90,11 @@ def _unavailable(detail: str, *, retry_after: int = 1) -> web.Response:
     return problem_response(503, "Service Unavailable", detail, headers={"Retry-After": str(retry_after)})
 
 
-def loopback_guard(request: web.Request) -> web.Response | None:
+def loopback_guard(request: web.Request, settings: Settings) -> web.Response | None:
     """Without API tokens (``relay dev`` on loopback) anyone who can reach the port may use the API, and a web
     page can too: by DNS rebinding (its own name made to resolve to 127.0.0.1) or by a cross-origin request.
     So a tokenless relay answers only requests addressed to a loopback name (``Host``), and changes nothing
     for a page of another origin (``Origin``). A 403 otherwise; with tokens, the token decides."""
-    settings = request.app[SETTINGS]
     if settings.api_tokens:
         return None
     host = request.headers.get("Host")
@@ -154,9 +155,8 @@ def is_public(path: str) -> bool:
     return path in PUBLIC_PATHS or path == "/ui" or path.startswith("/ui/")
 
 
-def _authenticate(request: web.Request) -> web.Response | None:
+def _authenticate(request: web.Request, settings: Settings) -> web.Response | None:
     """Sets the caller's owner and tenant on the request; a 401 answer when its token is not one of ours."""
-    settings = request.app[SETTINGS]
     tokens = settings.api_tokens
     if not tokens or is_public(request.path):
         request[OWNER] = owner_of(None)

@@ -23,6 +23,7 @@ from relay.api.problems import ProblemError
 from relay.api.typedefs import BROKER, CLOCK, SESSION, SETTINGS, STORE, VAULT
 from relay.api.views import job_view
 from relay.config.parsing import ConfigError
+from relay.config.settings import Settings
 from relay.core.changes import finished_op
 from relay.core.crypto import Vault
 from relay.core.hosts import host_matches
@@ -54,7 +55,8 @@ def _job_model() -> type[JobCreate]:
 
 async def register(request: web.Request, body: dict[str, Any]) -> web.Response:
     job = _job_model().model_validate(body)
-    settings = request.app[SETTINGS]
+    app = request.app  # read once: each request.app[...] is three Python calls
+    settings = app[SETTINGS]
     drive_item_url = job.drive_item_url
     if job.action is not None:
         from relay.outbound.actions import action_host_allowed, derived_item_url
@@ -66,8 +68,8 @@ async def register(request: web.Request, body: dict[str, Any]) -> web.Response:
             )
         drive_item_url = drive_item_url or derived_item_url(job.action)
     action_url = job.action.url if job.action else None
-    destination_errors(
-        request,
+    _destination_errors(
+        settings,
         monitor_url=job.monitor_url,
         callback_url=job.callback_url,
         drive_item_url=drive_item_url,
@@ -77,21 +79,21 @@ async def register(request: web.Request, body: dict[str, Any]) -> web.Response:
         _credential_allowed(request, job.credential, drive_item_url, action_url)
     idempotency = _idempotency(request, body)
     job_id = secrets.token_hex(16)
-    fields = _fields(request, job, drive_item_url)
+    fields = _fields(request, job, drive_item_url, app[VAULT], settings)
     if job.action is None:
         assert job.monitor_url is not None
         return await _store(request, job_id, fields, job.monitor_url, idempotency)
     from relay.outbound.actions import ActionRefused, start_action
 
-    store = request.app[STORE]
-    _refuse_over_limit(await store.take_quota(request[OWNER], tenant_limits(request)))
+    store = app[STORE]
+    _refuse_over_limit(await store.take_quota(request[OWNER], _limits(settings)))
     if idempotency is not None:  # hold the key while Graph is asked: a retry must not start a second copy
         earlier = await store.reserve(idempotency, job_id, int(settings.request_timeout) + 30)
         if earlier is not None:
             return await _earlier(request, earlier, idempotency)
     try:
         started = await start_action(
-            request.app[SESSION],
+            app[SESSION],
             job.action,
             job.authorization or await _credential_token(request, job.credential or ""),
             internal_hosts=settings.internal_hosts,
@@ -111,29 +113,32 @@ async def register(request: web.Request, body: dict[str, Any]) -> web.Response:
     )
 
 
-def _fields(request: web.Request, job: JobCreate, drive_item_url: str | None) -> Job:
-    """The new job's stored fields (those at their defaults are left out: bytes per job count)."""
-    fields = Job(owner=request[OWNER], callback_url=job.callback_url)
+def _fields(request: web.Request, job: JobCreate, drive_item_url: str | None, sealer: Vault, settings: Settings) -> Job:
+    """The new job's stored fields (those at their defaults are left out: bytes per job count), made in one call."""
+    values: dict[str, Any] = {"owner": request[OWNER], "callback_url": job.callback_url}
     if drive_item_url:
-        fields.drive_item_url = drive_item_url
+        values["drive_item_url"] = drive_item_url
     if job.authorization:
-        fields.authorization = vault(request).encrypt(job.authorization)
+        values["authorization"] = sealer.encrypt(job.authorization)
     if job.credential:
-        fields.credential = job.credential
+        values["credential"] = job.credential
     metadata = job.metadata_json()
     if metadata is not None:
-        fields.metadata = metadata
+        values["metadata"] = metadata
     if job.secret:  # sealed like authorization: a receiver's key
-        fields.secret = vault(request).encrypt(job.secret)
-    progress_interval = job.progress_interval or request.app[SETTINGS].progress_interval
+        values["secret"] = sealer.encrypt(job.secret)
+    progress_interval = job.progress_interval or settings.progress_interval
     if progress_interval:
-        fields.progress_interval = float(progress_interval)
-    return fields
+        values["progress_interval"] = float(progress_interval)
+    return Job(**values)
 
 
 def tenant_limits(request: web.Request) -> tuple[int, int]:
     """(active jobs, registrations a second) the caller's token may have; none without API tokens."""
-    settings = request.app[SETTINGS]
+    return _limits(request.app[SETTINGS])
+
+
+def _limits(settings: Settings) -> tuple[int, int]:
     if not settings.api_tokens:  # one app on loopback: no one to share with
         return 0, 0
     return settings.tenant_max_active_jobs, settings.tenant_registrations_per_second
@@ -159,7 +164,10 @@ def _refuse_over_limit(limited: str) -> None:
 
 def destination_errors(request: web.Request, *, action_url: str | None = None, **urls: str | None) -> None:
     """422 for URLs relay may not send to (checked again at request time)."""
-    settings = request.app[SETTINGS]
+    _destination_errors(request.app[SETTINGS], action_url=action_url, **urls)
+
+
+def _destination_errors(settings: Settings, *, action_url: str | None = None, **urls: str | None) -> None:
     errors = check_destinations(
         monitor_url=urls.get("monitor_url"),
         callback_url=urls.get("callback_url"),
@@ -253,12 +261,14 @@ async def _store(
     finished: dict[str, Any] | None = None,
     started_action: bool = False,
 ) -> web.Response:
-    store = request.app[STORE]
+    app = request.app
+    store = app[STORE]
+    settings = app[SETTINGS]
     # an action took its share of the limits before it was started (a refusal now would leave its copy untracked)
-    limits = (0, 0) if started_action else tenant_limits(request)
+    limits = (0, 0) if started_action else _limits(settings)
     if monitor_url is not None:
         fields.monitor_host = URL(monitor_url).host or ""
-        sealed = request.app[VAULT].seal(monitor_url)
+        sealed = app[VAULT].seal(monitor_url)
         registered = await store.register(
             job_id,
             fields,
@@ -266,11 +276,11 @@ async def _store(
             sealed_url=sealed,
             idempotency=idempotency,
             limits=limits,
-            max_monitor_jobs=0 if started_action else request.app[SETTINGS].monitor_max_jobs,
+            max_monitor_jobs=0 if started_action else settings.monitor_max_jobs,
         )
     else:  # the action finished at once: the job is born completed, with its job.completed event
         assert finished is not None
-        now_ms = int(request.app[CLOCK].now() * 1000)  # Redis' clock, as the job's createdDateTime
+        now_ms = int(app[CLOCK].now() * 1000)  # Redis' clock, as the job's createdDateTime
         first = finished_op(Job.from_hash(job_id, fields.fields), now_ms, finished)
         registered = await store.register(job_id, fields, None, first_op=first, idempotency=idempotency, limits=limits)
     _refuse_over_limit(registered.limited)

@@ -11,7 +11,7 @@ from relay.core.schema import DeliveryOutcome
 __all__ = ["AckCall", "ApplyPollCall", "ChunkCall", "RegisterCall"]
 
 
-@dataclass(slots=True)  # not frozen: CONTRIBUTING.md (made on every operation)
+@dataclass  # not frozen, no slots: CONTRIBUTING.md (made on every registration, sent as JSON)
 class RegisterCall:
     """One call of register.lua."""
 

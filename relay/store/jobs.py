@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import json
 import time
@@ -50,7 +51,7 @@ def monitor_key(url: str) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(url.encode()).digest()[:16]).decode().rstrip("=")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: CONTRIBUTING.md (made on every registration)
 class PollInfo:
     """What a job's view needs of its monitor: poll count, last poll and next due time (ms; None: none)."""
 
@@ -115,7 +116,7 @@ class Registration:
     job_id: str
     digest: str  # the request digest stored with the idempotency key ('' without one)
     job: Job | None = None  # the new job; None when an earlier job was found
-    info: PollInfo = PollInfo()
+    info: PollInfo = dataclasses.field(default_factory=PollInfo)
     pending: bool = False  # the earlier registration under this key is still starting its action
     limited: str = ""  # nothing was created: the owner is over its limit of 'active' jobs or registration 'rate'
 
