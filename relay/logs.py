@@ -243,9 +243,9 @@ class AccessLogger(AbstractAccessLogger):
         return enabled(logging.INFO)
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
-        if not enabled(logging.INFO) or not _processors:  # (not configured: no line)
+        if _level > logging.INFO or not _processors:  # (not configured: no line)
             return
-        line = _lines("relay.access")
+        line = _lines.made.get("relay.access") or _lines("relay.access")
         event_dict: Any = {
             "method": request.method,
             "path": request.path,

@@ -45,10 +45,11 @@ class _Protocol(RequestHandler):
         self._head_began()  # a connection that never sends its request is closed too
 
     def data_received(self, data: bytes) -> None:
-        if self._head_since is None and self._between_requests():
+        # between requests: no message queued, none in progress
+        if self._head_since is None and not self._messages and not self._request_in_progress:
             self._head_began()  # the first byte of a later request on a kept-alive connection
         super().data_received(data)
-        if self._head_since is not None and not self._between_requests():
+        if self._head_since is not None and (self._messages or self._request_in_progress):
             self._head_since = None  # the head is complete: the handler has the request
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -57,9 +58,6 @@ class _Protocol(RequestHandler):
             self._head_timer.cancel()
             self._head_timer = None
         super().connection_lost(exc)
-
-    def _between_requests(self) -> bool:
-        return not self._messages and not self._request_in_progress
 
     def _head_began(self) -> None:
         self._head_since = self._loop.time()
