@@ -66,3 +66,25 @@ async def test_the_store_opened_from_the_settings_is_on_their_redis_for_as_long_
     plain = open_store(settings)
     assert type(plain.redis) is Redis  # no WAIT round trip unless replicas are asked for
     await plain.redis.aclose()
+
+
+async def test_the_job_a_registration_answers_with_is_the_job_it_stored(redis: Redis) -> None:
+    # the answer is made from the change (Job.as_stored), not read back: it must be what a read of the stored job gives
+    store = Store(redis, retention=60, job_timeout=60)
+    change = Job(
+        owner="public",
+        callback_url="http://127.0.0.1:1029/h",
+        drive_item_url="http://127.0.0.1:1029/v1.0/me/drive/items/{resourceId}",
+        authorization="v2.sealed",
+        metadata='{"requestId":"r-1"}',
+        secret="v2.secret",
+        progress_interval=5.0,
+    )
+    change.monitor_host = "127.0.0.1"
+    jid = uuid.uuid4().hex
+    registered = await store.register(jid, change, "http://127.0.0.1:1029/monitor/1")
+    answered, read = registered.job, await store.job(jid)
+    assert answered is not None and read is not None
+    assert vars(answered) == vars(Job.from_hash(jid, answered.fields))
+    assert answered.created > 0 and answered.monitor_key and answered.progress_interval == 5.0
+    assert {name: getattr(answered, name) for name in Job.attrs} == {name: getattr(read, name) for name in Job.attrs}

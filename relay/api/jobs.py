@@ -109,9 +109,8 @@ _PATCH = Operation(
 _DELETE = Operation("deleteJob", {"204": {"description": "No longer tracked"}, **OWNED})
 
 
-@routes.post("/v1/jobs", _CREATE)
-async def create_job(request: web.Request) -> web.Response:
-    return await register(request, await json_object(request))
+# POST /v1/jobs: relay/api/registration.py's handler, routed here with its operation
+create_job = routes.post("/v1/jobs", _CREATE)(register)
 
 
 @routes.get("/v1/jobs", _LIST)

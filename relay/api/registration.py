@@ -17,7 +17,7 @@ from yarl import URL
 
 from relay import metrics
 from relay.api.destinations import check_destinations
-from relay.api.http import json_response, render_job
+from relay.api.http import json_object, json_response, render_job
 from relay.api.middlewares import OWNER, TENANT
 from relay.api.problems import ProblemError
 from relay.api.typedefs import BROKER, CLOCK, SESSION, SETTINGS, STORE, VAULT
@@ -53,7 +53,9 @@ def _job_model() -> type[JobCreate]:
     return JobCreate
 
 
-async def register(request: web.Request, body: dict[str, Any]) -> web.Response:
+async def register(request: web.Request) -> web.Response:
+    """``POST /v1/jobs`` (routed by relay/api/jobs.py: a coroutine less a registration than a handler calling this)."""
+    body = await json_object(request)
     job = _job_model().model_validate(body)
     app = request.app  # read once: each request.app[...] is three Python calls
     settings = app[SETTINGS]

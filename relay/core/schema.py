@@ -221,6 +221,21 @@ class Stored:
                 own[attr] = raw if read is str else read(raw)
         return record
 
+    def as_stored(self, key_id: str, **values: Any) -> Self:
+        """This change with ``values`` set, as the record :meth:`from_hash` reads once it is stored whole under
+        ``key_id``: its fields, the same values, without converting them back from their texts (a registration
+        answers with the job it stored: 0.9 µs by from_hash, 0.4 µs this way)."""
+        record = self.__new__(type(self))
+        own = record.__dict__
+        own.update(self.__dict__)
+        own["id"] = key_id
+        fields = own["fields"] = dict(self.fields)
+        attrs = self.attrs
+        for attr, value in values.items():
+            fields[attrs[attr]] = value if type(value) is str else stored_text(value)
+        own.update(values)
+        return record
+
     @classmethod
     def from_hash_lenient(cls, key_id: str, fields: dict[str, str]) -> Self:
         """:meth:`from_hash` for what the API shows: a field whose text does not read (a damaged or foreign value

@@ -256,7 +256,7 @@ class Store(Listings):
             admitted = await self._admitted(call, stored_fields.get(_OWNER, ""), reserved_as)
             answer = admitted or await self._register_in_bucket(call)
         else:
-            answer = await self._register(call)
+            answer = await self._register.submit(call)  # (the future itself: a coroutine less than its __call__)
         outcome = answer["outcome"]
         if outcome == "limited":
             return Registration(created=False, job_id="", digest="", limited=answer["limit"])
@@ -268,7 +268,12 @@ class Store(Listings):
             created = await self.job(job_id)
             assert created is not None
             return Registration(created=True, job_id=job_id, digest=digest, job=created)
-        job = Job.from_hash(job_id, {**stored_fields, _CREATED_AT: str(answer["now"])})
+        created_at = int(answer["now"])
+        job = (
+            fields.as_stored(job_id, monitor_key=mkey, created=created_at)
+            if mkey
+            else fields.as_stored(job_id, created=created_at)
+        )
         return Registration(created=True, job_id=job_id, digest=digest, job=job, info=_poll_info(answer))
 
     async def _admitted(self, call: RegisterCall, owner: str, reserved_as: str) -> dict[str, Any] | None:
@@ -679,7 +684,6 @@ class Store(Listings):
 _PENDING_TTL = 60
 _OWNER = Job.name_of(lambda j: j.owner)
 _MONITOR_KEY = Job.name_of(lambda j: j.monitor_key)
-_CREATED_AT = Job.name_of(lambda j: j.created)
 _CALLBACK = Job.name_of(lambda j: j.callback_url)
 _OUTCOME = Monitor.name_of(lambda m: m.outcome)
 
