@@ -59,6 +59,14 @@ async def test_bad_bodies_get_problem_json(api: Api, kwargs: dict[str, Any], sta
     assert problem["status"] == status and problem["title"] == title
 
 
+@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8", "Application/JSON"])
+async def test_a_body_sent_as_json_with_or_without_parameters_registers(api: Api, content_type: str) -> None:
+    # the usual header is compared as sent; any other spelling goes through aiohttp's parse
+    data = f'{{"monitorUrl": "{MONITOR}", "callbackUrl": "{CALLBACK}"}}'.encode()
+    status, job, _ = await api.request("POST", "/v1/jobs", data=data, headers={"Content-Type": content_type})
+    assert status == 201, job
+
+
 @pytest.mark.parametrize(
     ("fields", "field"),
     [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from relay.api.problems import ProblemError
 from relay.api.typedefs import SETTINGS, STORE
@@ -22,9 +22,14 @@ def json_response(data: Any, *, status: int = 200, headers: dict[str, str] | Non
 
 async def json_body(request: web.Request) -> Any:
     """The request's JSON: 415 when not sent as JSON, 400 when malformed, 422 when hostile (relay/core/jsonfast.py)."""
-    if request.content_type != "application/json":
+    if not _sent_as_json(request):
         raise ProblemError(415, "Unsupported Media Type", "send the body as application/json")
     return _parsed(await request.read() if request.content.is_eof() else await _read_in_time(request))
+
+
+def _sent_as_json(request: web.Request) -> bool:
+    """Content-Type application/json: the usual header as sent, else as aiohttp parses it (e.g. with a charset)."""
+    return request.headers.get(hdrs.CONTENT_TYPE) == "application/json" or request.content_type == "application/json"
 
 
 def _parsed(raw: bytes) -> Any:
@@ -57,7 +62,7 @@ async def _read_in_time(request: web.Request) -> bytes:
 
 
 async def json_object(request: web.Request) -> dict[str, Any]:
-    if request.content_type != "application/json":  # json_body's steps, without a coroutine more a request
+    if not _sent_as_json(request):  # json_body's steps, without a coroutine more a request
         raise ProblemError(415, "Unsupported Media Type", "send the body as application/json")
     body = _parsed(await request.read() if request.content.is_eof() else await _read_in_time(request))
     if not isinstance(body, dict):

@@ -154,6 +154,8 @@ def choice(name: str, enum: type[E], default: E) -> E:
 
 def stored_text(value: Any) -> str:
     """A field's value as the hash holds it: a flag '1' or absent (''), a float's repr, an enum's value."""
+    if type(value) is int:  # the usual one (a bool is not)
+        return str(value)
     if value is True:
         return "1"
     if value is False:
