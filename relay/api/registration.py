@@ -70,13 +70,7 @@ async def register(request: web.Request) -> web.Response:
             )
         drive_item_url = drive_item_url or derived_item_url(job.action)
     action_url = job.action.url if job.action else None
-    _destination_errors(
-        settings,
-        monitor_url=job.monitor_url,
-        callback_url=job.callback_url,
-        drive_item_url=drive_item_url,
-        action_url=action_url,
-    )
+    _destination_errors(settings, job.monitor_url, job.callback_url, drive_item_url, action_url)
     if job.credential is not None:
         _credential_allowed(request, job.credential, drive_item_url, action_url)
     idempotency = _idempotency(request, body)
@@ -166,14 +160,22 @@ def _refuse_over_limit(limited: str) -> None:
 
 def destination_errors(request: web.Request, *, action_url: str | None = None, **urls: str | None) -> None:
     """422 for URLs relay may not send to (checked again at request time)."""
-    _destination_errors(request.app[SETTINGS], action_url=action_url, **urls)
+    _destination_errors(
+        request.app[SETTINGS], urls.get("monitor_url"), urls.get("callback_url"), urls.get("drive_item_url"), action_url
+    )
 
 
-def _destination_errors(settings: Settings, *, action_url: str | None = None, **urls: str | None) -> None:
+def _destination_errors(
+    settings: Settings,
+    monitor_url: str | None,
+    callback_url: str | None,
+    drive_item_url: str | None,
+    action_url: str | None,
+) -> None:
     errors = check_destinations(
-        monitor_url=urls.get("monitor_url"),
-        callback_url=urls.get("callback_url"),
-        drive_item_url=urls.get("drive_item_url"),
+        monitor_url=monitor_url,
+        callback_url=callback_url,
+        drive_item_url=drive_item_url,
         monitor_hosts=settings.monitor_allowed_hosts,
         item_hosts=settings.item_allowed_hosts,
         trusted_hosts=settings.internal_hosts,

@@ -45,9 +45,14 @@ class _Protocol(RequestHandler):
         self._head_began()  # a connection that never sends its request is closed too
 
     def data_received(self, data: bytes) -> None:
-        # between requests: no message queued, none in progress
         if self._head_since is None and not self._messages and not self._request_in_progress:
-            self._head_began()  # the first byte of a later request on a kept-alive connection
+            # the first bytes of a later request on a kept-alive connection (between requests: no message queued,
+            # none in progress): its head is timed only if they do not complete it (a whole head, the usual
+            # case, costs no clock read and no timer)
+            super().data_received(data)
+            if not self._messages and not self._request_in_progress:
+                self._head_began()
+            return
         super().data_received(data)
         if self._head_since is not None and (self._messages or self._request_in_progress):
             self._head_since = None  # the head is complete: the handler has the request

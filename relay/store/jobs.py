@@ -245,14 +245,15 @@ class Store(Listings):
         if mkey:
             stored_fields[_MONITOR_KEY] = mkey
         stored = monitor_url if sealed_url is None else sealed_url
-        if ks.clustered:  # the id carries its bucket: its monitor's
+        clustered = ks.clustered
+        if clustered:  # the id carries its bucket: its monitor's
             reserved_as = job_id
             job_id = ks.job_id_in(job_id, ks.bucket_of(mkey)) if mkey else job_id  # without: its own, random
         op = first_op.as_json() if first_op is not None else {}
         call = RegisterCall(
             job_id, stored_fields, mkey, stored or "", op, idem_key, idempotency_ttl, digest, *limits, max_monitor_jobs
         )
-        if ks.clustered:
+        if clustered:
             admitted = await self._admitted(call, stored_fields.get(_OWNER, ""), reserved_as)
             answer = admitted or await self._register_in_bucket(call)
         else:
