@@ -78,7 +78,7 @@ async def register(request: web.Request) -> web.Response:
     fields = _fields(request, job, drive_item_url, app[VAULT], settings)
     if job.action is None:
         assert job.monitor_url is not None
-        return await _store(request, job_id, fields, job.monitor_url, idempotency)
+        return await _store(request, app, settings, job_id, fields, job.monitor_url, idempotency)
     from relay.outbound.actions import ActionRefused, start_action
 
     store = app[STORE]
@@ -105,7 +105,15 @@ async def register(request: web.Request) -> web.Response:
             refused.status, refused.title, refused.detail, extra=extra, headers=refused.headers()
         ) from None
     return await _store(
-        request, job_id, fields, started.monitor_url, idempotency, finished=started.drive_item, started_action=True
+        request,
+        app,
+        settings,
+        job_id,
+        fields,
+        started.monitor_url,
+        idempotency,
+        finished=started.drive_item,
+        started_action=True,
     )
 
 
@@ -257,6 +265,8 @@ def _monitor_answer_allowed(request: web.Request, monitor_url: str) -> None:
 
 async def _store(
     request: web.Request,
+    app: web.Application,
+    settings: Settings,
     job_id: str,
     fields: Job,
     monitor_url: str | None,
@@ -265,9 +275,7 @@ async def _store(
     finished: dict[str, Any] | None = None,
     started_action: bool = False,
 ) -> web.Response:
-    app = request.app
     store = app[STORE]
-    settings = app[SETTINGS]
     # an action took its share of the limits before it was started (a refusal now would leave its copy untracked)
     limits = (0, 0) if started_action else _limits(settings)
     if monitor_url is not None:
