@@ -4,6 +4,7 @@ import socket
 
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
 
 from relay.core.hosts import host_matches
 from relay.outbound.ssrf import Blocked, GuardedResolver, address_allowed, check_url
@@ -117,3 +118,15 @@ async def test_only_the_checked_public_answers_are_connected_to() -> None:
     resolver = GuardedResolver((), inner=FixedAnswers())
     answers = await resolver.resolve("rebind.example", 443)
     assert [a["host"] for a in answers] == ["20.190.151.68"]
+
+
+def test_a_parsed_url_is_checked_as_its_text_is() -> None:
+    """A URL given parsed (a monitor's) is checked once and remembered, as one given as text: refused each time."""
+    refused = URL("http://169.254.169.254/latest/meta-data")
+    for _ in range(2):
+        with pytest.raises(Blocked, match="RELAY_INTERNAL_HOSTS"):
+            check_url(refused, ())
+    allowed = URL("http://127.0.0.1:8080/monitor/1")
+    assert check_url(allowed, ("127.0.0.1",)) == allowed
+    with pytest.raises(Blocked):  # the same URL, other trusted hosts: checked again
+        check_url(allowed, ())

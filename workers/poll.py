@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import lru_cache, partial
 from typing import Any
 
@@ -46,7 +46,7 @@ from relay.store.jobs import ChunkRead, PollWritten
 from relay.store.scheduler import Claim
 from workers.context import Deps
 from workers.resolve import resolve_soon
-from workers.writes import after_write, behind, landing
+from workers.writes import MAX_BACKLOG, after_write, behind, landing
 
 __all__ = ["poll_claimed", "poll_in_chunks", "poll_monitor"]
 
@@ -71,6 +71,7 @@ async def request_monitor(session: aiohttp.ClientSession, settings: Settings, ur
             time_limit=settings.request_timeout,
             max_body=MAX_BODY,
             headers=_MONITOR_HEADERS,
+            own_headers=True,  # relay's own: no control characters to look for
         )
     except Blocked as exc:
         return PollResult(Kind.INVALID, detail=f"blocked: {exc}")
@@ -93,15 +94,19 @@ def _monitor_target(url: str, allowed_hosts: tuple[str, ...]) -> URL | str:
     return target
 
 
-async def poll_claimed(deps: Deps, claim: Claim) -> None:
-    """Poll a claimed monitor (the claim read its state and its jobs', or marked it crowded)."""
+def poll_claimed(deps: Deps, claim: Claim) -> Awaitable[None]:
+    """Poll a claimed monitor (the claim read its state and its jobs', or marked it crowded). Not a coroutine
+    itself: it hands over the one that polls, so that each await of a poll resumes one frame less."""
     monitor, jobs = deps.store.monitor_state(claim)
     if jobs is None:  # too many jobs to read with a claim
-        await poll_in_chunks(deps, claim, await deps.store.monitor(claim.member))
-    elif monitor.outcome:  # a poll in chunks cut short
-        await poll_in_chunks(deps, claim, monitor)
-    else:
-        await poll_monitor(deps, claim, monitor, jobs)
+        return _poll_crowded(deps, claim)
+    if monitor.outcome:  # a poll in chunks cut short
+        return poll_in_chunks(deps, claim, monitor)
+    return poll_monitor(deps, claim, monitor, jobs)
+
+
+async def _poll_crowded(deps: Deps, claim: Claim) -> None:
+    await poll_in_chunks(deps, claim, await deps.store.monitor(claim.member))
 
 
 async def poll_monitor(deps: Deps, claim: Claim, monitor: Monitor, jobs: list[Job]) -> None:
@@ -123,10 +128,11 @@ async def poll_monitor(deps: Deps, claim: Claim, monitor: Monitor, jobs: list[Jo
         what="poll result",
         member=claim.member,
         failed=_strike(deps, claim),
-        unknown=partial(_resolve_stored, deps, plan.resolve),
+        unknown=partial(_resolve_stored, deps, plan.resolve) if plan.resolve else None,
     )
     pending = deps.store.submit_poll(claim, plan.monitor_change, plan.ops, plan.delay, jobs=len(jobs), landed=then)
-    await behind(deps.store, pending)
+    if deps.store.write_backlog > MAX_BACKLOG:  # checked here: no coroutine made for the usual case
+        await behind(deps.store, pending)
 
 
 def _strike(deps: Deps, claim: Claim) -> Callable[[BaseException], None] | None:
@@ -249,13 +255,15 @@ async def _poll(deps: Deps, monitor: Monitor) -> PollResult:
         result = PollResult(Kind.INVALID, detail="the stored monitor URL was sealed with a key no longer configured")
     else:
         result = await request_monitor(deps.session, deps.settings, url)
-    _POLLS(result.kind.value).inc()
+    _POLLS(result.kind).inc()  # a Kind is its value (a StrEnum): the same label
     return result
 
 
 def _recorded(ops: list[JobOp], outcomes: list[str], monitor: str | None = None) -> None:
     """Count and log the events the poll's write recorded (``monitor``: named on each line, where the context
     does not)."""
+    if not ops:  # the usual poll: nothing changed
+        return
     for op, outcome in zip(ops, outcomes, strict=True):
         if outcome == "ok":
             for event in op.events:

@@ -92,17 +92,18 @@ def _port_allowed(port: int | None) -> bool:
 
 def check_url(url: str | URL, trusted_hosts: Iterable[str]) -> URL:
     """Parse and check a URL relay is about to request; raise :class:`Blocked` with a reason."""
-    if isinstance(url, str):  # a callback or monitor URL is requested again and again: checked once each
-        checked = _checked(url, tuple(trusted_hosts))
-        if isinstance(checked, str):
-            raise Blocked(checked)
-        return checked
-    return _check(url, trusted_hosts)
+    # a callback or monitor URL is requested again and again: checked once each, as text or parsed (a monitor's
+    # comes parsed: workers/poll.py)
+    checked = _checked(url, tuple(trusted_hosts))
+    if isinstance(checked, str):
+        raise Blocked(checked)
+    return checked
 
 
-@functools.lru_cache(maxsize=4096)
-def _checked(url: str, trusted_hosts: tuple[str, ...]) -> URL | str:
-    """:func:`check_url` of a URL given as text: the parsed URL, or why it is refused (a pure function)."""
+#: as many as the worker keeps parsed monitor URLs (workers/poll.py)
+@functools.lru_cache(maxsize=16384)
+def _checked(url: str | URL, trusted_hosts: tuple[str, ...]) -> URL | str:
+    """:func:`check_url` of a URL: the parsed URL, or why it is refused (a pure function)."""
     try:
         return _check(url, trusted_hosts)
     except Blocked as refused:
