@@ -6,9 +6,14 @@ import select
 import socket
 from typing import Any
 
+from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
+from redis.asyncio import Redis
 
+from relay import metrics
 from relay.config.settings import Settings
+from relay.core.crypto import Vault
+from relay.store import keys
 from tests.helpers import (
     ENCRYPTION_KEY,
     SECRET,
@@ -110,3 +115,46 @@ def _answer_to(port: int, sent: bytes, *, trickle: bool = False) -> bytes:
         while chunk := sock.recv(65536):  # socket.timeout (5 s) fails the test: the connection was held
             answer += chunk
         return answer
+
+
+def _polls(outcome: str) -> float:
+    """This process's count of polls with ``outcome`` (the worker fixture runs here)."""
+    return float(metrics.POLLS.labels(outcome=outcome)._value.get())
+
+
+async def test_each_poll_is_counted_once_by_its_outcome(
+    api: Api, worker: Any, receiver: Receiver, redis: Redis, settings: Settings
+) -> None:
+    asked: list[str] = []
+
+    async def monitor(request: web.Request) -> web.Response:
+        asked.append(request.match_info["n"])
+        return web.json_response({"status": "inProgress", "percentageComplete": 5}, status=202)
+
+    app = web.Application()
+    app.router.add_get("/monitor/{n}", monitor)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        progress, invalid = _polls("progress"), _polls("invalid")
+        job = await api.create(monitorUrl=f"{base}/monitor/1", callbackUrl=receiver.url)
+        await receiver.wait_for(lambda: bool(receiver.events(job["id"])), timeout=10)
+        await api.request("DELETE", f"/v1/jobs/{job['id']}")  # no more polls: the count settles
+
+        async def settled() -> bool:
+            return _polls("progress") - progress == len(asked) > 0
+
+        await eventually(settled)
+        # a monitor URL sealed with a key no longer configured: answered invalid without a request, counted so
+        other = await api.create(monitorUrl=f"{base}/monitor/2", callbackUrl=receiver.url)
+        job_fields = await redis.hgetall(keys.job(other["id"]))  # type: ignore[misc]
+        sealed = Vault(("a key this relay does not hold",)).seal(f"{base}/monitor/2")
+        await redis.hset(keys.monitor(job_fields["monitor_key"]), "url", sealed)  # type: ignore[misc]
+        await receiver.wait_for(lambda: receiver.terminal(other["id"]) is not None, timeout=10)
+        assert receiver.terminal(other["id"])["data"]["error"]["code"] == "invalidMonitorResponse"  # type: ignore[index]
+        assert _polls("invalid") - invalid >= settings.max_invalid_responses
+        assert _polls("progress") - progress == len(asked)  # each request answered: one progress poll each
+    finally:
+        await runner.cleanup()

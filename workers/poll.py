@@ -121,6 +121,7 @@ async def poll_monitor(deps: Deps, claim: Claim, monitor: Monitor, jobs: list[Jo
     polled = result is None
     if result is None:
         result = await _poll(deps, monitor)
+        _POLLS(result.kind).inc()  # a Kind is its value (a StrEnum): the same label
     now_ms = claim.now_ms + int((time.monotonic() - started) * 1000)
     plan = plan_poll(result, monitor, jobs, now_ms, deps.poll_policy, deps.rng, polled=polled)
     then = landing(
@@ -196,6 +197,7 @@ async def poll_in_chunks(deps: Deps, claim: Claim, monitor: Monitor) -> None:
         polled = result is None
         if result is None:
             result = await _poll(deps, monitor)
+            _POLLS(result.kind).inc()  # a Kind is its value (a StrEnum): the same label
         now_ms = claim.now_ms + int((time.monotonic() - started) * 1000)
         plan, outcome = plan_answer(result, monitor, now_ms, policy, deps.rng, polled=polled, jobs=monitor.jobs)
         change, warnings = plan.monitor_change, plan.warnings
@@ -248,15 +250,18 @@ def _chunk_landed(deps: Deps, planned: JobsPlan, read: ChunkRead | None) -> bool
     return True
 
 
-async def _poll(deps: Deps, monitor: Monitor) -> PollResult:
+def _poll(deps: Deps, monitor: Monitor) -> Awaitable[PollResult]:
+    """The monitor asked (its caller counts the answer, ``_POLLS``). Not a coroutine itself: it hands over the
+    request's, so that each await of it resumes one frame less."""
     try:
         url = deps.vault.reveal(monitor.url)
     except InvalidToken:
-        result = PollResult(Kind.INVALID, detail="the stored monitor URL was sealed with a key no longer configured")
-    else:
-        result = await request_monitor(deps.session, deps.settings, url)
-    _POLLS(result.kind).inc()  # a Kind is its value (a StrEnum): the same label
-    return result
+        return _sealed_with_another_key()
+    return request_monitor(deps.session, deps.settings, url)
+
+
+async def _sealed_with_another_key() -> PollResult:
+    return PollResult(Kind.INVALID, detail="the stored monitor URL was sealed with a key no longer configured")
 
 
 def _recorded(ops: list[JobOp], outcomes: list[str], monitor: str | None = None) -> None:

@@ -46,6 +46,10 @@ def _run(since: int, now_ms: int, *, on: bool, off: bool) -> int:
 
 def track(result: PollResult, monitor: Monitor, change: Monitor, now_ms: int, jobs: int) -> Stretches:
     """Extend, end or start the monitor's runs for this answer; ``change`` (the poll's) gets what changed."""
+    if not (monitor.server_errors_since or monitor.unknown_status_since or result.kind is Kind.RETRY) and (
+        not result.unknown_status
+    ):  # the usual answer: no run going on, none starting
+        return Stretches()
     bare_5xx = result.kind is Kind.RETRY and (result.http_status or 0) >= 500
     network = result.kind is Kind.RETRY and result.http_status is None
     server = _run(monitor.server_errors_since, now_ms, on=bare_5xx, off=not (bare_5xx or network))

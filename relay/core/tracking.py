@@ -176,7 +176,9 @@ def plan_answer(
         outcome.delay = _base_delay(plan, result, monitor, pct, now_ms, policy, rng)
         # Retry-After is the monitor's own floor, on any answer: a throttled 429/503, and also a running operation's
         # 200/202 (Graph's long-running-operation pattern answers "200 OK, Retry-After: 30" while running)
-        retry_after = parse_retry_after(result.retry_after, now_ms / 1000.0)  # an HTTP-date counts from relay's clock
+        retry_after = (  # an HTTP-date counts from relay's clock
+            None if result.retry_after is None else parse_retry_after(result.retry_after, now_ms / 1000.0)
+        )
         if retry_after is not None:
             outcome.retry_after = min(retry_after, policy.retry_after_cap)
             # kept, so that a job joining the monitor meanwhile is not polled before it either (register.lua)
