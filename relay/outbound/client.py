@@ -7,6 +7,7 @@ import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -15,7 +16,7 @@ from yarl import URL
 from relay import __version__
 from relay.outbound.ssrf import Blocked, GuardedResolver, check_url
 
-__all__ = ["Blocked", "Response", "create_session", "fetch"]
+__all__ = ["Blocked", "Response", "create_session", "fetch", "read_body", "request_options"]
 
 USER_AGENT = f"relay/{__version__} (+https://github.com/relay-webhooks/relay)"
 
@@ -66,35 +67,41 @@ async def fetch(
         # aiohttp would raise ValueError on every try; the value itself (a token, maybe) is never said
         raise Blocked("a header value holds a control character (U+0000-U+001F or U+007F)")
     started = time.monotonic()
-    async with session.request(
-        method,
-        target,
-        headers=headers,
-        data=data,
-        allow_redirects=False,
-        timeout=_timeout(time_limit),
-        max_line_size=16384,
-        max_field_size=16384,
-    ) as resp:
+    async with session.request(method, target, headers=headers, data=data, **request_options(time_limit)) as resp:
         if resp.content.at_eof():  # no body (a 204, or Content-Length: 0): nothing to read
             return Response(resp.status, resp.headers, b"", False, time.monotonic() - started)
         length = resp.content_length
         if length is not None and length <= max_body and not resp.headers.get("Content-Encoding"):
             body = await resp.read()  # declared and small: one read (aiohttp stops at Content-Length)
             return Response(resp.status, resp.headers, body, len(body) > max_body, time.monotonic() - started)
-        buffer = bytearray()
-        too_large = False
-        async for chunk in resp.content.iter_chunked(65536):
-            buffer.extend(chunk)
-            if len(buffer) > max_body:
-                too_large = True
-                break
-        return Response(resp.status, resp.headers, bytes(buffer), too_large, time.monotonic() - started)
-
-
-_CONTROL = re.compile("[\x00-\x1f\x7f]")
+        body, too_large = await read_body(resp, max_body)
+        return Response(resp.status, resp.headers, body, too_large, time.monotonic() - started)
 
 
 @functools.lru_cache(maxsize=16)
-def _timeout(time_limit: float) -> aiohttp.ClientTimeout:
-    return aiohttp.ClientTimeout(total=time_limit, sock_connect=min(5.0, time_limit))
+def request_options(time_limit: float) -> dict[str, Any]:
+    """What every request relay makes is given beside its method, URL, headers and body: no redirects followed,
+    ``time_limit`` seconds in all (5 at most to connect), lines and header fields up to 16 KiB. Made once per
+    time limit (read only: ``session.request(..., **request_options(t))``)."""
+    timeout = aiohttp.ClientTimeout(total=time_limit, sock_connect=min(5.0, time_limit))
+    return {"allow_redirects": False, "timeout": timeout, "max_line_size": 16384, "max_field_size": 16384}
+
+
+async def read_body(resp: aiohttp.ClientResponse, max_body: int) -> tuple[bytes, bool]:
+    """An answer's body, read up to ``max_body`` bytes, and whether there was more (read to its end, the
+    connection goes back to the pool)."""
+    if resp.content.at_eof():  # no body (a 204, or Content-Length: 0): nothing to read
+        return b"", False
+    length = resp.content_length
+    if length is not None and length <= max_body and not resp.headers.get("Content-Encoding"):
+        body = await resp.read()  # declared and small: one read (aiohttp stops at Content-Length)
+        return body, len(body) > max_body
+    buffer = bytearray()
+    async for chunk in resp.content.iter_chunked(65536):
+        buffer.extend(chunk)
+        if len(buffer) > max_body:
+            return bytes(buffer), True
+    return bytes(buffer), False
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
