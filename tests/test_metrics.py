@@ -70,6 +70,36 @@ async def test_api_metrics_report_jobs_polls_deliveries_and_lag(
     assert any(name == "relay_deliveries_total" and ("outcome", "delivered") in labels for name, labels in got)
 
 
+async def test_each_delivery_attempt_is_counted_by_its_outcome_and_status_class(
+    api: Api, simulator: Any, receiver: Receiver, worker: Any
+) -> None:
+    async def counts() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        async with api.session.get(api.base + "/metrics") as resp:
+            return samples(await resp.text())
+
+    def attempts(got: dict[tuple[str, tuple[tuple[str, str], ...]], float], outcome: str, status: str) -> float:
+        return got.get(("relay_deliveries_total", (("outcome", outcome), ("status", status))), 0.0)
+
+    before = await counts()
+    receiver.responder = lambda request, n: web.Response(status=503 if n == 1 else 204)
+    op = simulator.create(script=[{"status": 202, "body": {"status": "completed", "resourceId": "01ABC"}}])
+    await api.create(monitorUrl=op.monitor_url, callbackUrl=receiver.url)
+    await receiver.wait_for(lambda: len(receiver.received) >= 2)
+    got: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+
+    async def both_counted() -> bool:  # counted once each ack lands
+        got.update(await counts())
+        return attempts(got, "delivered", "2xx") > attempts(before, "delivered", "2xx")
+
+    await eventually(both_counted)
+    assert attempts(got, "failed", "5xx") - attempts(before, "failed", "5xx") == 1
+    assert attempts(got, "delivered", "2xx") - attempts(before, "delivered", "2xx") == 1
+    lag = ("relay_event_lag_seconds_count", ())
+    assert got[lag] - before.get(lag, 0.0) == 1  # the lag of the delivered attempt alone
+    duration = ("relay_delivery_duration_seconds_count", ())
+    assert got[duration] - before.get(duration, 0.0) == 2
+
+
 def test_worker_serves_its_own_metrics(settings: Settings) -> None:
     port = free_port()
     assert settings.redis_url is not None
