@@ -32,7 +32,7 @@ class RegisterCall:
     admitted_at: int = 0
 
 
-@dataclass(slots=True)  # not frozen: CONTRIBUTING.md (made on every operation)
+@dataclass  # not frozen, no slots: CONTRIBUTING.md (made on every poll, sent as JSON)
 class ApplyPollCall:
     """One call of apply_poll.lua."""
 
@@ -44,7 +44,7 @@ class ApplyPollCall:
     jobs: int  # the jobs the claim read; 0: the monitor may have none left (the script then checks)
 
 
-@dataclass(slots=True)
+@dataclass  # no slots: CONTRIBUTING.md (sent as JSON)
 class ChunkCall:
     """One step of poll_chunk.lua: the poll of a monitor whose jobs are read and written a chunk at a time."""
 
@@ -64,7 +64,7 @@ class ChunkCall:
     first_ms: int = 0  # RELAY_POLL_INITIAL_INTERVAL: how soon a job that joined meanwhile is polled
 
 
-@dataclass(slots=True)  # not frozen: CONTRIBUTING.md (made on every operation)
+@dataclass  # not frozen, no slots: CONTRIBUTING.md (made on every delivery, sent as JSON)
 class AckCall:
     """One call of delivery_ack.lua."""
 
