@@ -136,8 +136,8 @@ class DurabilityBench:
     async def polls(self, replicas: int, redis: Redis, http: aiohttp.ClientSession, sim: str, urls: list[str]) -> None:
         await redis.flushall()
         store = Store(redis, retention=3600, job_timeout=3600)
-        fields = {"owner": "public", "monitor_host": "127.0.0.1", "callback_url": f"{self.receiver}/hook"}
-        await asyncio.gather(*(store.register(uuid.uuid4().hex, Job.from_hash("", fields), url) for url in urls))
+        fields = Job(owner="public", monitor_host="127.0.0.1", callback_url=f"{self.receiver}/hook")
+        await asyncio.gather(*(store.register(uuid.uuid4().hex, fields, url) for url in urls))
         env = self.env(
             replicas, RELAY_POLL_CONCURRENCY=200, RELAY_POLL_INITIAL_INTERVAL=0.01, RELAY_POLL_MAX_INTERVAL=0.01
         )

@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from relay.config.settings import Settings
 from relay.core.monitor import Kind, PollResult, classify
 from relay.core.ops import JobOp
-from relay.core.schema import Job, Monitor
+from relay.core.schema import Job, Monitor, Phase
 from relay.core.tracking import Outcome, PollPolicy, plan_answer, plan_jobs
 from relay.simulator import Simulator
 from relay.store import keys
@@ -238,8 +238,10 @@ async def test_a_recheck_does_not_resolve_again_a_job_this_worker_is_resolving(
     (job_id,) = await _register(store, 1, op.monitor_url)
     await redis.delete(keys.MONITORS)  # nobody polls it: only this test starts its resolution
     template = f"{simulator.base_url}/v1.0/me/drive/items/{{resourceId}}"
-    resolving = {"phase": "resolving", "resource_id": op.resource_id, "drive_item_url": template}
-    await redis.hset(keys.job(job_id), mapping={**resolving, "callback_url": receiver.url})
+    resolving = Job(
+        phase=Phase.RESOLVING, resource_id=op.resource_id, drive_item_url=template, callback_url=receiver.url
+    )
+    await redis.hset(keys.job(job_id), mapping=resolving.fields)
     async with start_worker() as worker:  # started once the job is set up: its loops find nothing due
         deps = worker.ctx["deps"]
         resolve_soon(deps, job_id)

@@ -51,7 +51,7 @@ async def test_a_job_is_on_the_replica_by_the_time_the_api_answers_201(
         status, job, _ = await api.request("POST", "/v1/jobs", json=BODY)
         assert status == 201
         # read from the replica at once: WAIT returned only after the replica had the write
-        assert await replica.hget(keys.job(job["id"]), "callback_url") == BODY["callbackUrl"]
+        assert await replica.hget(keys.job(job["id"]), Job.name_of(lambda j: j.callback_url)) == BODY["callbackUrl"]
 
 
 async def test_with_the_replica_stalled_the_api_answers_503_and_at_zero_it_does_not_wait(

@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 
 from relay.config.settings import Settings
 from relay.core.crypto import Vault
+from relay.core.schema import Job
 from relay.store import keys
 from tests.helpers import Api, Receiver, eventually
 
@@ -137,7 +138,7 @@ async def test_a_stored_callback_host_that_is_no_dns_name_dead_letters(
     peer.monitor = (202, ascii_json({"status": "notStarted"}))
     job = await api.create(monitorUrl=f"{peer.base}/monitor/1", callbackUrl=receiver.url)
     # a job stored before registration checked host names (or by a relay that did not)
-    await redis.hset(keys.job(job["id"]), "callback_url", f"http://{'a' * 64}.example.com/h")
+    await redis.hset(keys.job(job["id"]), Job.name_of(lambda j: j.callback_url), f"http://{'a' * 64}.example.com/h")
     peer.monitor = (200, ascii_json(COMPLETED))
 
     async def dead() -> bool:

@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 from redis.asyncio import Redis
 
+from relay.core.schema import Job
 from relay.store import keys
 from tests.helpers import Api, Receiver, eventually
 
@@ -97,7 +98,7 @@ async def test_a_damaged_monitor_poll_count_leaves_the_job_view_answered(
 ) -> None:
     op = simulator.create(duration=30)
     job = await api.create(monitorUrl=op.monitor_url, callbackUrl=receiver.url)
-    monitor_key = await redis.hget(keys.job(job["id"]), "monitor_key")  # type: ignore[misc]
+    monitor_key = await redis.hget(keys.job(job["id"]), Job.name_of(lambda j: j.monitor_key))  # type: ignore[misc]
     await redis.hset(keys.monitor(monitor_key), "polls", "many")  # type: ignore[misc]
     view = await _get(api, f"/v1/jobs/{job['id']}")
     assert view["unreadable"] == ["monitor"] and view["pollCount"] == 0 and view["status"] == "notStarted"

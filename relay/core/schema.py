@@ -2,10 +2,12 @@
 
 Each record's attributes are the hash's fields, declared once with their stored name, type and default;
 where the stored name is shorter or older than the concept's (``pct`` for a monitor's percentage, ``seq``
-for a sequence), the attribute carries the concept's name. Used by:
+for a sequence), the attribute carries the concept's name. A field renamed since (a job's ``cb``, written
+``callback_url`` before: bytes per job count) also declares the name it had, which is read still. Used by:
 
 * readers: ``Job.from_hash(job_id, fields)`` is a typed view of a hash (absent fields are their defaults,
-  unknown ones are ignored, so a record written by an older version still reads);
+  unknown ones are ignored, a field under the name it had before reads as under its own, so a record written by
+  an older version still reads);
 * writers: a change is a record made with keywords, ``Job(status=JobStatus.FAILED, error=text)`` (``JobOp.set``,
   a poll's monitor change, a registration, a PATCH): a misspelt field or a wrongly typed value fails mypy;
 * the Lua scripts: :mod:`relay.store.scripts` generates their prelude from :data:`LUA_RECORDS` and
@@ -113,15 +115,17 @@ class DeliveryOutcome(StrEnum):
 
 
 class Field(Generic[T]):
-    """One field of a stored record, as declared: its stored name, how its text reads, its default when absent.
-    On the record class it becomes the plain default (so ``Job.status`` is ``JobStatus.NOT_STARTED``, typed so)."""
+    """One field of a stored record, as declared: its stored name, how its text reads, its default when absent,
+    and the name earlier versions stored it under ('': the same). On the record class it becomes the plain default
+    (so ``Job.status`` is ``JobStatus.NOT_STARTED``, typed so)."""
 
-    __slots__ = ("default", "name", "read")
+    __slots__ = ("default", "legacy", "name", "read")
 
-    def __init__(self, name: str, read: Callable[[str], T], default: T) -> None:
+    def __init__(self, name: str, read: Callable[[str], T], default: T, legacy: str = "") -> None:
         self.name = name
         self.read = read
         self.default = default
+        self.legacy = legacy
 
 
 # The declarations below are typed as their values (as dataclasses.field is): a record's attribute is a T to the
@@ -131,8 +135,8 @@ def _declare(field: Field[T]) -> T:
     return cast(T, field)
 
 
-def text(name: str) -> str:
-    return _declare(Field(name, str, ""))
+def text(name: str, *, legacy: str = "") -> str:
+    return _declare(Field(name, str, "", legacy))
 
 
 def number(name: str, default: int = 0) -> int:
@@ -177,6 +181,10 @@ class Stored:
       it names, nothing else (its ``fields`` are their stored texts, what the store writes). Setting an attribute
       of a change sets its stored text too. A misspelt field or a value of the wrong type fails the type check.
     * Named: :meth:`name_of` gives a field's stored name, checked too (``Job.name_of(lambda j: j.terminal)``).
+    * Renamed: a field declared with ``legacy`` (the name earlier versions wrote) is written under its name and read
+      under either. Under both, the legacy name's value wins: this version deletes it whenever it writes the field
+      (the scripts' ``job_set``; :meth:`merged`), so it can only be there if an older process wrote it later
+      (a rolling upgrade).
     """
 
     id: str
@@ -186,7 +194,10 @@ class Stored:
     stored_names: ClassVar[frozenset[str]] = frozenset()
     #: attribute -> stored name
     attrs: ClassVar[dict[str, str]] = {}
+    #: stored name -> the name earlier versions stored the field under (renamed fields only)
+    legacy_names: ClassVar[dict[str, str]] = {}
     _readers: ClassVar[dict[str, tuple[str, Callable[[str], Any]]]] = {}
+    _legacy_readers: ClassVar[dict[str, tuple[str, Callable[[str], Any]]]] = {}
     _probe: ClassVar[Any] = None
 
     def __init__(self, **values: Any) -> None:
@@ -216,11 +227,21 @@ class Stored:
         own["id"] = key_id
         own["fields"] = fields
         readers = cls._readers
+        legacy = False
         for name, raw in fields.items():
             reader = readers.get(name)
-            if reader is not None and raw != "":
+            if reader is None:
+                legacy = legacy or name in cls._legacy_readers
+            elif raw != "":
                 attr, read = reader
                 own[attr] = raw if read is str else read(raw)
+        if legacy:  # a field under the name an older version wrote: it wins (see the class)
+            for name, (attr, read) in cls._legacy_readers.items():
+                if name in fields:
+                    own.pop(attr, None)
+                    older = fields[name]
+                    if older != "":
+                        own[attr] = older if read is str else read(older)
         return record
 
     def as_stored(self, key_id: str, **values: Any) -> Self:
@@ -249,7 +270,7 @@ class Stored:
         readable: dict[str, str] = {}
         unreadable: list[str] = []
         for name, raw in fields.items():
-            reader = cls._readers.get(name)
+            reader = cls._readers.get(name) or cls._legacy_readers.get(name)
             if reader is not None and raw != "":
                 try:
                     reader[1](raw)
@@ -272,8 +293,12 @@ class Stored:
         return [str(name) for name in pick(cls._probe)]
 
     def merged(self, change: Self) -> Self:
-        """A copy with ``change``'s fields set."""
-        return self.from_hash(self.id, {**self.fields, **change.fields})
+        """A copy with ``change``'s fields set (a renamed field's legacy name gone, as the store writes it)."""
+        fields = {**self.fields, **change.fields}
+        if self.legacy_names:
+            for name in change.fields:
+                fields.pop(self.legacy_names.get(name, ""), None)
+        return self.from_hash(self.id, fields)
 
     def __eq__(self, other: object) -> bool:
         return (
@@ -292,6 +317,8 @@ class Stored:
         declared = {attr: value for attr, value in vars(cls).items() if isinstance(value, Field)}
         cls.attrs = {attr: field.name for attr, field in declared.items()}
         cls._readers = {field.name: (attr, field.read) for attr, field in declared.items()}
+        cls.legacy_names = {field.name: field.legacy for field in declared.values() if field.legacy}
+        cls._legacy_readers = {field.legacy: (attr, field.read) for attr, field in declared.items() if field.legacy}
         cls.stored_names = frozenset(cls.attrs.values())
         for attr, field in declared.items():
             setattr(cls, attr, field.default)  # reads of an absent field find the default on the class
@@ -301,14 +328,16 @@ class Stored:
 
 
 class Job(Stored):
-    """``relay:job:<id>``. The id is the key, not a field. Absent fields are defaults (bytes per job count)."""
+    """``relay:job:<id>``. The id is the key, not a field. Absent fields are defaults (bytes per job count: the
+    four fields every job has stored under short names since 2026-12-07, 37 bytes less a job; earlier versions
+    wrote the names given as ``legacy``, read still: docs/performance.md, "Memory")."""
 
     owner: str = text("owner")
     created: int = number("created")  # ms since the epoch, Redis clock
-    callback_url: str = text("callback_url")
-    monitor_key: str = text("monitor_key")
-    monitor_host: str = text("monitor_host")
-    drive_item_url: str = text("drive_item_url")
+    callback_url: str = text("cb", legacy="callback_url")
+    monitor_key: str = text("mk", legacy="monitor_key")
+    monitor_host: str = text("host", legacy="monitor_host")
+    drive_item_url: str = text("item", legacy="drive_item_url")
     authorization: str = text("authorization")  # sealed (relay/core/crypto.py)
     credential: str = text("credential")
     metadata: str = text("metadata")  # compact JSON

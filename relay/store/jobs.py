@@ -596,7 +596,7 @@ class Store(Listings):
         state = claim.state
         events = [Event.from_hash(event["id"], event["fields"]) for event in state["events"]]
         job = state["job"]
-        if _CALLBACK not in job:  # gone
+        if _CALLBACK not in job and _CALLBACK_LEGACY not in job:  # gone (every job has a callback, under either name)
             return None, events
         return Job.from_hash(claim.member, job), events
 
@@ -686,6 +686,7 @@ _PENDING_TTL = 60
 _OWNER = Job.name_of(lambda j: j.owner)
 _MONITOR_KEY = Job.name_of(lambda j: j.monitor_key)
 _CALLBACK = Job.name_of(lambda j: j.callback_url)
+_CALLBACK_LEGACY = Job.legacy_names.get(_CALLBACK, _CALLBACK)
 _OUTCOME = Monitor.name_of(lambda m: m.outcome)
 
 

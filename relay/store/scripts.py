@@ -5,6 +5,8 @@ others; each is included once, dependencies first). Before all of them comes a p
 :mod:`relay.store.keys` and :mod:`relay.core.schema`, so key names, hash field names and state words are written
 once, in Python: ``KEY_MONITORS``, ``key_job(id)``, ``JOB.sequence`` ('seq'), ``EVENT_STATE.DELIVERED``...
 A name the schema does not declare fails the script that uses it (``relay: no JOB.sqe``), not silently nil.
+``JOB_LEGACY`` maps the stored name of a renamed field to the one earlier versions wrote (``JOB_LEGACY.cb`` is
+'callback_url'; nil for the others): scripts read and write a job's fields through lib/job_fields.lua.
 Nothing is substituted into a script's text.
 
 One calling convention for every script: it takes one named record, ``ARGV[1]`` as JSON (``local call =
@@ -44,7 +46,8 @@ from relay.store.keys import ANCHOR
 __all__ = ["LUA_DIR", "LuaScript", "compose", "compose_source", "encode_call", "lua_prelude", "run_many"]
 
 LUA_DIR = Path(__file__).parent / "lua"
-_TABLES = (*LUA_RECORDS, *LUA_ENUMS)
+_LEGACY = "_LEGACY"  # a record's table of legacy names: JOB_LEGACY
+_TABLES = (*LUA_RECORDS, *(t + _LEGACY for t, r in LUA_RECORDS.items() if r.legacy_names), *LUA_ENUMS)
 _USES = "--! uses "
 _MARK = "\x00"
 
@@ -111,6 +114,9 @@ def lua_prelude(tables: frozenset[str] | None = None) -> str:
     for table, record in LUA_RECORDS.items():
         if tables is None or table in tables:
             lines.append(_lua_table(table, record.attrs))
+        if record.legacy_names and (tables is None or table + _LEGACY in tables):
+            entries = ", ".join(f"[{_lua_string(k)}] = {_lua_string(v)}" for k, v in record.legacy_names.items())
+            lines.append(f"local {table}{_LEGACY} = {{{entries}}}  -- stored name -> the name earlier versions wrote")
     for table, enum in LUA_ENUMS.items():
         if tables is None or table in tables:
             lines.append(_lua_table(table, {member.name: member.value for member in enum}))

@@ -83,14 +83,14 @@ def registration_calls(body_template: str, secret: str, count: int) -> dict[str,
         return job, vault.encrypt(job.authorization or ""), vault.seal(job.monitor_url or "")
 
     sample = JobCreate.model_validate(jsonfast.loads(raws[0]))
-    fields = {
-        "owner": "public",
-        "callback_url": sample.callback_url,
-        "drive_item_url": sample.drive_item_url or "",
-        "metadata": sample.metadata_json() or "",
-        "created": str(int(time.time() * 1000)),
-        "monitor_host": "127.0.0.1",
-    }
+    fields = Job(
+        owner="public",
+        callback_url=sample.callback_url,
+        drive_item_url=sample.drive_item_url or "",
+        metadata=sample.metadata_json() or "",
+        created=int(time.time() * 1000),
+        monitor_host="127.0.0.1",
+    ).fields
     stored = Job.from_hash(secrets.token_hex(16), fields)
     info = PollInfo(0, 0, time.time() * 1000)
     return {
@@ -112,7 +112,7 @@ def delivery_calls(body: str, secret: str) -> dict[str, Callable[[], Any]]:
     """Each part a delivery cannot skip, for an event body like ``body``; each returns what it made."""
     now_ms = int(time.time() * 1000)
     # as claim_deliveries.lua answers it (lib/outbox_state.lua), decoded
-    job = {"callback_url": "http://127.0.0.1:9/hook", "owner": "public"}
+    job = Job(callback_url="http://127.0.0.1:9/hook", owner="public").fields
     fields = {"type": "job.completed", "seq": "1", "body": body, "attempts": "0", "created": str(now_ms)}
     state = {"job": job, "events": [{"id": "msg_" + "0" * 32, "fields": fields}]}
     claim = Claim("0" * 32, "|claim:1", now_ms, state)

@@ -1,4 +1,4 @@
---! uses lib/lanes.lua lib/hash.lua lib/monitors.lua lib/job_end.lua
+--! uses lib/lanes.lua lib/hash.lua lib/job_fields.lua lib/monitors.lua lib/job_end.lua
 -- One job's state change plus the events it records, guarded so that a stale writer changes nothing.
 -- `op` (relay/core/ops.py JobOp.as_json): job, prev_seq, phase?, expect?, set?, del?, events?, terminal?, wake?
 -- Answers 'ok', or why nothing changed: 'missing', 'terminal', 'stale'.
@@ -25,11 +25,11 @@ local function apply_job_op(op, now, event_ttl, retention)
   if op.phase ~= nil and (state[3] or PHASE.TRACKING) ~= op.phase then return 'stale' end
   if op.expect then
     for k, v in pairs(op.expect) do
-      if (redis.call('HGET', jk, k) or '') ~= v then return 'stale' end
+      if (job_get(jk, k) or '') ~= v then return 'stale' end
     end
   end
-  if op.set then hset_fields(jk, op.set) end
-  if op.del then hdel_fields(jk, op.del) end
+  if op.set then job_set(jk, op.set) end
+  if op.del then job_del(jk, op.del) end
   if op.events and #op.events > 0 then
     for _, ev in ipairs(op.events) do
       seq = seq + 1

@@ -1,4 +1,4 @@
---! uses lib/lanes.lua
+--! uses lib/lanes.lua lib/job_fields.lua
 -- A monitor's hash holds its own fields and, as fields 'j:<job id>' (empty values), the ids of the jobs
 -- sharing it: one key per monitor, not two (bytes per tracked job count). Field `lane` (absent: the
 -- default lane) says which lane of the monitors schedule it is in.
@@ -59,7 +59,7 @@ end
 -- still shows them after its monitor is gone); returns the monitor's key and how many jobs it has left
 -- (nil when the job was not on it)
 local function drop_from_monitor(jk, job_id)
-  local mk_id = redis.call('HGET', jk, JOB.monitor_key)
+  local mk_id = job_get(jk, JOB.monitor_key)
   if not mk_id then return nil end
   local mk = key_monitor(mk_id)
   local polled = redis.call('HMGET', mk, MONITOR.polls, MONITOR.last_polled, MONITOR.jobs)
@@ -109,7 +109,7 @@ end
 
 -- the job's monitor comes due no later than `at` (ms): a job waiting for authorization ends on time
 local function wake_monitor(jk, at)
-  local mk_id = redis.call('HGET', jk, JOB.monitor_key)
+  local mk_id = job_get(jk, JOB.monitor_key)
   if mk_id then schedule_put(KEY_MONITORS, monitor_lane(mk_id), mk_id, at, 'XXLT') end
 end
 

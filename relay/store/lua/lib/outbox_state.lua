@@ -1,8 +1,8 @@
---! uses lib/hash.lua
--- What a delivery needs, read in the claim's atomic step: {job = {callback_url, secret, owner} (as stored; {} for a
--- job that has gone), events = {{id, fields = {type, seq, body, attempts, created, schedule_from}}, ...}} in outbox
+--! uses lib/hash.lua lib/job_fields.lua
+-- What a delivery needs, read in the claim's atomic step: {job = {callback, secret, owner} (as stored, the callback
+-- under either name; {} for a job that has gone), events = {{id, fields = {type, seq, body, attempts, created, schedule_from}}, ...}} in outbox
 -- order (an expired event left out).
-local JOB_DELIVERY = {JOB.callback_url, JOB.secret, JOB.owner}
+local JOB_DELIVERY = with_legacy({JOB.callback_url, JOB.secret, JOB.owner})
 local EVENT_DELIVERY = {EVENT.type, EVENT.sequence, EVENT.body, EVENT.attempts, EVENT.created, EVENT.schedule_from}
 
 local function load_outbox_state(member)
