@@ -4,13 +4,14 @@ field an older process writes during a rolling upgrade (its own name, beside our
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from redis.asyncio import Redis
 
 from relay.core.schema import Job
 from relay.store import keys
-from relay.store.scripts import LuaScript
+from relay.store.scripts import LUA_DIR, LuaScript
 from tests.helpers import Api, Receiver, eventually
 
 #: the names the version before 2026-12-07 wrote (relay/core/schema.py declares them as each field's legacy)
@@ -33,6 +34,19 @@ def test_a_record_reads_under_either_name_and_the_legacy_name_wins_over_ours() -
     # a change of ours replaces the field under both names, as the scripts write it (job_set)
     changed = both.merged(Job(callback_url="http://newer/h"))
     assert changed.callback_url == "http://newer/h" and changed.fields == {"cb": "http://newer/h"}
+
+
+def test_no_script_reads_a_renamed_field_by_its_name_alone() -> None:
+    """A script that reads ``JOB.callback_url`` with a plain HGET would miss a job stored before: every use of a
+    renamed field goes through lib/job_fields.lua (job_get, with_legacy; writes through job_set, job_del)."""
+    renamed = [attr for attr, name in Job.attrs.items() if name in Job.legacy_names]
+    direct = [
+        f"{path.relative_to(LUA_DIR)}: {line.strip()}"
+        for path in sorted(LUA_DIR.rglob("*.lua"))
+        for line in path.read_text().splitlines()
+        if re.search(rf"\bJOB\.({'|'.join(renamed)})\b", line) and not re.search(r"\b(job_get|with_legacy)\(", line)
+    ]
+    assert direct == []
 
 
 async def test_the_scripts_read_a_renamed_field_under_either_name_and_write_ours(redis: Redis) -> None:
