@@ -38,13 +38,13 @@ def test_a_record_reads_under_either_name_and_the_legacy_name_wins_over_ours() -
 
 def test_no_script_reads_a_renamed_field_by_its_name_alone() -> None:
     """A script that reads ``JOB.callback_url`` with a plain HGET would miss a job stored before: every use of a
-    renamed field goes through lib/job_fields.lua (job_get, with_legacy; writes through job_set, job_del)."""
+    renamed field goes through lib/job_fields.lua (job_get, with_other_names; writes through job_set, job_del)."""
     renamed = [attr for attr, name in Job.attrs.items() if name in Job.legacy_names]
     direct = [
         f"{path.relative_to(LUA_DIR)}: {line.strip()}"
         for path in sorted(LUA_DIR.rglob("*.lua"))
         for line in path.read_text().splitlines()
-        if re.search(rf"\bJOB\.({'|'.join(renamed)})\b", line) and not re.search(r"\b(job_get|with_legacy)\(", line)
+        if re.search(rf"\bJOB\.({'|'.join(renamed)})\b", line) and not re.search(r"\b(job_get|with_other_names)\(", line)
     ]
     assert direct == []
 

@@ -26,6 +26,7 @@ from relay.cli.listen import add_listen_parser
 from relay.cli.startup import StartupError, bind_refusal, check_redis, listen
 from relay.config.redis_url import is_cluster_url, redis_where
 from relay.config.settings import ConfigError, Settings
+from relay.core.schema import write_legacy_names
 from relay.store.embedded import EmbeddedRedis
 
 __all__ = ["main"]
@@ -35,6 +36,7 @@ log = structlog.stdlib.get_logger("relay.cli")
 
 def _settings() -> Settings:
     settings = Settings.from_env()
+    write_legacy_names(settings.store_legacy_names)  # before a record is made or a script composed
     logs.configure(settings.log_format)
     logs.keep_out(settings.secret_values())
     for line in settings.deprecations:

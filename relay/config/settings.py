@@ -216,6 +216,8 @@ class Settings:
     redis_wait_timeout: float = _setting(1.0, "RELAY_REDIS_WAIT_TIMEOUT", seconds(ge=0.001))
     #: how long relay serve / worker / dev wait at start for a Redis they cannot reach before exiting (code 2)
     redis_startup_wait: float = _setting(10.0, "RELAY_REDIS_STARTUP_WAIT", seconds(ge=0))
+    #: write a job's renamed fields under the names earlier versions wrote (a rolling upgrade: docs/operations.md)
+    store_legacy_names: bool = _setting(False, "RELAY_STORE_LEGACY_NAMES", boolean)
 
     @classmethod
     def settings(cls) -> dict[str, Setting]:

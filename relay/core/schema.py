@@ -13,6 +13,10 @@ for a sequence), the attribute carries the concept's name. A field renamed since
 * the Lua scripts: :mod:`relay.store.scripts` generates their prelude from :data:`LUA_RECORDS` and
   :data:`LUA_ENUMS` (``JOB.terminal``, ``MONITOR.percentage`` is 'pct', ``EVENT_STATE.DELIVERED``...), as it
   does key names from ``keys.py``: no field name or state word is written in a script.
+
+A process may write the renamed fields under their legacy names instead (:func:`write_legacy_names`,
+``RELAY_STORE_LEGACY_NAMES``: a rolling upgrade, so that the older processes beside it read what it writes); it
+still reads both.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ __all__ = [
     "Stats",
     "Stored",
     "stored_text",
+    "write_legacy_names",
+    "writes_legacy_names",
 ]
 
 T = TypeVar("T")
@@ -181,10 +187,11 @@ class Stored:
       it names, nothing else (its ``fields`` are their stored texts, what the store writes). Setting an attribute
       of a change sets its stored text too. A misspelt field or a value of the wrong type fails the type check.
     * Named: :meth:`name_of` gives a field's stored name, checked too (``Job.name_of(lambda j: j.terminal)``).
-    * Renamed: a field declared with ``legacy`` (the name earlier versions wrote) is written under its name and read
-      under either. Under both, the legacy name's value wins: this version deletes it whenever it writes the field
-      (the scripts' ``job_set``; :meth:`merged`), so it can only be there if an older process wrote it later
-      (a rolling upgrade).
+    * Renamed: a field declared with ``legacy`` (the name earlier versions wrote) is written under its name (or,
+      after :func:`write_legacy_names`, its legacy name) and read under either. Under both, the legacy name's value
+      wins: this version deletes the other name whenever it writes a field (the scripts' ``job_set``;
+      :meth:`merged`), so both are there only if an older process, which knows one name, wrote it later (a
+      rolling upgrade).
     """
 
     id: str
@@ -194,10 +201,15 @@ class Stored:
     stored_names: ClassVar[frozenset[str]] = frozenset()
     #: attribute -> stored name
     attrs: ClassVar[dict[str, str]] = {}
-    #: stored name -> the name earlier versions stored the field under (renamed fields only)
+    #: declared name -> the name earlier versions stored the field under (renamed fields only)
     legacy_names: ClassVar[dict[str, str]] = {}
+    #: stored name -> the renamed field's other name, read too (the legacy name, or the declared one when the
+    #: legacy names are written)
+    other_names: ClassVar[dict[str, str]] = {}
+    _declared: ClassVar[dict[str, Field[Any]]] = {}
     _readers: ClassVar[dict[str, tuple[str, Callable[[str], Any]]]] = {}
-    _legacy_readers: ClassVar[dict[str, tuple[str, Callable[[str], Any]]]] = {}
+    _other_readers: ClassVar[dict[str, tuple[str, Callable[[str], Any]]]] = {}
+    _others_win: ClassVar[bool] = True  # the other names are the legacy ones: there, they win
     _probe: ClassVar[Any] = None
 
     def __init__(self, **values: Any) -> None:
@@ -227,21 +239,21 @@ class Stored:
         own["id"] = key_id
         own["fields"] = fields
         readers = cls._readers
-        legacy = False
+        other = False
         for name, raw in fields.items():
             reader = readers.get(name)
             if reader is None:
-                legacy = legacy or name in cls._legacy_readers
+                other = other or name in cls._other_readers
             elif raw != "":
                 attr, read = reader
                 own[attr] = raw if read is str else read(raw)
-        if legacy:  # a field under the name an older version wrote: it wins (see the class)
-            for name, (attr, read) in cls._legacy_readers.items():
-                if name in fields:
+        if other:  # a renamed field under its other name: the legacy name wins (see the class)
+            for name, (attr, read) in cls._other_readers.items():
+                if name in fields and (cls._others_win or cls.attrs[attr] not in fields):
                     own.pop(attr, None)
-                    older = fields[name]
-                    if older != "":
-                        own[attr] = older if read is str else read(older)
+                    value = fields[name]
+                    if value != "":
+                        own[attr] = value if read is str else read(value)
         return record
 
     def as_stored(self, key_id: str, **values: Any) -> Self:
@@ -270,7 +282,7 @@ class Stored:
         readable: dict[str, str] = {}
         unreadable: list[str] = []
         for name, raw in fields.items():
-            reader = cls._readers.get(name) or cls._legacy_readers.get(name)
+            reader = cls._readers.get(name) or cls._other_readers.get(name)
             if reader is not None and raw != "":
                 try:
                     reader[1](raw)
@@ -293,11 +305,11 @@ class Stored:
         return [str(name) for name in pick(cls._probe)]
 
     def merged(self, change: Self) -> Self:
-        """A copy with ``change``'s fields set (a renamed field's legacy name gone, as the store writes it)."""
+        """A copy with ``change``'s fields set (a renamed field's other name gone, as the store writes it)."""
         fields = {**self.fields, **change.fields}
-        if self.legacy_names:
+        if self.other_names:
             for name in change.fields:
-                fields.pop(self.legacy_names.get(name, ""), None)
+                fields.pop(self.other_names.get(name, ""), None)
         return self.from_hash(self.id, fields)
 
     def __eq__(self, other: object) -> bool:
@@ -314,16 +326,25 @@ class Stored:
         return f"{type(self).__name__}({self.id!r}, {self.fields!r})"
 
     def __init_subclass__(cls) -> None:
-        declared = {attr: value for attr, value in vars(cls).items() if isinstance(value, Field)}
-        cls.attrs = {attr: field.name for attr, field in declared.items()}
-        cls._readers = {field.name: (attr, field.read) for attr, field in declared.items()}
-        cls.legacy_names = {field.name: field.legacy for field in declared.values() if field.legacy}
-        cls._legacy_readers = {field.legacy: (attr, field.read) for attr, field in declared.items() if field.legacy}
-        cls.stored_names = frozenset(cls.attrs.values())
-        for attr, field in declared.items():
+        cls._declared = {attr: value for attr, value in vars(cls).items() if isinstance(value, Field)}
+        cls.legacy_names = {field.name: field.legacy for field in cls._declared.values() if field.legacy}
+        for attr, field in cls._declared.items():
             setattr(cls, attr, field.default)  # reads of an absent field find the default on the class
+        cls._name_fields(legacy=False)
+
+    @classmethod
+    def _name_fields(cls, *, legacy: bool) -> None:
+        """The stored names: each field's declared one, or (``legacy``) a renamed field's legacy one."""
+        stored = {attr: (f.legacy if legacy and f.legacy else f.name) for attr, f in cls._declared.items()}
+        other = {attr: (f.name if legacy else f.legacy) for attr, f in cls._declared.items() if f.legacy}
+        cls.attrs = stored
+        cls.stored_names = frozenset(stored.values())
+        cls.other_names = {stored[attr]: name for attr, name in other.items()}
+        cls._readers = {stored[attr]: (attr, f.read) for attr, f in cls._declared.items()}
+        cls._other_readers = {name: (attr, cls._declared[attr].read) for attr, name in other.items()}
+        cls._others_win = not legacy
         probe = cls.__new__(cls)  # each field's value is its stored name (name_of)
-        probe.__dict__.update(cls.attrs)
+        probe.__dict__.update(stored)
         cls._probe = probe
 
 
@@ -439,3 +460,21 @@ LUA_ENUMS: dict[str, type[StrEnum]] = {
     "EVENT_STATE": EventState,
     "OUTCOME": DeliveryOutcome,
 }
+
+
+_legacy_written = False
+
+
+def write_legacy_names(on: bool) -> None:
+    """Write (``on``) the renamed fields under the names earlier versions wrote, and read the declared ones too; or
+    (off, the default) the other way round. Called once, at a process's start (``RELAY_STORE_LEGACY_NAMES``), before
+    a record is made or a script composed: the scripts' prelude is generated from the names chosen here."""
+    global _legacy_written
+    _legacy_written = on
+    for record in LUA_RECORDS.values():
+        record._name_fields(legacy=on)
+
+
+def writes_legacy_names() -> bool:
+    """Whether this process writes the renamed fields under their legacy names (:func:`write_legacy_names`)."""
+    return _legacy_written

@@ -243,7 +243,7 @@ class Store(Listings):
         digest = idempotency[2] if idempotency else ""
         stored_fields = dict(fields.fields)
         if mkey:
-            stored_fields[_MONITOR_KEY] = mkey
+            stored_fields[Job.attrs["monitor_key"]] = mkey  # (looked up now: the stored names are chosen at start)
         stored = monitor_url if sealed_url is None else sealed_url
         clustered = ks.clustered
         if clustered:  # the id carries its bucket: its monitor's
@@ -596,7 +596,8 @@ class Store(Listings):
         state = claim.state
         events = [Event.from_hash(event["id"], event["fields"]) for event in state["events"]]
         job = state["job"]
-        if _CALLBACK not in job and _CALLBACK_LEGACY not in job:  # gone (every job has a callback, under either name)
+        callback = Job.attrs["callback_url"]  # every job has one, under either name: none, the job is gone
+        if callback not in job and Job.other_names[callback] not in job:
             return None, events
         return Job.from_hash(claim.member, job), events
 
@@ -683,10 +684,8 @@ class Store(Listings):
 
 #: seconds a cluster's Idempotency-Key stays pending between its admission and its job's registration
 _PENDING_TTL = 60
+#: names of fields never renamed (a renamed one's stored name is chosen at start: schema.write_legacy_names)
 _OWNER = Job.name_of(lambda j: j.owner)
-_MONITOR_KEY = Job.name_of(lambda j: j.monitor_key)
-_CALLBACK = Job.name_of(lambda j: j.callback_url)
-_CALLBACK_LEGACY = Job.legacy_names.get(_CALLBACK, _CALLBACK)
 _OUTCOME = Monitor.name_of(lambda m: m.outcome)
 
 

@@ -5,8 +5,10 @@ others; each is included once, dependencies first). Before all of them comes a p
 :mod:`relay.store.keys` and :mod:`relay.core.schema`, so key names, hash field names and state words are written
 once, in Python: ``KEY_MONITORS``, ``key_job(id)``, ``JOB.sequence`` ('seq'), ``EVENT_STATE.DELIVERED``...
 A name the schema does not declare fails the script that uses it (``relay: no JOB.sqe``), not silently nil.
-``JOB_LEGACY`` maps the stored name of a renamed field to the one earlier versions wrote (``JOB_LEGACY.cb`` is
-'callback_url'; nil for the others): scripts read and write a job's fields through lib/job_fields.lua.
+``JOB_RENAMED`` maps the stored name of a renamed field to its two names, the one earlier versions wrote first
+(``JOB_RENAMED.cb`` is {'callback_url', 'cb'}; nil for the others): scripts read and write a job's fields through
+lib/job_fields.lua. The names are the schema's when the script is composed (:func:`relay.core.schema.write_legacy_names`
+changes them: a process writing the legacy names runs scripts of another text, so another SHA, on the same Redis).
 Nothing is substituted into a script's text.
 
 One calling convention for every script: it takes one named record, ``ARGV[1]`` as JSON (``local call =
@@ -39,15 +41,15 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
-from relay.core.schema import LUA_ENUMS, LUA_RECORDS, MONITOR_JOB_PREFIX
+from relay.core.schema import LUA_ENUMS, LUA_RECORDS, MONITOR_JOB_PREFIX, Stored, writes_legacy_names
 from relay.store import keys
 from relay.store.keys import ANCHOR
 
 __all__ = ["LUA_DIR", "LuaScript", "compose", "compose_source", "encode_call", "lua_prelude", "run_many"]
 
 LUA_DIR = Path(__file__).parent / "lua"
-_LEGACY = "_LEGACY"  # a record's table of legacy names: JOB_LEGACY
-_TABLES = (*LUA_RECORDS, *(t + _LEGACY for t, r in LUA_RECORDS.items() if r.legacy_names), *LUA_ENUMS)
+_RENAMED = "_RENAMED"  # a record's table of its renamed fields' names: JOB_RENAMED
+_TABLES = (*LUA_RECORDS, *(t + _RENAMED for t, r in LUA_RECORDS.items() if r.legacy_names), *LUA_ENUMS)
 _USES = "--! uses "
 _MARK = "\x00"
 
@@ -75,11 +77,15 @@ def _lua_string(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-@functools.cache
 def lua_prelude(tables: frozenset[str] | None = None) -> str:
     """Lua constants and functions for every key relay uses, generated from :mod:`relay.store.keys`; and the
     tables of field names and state words of :mod:`relay.core.schema` (those in ``tables``; None: all of them:
-    a script builds only those it uses, at each run)."""
+    a script builds only those it uses, at each run), with the stored names the schema has now."""
+    return _prelude(tables, writes_legacy_names())
+
+
+@functools.cache
+def _prelude(tables: frozenset[str] | None, legacy: bool) -> str:  # noqa: ARG001 - legacy: the cache's key only
     lines = [
         "-- generated from relay/store/keys.py: key names are written there, once. Every key carries the tag of the",
         "-- bucket whose anchor is KEYS[1] ('relay:~': none; 'relay:{<tag>}:~' on a cluster: '{<tag>}:'), so that",
@@ -114,14 +120,22 @@ def lua_prelude(tables: frozenset[str] | None = None) -> str:
     for table, record in LUA_RECORDS.items():
         if tables is None or table in tables:
             lines.append(_lua_table(table, record.attrs))
-        if record.legacy_names and (tables is None or table + _LEGACY in tables):
-            entries = ", ".join(f"[{_lua_string(k)}] = {_lua_string(v)}" for k, v in record.legacy_names.items())
-            lines.append(f"local {table}{_LEGACY} = {{{entries}}}  -- stored name -> the name earlier versions wrote")
+        if record.legacy_names and (tables is None or table + _RENAMED in tables):
+            entries = ", ".join(
+                f"[{_lua_string(stored)}] = {{{', '.join(_lua_string(n) for n in _legacy_first(record, stored))}}}"
+                for stored in record.other_names
+            )
+            lines.append(f"local {table}{_RENAMED} = {{{entries}}}  -- stored name -> both names, the legacy one first")
     for table, enum in LUA_ENUMS.items():
         if tables is None or table in tables:
             lines.append(_lua_table(table, {member.name: member.value for member in enum}))
     lines.append(f"local MONITOR_JOB = {_lua_string(MONITOR_JOB_PREFIX)}  -- a monitor's field per job: 'j:<job id>'")
     return "\n".join(lines) + "\n"
+
+
+def _legacy_first(record: type[Stored], stored: str) -> tuple[str, str]:
+    other = record.other_names[stored]
+    return (other, stored) if other in record.legacy_names.values() else (stored, other)
 
 
 def _tagged(text: str) -> str:
@@ -160,9 +174,13 @@ def compose_source(name: str, source: str) -> str:
     return lua_prelude(used) + "\n" + body
 
 
-@functools.cache
 def compose(name: str) -> str:
-    """The full text Redis runs for script ``name`` (e.g. ``register.lua``)."""
+    """The full text Redis runs for script ``name`` (e.g. ``register.lua``), with the schema's stored names now."""
+    return _composed(name, writes_legacy_names())
+
+
+@functools.cache
+def _composed(name: str, legacy: bool) -> str:  # noqa: ARG001 - legacy: the cache's key only
     return compose_source(name, (LUA_DIR / name).read_text())
 
 

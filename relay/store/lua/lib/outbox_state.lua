@@ -2,7 +2,7 @@
 -- What a delivery needs, read in the claim's atomic step: {job = {callback, secret, owner} (as stored, the callback
 -- under either name; {} for a job that has gone), events = {{id, fields = {type, seq, body, attempts, created, schedule_from}}, ...}} in outbox
 -- order (an expired event left out).
-local JOB_DELIVERY = with_legacy({JOB.callback_url, JOB.secret, JOB.owner})
+local JOB_DELIVERY = with_other_names({JOB.callback_url, JOB.secret, JOB.owner})
 local EVENT_DELIVERY = {EVENT.type, EVENT.sequence, EVENT.body, EVENT.attempts, EVENT.created, EVENT.schedule_from}
 
 local function load_outbox_state(member)
