@@ -44,7 +44,8 @@ def test_no_script_reads_a_renamed_field_by_its_name_alone() -> None:
         f"{path.relative_to(LUA_DIR)}: {line.strip()}"
         for path in sorted(LUA_DIR.rglob("*.lua"))
         for line in path.read_text().splitlines()
-        if re.search(rf"\bJOB\.({'|'.join(renamed)})\b", line) and not re.search(r"\b(job_get|with_other_names)\(", line)
+        if re.search(rf"\bJOB\.({'|'.join(renamed)})\b", line)
+        and not re.search(r"\b(job_get|with_other_names)\(", line)
     ]
     assert direct == []
 

@@ -41,7 +41,11 @@ def test_records_are_written_under_the_legacy_names_and_read_under_either(legacy
     # a job written with the short names (a process with the setting off) reads as one written now
     short = Job.from_hash("j", {"cb": "http://a/h", "mk": "m", "host": "h", "item": "http://i", "seq": "3"})
     assert (short.callback_url, short.monitor_key, short.monitor_host, short.drive_item_url, short.sequence) == (
-        "http://a/h", "m", "h", "http://i", 3
+        "http://a/h",
+        "m",
+        "h",
+        "http://i",
+        3,
     )
     # under both names the legacy one wins here too: an older process, which writes it alone, wrote it last
     assert Job.from_hash("j", {"cb": "http://new/h", "callback_url": "http://old/h"}).callback_url == "http://old/h"
@@ -142,7 +146,7 @@ async def test_with_the_setting_on_a_job_is_stored_under_the_legacy_names_polled
             )
         )["id"]
         names = await stored_names(redis, job_id)
-        assert LEGACY <= names and not names & SHORT
+        assert names >= LEGACY and not names & SHORT
         monitor = await redis.hget(keys.job(job_id), "monitor_key")  # type: ignore[misc]
         await receiver.wait_for(lambda: receiver.terminal(job_id) is not None, timeout=30)
         done = receiver.terminal(job_id)
@@ -153,7 +157,7 @@ async def test_with_the_setting_on_a_job_is_stored_under_the_legacy_names_polled
         assert status == 200 and view["status"] == "completed" and view["callbackUrl"] == receiver.url
         assert view["pollCount"] >= 1 and view["monitorHost"] == "127.0.0.1"
         names = await stored_names(redis, job_id)
-        assert LEGACY <= names and not names & SHORT
+        assert names >= LEGACY and not names & SHORT
         assert await redis.exists(keys.monitor(monitor)) == 0  # the job left its monitor, found by monitor_key
 
 
@@ -194,7 +198,7 @@ async def test_a_job_stored_with_the_short_names_is_read_by_processes_with_the_s
         )
     )["id"]
     names = await stored_names(redis, job_id)
-    assert SHORT <= names and not names & LEGACY
+    assert names >= SHORT and not names & LEGACY
     async with legacy_relay(settings.redis_url) as legacy_api:
         status, view, _ = await legacy_api.request("GET", f"/v1/jobs/{job_id}")
         assert status == 200 and "unreadable" not in view

@@ -85,7 +85,8 @@ def lua_prelude(tables: frozenset[str] | None = None) -> str:
 
 
 @functools.cache
-def _prelude(tables: frozenset[str] | None, legacy: bool) -> str:  # noqa: ARG001 - legacy: the cache's key only
+def _prelude(tables: frozenset[str] | None, legacy: bool) -> str:
+    # legacy: in the cache's key only (the names are the schema's, which write_legacy_names chose)
     lines = [
         "-- generated from relay/store/keys.py: key names are written there, once. Every key carries the tag of the",
         "-- bucket whose anchor is KEYS[1] ('relay:~': none; 'relay:{<tag>}:~' on a cluster: '{<tag>}:'), so that",
@@ -180,7 +181,8 @@ def compose(name: str) -> str:
 
 
 @functools.cache
-def _composed(name: str, legacy: bool) -> str:  # noqa: ARG001 - legacy: the cache's key only
+def _composed(name: str, legacy: bool) -> str:
+    # legacy: in the cache's key only, as for _prelude
     return compose_source(name, (LUA_DIR / name).read_text())
 
 
