@@ -207,3 +207,35 @@ async def test_a_job_stored_with_the_short_names_is_read_by_processes_with_the_s
     done = receiver.terminal(job_id)
     assert done is not None and done["type"] == "job.completed" and done["data"]["driveItem"]["id"] == op.resource_id
     assert await redis.exists(keys.monitor(await redis.hget(keys.job(job_id), "mk"))) == 0  # type: ignore[misc]
+
+
+def test_no_module_holds_a_renamed_fields_name_or_a_script_from_before_the_switch() -> None:
+    """The CLI makes the switch after its imports: a module constant holding a renamed field's short name, or a script
+    composed at import that names a job's fields, would write or read the wrong name for the process's life."""
+    import importlib
+    import pkgutil
+
+    import relay
+    import workers
+
+    modules = [
+        importlib.import_module(info.name)
+        for package in (relay, workers)
+        for info in pkgutil.walk_packages(package.__path__, package.__name__ + ".")
+        if not info.name.endswith(".__main__")
+    ]
+    write_legacy_names(True)
+    try:
+        stale = [
+            f"{module.__name__}.{name}"
+            for module in modules
+            for name, value in vars(module).items()
+            if (isinstance(value, LuaScript) and value.text != compose(value.name))
+            or any(
+                isinstance(v, str) and v in SHORT - {"host"}  # ('host': a common word)
+                for v in (value if isinstance(value, (tuple, list, frozenset, set)) else (value,))
+            )
+        ]
+    finally:
+        write_legacy_names(False)
+    assert stale == []
