@@ -1,7 +1,8 @@
-"""RELAY_STORE_LEGACY_NAMES=on (a rolling upgrade from a version before 2026-12-07): a job's renamed fields are
-written under the names that version wrote, so that its processes, still running on the same Redis, read them;
-both names are read still. The switch is made once at a process's start: the processes here are real ``relay
-serve`` and ``relay worker`` processes, beside this test's own (which writes the short names)."""
+"""RELAY_STORE_LEGACY_FORMAT=on (a rolling upgrade from a version before 2026-12-07): a job's renamed fields are
+written under the names that version wrote, and sealed values with base64 padding, so that its processes, still
+running on the same Redis, read them; both forms are read still. The switch is made once at a process's start:
+the processes here are real ``relay serve`` and ``relay worker`` processes, beside this test's own (which writes
+the short names)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from relay.core.schema import Job, write_legacy_names
 from relay.store import keys
 from relay.store.scripts import LuaScript, compose
 from tests.helpers import Api, Receiver, ensure_stopped, free_port, loopback_env, start_relay, wait_http
+from tests.test_security import opened_as_before
 
 SHORT = {"cb", "mk", "host", "item"}
 LEGACY = {"callback_url", "monitor_key", "monitor_host", "drive_item_url"}
@@ -97,11 +99,11 @@ async def test_scripts_of_both_settings_run_side_by_side_on_one_redis(redis: Red
 
 @contextlib.asynccontextmanager
 async def legacy_relay(redis_url: str) -> AsyncIterator[Api]:
-    """``relay serve`` and ``relay worker`` started with RELAY_STORE_LEGACY_NAMES=on; a client of that API."""
+    """``relay serve`` and ``relay worker`` started with RELAY_STORE_LEGACY_FORMAT=on; a client of that API."""
     port = free_port()
     env = loopback_env(
         redis_url,
-        RELAY_STORE_LEGACY_NAMES="on",
+        RELAY_STORE_LEGACY_FORMAT="on",
         RELAY_PORT=str(port),
         RELAY_POLL_INITIAL_INTERVAL="0.05",
         RELAY_POLL_MAX_INTERVAL="0.3",
@@ -148,6 +150,12 @@ async def test_with_the_setting_on_a_job_is_stored_under_the_legacy_names_polled
         names = await stored_names(redis, job_id)
         assert names >= LEGACY and not names & SHORT
         monitor = await redis.hget(keys.job(job_id), "monitor_key")  # type: ignore[misc]
+        sealed = [
+            await redis.hget(keys.monitor(monitor), "url"),  # type: ignore[misc]
+            await redis.hget(keys.job(job_id), "authorization"),  # type: ignore[misc]
+        ]
+        for value in sealed:  # padded: what 3e7c09e decodes (tests/test_security.py)
+            assert value.startswith("g1.") and len(value[3:]) % 4 == 0 and opened_as_before(value)
         await receiver.wait_for(lambda: receiver.terminal(job_id) is not None, timeout=30)
         done = receiver.terminal(job_id)
         assert done is not None and done["type"] == "job.completed"

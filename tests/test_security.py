@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import os
 import socket
 import time
@@ -21,7 +22,7 @@ from relay.core.monitor import Kind
 from relay.outbound.client import create_session
 from relay.outbound.ssrf import address_allowed
 from relay.store import keys
-from tests.helpers import SECRET, Api, Receiver, eventually, running_worker, with_settings
+from tests.helpers import ENCRYPTION_KEY, SECRET, Api, Receiver, eventually, running_worker, with_settings
 from tests.hostile import start_hostile
 from workers.poll import request_monitor
 
@@ -160,6 +161,46 @@ def test_vault_seals_without_base64_padding_and_still_reads_padded_values() -> N
     for bad in ("g1.A", "g1.AAAAA", "g1." + "A" * 37, "g1.!!!!"):  # 1 mod 4 is no base64; too short; not base64
         with pytest.raises(InvalidToken):
             vault.decrypt(bad)
+
+
+def opened_as_before(token: str, material: str = ENCRYPTION_KEY) -> str:
+    """A ``g1.`` value opened as 3e7c09e (the version before unpadded values) did: its base64 decoded as it is, so a
+    value without its ``=`` padding raises (binascii.Error)."""
+    # what 3e7c09e does (relay/core/crypto.py, Vault.decrypt)
+    raw = base64.urlsafe_b64decode(token[len("g1.") :])
+    nonce, sealed = raw[:12], raw[12:]
+    return AESGCM(_aes_key(_fernet_key(material))).decrypt(nonce, sealed, None).decode()
+
+
+def test_a_vault_made_padded_seals_what_earlier_versions_open() -> None:
+    """RELAY_STORE_LEGACY_FORMAT=on (the API's vault made ``padded``): sealed values keep base64's padding, which
+    versions before 2026-12-07 require; off (the default), they do not, and those versions cannot open them."""
+    padded, unpadded = Vault(["first-key-material"], padded=True), Vault(["first-key-material"])
+    for length in (0, 1, 2, 3, 4, 5, 120, 121, 122):  # every length mod 3 of nonce + ciphertext + tag
+        value = "u" * length
+        sealed = padded.encrypt(value)
+        assert sealed.startswith("g1.") and len(sealed[3:]) % 4 == 0
+        assert opened_as_before(sealed, "first-key-material") == value
+        assert padded.decrypt(sealed) == value and unpadded.decrypt(sealed) == value
+        assert padded.decrypt(unpadded.encrypt(value)) == value
+        if (12 + length + 16) % 3:  # a length that needs padding: without it, the earlier version refuses the value
+            sealed = unpadded.encrypt(value)
+            assert len(sealed[3:]) % 4 != 0
+            with pytest.raises(binascii.Error):
+                opened_as_before(sealed, "first-key-material")
+    assert len(padded.encrypt("u" * 120)) == 203  # the bench's monitor URL: 201 unpadded
+    assert Vault([], padded=True).seal("https://a.example/m") == "https://a.example/m"  # no key: as is, still
+
+
+@pytest.mark.parametrize("on", [False, True])
+def test_the_api_seals_padded_only_with_the_legacy_format(settings: Settings, on: bool) -> None:
+    """The API's vault is made from RELAY_STORE_LEGACY_FORMAT (relay/api/app.py)."""
+    from relay.api.app import create_app
+    from relay.api.typedefs import VAULT
+
+    app = create_app(with_settings(settings, store_legacy_format=on))
+    sealed = app[VAULT].seal("u" * 120)
+    assert len(sealed) == (203 if on else 201) and app[VAULT].reveal(sealed) == "u" * 120
 
 
 @pytest.mark.parametrize(

@@ -261,9 +261,10 @@ def test_the_environment_and_the_arguments_read_a_value_alike() -> None:
         Settings(poll_initial_interval=2.0, poll_max_interval=1.0)
 
 
-def test_the_legacy_field_names_are_written_only_when_asked() -> None:
-    """RELAY_STORE_LEGACY_NAMES: off unless set (new installs never need it), a boolean like the others."""
-    assert Settings.from_env({}).store_legacy_names is False
-    assert Settings.from_env({"RELAY_STORE_LEGACY_NAMES": "on"}).store_legacy_names is True
-    with pytest.raises(ConfigError, match=r"^RELAY_STORE_LEGACY_NAMES="):
-        Settings.from_env({"RELAY_STORE_LEGACY_NAMES": "maybe"})
+def test_the_legacy_format_is_written_only_when_asked() -> None:
+    """RELAY_STORE_LEGACY_FORMAT (earlier field names, padded sealed values): off unless set (new installs never
+    need it), a boolean like the others."""
+    assert Settings.from_env({}).store_legacy_format is False
+    assert Settings.from_env({"RELAY_STORE_LEGACY_FORMAT": "on"}).store_legacy_format is True
+    with pytest.raises(ConfigError, match=r"^RELAY_STORE_LEGACY_FORMAT="):
+        Settings.from_env({"RELAY_STORE_LEGACY_FORMAT": "maybe"})

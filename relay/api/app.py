@@ -47,7 +47,7 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=MAX_BODY,
     )
     app[SETTINGS] = settings
-    app[VAULT] = Vault(settings.vault_keys)
+    app[VAULT] = Vault(settings.vault_keys, padded=settings.store_legacy_format)
     app[SIGNING] = Signing.of(settings)
     app.cleanup_ctx.append(_redis)
     app.cleanup_ctx.append(_session)

@@ -36,7 +36,7 @@ log = structlog.stdlib.get_logger("relay.cli")
 
 def _settings() -> Settings:
     settings = Settings.from_env()
-    write_legacy_names(settings.store_legacy_names)  # before a record is made or a script composed
+    write_legacy_names(settings.store_legacy_format)  # before a record is made or a script composed
     logs.configure(settings.log_format)
     logs.keep_out(settings.secret_values())
     for line in settings.deprecations:

@@ -216,8 +216,9 @@ class Settings:
     redis_wait_timeout: float = _setting(1.0, "RELAY_REDIS_WAIT_TIMEOUT", seconds(ge=0.001))
     #: how long relay serve / worker / dev wait at start for a Redis they cannot reach before exiting (code 2)
     redis_startup_wait: float = _setting(10.0, "RELAY_REDIS_STARTUP_WAIT", seconds(ge=0))
-    #: write a job's renamed fields under the names earlier versions wrote (a rolling upgrade: docs/operations.md)
-    store_legacy_names: bool = _setting(False, "RELAY_STORE_LEGACY_NAMES", boolean)
+    #: write what versions before 2026-12-07 read: a job's renamed fields under their earlier names, sealed values
+    #: with base64 padding (a rolling upgrade: docs/operations.md)
+    store_legacy_format: bool = _setting(False, "RELAY_STORE_LEGACY_FORMAT", boolean)
 
     @classmethod
     def settings(cls) -> dict[str, Setting]:

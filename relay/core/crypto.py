@@ -8,8 +8,9 @@ Values are sealed with AES-256-GCM (``g1.`` + base64url of nonce, ciphertext and
 the cryptography library, a quarter of Fernet's cost on the registration path); the AES key is
 derived from the Fernet key. The base64 is written without its ``=`` padding (one or two characters of every
 sealed value that Redis would keep for nothing: for a 120-character monitor URL, 201 characters instead of 203,
-which keeps the monitor hash's listpack in jemalloc's 256 B class, docs/performance.md "Memory"); values sealed
-with it by earlier versions, and Fernet tokens, still decrypt.
+which keeps the monitor hash's listpack in jemalloc's 256 B class, docs/performance.md "Memory"), unless the vault
+is made ``padded`` (``RELAY_STORE_LEGACY_FORMAT``: versions before 2026-12-07 refuse a value without it, a rolling
+upgrade); values sealed with it, by earlier versions or so, and Fernet tokens, still decrypt.
 
 The cryptography library (its Rust extension: ~8.5 MiB resident) is imported on the first value sealed or
 opened, not when the vault is made: a ``relay serve`` or ``relay worker`` at rest holds no job and never loads it
@@ -55,7 +56,9 @@ def _aes_key(fernet_key: bytes) -> bytes:
 
 
 class Vault:
-    def __init__(self, materials: Iterable[str]) -> None:
+    def __init__(self, materials: Iterable[str], *, padded: bool = False) -> None:
+        """``padded``: seal with base64's ``=`` padding, which versions before 2026-12-07 require (the module doc)."""
+        self._padded = padded
         self._fernet_keys = [_fernet_key(m) for m in materials]
         self._ciphers: list[AESGCM] | None = None  # made on first use (the import is ~8.5 MiB resident)
         self._refused: tuple[type[Exception], ...] = (ValueError,)  # and cryptography's InvalidTag then
@@ -81,7 +84,8 @@ class Vault:
             raise RuntimeError("no key material to encrypt with")
         nonce = os.urandom(_NONCE)
         sealed = self._aead[0].encrypt(nonce, value.encode(), None)
-        return _PREFIX + base64.urlsafe_b64encode(nonce + sealed).decode().rstrip("=")  # no padding: see the module doc
+        body = base64.urlsafe_b64encode(nonce + sealed).decode()
+        return _PREFIX + (body if self._padded else body.rstrip("="))  # padding or not: see the module doc
 
     def decrypt(self, token: str) -> str:
         """Raises :class:`InvalidToken` for a value no current key encrypted."""

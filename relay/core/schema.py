@@ -15,7 +15,7 @@ for a sequence), the attribute carries the concept's name. A field renamed since
   does key names from ``keys.py``: no field name or state word is written in a script.
 
 A process may write the renamed fields under their legacy names instead (:func:`write_legacy_names`,
-``RELAY_STORE_LEGACY_NAMES``: a rolling upgrade, so that the older processes beside it read what it writes); it
+``RELAY_STORE_LEGACY_FORMAT``: a rolling upgrade, so that the older processes beside it read what it writes); it
 still reads both.
 """
 
@@ -467,7 +467,7 @@ _legacy_written = False
 
 def write_legacy_names(on: bool) -> None:
     """Write (``on``) the renamed fields under the names earlier versions wrote, and read the declared ones too; or
-    (off, the default) the other way round. Called once, at a process's start (``RELAY_STORE_LEGACY_NAMES``), before
+    (off, the default) the other way round. Called once, at a process's start (``RELAY_STORE_LEGACY_FORMAT``), before
     a record is made or a script composed: the scripts' prelude is generated from the names chosen here."""
     global _legacy_written
     _legacy_written = on

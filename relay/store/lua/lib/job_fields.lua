@@ -3,7 +3,7 @@
 -- (JOB_RENAMED: its two names, the one earlier versions wrote first; relay/core/schema.py). This version writes a
 -- field under its stored name and deletes the other, so both are there only when an older process, which knows the
 -- legacy name alone, wrote it after this version's last write of that field (a rolling upgrade): then the legacy
--- name is the value, whichever of the two this process writes (RELAY_STORE_LEGACY_NAMES).
+-- name is the value, whichever of the two this process writes (RELAY_STORE_LEGACY_FORMAT).
 
 -- the other name of a renamed field (nil for the others)
 local function other_name(name)
