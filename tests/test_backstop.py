@@ -20,9 +20,10 @@ from redis.exceptions import ResponseError
 
 from relay import logs, metrics
 from relay.store import keys
+from relay.store.scheduler import Claim
 from tests.helpers import Api, Receiver, eventually
 from tests.test_peer_faults import COMPLETED, Peer, ascii_json, running_peer
-from workers.backstop import counts
+from workers.backstop import Backstop, counts
 from workers.resolve import resolve_guarded
 
 
@@ -139,6 +140,30 @@ async def test_a_resolution_that_keeps_failing_fails_its_job(
     assert parked("resolution") == before + 1
     assert await resolve_guarded(deps, job["id"], 1) == "skipped"  # ended: nothing more
     assert len(lines(json_logs, "parked")) == 1
+
+
+async def test_a_park_is_counted_and_logged_once_made_even_if_its_strikes_are_not_cleared(
+    worker: Any, redis: Redis, json_logs: io.StringIO
+) -> None:
+    """The park is counted as soon as it is made, before its strikes are cleared: what it sent (a job's failure) may
+    reach its receiver before that Redis call returns, and when the call fails the park was made all the same.
+    Before, relay_parked_total and the "parked" line came after the clearing, and not at all when it failed."""
+    member = "m" * 22
+    made: list[str] = []
+
+    async def park(member: str, claim: Claim | None, error: str) -> None:
+        made.append(error)
+        await redis.execute_command("ACL", "SETUSER", "default", "-del")  # the clearing (DEL) is refused from now
+
+    backstop = Backstop(worker.ctx["deps"].store, "poll", park, strikes=1)
+    before = parked("poll")
+    try:
+        assert await backstop.failed(member, None, ValueError("a field that does not read")) == 1
+    finally:
+        await redis.execute_command("ACL", "SETUSER", "default", "+del")
+    assert made == ["ValueError, 1 times in a row"] and parked("poll") == before + 1
+    assert len(lines(json_logs, "parked")) == 1 and len(lines(json_logs, "strikes not cleared")) == 1
+    assert await redis.get(keys.strikes("poll", member)) == "1"  # left to expire
 
 
 @pytest.mark.parametrize(

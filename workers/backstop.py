@@ -150,9 +150,14 @@ class Backstop:
         except Exception as park_error:  # the next lease tries again (the count stays over the limit)
             log.warning("park failed", kind=self.kind, member=member[:12], error=what_failed(park_error))
             return count
-        await self.store.clear_strikes(self.kind, member)
+        # counted once made, before another Redis call: what the park sent may arrive first, and a clearing that fails
+        # must not leave a park uncounted and unlogged
         metrics.PARKED.labels(kind=self.kind).inc()
         log.error("parked", kind=self.kind, member=member[:12], error=error, **context)
+        try:
+            await self.store.clear_strikes(self.kind, member)
+        except Exception as not_cleared:  # they expire with the window; a next failure parks again (nothing left)
+            log.warning("strikes not cleared", kind=self.kind, member=member[:12], error=what_failed(not_cleared))
         return count
 
     def on_write_failure(self, member: str, claim: Claim | None) -> Callable[[BaseException], None]:
