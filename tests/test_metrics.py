@@ -181,7 +181,7 @@ async def test_each_poll_is_counted_once_by_its_outcome(
         other = await api.create(monitorUrl=f"{base}/monitor/2", callbackUrl=receiver.url)
         job_fields = await redis.hgetall(keys.job(other["id"]))  # type: ignore[misc]
         sealed = Vault(("a key this relay does not hold",)).seal(f"{base}/monitor/2")
-        await redis.hset(keys.monitor(job_fields["monitor_key"]), "url", sealed)  # type: ignore[misc]
+        await redis.hset(keys.monitor(job_fields["mk"]), "url", sealed)  # type: ignore[misc]  # mk: monitor_key
         await receiver.wait_for(lambda: receiver.terminal(other["id"]) is not None, timeout=10)
         assert receiver.terminal(other["id"])["data"]["error"]["code"] == "invalidMonitorResponse"  # type: ignore[index]
         assert _polls("invalid") - invalid >= settings.max_invalid_responses
