@@ -161,11 +161,8 @@ _processors: list[Any] = []  # what configure() gave structlog (the access log r
 
 def _render_json(_: Any, event_dict: MutableMapping[str, Any]) -> str:
     """What the json format's renderer (``JSONRenderer(serializer=_json)``, scrubbed) makes of ``event_dict``,
-    without structlog's call in between: the access line's renderer (``_json`` written out: one call less)."""
-    try:
-        line = orjson.dumps(event_dict, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()
-    except TypeError:
-        line = _json(event_dict)
+    without structlog's call in between: the access line's renderer."""
+    line = _json(event_dict)
     return _scrubbed(line) if _KEPT_OUT else line
 
 
@@ -248,7 +245,7 @@ class AccessLogger(AbstractAccessLogger):
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         if _level > logging.INFO or not _processors:  # (not configured: no line)
             return
-        line = _lines.made.get("relay.access") or _lines("relay.access")
+        line = _lines("relay.access")
         event_dict: Any = {
             "method": request.method,
             "path": request.path,

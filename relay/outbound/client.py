@@ -68,12 +68,6 @@ async def fetch(
         raise Blocked("a header value holds a control character (U+0000-U+001F or U+007F)")
     started = time.monotonic()
     async with session.request(method, target, headers=headers, data=data, **request_options(time_limit)) as resp:
-        if resp.content.at_eof():  # no body (a 204, or Content-Length: 0): nothing to read
-            return Response(resp.status, resp.headers, b"", False, time.monotonic() - started)
-        length = resp.content_length
-        if length is not None and length <= max_body and not resp.headers.get("Content-Encoding"):
-            body = await resp.read()  # declared and small: one read (aiohttp stops at Content-Length)
-            return Response(resp.status, resp.headers, body, len(body) > max_body, time.monotonic() - started)
         body, too_large = await read_body(resp, max_body)
         return Response(resp.status, resp.headers, body, too_large, time.monotonic() - started)
 
